@@ -1,0 +1,207 @@
+//! Accounts and devices: register, login, resume, revoke, and the per-device ack cursor.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tern_proto::pb::ErrorCode;
+
+use crate::auth::{self, TokenClaims, TokenError, TokenSigner};
+use crate::chat::now_ms;
+use crate::durability::Durability;
+use crate::error::{ServiceError, ServiceResult};
+use crate::store::{DeviceRecord, Store, UserRecord};
+use crate::validate;
+
+/// An authenticated (user, device) and what LoginOk tells it.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub user: String,
+    pub device: String,
+    pub token: String,
+    pub expires_ms: u64,
+    pub acked_inbox_seq: u64,
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    durability: Arc<Durability>,
+    signer: TokenSigner,
+    token_ttl_ms: u64,
+    /// Serializes read-modify-write of device records (epoch vs ack cursor).
+    device_lock: Mutex<()>,
+}
+
+/// A hash to verify against when the user does not exist, so a wrong user name costs
+/// the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| auth::hash_password("tern-dummy-password").unwrap_or_default())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ServiceError::internal())
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, durability: Arc<Durability>, token_ttl_secs: u64) -> Self {
+        let signer = TokenSigner::new(store.signing_key(), store.store_epoch());
+        Self {
+            store,
+            durability,
+            signer,
+            token_ttl_ms: token_ttl_secs.saturating_mul(1000),
+            device_lock: Mutex::new(()),
+        }
+    }
+
+    async fn durable(&self) -> ServiceResult<()> {
+        self.durability.applied();
+        self.durability
+            .barrier()
+            .await
+            .map_err(|_| ServiceError::new(ErrorCode::Internal, "storage flush failed; retry"))
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> ServiceResult<()> {
+        validate::username(username)?;
+        validate::password(password)?;
+        let taken = || ServiceError::new(ErrorCode::UserExists, format!("user {username} exists"));
+        if self.store.user(username)?.is_some() {
+            return Err(taken());
+        }
+        let pw = password.to_string();
+        let hash = blocking(move || auth::hash_password(&pw))
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed");
+                ServiceError::internal()
+            })?;
+        let rec = UserRecord {
+            password_hash: hash,
+            created_ms: now_ms(),
+            token_epoch: 0,
+        };
+        if !self.store.create_user(username, &rec)? {
+            return Err(taken());
+        }
+        self.durable().await
+    }
+
+    pub async fn login(&self, username: &str, password: &str, device: &str) -> ServiceResult<Authed> {
+        validate::device(device)?;
+        let bad = || ServiceError::new(ErrorCode::InvalidCredentials, "unknown user or wrong password");
+        let user = if validate::username(username).is_ok() {
+            self.store.user(username)?
+        } else {
+            None
+        };
+        let phc = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| dummy_hash().to_string());
+        let pw = password.to_string();
+        let ok = blocking(move || auth::verify_password(&pw, &phc)).await?;
+        let Some(user) = user.filter(|_| ok) else {
+            return Err(bad());
+        };
+        let dev = {
+            let _g = self.device_lock.lock().unwrap();
+            let mut dev = self.store.device(username, device)?.unwrap_or_default();
+            dev.last_login_ms = now_ms();
+            self.store.put_device(username, device, &dev)?;
+            dev
+        };
+        Ok(self.issue(username, device, user.token_epoch, &dev))
+    }
+
+    fn issue(&self, user: &str, device: &str, user_epoch: u64, dev: &DeviceRecord) -> Authed {
+        let expires_ms = now_ms().saturating_add(self.token_ttl_ms);
+        let token = self.signer.issue(TokenClaims {
+            user: user.to_string(),
+            device: device.to_string(),
+            expires_ms,
+            user_epoch,
+            device_epoch: dev.token_epoch,
+            ..Default::default()
+        });
+        Authed {
+            user: user.to_string(),
+            device: device.to_string(),
+            token,
+            expires_ms,
+            acked_inbox_seq: dev.acked_inbox_seq,
+        }
+    }
+
+    pub async fn resume(&self, token: &str) -> ServiceResult<Authed> {
+        let claims = self.signer.verify(token, now_ms()).map_err(|e| match e {
+            TokenError::Invalid => ServiceError::new(ErrorCode::InvalidToken, "token is not valid here"),
+            TokenError::Expired => ServiceError::new(ErrorCode::TokenExpired, "token expired; log in again"),
+        })?;
+        let revoked = || ServiceError::new(ErrorCode::TokenRevoked, "token was revoked; log in again");
+        let user = self
+            .store
+            .user(&claims.user)?
+            .ok_or_else(|| ServiceError::new(ErrorCode::InvalidToken, "token is not valid here"))?;
+        if user.token_epoch != claims.user_epoch {
+            return Err(revoked());
+        }
+        let dev = {
+            let _g = self.device_lock.lock().unwrap();
+            let mut dev = self.store.device(&claims.user, &claims.device)?.unwrap_or_default();
+            if dev.token_epoch != claims.device_epoch {
+                return Err(revoked());
+            }
+            dev.last_login_ms = now_ms();
+            self.store.put_device(&claims.user, &claims.device, &dev)?;
+            dev
+        };
+        Ok(self.issue(&claims.user, &claims.device, user.token_epoch, &dev))
+    }
+
+    /// Revokes one device's tokens, or every token of the user when `device` is None.
+    /// Durable before it returns.
+    pub async fn revoke(&self, user: &str, device: Option<&str>) -> ServiceResult<()> {
+        match device {
+            None => {
+                let mut rec = self
+                    .store
+                    .user(user)?
+                    .ok_or_else(|| ServiceError::not_found("no such user"))?;
+                rec.token_epoch += 1;
+                self.store.put_user(user, &rec)?;
+            }
+            Some(d) => {
+                validate::device(d)?;
+                let _g = self.device_lock.lock().unwrap();
+                let Some(mut rec) = self.store.device(user, d)? else {
+                    return Err(ServiceError::not_found(format!("no device {d}")));
+                };
+                rec.token_epoch += 1;
+                self.store.put_device(user, d, &rec)?;
+            }
+        }
+        self.durable().await
+    }
+
+    /// Moves the device's ack cursor forward (never back). Persisted lazily: a lost
+    /// cursor only means a re-delivery the client dedups.
+    pub fn ack(&self, user: &str, device: &str, inbox_seq: u64) -> ServiceResult<()> {
+        let _g = self.device_lock.lock().unwrap();
+        let mut rec = self.store.device(user, device)?.unwrap_or_default();
+        if inbox_seq > rec.acked_inbox_seq {
+            rec.acked_inbox_seq = inbox_seq;
+            self.store.put_device(user, device, &rec)?;
+        }
+        Ok(())
+    }
+
+    pub fn acked(&self, user: &str, device: &str) -> ServiceResult<u64> {
+        Ok(self
+            .store
+            .device(user, device)?
+            .map(|d| d.acked_inbox_seq)
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,119 @@
+//! TLS material: a configured certificate chain and key, or a dev CA and a server
+//! certificate for localhost made in the data dir on first start (never committed).
+//! The same rustls config (TLS 1.3 only, ALPN `tern/1`, no 0-RTT) serves TLS-TCP and QUIC.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+
+/// Where the dev CA's certificate is written (clients trust it with `--ca`).
+pub fn dev_ca_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("certs").join("ca.pem")
+}
+
+pub struct TlsMaterial {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Set when a dev CA is in use.
+    pub dev_ca: Option<PathBuf>,
+}
+
+pub fn load_or_create(config: &Config) -> anyhow::Result<TlsMaterial> {
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        return Ok(TlsMaterial {
+            chain: read_chain(cert)?,
+            key: PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading private key {}", key.display()))?,
+            dev_ca: None,
+        });
+    }
+    let dir = config.data_dir.join("certs");
+    let ca = dev_ca_path(&config.data_dir);
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    if !(ca.exists() && cert.exists() && key.exists()) {
+        make_dev_certs(&dir)?;
+    }
+    Ok(TlsMaterial {
+        chain: read_chain(&cert)?,
+        key: PrivateKeyDer::from_pem_file(&key)
+            .with_context(|| format!("reading private key {}", key.display()))?,
+        dev_ca: Some(ca),
+    })
+}
+
+fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading certificate {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificate {}", path.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "no certificate in {}", path.display());
+    Ok(chain)
+}
+
+/// Makes `ca.pem`/`ca.key` and a `server.pem`/`server.key` for localhost, 127.0.0.1, ::1.
+pub fn make_dev_certs(dir: &Path) -> anyhow::Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tern development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = params.signed_by(&server_key, &ca_cert, &ca_key)?;
+
+    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+    write_private(&dir.join("server.key"), &server_key.serialize_pem())?;
+    std::fs::write(dir.join("server.pem"), server_cert.pem())?;
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
+    Ok(())
+}
+
+fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    Ok(())
+}
+
+/// TLS 1.3 only, ALPN `tern/1`, 0-RTT off (max_early_data_size stays 0).
+pub fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(m.chain.clone(), m.key.clone_key())
+        .context("certificate and key do not match")?;
+    cfg.alpn_protocols = vec![tern_proto::ALPN.to_vec()];
+    cfg.max_early_data_size = 0;
+    Ok(cfg)
+}

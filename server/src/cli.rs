@@ -1,0 +1,89 @@
+//! The `tern-server` command: flags/config, logging, signals, and the startup banner.
+
+use std::io::Write;
+
+use clap::Parser;
+
+use crate::config::Args;
+use crate::server::Server;
+
+/// Runs the server as the `tern-server` binary does. Returns the process exit code.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tern-server: error: {e:#}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern-server: error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tern-server: error: {e:#}");
+                return 1;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "tern-server: data dir {} (store epoch {})",
+            server.data_dir().display(),
+            server.store_epoch()
+        );
+        if let Some(ca) = server.dev_ca() {
+            let _ = writeln!(
+                out,
+                "tern-server: dev CA {} (clients trust it with --ca {})",
+                ca.display(),
+                ca.display()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "tern-server: listening quic={} tcp={} alpn=tern/1",
+            server.quic_addr(),
+            server.tcp_addr()
+        );
+        let _ = out.flush();
+        drop(out);
+        match server.run(shutdown_signal()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("tern-server: error during shutdown: {e:#}");
+                1
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

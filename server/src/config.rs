@@ -1,0 +1,234 @@
+//! One `Config`: defaults that work on a laptop, overridden by a TOML file (`--config`),
+//! then by environment variables (`TERN_*`), then by flags. `server/tern-server.sample.toml`
+//! is the commented sample.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address for both QUIC (UDP) and TLS over TCP, unless overridden below.
+    pub listen: SocketAddr,
+    /// QUIC (UDP) address; defaults to `listen`.
+    pub quic_listen: Option<SocketAddr>,
+    /// TLS-over-TCP address; defaults to `listen` (same port number as QUIC).
+    pub tcp_listen: Option<SocketAddr>,
+    /// Where the sled store, the signing key and the dev certificates live.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain; with `tls_key`. Unset: a dev CA and certificate are made in
+    /// the data dir on first start.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Clients send a ping at least this often; 3 missed heartbeats = offline.
+    pub heartbeat_secs: u32,
+    /// A connection must log in (or resume) within this time.
+    pub auth_timeout_secs: u32,
+    /// TLS or QUIC handshake must complete within this time.
+    pub handshake_timeout_secs: u32,
+    /// Lifetime of a login token.
+    pub token_ttl_secs: u64,
+    /// Largest frame payload accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Frames queued to one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Requests one session may have in flight.
+    pub max_pending: u32,
+    /// Groups with more members than this use read diffusion (no inbox copies).
+    pub group_fanout_threshold: u32,
+    /// Largest group.
+    pub max_group_members: u32,
+    /// sled page cache, in MiB.
+    pub store_cache_mb: u64,
+    /// On shutdown, how long in-flight requests get to finish.
+    pub shutdown_grace_secs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7443".parse().unwrap(),
+            quic_listen: None,
+            tcp_listen: None,
+            data_dir: PathBuf::from("./tern-data"),
+            tls_cert: None,
+            tls_key: None,
+            heartbeat_secs: 30,
+            auth_timeout_secs: 10,
+            handshake_timeout_secs: 10,
+            token_ttl_secs: 30 * 24 * 3600,
+            max_frame_bytes: tern_proto::DEFAULT_MAX_FRAME as u32,
+            outbound_queue: 1024,
+            max_pending: 256,
+            group_fanout_threshold: 500,
+            max_group_members: 10_000,
+            store_cache_mb: 64,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Config {
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_listen.unwrap_or(self.listen)
+    }
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_listen.unwrap_or(self.listen)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("bad config {}: {e}", path.display()))
+    }
+
+    /// Checks values that would make the server misbehave.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.heartbeat_secs >= 1, "heartbeat_secs must be at least 1");
+        anyhow::ensure!(self.auth_timeout_secs >= 1, "auth_timeout_secs must be at least 1");
+        anyhow::ensure!(
+            self.max_frame_bytes >= 1024,
+            "max_frame_bytes must be at least 1024"
+        );
+        anyhow::ensure!(self.outbound_queue >= 16, "outbound_queue must be at least 16");
+        anyhow::ensure!(self.max_pending >= 1, "max_pending must be at least 1");
+        anyhow::ensure!(self.max_group_members >= 2, "max_group_members must be at least 2");
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key go together"
+        );
+        Ok(())
+    }
+}
+
+/// Command line of `tern-server`. Every flag can also come from the environment variable
+/// named beside it, and from the config file (same name, snake_case).
+#[derive(Debug, Parser)]
+#[command(name = "tern-server", version, about = "tern instant-messaging server (QUIC + TLS over TCP)")]
+pub struct Args {
+    /// TOML config file (see server/tern-server.sample.toml). Flags override it.
+    #[arg(long, env = "TERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for QUIC (UDP) and TLS over TCP [default: 127.0.0.1:7443]
+    #[arg(long, env = "TERN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// QUIC (UDP) address, if different from --listen
+    #[arg(long, env = "TERN_QUIC_LISTEN")]
+    pub quic_listen: Option<SocketAddr>,
+    /// TLS-over-TCP address, if different from --listen
+    #[arg(long, env = "TERN_TCP_LISTEN")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// Data directory [default: ./tern-data]
+    #[arg(long, env = "TERN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain (with --tls-key); without it a dev CA is made in the data dir
+    #[arg(long, env = "TERN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "TERN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Heartbeat interval announced to clients; 3 missed = offline [default: 30]
+    #[arg(long, env = "TERN_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u32>,
+    /// Time a new connection has to log in [default: 10]
+    #[arg(long, env = "TERN_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<u32>,
+    /// Time a TLS or QUIC handshake may take [default: 10]
+    #[arg(long, env = "TERN_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u32>,
+    /// Login token lifetime in seconds [default: 2592000 = 30 days]
+    #[arg(long, env = "TERN_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Largest frame payload in bytes [default: 1048576]
+    #[arg(long, env = "TERN_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Frames queued per connection before it is dropped as a slow consumer [default: 1024]
+    #[arg(long, env = "TERN_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+    /// Requests one session may have in flight [default: 256]
+    #[arg(long, env = "TERN_MAX_PENDING")]
+    pub max_pending: Option<u32>,
+    /// Groups larger than this use read diffusion [default: 500]
+    #[arg(long, env = "TERN_GROUP_FANOUT_THRESHOLD")]
+    pub group_fanout_threshold: Option<u32>,
+    /// Largest group [default: 10000]
+    #[arg(long, env = "TERN_MAX_GROUP_MEMBERS")]
+    pub max_group_members: Option<u32>,
+    /// sled page cache in MiB [default: 64]
+    #[arg(long, env = "TERN_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<u64>,
+    /// Seconds in-flight requests get on shutdown [default: 5]
+    #[arg(long, env = "TERN_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u32>,
+}
+
+impl Args {
+    /// Config file (or defaults), then environment and flags on top.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        macro_rules! over_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
+        }
+        over!(
+            listen,
+            data_dir,
+            heartbeat_secs,
+            auth_timeout_secs,
+            handshake_timeout_secs,
+            token_ttl_secs,
+            max_frame_bytes,
+            outbound_queue,
+            max_pending,
+            group_fanout_threshold,
+            max_group_members,
+            store_cache_mb,
+            shutdown_grace_secs
+        );
+        over_opt!(quic_listen, tcp_listen, tls_cert, tls_key);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_parses_and_matches_defaults() {
+        let sample = include_str!("../tern-server.sample.toml");
+        let c: Config = toml::from_str(sample).unwrap();
+        assert_eq!(c, Config::default(), "the sample file documents the defaults");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "heartbeat_secs = 5\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let args = Args::parse_from([
+            "tern-server",
+            "--config",
+            path.to_str().unwrap(),
+            "--heartbeat-secs",
+            "7",
+        ]);
+        let c = args.into_config().unwrap();
+        assert_eq!(c.heartbeat_secs, 7);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("hearbeat_secs = 5").is_err());
+    }
+}

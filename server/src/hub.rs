@@ -1,0 +1,211 @@
+//! The registry of live sessions: user -> the sessions of that user's online devices.
+//!
+//! Sharded by user so registering, looking up and fanning out never contend on one lock;
+//! each lock is held only to clone a few `Arc`s (never across an `.await`). This is also
+//! the routing seam for scale-out: delivery to users on other nodes would go here.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use tern_proto::pb::CloseReason;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const SHARDS: usize = 32;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The part of a session other tasks may touch: its outbound queue and its close switch.
+pub struct SessionHandle {
+    pub id: u64,
+    /// (user, device), set once at login.
+    identity: OnceLock<(String, String)>,
+    tx: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+    reason: OnceLock<(CloseReason, String)>,
+}
+
+impl SessionHandle {
+    /// A handle for a new, not yet authenticated connection.
+    pub fn new(tx: mpsc::Sender<Bytes>) -> Arc<Self> {
+        Arc::new(Self {
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            identity: OnceLock::new(),
+            tx,
+            close: CancellationToken::new(),
+            reason: OnceLock::new(),
+        })
+    }
+
+    /// Sets who this session is; once.
+    pub fn set_identity(&self, user: &str, device: &str) -> bool {
+        self.identity
+            .set((user.to_string(), device.to_string()))
+            .is_ok()
+    }
+
+    pub fn user(&self) -> &str {
+        self.identity.get().map(|(u, _)| u.as_str()).unwrap_or("")
+    }
+
+    pub fn device(&self) -> &str {
+        self.identity.get().map(|(_, d)| d.as_str()).unwrap_or("")
+    }
+
+    /// Queues an encoded frame without waiting. A full queue means the device cannot keep
+    /// up: it is disconnected (it will resume and sync) instead of slowing anyone else.
+    pub fn push(&self, frame: Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseReason::SlowConsumer, "outbound queue full; resume and sync");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the session to close with a reason (the first reason wins).
+    pub fn close(&self, reason: CloseReason, message: &str) {
+        let _ = self.reason.set((reason, message.to_string()));
+        self.close.cancel();
+    }
+
+    pub fn close_reason(&self) -> Option<&(CloseReason, String)> {
+        self.reason.get()
+    }
+
+    pub async fn closed(&self) {
+        self.close.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.close.is_cancelled()
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    shards: Vec<Mutex<HashMap<String, Vec<Arc<SessionHandle>>>>>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, user: &str) -> &Mutex<HashMap<String, Vec<Arc<SessionHandle>>>> {
+        let mut h = DefaultHasher::new();
+        user.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Registers an authenticated session; returns the session it replaces (same user
+    /// and device).
+    pub fn register(&self, session: Arc<SessionHandle>) -> Option<Arc<SessionHandle>> {
+        let mut map = self.shard(session.user()).lock().unwrap();
+        let list = map.entry(session.user().to_string()).or_default();
+        let old = list
+            .iter()
+            .position(|s| s.device() == session.device())
+            .map(|i| list.swap_remove(i));
+        list.push(session);
+        old
+    }
+
+    /// Removes the session if it is still the registered one.
+    pub fn unregister(&self, session: &SessionHandle) {
+        let user = session.user();
+        let mut map = self.shard(user).lock().unwrap();
+        if let Some(list) = map.get_mut(user) {
+            list.retain(|s| s.id != session.id);
+            if list.is_empty() {
+                map.remove(user);
+            }
+        }
+    }
+
+    /// The user's live sessions (a snapshot).
+    pub fn sessions(&self, user: &str) -> Vec<Arc<SessionHandle>> {
+        self.shard(user)
+            .lock()
+            .unwrap()
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Queues `frame` to every live session of `user`; returns how many took it.
+    pub fn push_to_user(&self, user: &str, frame: &Bytes) -> usize {
+        self.sessions(user)
+            .iter()
+            .filter(|s| s.push(frame.clone()))
+            .count()
+    }
+
+    pub fn online_devices(&self, user: &str) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .sessions(user)
+            .iter()
+            .map(|s| s.device().to_string())
+            .collect();
+        d.sort();
+        d
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.shard(user).lock().unwrap().contains_key(user)
+    }
+
+    pub fn connected(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_device_replaces_other_devices_coexist() {
+        let hub = Hub::new();
+        let (tx, _rx) = mpsc::channel(4);
+        let mk = |d: &str| {
+            let s = SessionHandle::new(tx.clone());
+            assert!(s.set_identity("a", d));
+            assert!(!s.set_identity("b", d), "identity is set once");
+            s
+        };
+        let (a1, a2, a3) = (mk("phone"), mk("laptop"), mk("phone"));
+        assert!(hub.register(a1.clone()).is_none());
+        assert!(hub.register(a2).is_none());
+        let old = hub.register(a3.clone()).unwrap();
+        assert_eq!(old.id, a1.id);
+        assert_eq!(hub.online_devices("a"), vec!["laptop", "phone"]);
+        // Unregistering the replaced session must not remove its successor.
+        hub.unregister(&a1);
+        assert_eq!(hub.sessions("a").len(), 2);
+        hub.unregister(&a3);
+        assert_eq!(hub.online_devices("a"), vec!["laptop"]);
+    }
+
+    #[test]
+    fn full_queue_closes_the_slow_session() {
+        let (tx, _rx) = mpsc::channel(1);
+        let s = SessionHandle::new(tx);
+        assert!(s.push(Bytes::from_static(b"1")));
+        assert!(!s.is_closed());
+        assert!(!s.push(Bytes::from_static(b"2")));
+        assert!(s.is_closed());
+        assert_eq!(s.close_reason().unwrap().0, CloseReason::SlowConsumer);
+    }
+}

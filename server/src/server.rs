@@ -1,0 +1,313 @@
+//! Wiring: open the store, start the flusher, bind QUIC and TLS-TCP, accept connections
+//! into sessions, and shut everything down in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accounts::Accounts;
+use crate::certs;
+use crate::chat::{Chat, ChatLimits};
+use crate::config::Config;
+use crate::durability::Durability;
+use crate::hub::Hub;
+use crate::session::run_session;
+use crate::store::{SledStore, Store};
+
+/// Per-session limits, from the config.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub heartbeat: Duration,
+    pub auth_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_frame_bytes: u32,
+    pub outbound_queue: usize,
+    pub max_pending: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// What every session shares.
+pub struct Services {
+    pub chat: Chat,
+    pub accounts: Accounts,
+    pub hub: Arc<Hub>,
+    pub limits: SessionLimits,
+    pub store_epoch: String,
+    /// Cancelled when the server stops: sessions close with reason SHUTDOWN.
+    pub shutdown: CancellationToken,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    services: Arc<Services>,
+    store: Arc<dyn Store>,
+    durability: Arc<Durability>,
+    tcp: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    quic: quinn::Endpoint,
+    quic_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    dev_ca: Option<PathBuf>,
+    data_dir: PathBuf,
+}
+
+fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = std::net::TcpListener::bind(addr)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s)
+}
+
+/// Binds UDP and TCP. When both ask for the same port 0, the TCP port is chosen to match
+/// the UDP one, so QUIC and TLS share a port number as with the default config.
+fn bind_both(quic: SocketAddr, tcp: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, TcpListener)> {
+    if quic == tcp && quic.port() == 0 {
+        for _ in 0..20 {
+            let udp = bind_udp(quic)?;
+            let mut want = tcp;
+            want.set_port(udp.local_addr()?.port());
+            if let Ok(t) = bind_tcp(want) {
+                return Ok((udp, t));
+            }
+        }
+        anyhow::bail!("could not find a port free for both UDP and TCP on {}", quic.ip());
+    }
+    let udp = bind_udp(quic)?;
+    let t = bind_tcp(tcp).with_context(|| format!("binding TCP {tcp}"))?;
+    Ok((udp, t))
+}
+
+impl Server {
+    /// Opens the data dir and binds the listeners; nothing is served until `run`.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let store_dir = config.data_dir.join("store");
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(&store_dir, config.store_cache_mb << 20)
+                .with_context(|| format!("opening the store in {}", store_dir.display()))?,
+        );
+        let tls_material = certs::load_or_create(&config)?;
+        let tls_config = Arc::new(certs::server_tls_config(&tls_material)?);
+
+        let durability = Durability::new(store.clone());
+        let hub = Arc::new(Hub::new());
+        let limits = SessionLimits {
+            heartbeat: Duration::from_secs(config.heartbeat_secs as u64),
+            auth_timeout: Duration::from_secs(config.auth_timeout_secs as u64),
+            handshake_timeout: Duration::from_secs(config.handshake_timeout_secs as u64),
+            max_frame_bytes: config.max_frame_bytes,
+            outbound_queue: config.outbound_queue,
+            max_pending: config.max_pending,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs as u64),
+        };
+        let services = Arc::new(Services {
+            chat: Chat::new(
+                store.clone(),
+                durability.clone(),
+                hub.clone(),
+                ChatLimits {
+                    fanout_threshold: config.group_fanout_threshold as usize,
+                    max_group_members: config.max_group_members as usize,
+                },
+            ),
+            accounts: Accounts::new(store.clone(), durability.clone(), config.token_ttl_secs),
+            hub,
+            store_epoch: store.store_epoch(),
+            shutdown: CancellationToken::new(),
+            limits: limits.clone(),
+        });
+
+        let (udp, tcp) = bind_both(config.quic_addr(), config.tcp_addr())?;
+        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_config.clone())
+            .context("QUIC needs TLS 1.3")?;
+        let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let mut transport = quinn::TransportConfig::default();
+        // Idle timeout = 3 heartbeats (+ a little), aligned with the session's own check.
+        let idle = limits.heartbeat * 3 + Duration::from_secs(2);
+        transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle)?));
+        transport.max_concurrent_bidi_streams(1u32.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        quic_config.transport_config(Arc::new(transport));
+        let quic = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(quic_config),
+            udp,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(Self {
+            quic_addr: quic.local_addr()?,
+            tcp_addr: tcp.local_addr()?,
+            services,
+            store,
+            durability,
+            tcp,
+            tls: tokio_rustls::TlsAcceptor::from(tls_config),
+            quic,
+            dev_ca: tls_material.dev_ca,
+            data_dir: config.data_dir,
+        })
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+    /// The dev CA clients must trust, when no certificate was configured.
+    pub fn dev_ca(&self) -> Option<&PathBuf> {
+        self.dev_ca.as_ref()
+    }
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.data_dir
+    }
+    pub fn store_epoch(&self) -> &str {
+        &self.services.store_epoch
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+    /// finish (up to the grace period), closes sessions with reason SHUTDOWN, and flushes
+    /// the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let flusher_stop = CancellationToken::new();
+        let flusher = tokio::spawn(self.durability.clone().run(flusher_stop.clone()));
+        let accept_stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let tcp_task = tokio::spawn(accept_tcp(
+            self.tcp,
+            self.tls,
+            self.services.clone(),
+            accept_stop.clone(),
+            tracker.clone(),
+        ));
+        let quic_task = tokio::spawn(accept_quic(
+            self.quic.clone(),
+            self.services.clone(),
+            accept_stop.clone(),
+            tracker.clone(),
+        ));
+
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        accept_stop.cancel();
+        let _ = tcp_task.await;
+        let _ = quic_task.await;
+        self.services.shutdown.cancel();
+        tracker.close();
+        let grace = self.services.limits.shutdown_grace + Duration::from_secs(5);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("some sessions did not end within the grace period");
+        }
+        flusher_stop.cancel();
+        let _ = flusher.await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .context("final flush task")?
+            .context("final store flush")?;
+        self.quic.close(0u32.into(), b"server shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.quic.wait_idle()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    services: Arc<Services>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, do not spin.
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
+        let services = services.clone();
+        tracker.spawn(async move {
+            let hs = services.limits.handshake_timeout;
+            let stream = match tokio::time::timeout(hs, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (r, w) = tokio::io::split(stream);
+            run_session(services, r, w, "tcp").await;
+        });
+    }
+}
+
+async fn accept_quic(
+    endpoint: quinn::Endpoint,
+    services: Arc<Services>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        let services = services.clone();
+        tracker.spawn(async move {
+            let hs = services.limits.handshake_timeout;
+            let peer = incoming.remote_address();
+            let setup = async {
+                let conn = incoming.await?;
+                let (send, recv) = conn.accept_bi().await?;
+                Ok::<_, quinn::ConnectionError>((conn, send, recv))
+            };
+            let (conn, send, recv) = match tokio::time::timeout(hs, setup).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "QUIC connection setup failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "QUIC handshake timed out");
+                    return;
+                }
+            };
+            run_session(services, recv, send, "quic").await;
+            // The stream is finished; give the client a moment to read the last frames
+            // and close, then close ourselves.
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+            conn.close(0u32.into(), b"session ended");
+        });
+    }
+}

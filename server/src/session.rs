@@ -1,0 +1,469 @@
+//! One session per connection, the same for every transport: a stream of decoded frames
+//! in, a bounded queue of encoded frames out.
+//!
+//! States: connected (only Register, Login, Resume, Ping) -> authenticated -> closing.
+//! The reader loop dispatches requests; a writer task drains the outbound queue, many
+//! frames per write. Sends are sequenced inline (so pipelined sends keep their order) and
+//! acked later by the durability flusher; reads run as tasks. At most `max_pending`
+//! requests are in flight: past that the loop stops reading (backpressure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tern_proto::pb::{self, CloseReason, ErrorCode};
+use tern_proto::{encode_frame, error_frame, Body, CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::accounts::Authed;
+use crate::chat::now_ms;
+use crate::error::ServiceError;
+use crate::hub::SessionHandle;
+use crate::server::Services;
+
+/// Writes at most this many bytes per write call when draining the queue.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Runs a session to its end over any byte stream.
+pub async fn run_session<R, W>(services: Arc<Services>, reader: R, writer: W, transport: &'static str)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(services.limits.outbound_queue);
+    let (finish_tx, finish_rx) = oneshot::channel::<Option<Bytes>>();
+    let writer_task = tokio::spawn(write_loop(writer, rx, finish_rx));
+    let handle = SessionHandle::new(tx);
+    let mut session = Session {
+        pending: Arc::new(Semaphore::new(services.limits.max_pending as usize)),
+        services: services.clone(),
+        handle: handle.clone(),
+        authed: None,
+    };
+    let frames = FramedRead::new(reader, FrameCodec::new(services.limits.max_frame_bytes as usize));
+    let close = session.run(frames).await;
+
+    if session.authed.is_some() {
+        services.hub.unregister(&handle);
+    }
+    let last = match &close {
+        Some((reason, message)) => {
+            tracing::debug!(transport, user = handle.user(), ?reason, %message, "closing session");
+            if *reason == CloseReason::Shutdown {
+                // Let in-flight requests finish (their acks are queued before we close).
+                let all = services.limits.max_pending;
+                let _ = tokio::time::timeout(
+                    services.limits.shutdown_grace,
+                    session.pending.acquire_many(all),
+                )
+                .await;
+            }
+            Some(encode_frame(&Frame {
+                req_id: 0,
+                body: Some(Body::Closing(pb::Closing {
+                    reason: *reason as i32,
+                    message: message.clone(),
+                    retry_after_ms: if *reason == CloseReason::Shutdown { 1000 } else { 0 },
+                })),
+            }))
+        }
+        None => None,
+    };
+    handle.close(CloseReason::Unspecified, "session ended");
+    let _ = finish_tx.send(last);
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(Duration::from_secs(3), &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
+}
+
+/// Drains the outbound queue into the stream. On `finish` it writes what is queued and
+/// the last frame (the Closing), then shuts the stream down.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut finish: oneshot::Receiver<Option<Bytes>>,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        tokio::select! {
+            biased;
+            m = rx.recv() => {
+                let Some(first) = m else { break };
+                buf.extend_from_slice(&first);
+                while buf.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(b) => buf.extend_from_slice(&b),
+                        Err(_) => break,
+                    }
+                }
+                if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+                    return;
+                }
+                buf.clear();
+                if buf.capacity() > 4 * WRITE_BATCH {
+                    buf = BytesMut::with_capacity(4096);
+                }
+            }
+            last = &mut finish => {
+                while let Ok(b) = rx.try_recv() {
+                    buf.extend_from_slice(&b);
+                }
+                if let Ok(Some(last)) = last {
+                    buf.extend_from_slice(&last);
+                }
+                if w.write_all(&buf).await.is_ok() {
+                    let _ = w.flush().await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+struct Session {
+    services: Arc<Services>,
+    handle: Arc<SessionHandle>,
+    authed: Option<Authed>,
+    pending: Arc<Semaphore>,
+}
+
+type Close = Option<(CloseReason, String)>;
+
+fn frame(req_id: u64, body: Body) -> Frame {
+    Frame {
+        req_id,
+        body: Some(body),
+    }
+}
+
+impl Session {
+    fn send(&self, f: &Frame) {
+        self.handle.push(encode_frame(f));
+    }
+
+    fn reply_err(&self, req_id: u64, e: ServiceError) {
+        self.send(&error_frame(req_id, e.code, e.message));
+    }
+
+    fn deadline(&self, last_rx: Instant, started: Instant) -> Instant {
+        let l = &self.services.limits;
+        match self.authed {
+            Some(_) => last_rx + l.heartbeat * 3,
+            None => started + l.auth_timeout,
+        }
+    }
+
+    async fn run<R: AsyncRead + Unpin>(&mut self, mut frames: FramedRead<R, FrameCodec>) -> Close {
+        let started = Instant::now();
+        let mut last_rx = started;
+        let timer = tokio::time::sleep_until(self.deadline(last_rx, started));
+        tokio::pin!(timer);
+        let shutdown = self.services.shutdown.clone();
+        let handle = self.handle.clone();
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        loop {
+            if permit.is_none() {
+                tokio::select! {
+                    p = self.pending.clone().acquire_owned() => {
+                        permit = Some(p.expect("semaphore never closed"));
+                        continue;
+                    }
+                    _ = handle.closed() => return handle.close_reason().cloned(),
+                    _ = shutdown.cancelled() => return Some((CloseReason::Shutdown, "server shutting down".into())),
+                }
+            }
+            tokio::select! {
+                item = frames.next() => {
+                    last_rx = Instant::now();
+                    match item {
+                        None => return None,
+                        Some(Ok(Ok(f))) => {
+                            let p = permit.take().expect("checked above");
+                            if let Some(close) = self.dispatch(f, p).await {
+                                return Some(close);
+                            }
+                        }
+                        Some(Ok(Err(e))) => {
+                            self.send(&error_frame(0, ErrorCode::MalformedFrame, format!("frame is not a valid protobuf Frame: {e}")));
+                        }
+                        Some(Err(CodecError::FrameTooLarge { len, max })) => {
+                            self.send(&error_frame(0, ErrorCode::FrameTooLarge, format!("frame of {len} bytes exceeds the maximum of {max}")));
+                            return Some((CloseReason::ProtocolError, "frame too large".into()));
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "connection read ended");
+                            return None;
+                        }
+                    }
+                }
+                _ = &mut timer => {
+                    let deadline = self.deadline(last_rx, started);
+                    if Instant::now() >= deadline {
+                        return Some(match self.authed {
+                            Some(_) => (CloseReason::HeartbeatTimeout, "no frame for 3 heartbeats".into()),
+                            None => (CloseReason::AuthTimeout, "no login in time".into()),
+                        });
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                _ = handle.closed() => return handle.close_reason().cloned(),
+                _ = shutdown.cancelled() => return Some((CloseReason::Shutdown, "server shutting down".into())),
+            }
+        }
+    }
+
+    fn check_version(&self, req_id: u64, v: u32) -> Close {
+        if v == PROTOCOL_VERSION {
+            return None;
+        }
+        self.send(&error_frame(
+            req_id,
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+        Some((CloseReason::ProtocolError, "unsupported protocol version".into()))
+    }
+
+    /// Handles one request. Returns a close reason when the session must end.
+    async fn dispatch(&mut self, f: Frame, permit: OwnedSemaphorePermit) -> Close {
+        let req_id = f.req_id;
+        let Some(body) = f.body else {
+            self.reply_err(req_id, ServiceError::new(ErrorCode::UnknownRequest, "frame has no body (or a body this server does not know)"));
+            return None;
+        };
+        let svc = self.services.clone();
+        match body {
+            Body::Ping(p) => {
+                self.send(&frame(req_id, Body::Pong(pb::Pong { client_time_ms: p.client_time_ms, server_time_ms: now_ms() })));
+                None
+            }
+            Body::Register(r) if self.authed.is_none() => {
+                if let Some(c) = self.check_version(req_id, r.protocol_version) {
+                    return Some(c);
+                }
+                match svc.accounts.register(&r.username, &r.password).await {
+                    Ok(()) => self.send(&frame(req_id, Body::Ok(pb::Ok {}))),
+                    Err(e) => self.reply_err(req_id, e),
+                }
+                None
+            }
+            Body::Login(l) if self.authed.is_none() => {
+                if let Some(c) = self.check_version(req_id, l.protocol_version) {
+                    return Some(c);
+                }
+                let res = svc.accounts.login(&l.username, &l.password, &l.device).await;
+                self.authenticated(req_id, res)
+            }
+            Body::Resume(r) if self.authed.is_none() => {
+                if let Some(c) = self.check_version(req_id, r.protocol_version) {
+                    return Some(c);
+                }
+                let res = svc.accounts.resume(&r.token).await;
+                self.authenticated(req_id, res)
+            }
+            Body::Register(_) | Body::Login(_) | Body::Resume(_) => {
+                self.reply_err(req_id, ServiceError::new(ErrorCode::AlreadyAuthenticated, "this session is already logged in"));
+                None
+            }
+            b @ (Body::Error(_) | Body::Ok(_) | Body::LoginOk(_) | Body::Pong(_) | Body::SendAck(_)
+            | Body::SyncResult(_) | Body::PullResult(_) | Body::GroupCreated(_) | Body::MemberList(_)
+            | Body::ConversationList(_) | Body::PresenceResult(_) | Body::GroupOnlineResult(_)
+            | Body::Push(_) | Body::Closing(_)) => {
+                self.reply_err(req_id, ServiceError::new(ErrorCode::UnknownRequest, format!("{} is not a request", tern_proto::body_name(&b))));
+                None
+            }
+            body => match self.authed.clone() {
+                None => {
+                    self.reply_err(req_id, ServiceError::new(ErrorCode::Unauthenticated, format!("{} needs a logged-in session: Login or Resume first", tern_proto::body_name(&body))));
+                    None
+                }
+                Some(a) => self.dispatch_authed(req_id, body, a, permit).await,
+            },
+        }
+    }
+
+    fn authenticated(&mut self, req_id: u64, res: Result<Authed, ServiceError>) -> Close {
+        let a = match res {
+            Ok(a) => a,
+            Err(e) => {
+                self.reply_err(req_id, e);
+                return None;
+            }
+        };
+        let svc = &self.services;
+        let head = match svc.chat.current_inbox_head(&a.user) {
+            Ok(h) => h,
+            Err(e) => {
+                self.reply_err(req_id, e);
+                return None;
+            }
+        };
+        self.handle.set_identity(&a.user, &a.device);
+        // LoginOk first, then register for pushes: anything committed from here on is
+        // pushed, and anything before it is found by the Sync the client sends next.
+        self.send(&frame(
+            req_id,
+            Body::LoginOk(pb::LoginOk {
+                username: a.user.clone(),
+                device: a.device.clone(),
+                token: a.token.clone(),
+                token_expires_ms: a.expires_ms,
+                heartbeat_secs: svc.limits.heartbeat.as_secs() as u32,
+                store_epoch: svc.store_epoch.clone(),
+                inbox_head: head,
+                acked_inbox_seq: a.acked_inbox_seq,
+                max_frame_bytes: svc.limits.max_frame_bytes,
+                server_time_ms: now_ms(),
+                max_pending: svc.limits.max_pending,
+            }),
+        ));
+        if let Some(old) = svc.hub.register(self.handle.clone()) {
+            old.close(CloseReason::Replaced, "this device logged in on another connection");
+        }
+        tracing::debug!(user = %a.user, device = %a.device, "logged in");
+        self.authed = Some(a);
+        None
+    }
+
+    /// Runs a read-only request as its own task, so a slow read does not hold up sends.
+    fn spawn_read<F>(&self, req_id: u64, permit: OwnedSemaphorePermit, fut: F)
+    where
+        F: std::future::Future<Output = Result<Body, ServiceError>> + Send + 'static,
+    {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let f = match fut.await {
+                Ok(body) => frame(req_id, body),
+                Err(e) => error_frame(req_id, e.code, e.message),
+            };
+            handle.push(encode_frame(&f));
+            drop(permit);
+        });
+    }
+
+    async fn dispatch_authed(&mut self, req_id: u64, body: Body, a: Authed, permit: OwnedSemaphorePermit) -> Close {
+        let svc = self.services.clone();
+        let ok = || frame(req_id, Body::Ok(pb::Ok {}));
+        let reply = |this: &Self, r: Result<Body, ServiceError>| match r {
+            Ok(b) => this.send(&frame(req_id, b)),
+            Err(e) => this.reply_err(req_id, e),
+        };
+        match body {
+            Body::Send(s) => {
+                let handle = self.handle.clone();
+                let done = Box::new(move |r: Result<crate::chat::AckInfo, ServiceError>| {
+                    let f = match r {
+                        Ok(ack) => frame(req_id, Body::SendAck(ack.to_pb())),
+                        Err(e) => error_frame(req_id, e.code, e.message),
+                    };
+                    handle.push(encode_frame(&f));
+                    drop(permit);
+                });
+                if let Err(e) = svc.chat.send(&a.user, &a.device, s, done) {
+                    self.reply_err(req_id, e);
+                }
+            }
+            Body::Ack(ack) => {
+                let r = match svc.chat.current_inbox_head(&a.user) {
+                    Ok(head) if ack.inbox_seq > head => Err(ServiceError::invalid(format!(
+                        "ack {} is beyond the inbox head {head}",
+                        ack.inbox_seq
+                    ))),
+                    Ok(_) => svc.accounts.ack(&a.user, &a.device, ack.inbox_seq),
+                    Err(e) => Err(e),
+                };
+                reply(self, r.map(|()| Body::Ok(pb::Ok {})));
+            }
+            Body::Sync(s) => {
+                let user = a.user.clone();
+                let device = a.device.clone();
+                self.spawn_read(req_id, permit, async move {
+                    let after = match s.after_inbox_seq {
+                        Some(v) => v,
+                        None => svc.accounts.acked(&user, &device)?,
+                    };
+                    svc.chat.sync(&user, after, s.limit).await.map(Body::SyncResult)
+                });
+            }
+            Body::Pull(p) => {
+                let user = a.user.clone();
+                self.spawn_read(req_id, permit, async move { svc.chat.pull(&user, p).await.map(Body::PullResult) });
+            }
+            Body::ListConversations(_) => {
+                let user = a.user.clone();
+                self.spawn_read(req_id, permit, async move {
+                    svc.chat.list_conversations(&user).await.map(Body::ConversationList)
+                });
+            }
+            Body::ListMembers(m) => {
+                let user = a.user.clone();
+                self.spawn_read(req_id, permit, async move {
+                    svc.chat.list_members(&user, &m.conversation).await.map(Body::MemberList)
+                });
+            }
+            Body::PresenceQuery(q) => reply(self, svc.chat.presence(&q.users).map(Body::PresenceResult)),
+            Body::GroupOnlineQuery(q) => {
+                reply(self, svc.chat.group_online(&a.user, &q.conversation).map(Body::GroupOnlineResult))
+            }
+            Body::CreateGroup(g) => {
+                let r = svc.chat.create_group(&a.user, g).await;
+                reply(self, r.map(Body::GroupCreated));
+            }
+            Body::AddMembers(m) => {
+                let r = svc.chat.add_members(&a.user, m).await;
+                reply(self, r.map(|()| Body::Ok(pb::Ok {})));
+            }
+            Body::RemoveMembers(m) => {
+                let r = svc.chat.remove_members(&a.user, m).await;
+                reply(self, r.map(|()| Body::Ok(pb::Ok {})));
+            }
+            Body::LeaveGroup(m) => {
+                let r = svc.chat.leave_group(&a.user, m).await;
+                reply(self, r.map(|()| Body::Ok(pb::Ok {})));
+            }
+            Body::Logout(_) => match svc.accounts.revoke(&a.user, Some(&a.device)).await {
+                Ok(()) => {
+                    self.send(&ok());
+                    return Some((CloseReason::LoggedOut, "logged out".into()));
+                }
+                Err(e) => self.reply_err(req_id, e),
+            },
+            Body::Revoke(r) => {
+                let device = (!r.device.is_empty()).then_some(r.device.as_str());
+                match svc.accounts.revoke(&a.user, device).await {
+                    Ok(()) => {
+                        self.send(&ok());
+                        let mut own = false;
+                        for s in svc.hub.sessions(&a.user) {
+                            if device.is_none_or(|d| d == s.device()) {
+                                if s.id == self.handle.id {
+                                    own = true;
+                                } else {
+                                    s.close(CloseReason::Revoked, "token revoked");
+                                }
+                            }
+                        }
+                        if own {
+                            return Some((CloseReason::Revoked, "token revoked".into()));
+                        }
+                    }
+                    Err(e) => self.reply_err(req_id, e),
+                }
+            }
+            other => {
+                // Auth requests and non-requests are handled in `dispatch`.
+                self.reply_err(req_id, ServiceError::new(ErrorCode::UnknownRequest, format!("unexpected {}", tern_proto::body_name(&other))));
+            }
+        }
+        None
+    }
+}

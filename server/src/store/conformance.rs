@@ -1,0 +1,171 @@
+//! The conformance suite every [`Store`] backend must pass. Each check uses its own names,
+//! so they can all run against one store.
+
+use tern_proto::pb;
+
+use super::*;
+
+pub fn run_all(store: &dyn Store) {
+    users_are_created_once(store);
+    devices_round_trip(store);
+    timeline_ranges_are_ordered_and_prefix_isolated(store);
+    inbox_ranges(store);
+    duplicate_commit_writes_nothing(store);
+    membership_indexes_both_ways(store);
+}
+
+pub fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
+    let msg = pb::Message {
+        conversation: conv.into(),
+        seq,
+        sender: sender.into(),
+        client_msg_id: cmid.into(),
+        body: format!("body {seq}").into_bytes().into(),
+        ..Default::default()
+    };
+    let out = store
+        .commit(&[
+            Mutation::Message(msg),
+            Mutation::Dedup {
+                sender: sender.into(),
+                client_msg_id: cmid.into(),
+                record: DedupRecord {
+                    conversation: conv.into(),
+                    seq,
+                    server_time_ms: 1,
+                    inbox_seq: 0,
+                },
+            },
+        ])
+        .unwrap();
+    assert_eq!(out, CommitOutcome::Applied);
+}
+
+fn users_are_created_once(store: &dyn Store) {
+    let rec = UserRecord {
+        password_hash: "h".into(),
+        created_ms: 5,
+        token_epoch: 0,
+    };
+    assert!(store.create_user("conf_u1", &rec).unwrap());
+    let other = UserRecord {
+        password_hash: "other".into(),
+        ..rec.clone()
+    };
+    assert!(!store.create_user("conf_u1", &other).unwrap());
+    assert_eq!(store.user("conf_u1").unwrap(), Some(rec));
+    assert_eq!(store.user("conf_u").unwrap(), None);
+}
+
+fn devices_round_trip(store: &dyn Store) {
+    let d = DeviceRecord {
+        token_epoch: 2,
+        acked_inbox_seq: 9,
+        last_login_ms: 1,
+    };
+    store.put_device("conf_d", "phone", &d).unwrap();
+    store.put_device("conf_d", "laptop", &DeviceRecord::default()).unwrap();
+    store.put_device("conf_dx", "phone", &DeviceRecord::default()).unwrap();
+    assert_eq!(store.device("conf_d", "phone").unwrap(), Some(d));
+    let names: Vec<String> = store.devices("conf_d").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["laptop".to_string(), "phone".to_string()]);
+}
+
+fn timeline_ranges_are_ordered_and_prefix_isolated(store: &dyn Store) {
+    // 300 entries so the big-endian key order matters (255 -> 256 crosses a byte).
+    for seq in 1..=300 {
+        append(store, "g:conf1", seq, "s", &format!("conf1-{seq}"));
+    }
+    append(store, "g:conf10", 1, "s", "conf10-1");
+    assert_eq!(store.last_seq("g:conf1").unwrap(), 300);
+    assert_eq!(store.last_seq("g:conf10").unwrap(), 1);
+    assert_eq!(store.last_seq("g:conf").unwrap(), 0);
+    let page = store.timeline("g:conf1", 250, 300, 20).unwrap();
+    let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (250..270).collect::<Vec<_>>());
+    assert!(store.timeline("g:conf1", 301, 400, 10).unwrap().is_empty());
+    assert_eq!(store.message("g:conf1", 256).unwrap().unwrap().seq, 256);
+}
+
+fn inbox_ranges(store: &dyn Store) {
+    let muts: Vec<Mutation> = (1..=10)
+        .map(|i| Mutation::Inbox {
+            user: "conf_i".into(),
+            inbox_seq: i,
+            entry: InboxRecord {
+                conversation: "d:x:y".into(),
+                seq: i * 2,
+            },
+        })
+        .collect();
+    store.commit(&muts).unwrap();
+    assert_eq!(store.last_inbox_seq("conf_i").unwrap(), 10);
+    assert_eq!(store.last_inbox_seq("conf_").unwrap(), 0);
+    let page = store.inbox("conf_i", 7, 100).unwrap();
+    let seqs: Vec<u64> = page.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![8, 9, 10]);
+    assert_eq!(page[0].1.seq, 16);
+    assert!(store.inbox("conf_i", u64::MAX, 10).unwrap().is_empty());
+}
+
+fn duplicate_commit_writes_nothing(store: &dyn Store) {
+    append(store, "d:dup:x", 1, "dup", "same-id");
+    let second = pb::Message {
+        conversation: "d:dup:x".into(),
+        seq: 2,
+        sender: "dup".into(),
+        ..Default::default()
+    };
+    let out = store
+        .commit(&[
+            Mutation::Message(second),
+            Mutation::Dedup {
+                sender: "dup".into(),
+                client_msg_id: "same-id".into(),
+                record: DedupRecord::default(),
+            },
+        ])
+        .unwrap();
+    match out {
+        CommitOutcome::Duplicate(rec) => assert_eq!(rec.seq, 1),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert_eq!(store.last_seq("d:dup:x").unwrap(), 1, "an aborted commit wrote a message");
+}
+
+fn membership_indexes_both_ways(store: &dyn Store) {
+    let put = |c: &str, u: &str, role: pb::Role| Mutation::PutMember {
+        conversation: c.into(),
+        user: u.into(),
+        record: MemberRecord {
+            role: role as i32,
+            joined_ms: 0,
+        },
+    };
+    store
+        .commit(&[
+            Mutation::Conversation {
+                conversation: "g:confm".into(),
+                record: ConversationRecord {
+                    kind: pb::ConversationKind::Group as i32,
+                    name: "n".into(),
+                    ..Default::default()
+                },
+            },
+            put("g:confm", "conf_m1", pb::Role::Owner),
+            put("g:confm", "conf_m2", pb::Role::Member),
+        ])
+        .unwrap();
+    assert_eq!(store.members("g:confm").unwrap().len(), 2);
+    assert_eq!(store.user_conversations("conf_m2").unwrap(), vec!["g:confm"]);
+    store
+        .commit(&[Mutation::DelMember {
+            conversation: "g:confm".into(),
+            user: "conf_m2".into(),
+        }])
+        .unwrap();
+    let members: Vec<String> = store.members("g:confm").unwrap().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(members, vec!["conf_m1"]);
+    assert!(store.user_conversations("conf_m2").unwrap().is_empty());
+    assert_eq!(store.conversation("g:confm").unwrap().unwrap().name, "n");
+}
