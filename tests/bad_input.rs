@@ -1,1 +1,198 @@
+//! Hostile and broken input gets a clear error frame, never a crash, and the server keeps
+//! serving everyone else. Over both QUIC and TLS-TCP.
 
+use std::time::Duration;
+
+use prost::Message;
+use tern_proto::pb::{self, CloseReason, ErrorCode};
+use tern_proto::{encode_frame, Body, Frame};
+use tern_tests::*;
+
+const LONG: Duration = Duration::from_secs(5);
+
+/// After each abuse, a fresh client can still log in, send, and be delivered to.
+async fn server_still_serves(server: &TestServer, t: Transport, tag: &str) {
+    let a = format!("ok-{tag}-{t}");
+    let b = format!("okb-{tag}-{t}");
+    let mut alice = server.user(t, &a, "d").await;
+    let mut bob = server.user(t, &b, "d").await;
+    let ack = ack_of(&alice.send_text(&b, "fine", "still fine").await);
+    assert_eq!(ack.seq, 1);
+    assert_eq!(bob.next_push(LONG).await.unwrap().message.unwrap().client_msg_id, "fine");
+}
+
+fn raw_frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[tokio::test]
+async fn oversized_length_prefix_gets_error_and_close() {
+    let server = TestServer::start_with(|c| c.max_frame_bytes = 4096).await;
+    for t in BOTH {
+        for prefix in [u32::MAX, 4097] {
+            let mut c = server.client(t).await;
+            c.conn.send_raw(&prefix.to_be_bytes()).await.unwrap();
+            let f = c.next_unsolicited(LONG).await.expect("an error frame");
+            let msg = expect_error(&f, ErrorCode::FrameTooLarge);
+            assert!(msg.contains("4096"), "says the limit: {msg}");
+            let closing = c.until_closed(LONG).await.expect("a Closing frame");
+            assert_eq!(closing.reason, CloseReason::ProtocolError as i32);
+        }
+        server_still_serves(&server, t, "big").await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn undecodable_protobuf_gets_malformed_and_connection_lives() {
+    let server = TestServer::start().await;
+    for t in BOTH {
+        let mut c = server.client(t).await;
+        c.conn.send_raw(&raw_frame(&[0xff, 0xff, 0xff, 0xff, 0x0f])).await.unwrap();
+        let f = c.next_unsolicited(LONG).await.unwrap();
+        expect_error(&f, ErrorCode::MalformedFrame);
+        assert_eq!(f.req_id, 0);
+        // The stream is still in sync: the next good frame works.
+        let pong = c.request(Body::Ping(pb::Ping { client_time_ms: 3 })).await;
+        assert!(matches!(pong.body, Some(Body::Pong(p)) if p.client_time_ms == 3));
+        server_still_serves(&server, t, "garbage").await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_and_misdirected_bodies_get_unknown_request() {
+    let server = TestServer::start().await;
+    for t in BOTH {
+        let mut c = server.client(t).await;
+        // An empty frame: no body at all.
+        c.conn.send_raw(&raw_frame(&[])).await.unwrap();
+        expect_error(&c.next_unsolicited(LONG).await.unwrap(), ErrorCode::UnknownRequest);
+        // A body kind from a newer protocol (field 999): decodes with no known body.
+        let mut payload = Frame { req_id: 77, body: None }.encode_to_vec();
+        payload.extend_from_slice(&[0xba, 0x3e, 0x00]); // field 999, length-delimited, empty
+        c.conn.send_raw(&raw_frame(&payload)).await.unwrap();
+        expect_error(&c.response(77).await, ErrorCode::UnknownRequest);
+        // A response kind sent as a request.
+        let f = c.request(Body::SendAck(pb::SendAck::default())).await;
+        expect_error(&f, ErrorCode::UnknownRequest);
+        server_still_serves(&server, t, "unknown").await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_before_auth_are_refused_and_versions_checked() {
+    let server = TestServer::start().await;
+    for t in BOTH {
+        let mut c = server.client(t).await;
+        let f = c.send_text("someone", "m", "hi").await;
+        expect_error(&f, ErrorCode::Unauthenticated);
+        let f = c.request(Body::Sync(pb::Sync::default())).await;
+        expect_error(&f, ErrorCode::Unauthenticated);
+        // Still open: a bad token gets its own error.
+        expect_error(&c.resume("bm90IGEgdG9rZW4.c2ln").await, ErrorCode::InvalidToken);
+        // A wrong protocol version closes the connection with a reason.
+        let f = c
+            .request(Body::Login(pb::Login { protocol_version: 99, username: "x".into(), password: "y".into(), device: "d".into() }))
+            .await;
+        let msg = expect_error(&f, ErrorCode::UnsupportedVersion);
+        assert!(msg.contains("99"));
+        assert_eq!(c.until_closed(LONG).await.unwrap().reason, CloseReason::ProtocolError as i32);
+        // Missing version (0) is unsupported too.
+        let mut c = server.client(t).await;
+        let f = c
+            .request(Body::Register(pb::Register { protocol_version: 0, username: "x".into(), password: "y".into() }))
+            .await;
+        expect_error(&f, ErrorCode::UnsupportedVersion);
+        server_still_serves(&server, t, "preauth").await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_and_invalid_fields_get_invalid_argument() {
+    let server = TestServer::start().await;
+    for t in BOTH {
+        let u = name("fields", t);
+        let mut c = server.user(t, &u, "d").await;
+        let peer = name("fpeer", t);
+        let _p = server.user(t, &peer, "d").await;
+        let bad_sends = [
+            pb::Send { client_msg_id: String::new(), peer: peer.clone(), ..Default::default() },
+            pb::Send { client_msg_id: "x".repeat(65), peer: peer.clone(), ..Default::default() },
+            pb::Send { client_msg_id: "a".into(), ..Default::default() },
+            pb::Send { client_msg_id: "b".into(), peer: peer.clone(), conversation: "g:0000000000000001".into(), ..Default::default() },
+            pb::Send { client_msg_id: "c".into(), peer: "Not A Name".into(), ..Default::default() },
+            pb::Send { client_msg_id: "d".into(), conversation: "x:y".into(), ..Default::default() },
+            pb::Send { client_msg_id: "e".into(), conversation: format!("d:{u}:{peer}x\0"), ..Default::default() },
+        ];
+        for s in bad_sends {
+            let f = c.request(Body::Send(s.clone())).await;
+            expect_error(&f, ErrorCode::InvalidArgument);
+        }
+        let mut r = server.client(t).await;
+        for (user, pw) in [("", PASSWORD), ("UPPER", PASSWORD), ("ok-name", "short")] {
+            let f = r
+                .request(Body::Register(pb::Register { protocol_version: 1, username: user.into(), password: pw.into() }))
+                .await;
+            expect_error(&f, ErrorCode::InvalidArgument);
+        }
+        let f = c.request(Body::CreateGroup(pb::CreateGroup { name: String::new(), members: vec![] })).await;
+        expect_error(&f, ErrorCode::InvalidArgument);
+        let f = c.request(Body::Login(pb::Login::default())).await;
+        expect_error(&f, ErrorCode::AlreadyAuthenticated);
+        // Nothing was stored by any of it.
+        let f = c.request(Body::ListConversations(pb::ListConversations {})).await;
+        let Some(Body::ConversationList(l)) = f.body else { panic!("{f:?}") };
+        assert!(l.conversations.is_empty());
+        server_still_serves(&server, t, "fields").await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn truncated_frame_and_abrupt_disconnects_do_not_hurt_others() {
+    let server = TestServer::start().await;
+    for t in BOTH {
+        // Half a frame, then hang up.
+        let mut c = server.client(t).await;
+        let whole = encode_frame(&Frame { req_id: 1, body: Some(Body::Ping(pb::Ping { client_time_ms: 1 })) });
+        c.conn.send_raw(&whole[..whole.len() - 2]).await.unwrap();
+        c.close().await;
+        // A logged-in user vanishing mid-stream of pipelined sends.
+        let u = name("vanish", t);
+        let p = name("vpeer", t);
+        let _peer = server.user(t, &p, "d").await;
+        let mut v = server.user(t, &u, "d").await;
+        for i in 0..20 {
+            v.send_text_nowait(&p, &format!("v{i}"), "bye").await;
+        }
+        drop(v);
+        server_still_serves(&server, t, "trunc").await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_garbage_connections_leaves_the_server_serving() {
+    let server = TestServer::start().await;
+    // Raw TCP that never speaks TLS, and TLS clients that send junk.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(server.tcp).await.unwrap());
+    }
+    for t in BOTH {
+        for i in 0..10u8 {
+            let mut c = server.client(t).await;
+            let junk: Vec<u8> = (0..64).map(|k| k ^ i).collect();
+            let _ = c.conn.send_raw(&junk).await;
+            drop(c);
+        }
+        server_still_serves(&server, t, "flood").await;
+    }
+    drop(idle);
+    server.stop().await;
+}

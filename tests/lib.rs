@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tern_proto::pb::{self, ErrorCode};
 use tern_proto::{Body, Frame, PROTOCOL_VERSION};
-use tern_sdk::{connect, ConnectOptions, Connection, Transport, Trust};
+pub use tern_sdk::Transport;
+use tern_sdk::{connect, ConnectOptions, Connection, Trust};
 use tern_server::{Config, Server};
 use tokio::sync::oneshot;
 
