@@ -18,7 +18,15 @@ async fn server_still_serves(server: &TestServer, t: Transport, tag: &str) {
     let mut bob = server.user(t, &b, "d").await;
     let ack = ack_of(&alice.send_text(&b, "fine", "still fine").await);
     assert_eq!(ack.seq, 1);
-    assert_eq!(bob.next_push(LONG).await.unwrap().message.unwrap().client_msg_id, "fine");
+    assert_eq!(
+        bob.next_push(LONG)
+            .await
+            .unwrap()
+            .message
+            .unwrap()
+            .client_msg_id,
+        "fine"
+    );
 }
 
 fn raw_frame(payload: &[u8]) -> Vec<u8> {
@@ -50,7 +58,10 @@ async fn undecodable_protobuf_gets_malformed_and_connection_lives() {
     let server = TestServer::start().await;
     for t in BOTH {
         let mut c = server.client(t).await;
-        c.conn.send_raw(&raw_frame(&[0xff, 0xff, 0xff, 0xff, 0x0f])).await.unwrap();
+        c.conn
+            .send_raw(&raw_frame(&[0xff, 0xff, 0xff, 0xff, 0x0f]))
+            .await
+            .unwrap();
         let f = c.next_unsolicited(LONG).await.unwrap();
         expect_error(&f, ErrorCode::MalformedFrame);
         assert_eq!(f.req_id, 0);
@@ -69,9 +80,16 @@ async fn unknown_and_misdirected_bodies_get_unknown_request() {
         let mut c = server.client(t).await;
         // An empty frame: no body at all.
         c.conn.send_raw(&raw_frame(&[])).await.unwrap();
-        expect_error(&c.next_unsolicited(LONG).await.unwrap(), ErrorCode::UnknownRequest);
+        expect_error(
+            &c.next_unsolicited(LONG).await.unwrap(),
+            ErrorCode::UnknownRequest,
+        );
         // A body kind from a newer protocol (field 999): decodes with no known body.
-        let mut payload = Frame { req_id: 77, body: None }.encode_to_vec();
+        let mut payload = Frame {
+            req_id: 77,
+            body: None,
+        }
+        .encode_to_vec();
         payload.extend_from_slice(&[0xba, 0x3e, 0x00]); // field 999, length-delimited, empty
         c.conn.send_raw(&raw_frame(&payload)).await.unwrap();
         expect_error(&c.response(77).await, ErrorCode::UnknownRequest);
@@ -93,18 +111,33 @@ async fn requests_before_auth_are_refused_and_versions_checked() {
         let f = c.request(Body::Sync(pb::Sync::default())).await;
         expect_error(&f, ErrorCode::Unauthenticated);
         // Still open: a bad token gets its own error.
-        expect_error(&c.resume("bm90IGEgdG9rZW4.c2ln").await, ErrorCode::InvalidToken);
+        expect_error(
+            &c.resume("bm90IGEgdG9rZW4.c2ln").await,
+            ErrorCode::InvalidToken,
+        );
         // A wrong protocol version closes the connection with a reason.
         let f = c
-            .request(Body::Login(pb::Login { protocol_version: 99, username: "x".into(), password: "y".into(), device: "d".into() }))
+            .request(Body::Login(pb::Login {
+                protocol_version: 99,
+                username: "x".into(),
+                password: "y".into(),
+                device: "d".into(),
+            }))
             .await;
         let msg = expect_error(&f, ErrorCode::UnsupportedVersion);
         assert!(msg.contains("99"));
-        assert_eq!(c.until_closed(LONG).await.unwrap().reason, CloseReason::ProtocolError as i32);
+        assert_eq!(
+            c.until_closed(LONG).await.unwrap().reason,
+            CloseReason::ProtocolError as i32
+        );
         // Missing version (0) is unsupported too.
         let mut c = server.client(t).await;
         let f = c
-            .request(Body::Register(pb::Register { protocol_version: 0, username: "x".into(), password: "y".into() }))
+            .request(Body::Register(pb::Register {
+                protocol_version: 0,
+                username: "x".into(),
+                password: "y".into(),
+            }))
             .await;
         expect_error(&f, ErrorCode::UnsupportedVersion);
         server_still_serves(&server, t, "preauth").await;
@@ -121,13 +154,41 @@ async fn missing_and_invalid_fields_get_invalid_argument() {
         let peer = name("fpeer", t);
         let _p = server.user(t, &peer, "d").await;
         let bad_sends = [
-            pb::Send { client_msg_id: String::new(), peer: peer.clone(), ..Default::default() },
-            pb::Send { client_msg_id: "x".repeat(65), peer: peer.clone(), ..Default::default() },
-            pb::Send { client_msg_id: "a".into(), ..Default::default() },
-            pb::Send { client_msg_id: "b".into(), peer: peer.clone(), conversation: "g:0000000000000001".into(), ..Default::default() },
-            pb::Send { client_msg_id: "c".into(), peer: "Not A Name".into(), ..Default::default() },
-            pb::Send { client_msg_id: "d".into(), conversation: "x:y".into(), ..Default::default() },
-            pb::Send { client_msg_id: "e".into(), conversation: format!("d:{u}:{peer}x\0"), ..Default::default() },
+            pb::Send {
+                client_msg_id: String::new(),
+                peer: peer.clone(),
+                ..Default::default()
+            },
+            pb::Send {
+                client_msg_id: "x".repeat(65),
+                peer: peer.clone(),
+                ..Default::default()
+            },
+            pb::Send {
+                client_msg_id: "a".into(),
+                ..Default::default()
+            },
+            pb::Send {
+                client_msg_id: "b".into(),
+                peer: peer.clone(),
+                conversation: "g:0000000000000001".into(),
+                ..Default::default()
+            },
+            pb::Send {
+                client_msg_id: "c".into(),
+                peer: "Not A Name".into(),
+                ..Default::default()
+            },
+            pb::Send {
+                client_msg_id: "d".into(),
+                conversation: "x:y".into(),
+                ..Default::default()
+            },
+            pb::Send {
+                client_msg_id: "e".into(),
+                conversation: format!("d:{u}:{peer}x\0"),
+                ..Default::default()
+            },
         ];
         for s in bad_sends {
             let f = c.request(Body::Send(s.clone())).await;
@@ -136,17 +197,30 @@ async fn missing_and_invalid_fields_get_invalid_argument() {
         let mut r = server.client(t).await;
         for (user, pw) in [("", PASSWORD), ("UPPER", PASSWORD), ("ok-name", "short")] {
             let f = r
-                .request(Body::Register(pb::Register { protocol_version: 1, username: user.into(), password: pw.into() }))
+                .request(Body::Register(pb::Register {
+                    protocol_version: 1,
+                    username: user.into(),
+                    password: pw.into(),
+                }))
                 .await;
             expect_error(&f, ErrorCode::InvalidArgument);
         }
-        let f = c.request(Body::CreateGroup(pb::CreateGroup { name: String::new(), members: vec![] })).await;
+        let f = c
+            .request(Body::CreateGroup(pb::CreateGroup {
+                name: String::new(),
+                members: vec![],
+            }))
+            .await;
         expect_error(&f, ErrorCode::InvalidArgument);
         let f = c.request(Body::Login(pb::Login::default())).await;
         expect_error(&f, ErrorCode::AlreadyAuthenticated);
         // Nothing was stored by any of it.
-        let f = c.request(Body::ListConversations(pb::ListConversations {})).await;
-        let Some(Body::ConversationList(l)) = f.body else { panic!("{f:?}") };
+        let f = c
+            .request(Body::ListConversations(pb::ListConversations {}))
+            .await;
+        let Some(Body::ConversationList(l)) = f.body else {
+            panic!("{f:?}")
+        };
         assert!(l.conversations.is_empty());
         server_still_serves(&server, t, "fields").await;
     }
@@ -159,7 +233,10 @@ async fn truncated_frame_and_abrupt_disconnects_do_not_hurt_others() {
     for t in BOTH {
         // Half a frame, then hang up.
         let mut c = server.client(t).await;
-        let whole = encode_frame(&Frame { req_id: 1, body: Some(Body::Ping(pb::Ping { client_time_ms: 1 })) });
+        let whole = encode_frame(&Frame {
+            req_id: 1,
+            body: Some(Body::Ping(pb::Ping { client_time_ms: 1 })),
+        });
         c.conn.send_raw(&whole[..whole.len() - 2]).await.unwrap();
         c.close().await;
         // A logged-in user vanishing mid-stream of pipelined sends.

@@ -12,7 +12,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
 
 /// Sends `cmids` pipelined (up to `window` in flight) until `kill_after` acks arrived,
 /// then returns the acks seen so far (cmid -> seq). The caller kills the server.
-async fn send_until(c: &mut Client, to: &str, cmids: &[String], window: usize, kill_after: usize) -> HashMap<String, u64> {
+async fn send_until(
+    c: &mut Client,
+    to: &str,
+    cmids: &[String],
+    window: usize,
+    kill_after: usize,
+) -> HashMap<String, u64> {
     let mut acked = HashMap::new();
     let mut in_flight: BTreeMap<u64, String> = BTreeMap::new();
     let mut next = 0;
@@ -68,7 +74,10 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
         server.kill9();
         assert!(acked.len() >= kill_after);
         for (k, v) in acked {
-            assert!(all_acked.insert(k, v).is_none(), "a message was acked twice");
+            assert!(
+                all_acked.insert(k, v).is_none(),
+                "a message was acked twice"
+            );
         }
         server = ProcessServer::spawn(BIN, data.path());
         drop(c);
@@ -80,14 +89,30 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
     let items = r.sync_all(0, 500).await;
     let msgs: Vec<pb::Message> = items.into_iter().map(|i| i.message.unwrap()).collect();
     let seqs: Vec<u64> = msgs.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, (1..=msgs.len() as u64).collect::<Vec<_>>(), "contiguous seqs from 1");
+    assert_eq!(
+        seqs,
+        (1..=msgs.len() as u64).collect::<Vec<_>>(),
+        "contiguous seqs from 1"
+    );
     let mut stored: HashMap<String, u64> = HashMap::new();
     for m in &msgs {
-        assert!(stored.insert(m.client_msg_id.clone(), m.seq).is_none(), "stored twice: {}", m.client_msg_id);
-        assert!(sent_cmids.contains(&m.client_msg_id), "a message nobody sent: {}", m.client_msg_id);
+        assert!(
+            stored.insert(m.client_msg_id.clone(), m.seq).is_none(),
+            "stored twice: {}",
+            m.client_msg_id
+        );
+        assert!(
+            sent_cmids.contains(&m.client_msg_id),
+            "a message nobody sent: {}",
+            m.client_msg_id
+        );
     }
     for (cmid, seq) in &all_acked {
-        assert_eq!(stored.get(cmid), Some(seq), "acked message {cmid} lost or moved");
+        assert_eq!(
+            stored.get(cmid),
+            Some(seq),
+            "acked message {cmid} lost or moved"
+        );
     }
 
     // The sender resends everything it has no ack for, with the same ids: the ones the
@@ -112,8 +137,15 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
         stored.len() - all_acked.len()
     );
     let items = r.sync_all(0, 1000).await;
-    assert_eq!(items.len(), sent_cmids.len(), "each message exactly once in the end");
-    let seqs: Vec<u64> = items.iter().map(|i| i.message.as_ref().unwrap().seq).collect();
+    assert_eq!(
+        items.len(),
+        sent_cmids.len(),
+        "each message exactly once in the end"
+    );
+    let seqs: Vec<u64> = items
+        .iter()
+        .map(|i| i.message.as_ref().unwrap().seq)
+        .collect();
     assert_eq!(seqs, (1..=sent_cmids.len() as u64).collect::<Vec<_>>());
 
     // A graceful stop (SIGTERM) exits cleanly.

@@ -22,11 +22,17 @@ async fn send_is_acked_then_pushed_then_acked() {
         assert_eq!(ack.conversation, tern_proto::direct_conversation(&a, &b));
         assert_eq!(ack.seq, 1);
         assert!(!ack.duplicate);
-        assert_eq!(ack.inbox_seq, 1, "the sender's own inbox gets the message too");
+        assert_eq!(
+            ack.inbox_seq, 1,
+            "the sender's own inbox gets the message too"
+        );
 
         let push = bob.next_push(LONG).await.expect("bob gets the push");
         let m = push.message.unwrap();
-        assert_eq!((m.seq, m.sender.as_str(), text(&m).as_str()), (1, a.as_str(), "hello bob"));
+        assert_eq!(
+            (m.seq, m.sender.as_str(), text(&m).as_str()),
+            (1, a.as_str(), "hello bob")
+        );
         assert_eq!(m.client_msg_id, "m-1");
         assert_eq!(push.inbox_seq, 1);
         // The sending device sees its own message as a push as well (multi-device sync).
@@ -36,7 +42,10 @@ async fn send_is_acked_then_pushed_then_acked() {
         assert!(matches!(bob.ack(1).await.body, Some(Body::Ok(_))));
         // The ack is the device's server-side cursor: a Sync from it finds nothing new.
         let page = bob.sync_page(None, 0).await;
-        assert_eq!((page.from_inbox_seq, page.items.len(), page.complete), (1, 0, true));
+        assert_eq!(
+            (page.from_inbox_seq, page.items.len(), page.complete),
+            (1, 0, true)
+        );
         // Acks past the head are refused.
         expect_error(&bob.ack(99).await, ErrorCode::InvalidArgument);
     }
@@ -55,7 +64,11 @@ async fn offline_recipient_syncs_exactly_the_missed_messages_in_order() {
 
         let mut ids = Vec::new();
         for i in 0..30 {
-            ids.push(alice.send_text_nowait(&b, &format!("c{i}"), &format!("msg {i}")).await);
+            ids.push(
+                alice
+                    .send_text_nowait(&b, &format!("c{i}"), &format!("msg {i}"))
+                    .await,
+            );
         }
         for (i, id) in ids.into_iter().enumerate() {
             assert_eq!(ack_of(&alice.response(id).await).seq, i as u64 + 1);
@@ -73,10 +86,14 @@ async fn offline_recipient_syncs_exactly_the_missed_messages_in_order() {
                 (i.inbox_seq, m.seq, text(m))
             })
             .collect();
-        let want: Vec<(u64, u64, String)> =
-            (0..30).map(|i| (i + 1, i + 1, format!("msg {i}"))).collect();
+        let want: Vec<(u64, u64, String)> = (0..30)
+            .map(|i| (i + 1, i + 1, format!("msg {i}")))
+            .collect();
         assert_eq!(got, want);
-        assert!(bob.next_push(SHORT).await.is_none(), "no push for old messages");
+        assert!(
+            bob.next_push(SHORT).await.is_none(),
+            "no push for old messages"
+        );
     }
     server.stop().await;
 }
@@ -91,14 +108,20 @@ async fn resend_with_same_client_msg_id_returns_original_ack_and_delivers_once()
         let first = ack_of(&alice.send_text(&b, "same", "once").await);
         let again = ack_of(&alice.send_text(&b, "same", "once").await);
         assert!(again.duplicate && !first.duplicate);
-        assert_eq!((again.seq, again.server_time_ms, again.inbox_seq), (first.seq, first.server_time_ms, first.inbox_seq));
+        assert_eq!(
+            (again.seq, again.server_time_ms, again.inbox_seq),
+            (first.seq, first.server_time_ms, first.inbox_seq)
+        );
         // Even from another device of the same user, in a fresh session.
         let mut alice2 = server.client(t).await;
         alice2.login(&a, "tablet").await;
         assert!(ack_of(&alice2.send_text(&b, "same", "once").await).duplicate);
 
         assert_eq!(bob.next_push(LONG).await.unwrap().message.unwrap().seq, 1);
-        assert!(bob.next_push(SHORT).await.is_none(), "a retry must not be delivered again");
+        assert!(
+            bob.next_push(SHORT).await.is_none(),
+            "a retry must not be delivered again"
+        );
         let conv = first.conversation.clone();
         match bob.pull(&conv, 0, 0).await.body {
             Some(Body::PullResult(r)) => {
@@ -130,14 +153,20 @@ async fn group_members_see_the_same_order_with_concurrent_senders() {
             tasks.push(tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for k in 0..PER {
-                    ids.push(c.send_text_nowait(&conv, &format!("s{i}-{k}"), &format!("{i}:{k}")).await);
+                    ids.push(
+                        c.send_text_nowait(&conv, &format!("s{i}-{k}"), &format!("{i}:{k}"))
+                            .await,
+                    );
                 }
                 let mut acked = Vec::new();
                 for id in ids {
                     acked.push(ack_of(&c.response(id).await).seq);
                 }
                 // Pipelined sends from one session keep their order.
-                assert!(acked.windows(2).all(|w| w[0] < w[1]), "acks out of order: {acked:?}");
+                assert!(
+                    acked.windows(2).all(|w| w[0] < w[1]),
+                    "acks out of order: {acked:?}"
+                );
                 let mut seen = Vec::new();
                 while seen.len() < 1 + 4 * PER {
                     let p = c.next_push(LONG).await.expect("push");
@@ -151,13 +180,23 @@ async fn group_members_see_the_same_order_with_concurrent_senders() {
         for task in tasks {
             let (seen, c) = task.await.unwrap();
             let seqs: Vec<u64> = seen.iter().map(|s| s.0).collect();
-            assert_eq!(seqs, (1..=(1 + 4 * PER) as u64).collect::<Vec<_>>(), "contiguous, in order");
+            assert_eq!(
+                seqs,
+                (1..=(1 + 4 * PER) as u64).collect::<Vec<_>>(),
+                "contiguous, in order"
+            );
             let inbox: Vec<u64> = seen.iter().map(|s| s.1).collect();
-            assert!(inbox.windows(2).all(|w| w[1] == w[0] + 1), "inbox seqs contiguous");
+            assert!(
+                inbox.windows(2).all(|w| w[1] == w[0] + 1),
+                "inbox seqs contiguous"
+            );
             logs.push(seen.into_iter().map(|s| (s.0, s.2)).collect::<Vec<_>>());
             c.close().await;
         }
-        assert!(logs.windows(2).all(|w| w[0] == w[1]), "every member sees the same order");
+        assert!(
+            logs.windows(2).all(|w| w[0] == w[1]),
+            "every member sees the same order"
+        );
     }
     server.stop().await;
 }
@@ -173,26 +212,49 @@ async fn non_members_are_refused() {
         let g = alice.create_group("private", &[b.as_str()]).await;
         let direct = ack_of(&alice.send_text(&b, "x1", "secret").await).conversation;
 
-        expect_error(&carol.send_text(&g.conversation, "c1", "let me in").await, ErrorCode::Forbidden);
-        expect_error(&carol.send_text(&direct, "c2", "hi").await, ErrorCode::Forbidden);
-        expect_error(&carol.pull(&g.conversation, 0, 0).await, ErrorCode::Forbidden);
+        expect_error(
+            &carol.send_text(&g.conversation, "c1", "let me in").await,
+            ErrorCode::Forbidden,
+        );
+        expect_error(
+            &carol.send_text(&direct, "c2", "hi").await,
+            ErrorCode::Forbidden,
+        );
+        expect_error(
+            &carol.pull(&g.conversation, 0, 0).await,
+            ErrorCode::Forbidden,
+        );
         expect_error(&carol.pull(&direct, 0, 0).await, ErrorCode::Forbidden);
         let members = carol
-            .request(Body::ListMembers(pb::ListMembers { conversation: g.conversation.clone() }))
+            .request(Body::ListMembers(pb::ListMembers {
+                conversation: g.conversation.clone(),
+            }))
             .await;
         expect_error(&members, ErrorCode::Forbidden);
         let online = carol
-            .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery { conversation: g.conversation.clone() }))
+            .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
+                conversation: g.conversation.clone(),
+            }))
             .await;
         expect_error(&online, ErrorCode::Forbidden);
         let add = carol
-            .request(Body::AddMembers(pb::AddMembers { conversation: g.conversation.clone(), users: vec![c.clone()], role: 0 }))
+            .request(Body::AddMembers(pb::AddMembers {
+                conversation: g.conversation.clone(),
+                users: vec![c.clone()],
+                role: 0,
+            }))
             .await;
         expect_error(&add, ErrorCode::Forbidden);
         // A group that does not exist looks the same as one you are not in.
-        expect_error(&carol.send_text("g:00000000000000ff", "c3", "?").await, ErrorCode::Forbidden);
+        expect_error(
+            &carol.send_text("g:00000000000000ff", "c3", "?").await,
+            ErrorCode::Forbidden,
+        );
         // An unknown peer is NOT_FOUND.
-        expect_error(&carol.send_text("nobody-here", "c4", "?").await, ErrorCode::NotFound);
+        expect_error(
+            &carol.send_text("nobody-here", "c4", "?").await,
+            ErrorCode::NotFound,
+        );
         // Nothing carol tried was stored.
         match alice.pull(&g.conversation, 0, 0).await.body {
             Some(Body::PullResult(r)) => assert_eq!(r.last_seq, 1),
@@ -219,14 +281,32 @@ async fn group_management_roles_and_removal() {
             role: role as i32,
         })
     };
-    assert!(matches!(owner.request(add(&["adm"], pb::Role::Admin)).await.body, Some(Body::Ok(_))));
+    assert!(matches!(
+        owner.request(add(&["adm"], pb::Role::Admin)).await.body,
+        Some(Body::Ok(_))
+    ));
     // Adding someone already in the group changes nothing.
-    assert!(matches!(owner.request(add(&["m1"], pb::Role::Member)).await.body, Some(Body::Ok(_))));
+    assert!(matches!(
+        owner.request(add(&["m1"], pb::Role::Member)).await.body,
+        Some(Body::Ok(_))
+    ));
     // A plain member may not add; an admin may not make admins.
-    expect_error(&m1.request(add(&["late"], pb::Role::Member)).await, ErrorCode::Forbidden);
-    expect_error(&adm.request(add(&["late"], pb::Role::Admin)).await, ErrorCode::Forbidden);
-    expect_error(&owner.request(add(&["ghost"], pb::Role::Member)).await, ErrorCode::NotFound);
-    assert!(matches!(adm.request(add(&["late"], pb::Role::Member)).await.body, Some(Body::Ok(_))));
+    expect_error(
+        &m1.request(add(&["late"], pb::Role::Member)).await,
+        ErrorCode::Forbidden,
+    );
+    expect_error(
+        &adm.request(add(&["late"], pb::Role::Admin)).await,
+        ErrorCode::Forbidden,
+    );
+    expect_error(
+        &owner.request(add(&["ghost"], pb::Role::Member)).await,
+        ErrorCode::NotFound,
+    );
+    assert!(matches!(
+        adm.request(add(&["late"], pb::Role::Member)).await.body,
+        Some(Body::Ok(_))
+    ));
 
     // The new member gets the MEMBERS_ADDED event and can read history and send.
     let p = late.next_push(LONG).await.unwrap().message.unwrap();
@@ -235,7 +315,13 @@ async fn group_management_roles_and_removal() {
     assert_eq!(p.seq, 3);
     assert_eq!(ack_of(&late.send_text(&conv, "l1", "hi all").await).seq, 4);
 
-    let members = match owner.request(Body::ListMembers(pb::ListMembers { conversation: conv.clone() })).await.body {
+    let members = match owner
+        .request(Body::ListMembers(pb::ListMembers {
+            conversation: conv.clone(),
+        }))
+        .await
+        .body
+    {
         Some(Body::MemberList(l)) => l.members,
         other => panic!("{other:?}"),
     };
@@ -251,28 +337,64 @@ async fn group_management_roles_and_removal() {
     );
 
     // Removal takes effect at once on a live session.
-    let rm = |u: &str| Body::RemoveMembers(pb::RemoveMembers { conversation: conv.clone(), users: vec![u.into()] });
+    let rm = |u: &str| {
+        Body::RemoveMembers(pb::RemoveMembers {
+            conversation: conv.clone(),
+            users: vec![u.into()],
+        })
+    };
     expect_error(&m1.request(rm("late")).await, ErrorCode::Forbidden);
-    assert!(matches!(owner.request(rm("late")).await.body, Some(Body::Ok(_))));
-    expect_error(&late.send_text(&conv, "l2", "still here?").await, ErrorCode::Forbidden);
+    assert!(matches!(
+        owner.request(rm("late")).await.body,
+        Some(Body::Ok(_))
+    ));
+    expect_error(
+        &late.send_text(&conv, "l2", "still here?").await,
+        ErrorCode::Forbidden,
+    );
     expect_error(&late.pull(&conv, 0, 0).await, ErrorCode::Forbidden);
-    expect_error(&owner.request(rm("owner")).await, ErrorCode::InvalidArgument);
+    expect_error(
+        &owner.request(rm("owner")).await,
+        ErrorCode::InvalidArgument,
+    );
 
     // The owner leaves: ownership passes on, the group lives on.
-    let leave = owner.request(Body::LeaveGroup(pb::LeaveGroup { conversation: conv.clone() })).await;
+    let leave = owner
+        .request(Body::LeaveGroup(pb::LeaveGroup {
+            conversation: conv.clone(),
+        }))
+        .await;
     assert!(matches!(leave.body, Some(Body::Ok(_))));
-    let list = match m1.request(Body::ListConversations(pb::ListConversations {})).await.body {
+    let list = match m1
+        .request(Body::ListConversations(pb::ListConversations {}))
+        .await
+        .body
+    {
         Some(Body::ConversationList(l)) => l.conversations,
         other => panic!("{other:?}"),
     };
     assert_eq!(list.len(), 1);
     assert_eq!((list[0].name.as_str(), list[0].member_count), ("club", 2));
-    let members = match adm.request(Body::ListMembers(pb::ListMembers { conversation: conv.clone() })).await.body {
+    let members = match adm
+        .request(Body::ListMembers(pb::ListMembers {
+            conversation: conv.clone(),
+        }))
+        .await
+        .body
+    {
         Some(Body::MemberList(l)) => l.members,
         other => panic!("{other:?}"),
     };
-    let owner_now: Vec<&str> = members.iter().filter(|m| m.role == pb::Role::Owner as i32).map(|m| m.username.as_str()).collect();
-    assert_eq!(owner_now, vec!["adm"], "ownership passes to the first admin");
+    let owner_now: Vec<&str> = members
+        .iter()
+        .filter(|m| m.role == pb::Role::Owner as i32)
+        .map(|m| m.username.as_str())
+        .collect();
+    assert_eq!(
+        owner_now,
+        vec!["adm"],
+        "ownership passes to the first admin"
+    );
     server.stop().await;
 }
 
@@ -297,10 +419,16 @@ async fn read_diffusion_groups_push_and_pull_without_inbox_copies() {
     assert!(page.items.is_empty() && page.complete);
     assert_eq!(
         page.read_diffusion,
-        vec![pb::ConversationHead { conversation: g.conversation.clone(), last_seq: 2 }]
+        vec![pb::ConversationHead {
+            conversation: g.conversation.clone(),
+            last_seq: 2
+        }]
     );
     match b.pull(&g.conversation, 0, 0).await.body {
-        Some(Body::PullResult(r)) => assert_eq!(r.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]),
+        Some(Body::PullResult(r)) => assert_eq!(
+            r.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        ),
         other => panic!("{other:?}"),
     }
     server.stop().await;
@@ -321,9 +449,16 @@ async fn history_pages_backward_and_forward() {
     let mut pages = Vec::new();
     loop {
         let f = a
-            .request(Body::Pull(pb::Pull { conversation: conv.clone(), before_seq: before, limit: 10, ..Default::default() }))
+            .request(Body::Pull(pb::Pull {
+                conversation: conv.clone(),
+                before_seq: before,
+                limit: 10,
+                ..Default::default()
+            }))
             .await;
-        let Some(Body::PullResult(r)) = f.body else { panic!("{f:?}") };
+        let Some(Body::PullResult(r)) = f.body else {
+            panic!("{f:?}")
+        };
         pages.push((r.from_seq, r.to_seq, r.messages.len()));
         if r.from_seq <= 1 {
             assert!(r.complete);
@@ -334,12 +469,24 @@ async fn history_pages_backward_and_forward() {
     assert_eq!(pages, vec![(16, 25, 10), (6, 15, 10), (1, 5, 5)]);
     // Gap repair: exactly the range asked for.
     let f = a
-        .request(Body::Pull(pb::Pull { conversation: conv.clone(), after_seq: 10, until_seq: 13, ..Default::default() }))
+        .request(Body::Pull(pb::Pull {
+            conversation: conv.clone(),
+            after_seq: 10,
+            until_seq: 13,
+            ..Default::default()
+        }))
         .await;
-    let Some(Body::PullResult(r)) = f.body else { panic!("{f:?}") };
-    assert_eq!((r.from_seq, r.to_seq, r.complete, r.last_seq), (11, 13, true, 25));
+    let Some(Body::PullResult(r)) = f.body else {
+        panic!("{f:?}")
+    };
+    assert_eq!(
+        (r.from_seq, r.to_seq, r.complete, r.last_seq),
+        (11, 13, true, 25)
+    );
     // A forward page that stops early says so.
-    let Some(Body::PullResult(r)) = a.pull(&conv, 0, 10).await.body else { panic!() };
+    let Some(Body::PullResult(r)) = a.pull(&conv, 0, 10).await.body else {
+        panic!()
+    };
     assert_eq!((r.from_seq, r.to_seq, r.complete), (1, 10, false));
     server.stop().await;
 }
@@ -355,12 +502,33 @@ async fn multi_device_second_login_replaces_same_device() {
         let mut peer = server.user(t, &b, "d").await;
         // A message sent from the phone reaches the laptop too.
         ack_of(&phone.send_text(&b, "p1", "from phone").await);
-        assert_eq!(laptop.next_push(LONG).await.unwrap().message.unwrap().client_msg_id, "p1");
-        assert_eq!(peer.next_push(LONG).await.unwrap().message.unwrap().client_msg_id, "p1");
+        assert_eq!(
+            laptop
+                .next_push(LONG)
+                .await
+                .unwrap()
+                .message
+                .unwrap()
+                .client_msg_id,
+            "p1"
+        );
+        assert_eq!(
+            peer.next_push(LONG)
+                .await
+                .unwrap()
+                .message
+                .unwrap()
+                .client_msg_id,
+            "p1"
+        );
         let presence = peer
-            .request(Body::PresenceQuery(pb::PresenceQuery { users: vec![a.clone()] }))
+            .request(Body::PresenceQuery(pb::PresenceQuery {
+                users: vec![a.clone()],
+            }))
             .await;
-        let Some(Body::PresenceResult(p)) = presence.body else { panic!() };
+        let Some(Body::PresenceResult(p)) = presence.body else {
+            panic!()
+        };
         assert_eq!(p.users[0].online_devices, vec!["laptop", "phone"]);
 
         // The phone logs in again elsewhere: the old session is told why and closed.
@@ -370,7 +538,16 @@ async fn multi_device_second_login_replaces_same_device() {
         assert_eq!(closing.reason, CloseReason::Replaced as i32);
         // Only the new session gets pushes for the phone.
         ack_of(&peer.send_text(&a, "p2", "to you").await);
-        assert_eq!(phone2.next_push(LONG).await.unwrap().message.unwrap().client_msg_id, "p2");
+        assert_eq!(
+            phone2
+                .next_push(LONG)
+                .await
+                .unwrap()
+                .message
+                .unwrap()
+                .client_msg_id,
+            "p2"
+        );
     }
     server.stop().await;
 }
@@ -384,14 +561,25 @@ async fn tokens_resume_logout_and_revoke() {
         let token = c.login.clone().unwrap().token;
         let mut r = server.client(t).await;
         let f = r.resume(&token).await;
-        let Some(Body::LoginOk(ok)) = f.body else { panic!("{f:?}") };
-        assert_eq!((ok.username.as_str(), ok.device.as_str()), (a.as_str(), "phone"));
-        assert_eq!(c.until_closed(LONG).await.unwrap().reason, CloseReason::Replaced as i32);
+        let Some(Body::LoginOk(ok)) = f.body else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            (ok.username.as_str(), ok.device.as_str()),
+            (a.as_str(), "phone")
+        );
+        assert_eq!(
+            c.until_closed(LONG).await.unwrap().reason,
+            CloseReason::Replaced as i32
+        );
 
         // Logout revokes this device's tokens.
         let f = r.request(Body::Logout(pb::Logout {})).await;
         assert!(matches!(f.body, Some(Body::Ok(_))));
-        assert_eq!(r.until_closed(LONG).await.unwrap().reason, CloseReason::LoggedOut as i32);
+        assert_eq!(
+            r.until_closed(LONG).await.unwrap().reason,
+            CloseReason::LoggedOut as i32
+        );
         let mut again = server.client(t).await;
         expect_error(&again.resume(&token).await, ErrorCode::TokenRevoked);
         expect_error(&again.resume(&ok.token).await, ErrorCode::TokenRevoked);
@@ -402,10 +590,20 @@ async fn tokens_resume_logout_and_revoke() {
         let lt = laptop.login(&a, "laptop").await.token;
         let mut tablet = server.client(t).await;
         tablet.login(&a, "tablet").await;
-        let f = tablet.request(Body::Revoke(pb::Revoke { device: String::new() })).await;
+        let f = tablet
+            .request(Body::Revoke(pb::Revoke {
+                device: String::new(),
+            }))
+            .await;
         assert!(matches!(f.body, Some(Body::Ok(_))));
-        assert_eq!(laptop.until_closed(LONG).await.unwrap().reason, CloseReason::Revoked as i32);
-        assert_eq!(tablet.until_closed(LONG).await.unwrap().reason, CloseReason::Revoked as i32);
+        assert_eq!(
+            laptop.until_closed(LONG).await.unwrap().reason,
+            CloseReason::Revoked as i32
+        );
+        assert_eq!(
+            tablet.until_closed(LONG).await.unwrap().reason,
+            CloseReason::Revoked as i32
+        );
         expect_error(&again.resume(&lt).await, ErrorCode::TokenRevoked);
         // Logging in with the password still works.
         again.login(&a, "laptop").await;
@@ -413,15 +611,29 @@ async fn tokens_resume_logout_and_revoke() {
         // Wrong password and unknown user look the same.
         let mut x = server.client(t).await;
         let bad = x
-            .request(Body::Login(pb::Login { protocol_version: 1, username: a.clone(), password: "wrong password".into(), device: "d".into() }))
+            .request(Body::Login(pb::Login {
+                protocol_version: 1,
+                username: a.clone(),
+                password: "wrong password".into(),
+                device: "d".into(),
+            }))
             .await;
         expect_error(&bad, ErrorCode::InvalidCredentials);
         let bad = x
-            .request(Body::Login(pb::Login { protocol_version: 1, username: "nobody".into(), password: PASSWORD.into(), device: "d".into() }))
+            .request(Body::Login(pb::Login {
+                protocol_version: 1,
+                username: "nobody".into(),
+                password: PASSWORD.into(),
+                device: "d".into(),
+            }))
             .await;
         expect_error(&bad, ErrorCode::InvalidCredentials);
         let dup = x
-            .request(Body::Register(pb::Register { protocol_version: 1, username: a.clone(), password: PASSWORD.into() }))
+            .request(Body::Register(pb::Register {
+                protocol_version: 1,
+                username: a.clone(),
+                password: PASSWORD.into(),
+            }))
             .await;
         expect_error(&dup, ErrorCode::UserExists);
     }
@@ -438,18 +650,33 @@ async fn heartbeat_and_auth_timeouts_close_with_a_reason() {
     for t in BOTH {
         let mut silent = server.client(t).await;
         // A ping keeps nothing alive before login: the auth deadline still applies.
-        assert!(matches!(silent.request(Body::Ping(pb::Ping { client_time_ms: 5 })).await.body, Some(Body::Pong(_))));
-        assert_eq!(silent.until_closed(LONG).await.unwrap().reason, CloseReason::AuthTimeout as i32);
+        assert!(matches!(
+            silent
+                .request(Body::Ping(pb::Ping { client_time_ms: 5 }))
+                .await
+                .body,
+            Some(Body::Pong(_))
+        ));
+        assert_eq!(
+            silent.until_closed(LONG).await.unwrap().reason,
+            CloseReason::AuthTimeout as i32
+        );
 
         let mut c = server.user(t, &name("hb", t), "d").await;
         assert_eq!(c.login.as_ref().unwrap().heartbeat_secs, 1);
         // Pinging keeps the session alive past 3 heartbeats...
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(800)).await;
-            assert!(matches!(c.request(Body::Ping(pb::Ping::default())).await.body, Some(Body::Pong(_))));
+            assert!(matches!(
+                c.request(Body::Ping(pb::Ping::default())).await.body,
+                Some(Body::Pong(_))
+            ));
         }
         // ...and silence ends it.
-        assert_eq!(c.until_closed(LONG).await.unwrap().reason, CloseReason::HeartbeatTimeout as i32);
+        assert_eq!(
+            c.until_closed(LONG).await.unwrap().reason,
+            CloseReason::HeartbeatTimeout as i32
+        );
     }
     server.stop().await;
 }
@@ -463,15 +690,27 @@ async fn group_online_count_and_presence() {
     let mut reg = server.client(t).await;
     reg.register("pc").await;
     let g = a.create_group("p", &["pb", "pc"]).await;
-    let f = a.request(Body::GroupOnlineQuery(pb::GroupOnlineQuery { conversation: g.conversation.clone() })).await;
-    let Some(Body::GroupOnlineResult(r)) = f.body else { panic!("{f:?}") };
+    let f = a
+        .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
+            conversation: g.conversation.clone(),
+        }))
+        .await;
+    let Some(Body::GroupOnlineResult(r)) = f.body else {
+        panic!("{f:?}")
+    };
     assert_eq!((r.members, r.online_members), (3, 2));
     b.close().await;
     // Going offline shows within a moment.
     let mut offline = false;
     for _ in 0..50 {
-        let f = a.request(Body::PresenceQuery(pb::PresenceQuery { users: vec!["pb".into()] })).await;
-        let Some(Body::PresenceResult(p)) = f.body else { panic!() };
+        let f = a
+            .request(Body::PresenceQuery(pb::PresenceQuery {
+                users: vec!["pb".into()],
+            }))
+            .await;
+        let Some(Body::PresenceResult(p)) = f.body else {
+            panic!()
+        };
         if p.users[0].online_devices.is_empty() {
             offline = true;
             break;
@@ -500,8 +739,14 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
     // Stop while sends may still be in flight: every send the server took in is acked
     // before the Closing; sends it never read get no answer (the client resends them).
     let stop = tokio::spawn(server.stop());
-    assert_eq!(a.until_closed(LONG).await.unwrap().reason, CloseReason::Shutdown as i32);
-    assert_eq!(b.until_closed(LONG).await.unwrap().reason, CloseReason::Shutdown as i32);
+    assert_eq!(
+        a.until_closed(LONG).await.unwrap().reason,
+        CloseReason::Shutdown as i32
+    );
+    assert_eq!(
+        b.until_closed(LONG).await.unwrap().reason,
+        CloseReason::Shutdown as i32
+    );
     let mut acked = 0;
     let mut answered = true;
     for id in ids {
@@ -520,6 +765,43 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
     let mut b = server.client(Tcp).await;
     b.login("sb", "d").await;
     let items = b.sync_all(0, 0).await;
-    assert_eq!(items.len(), acked, "every acked message is there after a restart");
+    assert_eq!(
+        items.len(),
+        acked,
+        "every acked message is there after a restart"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
+    use prost::Message as _;
+    let server = TestServer::start_with(|c| c.max_frame_bytes = 16 * 1024).await;
+    let t = Tcp;
+    let mut a = server.user(t, "big-a", "d").await;
+    let mut b = server.user(t, "big-b", "d").await;
+    let too_big = "x".repeat(16 * 1024 - 4096 + 1);
+    expect_error(&a.send_text("big-b", "too-big", &too_big).await, ErrorCode::InvalidArgument);
+    let body = "y".repeat(12_000);
+    for i in 0..5 {
+        ack_of(&a.send_text("big-b", &format!("big{i}"), &body).await);
+    }
+    let mut cursor = 0;
+    let mut pages = 0;
+    loop {
+        let page = b.sync_page(Some(cursor), 100).await;
+        let frame_len = tern_proto::Frame { req_id: 1, body: Some(Body::SyncResult(page.clone())) }.encoded_len();
+        assert!(frame_len <= 16 * 1024, "a page of {frame_len} bytes is over the frame limit");
+        assert!(!page.items.is_empty() || page.complete);
+        cursor = page.to_inbox_seq;
+        pages += 1;
+        if page.complete {
+            break;
+        }
+    }
+    assert_eq!((cursor, pages), (5, 5), "one 12 kB message per 16 kB page");
+    let conv = tern_proto::direct_conversation("big-a", "big-b");
+    let Some(Body::PullResult(r)) = b.pull(&conv, 0, 100).await.body else { panic!() };
+    assert_eq!((r.from_seq, r.to_seq, r.complete), (1, 1, false));
     server.stop().await;
 }

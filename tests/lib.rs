@@ -109,6 +109,9 @@ pub struct ProcessServer {
 }
 
 impl ProcessServer {
+    // The child is owned by the returned value, whose Drop kills and waits for it; only a
+    // panic before that (which fails the test) can leave it unreaped.
+    #[allow(clippy::zombie_processes)]
     pub fn spawn(bin: &str, data_dir: &Path) -> Self {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -330,7 +333,10 @@ impl Client {
                 password: PASSWORD.into(),
             }))
             .await;
-        assert!(matches!(f.body, Some(Body::Ok(_))), "register {user}: {f:?}");
+        assert!(
+            matches!(f.body, Some(Body::Ok(_))),
+            "register {user}: {f:?}"
+        );
     }
 
     pub async fn login(&mut self, user: &str, device: &str) -> pb::LoginOk {

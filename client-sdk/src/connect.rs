@@ -47,7 +47,10 @@ pub enum ConnectError {
         reason: String,
     },
     #[error("connecting to {addr} over {transport} timed out")]
-    Timeout { addr: SocketAddr, transport: Transport },
+    Timeout {
+        addr: SocketAddr,
+        transport: Transport,
+    },
 }
 
 /// The certificates a client trusts.
@@ -151,7 +154,10 @@ pub async fn connect(
                 let (r, w) = tokio::io::split(tls);
                 Ok(Connection {
                     transport,
-                    frames: FramedRead::new(Box::pin(r) as BoxRead, FrameCodec::new(opts.max_frame)),
+                    frames: FramedRead::new(
+                        Box::pin(r) as BoxRead,
+                        FrameCodec::new(opts.max_frame),
+                    ),
                     writer: Box::pin(w),
                     quic: None,
                 })
@@ -183,7 +189,10 @@ pub async fn connect(
                     .map_err(|e| unreachable(e.to_string()))?;
                 Ok(Connection {
                     transport,
-                    frames: FramedRead::new(Box::pin(recv) as BoxRead, FrameCodec::new(opts.max_frame)),
+                    frames: FramedRead::new(
+                        Box::pin(recv) as BoxRead,
+                        FrameCodec::new(opts.max_frame),
+                    ),
                     writer: Box::pin(send),
                     quic: Some((endpoint, conn)),
                 })

@@ -150,8 +150,22 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&encode_frame(&ping(1)));
         buf.extend_from_slice(&encode_frame(&ping(2)));
-        assert_eq!(decode_frame(&mut buf, 1024).unwrap().unwrap().unwrap().req_id, 1);
-        assert_eq!(decode_frame(&mut buf, 1024).unwrap().unwrap().unwrap().req_id, 2);
+        assert_eq!(
+            decode_frame(&mut buf, 1024)
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .req_id,
+            1
+        );
+        assert_eq!(
+            decode_frame(&mut buf, 1024)
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .req_id,
+            2
+        );
         assert!(decode_frame(&mut buf, 1024).unwrap().is_none());
     }
 
@@ -184,7 +198,14 @@ mod tests {
         buf.extend_from_slice(&[0xff, 0xff, 0xff]);
         buf.extend_from_slice(&encode_frame(&ping(9)));
         assert!(decode_frame(&mut buf, 1024).unwrap().unwrap().is_err());
-        assert_eq!(decode_frame(&mut buf, 1024).unwrap().unwrap().unwrap().req_id, 9);
+        assert_eq!(
+            decode_frame(&mut buf, 1024)
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .req_id,
+            9
+        );
     }
 
     #[test]

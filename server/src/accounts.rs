@@ -88,9 +88,19 @@ impl Accounts {
         self.durable().await
     }
 
-    pub async fn login(&self, username: &str, password: &str, device: &str) -> ServiceResult<Authed> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device: &str,
+    ) -> ServiceResult<Authed> {
         validate::device(device)?;
-        let bad = || ServiceError::new(ErrorCode::InvalidCredentials, "unknown user or wrong password");
+        let bad = || {
+            ServiceError::new(
+                ErrorCode::InvalidCredentials,
+                "unknown user or wrong password",
+            )
+        };
         let user = if validate::username(username).is_ok() {
             self.store.user(username)?
         } else {
@@ -136,10 +146,15 @@ impl Accounts {
 
     pub async fn resume(&self, token: &str) -> ServiceResult<Authed> {
         let claims = self.signer.verify(token, now_ms()).map_err(|e| match e {
-            TokenError::Invalid => ServiceError::new(ErrorCode::InvalidToken, "token is not valid here"),
-            TokenError::Expired => ServiceError::new(ErrorCode::TokenExpired, "token expired; log in again"),
+            TokenError::Invalid => {
+                ServiceError::new(ErrorCode::InvalidToken, "token is not valid here")
+            }
+            TokenError::Expired => {
+                ServiceError::new(ErrorCode::TokenExpired, "token expired; log in again")
+            }
         })?;
-        let revoked = || ServiceError::new(ErrorCode::TokenRevoked, "token was revoked; log in again");
+        let revoked =
+            || ServiceError::new(ErrorCode::TokenRevoked, "token was revoked; log in again");
         let user = self
             .store
             .user(&claims.user)?
@@ -149,7 +164,10 @@ impl Accounts {
         }
         let dev = {
             let _g = self.device_lock.lock().unwrap();
-            let mut dev = self.store.device(&claims.user, &claims.device)?.unwrap_or_default();
+            let mut dev = self
+                .store
+                .device(&claims.user, &claims.device)?
+                .unwrap_or_default();
             if dev.token_epoch != claims.device_epoch {
                 return Err(revoked());
             }

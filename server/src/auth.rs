@@ -4,7 +4,9 @@
 //! the token to (user, device), the store epoch, an expiry, and the user's and device's
 //! token epochs at issue time; bumping either epoch in the store revokes it.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -120,7 +122,10 @@ mod tests {
         let s = TokenSigner::new([7; 32], "ep".into());
         let t = s.issue(claims(1000));
         let c = s.verify(&t, 999).unwrap();
-        assert_eq!((c.user.as_str(), c.device.as_str(), c.device_epoch), ("alice", "phone", 2));
+        assert_eq!(
+            (c.user.as_str(), c.device.as_str(), c.device_epoch),
+            ("alice", "phone", 2)
+        );
     }
 
     #[test]
@@ -131,10 +136,19 @@ mod tests {
         // Flip one character of the payload.
         let mut bytes = t.clone().into_bytes();
         bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
-        assert_eq!(s.verify(std::str::from_utf8(&bytes).unwrap(), 0), Err(TokenError::Invalid));
+        assert_eq!(
+            s.verify(std::str::from_utf8(&bytes).unwrap(), 0),
+            Err(TokenError::Invalid)
+        );
         // Another key, another data dir.
-        assert_eq!(TokenSigner::new([8; 32], "ep".into()).verify(&t, 0), Err(TokenError::Invalid));
-        assert_eq!(TokenSigner::new([7; 32], "other".into()).verify(&t, 0), Err(TokenError::Invalid));
+        assert_eq!(
+            TokenSigner::new([8; 32], "ep".into()).verify(&t, 0),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            TokenSigner::new([7; 32], "other".into()).verify(&t, 0),
+            Err(TokenError::Invalid)
+        );
         assert_eq!(s.verify("garbage", 0), Err(TokenError::Invalid));
         assert_eq!(s.verify("a.b.c", 0), Err(TokenError::Invalid));
     }

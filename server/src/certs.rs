@@ -78,7 +78,9 @@ pub fn make_dev_certs(dir: &Path) -> anyhow::Result<()> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ])?;
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = params.signed_by(&server_key, &ca_cert, &ca_key)?;
 

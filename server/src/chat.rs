@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use prost::Message as _;
 use rand::RngCore;
 use tern_proto::pb::{self, ConversationKind, ErrorCode, Role};
 use tern_proto::{direct_conversation, encode_frame, Body, Frame};
@@ -38,6 +39,22 @@ pub fn now_ms() -> u64 {
 pub struct ChatLimits {
     pub fanout_threshold: usize,
     pub max_group_members: usize,
+    /// Every frame the server sends fits in this (the clients' limit too).
+    pub max_frame_bytes: usize,
+}
+
+/// Room kept in a frame for the envelope around a message body (ids, names, push fields).
+pub const ENVELOPE_BYTES: usize = 4096;
+
+impl ChatLimits {
+    /// Largest body a Send may carry, so the pushed message fits in one frame.
+    pub fn max_body(&self) -> usize {
+        self.max_frame_bytes.saturating_sub(ENVELOPE_BYTES)
+    }
+    /// Byte budget for the messages of one Sync or Pull page.
+    fn page_budget(&self) -> usize {
+        self.max_frame_bytes.saturating_sub(ENVELOPE_BYTES)
+    }
 }
 
 /// What a durable append is answered with.
@@ -133,7 +150,10 @@ pub fn parse_conversation(id: &str) -> ServiceResult<ConvId> {
             }
         }
     } else if let Some(g) = id.strip_prefix("g:") {
-        if g.len() == 16 && g.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        if g.len() == 16
+            && g.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
             return Ok(ConvId::Group);
         }
     }
@@ -172,7 +192,9 @@ impl Chat {
             durability,
             hub,
             limits,
-            convs: (0..CONV_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            convs: (0..CONV_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             commit_lock: Mutex::new(HashMap::new()),
         }
     }
@@ -363,9 +385,22 @@ impl Chat {
 
     /// Sends a user message. `done` gets the durable ack (or the original one for a
     /// repeated client_msg_id).
-    pub fn send(&self, sender: &str, device: &str, req: pb::Send, done: AckCallback) -> ServiceResult<()> {
+    pub fn send(
+        &self,
+        sender: &str,
+        device: &str,
+        req: pb::Send,
+        done: AckCallback,
+    ) -> ServiceResult<()> {
         validate::client_msg_id(&req.client_msg_id)?;
         validate::content_type(&req.content_type)?;
+        if req.body.len() > self.limits.max_body() {
+            return Err(ServiceError::invalid(format!(
+                "body of {} bytes is over the limit of {} bytes",
+                req.body.len(),
+                self.limits.max_body()
+            )));
+        }
         // A repeat is answered with the original ack even if the sender has since lost
         // access: it was authorized when it was accepted.
         if let Some(rec) = self.store.dedup(sender, &req.client_msg_id)? {
@@ -395,7 +430,9 @@ impl Chat {
         };
         let mut st = st_arc.lock().unwrap();
         if !st.members.contains_key(sender) {
-            return Err(ServiceError::forbidden(format!("not a member of {conv_id}")));
+            return Err(ServiceError::forbidden(format!(
+                "not a member of {conv_id}"
+            )));
         }
         let now = now_ms();
         let mut extra = Vec::new();
@@ -445,7 +482,6 @@ impl Chat {
         &self,
         st_arc: &Arc<Mutex<ConvState>>,
         conv: &str,
-        actor: &str,
         event: pb::GroupEvent,
         recipients: Vec<String>,
         extra: Vec<Mutation>,
@@ -456,7 +492,7 @@ impl Chat {
             let mut st = st_arc.lock().unwrap();
             let msg = pb::Message {
                 conversation: conv.to_string(),
-                sender: actor.to_string(),
+                sender: event.actor.clone(),
                 server_time_ms: now_ms(),
                 kind: pb::MessageKind::System as i32,
                 event: Some(event),
@@ -490,7 +526,11 @@ impl Chat {
         Ok(())
     }
 
-    pub async fn create_group(&self, owner: &str, req: pb::CreateGroup) -> ServiceResult<pb::GroupCreated> {
+    pub async fn create_group(
+        &self,
+        owner: &str,
+        req: pb::CreateGroup,
+    ) -> ServiceResult<pb::GroupCreated> {
         validate::group_name(&req.name)?;
         let mut others: BTreeSet<String> = req.members.into_iter().collect();
         others.remove(owner);
@@ -499,12 +539,18 @@ impl Chat {
         if others.len() + 1 > self.limits.max_group_members {
             return Err(ServiceError::new(
                 ErrorCode::ResourceExhausted,
-                format!("a group has at most {} members", self.limits.max_group_members),
+                format!(
+                    "a group has at most {} members",
+                    self.limits.max_group_members
+                ),
             ));
         }
         let mut idb = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut idb);
-        let conv: String = format!("g:{}", idb.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let conv: String = format!(
+            "g:{}",
+            idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
         let now = now_ms();
         let mut members = BTreeMap::new();
         members.insert(
@@ -556,7 +602,7 @@ impl Chat {
             name: req.name,
         };
         let seq = self
-            .system_event(&st_arc, &conv, owner, event, recipients, extra, |_| {})
+            .system_event(&st_arc, &conv, event, recipients, extra, |_| {})
             .await;
         match seq {
             Ok(seq) => Ok(pb::GroupCreated {
@@ -572,7 +618,11 @@ impl Chat {
         }
     }
 
-    fn group_for_admin(&self, conv: &str, actor: &str) -> ServiceResult<(Arc<Mutex<ConvState>>, Role)> {
+    fn group_for_admin(
+        &self,
+        conv: &str,
+        actor: &str,
+    ) -> ServiceResult<(Arc<Mutex<ConvState>>, Role)> {
         let st = self.member_conv(conv, actor)?;
         let role = {
             let g = st.lock().unwrap();
@@ -582,7 +632,9 @@ impl Chat {
             g.role(actor).unwrap_or(Role::Member)
         };
         if role != Role::Owner && role != Role::Admin {
-            return Err(ServiceError::forbidden("only the owner or an admin may do this"));
+            return Err(ServiceError::forbidden(
+                "only the owner or an admin may do this",
+            ));
         }
         Ok((st, role))
     }
@@ -612,7 +664,10 @@ impl Chat {
             if st.members.len() + new.len() > self.limits.max_group_members {
                 return Err(ServiceError::new(
                     ErrorCode::ResourceExhausted,
-                    format!("a group has at most {} members", self.limits.max_group_members),
+                    format!(
+                        "a group has at most {} members",
+                        self.limits.max_group_members
+                    ),
                 ));
             }
             let now = now_ms();
@@ -627,8 +682,8 @@ impl Chat {
                     },
                 });
             }
-            let read_diffusion = st.read_diffusion
-                || st.members.len() + new.len() > self.limits.fanout_threshold;
+            let read_diffusion =
+                st.read_diffusion || st.members.len() + new.len() > self.limits.fanout_threshold;
             if read_diffusion && !st.read_diffusion {
                 let mut rec = st.record();
                 rec.read_diffusion = true;
@@ -651,7 +706,7 @@ impl Chat {
             name: String::new(),
         };
         let now = now_ms();
-        self.system_event(&st_arc, &req.conversation, actor, event, recipients, extra, |st| {
+        self.system_event(&st_arc, &req.conversation, event, recipients, extra, |st| {
             for u in new {
                 st.members.insert(
                     u,
@@ -682,9 +737,13 @@ impl Chat {
             for u in &wanted {
                 match st.role(u) {
                     None => {}
-                    Some(Role::Owner) => return Err(ServiceError::forbidden("the owner cannot be removed")),
+                    Some(Role::Owner) => {
+                        return Err(ServiceError::forbidden("the owner cannot be removed"))
+                    }
                     Some(Role::Admin) if actor_role != Role::Owner => {
-                        return Err(ServiceError::forbidden("only the owner may remove an admin"))
+                        return Err(ServiceError::forbidden(
+                            "only the owner may remove an admin",
+                        ))
                     }
                     Some(_) => gone.push(u.clone()),
                 }
@@ -707,7 +766,7 @@ impl Chat {
             users: gone.clone(),
             name: String::new(),
         };
-        self.system_event(&st_arc, &req.conversation, actor, event, recipients, extra, |st| {
+        self.system_event(&st_arc, &req.conversation, event, recipients, extra, |st| {
             for u in &gone {
                 st.members.remove(u);
             }
@@ -746,7 +805,11 @@ impl Chat {
                     successor = Some((u, m));
                 }
             }
-            (st.members.keys().cloned().collect::<Vec<_>>(), extra, successor)
+            (
+                st.members.keys().cloned().collect::<Vec<_>>(),
+                extra,
+                successor,
+            )
         };
         let event = pb::GroupEvent {
             kind: pb::GroupEventKind::MemberLeft as i32,
@@ -754,7 +817,7 @@ impl Chat {
             users: vec![user.to_string()],
             name: String::new(),
         };
-        self.system_event(&st_arc, &req.conversation, user, event, recipients, extra, |st| {
+        self.system_event(&st_arc, &req.conversation, event, recipients, extra, |st| {
             st.members.remove(user);
             if let Some((u, m)) = successor {
                 st.members.insert(u, m);
@@ -790,7 +853,11 @@ impl Chat {
             let g = st.lock().unwrap();
             let name = match (&g.kind, parse_conversation(&id)) {
                 (ConversationKind::Direct, Ok(ConvId::Direct(a, b))) => {
-                    if a == user { b } else { a }
+                    if a == user {
+                        b
+                    } else {
+                        a
+                    }
                 }
                 _ => g.name.clone(),
             };
@@ -817,14 +884,23 @@ impl Chat {
             n => n.min(1000),
         } as u64;
         let (from, to, forward) = if req.after_seq > 0 || req.before_seq == 0 {
-            let end = if req.until_seq > 0 { req.until_seq.min(last) } else { last };
-            (req.after_seq.saturating_add(1), end.min(req.after_seq.saturating_add(limit)), true)
+            let end = if req.until_seq > 0 {
+                req.until_seq.min(last)
+            } else {
+                last
+            };
+            (
+                req.after_seq.saturating_add(1),
+                end.min(req.after_seq.saturating_add(limit)),
+                true,
+            )
         } else {
             let to = req.before_seq - 1;
             (to.saturating_sub(limit - 1).max(1), to.min(last), false)
         };
-        let messages = if from <= to {
-            self.store.timeline(&req.conversation, from, to, (to - from + 1) as usize)?
+        let mut messages = if from <= to {
+            self.store
+                .timeline(&req.conversation, from, to, (to - from + 1) as usize)?
         } else {
             Vec::new()
         };
@@ -839,12 +915,30 @@ impl Chat {
             tracing::error!(conv = %req.conversation, from, to, got = messages.len(), "timeline shorter than its last seq");
             return Err(ServiceError::internal());
         }
+        // Keep the page within one frame: forward pages keep the oldest messages,
+        // backward pages the newest (those nearest the position asked for).
+        let keep = fit_in_budget(
+            messages.iter().map(|m| m.encoded_len()),
+            forward,
+            self.limits.page_budget(),
+        );
+        if keep < messages.len() {
+            if forward {
+                messages.truncate(keep);
+            } else {
+                messages.drain(..messages.len() - keep);
+            }
+        }
         let (from_seq, to_seq) = match (messages.first(), messages.last()) {
             (Some(f), Some(l)) => (f.seq, l.seq),
             _ => (0, 0),
         };
         let complete = if forward {
-            let end = if req.until_seq > 0 { req.until_seq.min(last) } else { last };
+            let end = if req.until_seq > 0 {
+                req.until_seq.min(last)
+            } else {
+                last
+            };
             to_seq.max(req.after_seq) >= end
         } else {
             from_seq <= 1 || messages.len() as u64 >= limit
@@ -874,17 +968,21 @@ impl Chat {
         }
         let entries = self.store.inbox(user, after, limit)?;
         let mut items = Vec::with_capacity(entries.len());
-        let mut expect = after + 1;
-        for (inbox_seq, e) in entries {
+        let mut bytes = 0usize;
+        for (expect, (inbox_seq, e)) in (after + 1..).zip(entries) {
             if inbox_seq != expect {
                 tracing::error!(%user, expected = expect, got = inbox_seq, "inbox hole");
                 return Err(ServiceError::internal());
             }
-            expect += 1;
             let Some(message) = self.store.message(&e.conversation, e.seq)? else {
                 tracing::error!(%user, conv = %e.conversation, seq = e.seq, "inbox points at a missing message");
                 return Err(ServiceError::internal());
             };
+            // Keep the page within one frame (always at least one item).
+            bytes += message.encoded_len() + 16;
+            if !items.is_empty() && bytes > self.limits.page_budget() {
+                break;
+            }
             items.push(pb::InboxItem {
                 inbox_seq,
                 message: Some(message),
@@ -919,7 +1017,9 @@ impl Chat {
 
     pub fn presence(&self, users: &[String]) -> ServiceResult<pb::PresenceResult> {
         if users.len() > 100 {
-            return Err(ServiceError::invalid("at most 100 users per presence query"));
+            return Err(ServiceError::invalid(
+                "at most 100 users per presence query",
+            ));
         }
         Ok(pb::PresenceResult {
             users: users
@@ -950,7 +1050,35 @@ impl Chat {
     }
 }
 
-fn duplicate_completion(rec: DedupRecord, cmid: String, done: AckCallback) -> crate::durability::Completion {
+/// How many items (from the front, or from the back when `!from_front`) fit in `budget`
+/// bytes; at least one.
+fn fit_in_budget(
+    sizes: impl DoubleEndedIterator<Item = usize>,
+    from_front: bool,
+    budget: usize,
+) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    let sizes: Box<dyn Iterator<Item = usize>> = if from_front {
+        Box::new(sizes)
+    } else {
+        Box::new(sizes.rev())
+    };
+    for size in sizes {
+        total += size + 16;
+        if n > 0 && total > budget {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+fn duplicate_completion(
+    rec: DedupRecord,
+    cmid: String,
+    done: AckCallback,
+) -> crate::durability::Completion {
     Box::new(move |res| match res {
         Ok(()) => done(Ok(AckInfo {
             conversation: rec.conversation,

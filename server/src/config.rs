@@ -87,15 +87,27 @@ impl Config {
 
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.heartbeat_secs >= 1, "heartbeat_secs must be at least 1");
-        anyhow::ensure!(self.auth_timeout_secs >= 1, "auth_timeout_secs must be at least 1");
+        anyhow::ensure!(
+            self.heartbeat_secs >= 1,
+            "heartbeat_secs must be at least 1"
+        );
+        anyhow::ensure!(
+            self.auth_timeout_secs >= 1,
+            "auth_timeout_secs must be at least 1"
+        );
         anyhow::ensure!(
             self.max_frame_bytes >= 1024,
             "max_frame_bytes must be at least 1024"
         );
-        anyhow::ensure!(self.outbound_queue >= 16, "outbound_queue must be at least 16");
+        anyhow::ensure!(
+            self.outbound_queue >= 16,
+            "outbound_queue must be at least 16"
+        );
         anyhow::ensure!(self.max_pending >= 1, "max_pending must be at least 1");
-        anyhow::ensure!(self.max_group_members >= 2, "max_group_members must be at least 2");
+        anyhow::ensure!(
+            self.max_group_members >= 2,
+            "max_group_members must be at least 2"
+        );
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key go together"
@@ -107,7 +119,11 @@ impl Config {
 /// Command line of `tern-server`. Every flag can also come from the environment variable
 /// named beside it, and from the config file (same name, snake_case).
 #[derive(Debug, Parser)]
-#[command(name = "tern-server", version, about = "tern instant-messaging server (QUIC + TLS over TCP)")]
+#[command(
+    name = "tern-server",
+    version,
+    about = "tern instant-messaging server (QUIC + TLS over TCP)"
+)]
 pub struct Args {
     /// TOML config file (see server/tern-server.sample.toml). Flags override it.
     #[arg(long, env = "TERN_CONFIG")]
@@ -207,7 +223,11 @@ mod tests {
     fn sample_config_parses_and_matches_defaults() {
         let sample = include_str!("../tern-server.sample.toml");
         let c: Config = toml::from_str(sample).unwrap();
-        assert_eq!(c, Config::default(), "the sample file documents the defaults");
+        assert_eq!(
+            c,
+            Config::default(),
+            "the sample file documents the defaults"
+        );
     }
 
     #[test]

@@ -159,7 +159,11 @@ mod tests {
         }
         // Nothing completes before the flush.
         assert!(order.lock().unwrap().is_empty());
-        assert_eq!(d.flush_once().await, 50, "one flush covers all queued writes");
+        assert_eq!(
+            d.flush_once().await,
+            50,
+            "one flush covers all queued writes"
+        );
         assert_eq!(*order.lock().unwrap(), (1..=50).collect::<Vec<_>>());
     }
 

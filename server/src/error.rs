@@ -28,7 +28,10 @@ impl ServiceError {
         Self::new(ErrorCode::NotFound, message)
     }
     pub fn internal() -> Self {
-        Self::new(ErrorCode::Internal, "internal server error; the request may be retried")
+        Self::new(
+            ErrorCode::Internal,
+            "internal server error; the request may be retried",
+        )
     }
 }
 

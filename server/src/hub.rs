@@ -62,7 +62,10 @@ impl SessionHandle {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowConsumer, "outbound queue full; resume and sync");
+                self.close(
+                    CloseReason::SlowConsumer,
+                    "outbound queue full; resume and sync",
+                );
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

@@ -72,7 +72,10 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Binds UDP and TCP. When both ask for the same port 0, the TCP port is chosen to match
 /// the UDP one, so QUIC and TLS share a port number as with the default config.
-fn bind_both(quic: SocketAddr, tcp: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, TcpListener)> {
+fn bind_both(
+    quic: SocketAddr,
+    tcp: SocketAddr,
+) -> anyhow::Result<(std::net::UdpSocket, TcpListener)> {
     if quic == tcp && quic.port() == 0 {
         for _ in 0..20 {
             let udp = bind_udp(quic)?;
@@ -82,7 +85,10 @@ fn bind_both(quic: SocketAddr, tcp: SocketAddr) -> anyhow::Result<(std::net::Udp
                 return Ok((udp, t));
             }
         }
-        anyhow::bail!("could not find a port free for both UDP and TCP on {}", quic.ip());
+        anyhow::bail!(
+            "could not find a port free for both UDP and TCP on {}",
+            quic.ip()
+        );
     }
     let udp = bind_udp(quic)?;
     let t = bind_tcp(tcp).with_context(|| format!("binding TCP {tcp}"))?;
@@ -122,6 +128,7 @@ impl Server {
                 ChatLimits {
                     fanout_threshold: config.group_fanout_threshold as usize,
                     max_group_members: config.max_group_members as usize,
+                    max_frame_bytes: config.max_frame_bytes as usize,
                 },
             ),
             accounts: Accounts::new(store.clone(), durability.clone(), config.token_ttl_secs),

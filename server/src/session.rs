@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tern_proto::pb::{self, CloseReason, ErrorCode};
-use tern_proto::{encode_frame, error_frame, Body, CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use tern_proto::{
+    encode_frame, error_frame, Body, CodecError, Frame, FrameCodec, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -29,8 +31,12 @@ use crate::server::Services;
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// Runs a session to its end over any byte stream.
-pub async fn run_session<R, W>(services: Arc<Services>, reader: R, writer: W, transport: &'static str)
-where
+pub async fn run_session<R, W>(
+    services: Arc<Services>,
+    reader: R,
+    writer: W,
+    transport: &'static str,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -44,7 +50,10 @@ where
         handle: handle.clone(),
         authed: None,
     };
-    let frames = FramedRead::new(reader, FrameCodec::new(services.limits.max_frame_bytes as usize));
+    let frames = FramedRead::new(
+        reader,
+        FrameCodec::new(services.limits.max_frame_bytes as usize),
+    );
     let close = session.run(frames).await;
 
     if session.authed.is_some() {
@@ -67,7 +76,11 @@ where
                 body: Some(Body::Closing(pb::Closing {
                     reason: *reason as i32,
                     message: message.clone(),
-                    retry_after_ms: if *reason == CloseReason::Shutdown { 1000 } else { 0 },
+                    retry_after_ms: if *reason == CloseReason::Shutdown {
+                        1000
+                    } else {
+                        0
+                    },
                 })),
             }))
         }
@@ -230,20 +243,35 @@ impl Session {
             ErrorCode::UnsupportedVersion,
             format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
         ));
-        Some((CloseReason::ProtocolError, "unsupported protocol version".into()))
+        Some((
+            CloseReason::ProtocolError,
+            "unsupported protocol version".into(),
+        ))
     }
 
     /// Handles one request. Returns a close reason when the session must end.
     async fn dispatch(&mut self, f: Frame, permit: OwnedSemaphorePermit) -> Close {
         let req_id = f.req_id;
         let Some(body) = f.body else {
-            self.reply_err(req_id, ServiceError::new(ErrorCode::UnknownRequest, "frame has no body (or a body this server does not know)"));
+            self.reply_err(
+                req_id,
+                ServiceError::new(
+                    ErrorCode::UnknownRequest,
+                    "frame has no body (or a body this server does not know)",
+                ),
+            );
             return None;
         };
         let svc = self.services.clone();
         match body {
             Body::Ping(p) => {
-                self.send(&frame(req_id, Body::Pong(pb::Pong { client_time_ms: p.client_time_ms, server_time_ms: now_ms() })));
+                self.send(&frame(
+                    req_id,
+                    Body::Pong(pb::Pong {
+                        client_time_ms: p.client_time_ms,
+                        server_time_ms: now_ms(),
+                    }),
+                ));
                 None
             }
             Body::Register(r) if self.authed.is_none() => {
@@ -260,7 +288,10 @@ impl Session {
                 if let Some(c) = self.check_version(req_id, l.protocol_version) {
                     return Some(c);
                 }
-                let res = svc.accounts.login(&l.username, &l.password, &l.device).await;
+                let res = svc
+                    .accounts
+                    .login(&l.username, &l.password, &l.device)
+                    .await;
                 self.authenticated(req_id, res)
             }
             Body::Resume(r) if self.authed.is_none() => {
@@ -271,19 +302,50 @@ impl Session {
                 self.authenticated(req_id, res)
             }
             Body::Register(_) | Body::Login(_) | Body::Resume(_) => {
-                self.reply_err(req_id, ServiceError::new(ErrorCode::AlreadyAuthenticated, "this session is already logged in"));
+                self.reply_err(
+                    req_id,
+                    ServiceError::new(
+                        ErrorCode::AlreadyAuthenticated,
+                        "this session is already logged in",
+                    ),
+                );
                 None
             }
-            b @ (Body::Error(_) | Body::Ok(_) | Body::LoginOk(_) | Body::Pong(_) | Body::SendAck(_)
-            | Body::SyncResult(_) | Body::PullResult(_) | Body::GroupCreated(_) | Body::MemberList(_)
-            | Body::ConversationList(_) | Body::PresenceResult(_) | Body::GroupOnlineResult(_)
-            | Body::Push(_) | Body::Closing(_)) => {
-                self.reply_err(req_id, ServiceError::new(ErrorCode::UnknownRequest, format!("{} is not a request", tern_proto::body_name(&b))));
+            b @ (Body::Error(_)
+            | Body::Ok(_)
+            | Body::LoginOk(_)
+            | Body::Pong(_)
+            | Body::SendAck(_)
+            | Body::SyncResult(_)
+            | Body::PullResult(_)
+            | Body::GroupCreated(_)
+            | Body::MemberList(_)
+            | Body::ConversationList(_)
+            | Body::PresenceResult(_)
+            | Body::GroupOnlineResult(_)
+            | Body::Push(_)
+            | Body::Closing(_)) => {
+                self.reply_err(
+                    req_id,
+                    ServiceError::new(
+                        ErrorCode::UnknownRequest,
+                        format!("{} is not a request", tern_proto::body_name(&b)),
+                    ),
+                );
                 None
             }
             body => match self.authed.clone() {
                 None => {
-                    self.reply_err(req_id, ServiceError::new(ErrorCode::Unauthenticated, format!("{} needs a logged-in session: Login or Resume first", tern_proto::body_name(&body))));
+                    self.reply_err(
+                        req_id,
+                        ServiceError::new(
+                            ErrorCode::Unauthenticated,
+                            format!(
+                                "{} needs a logged-in session: Login or Resume first",
+                                tern_proto::body_name(&body)
+                            ),
+                        ),
+                    );
                     None
                 }
                 Some(a) => self.dispatch_authed(req_id, body, a, permit).await,
@@ -327,7 +389,10 @@ impl Session {
             }),
         ));
         if let Some(old) = svc.hub.register(self.handle.clone()) {
-            old.close(CloseReason::Replaced, "this device logged in on another connection");
+            old.close(
+                CloseReason::Replaced,
+                "this device logged in on another connection",
+            );
         }
         tracing::debug!(user = %a.user, device = %a.device, "logged in");
         self.authed = Some(a);
@@ -350,7 +415,13 @@ impl Session {
         });
     }
 
-    async fn dispatch_authed(&mut self, req_id: u64, body: Body, a: Authed, permit: OwnedSemaphorePermit) -> Close {
+    async fn dispatch_authed(
+        &mut self,
+        req_id: u64,
+        body: Body,
+        a: Authed,
+        permit: OwnedSemaphorePermit,
+    ) -> Close {
         let svc = self.services.clone();
         let ok = || frame(req_id, Body::Ok(pb::Ok {}));
         let reply = |this: &Self, r: Result<Body, ServiceError>| match r {
@@ -391,29 +462,45 @@ impl Session {
                         Some(v) => v,
                         None => svc.accounts.acked(&user, &device)?,
                     };
-                    svc.chat.sync(&user, after, s.limit).await.map(Body::SyncResult)
+                    svc.chat
+                        .sync(&user, after, s.limit)
+                        .await
+                        .map(Body::SyncResult)
                 });
             }
             Body::Pull(p) => {
                 let user = a.user.clone();
-                self.spawn_read(req_id, permit, async move { svc.chat.pull(&user, p).await.map(Body::PullResult) });
+                self.spawn_read(req_id, permit, async move {
+                    svc.chat.pull(&user, p).await.map(Body::PullResult)
+                });
             }
             Body::ListConversations(_) => {
                 let user = a.user.clone();
                 self.spawn_read(req_id, permit, async move {
-                    svc.chat.list_conversations(&user).await.map(Body::ConversationList)
+                    svc.chat
+                        .list_conversations(&user)
+                        .await
+                        .map(Body::ConversationList)
                 });
             }
             Body::ListMembers(m) => {
                 let user = a.user.clone();
                 self.spawn_read(req_id, permit, async move {
-                    svc.chat.list_members(&user, &m.conversation).await.map(Body::MemberList)
+                    svc.chat
+                        .list_members(&user, &m.conversation)
+                        .await
+                        .map(Body::MemberList)
                 });
             }
-            Body::PresenceQuery(q) => reply(self, svc.chat.presence(&q.users).map(Body::PresenceResult)),
-            Body::GroupOnlineQuery(q) => {
-                reply(self, svc.chat.group_online(&a.user, &q.conversation).map(Body::GroupOnlineResult))
+            Body::PresenceQuery(q) => {
+                reply(self, svc.chat.presence(&q.users).map(Body::PresenceResult))
             }
+            Body::GroupOnlineQuery(q) => reply(
+                self,
+                svc.chat
+                    .group_online(&a.user, &q.conversation)
+                    .map(Body::GroupOnlineResult),
+            ),
             Body::CreateGroup(g) => {
                 let r = svc.chat.create_group(&a.user, g).await;
                 reply(self, r.map(Body::GroupCreated));
@@ -461,7 +548,13 @@ impl Session {
             }
             other => {
                 // Auth requests and non-requests are handled in `dispatch`.
-                self.reply_err(req_id, ServiceError::new(ErrorCode::UnknownRequest, format!("unexpected {}", tern_proto::body_name(&other))));
+                self.reply_err(
+                    req_id,
+                    ServiceError::new(
+                        ErrorCode::UnknownRequest,
+                        format!("unexpected {}", tern_proto::body_name(&other)),
+                    ),
+                );
             }
         }
         None

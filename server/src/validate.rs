@@ -8,8 +8,9 @@ pub fn username(s: &str) -> ServiceResult<()> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
+        && s.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        });
     if ok {
         Ok(())
     } else {
@@ -24,11 +25,14 @@ pub fn username(s: &str) -> ServiceResult<()> {
 pub fn device(s: &str) -> ServiceResult<()> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(ServiceError::invalid("device must be 1-64 of A-Z a-z 0-9 _ . -"))
+        Err(ServiceError::invalid(
+            "device must be 1-64 of A-Z a-z 0-9 _ . -",
+        ))
     }
 }
 
@@ -51,14 +55,18 @@ pub fn client_msg_id(s: &str) -> ServiceResult<()> {
 
 pub fn content_type(s: &str) -> ServiceResult<()> {
     if s.len() > 128 || s.chars().any(char::is_control) {
-        return Err(ServiceError::invalid("content_type must be at most 128 printable bytes"));
+        return Err(ServiceError::invalid(
+            "content_type must be at most 128 printable bytes",
+        ));
     }
     Ok(())
 }
 
 pub fn group_name(s: &str) -> ServiceResult<()> {
     if s.trim().is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
-        return Err(ServiceError::invalid("group name must be 1-128 printable bytes"));
+        return Err(ServiceError::invalid(
+            "group name must be 1-128 printable bytes",
+        ));
     }
     Ok(())
 }
@@ -72,7 +80,16 @@ mod tests {
         for ok in ["alice", "a", "bob.smith-2", "0day", &"x".repeat(32)] {
             assert!(username(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Alice", "-a", "a b", "a\0b", "é", &"x".repeat(33), "a:b"] {
+        for bad in [
+            "",
+            "Alice",
+            "-a",
+            "a b",
+            "a\0b",
+            "é",
+            &"x".repeat(33),
+            "a:b",
+        ] {
             assert!(username(bad).is_err(), "{bad:?}");
         }
     }

@@ -64,10 +64,19 @@ fn devices_round_trip(store: &dyn Store) {
         last_login_ms: 1,
     };
     store.put_device("conf_d", "phone", &d).unwrap();
-    store.put_device("conf_d", "laptop", &DeviceRecord::default()).unwrap();
-    store.put_device("conf_dx", "phone", &DeviceRecord::default()).unwrap();
+    store
+        .put_device("conf_d", "laptop", &DeviceRecord::default())
+        .unwrap();
+    store
+        .put_device("conf_dx", "phone", &DeviceRecord::default())
+        .unwrap();
     assert_eq!(store.device("conf_d", "phone").unwrap(), Some(d));
-    let names: Vec<String> = store.devices("conf_d").unwrap().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = store
+        .devices("conf_d")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, vec!["laptop".to_string(), "phone".to_string()]);
 }
 
@@ -130,7 +139,11 @@ fn duplicate_commit_writes_nothing(store: &dyn Store) {
         CommitOutcome::Duplicate(rec) => assert_eq!(rec.seq, 1),
         other => panic!("expected Duplicate, got {other:?}"),
     }
-    assert_eq!(store.last_seq("d:dup:x").unwrap(), 1, "an aborted commit wrote a message");
+    assert_eq!(
+        store.last_seq("d:dup:x").unwrap(),
+        1,
+        "an aborted commit wrote a message"
+    );
 }
 
 fn membership_indexes_both_ways(store: &dyn Store) {
@@ -157,14 +170,22 @@ fn membership_indexes_both_ways(store: &dyn Store) {
         ])
         .unwrap();
     assert_eq!(store.members("g:confm").unwrap().len(), 2);
-    assert_eq!(store.user_conversations("conf_m2").unwrap(), vec!["g:confm"]);
+    assert_eq!(
+        store.user_conversations("conf_m2").unwrap(),
+        vec!["g:confm"]
+    );
     store
         .commit(&[Mutation::DelMember {
             conversation: "g:confm".into(),
             user: "conf_m2".into(),
         }])
         .unwrap();
-    let members: Vec<String> = store.members("g:confm").unwrap().into_iter().map(|(u, _)| u).collect();
+    let members: Vec<String> = store
+        .members("g:confm")
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
     assert_eq!(members, vec!["conf_m1"]);
     assert!(store.user_conversations("conf_m2").unwrap().is_empty());
     assert_eq!(store.conversation("g:confm").unwrap().unwrap().name, "n");

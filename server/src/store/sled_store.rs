@@ -187,7 +187,11 @@ impl Store for SledStore {
     fn create_user(&self, name: &str, record: &UserRecord) -> StoreResult<bool> {
         let res = self
             .users
-            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(record.encode_to_vec()))
+            .compare_and_swap(
+                name.as_bytes(),
+                None as Option<&[u8]>,
+                Some(record.encode_to_vec()),
+            )
             .map_err(engine)?;
         Ok(res.is_ok())
     }
@@ -224,7 +228,11 @@ impl Store for SledStore {
     }
 
     fn conversation(&self, conversation: &str) -> StoreResult<Option<ConversationRecord>> {
-        Self::get(&self.conversations, "conversations", conversation.as_bytes())
+        Self::get(
+            &self.conversations,
+            "conversations",
+            conversation.as_bytes(),
+        )
     }
 
     fn members(&self, conversation: &str) -> StoreResult<Vec<(String, MemberRecord)>> {
@@ -259,7 +267,11 @@ impl Store for SledStore {
     }
 
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>> {
-        Self::get(&self.dedup, "dedup", &key2(sender, client_msg_id.as_bytes()))
+        Self::get(
+            &self.dedup,
+            "dedup",
+            &key2(sender, client_msg_id.as_bytes()),
+        )
     }
 
     fn timeline(
@@ -317,7 +329,8 @@ impl Store for SledStore {
             for m in mutations {
                 match m {
                     Mutation::Message(msg) => {
-                        timeline.insert(key_seq(&msg.conversation, msg.seq), msg.encode_to_vec())?;
+                        timeline
+                            .insert(key_seq(&msg.conversation, msg.seq), msg.encode_to_vec())?;
                     }
                     Mutation::Inbox {
                         user,
@@ -352,7 +365,8 @@ impl Store for SledStore {
                         user,
                         record,
                     } => {
-                        members.insert(key2(conversation, user.as_bytes()), record.encode_to_vec())?;
+                        members
+                            .insert(key2(conversation, user.as_bytes()), record.encode_to_vec())?;
                         user_convs.insert(key2(user, conversation.as_bytes()), &[][..])?;
                     }
                     Mutation::DelMember { conversation, user } => {
@@ -365,7 +379,9 @@ impl Store for SledStore {
         });
         match res {
             Ok(()) => Ok(CommitOutcome::Applied),
-            Err(TransactionError::Abort(Abort::Duplicate(rec))) => Ok(CommitOutcome::Duplicate(rec)),
+            Err(TransactionError::Abort(Abort::Duplicate(rec))) => {
+                Ok(CommitOutcome::Duplicate(rec))
+            }
             Err(TransactionError::Abort(Abort::Corrupt(detail))) => Err(StoreError::Corrupt {
                 tree: "dedup",
                 detail,
@@ -402,7 +418,11 @@ mod tests {
         assert_eq!(s.signing_key(), key);
         let other = tempfile::tempdir().unwrap();
         let s2 = SledStore::open(other.path(), 8 << 20).unwrap();
-        assert_ne!(s2.store_epoch(), epoch, "two data dirs must differ in epoch");
+        assert_ne!(
+            s2.store_epoch(),
+            epoch,
+            "two data dirs must differ in epoch"
+        );
     }
 
     #[test]
