@@ -781,7 +781,10 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     let mut a = server.user(t, "big-a", "d").await;
     let mut b = server.user(t, "big-b", "d").await;
     let too_big = "x".repeat(16 * 1024 - 4096 + 1);
-    expect_error(&a.send_text("big-b", "too-big", &too_big).await, ErrorCode::InvalidArgument);
+    expect_error(
+        &a.send_text("big-b", "too-big", &too_big).await,
+        ErrorCode::InvalidArgument,
+    );
     let body = "y".repeat(12_000);
     for i in 0..5 {
         ack_of(&a.send_text("big-b", &format!("big{i}"), &body).await);
@@ -790,8 +793,15 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     let mut pages = 0;
     loop {
         let page = b.sync_page(Some(cursor), 100).await;
-        let frame_len = tern_proto::Frame { req_id: 1, body: Some(Body::SyncResult(page.clone())) }.encoded_len();
-        assert!(frame_len <= 16 * 1024, "a page of {frame_len} bytes is over the frame limit");
+        let frame_len = tern_proto::Frame {
+            req_id: 1,
+            body: Some(Body::SyncResult(page.clone())),
+        }
+        .encoded_len();
+        assert!(
+            frame_len <= 16 * 1024,
+            "a page of {frame_len} bytes is over the frame limit"
+        );
         assert!(!page.items.is_empty() || page.complete);
         cursor = page.to_inbox_seq;
         pages += 1;
@@ -801,7 +811,9 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     }
     assert_eq!((cursor, pages), (5, 5), "one 12 kB message per 16 kB page");
     let conv = tern_proto::direct_conversation("big-a", "big-b");
-    let Some(Body::PullResult(r)) = b.pull(&conv, 0, 100).await.body else { panic!() };
+    let Some(Body::PullResult(r)) = b.pull(&conv, 0, 100).await.body else {
+        panic!()
+    };
     assert_eq!((r.from_seq, r.to_seq, r.complete), (1, 1, false));
     server.stop().await;
 }

@@ -43,17 +43,20 @@ pub struct ChatLimits {
     pub max_frame_bytes: usize,
 }
 
-/// Room kept in a frame for the envelope around a message body (ids, names, push fields).
-pub const ENVELOPE_BYTES: usize = 4096;
+/// Room kept in a frame for the envelope around a message body (ids, names, push
+/// fields): 4096 bytes, or a quarter of a (test-sized) small frame.
+fn envelope(max_frame: usize) -> usize {
+    4096.min(max_frame / 4)
+}
 
 impl ChatLimits {
     /// Largest body a Send may carry, so the pushed message fits in one frame.
     pub fn max_body(&self) -> usize {
-        self.max_frame_bytes.saturating_sub(ENVELOPE_BYTES)
+        self.max_frame_bytes - envelope(self.max_frame_bytes)
     }
     /// Byte budget for the messages of one Sync or Pull page.
     fn page_budget(&self) -> usize {
-        self.max_frame_bytes.saturating_sub(ENVELOPE_BYTES)
+        self.max_frame_bytes - envelope(self.max_frame_bytes)
     }
 }
 
