@@ -817,3 +817,62 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     assert_eq!((r.from_seq, r.to_seq, r.complete), (1, 1, false));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
+    let server = TestServer::start_with(|c| c.outbound_queue = 64).await;
+    for t in BOTH {
+        let (a, s) = (name("fast", t), name("slow", t));
+        let mut sender = server.user(t, &a, "d").await;
+        let mut slow = server.user(t, &s, "d").await;
+        let token = slow.login.clone().unwrap().token;
+        // The slow device never reads while ~19 MB are pushed to it.
+        let body = "z".repeat(64 * 1024);
+        // The sender (which reads its own acks and pushes) is never held up by the slow
+        // reader: every send is acked.
+        for batch in 0..30 {
+            let mut ids = Vec::new();
+            for i in 0..10 {
+                ids.push(
+                    sender
+                        .send_text_nowait(&s, &format!("f{batch}-{i}"), &body)
+                        .await,
+                );
+            }
+            for id in ids {
+                ack_of(&sender.response(id).await);
+            }
+            sender.pushes.clear();
+        }
+        // The server gave up on the slow session instead of buffering without bound.
+        let mut gone = false;
+        for _ in 0..100 {
+            let f = sender
+                .request(Body::PresenceQuery(pb::PresenceQuery {
+                    users: vec![s.clone()],
+                }))
+                .await;
+            let Some(Body::PresenceResult(p)) = f.body else {
+                panic!()
+            };
+            if p.users[0].online_devices.is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "slow session still registered");
+        drop(slow);
+        // It resumes and syncs: nothing was lost.
+        let mut back = server.client(t).await;
+        let f = back.resume(&token).await;
+        assert!(matches!(f.body, Some(Body::LoginOk(_))), "{f:?}");
+        let items = back.sync_all(0, 0).await;
+        assert_eq!(items.len(), 300);
+        assert!(items
+            .iter()
+            .enumerate()
+            .all(|(i, it)| it.message.as_ref().unwrap().seq == i as u64 + 1));
+    }
+    server.stop().await;
+}
