@@ -824,7 +824,7 @@ async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
     for t in BOTH {
         let (a, s) = (name("fast", t), name("slow", t));
         let mut sender = server.user(t, &a, "d").await;
-        let mut slow = server.user(t, &s, "d").await;
+        let slow = server.user(t, &s, "d").await;
         let token = slow.login.clone().unwrap().token;
         // The slow device never reads while ~19 MB are pushed to it.
         let body = "z".repeat(64 * 1024);
