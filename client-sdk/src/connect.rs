@@ -205,7 +205,39 @@ pub async fn connect(
     }
 }
 
+/// The receiving half of a split [`Connection`].
+pub type FrameReader = FramedRead<BoxRead, FrameCodec>;
+
+/// Keeps a QUIC endpoint and connection alive while the halves are in use; closes the
+/// connection when told to or dropped.
+pub struct ConnectionGuard {
+    quic: Option<(quinn::Endpoint, quinn::Connection)>,
+}
+
+impl ConnectionGuard {
+    pub fn close(&mut self) {
+        if let Some((_endpoint, conn)) = &self.quic {
+            conn.close(0u32.into(), b"client closed");
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl Connection {
+    /// Splits into a frame reader, a byte writer and a guard that owns the connection.
+    pub fn into_split(self) -> (FrameReader, BoxWrite, ConnectionGuard) {
+        (
+            self.frames,
+            self.writer,
+            ConnectionGuard { quic: self.quic },
+        )
+    }
+
     /// Writes one frame.
     pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
         self.send_raw(&encode_frame(frame)).await
