@@ -155,6 +155,9 @@ pub enum Event {
     AuthLost { code: ErrorCode, message: String },
     /// The same device logged in elsewhere: this client has stopped.
     Replaced,
+    /// Everything missed while offline has been delivered (after each (re)connect's
+    /// sync, and after later gap repairs).
+    CaughtUp,
     /// The client stopped after `close()`.
     Closed,
 }
@@ -947,6 +950,7 @@ impl EventLoop {
                         message,
                     });
                 }
+                EngineEvent::CaughtUp => self.emit(Event::CaughtUp),
                 EngineEvent::Response(f) => {
                     if let Some(w) = self.request_waiters.remove(&f.req_id) {
                         let _ = w.send(body_result(f));

@@ -82,6 +82,9 @@ pub enum EngineEvent {
     },
     /// The response to a request the app made through the loop (not a send).
     Response(Frame),
+    /// Everything the server had for this device when it was last asked has been
+    /// delivered (after a Sync or Pull completes with no repair still running).
+    CaughtUp,
 }
 
 /// Cursors that survive restarts (see `cursor.rs`).
@@ -456,6 +459,21 @@ impl Engine {
         let Some(what) = self.in_flight.remove(&frame.req_id) else {
             return; // an Ack's Ok, or a response from before a reconnect
         };
+        let catch_up = matches!(what, InFlight::Sync | InFlight::Pull(_));
+        self.handle_response(frame.req_id, what, body, now);
+        if catch_up
+            && !self.syncing
+            && self.buffered.is_empty()
+            && self
+                .follows
+                .values()
+                .all(|f| !f.pulling && f.buffered.is_empty())
+        {
+            self.events.push_back(EngineEvent::CaughtUp);
+        }
+    }
+
+    fn handle_response(&mut self, req_id: u64, what: InFlight, body: Body, now: Instant) {
         match (what, body) {
             (InFlight::Send(cmid), Body::SendAck(ack)) => {
                 if let Some(i) = self.outbox.iter().position(|p| p.msg.client_msg_id == cmid) {
@@ -541,7 +559,7 @@ impl Engine {
                 }
             }
             (InFlight::App, body) => self.events.push_back(EngineEvent::Response(Frame {
-                req_id: frame.req_id,
+                req_id,
                 body: Some(body),
             })),
             (InFlight::Send(_), _) => {}
@@ -917,6 +935,53 @@ mod tests {
         assert_eq!(e.cursors().inbox, 0);
         assert!(e.cursors().conversations.is_empty());
         assert_eq!(sync_req_id(&drain_tx(&mut e)).unwrap().1, 0, "full resync");
+    }
+
+    #[test]
+    fn caught_up_after_the_last_sync_page() {
+        let now = Instant::now();
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.on_connected("ep");
+        let (id, _) = sync_req_id(&drain_tx(&mut e)).unwrap();
+        e.handle_frame(
+            Frame {
+                req_id: id,
+                body: Some(Body::SyncResult(pb::SyncResult {
+                    items: vec![pb::InboxItem {
+                        inbox_seq: 1,
+                        message: Some(msg("d:a:b", 1, "bob")),
+                    }],
+                    from_inbox_seq: 0,
+                    to_inbox_seq: 1,
+                    inbox_head: 2,
+                    complete: false,
+                    read_diffusion: vec![],
+                })),
+            },
+            now,
+        );
+        let evs: Vec<_> = std::iter::from_fn(|| e.poll_event()).collect();
+        assert!(!evs.contains(&EngineEvent::CaughtUp), "more pages to come");
+        let (id, _) = sync_req_id(&drain_tx(&mut e)).unwrap();
+        e.handle_frame(
+            Frame {
+                req_id: id,
+                body: Some(Body::SyncResult(pb::SyncResult {
+                    items: vec![pb::InboxItem {
+                        inbox_seq: 2,
+                        message: Some(msg("d:a:b", 2, "bob")),
+                    }],
+                    from_inbox_seq: 1,
+                    to_inbox_seq: 2,
+                    inbox_head: 2,
+                    complete: true,
+                    read_diffusion: vec![],
+                })),
+            },
+            now,
+        );
+        let evs: Vec<_> = std::iter::from_fn(|| e.poll_event()).collect();
+        assert_eq!(evs.last(), Some(&EngineEvent::CaughtUp));
     }
 
     #[test]
