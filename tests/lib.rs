@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 pub use tern_proto;
 pub use tern_sdk::Transport::{Quic, Tcp};
 
+pub mod fault;
+
 pub const BOTH: [Transport; 2] = [Transport::Quic, Transport::Tcp];
 pub const PASSWORD: &str = "correct horse battery";
 const WAIT: Duration = Duration::from_secs(10);
@@ -111,10 +113,15 @@ pub struct ProcessServer {
 impl ProcessServer {
     // The child is owned by the returned value, whose Drop kills and waits for it; only a
     // panic before that (which fails the test) can leave it unreaped.
-    #[allow(clippy::zombie_processes)]
     pub fn spawn(bin: &str, data_dir: &Path) -> Self {
+        Self::spawn_at(bin, data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts the server on a given address (to restart it where clients expect it).
+    #[allow(clippy::zombie_processes)]
+    pub fn spawn_at(bin: &str, data_dir: &Path, listen: &str) -> Self {
         let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(["--store-cache-mb", "16"])
             .env("RUST_LOG", "warn")
