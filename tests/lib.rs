@@ -21,6 +21,17 @@ pub use tern_sdk::Transport::{Quic, Tcp};
 
 pub mod fault;
 
+/// Logs of the test process to stderr, filtered by RUST_LOG (off by default).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 pub const BOTH: [Transport; 2] = [Transport::Quic, Transport::Tcp];
 pub const PASSWORD: &str = "correct horse battery";
 const WAIT: Duration = Duration::from_secs(10);
@@ -124,7 +135,10 @@ impl ProcessServer {
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(["--store-cache-mb", "16"])
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TERN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

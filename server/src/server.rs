@@ -149,8 +149,33 @@ impl Server {
         transport.max_concurrent_bidi_streams(1u32.into());
         transport.max_concurrent_uni_streams(0u32.into());
         quic_config.transport_config(Arc::new(transport));
+        // The stateless-reset key and the connection-id key come from the data dir's
+        // secret, so a restarted server (even after kill -9) recognises the connection ids
+        // it handed out before and answers them with a valid stateless reset: clients
+        // learn at once that their connection is gone instead of waiting for the idle
+        // timeout.
+        let derive = |label: &[u8]| {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&store.signing_key())
+                .expect("HMAC accepts any key length");
+            mac.update(label);
+            mac.finalize().into_bytes()
+        };
+        let reset_key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &derive(b"tern quic stateless reset v1"),
+        );
+        let cid_key = u64::from_be_bytes(
+            derive(b"tern quic connection id v1")[..8]
+                .try_into()
+                .unwrap(),
+        );
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
         let quic = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             Some(quic_config),
             udp,
             Arc::new(quinn::TokioRuntime),
