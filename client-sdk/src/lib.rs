@@ -12,7 +12,7 @@
 //!   cursors, ack batching), unit-tested without sockets.
 //! - [`cursor`]: where token, cursors and outbox are kept across restarts
 //!   ([`MemoryStore`], [`FileStore`], or your own [`StateStore`]).
-//! - [`connect`]: one framed connection over QUIC or TLS-over-TCP.
+//! - [`connect`](mod@connect): one framed connection over QUIC or TLS-over-TCP.
 //!
 //! The wire contract is `docs/PROTOCOL.md` in the repository.
 //!

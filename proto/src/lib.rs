@@ -10,7 +10,7 @@
 pub mod codec;
 
 /// Generated protobuf types (package `tern.v1`).
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, missing_docs, rustdoc::invalid_html_tags)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/tern.v1.rs"));
 }

@@ -1,8 +1,8 @@
 //! The chat service: authorize -> dedup -> sequence -> store -> (durable) -> ack + fan-out.
 //!
-//! Per-conversation state (members, last seq, diffusion mode) lives in [`ConvState`]
+//! Per-conversation state (members, last seq, diffusion mode) lives in `ConvState`
 //! behind a per-conversation mutex, so conversations are sequenced independently. The
-//! one shared step is [`Chat::commit_lock`]: it owns every user's inbox head, and holds
+//! one shared step is `Chat::commit_lock`: it owns every user's inbox head, and holds
 //! allocation of inbox seqs, the atomic store commit and the queueing of completions
 //! together, so that each user's inbox becomes visible in seq order and pushes leave in
 //! that order. It is a short, synchronous section (an in-memory sled transaction; never

@@ -6,7 +6,7 @@
 //! unit; nothing is durable until [`Store::flush`] returns (the group-commit flusher in
 //! `durability.rs` calls it).
 //!
-//! [`conformance`] is the test suite every backend must pass.
+//! `conformance` (test builds only) is the test suite every backend must pass.
 
 pub mod sled_store;
 
