@@ -40,6 +40,8 @@ const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub quic: SocketAddr,
     pub tcp: SocketAddr,
+    /// The WebSocket/HTTP bridge.
+    pub ws: SocketAddr,
     pub ca: PathBuf,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -51,6 +53,7 @@ pub fn test_config(data_dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         store_cache_mb: 16,
+        ws_listen: "127.0.0.1:0".into(),
         ..Config::default()
     }
 }
@@ -68,6 +71,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let quic = server.quic_addr();
         let tcp = server.tcp_addr();
+        let ws = server.ws_addr().expect("WebSocket bridge on");
         let ca = server.dev_ca().cloned().expect("dev CA");
         let join = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -75,6 +79,7 @@ impl TestServer {
         Self {
             quic,
             tcp,
+            ws,
             ca,
             dir,
             stop: Some(stop),
@@ -134,7 +139,7 @@ impl ProcessServer {
         let mut child = Command::new(bin)
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
-            .args(["--store-cache-mb", "16"])
+            .args(["--store-cache-mb", "16", "--ws-listen", "127.0.0.1:0"])
             .env(
                 "RUST_LOG",
                 std::env::var("TERN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -57,9 +57,14 @@ pub fn main() -> i32 {
                 ca.display()
             );
         }
+        let ws = match server.ws_addr() {
+            Some(a) if server.ws_tls() => format!(" ws=wss://{a}/ws"),
+            Some(a) => format!(" ws=ws://{a}/ws"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "tern-server: listening quic={} tcp={} alpn=tern/1",
+            "tern-server: listening quic={} tcp={} alpn=tern/1{ws}",
             server.quic_addr(),
             server.tcp_addr()
         );

@@ -45,6 +45,14 @@ pub struct Config {
     pub store_cache_mb: u64,
     /// On shutdown, how long in-flight requests get to finish.
     pub shutdown_grace_secs: u32,
+    /// WebSocket bridge and web page (HTTP); "off" disables it.
+    pub ws_listen: String,
+    /// Serve the bridge as wss:// with the server's certificate.
+    pub ws_tls: bool,
+    /// Origins allowed besides same-origin and localhost, e.g. "https://chat.example.com".
+    pub ws_allowed_origins: Vec<String>,
+    /// Prebuilt web assets served at `/`.
+    pub web_root: PathBuf,
 }
 
 impl Default for Config {
@@ -67,6 +75,10 @@ impl Default for Config {
             max_group_members: 10_000,
             store_cache_mb: 64,
             shutdown_grace_secs: 5,
+            ws_listen: "127.0.0.1:7480".into(),
+            ws_tls: false,
+            ws_allowed_origins: Vec::new(),
+            web_root: PathBuf::from("web/dist"),
         }
     }
 }
@@ -77,6 +89,17 @@ impl Config {
     }
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_listen.unwrap_or(self.listen)
+    }
+
+    /// The WebSocket address, or None when the bridge is off.
+    pub fn ws_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.ws_listen.trim() {
+            "" | "off" => Ok(None),
+            a => a
+                .parse()
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("ws_listen {a:?}: {e}")),
+        }
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
@@ -112,6 +135,7 @@ impl Config {
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key go together"
         );
+        self.ws_addr()?;
         Ok(())
     }
 }
@@ -179,6 +203,22 @@ pub struct Args {
     /// Seconds in-flight requests get on shutdown [default: 5]
     #[arg(long, env = "TERN_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u32>,
+    /// WebSocket bridge + web page address, or "off" [default: 127.0.0.1:7480]
+    #[arg(long, env = "TERN_WS_LISTEN")]
+    pub ws_listen: Option<String>,
+    /// Serve the WebSocket bridge over TLS (wss://) with the server certificate
+    #[arg(long, env = "TERN_WS_TLS")]
+    pub ws_tls: Option<bool>,
+    /// Extra allowed browser origin for the WebSocket bridge (repeatable)
+    #[arg(
+        long = "ws-allowed-origin",
+        env = "TERN_WS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub ws_allowed_origins: Option<Vec<String>>,
+    /// Directory of the prebuilt web page [default: web/dist]
+    #[arg(long, env = "TERN_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
 }
 
 impl Args {
@@ -207,7 +247,11 @@ impl Args {
             group_fanout_threshold,
             max_group_members,
             store_cache_mb,
-            shutdown_grace_secs
+            shutdown_grace_secs,
+            ws_listen,
+            ws_tls,
+            ws_allowed_origins,
+            web_root
         );
         over_opt!(quic_listen, tcp_listen, tls_cert, tls_key);
         c.validate()?;

@@ -4,6 +4,7 @@
 //! How the modules fit, from the wire inwards:
 //! - [`server`]: opens the store, binds QUIC (quinn) and TLS-over-TCP (tokio-rustls) on one
 //!   port number, accepts connections, shuts down in order. [`certs`] makes the dev CA.
+//! - [`ws`]: the WebSocket bridge for browsers (and the web page), same sessions.
 //! - [`session`]: one task per connection, identical for every transport: frames in,
 //!   auth state machine, request dispatch, heartbeat, a bounded outbound queue.
 //! - [`accounts`] (register/login/resume/revoke, with [`auth`] for argon2id and tokens) and
@@ -26,6 +27,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod validate;
+pub mod ws;
 
 pub use config::Config;
 pub use server::Server;

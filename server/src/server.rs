@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tern_proto::FrameCodec;
 use tokio::net::TcpListener;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +56,7 @@ pub struct Server {
     quic: quinn::Endpoint,
     quic_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    ws: Option<(TcpListener, Arc<crate::ws::WsSettings>)>,
     dev_ca: Option<PathBuf>,
     data_dir: PathBuf,
 }
@@ -180,7 +183,25 @@ impl Server {
             udp,
             Arc::new(quinn::TokioRuntime),
         )?;
+        let ws = match config.ws_addr()? {
+            None => None,
+            Some(addr) => {
+                let l = bind_tcp(addr).with_context(|| format!("binding WebSocket {addr}"))?;
+                let tls = config.ws_tls.then(|| {
+                    let mut c = (*tls_config).clone();
+                    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    tokio_rustls::TlsAcceptor::from(Arc::new(c))
+                });
+                let settings = crate::ws::WsSettings {
+                    allowed_origins: config.ws_allowed_origins.clone(),
+                    web_root: config.web_root.clone(),
+                    tls,
+                };
+                Some((l, Arc::new(settings)))
+            }
+        };
         Ok(Self {
+            ws,
             quic_addr: quic.local_addr()?,
             tcp_addr: tcp.local_addr()?,
             services,
@@ -199,6 +220,13 @@ impl Server {
     }
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+    /// The WebSocket/HTTP address, when the bridge is on.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+    pub fn ws_tls(&self) -> bool {
+        self.ws.as_ref().is_some_and(|(_, s)| s.tls.is_some())
     }
     /// The dev CA clients must trust, when no certificate was configured.
     pub fn dev_ca(&self) -> Option<&PathBuf> {
@@ -234,11 +262,24 @@ impl Server {
             tracker.clone(),
         ));
 
+        let ws_task = self.ws.map(|(listener, settings)| {
+            tokio::spawn(crate::ws::accept_ws(
+                listener,
+                self.services.clone(),
+                settings,
+                accept_stop.clone(),
+                tracker.clone(),
+            ))
+        });
+
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         accept_stop.cancel();
         let _ = tcp_task.await;
         let _ = quic_task.await;
+        if let Some(t) = ws_task {
+            let _ = t.await;
+        }
         self.services.shutdown.cancel();
         tracker.close();
         let grace = self.services.limits.shutdown_grace + Duration::from_secs(5);
@@ -296,7 +337,9 @@ async fn accept_tcp(
                 }
             };
             let (r, w) = tokio::io::split(stream);
-            run_session(services, r, w, "tcp").await;
+            let frames =
+                FramedRead::new(r, FrameCodec::new(services.limits.max_frame_bytes as usize));
+            run_session(services, frames, w, "tcp").await;
         });
     }
 }
@@ -335,7 +378,11 @@ async fn accept_quic(
                     return;
                 }
             };
-            run_session(services, recv, send, "quic").await;
+            let frames = FramedRead::new(
+                recv,
+                FrameCodec::new(services.limits.max_frame_bytes as usize),
+            );
+            run_session(services, frames, send, "quic").await;
             // The stream is finished; give the client a moment to read the last frames
             // and close, then close ourselves.
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;

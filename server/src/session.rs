@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use tern_proto::codec::Decoded;
 use tern_proto::pb::{self, CloseReason, ErrorCode};
-use tern_proto::{
-    encode_frame, error_frame, Body, CodecError, Frame, FrameCodec, PROTOCOL_VERSION,
-};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tern_proto::{encode_frame, error_frame, Body, CodecError, Frame, PROTOCOL_VERSION};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
 use crate::accounts::Authed;
 use crate::chat::now_ms;
@@ -30,14 +28,15 @@ use crate::server::Services;
 /// Writes at most this many bytes per write call when draining the queue.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Runs a session to its end over any byte stream.
-pub async fn run_session<R, W>(
+/// Runs a session to its end: `frames` are the decoded frames from the transport, `writer`
+/// takes length-prefixed frames (the WebSocket adapter turns each into one message).
+pub async fn run_session<S, W>(
     services: Arc<Services>,
-    reader: R,
+    frames: S,
     writer: W,
     transport: &'static str,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    S: Stream<Item = Result<Decoded, CodecError>> + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(services.limits.outbound_queue);
@@ -50,10 +49,6 @@ pub async fn run_session<R, W>(
         handle: handle.clone(),
         authed: None,
     };
-    let frames = FramedRead::new(
-        reader,
-        FrameCodec::new(services.limits.max_frame_bytes as usize),
-    );
     let close = session.run(frames).await;
 
     if session.authed.is_some() {
@@ -175,7 +170,10 @@ impl Session {
         }
     }
 
-    async fn run<R: AsyncRead + Unpin>(&mut self, mut frames: FramedRead<R, FrameCodec>) -> Close {
+    async fn run<S>(&mut self, mut frames: S) -> Close
+    where
+        S: Stream<Item = Result<Decoded, CodecError>> + Unpin,
+    {
         let started = Instant::now();
         let mut last_rx = started;
         let timer = tokio::time::sleep_until(self.deadline(last_rx, started));

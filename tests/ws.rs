@@ -1,0 +1,258 @@
+//! The WebSocket bridge with a Rust WebSocket client: one binary message = one Frame,
+//! the same session logic as QUIC/TCP, Origin checks, size limits, garbage.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tern_proto::pb::{self, CloseReason, ErrorCode};
+use tern_proto::{Body, Frame, PROTOCOL_VERSION};
+use tern_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct WsClient {
+    ws: Ws,
+    next: u64,
+    pushes: VecDeque<Frame>,
+    closed: bool,
+}
+
+async fn ws_connect(
+    addr: SocketAddr,
+    origin: Option<&str>,
+) -> Result<WsClient, tungstenite::Error> {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(WsClient {
+        ws,
+        next: 1,
+        pushes: VecDeque::new(),
+        closed: false,
+    })
+}
+
+impl WsClient {
+    async fn send_bytes(&mut self, b: Vec<u8>) {
+        self.ws.send(Message::Binary(b.into())).await.unwrap();
+    }
+
+    /// The next frame from the server (None on close or timeout).
+    async fn frame(&mut self, timeout: Duration) -> Option<Frame> {
+        loop {
+            let m = tokio::time::timeout(timeout, self.ws.next()).await.ok()??;
+            match m {
+                Ok(Message::Binary(b)) => {
+                    return Some(Frame::decode(b).expect("server frames decode"))
+                }
+                Ok(Message::Close(_)) | Err(_) => {
+                    self.closed = true;
+                    return None;
+                }
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    async fn request(&mut self, body: Body) -> Frame {
+        let req_id = self.next;
+        self.next += 1;
+        self.send_bytes(
+            Frame {
+                req_id,
+                body: Some(body),
+            }
+            .encode_to_vec(),
+        )
+        .await;
+        loop {
+            let f = self
+                .frame(Duration::from_secs(10))
+                .await
+                .expect("a response");
+            if f.req_id == req_id {
+                return f;
+            }
+            self.pushes.push_back(f);
+        }
+    }
+
+    async fn next_unsolicited(&mut self) -> Frame {
+        if let Some(f) = self.pushes.pop_front() {
+            return f;
+        }
+        self.frame(Duration::from_secs(10)).await.expect("a frame")
+    }
+
+    async fn login(&mut self, user: &str) -> pb::LoginOk {
+        let f = self
+            .request(Body::Register(pb::Register {
+                protocol_version: PROTOCOL_VERSION,
+                username: user.into(),
+                password: PASSWORD.into(),
+            }))
+            .await;
+        assert!(matches!(f.body, Some(Body::Ok(_))), "{f:?}");
+        let f = self
+            .request(Body::Login(pb::Login {
+                protocol_version: PROTOCOL_VERSION,
+                username: user.into(),
+                password: PASSWORD.into(),
+                device: "browser".into(),
+            }))
+            .await;
+        match f.body {
+            Some(Body::LoginOk(ok)) => ok,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn browser_and_native_users_chat_through_the_same_logic() {
+    let server = TestServer::start().await;
+    let mut web = ws_connect(server.ws, Some("http://localhost:7480"))
+        .await
+        .unwrap();
+    web.login("webby").await;
+    let mut native = server.user(Tcp, "native", "cli").await;
+
+    // Browser -> native.
+    let f = web
+        .request(Body::Send(send_body("native", "w1", "from the browser")))
+        .await;
+    let ack = ack_of(&f);
+    assert_eq!((ack.seq, ack.duplicate), (1, false));
+    let p = native.next_push(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(text(p.message.as_ref().unwrap()), "from the browser");
+    // Native -> browser, pushed over the WebSocket.
+    ack_of(&native.send_text("webby", "n1", "from the cli").await);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match web.next_unsolicited().await.body {
+            Some(Body::Push(p)) => seen.push(text(p.message.as_ref().unwrap())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, vec!["from the browser", "from the cli"]);
+    // Same dedup rules.
+    let again = ack_of(
+        &web.request(Body::Send(send_body("native", "w1", "from the browser")))
+            .await,
+    );
+    assert!(again.duplicate);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_origin_gets_403_and_no_session() {
+    let server = TestServer::start().await;
+    match ws_connect(server.ws, Some("https://evil.example")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        Err(e) => panic!("expected HTTP 403, got {e}"),
+        Ok(_) => panic!("a foreign origin got a WebSocket"),
+    }
+    // Localhost origins and non-browser clients (no Origin) are fine.
+    assert!(ws_connect(server.ws, Some("http://127.0.0.1:3000"))
+        .await
+        .is_ok());
+    assert!(ws_connect(server.ws, None).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_garbage_messages_get_errors_and_the_server_keeps_serving() {
+    let server = TestServer::start_with(|c| c.max_frame_bytes = 16 * 1024).await;
+    // Garbage: an error, and the connection still works.
+    let mut c = ws_connect(server.ws, None).await.unwrap();
+    c.send_bytes(vec![0xff; 10]).await;
+    let f = c.next_unsolicited().await;
+    expect_error(&f, ErrorCode::MalformedFrame);
+    c.ws.send(Message::Text("hello?".into())).await.unwrap();
+    expect_error(&c.next_unsolicited().await, ErrorCode::MalformedFrame);
+    let f = c.request(Body::Ping(pb::Ping { client_time_ms: 9 })).await;
+    assert!(matches!(f.body, Some(Body::Pong(_))));
+    // Requests before login are refused like on every transport.
+    expect_error(
+        &c.request(Body::Sync(pb::Sync::default())).await,
+        ErrorCode::Unauthenticated,
+    );
+
+    // Oversized: FRAME_TOO_LARGE, then Closing, then the socket closes.
+    c.send_bytes(vec![0u8; 20 * 1024]).await;
+    let f = c.next_unsolicited().await;
+    expect_error(&f, ErrorCode::FrameTooLarge);
+    match c.next_unsolicited().await.body {
+        Some(Body::Closing(cl)) => assert_eq!(cl.reason, CloseReason::ProtocolError as i32),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.frame(Duration::from_secs(5)).await.is_none());
+
+    // Far beyond the cap: refused by the WebSocket layer before it is buffered.
+    let mut big = ws_connect(server.ws, None).await.unwrap();
+    let _ = big
+        .ws
+        .send(Message::Binary(vec![0u8; 4 * 1024 * 1024].into()))
+        .await;
+    assert!(
+        big.frame(Duration::from_secs(5)).await.is_none(),
+        "connection ends"
+    );
+
+    // Everyone else is served as before.
+    let mut ok = ws_connect(server.ws, None).await.unwrap();
+    ok.login("still-fine").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_is_served_or_says_how_to_build_it() {
+    let server = TestServer::start_with(|c| c.web_root = "/nonexistent-web-root".into()).await;
+    let mut s = tokio::net::TcpStream::connect(server.ws).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("npm run build"), "tells how to build the page");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<title>tern web</title>").unwrap();
+    let root = dir.path().to_path_buf();
+    let server2 = TestServer::start_with(move |c| c.web_root = root).await;
+    let mut s = tokio::net::TcpStream::connect(server2.ws).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.contains("<title>tern web</title>"), "{out}");
+    server.stop().await;
+    server2.stop().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_that_never_completes_is_dropped() {
+    let server = TestServer::start_with(|c| c.handshake_timeout_secs = 1).await;
+    let mut s = tokio::net::TcpStream::connect(server.ws).await.unwrap();
+    // Half a request line, then nothing.
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: loc").await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the server hangs up within the header timeout");
+    // Either a 408 or a plain close.
+    let got = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).to_string();
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+    server.stop().await;
+}
