@@ -1,1 +1,314 @@
-fn main() {}
+//! `tern`: the command-line chat client of tern, for people (`tern chat`) and for scripts
+//! (`tern send --stdin`, `tern sync`, JSON lines on stdout, distinct exit codes).
+//!
+//! It never speaks frames itself: everything goes through tern-sdk, which reconnects,
+//! resends unacknowledged messages with their original ids and delivers each message once,
+//! in order.
+//!
+//! How the modules fit:
+//! - `main.rs` (this file): the clap command line, dispatch, and the exit code.
+//! - [`commands`]: one function per command (register, login, send, sync, history, group,
+//!   presence, chat).
+//! - [`session`]: from global flags to a running SDK client (server address, CA, profile)
+//!   and the watching of its events (first connection, reconnects, lost authentication).
+//! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
+//!   `StateStore` over it.
+//! - [`output`]: JSON lines and human formatting.
+//! - [`error`]: failures and the one mapping from an error to an exit code and message.
+//!
+//! Exit codes: 0 success, 1 other failure, 2 usage or invalid input, 3 authentication
+//! (bad credentials, not logged in, authentication lost), 4 server unreachable, 5
+//! forbidden or not found.
+
+mod commands;
+mod error;
+mod output;
+mod profile;
+mod session;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tern_sdk::TransportMode;
+
+use crate::commands::{Dest, GroupOp};
+use crate::error::Kind;
+use crate::session::Ctx;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tern",
+    version,
+    about = "tern: chat from the command line, and from scripts",
+    after_help = "send and sync print JSON lines. Exit codes: 0 ok, 1 error, 2 usage or \
+                  invalid input, 3 authentication, 4 server unreachable, 5 forbidden or not found."
+)]
+struct Cli {
+    /// Server address.
+    #[arg(long, global = true, env = "TERN_SERVER", value_name = "HOST:PORT")]
+    server: Option<String>,
+    /// PEM file of the CA to trust [default: ./tern-data/certs/ca.pem if it exists].
+    #[arg(long, global = true, env = "TERN_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Transport to the server.
+    #[arg(long, global = true, value_enum, default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
+    /// Profile file [default: $XDG_CONFIG_HOME/tern/profile.json or ~/.config/tern/profile.json].
+    #[arg(long, global = true, env = "TERN_PROFILE", value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Machine output: one JSON object per line (errors too, on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Show connection changes on stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// Give up when the first connection takes longer than this.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    connect_timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    /// QUIC, falling back to TLS over TCP.
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TLS over TCP only.
+    Tcp,
+}
+
+impl From<TransportArg> for TransportMode {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Auto => TransportMode::Auto,
+            TransportArg::Quic => TransportMode::Quic,
+            TransportArg::Tcp => TransportMode::Tcp,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an account.
+    Register {
+        user: String,
+        #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Log in and save the token in the profile.
+    Login {
+        user: String,
+        #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Name of this installation [default: cli-HOSTNAME].
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Show who the profile is logged in as (no network).
+    Whoami,
+    /// Send a message, or each line of stdin as one message; prints one JSON ack per message.
+    Send {
+        #[command(flatten)]
+        dest: SendDest,
+        /// The message (several words are joined with spaces).
+        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        text: Vec<String>,
+        /// Send every line of stdin as one message, pipelined, in order.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Print missed messages (then live ones with --follow) as JSON lines.
+    Sync {
+        /// Keep running and print messages as they come, until Ctrl-C.
+        #[arg(long, conflicts_with = "idle_exit")]
+        follow: bool,
+        /// Once caught up, exit after this many seconds without a new message.
+        #[arg(long, value_name = "SECS")]
+        idle_exit: Option<u64>,
+    },
+    /// Print a page of a conversation's history, oldest first.
+    History {
+        #[command(flatten)]
+        dest: ConvDest,
+        /// How many messages.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only messages before this seq [default: the newest].
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        before: Option<u64>,
+    },
+    /// Groups: create, add, remove, leave, members.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Show the online devices of users.
+    Presence {
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Chat interactively in one conversation (stdin lines are sent).
+    Chat {
+        #[command(flatten)]
+        dest: ConvDest,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct SendDest {
+    /// Write to this user (1:1 conversation).
+    #[arg(long, value_name = "USER")]
+    to: Option<String>,
+    /// Write to this group (its id, g:...).
+    #[arg(long, value_name = "GID")]
+    group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ConvDest {
+    /// The 1:1 conversation with this user.
+    #[arg(long = "with", value_name = "USER")]
+    with: Option<String>,
+    /// The group (its id, g:...).
+    #[arg(long, value_name = "GID")]
+    group: Option<String>,
+}
+
+fn dest(user: Option<String>, group: Option<String>) -> Dest {
+    match (user, group) {
+        (Some(u), _) => Dest::User(u),
+        (None, Some(g)) => Dest::Group(g),
+        // clap's arg group makes one of them required.
+        (None, None) => Dest::Group(String::new()),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group; prints {"group":"g:..."}.
+    Create {
+        name: String,
+        /// Members besides you, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "U1,U2")]
+        members: Vec<String>,
+    },
+    /// Add users to a group.
+    Add {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove users from a group.
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Leave a group.
+    Leave { group: String },
+    /// List a group's members and their roles.
+    Members { group: String },
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx {
+        server: cli.server,
+        ca: cli.ca,
+        transport: cli.transport.into(),
+        profile: cli.profile,
+        json: cli.json,
+        verbose: cli.verbose,
+        connect_timeout: Duration::from_secs(cli.connect_timeout),
+    };
+    match cli.command {
+        Command::Register { user, password } => commands::register(&ctx, &user, &password).await,
+        Command::Login {
+            user,
+            password,
+            device,
+        } => commands::login(&ctx, &user, &password, device).await,
+        Command::Whoami => commands::whoami(&ctx).await,
+        Command::Send {
+            dest: d,
+            text,
+            stdin,
+        } => {
+            let text = (!stdin).then(|| text.join(" "));
+            commands::send(&ctx, dest(d.to, d.group), text, stdin).await
+        }
+        Command::Sync { follow, idle_exit } => commands::sync(&ctx, follow, idle_exit).await,
+        Command::History {
+            dest: d,
+            limit,
+            before,
+        } => commands::history(&ctx, dest(d.with, d.group), limit, before).await,
+        Command::Group(g) => {
+            let op = match g {
+                GroupCommand::Create { name, members } => GroupOp::Create { name, members },
+                GroupCommand::Add { group, users } => GroupOp::Add { group, users },
+                GroupCommand::Remove { group, users } => GroupOp::Remove { group, users },
+                GroupCommand::Leave { group } => GroupOp::Leave { group },
+                GroupCommand::Members { group } => GroupOp::Members { group },
+            };
+            commands::group(&ctx, op).await
+        }
+        Command::Presence { users } => commands::presence(&ctx, users).await,
+        Command::Chat { dest: d } => commands::chat(&ctx, dest(d.with, d.group)).await,
+    }
+}
+
+/// A clap error on one line: its first paragraph, without the usage block.
+fn clap_one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let msg = first.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    format!("{msg} (see tern --help)")
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let json = std::env::args_os().any(|a| a == "--json");
+            let code = error::report_parts(Kind::Usage, "USAGE", &clap_one_line(&e), json);
+            std::process::exit(code);
+        }
+    };
+    let json = cli.json;
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            let result = rt.block_on(run(cli));
+            // Do not wait for the runtime's tasks (e.g. a reconnect attempt in progress).
+            rt.shutdown_background();
+            match result {
+                Ok(()) => 0,
+                Err(e) => error::report(&e, json),
+            }
+        }
+        Err(e) => error::report(
+            &anyhow::Error::new(e).context("cannot start the runtime"),
+            json,
+        ),
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}

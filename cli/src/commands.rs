@@ -1,0 +1,621 @@
+//! One function per command. Each gets the global [`Ctx`] and its own arguments, talks to
+//! the server only through tern-sdk, prints through [`crate::output`], and returns an
+//! `anyhow::Result` that `main` turns into an exit code.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use serde::Serialize;
+use tern_sdk::proto::{direct_conversation, pb};
+use tern_sdk::{ClientError, Credentials, Event, SendTicket, Target};
+use tokio::time::Instant;
+
+use crate::error::Failure;
+use crate::output::{self, AckLine, MessageLine};
+use crate::profile::Profile;
+use crate::session::{
+    self, check_device, check_username, resolve, shutdown_signal, stdin_lines, Ctx, Cursors,
+    Session,
+};
+
+/// Where `send` writes: a user (1:1) or a conversation id.
+#[derive(Debug, Clone)]
+pub enum Dest {
+    User(String),
+    Group(String),
+}
+
+impl Dest {
+    fn check(&self) -> Result<()> {
+        match self {
+            Dest::User(u) => check_username(u),
+            Dest::Group(g) if g.is_empty() => Err(Failure::usage("--group needs a group id")),
+            Dest::Group(_) => Ok(()),
+        }
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Dest::User(u) => Target::User(u.clone()),
+            Dest::Group(g) => Target::Conversation(g.clone()),
+        }
+    }
+
+    /// The conversation id, as seen by `me`.
+    fn conversation(&self, me: &str) -> String {
+        match self {
+            Dest::User(u) => direct_conversation(me, u),
+            Dest::Group(g) => g.clone(),
+        }
+    }
+}
+
+pub async fn register(ctx: &Ctx, user: &str, password: &str) -> Result<()> {
+    check_username(user)?;
+    check_password(password)?;
+    let (_, profile) = session::read_profile(ctx).unwrap_or_default();
+    let endpoint = resolve(&ctx.server_for(profile.as_ref())).await?;
+    let opts = ctx.connect_options(&endpoint)?;
+    tern_sdk::register(endpoint.addr, &opts, ctx.transport, user, password)
+        .await
+        .map_err(|e| one_shot_error(e, &endpoint.given))
+        .with_context(|| format!("cannot register {user}"))?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({ "registered": user }))
+    } else {
+        output::line(&format!("registered {user}; now run: tern login {user}"))
+    }
+}
+
+pub async fn login(ctx: &Ctx, user: &str, password: &str, device: Option<String>) -> Result<()> {
+    check_username(user)?;
+    let device = device.unwrap_or_else(session::default_device);
+    check_device(&device)?;
+    let path = ctx.profile_path()?;
+    let old = match Profile::load(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            output::status(&format!(
+                "tern: replacing an unreadable profile ({})",
+                crate::error::one_line(&e)
+            ));
+            None
+        }
+    };
+    let server = ctx.server_for(old.as_ref());
+    let endpoint = resolve(&server).await?;
+    let opts = ctx.connect_options(&endpoint)?;
+    let creds = Credentials {
+        username: user.to_string(),
+        password: Some(password.to_string()),
+        device: device.clone(),
+    };
+    let ok = tern_sdk::login(endpoint.addr, &opts, ctx.transport, &creds)
+        .await
+        .map_err(|e| one_shot_error(e, &endpoint.given))
+        .with_context(|| format!("cannot log in as {user}"))?;
+    let profile = Profile::after_login(old, &ok.username, &ok.device, &server, &ok.token);
+    profile
+        .save(&path)
+        .with_context(|| format!("cannot write profile {}", path.display()))?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({
+            "user": ok.username,
+            "device": ok.device,
+            "server": server,
+            "profile": path.display().to_string(),
+        }))
+    } else {
+        output::line(&format!(
+            "logged in as {} (device {}) on {server}; profile {}",
+            ok.username,
+            ok.device,
+            path.display()
+        ))
+    }
+}
+
+/// Shows who the profile is logged in as (no network).
+pub async fn whoami(ctx: &Ctx) -> Result<()> {
+    let (path, profile) = session::read_profile(ctx)?;
+    let p = profile
+        .filter(|p| p.token.is_some())
+        .ok_or_else(Failure::not_logged_in)?;
+    let server = ctx.server_for(Some(&p));
+    if ctx.json {
+        output::json_line(&serde_json::json!({
+            "user": p.username,
+            "device": p.device,
+            "server": server,
+            "profile": path.display().to_string(),
+            "queued": p.outbox.len(),
+        }))
+    } else {
+        output::line(&format!(
+            "{} (device {}) on {server}; profile {}",
+            p.username,
+            p.device,
+            path.display()
+        ))
+    }
+}
+
+fn check_password(p: &str) -> Result<()> {
+    if p.len() < 8 || p.len() > 1024 {
+        return Err(Failure::usage("the password must be 8-1024 bytes"));
+    }
+    Ok(())
+}
+
+/// Register and login open their own connection: a failure to connect there means the
+/// server cannot be reached.
+fn one_shot_error(e: ClientError, server: &str) -> anyhow::Error {
+    match e {
+        ClientError::Connect(reason) => {
+            Failure::unreachable(format!("cannot reach server at {server}: {reason}"))
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// The sends of one command, in order, each awaited for its ack.
+struct Sends {
+    queue: VecDeque<(usize, SendTicket)>,
+    /// Every client_msg_id this command queued.
+    ours: HashSet<String>,
+    /// Those not acknowledged yet.
+    unconfirmed: HashSet<String>,
+    count: usize,
+}
+
+impl Sends {
+    fn new() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            ours: HashSet::new(),
+            unconfirmed: HashSet::new(),
+            count: 0,
+        }
+    }
+
+    async fn push(
+        &mut self,
+        client: &tern_sdk::Client,
+        target: Target,
+        body: Vec<u8>,
+    ) -> Result<()> {
+        let ticket = client
+            .send_with(target, Bytes::from(body), "")
+            .await
+            .context("cannot queue the message")?;
+        self.count += 1;
+        self.ours.insert(ticket.client_msg_id.clone());
+        self.unconfirmed.insert(ticket.client_msg_id.clone());
+        self.queue.push_back((self.count, ticket));
+        Ok(())
+    }
+
+    /// Resolves with the oldest send's outcome (pending forever when there is none; guard
+    /// the `select!` branch with `!is_empty()`).
+    async fn next(&mut self) -> (usize, String, Result<pb::SendAck, ClientError>) {
+        match self.queue.front_mut() {
+            Some((n, ticket)) => {
+                let id = ticket.client_msg_id.clone();
+                let r = ticket.await;
+                let n = *n;
+                self.queue.pop_front();
+                if r.is_ok() {
+                    self.unconfirmed.remove(&id);
+                }
+                (n, id, r)
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// `tern send`: queues the message(s), prints one ack line each, in input order.
+pub async fn send(ctx: &Ctx, dest: Dest, text: Option<String>, from_stdin: bool) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let mut sends = Sends::new();
+    let result = send_loop(
+        &client,
+        &mut sess,
+        &mut sends,
+        dest.target(),
+        text,
+        from_stdin,
+    )
+    .await;
+    let (_, dropped) = sess.close(&sends.unconfirmed).await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if dropped > 0 => {
+            // Same exit code; the message says what happened to the rest.
+            let (kind, code) = crate::error::classify(&e);
+            Err(Failure::error(
+                kind,
+                &code,
+                format!(
+                    "{} ({dropped} of {} message(s) not confirmed; they will not be retried)",
+                    crate::error::one_line(&e),
+                    sends.count
+                ),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn send_loop(
+    client: &tern_sdk::Client,
+    sess: &mut Session,
+    sends: &mut Sends,
+    target: Target,
+    text: Option<String>,
+    from_stdin: bool,
+) -> Result<()> {
+    if let Some(t) = text {
+        sends.push(client, target.clone(), t.into_bytes()).await?;
+    }
+    let mut input = from_stdin.then(stdin_lines);
+    let mut stop = std::pin::pin!(shutdown_signal());
+    while input.is_some() || !sends.is_empty() {
+        tokio::select! {
+            biased;
+            ev = sess.next_event() => {
+                if let Event::Acked(ack) = ev? {
+                    if !sends.ours.contains(&ack.client_msg_id) {
+                        output::status(&format!(
+                            "tern: delivered a message queued by an earlier run ({} seq {})",
+                            ack.conversation, ack.seq
+                        ));
+                    }
+                }
+            }
+            (n, id, r) = sends.next(), if !sends.is_empty() => match r {
+                Ok(ack) => output::json_line(&AckLine::new(&ack))?,
+                Err(ClientError::Stopped(_)) => return Err(sess.stopped_error().await),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("message {n} ({id}) was refused")))
+                }
+            },
+            line = recv(&mut input), if input.is_some() => match line {
+                Some(Ok(bytes)) => sends.push(client, target.clone(), bytes).await?,
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context("cannot read stdin")),
+                None => input = None,
+            },
+            _ = &mut stop => return Err(Failure::generic("INTERRUPTED", "interrupted")),
+        }
+    }
+    Ok(())
+}
+
+async fn recv<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `tern sync`: prints every message event as a JSON line; the cursor is saved.
+pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()> {
+    let (_client, mut sess) = Session::start(ctx, Cursors::Save, false).await?;
+    let result = sync_loop(&mut sess, follow, idle_exit.map(Duration::from_secs)).await;
+    // Messages delivered while stopping are in the saved cursor: print them as well.
+    let (rest, _) = sess.close(&HashSet::new()).await;
+    let printed = rest.iter().try_for_each(|ev| match ev {
+        Event::Message { message, .. } => output::json_line(&MessageLine::new(message)),
+        _ => Ok(()),
+    });
+    result.and(printed)
+}
+
+async fn sync_loop(sess: &mut Session, follow: bool, idle: Option<Duration>) -> Result<()> {
+    let mut stop = std::pin::pin!(shutdown_signal());
+    // Set once caught up (with --idle-exit): when to stop if nothing else comes.
+    let mut idle_until: Option<Instant> = None;
+    loop {
+        let idle_at = idle_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::select! {
+            biased;
+            ev = sess.next_event() => match ev? {
+                Event::Message { message, .. } => {
+                    output::json_line(&MessageLine::new(&message))?;
+                    if let (Some(d), Some(_)) = (idle, idle_until) {
+                        idle_until = Some(Instant::now() + d);
+                    }
+                }
+                Event::CaughtUp => match idle {
+                    Some(d) => idle_until = Some(Instant::now() + d),
+                    None if !follow => return Ok(()),
+                    None => {}
+                },
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(idle_at), if idle_until.is_some() => return Ok(()),
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// `tern history`: one page of a conversation, ascending.
+pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let conv = dest.conversation(client.username());
+    let what = format!("cannot read the history of {conv}");
+    let mut result = sess
+        .request(&what, true, || {
+            client.history(&conv, before.unwrap_or(0), limit)
+        })
+        .await;
+    // `Client::history(conv, 0, ..)` asks for the page below seq u64::MAX, which this
+    // server answers with nothing; ask again just above the last seq it reported.
+    if let Ok(page) = &result {
+        if before.is_none() && page.messages.is_empty() && page.last_seq > 0 {
+            let newest = page.last_seq + 1;
+            result = sess
+                .request(&what, true, || client.history(&conv, newest, limit))
+                .await;
+        }
+    }
+    sess.close(&HashSet::new()).await;
+    let page = match (result, &dest) {
+        (Err(e), Dest::User(u)) if forbidden(&e) => {
+            // The server does not tell "no message yet" from "no such user" (7.1).
+            return Err(Failure::error(
+                crate::error::Kind::Forbidden,
+                "NOT_FOUND",
+                format!("no conversation with {u} (nothing was sent yet, or no such user)"),
+            ));
+        }
+        (r, _) => r?,
+    };
+    for m in &page.messages {
+        if ctx.json {
+            output::json_line(&MessageLine::new(m))?;
+        } else {
+            output::line(&output::history_line(m))?;
+        }
+    }
+    Ok(())
+}
+
+fn forbidden(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ClientError>(),
+            Some(ClientError::Server {
+                code: pb::ErrorCode::Forbidden,
+                ..
+            })
+        )
+    })
+}
+
+/// What `tern group` does.
+#[derive(Debug, Clone)]
+pub enum GroupOp {
+    Create { name: String, members: Vec<String> },
+    Add { group: String, users: Vec<String> },
+    Remove { group: String, users: Vec<String> },
+    Leave { group: String },
+    Members { group: String },
+}
+
+pub async fn group(ctx: &Ctx, op: GroupOp) -> Result<()> {
+    match &op {
+        GroupOp::Create { members: users, .. }
+        | GroupOp::Add { users, .. }
+        | GroupOp::Remove { users, .. } => users.iter().try_for_each(|u| check_username(u))?,
+        _ => {}
+    }
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = group_op(ctx, &client, &mut sess, op).await;
+    sess.close(&HashSet::new()).await;
+    result
+}
+
+#[derive(Serialize)]
+struct MemberLine<'a> {
+    user: &'a str,
+    role: &'static str,
+}
+
+async fn group_op(
+    ctx: &Ctx,
+    client: &tern_sdk::Client,
+    sess: &mut Session,
+    op: GroupOp,
+) -> Result<()> {
+    let done = |text: String| -> Result<()> {
+        if ctx.json {
+            output::json_line(&serde_json::json!({ "ok": true }))
+        } else {
+            output::line(&text)
+        }
+    };
+    match op {
+        GroupOp::Create { name, members } => {
+            let g = sess
+                .request("cannot create the group", false, || {
+                    client.create_group(&name, &members)
+                })
+                .await?;
+            output::json_line(&serde_json::json!({ "group": g.conversation }))
+        }
+        GroupOp::Add { group, users } => {
+            sess.request(&format!("cannot add to {group}"), true, || {
+                client.add_members(&group, &users, pb::Role::Member)
+            })
+            .await?;
+            done(format!("added {} to {group}", users.join(", ")))
+        }
+        GroupOp::Remove { group, users } => {
+            sess.request(&format!("cannot remove from {group}"), false, || {
+                client.remove_members(&group, &users)
+            })
+            .await?;
+            done(format!("removed {} from {group}", users.join(", ")))
+        }
+        GroupOp::Leave { group } => {
+            sess.request(&format!("cannot leave {group}"), false, || {
+                client.leave_group(&group)
+            })
+            .await?;
+            done(format!("left {group}"))
+        }
+        GroupOp::Members { group } => {
+            let members = sess
+                .request(&format!("cannot list the members of {group}"), true, || {
+                    client.members(&group)
+                })
+                .await?;
+            for m in &members {
+                let line = MemberLine {
+                    user: &m.username,
+                    role: output::role_name(m.role),
+                };
+                if ctx.json {
+                    output::json_line(&line)?;
+                } else {
+                    output::line(&format!("{}\t{}", line.user, line.role))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PresenceLine<'a> {
+    user: &'a str,
+    online: bool,
+    devices: &'a [String],
+}
+
+/// `tern presence`: the online devices of each user.
+pub async fn presence(ctx: &Ctx, users: Vec<String>) -> Result<()> {
+    users.iter().try_for_each(|u| check_username(u))?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = sess
+        .request("cannot query presence", true, || client.presence(&users))
+        .await;
+    sess.close(&HashSet::new()).await;
+    for p in &result? {
+        let line = PresenceLine {
+            user: &p.username,
+            online: !p.online_devices.is_empty(),
+            devices: &p.online_devices,
+        };
+        if ctx.json {
+            output::json_line(&line)?;
+        } else if line.online {
+            output::line(&format!(
+                "{}: online ({})",
+                p.username,
+                p.online_devices.join(", ")
+            ))?;
+        } else {
+            output::line(&format!("{}: offline", p.username))?;
+        }
+    }
+    Ok(())
+}
+
+/// `tern chat`: sends stdin lines to one conversation and shows it live.
+pub async fn chat(ctx: &Ctx, dest: Dest) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Save, true).await?;
+    let conv = dest.conversation(client.username());
+    output::status(&format!(
+        "-- chat in {conv} as {}: type a line to send it; Ctrl-D or Ctrl-C to quit --",
+        client.username()
+    ));
+    let mut sends = Sends::new();
+    let result = chat_loop(&client, &mut sess, &mut sends, &dest, &conv).await;
+    let (rest, dropped) = sess.close(&sends.unconfirmed).await;
+    for ev in rest {
+        if let Event::Message { message, .. } = ev {
+            show_in_chat(&message, &conv, &sends)?;
+        }
+    }
+    if dropped > 0 {
+        output::status(&format!(
+            "-- {dropped} message(s) were not confirmed by the server and were not kept --"
+        ));
+    }
+    result
+}
+
+/// Shows a message in `tern chat`: this conversation's on stdout, others' as a notice on
+/// stderr (chat saves the cursor, so they would not be shown again), and this chat's own
+/// lines not at all (their ack is shown instead).
+fn show_in_chat(message: &pb::Message, conv: &str, sends: &Sends) -> Result<()> {
+    if sends.ours.contains(&message.client_msg_id) {
+        Ok(())
+    } else if message.conversation == conv {
+        output::line(&output::chat_line(message))
+    } else {
+        output::status(&format!(
+            "-- {} in {}: {} --",
+            output::from_of(message),
+            message.conversation,
+            output::human_text(message)
+        ));
+        Ok(())
+    }
+}
+
+async fn chat_loop(
+    client: &tern_sdk::Client,
+    sess: &mut Session,
+    sends: &mut Sends,
+    dest: &Dest,
+    conv: &str,
+) -> Result<()> {
+    let target = dest.target();
+    let mut input = Some(stdin_lines());
+    let mut stop = std::pin::pin!(shutdown_signal());
+    let mut first_failure: Option<anyhow::Error> = None;
+    let mut failures = 0usize;
+    while input.is_some() || !sends.is_empty() {
+        tokio::select! {
+            biased;
+            ev = sess.next_event() => {
+                if let Event::Message { message, .. } = ev? {
+                    show_in_chat(&message, conv, sends)?;
+                }
+            }
+            (_, _, r) = sends.next(), if !sends.is_empty() => match r {
+                Ok(ack) => output::status(&format!("  ✓ seq {}", ack.seq)),
+                Err(ClientError::Stopped(_)) => return Err(sess.stopped_error().await),
+                Err(e) => {
+                    output::status(&format!("-- not sent: {e} --"));
+                    failures += 1;
+                    first_failure.get_or_insert_with(|| anyhow::Error::new(e));
+                }
+            },
+            line = recv(&mut input), if input.is_some() => match line {
+                Some(Ok(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => {}
+                Some(Ok(bytes)) => sends.push(client, target.clone(), bytes).await?,
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context("cannot read stdin")),
+                None => input = None,
+            },
+            _ = &mut stop => return Ok(()),
+        }
+    }
+    match first_failure {
+        Some(e) => Err(e.context(format!("{failures} message(s) not sent"))),
+        None => Ok(()),
+    }
+}

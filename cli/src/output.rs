@@ -1,0 +1,260 @@
+//! Everything the CLI prints: JSON lines for scripts (one object per line, fields in a
+//! fixed order) and short human lines, plus UTC time formatting without a date crate.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tern_sdk::proto::pb;
+
+/// Prints one JSON object as one line on stdout.
+pub fn json_line<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string(value).context("cannot encode output")?;
+    line(&text)
+}
+
+/// Prints one line on stdout (flushed, so pipes see it at once).
+pub fn line(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|_| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// A status line on stderr (`-- connected over quic --`); never fails.
+pub fn status(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// `tern send`: one per acknowledged line.
+#[derive(Debug, Serialize)]
+pub struct AckLine<'a> {
+    pub conv: &'a str,
+    pub seq: u64,
+    pub client_msg_id: &'a str,
+    pub duplicate: bool,
+}
+
+impl<'a> AckLine<'a> {
+    pub fn new(ack: &'a pb::SendAck) -> Self {
+        Self {
+            conv: &ack.conversation,
+            seq: ack.seq,
+            client_msg_id: &ack.client_msg_id,
+            duplicate: ack.duplicate,
+        }
+    }
+}
+
+/// `tern sync` and `tern history --json`: one per message.
+#[derive(Debug, Serialize)]
+pub struct MessageLine<'a> {
+    pub conv: &'a str,
+    pub seq: u64,
+    pub from: &'a str,
+    pub text: String,
+    pub client_msg_id: &'a str,
+    pub ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventJson<'a>>,
+}
+
+/// The group event of a SYSTEM message.
+#[derive(Debug, Serialize)]
+pub struct EventJson<'a> {
+    pub kind: &'static str,
+    pub actor: &'a str,
+    pub users: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub name: &'a str,
+}
+
+/// The group event of a message, when it is a SYSTEM message that carries one.
+fn system_event(m: &pb::Message) -> Option<&pb::GroupEvent> {
+    if m.kind == pb::MessageKind::System as i32 {
+        m.event.as_ref()
+    } else {
+        None
+    }
+}
+
+fn event_kind(e: &pb::GroupEvent) -> &'static str {
+    pb::GroupEventKind::try_from(e.kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+/// Who a message is from: the sender, or the actor of a SYSTEM message.
+pub fn from_of(m: &pb::Message) -> &str {
+    match system_event(m) {
+        Some(e) if m.sender.is_empty() => &e.actor,
+        _ => &m.sender,
+    }
+}
+
+impl<'a> MessageLine<'a> {
+    pub fn new(m: &'a pb::Message) -> Self {
+        Self {
+            conv: &m.conversation,
+            seq: m.seq,
+            from: from_of(m),
+            text: String::from_utf8_lossy(&m.body).into_owned(),
+            client_msg_id: &m.client_msg_id,
+            ts: m.server_time_ms,
+            event: system_event(m).map(|e| EventJson {
+                kind: event_kind(e),
+                actor: &e.actor,
+                users: &e.users,
+                name: &e.name,
+            }),
+        }
+    }
+}
+
+/// The text of a message for people: the body, or a sentence for a group event.
+pub fn human_text(m: &pb::Message) -> String {
+    let Some(e) = system_event(m) else {
+        return String::from_utf8_lossy(&m.body).into_owned();
+    };
+    let users = e.users.join(", ");
+    match pb::GroupEventKind::try_from(e.kind) {
+        Ok(pb::GroupEventKind::Created) if users.is_empty() => {
+            format!("* created the group {:?}", e.name)
+        }
+        Ok(pb::GroupEventKind::Created) => {
+            format!("* created the group {:?} with {users}", e.name)
+        }
+        Ok(pb::GroupEventKind::MembersAdded) => format!("* added {users}"),
+        Ok(pb::GroupEventKind::MembersRemoved) => format!("* removed {users}"),
+        Ok(pb::GroupEventKind::MemberLeft) => "* left the group".to_string(),
+        _ => format!("* {}", event_kind(e)),
+    }
+}
+
+/// `#seq [YYYY-MM-DD HH:MM:SS] from: text` (times in UTC).
+pub fn history_line(m: &pb::Message) -> String {
+    format!(
+        "#{} [{}] {}: {}",
+        m.seq,
+        date_time(m.server_time_ms),
+        from_of(m),
+        human_text(m)
+    )
+}
+
+/// `[HH:MM:SS] from: text` (UTC), as `tern chat` shows a message.
+pub fn chat_line(m: &pb::Message) -> String {
+    format!(
+        "[{}] {}: {}",
+        clock(m.server_time_ms),
+        from_of(m),
+        human_text(m)
+    )
+}
+
+/// `HH:MM:SS` of a Unix time in milliseconds, UTC.
+pub fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of a Unix time in milliseconds, UTC.
+pub fn date_time(ms: u64) -> String {
+    let days = (ms / 1000 / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {}", clock(ms))
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The name of a member role.
+pub fn role_name(role: i32) -> &'static str {
+    pb::Role::try_from(role)
+        .map(|r| r.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_in_utc() {
+        assert_eq!(date_time(0), "1970-01-01 00:00:00");
+        // 2024-02-29 23:59:59.999 UTC (a leap day).
+        assert_eq!(date_time(1_709_251_199_999), "2024-02-29 23:59:59");
+        assert_eq!(date_time(1_709_251_200_000), "2024-03-01 00:00:00");
+        assert_eq!(date_time(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(clock(1_700_000_000_000), "22:13:20");
+    }
+
+    #[test]
+    fn message_lines_have_the_scripted_shape() {
+        let m = pb::Message {
+            conversation: "d:alice:bob".into(),
+            seq: 3,
+            sender: "alice".into(),
+            client_msg_id: "c1".into(),
+            server_time_ms: 1_700_000_000_000,
+            body: b"caf\xc3\xa9 \xff".to_vec().into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&MessageLine::new(&m)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"conv":"d:alice:bob","seq":3,"from":"alice","text":"café �","client_msg_id":"c1","ts":1700000000000}"#
+        );
+        assert_eq!(chat_line(&m), "[22:13:20] alice: café �");
+        assert_eq!(history_line(&m), "#3 [2023-11-14 22:13:20] alice: café �");
+    }
+
+    #[test]
+    fn system_messages_carry_their_event() {
+        let m = pb::Message {
+            conversation: "g:00000000000000aa".into(),
+            seq: 2,
+            kind: pb::MessageKind::System as i32,
+            event: Some(pb::GroupEvent {
+                kind: pb::GroupEventKind::MembersAdded as i32,
+                actor: "alice".into(),
+                users: vec!["carol".into(), "dave".into()],
+                name: String::new(),
+            }),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::to_value(MessageLine::new(&m)).unwrap();
+        assert_eq!(v["from"], "alice");
+        assert_eq!(v["event"]["kind"], "MEMBERS_ADDED");
+        assert_eq!(v["event"]["users"], serde_json::json!(["carol", "dave"]));
+        assert!(v["event"].get("name").is_none());
+        assert_eq!(human_text(&m), "* added carol, dave");
+    }
+
+    #[test]
+    fn ack_lines_keep_the_documented_field_order() {
+        let ack = pb::SendAck {
+            conversation: "g:1".into(),
+            seq: 9,
+            client_msg_id: "x".into(),
+            duplicate: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&AckLine::new(&ack)).unwrap(),
+            r#"{"conv":"g:1","seq":9,"client_msg_id":"x","duplicate":true}"#
+        );
+    }
+}

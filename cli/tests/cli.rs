@@ -1,0 +1,744 @@
+//! The real `tern` binary against a real server (in-process, port 0, temp data dir, real
+//! QUIC and TLS-TCP). Each test has its own server and its own profile files, and checks
+//! what a user or a script sees: JSON lines on stdout, one-line errors, exit codes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tern_tests::TestServer;
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+const PASSWORD: &str = "correct horse battery";
+/// No single command of these tests should take longer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one run of `tern` gave.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "tern failed: {self:?}");
+        self
+    }
+
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+
+    /// A failure with `code`, reported on exactly one stderr line.
+    fn failed(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "exit code: {self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one stderr line: {self:?}");
+        assert!(lines[0].starts_with("tern: "), "{self:?}");
+        self
+    }
+
+    /// With `--json`, the error object on stdout.
+    fn error_code(&self) -> String {
+        let v = self.json();
+        assert_eq!(v.len(), 1, "{self:?}");
+        assert!(
+            v[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{self:?}"
+        );
+        v[0]["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// `tern` pointed at one test server, with profiles in a temp dir.
+struct Tern {
+    server: String,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Tern {
+    fn new(server: &TestServer) -> Self {
+        Self {
+            server: server.tcp.to_string(),
+            ca: server.ca.clone(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn profile(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.json"))
+    }
+
+    /// `tern --server S --ca CA --profile P ARGS`, with no TERN_* from the environment.
+    fn cmd(&self, profile: &str, args: &[&str]) -> Command {
+        self.cmd_at(&self.server, profile, args)
+    }
+
+    /// The same against another server address.
+    fn cmd_at(&self, server: &str, profile: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(TERN);
+        for var in [
+            "TERN_SERVER",
+            "TERN_CA",
+            "TERN_PROFILE",
+            "TERN_PASSWORD",
+            "XDG_CONFIG_HOME",
+        ] {
+            c.env_remove(var);
+        }
+        c.current_dir(self.dir.path())
+            .arg("--server")
+            .arg(server)
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--profile")
+            .arg(self.profile(profile))
+            .args(args);
+        c
+    }
+
+    fn run(&self, profile: &str, args: &[&str]) -> Out {
+        run(self.cmd(profile, args), None)
+    }
+
+    fn run_stdin(&self, profile: &str, args: &[&str], input: &str) -> Out {
+        run(self.cmd(profile, args), Some(input.as_bytes().to_vec()))
+    }
+
+    /// Registers `user` and logs it in on profile `user`, device `<user>-dev`.
+    fn account(&self, user: &str) {
+        self.run(user, &["register", user, "--password", PASSWORD])
+            .ok();
+        let device = format!("{user}-dev");
+        let out = self
+            .run(
+                user,
+                &[
+                    "--json",
+                    "login",
+                    user,
+                    "--password",
+                    PASSWORD,
+                    "--device",
+                    &device,
+                ],
+            )
+            .ok();
+        let v = &out.json()[0];
+        assert_eq!(
+            (v["user"].as_str(), v["device"].as_str()),
+            (Some(user), Some(device.as_str()))
+        );
+    }
+}
+
+/// Runs a command to completion (killed after COMMAND_TIMEOUT), feeding it `input`.
+fn run(mut cmd: Command, input: Option<Vec<u8>>) -> Out {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("tern starts");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern {cmd:?} did not finish in {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A `tern` left running (e.g. `sync --follow`, `chat`), killed when dropped.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Background {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tern starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Self {
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The next `n` stdout lines.
+    fn next_lines(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        (0..n)
+            .map(|i| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.lines
+                    .recv_timeout(left)
+                    .unwrap_or_else(|e| panic!("line {} of {n} not printed: {e}", i + 1))
+            })
+            .collect()
+    }
+
+    /// The next `n` stdout lines, as JSON.
+    fn next_json(&self, n: usize, within: Duration) -> Vec<Value> {
+        self.next_lines(n, within)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Writes to its stdin.
+    fn input(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin and waits for the exit: (code, stderr).
+    fn finish(mut self, within: Duration) -> (i32, String) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "tern did not exit in {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status.code().unwrap_or(-1), stderr)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn seqs(v: &[Value]) -> Vec<u64> {
+    v.iter().map(|l| l["seq"].as_u64().unwrap()).collect()
+}
+
+fn texts(v: &[Value]) -> Vec<String> {
+    v.iter()
+        .map(|l| l["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The scenario: 200 lines piped into `tern send --stdin` while the receiver is
+/// offline; the receiver's `tern sync` then prints exactly those 200, in order, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_receiver_gets_200_piped_messages_in_order_exactly_once() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+
+    let input: String = (1..=200)
+        .map(|i| format!("line {i} from alice\n"))
+        .collect();
+    let sent = t
+        .run_stdin("alice", &["send", "--to", "bob", "--stdin"], &input)
+        .ok();
+    let acks = sent.json();
+    assert_eq!(acks.len(), 200, "one ack line per input line");
+    assert_eq!(
+        seqs(&acks),
+        (1..=200).collect::<Vec<_>>(),
+        "acks in input order"
+    );
+    for a in &acks {
+        assert_eq!(a["conv"], "d:alice:bob");
+        assert_eq!(a["duplicate"], false);
+    }
+    let ids: Vec<&str> = acks
+        .iter()
+        .map(|a| a["client_msg_id"].as_str().unwrap())
+        .collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 200, "every line is its own message");
+
+    // Over TLS-TCP this time (the send went over QUIC, auto's first choice).
+    let synced = t
+        .run("bob", &["--transport", "tcp", "sync", "--idle-exit", "2"])
+        .ok();
+    let msgs = synced.json();
+    assert_eq!(msgs.len(), 200, "{}", synced.stderr);
+    assert_eq!(seqs(&msgs), (1..=200).collect::<Vec<_>>());
+    assert_eq!(
+        texts(&msgs),
+        (1..=200)
+            .map(|i| format!("line {i} from alice"))
+            .collect::<Vec<_>>()
+    );
+    for (m, id) in msgs.iter().zip(&ids) {
+        assert_eq!(m["conv"], "d:alice:bob");
+        assert_eq!(m["from"], "alice");
+        assert_eq!(m["client_msg_id"], *id);
+        assert!(m["ts"].as_u64().unwrap() > 0);
+    }
+
+    // The cursor was saved: nothing is printed twice.
+    let again = t.run("bob", &["sync", "--idle-exit", "1"]).ok();
+    assert_eq!(again.stdout, "", "already synced");
+    let profile: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.profile("bob")).unwrap()).unwrap();
+    assert_eq!(profile["inbox"], 200);
+    assert_eq!(profile["username"], "bob");
+    assert_eq!(profile["device"], "bob-dev");
+    assert!(profile["token"].as_str().is_some());
+
+    // Without --idle-exit, sync stops as soon as it is caught up.
+    t.run("alice", &["send", "--to", "bob", "one", "more"]).ok();
+    let last = t.run("bob", &["sync"]).ok().json();
+    assert_eq!(
+        (seqs(&last), texts(&last)),
+        (vec![201], vec!["one more".to_string()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_have_exit_codes_and_one_line_messages() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+
+    // Bad credentials: 3.
+    let out = t
+        .run("x", &["login", "alice", "--password", "not the password"])
+        .failed(3);
+    assert!(out.stdout.is_empty());
+    let out = t
+        .run(
+            "x",
+            &["--json", "login", "alice", "--password", "not the password"],
+        )
+        .failed(3);
+    assert_eq!(out.error_code(), "INVALID_CREDENTIALS");
+    assert!(!t.profile("x").exists(), "no profile written on failure");
+
+    // Not logged in: 3.
+    let out = t.run("x", &["sync"]).failed(3);
+    assert!(out.stderr.contains("tern login"), "{out:?}");
+    let out = t
+        .run("x", &["--json", "history", "--with", "bob"])
+        .failed(3);
+    assert_eq!(out.error_code(), "NOT_LOGGED_IN");
+
+    // Unreachable server: 4, for a one-off request and for a client that never connects.
+    let cmd = t.cmd_at(
+        "127.0.0.1:1",
+        "alice",
+        &[
+            "--transport",
+            "tcp",
+            "login",
+            "alice",
+            "--password",
+            PASSWORD,
+        ],
+    );
+    let out = run(cmd, None).failed(4);
+    assert!(
+        out.stderr.contains("cannot reach server at 127.0.0.1:1"),
+        "{out:?}"
+    );
+    let cmd = t.cmd_at(
+        "127.0.0.1:1",
+        "alice",
+        &[
+            "--json",
+            "--connect-timeout",
+            "1",
+            "send",
+            "--to",
+            "bob",
+            "hi",
+        ],
+    );
+    let out = run(cmd, None).failed(4);
+    assert_eq!(out.error_code(), "UNREACHABLE");
+    assert!(
+        out.stderr.contains("cannot reach server at 127.0.0.1:1"),
+        "{out:?}"
+    );
+    let profile: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.profile("alice")).unwrap()).unwrap();
+    assert_eq!(
+        profile["outbox"],
+        serde_json::json!([]),
+        "nothing left to send later"
+    );
+
+    // A token the server no longer takes: 3 without a password, a fresh login with one.
+    let path = t.profile("bob");
+    let mut profile: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    profile["token"] = "not-a-token".into();
+    std::fs::write(&path, profile.to_string()).unwrap();
+    let out = t.run("bob", &["--json", "presence", "alice"]).failed(3);
+    assert_eq!(out.error_code(), "INVALID_TOKEN");
+    t.run("bob", &["presence", "alice"]).failed(3);
+    let mut cmd = t.cmd("bob", &["presence", "alice"]);
+    cmd.env("TERN_PASSWORD", PASSWORD);
+    run(cmd, None).ok();
+    let profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_ne!(profile["token"], "not-a-token", "the new token is saved");
+    t.run("bob", &["presence", "alice"]).ok();
+
+    // Invalid input: 2.
+    let out = t
+        .run(
+            "x",
+            &["--json", "register", "Not Valid", "--password", PASSWORD],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+    t.run("x", &["register", "shorty", "--password", "short"])
+        .failed(2);
+    t.run("alice", &["send", "--to", "bob"]).failed(2);
+    t.run("alice", &["send", "--to", "bob", "--group", "g:1", "x"])
+        .failed(2);
+    // The name is taken.
+    let out = t
+        .run(
+            "x",
+            &["--json", "register", "alice", "--password", PASSWORD],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "USER_EXISTS");
+
+    // Forbidden: a group bob is not in; 5.
+    let created = t.run("alice", &["group", "create", "private"]).ok().json();
+    let gid = created[0]["group"].as_str().unwrap().to_string();
+    let out = t
+        .run("bob", &["--json", "send", "--group", &gid, "let me in"])
+        .failed(5);
+    assert_eq!(out.error_code(), "FORBIDDEN");
+    t.run("bob", &["history", "--group", &gid]).failed(5);
+    let out = t
+        .run("bob", &["--json", "history", "--with", "carol"])
+        .failed(5);
+    assert_eq!(out.error_code(), "NOT_FOUND");
+    assert!(out.stderr.contains("no conversation with carol"), "{out:?}");
+    t.run("bob", &["group", "members", &gid]).failed(5);
+    // And a user that does not exist is not found: 5 as well.
+    let out = t
+        .run("alice", &["--json", "send", "--to", "nobody", "hello?"])
+        .failed(5);
+    assert_eq!(out.error_code(), "NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_history_and_presence() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    for u in ["alice", "bob", "carol"] {
+        t.account(u);
+    }
+
+    let out = t
+        .run(
+            "alice",
+            &["group", "create", "team", "--members", "bob,carol"],
+        )
+        .ok();
+    let gid = out.json()[0]["group"].as_str().unwrap().to_string();
+    assert!(
+        gid.len() == 18 && gid.starts_with("g:") && gid[2..].bytes().all(|c| c.is_ascii_hexdigit()),
+        "{gid}"
+    );
+
+    let members = t
+        .run("alice", &["--json", "group", "members", &gid])
+        .ok()
+        .json();
+    let members: Vec<(&str, &str)> = members
+        .iter()
+        .map(|m| (m["user"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        members,
+        vec![("alice", "OWNER"), ("bob", "MEMBER"), ("carol", "MEMBER")]
+    );
+    let human = t.run("bob", &["group", "members", &gid]).ok();
+    assert_eq!(human.stdout, "alice\tOWNER\nbob\tMEMBER\ncarol\tMEMBER\n");
+
+    // Bob follows live; his backlog is the CREATED event.
+    let follow = Background::spawn(t.cmd("bob", &["sync", "--follow"]));
+    let created = follow.next_json(1, Duration::from_secs(15));
+    assert_eq!(created[0]["conv"], gid.as_str());
+    assert_eq!(created[0]["seq"], 1);
+    assert_eq!(created[0]["event"]["kind"], "CREATED");
+    assert_eq!(created[0]["event"]["name"], "team");
+    assert_eq!(created[0]["from"], "alice");
+
+    let acks = t
+        .run_stdin(
+            "alice",
+            &["send", "--group", &gid, "--stdin"],
+            "first\nsecond, with a comma\nthird ✓\n",
+        )
+        .ok()
+        .json();
+    assert_eq!(seqs(&acks), vec![2, 3, 4]);
+    assert!(acks.iter().all(|a| a["conv"] == gid.as_str()));
+    let live = follow.next_json(3, Duration::from_secs(10));
+    assert_eq!(seqs(&live), vec![2, 3, 4]);
+    assert_eq!(
+        texts(&live),
+        vec!["first", "second, with a comma", "third ✓"]
+    );
+
+    // Presence: bob's device is online while his sync runs; carol's is not.
+    let p = t
+        .run("alice", &["--json", "presence", "bob", "carol"])
+        .ok()
+        .json();
+    assert_eq!(p[0]["user"], "bob");
+    assert_eq!(p[0]["online"], true);
+    assert_eq!(p[0]["devices"], serde_json::json!(["bob-dev"]));
+    assert_eq!(p[1]["user"], "carol");
+    assert_eq!(p[1]["online"], false);
+    let human = t.run("alice", &["presence", "bob"]).ok();
+    assert_eq!(human.stdout, "bob: online (bob-dev)\n");
+    drop(follow);
+
+    // History, ascending, as JSON lines and for people.
+    let h = t
+        .run("carol", &["--json", "history", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(seqs(&h), vec![1, 2, 3, 4]);
+    assert_eq!(h[0]["event"]["kind"], "CREATED");
+    assert_eq!(h[0]["event"]["users"], serde_json::json!(["bob", "carol"]));
+    assert_eq!(
+        texts(&h[1..]),
+        vec!["first", "second, with a comma", "third ✓"]
+    );
+    assert!(h[1..].iter().all(|m| m["from"] == "alice"));
+    let newest = t
+        .run(
+            "carol",
+            &["--json", "history", "--group", &gid, "--limit", "2"],
+        )
+        .ok()
+        .json();
+    assert_eq!(seqs(&newest), vec![3, 4]);
+    let older = t
+        .run(
+            "carol",
+            &["--json", "history", "--group", &gid, "--before", "3"],
+        )
+        .ok()
+        .json();
+    assert_eq!(seqs(&older), vec![1, 2]);
+    let human = t.run("carol", &["history", "--group", &gid]).ok();
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(
+        lines[0].starts_with("#1 [")
+            && lines[0].ends_with("] alice: * created the group \"team\" with bob, carol"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].starts_with("#4 [") && lines[3].ends_with("] alice: third ✓"),
+        "{lines:?}"
+    );
+
+    // Membership changes: carol is removed and can no longer write; bob leaves.
+    t.run("alice", &["group", "remove", &gid, "carol"]).ok();
+    t.run("carol", &["send", "--group", &gid, "still here?"])
+        .failed(5);
+    t.run("bob", &["group", "leave", &gid]).ok();
+    let left = t
+        .run("alice", &["--json", "group", "members", &gid])
+        .ok()
+        .json();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["user"], "alice");
+    let h = t
+        .run("alice", &["--json", "history", "--group", &gid])
+        .ok()
+        .json();
+    let kinds: Vec<&str> = h[4..]
+        .iter()
+        .map(|m| m["event"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["MEMBERS_REMOVED", "MEMBER_LEFT"]);
+
+    // A direct history uses the d:<a>:<b> id from either side.
+    t.run("bob", &["send", "--to", "alice", "hi alice"]).ok();
+    let d = t
+        .run("alice", &["--json", "history", "--with", "bob"])
+        .ok()
+        .json();
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0]["conv"].as_str(), d[0]["text"].as_str()),
+        (Some("d:alice:bob"), Some("hi alice"))
+    );
+}
+
+/// `tern chat`: shows the conversation (backlog, then live) and sends each stdin line,
+/// exiting at end of input once every line is acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_shows_the_conversation_and_sends_lines() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    t.run("alice", &["send", "--to", "bob", "are you there?"])
+        .ok();
+
+    let mut chat = Background::spawn(t.cmd("bob", &["chat", "--with", "alice"]));
+    let backlog = chat.next_lines(1, Duration::from_secs(15));
+    assert!(
+        backlog[0].starts_with('[') && backlog[0].ends_with("] alice: are you there?"),
+        "{backlog:?}"
+    );
+    chat.input("yes, here\n");
+    // Once bob's line is stored, alice answers; her message arrives live in bob's chat.
+    let stored = (0..100).any(|_| {
+        let n = t
+            .run("alice", &["--json", "history", "--with", "bob"])
+            .ok()
+            .json()
+            .len();
+        if n < 2 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n == 2
+    });
+    assert!(stored, "bob's chat line was stored");
+    let seq = |out: Out| out.ok().json()[0]["seq"].as_u64().unwrap();
+    assert_eq!(seq(t.run("alice", &["send", "--to", "bob", "good"])), 3);
+    let live = chat.next_lines(1, Duration::from_secs(10));
+    assert!(live[0].ends_with("] alice: good"), "{live:?}");
+
+    let (code, stderr) = chat.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("-- connected over"), "{stderr}");
+    assert!(stderr.contains("✓ seq 2"), "{stderr}");
+    let h = t
+        .run("alice", &["--json", "history", "--with", "bob"])
+        .ok()
+        .json();
+    assert_eq!(
+        texts(&h),
+        vec!["are you there?", "yes, here", "good"],
+        "each line stored once"
+    );
+    assert_eq!(h[1]["from"], "bob");
+}
+
+/// `tern send --stdin` keeps going while the server restarts: lines typed while it is down
+/// are queued, everything is acked once, in input order, and the receiver gets each line
+/// exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_keeps_going_through_a_server_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_path_buf();
+    let dir = data_dir.clone();
+    let server = TestServer::start_with(move |c| c.data_dir = dir).await;
+    let addr = server.tcp;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+
+    let mut send = Background::spawn(t.cmd("alice", &["send", "--to", "bob", "--stdin"]));
+    let batch = |from: usize| -> String {
+        (from..from + 50)
+            .map(|i| format!("message {i}\n"))
+            .collect()
+    };
+    send.input(&batch(1));
+    let first = send.next_json(50, Duration::from_secs(15));
+    assert_eq!(seqs(&first), (1..=50).collect::<Vec<_>>());
+
+    server.stop().await;
+    send.input(&batch(51));
+    let dir = data_dir.clone();
+    let server = TestServer::start_with(move |c| {
+        c.data_dir = dir;
+        c.listen = addr;
+    })
+    .await;
+    send.input(&batch(101));
+    let rest = send.next_json(100, Duration::from_secs(20));
+    assert_eq!(seqs(&rest), (51..=150).collect::<Vec<_>>());
+    let (code, stderr) = send.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+
+    let got = t.run("bob", &["sync"]).ok().json();
+    assert_eq!(
+        texts(&got),
+        (1..=150)
+            .map(|i| format!("message {i}"))
+            .collect::<Vec<_>>()
+    );
+    drop(server);
+}
