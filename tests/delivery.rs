@@ -467,6 +467,19 @@ async fn history_pages_backward_and_forward() {
         before = r.from_seq;
     }
     assert_eq!(pages, vec![(16, 25, 10), (6, 15, 10), (1, 5, 5)]);
+    // Any position past the end asks for the newest page.
+    let f = a
+        .request(Body::Pull(pb::Pull {
+            conversation: conv.clone(),
+            before_seq: u64::MAX,
+            limit: 10,
+            ..Default::default()
+        }))
+        .await;
+    let Some(Body::PullResult(r)) = f.body else {
+        panic!("{f:?}")
+    };
+    assert_eq!((r.from_seq, r.to_seq, r.complete), (16, 25, true));
     // Gap repair: exactly the range asked for.
     let f = a
         .request(Body::Pull(pb::Pull {

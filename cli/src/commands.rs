@@ -353,21 +353,11 @@ pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> 
     let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
     let conv = dest.conversation(client.username());
     let what = format!("cannot read the history of {conv}");
-    let mut result = sess
+    let result = sess
         .request(&what, true, || {
             client.history(&conv, before.unwrap_or(0), limit)
         })
         .await;
-    // `Client::history(conv, 0, ..)` asks for the page below seq u64::MAX, which this
-    // server answers with nothing; ask again just above the last seq it reported.
-    if let Ok(page) = &result {
-        if before.is_none() && page.messages.is_empty() && page.last_seq > 0 {
-            let newest = page.last_seq + 1;
-            result = sess
-                .request(&what, true, || client.history(&conv, newest, limit))
-                .await;
-        }
-    }
     sess.close(&HashSet::new()).await;
     let page = match (result, &dest) {
         (Err(e), Dest::User(u)) if forbidden(&e) => {

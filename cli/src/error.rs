@@ -179,7 +179,7 @@ mod tests {
         let e = e.unwrap_err();
         assert_eq!(classify(&e), (Kind::Forbidden, "FORBIDDEN".into()));
         assert_eq!(classify(&e).0.exit_code(), 5);
-        assert_eq!(one_line(&e), "sending line 1: not a member (Forbidden)");
+        assert_eq!(one_line(&e), "sending line 1: not a member (FORBIDDEN)");
         assert_eq!(kind_of_code(ErrorCode::InvalidCredentials).exit_code(), 3);
         assert_eq!(kind_of_code(ErrorCode::InvalidArgument).exit_code(), 2);
         assert_eq!(kind_of_code(ErrorCode::Internal).exit_code(), 1);

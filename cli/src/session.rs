@@ -183,6 +183,9 @@ impl Session {
         );
         config.server_name = endpoint.host.clone();
         config.transport = ctx.transport;
+        // Only the commands that show messages (sync, chat) receive; the others neither
+        // download the backlog nor move the cursors.
+        config.receive = cursors == Cursors::Save;
         let (client, events) = Client::start(config);
         let session = Session {
             events,

@@ -73,6 +73,9 @@ pub struct ClientConfig {
     pub quic_deadline: Duration,
     /// Persist the outbox before sending, so an app restart resends too.
     pub persist_outbox: bool,
+    /// Receive messages (sync, pushes, acks). False for a client that only sends and
+    /// makes requests: it downloads nothing and leaves the cursors where they are.
+    pub receive: bool,
 }
 
 impl ClientConfig {
@@ -94,6 +97,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(5),
             quic_deadline: Duration::from_millis(1500),
             persist_outbox: true,
+            receive: true,
         }
     }
 }
@@ -102,7 +106,7 @@ impl ClientConfig {
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ClientError {
     /// The server answered with an error.
-    #[error("{message} ({code:?})")]
+    #[error("{message} ({})", code.as_str_name())]
     Server { code: ErrorCode, message: String },
     /// The connection dropped while the request was in flight (it was not resent: it
     /// may or may not have taken effect).
@@ -565,7 +569,8 @@ impl EventLoop {
         });
         let mut opts = ConnectOptions::new(config.trust.clone());
         opts.server_name = config.server_name.clone();
-        let engine = Engine::new(&config.credentials.username, saved.cursors, saved.outbox);
+        let mut engine = Engine::new(&config.credentials.username, saved.cursors, saved.outbox);
+        engine.set_receive(config.receive);
         Self {
             opts,
             cmd_rx,

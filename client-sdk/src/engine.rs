@@ -123,6 +123,8 @@ struct ConvFollow {
 
 pub struct Engine {
     user: String,
+    /// False for a send-only client: no sync, pushes ignored, nothing acked.
+    receive: bool,
     /// Most sends in flight at once on a connection (keeps within the server's
     /// max_pending, so the server never stops reading from us).
     window: usize,
@@ -159,6 +161,7 @@ impl Engine {
             .collect();
         Self {
             user: user.to_string(),
+            receive: true,
             window: 128,
             next_req: 1,
             connected: false,
@@ -209,6 +212,12 @@ impl Engine {
 
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// A client that only sends and makes requests: it neither syncs nor delivers
+    /// incoming messages, so its cursors never move.
+    pub fn set_receive(&mut self, receive: bool) {
+        self.receive = receive;
     }
 
     /// Sets how many sends may be in flight at once (from LoginOk.max_pending).
@@ -314,7 +323,7 @@ impl Engine {
     }
 
     fn start_sync(&mut self) {
-        if self.syncing || !self.connected {
+        if self.syncing || !self.connected || !self.receive {
             return;
         }
         self.syncing = true;
@@ -445,6 +454,9 @@ impl Engine {
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) {
         let Some(body) = frame.body else { return };
         if frame.req_id == 0 {
+            if !self.receive {
+                return;
+            }
             if let Body::Push(p) = body {
                 if let Some(m) = p.message {
                     if p.inbox_seq == 0 {
@@ -982,6 +994,22 @@ mod tests {
         );
         let evs: Vec<_> = std::iter::from_fn(|| e.poll_event()).collect();
         assert_eq!(evs.last(), Some(&EngineEvent::CaughtUp));
+    }
+
+    #[test]
+    fn a_send_only_engine_never_syncs_delivers_or_acks() {
+        let now = Instant::now();
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.set_receive(false);
+        e.on_connected("ep");
+        e.send(out("s1"));
+        let tx = drain_tx(&mut e);
+        assert!(sync_req_id(&tx).is_none(), "no sync");
+        assert_eq!(tx.len(), 1, "just the send");
+        e.handle_frame(push(1, msg("d:a:b", 1, "bob")), now);
+        assert!(e.poll_event().is_none());
+        assert_eq!(e.cursors().inbox, 0);
+        assert!(e.poll_timeout().is_none(), "no ack timer");
     }
 
     #[test]

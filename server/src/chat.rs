@@ -898,8 +898,9 @@ impl Chat {
                 true,
             )
         } else {
-            let to = req.before_seq - 1;
-            (to.saturating_sub(limit - 1).max(1), to.min(last), false)
+            // Any before_seq past the end means "the newest page".
+            let to = (req.before_seq - 1).min(last);
+            (to.saturating_sub(limit - 1).max(1), to, false)
         };
         let mut messages = if from <= to {
             self.store
