@@ -53,6 +53,9 @@ pub struct Config {
     pub ws_allowed_origins: Vec<String>,
     /// Prebuilt web assets served at `/`.
     pub web_root: PathBuf,
+    /// Group commit (one flush for many writes). Off only to measure what it buys: each
+    /// write then waits for its own flush.
+    pub group_commit: bool,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             ws_tls: false,
             ws_allowed_origins: Vec::new(),
             web_root: PathBuf::from("web/dist"),
+            group_commit: true,
         }
     }
 }
@@ -219,6 +223,9 @@ pub struct Args {
     /// Directory of the prebuilt web page [default: web/dist]
     #[arg(long, env = "TERN_WEB_ROOT")]
     pub web_root: Option<PathBuf>,
+    /// Group commit on (default) or off (a flush per write; for benchmarks only)
+    #[arg(long, env = "TERN_GROUP_COMMIT")]
+    pub group_commit: Option<bool>,
 }
 
 impl Args {
@@ -251,7 +258,8 @@ impl Args {
             ws_listen,
             ws_tls,
             ws_allowed_origins,
-            web_root
+            web_root,
+            group_commit
         );
         over_opt!(quic_listen, tcp_listen, tls_cert, tls_key);
         c.validate()?;

@@ -26,6 +26,8 @@ pub struct Durability {
     applied: AtomicU64,
     durable: watch::Sender<u64>,
     failures: watch::Sender<u64>,
+    /// False: one flush per queued completion (only to measure what group commit buys).
+    group_commit: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -36,6 +38,10 @@ pub struct FlushStats {
 
 impl Durability {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Self::with_group_commit(store, true)
+    }
+
+    pub fn with_group_commit(store: Arc<dyn Store>, group_commit: bool) -> Arc<Self> {
         Arc::new(Self {
             store,
             queue: Mutex::new(Vec::new()),
@@ -43,6 +49,7 @@ impl Durability {
             applied: AtomicU64::new(0),
             durable: watch::channel(0).0,
             failures: watch::channel(0).0,
+            group_commit,
         })
     }
 
@@ -86,7 +93,14 @@ impl Durability {
 
     /// Flushes once if anything is waiting; returns how many completions ran.
     pub async fn flush_once(&self) -> usize {
-        let batch = std::mem::take(&mut *self.queue.lock().unwrap());
+        let batch = {
+            let mut q = self.queue.lock().unwrap();
+            if self.group_commit || q.len() <= 1 {
+                std::mem::take(&mut *q)
+            } else {
+                vec![q.remove(0)]
+            }
+        };
         let generation = self.applied.load(Ordering::SeqCst);
         if batch.is_empty() && generation <= *self.durable.borrow() {
             return 0;
@@ -165,6 +179,21 @@ mod tests {
             "one flush covers all queued writes"
         );
         assert_eq!(*order.lock().unwrap(), (1..=50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn without_group_commit_each_completion_gets_its_own_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
+        let d = Durability::with_group_commit(store, false);
+        for _ in 0..3 {
+            d.applied();
+            d.after_durable(Box::new(|r| assert!(r.is_ok())));
+        }
+        assert_eq!(d.flush_once().await, 1);
+        assert_eq!(d.flush_once().await, 1);
+        assert_eq!(d.flush_once().await, 1);
+        assert_eq!(d.flush_once().await, 0);
     }
 
     #[tokio::test]

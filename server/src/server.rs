@@ -112,7 +112,7 @@ impl Server {
         let tls_material = certs::load_or_create(&config)?;
         let tls_config = Arc::new(certs::server_tls_config(&tls_material)?);
 
-        let durability = Durability::new(store.clone());
+        let durability = Durability::with_group_commit(store.clone(), config.group_commit);
         let hub = Arc::new(Hub::new());
         let limits = SessionLimits {
             heartbeat: Duration::from_secs(config.heartbeat_secs as u64),
