@@ -56,6 +56,21 @@ pub struct Config {
     /// Group commit (one flush for many writes). Off only to measure what it buys: each
     /// write then waits for its own flush.
     pub group_commit: bool,
+    /// Requests per second one connection may make (burst below); Ping and Ack are free.
+    pub conn_rate_limit: u32,
+    pub conn_rate_burst: u32,
+    /// Requests per second one user may make over all their devices (burst below).
+    pub user_rate_limit: u32,
+    pub user_rate_burst: u32,
+    /// Failed logins per user name, and login/register attempts per source address, per
+    /// `login_window_secs`; past them: RATE_LIMITED until the window ends.
+    pub login_failures_per_user: u32,
+    pub logins_per_address: u32,
+    pub login_window_secs: u32,
+    /// Connections the server holds at once (all transports); more are refused.
+    pub max_connections: usize,
+    /// Live sessions (devices online at once) per user.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for Config {
@@ -83,6 +98,15 @@ impl Default for Config {
             ws_allowed_origins: Vec::new(),
             web_root: PathBuf::from("web/dist"),
             group_commit: true,
+            conn_rate_limit: 2000,
+            conn_rate_burst: 4000,
+            user_rate_limit: 5000,
+            user_rate_burst: 10000,
+            login_failures_per_user: 10,
+            logins_per_address: 300,
+            login_window_secs: 60,
+            max_connections: 200_000,
+            max_sessions_per_user: 16,
         }
     }
 }
@@ -226,6 +250,33 @@ pub struct Args {
     /// Group commit on (default) or off (a flush per write; for benchmarks only)
     #[arg(long, env = "TERN_GROUP_COMMIT")]
     pub group_commit: Option<bool>,
+    /// Requests per second per connection [default: 2000]
+    #[arg(long, env = "TERN_CONN_RATE_LIMIT")]
+    pub conn_rate_limit: Option<u32>,
+    /// Burst per connection [default: 4000]
+    #[arg(long, env = "TERN_CONN_RATE_BURST")]
+    pub conn_rate_burst: Option<u32>,
+    /// Requests per second per user, all devices together [default: 5000]
+    #[arg(long, env = "TERN_USER_RATE_LIMIT")]
+    pub user_rate_limit: Option<u32>,
+    /// Burst per user [default: 10000]
+    #[arg(long, env = "TERN_USER_RATE_BURST")]
+    pub user_rate_burst: Option<u32>,
+    /// Failed logins per user name per window [default: 10]
+    #[arg(long, env = "TERN_LOGIN_FAILURES_PER_USER")]
+    pub login_failures_per_user: Option<u32>,
+    /// Login/register attempts per source address per window [default: 300]
+    #[arg(long, env = "TERN_LOGINS_PER_ADDRESS")]
+    pub logins_per_address: Option<u32>,
+    /// Login throttling window in seconds [default: 60]
+    #[arg(long, env = "TERN_LOGIN_WINDOW_SECS")]
+    pub login_window_secs: Option<u32>,
+    /// Connections held at once, all transports [default: 200000]
+    #[arg(long, env = "TERN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Devices online at once per user [default: 16]
+    #[arg(long, env = "TERN_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
 }
 
 impl Args {
@@ -259,7 +310,16 @@ impl Args {
             ws_tls,
             ws_allowed_origins,
             web_root,
-            group_commit
+            group_commit,
+            conn_rate_limit,
+            conn_rate_burst,
+            user_rate_limit,
+            user_rate_burst,
+            login_failures_per_user,
+            logins_per_address,
+            login_window_secs,
+            max_connections,
+            max_sessions_per_user
         );
         over_opt!(quic_listen, tcp_listen, tls_cert, tls_key);
         c.validate()?;

@@ -12,6 +12,7 @@
 //! - [`durability`]: group commit; acks and pushes leave only after the store flush.
 //! - [`hub`]: sharded registry of live sessions; fan-out of encoded frames.
 //! - [`store`]: the `Store` trait and its sled implementation.
+//! - [`limits`]: request rate limits, login throttling, connection and session caps.
 //! - [`config`], [`error`] (the one mapping to wire error codes), [`validate`].
 
 pub mod accounts;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod durability;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -44,6 +44,7 @@ pub struct Services {
     pub store_epoch: String,
     /// Cancelled when the server stops: sessions close with reason SHUTDOWN.
     pub shutdown: CancellationToken,
+    pub limiter: crate::limits::Limiter,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -139,6 +140,17 @@ impl Server {
             store_epoch: store.store_epoch(),
             shutdown: CancellationToken::new(),
             limits: limits.clone(),
+            limiter: crate::limits::Limiter::new(crate::limits::LimitSettings {
+                conn_rate: config.conn_rate_limit,
+                conn_burst: config.conn_rate_burst,
+                user_rate: config.user_rate_limit,
+                user_burst: config.user_rate_burst,
+                login_failures_per_user: config.login_failures_per_user,
+                logins_per_address: config.logins_per_address,
+                login_window: Duration::from_secs(config.login_window_secs as u64),
+                max_connections: config.max_connections,
+                max_sessions_per_user: config.max_sessions_per_user,
+            }),
         });
 
         let (udp, tcp) = bind_both(config.quic_addr(), config.tcp_addr())?;
@@ -324,6 +336,10 @@ async fn accept_tcp(
         let tls = tls.clone();
         let services = services.clone();
         tracker.spawn(async move {
+            let Some(_slot) = services.limiter.connection() else {
+                tracing::warn!(%peer, "connection refused: max_connections reached");
+                return;
+            };
             let hs = services.limits.handshake_timeout;
             let stream = match tokio::time::timeout(hs, tls.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -339,7 +355,7 @@ async fn accept_tcp(
             let (r, w) = tokio::io::split(stream);
             let frames =
                 FramedRead::new(r, FrameCodec::new(services.limits.max_frame_bytes as usize));
-            run_session(services, frames, w, "tcp").await;
+            run_session(services.clone(), frames, w, "tcp", Some(peer.ip())).await;
         });
     }
 }
@@ -360,6 +376,11 @@ async fn accept_quic(
         };
         let services = services.clone();
         tracker.spawn(async move {
+            let Some(_slot) = services.limiter.connection() else {
+                tracing::warn!(peer = %incoming.remote_address(), "QUIC connection refused: max_connections reached");
+                incoming.refuse();
+                return;
+            };
             let hs = services.limits.handshake_timeout;
             let peer = incoming.remote_address();
             let setup = async {
@@ -382,7 +403,7 @@ async fn accept_quic(
                 recv,
                 FrameCodec::new(services.limits.max_frame_bytes as usize),
             );
-            run_session(services, frames, send, "quic").await;
+            run_session(services.clone(), frames, send, "quic", Some(peer.ip())).await;
             // The stream is finished; give the client a moment to read the last frames
             // and close, then close ourselves.
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;

@@ -35,6 +35,7 @@ pub async fn run_session<S, W>(
     frames: S,
     writer: W,
     transport: &'static str,
+    peer: Option<std::net::IpAddr>,
 ) where
     S: Stream<Item = Result<Decoded, CodecError>> + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -44,6 +45,10 @@ pub async fn run_session<S, W>(
     let writer_task = tokio::spawn(write_loop(writer, rx, finish_rx));
     let handle = SessionHandle::new(tx);
     let mut session = Session {
+        bucket: services
+            .limiter
+            .connection_bucket(std::time::Instant::now()),
+        peer,
         pending: Arc::new(Semaphore::new(services.limits.max_pending as usize)),
         services: services.clone(),
         handle: handle.clone(),
@@ -139,12 +144,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 
 struct Session {
     services: Arc<Services>,
+    /// This connection's request rate.
+    bucket: crate::limits::Bucket,
+    peer: Option<std::net::IpAddr>,
     handle: Arc<SessionHandle>,
     authed: Option<Authed>,
     pending: Arc<Semaphore>,
 }
 
 type Close = Option<(CloseReason, String)>;
+
+fn rate_limited(wait: std::time::Duration, what: &str) -> ServiceError {
+    let ms = wait.as_millis().max(1);
+    ServiceError::new(
+        ErrorCode::RateLimited,
+        format!("{what}; retry after {ms} ms"),
+    )
+}
 
 fn frame(req_id: u64, body: Body) -> Frame {
     Frame {
@@ -276,6 +292,11 @@ impl Session {
                 if let Some(c) = self.check_version(req_id, r.protocol_version) {
                     return Some(c);
                 }
+                let now = std::time::Instant::now();
+                if let Err(wait) = svc.limiter.login_allowed(&r.username, self.peer, now) {
+                    self.reply_err(req_id, rate_limited(wait, "too many attempts"));
+                    return None;
+                }
                 match svc.accounts.register(&r.username, &r.password).await {
                     Ok(()) => self.send(&frame(req_id, Body::Ok(pb::Ok {}))),
                     Err(e) => self.reply_err(req_id, e),
@@ -286,10 +307,22 @@ impl Session {
                 if let Some(c) = self.check_version(req_id, l.protocol_version) {
                     return Some(c);
                 }
+                let now = std::time::Instant::now();
+                if let Err(wait) = svc.limiter.login_allowed(&l.username, self.peer, now) {
+                    self.reply_err(req_id, rate_limited(wait, "too many login attempts"));
+                    return None;
+                }
                 let res = svc
                     .accounts
                     .login(&l.username, &l.password, &l.device)
                     .await;
+                match &res {
+                    Err(e) if e.code == ErrorCode::InvalidCredentials => {
+                        svc.limiter.login_failed(&l.username, now)
+                    }
+                    Ok(_) => svc.limiter.login_succeeded(&l.username),
+                    Err(_) => {}
+                }
                 self.authenticated(req_id, res)
             }
             Body::Resume(r) if self.authed.is_none() => {
@@ -346,7 +379,30 @@ impl Session {
                     );
                     None
                 }
-                Some(a) => self.dispatch_authed(req_id, body, a, permit).await,
+                Some(a) => {
+                    if !matches!(body, Body::Ack(_)) {
+                        let now = std::time::Instant::now();
+                        let limited = self
+                            .bucket
+                            .take(now)
+                            .err()
+                            .map(|w| (w, "this connection"))
+                            .or_else(|| {
+                                svc.limiter
+                                    .user_request(&a.user, now)
+                                    .err()
+                                    .map(|w| (w, "this user"))
+                            });
+                        if let Some((wait, who)) = limited {
+                            self.reply_err(
+                                req_id,
+                                rate_limited(wait, &format!("request rate of {who} exceeded")),
+                            );
+                            return None;
+                        }
+                    }
+                    self.dispatch_authed(req_id, body, a, permit).await
+                }
             },
         }
     }
@@ -360,6 +416,25 @@ impl Session {
             }
         };
         let svc = &self.services;
+        let others = svc
+            .hub
+            .sessions(&a.user)
+            .iter()
+            .filter(|s| s.device() != a.device)
+            .count();
+        if others >= svc.limiter.settings.max_sessions_per_user {
+            self.reply_err(
+                req_id,
+                ServiceError::new(
+                    ErrorCode::ResourceExhausted,
+                    format!(
+                        "{others} devices of this user are online; at most {} at once",
+                        svc.limiter.settings.max_sessions_per_user
+                    ),
+                ),
+            );
+            return None;
+        }
         let head = match svc.chat.current_inbox_head(&a.user) {
             Ok(h) => h,
             Err(e) => {

@@ -98,8 +98,13 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     host.is_some_and(|h| h == host_part)
 }
 
+/// The TCP peer of the HTTP connection, for login throttling.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
 async fn ws_handler(
     State(state): State<AppState>,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -112,13 +117,20 @@ async fn ws_handler(
     let ws_cap = max + 64 * 1024;
     ws.max_message_size(ws_cap)
         .max_frame_size(ws_cap)
-        .on_upgrade(move |socket| serve_socket(state.services, socket))
+        .on_upgrade(move |socket| serve_socket(state.services, socket, peer))
 }
 
-async fn serve_socket(services: Arc<Services>, socket: WebSocket) {
+async fn serve_socket(services: Arc<Services>, socket: WebSocket, peer: SocketAddr) {
     let max = services.limits.max_frame_bytes as usize;
     let (sink, stream) = socket.split();
-    run_session(services, frames(stream, max), WsWriter::new(sink), "ws").await;
+    run_session(
+        services,
+        frames(stream, max),
+        WsWriter::new(sink),
+        "ws",
+        Some(peer.ip()),
+    )
+    .await;
 }
 
 /// WebSocket messages as decoded frames: one binary message = one Frame.
@@ -241,11 +253,16 @@ pub async fn accept_ws(
             _ = stop.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let app = app.clone().layer(axum::Extension(Peer(peer)));
         let tls = settings.tls.clone();
         let hs = services.limits.handshake_timeout;
         let shutdown = services.shutdown.clone();
+        let limiter_services = services.clone();
         tracker.spawn(async move {
+            let Some(_slot) = limiter_services.limiter.connection() else {
+                tracing::warn!(%peer, "WebSocket connection refused: max_connections reached");
+                return;
+            };
             match tls {
                 Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => serve_http(s, app, hs, peer, shutdown).await,

@@ -1,0 +1,383 @@
+//! Hostile load and hostile credentials: rate limits with an explicit RATE_LIMITED, login
+//! throttling, connection and session caps, slowloris handshakes, and every kind of bad
+//! token. Each limit is set low in the test's config so it is reached quickly.
+
+use std::time::{Duration, Instant};
+
+use tern_proto::pb::{self, ErrorCode};
+use tern_proto::{Body, PROTOCOL_VERSION};
+use tern_tests::*;
+use tokio::io::AsyncReadExt;
+
+const LONG: Duration = Duration::from_secs(5);
+
+fn list() -> Body {
+    Body::ListConversations(pb::ListConversations {})
+}
+
+#[tokio::test]
+async fn request_floods_get_rate_limited_and_others_are_unaffected() {
+    let server = TestServer::start_with(|c| {
+        c.conn_rate_limit = 5;
+        c.conn_rate_burst = 5;
+    })
+    .await;
+    let mut flooder = server.user(Tcp, "flood", "d").await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(flooder.send_req(list()).await);
+    }
+    let mut limited = 0;
+    for id in ids {
+        if let Some(Body::Error(e)) = flooder.response(id).await.body {
+            assert_eq!(e.code, ErrorCode::RateLimited as i32);
+            assert!(e.message.contains("retry after"), "{}", e.message);
+            limited += 1;
+        }
+    }
+    assert!(limited >= 20, "only {limited} of 30 were limited");
+    // Acks and pings are never limited.
+    assert!(matches!(flooder.ack(0).await.body, Some(Body::Ok(_))));
+    assert!(matches!(
+        flooder.request(Body::Ping(pb::Ping::default())).await.body,
+        Some(Body::Pong(_))
+    ));
+    // Another user is served at once.
+    let mut calm = server.user(Tcp, "calm", "d").await;
+    let t0 = Instant::now();
+    assert!(matches!(
+        calm.request(list()).await.body,
+        Some(Body::ConversationList(_))
+    ));
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    // The flooder recovers once the bucket refills.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(
+        flooder.request(list()).await.body,
+        Some(Body::ConversationList(_))
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_is_limited_over_all_devices() {
+    let server = TestServer::start_with(|c| {
+        c.user_rate_limit = 3;
+        c.user_rate_burst = 6;
+    })
+    .await;
+    let mut a = server.user(Quic, "multi", "one").await;
+    let mut b = server.client(Tcp).await;
+    b.login("multi", "two").await;
+    let mut ok = 0;
+    let mut limited = 0;
+    for i in 0..10 {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        match c.request(list()).await.body {
+            Some(Body::ConversationList(_)) => ok += 1,
+            Some(Body::Error(e)) if e.code == ErrorCode::RateLimited as i32 => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(ok >= 6 && limited >= 3, "ok {ok}, limited {limited}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn login_is_throttled_per_user_and_per_address() {
+    let server = TestServer::start_with(|c| {
+        c.login_failures_per_user = 3;
+        c.logins_per_address = 12;
+    })
+    .await;
+    let mut c = server.client(Tcp).await;
+    c.register("target").await;
+    c.register("bystander").await;
+    let login = |user: &str, pw: &str| {
+        Body::Login(pb::Login {
+            protocol_version: PROTOCOL_VERSION,
+            username: user.into(),
+            password: pw.into(),
+            device: "d".into(),
+        })
+    };
+    for _ in 0..3 {
+        expect_error(
+            &c.request(login("target", "wrong password")).await,
+            ErrorCode::InvalidCredentials,
+        );
+    }
+    // Now even the right password waits: guessing is capped per user name.
+    let msg = expect_error(
+        &c.request(login("target", PASSWORD)).await,
+        ErrorCode::RateLimited,
+    );
+    assert!(msg.contains("retry after"));
+    // Other users are not locked out by it.
+    assert!(matches!(
+        c.request(login("bystander", PASSWORD)).await.body,
+        Some(Body::LoginOk(_))
+    ));
+    // One address cannot try without end: 2 registers + 5 logins so far, 12 allowed.
+    let mut d = server.client(Quic).await;
+    let mut last = None;
+    for _ in 0..6 {
+        last = Some(d.request(login("nobody", "wrong password")).await);
+    }
+    expect_error(&last.unwrap(), ErrorCode::RateLimited);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_capped() {
+    let server = TestServer::start_with(|c| c.max_sessions_per_user = 2).await;
+    let mut a = server.user(Tcp, "capped", "one").await;
+    let mut b = server.client(Quic).await;
+    b.login("capped", "two").await;
+    let mut c = server.client(Tcp).await;
+    let f = c
+        .request(Body::Login(pb::Login {
+            protocol_version: PROTOCOL_VERSION,
+            username: "capped".into(),
+            password: PASSWORD.into(),
+            device: "three".into(),
+        }))
+        .await;
+    expect_error(&f, ErrorCode::ResourceExhausted);
+    // The same device logging in again replaces itself: not a new session.
+    let mut a2 = server.client(Tcp).await;
+    a2.login("capped", "one").await;
+    assert!(a.until_closed(LONG).await.is_some());
+    // Once a device goes offline another may come in.
+    b.close().await;
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut d = server.client(Tcp).await;
+        let f = d
+            .request(Body::Login(pb::Login {
+                protocol_version: PROTOCOL_VERSION,
+                username: "capped".into(),
+                password: PASSWORD.into(),
+                device: "three".into(),
+            }))
+            .await;
+        if matches!(f.body, Some(Body::LoginOk(_))) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "a freed session slot is reusable");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_and_slots_come_back() {
+    let server = TestServer::start_with(|c| c.max_connections = 3).await;
+    let a = server.client(Tcp).await;
+    let _b = server.client(Quic).await;
+    let _c = server.client(Tcp).await;
+    let opts = tern_sdk::ConnectOptions::new(tern_sdk::Trust::from_pem_file(&server.ca).unwrap());
+    assert!(
+        tern_sdk::connect(Tcp, server.tcp, &opts).await.is_err(),
+        "TCP past the cap"
+    );
+    let mut quick = opts.clone();
+    quick.timeout = Duration::from_millis(800);
+    assert!(
+        tern_sdk::connect(Quic, server.quic, &quick).await.is_err(),
+        "QUIC past the cap"
+    );
+    a.close().await;
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tern_sdk::connect(Tcp, server.tcp, &opts).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "a freed slot is reusable");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slowloris_handshakes_are_dropped_while_real_clients_get_in() {
+    let server = TestServer::start_with(|c| c.handshake_timeout_secs = 1).await;
+    // Many TCP connections that never send a ClientHello, and QUIC/WebSocket ones that
+    // never finish.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(server.tcp).await.unwrap());
+    }
+    let mut ws_slow = tokio::net::TcpStream::connect(server.ws).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut ws_slow, b"GET /ws HT")
+        .await
+        .unwrap();
+    // A real client logs in within a second meanwhile.
+    let t0 = Instant::now();
+    let mut c = server.client(Tcp).await;
+    c.register("punctual").await;
+    c.login("punctual", "d").await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "login took {took:?} under a slowloris"
+    );
+    // The idle ones are closed by the server after the handshake timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut closed = 0;
+    for s in idle.iter_mut() {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) | Ok(Err(_)) =
+            tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, idle.len(), "every stalled handshake was dropped");
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(LONG, ws_slow.read(&mut b))
+        .await
+        .expect("ws dropped");
+    assert!(n
+        .map(|n| n == 0 || b.starts_with(b"HTTP/1.1 408"))
+        .unwrap_or(true));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
+    let server = TestServer::start_with(|c| c.token_ttl_secs = 1).await;
+    let other = TestServer::start().await;
+    let a = server.user(Tcp, "tokens", "phone").await;
+    let token = a.login.clone().unwrap().token;
+    let mut x = server.client(Tcp).await;
+    // Tampered: one character of the payload changed.
+    let mut t = token.clone().into_bytes();
+    t[5] = if t[5] == b'A' { b'B' } else { b'A' };
+    expect_error(
+        &x.resume(std::str::from_utf8(&t).unwrap()).await,
+        ErrorCode::InvalidToken,
+    );
+    // Signed by another server (another data dir).
+    let o = other.user(Tcp, "tokens", "phone").await;
+    let foreign = o.login.clone().unwrap().token;
+    expect_error(&x.resume(&foreign).await, ErrorCode::InvalidToken);
+    // Expired.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    expect_error(&x.resume(&token).await, ErrorCode::TokenExpired);
+    // Revoked (per device), on a fresh token.
+    let mut tablet = server.client(Tcp).await;
+    let fresh = tablet.login("tokens", "tablet").await.token;
+    let mut y = server.client(Tcp).await;
+    y.login("tokens", "laptop").await;
+    let f = y
+        .request(Body::Revoke(pb::Revoke {
+            device: "tablet".into(),
+        }))
+        .await;
+    assert!(matches!(f.body, Some(Body::Ok(_))));
+    expect_error(&x.resume(&fresh).await, ErrorCode::TokenRevoked);
+    // Revoking a device of another user is not possible: Revoke only names own devices.
+    let f = y
+        .request(Body::Revoke(pb::Revoke {
+            device: "no-such-device".into(),
+        }))
+        .await;
+    expect_error(&f, ErrorCode::NotFound);
+    let _ = o.close().await;
+    server.stop().await;
+    other.stop().await;
+}
+
+/// Every request kind that names a conversation, from a non-member, a removed member and
+/// with another conversation's id: all refused, nothing stored. There is no sender field
+/// to forge: the sender of a stored message is always the session's user.
+#[tokio::test]
+async fn authorization_matrix() {
+    let server = TestServer::start().await;
+    let mut owner = server.user(Tcp, "mowner", "d").await;
+    let mut gone = server.user(Tcp, "mgone", "d").await;
+    let mut outsider = server.user(Tcp, "mout", "d").await;
+    let _peer = server.user(Tcp, "mpeer", "d").await;
+    let g = owner.create_group("m", &["mgone"]).await.conversation;
+    let rm = Body::RemoveMembers(pb::RemoveMembers {
+        conversation: g.clone(),
+        users: vec!["mgone".into()],
+    });
+    assert!(matches!(owner.request(rm).await.body, Some(Body::Ok(_))));
+    // Someone else's 1:1 conversation id.
+    let direct = ack_of(&owner.send_text("mpeer", "d1", "private").await).conversation;
+
+    let requests = |conv: &str| -> Vec<Body> {
+        vec![
+            Body::Send(send_body(conv, "forged", "x")),
+            Body::Pull(pb::Pull {
+                conversation: conv.into(),
+                ..Default::default()
+            }),
+            Body::ListMembers(pb::ListMembers {
+                conversation: conv.into(),
+            }),
+            Body::GroupOnlineQuery(pb::GroupOnlineQuery {
+                conversation: conv.into(),
+            }),
+            Body::AddMembers(pb::AddMembers {
+                conversation: conv.into(),
+                users: vec!["mout".into()],
+                role: 0,
+            }),
+            Body::RemoveMembers(pb::RemoveMembers {
+                conversation: conv.into(),
+                users: vec!["mowner".into()],
+            }),
+            Body::LeaveGroup(pb::LeaveGroup {
+                conversation: conv.into(),
+            }),
+        ]
+    };
+    for (who, client) in [("outsider", &mut outsider), ("removed member", &mut gone)] {
+        for conv in [&g, &direct] {
+            for body in requests(conv) {
+                let name = tern_proto::body_name(&body);
+                let f = client.request(body).await;
+                match &f.body {
+                    Some(Body::Error(e)) => assert!(
+                        e.code == ErrorCode::Forbidden as i32
+                            || e.code == ErrorCode::InvalidArgument as i32,
+                        "{who} {name} on {conv}: {e:?}"
+                    ),
+                    other => panic!("{who} {name} on {conv} was allowed: {other:?}"),
+                }
+            }
+        }
+    }
+    // Nothing changed: the group has its creation and removal events, the 1:1 its one
+    // message, and every stored message's sender is the user who sent it.
+    let Some(Body::PullResult(r)) = owner.pull(&g, 0, 0).await.body else {
+        panic!()
+    };
+    assert_eq!(r.last_seq, 2);
+    let Some(Body::PullResult(r)) = owner.pull(&direct, 0, 0).await.body else {
+        panic!()
+    };
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].sender, "mowner");
+    let f = owner
+        .request(Body::ListMembers(pb::ListMembers {
+            conversation: g.clone(),
+        }))
+        .await;
+    let Some(Body::MemberList(l)) = f.body else {
+        panic!()
+    };
+    assert_eq!(
+        l.members
+            .iter()
+            .map(|m| m.username.as_str())
+            .collect::<Vec<_>>(),
+        vec!["mowner"]
+    );
+    server.stop().await;
+}
