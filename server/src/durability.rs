@@ -28,6 +28,8 @@ pub struct Durability {
     failures: watch::Sender<u64>,
     /// False: one flush per queued completion (only to measure what group commit buys).
     group_commit: bool,
+    /// The store's commit count as of the last successful flush (for the watermark).
+    durable_commits: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,7 +52,13 @@ impl Durability {
             durable: watch::channel(0).0,
             failures: watch::channel(0).0,
             group_commit,
+            durable_commits: AtomicU64::new(0),
         })
+    }
+
+    /// The store's commit count as of the last successful flush.
+    pub fn durable_commits(&self) -> u64 {
+        self.durable_commits.load(Ordering::SeqCst)
     }
 
     /// Records that a write was applied to the store; returns its generation.
@@ -107,8 +115,15 @@ impl Durability {
         }
         let store = self.store.clone();
         let started = Instant::now();
-        let res = tokio::task::spawn_blocking(move || store.flush()).await;
+        let res = tokio::task::spawn_blocking(move || {
+            let commits = store.commit_count()?;
+            store.flush().map(|_| commits)
+        })
+        .await;
         let ok = matches!(res, Ok(Ok(_)));
+        if let Ok(Ok(commits)) = res {
+            self.durable_commits.fetch_max(commits, Ordering::SeqCst);
+        }
         tracing::trace!(
             completions = batch.len(),
             micros = started.elapsed().as_micros() as u64,

@@ -11,7 +11,8 @@
 //!   [`chat`] (authorize -> dedup -> sequence -> store, groups, sync, pull, presence).
 //! - [`durability`]: group commit; acks and pushes leave only after the store flush.
 //! - [`hub`]: sharded registry of live sessions; fan-out of encoded frames.
-//! - [`store`]: the `Store` trait and its sled implementation.
+//! - [`store`]: the `Store` trait and its sled implementation; [`watermark`] detects a
+//!   store that came back from damage missing acknowledged writes.
 //! - [`limits`]: request rate limits, login throttling, connection and session caps.
 //! - [`config`], [`error`] (the one mapping to wire error codes), [`validate`].
 
@@ -29,6 +30,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod validate;
+pub mod watermark;
 pub mod ws;
 
 pub use config::Config;

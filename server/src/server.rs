@@ -58,6 +58,7 @@ pub struct Server {
     quic_addr: SocketAddr,
     tcp_addr: SocketAddr,
     ws: Option<(TcpListener, Arc<crate::ws::WsSettings>)>,
+    watermark: Arc<crate::watermark::Watermark>,
     dev_ca: Option<PathBuf>,
     data_dir: PathBuf,
 }
@@ -110,6 +111,8 @@ impl Server {
             SledStore::open(&store_dir, config.store_cache_mb << 20)
                 .with_context(|| format!("opening the store in {}", store_dir.display()))?,
         );
+        let watermark = crate::watermark::Watermark::new(&store_dir, &store.store_epoch());
+        watermark.check(store.commit_count()?)?;
         let tls_material = certs::load_or_create(&config)?;
         let tls_config = Arc::new(certs::server_tls_config(&tls_material)?);
 
@@ -214,6 +217,7 @@ impl Server {
         };
         Ok(Self {
             ws,
+            watermark: Arc::new(watermark),
             quic_addr: quic.local_addr()?,
             tcp_addr: tcp.local_addr()?,
             services,
@@ -257,6 +261,11 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(self.durability.clone().run(flusher_stop.clone()));
+        let watermark_task = tokio::spawn(keep_watermark(
+            self.durability.clone(),
+            self.watermark.clone(),
+            flusher_stop.clone(),
+        ));
         let accept_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -300,15 +309,44 @@ impl Server {
         }
         flusher_stop.cancel();
         let _ = flusher.await;
+        let _ = watermark_task.await;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .context("final flush task")?
-            .context("final store flush")?;
+        let watermark = self.watermark.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let commits = store.commit_count()?;
+            store.flush().context("final store flush")?;
+            watermark.write(commits).context("writing the watermark")?;
+            Ok(())
+        })
+        .await
+        .context("final flush task")??;
         self.quic.close(0u32.into(), b"server shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.quic.wait_idle()).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Rewrites the watermark at most once a second while commits become durable.
+async fn keep_watermark(
+    durability: Arc<Durability>,
+    watermark: Arc<crate::watermark::Watermark>,
+    stop: CancellationToken,
+) {
+    let mut written = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = durability.durable_commits();
+        if now > written {
+            let w = watermark.clone();
+            match tokio::task::spawn_blocking(move || w.write(now)).await {
+                Ok(Ok(())) => written = now,
+                other => tracing::warn!(?other, "could not write the watermark"),
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use tern_proto::pb;
 use super::*;
 
 pub fn run_all(store: &dyn Store) {
+    commits_are_counted(store);
     users_are_created_once(store);
     devices_round_trip(store);
     timeline_ranges_are_ordered_and_prefix_isolated(store);
@@ -39,6 +40,20 @@ pub fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str)
         ])
         .unwrap();
     assert_eq!(out, CommitOutcome::Applied);
+}
+
+fn commits_are_counted(store: &dyn Store) {
+    let before = store.commit_count().unwrap();
+    append(store, "d:count:x", 1, "count", "c1");
+    append(store, "d:count:x", 2, "count", "c2");
+    assert_eq!(store.commit_count().unwrap(), before + 2);
+    // A refused (duplicate) commit counts nothing.
+    let _ = store.commit(&[Mutation::Dedup {
+        sender: "count".into(),
+        client_msg_id: "c1".into(),
+        record: DedupRecord::default(),
+    }]);
+    assert_eq!(store.commit_count().unwrap(), before + 2);
 }
 
 fn users_are_created_once(store: &dyn Store) {

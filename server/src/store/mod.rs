@@ -189,6 +189,9 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, mutations: &[Mutation]) -> StoreResult<CommitOutcome>;
     /// Makes everything committed so far durable. Blocking.
     fn flush(&self) -> StoreResult<usize>;
+    /// How many commits were applied since the store was created. Kept with the data, so
+    /// a store that lost writes (damaged files) reports fewer than it once did.
+    fn commit_count(&self) -> StoreResult<u64>;
 }
 
 /// Builds `a ++ 0x00 ++ b`. Names and conversation ids never contain 0x00 (validated at

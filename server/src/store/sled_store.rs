@@ -5,7 +5,7 @@
 //!
 //! | tree            | key                          | value                  |
 //! |-----------------|------------------------------|------------------------|
-//! | `meta`          | name                         | schema version, store epoch, signing key |
+//! | `meta`          | name                         | schema version, store epoch, signing key, commit count |
 //! | `users`         | user                         | `UserRecord`           |
 //! | `devices`       | user ++ device               | `DeviceRecord`         |
 //! | `conversations` | conversation                 | `ConversationRecord`   |
@@ -29,9 +29,11 @@ use tern_proto::pb;
 use super::*;
 
 const SCHEMA_VERSION: u32 = 1;
+const COMMIT_COUNT: &str = "commit_count";
 
 pub struct SledStore {
     db: sled::Db,
+    meta: sled::Tree,
     users: sled::Tree,
     devices: sled::Tree,
     conversations: sled::Tree,
@@ -135,6 +137,7 @@ impl SledStore {
             .ok_or_else(|| corrupt_meta("signing_key"))?;
         let tree = |name: &str| db.open_tree(name).map_err(engine);
         Ok(Self {
+            meta: meta.clone(),
             users: tree("users")?,
             devices: tree("devices")?,
             conversations: tree("conversations")?,
@@ -324,66 +327,83 @@ impl Store for SledStore {
             &self.conversations,
             &self.members,
             &self.user_convs,
+            &self.meta,
         );
-        let res = trees.transaction(|(timeline, inbox, dedup, convs, members, user_convs)| {
-            for m in mutations {
-                match m {
-                    Mutation::Message(msg) => {
-                        timeline
-                            .insert(key_seq(&msg.conversation, msg.seq), msg.encode_to_vec())?;
-                    }
-                    Mutation::Inbox {
-                        user,
-                        inbox_seq,
-                        entry,
-                    } => {
-                        inbox.insert(key_seq(user, *inbox_seq), entry.encode_to_vec())?;
-                    }
-                    Mutation::Dedup {
-                        sender,
-                        client_msg_id,
-                        record,
-                    } => {
-                        let k = key2(sender, client_msg_id.as_bytes());
-                        if let Some(v) = dedup.get(&k)? {
-                            let abort = match DedupRecord::decode(v.as_ref()) {
-                                Ok(rec) => Abort::Duplicate(rec),
-                                Err(e) => Abort::Corrupt(e.to_string()),
-                            };
-                            return Err(ConflictableTransactionError::Abort(abort));
+        let res = trees.transaction(
+            |(timeline, inbox, dedup, convs, members, user_convs, meta)| {
+                let count = match meta.get(COMMIT_COUNT)? {
+                    Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
+                        Ok(b) => u64::from_be_bytes(b),
+                        Err(_) => {
+                            return Err(ConflictableTransactionError::Abort(Abort::Corrupt(
+                                "commit_count".into(),
+                            )))
                         }
-                        dedup.insert(k, record.encode_to_vec())?;
-                    }
-                    Mutation::Conversation {
-                        conversation,
-                        record,
-                    } => {
-                        convs.insert(conversation.as_bytes(), record.encode_to_vec())?;
-                    }
-                    Mutation::PutMember {
-                        conversation,
-                        user,
-                        record,
-                    } => {
-                        members
-                            .insert(key2(conversation, user.as_bytes()), record.encode_to_vec())?;
-                        user_convs.insert(key2(user, conversation.as_bytes()), &[][..])?;
-                    }
-                    Mutation::DelMember { conversation, user } => {
-                        members.remove(key2(conversation, user.as_bytes()))?;
-                        user_convs.remove(key2(user, conversation.as_bytes()))?;
+                    },
+                    None => 0,
+                };
+                meta.insert(COMMIT_COUNT, &(count + 1).to_be_bytes())?;
+                for m in mutations {
+                    match m {
+                        Mutation::Message(msg) => {
+                            timeline
+                                .insert(key_seq(&msg.conversation, msg.seq), msg.encode_to_vec())?;
+                        }
+                        Mutation::Inbox {
+                            user,
+                            inbox_seq,
+                            entry,
+                        } => {
+                            inbox.insert(key_seq(user, *inbox_seq), entry.encode_to_vec())?;
+                        }
+                        Mutation::Dedup {
+                            sender,
+                            client_msg_id,
+                            record,
+                        } => {
+                            let k = key2(sender, client_msg_id.as_bytes());
+                            if let Some(v) = dedup.get(&k)? {
+                                let abort = match DedupRecord::decode(v.as_ref()) {
+                                    Ok(rec) => Abort::Duplicate(rec),
+                                    Err(e) => Abort::Corrupt(e.to_string()),
+                                };
+                                return Err(ConflictableTransactionError::Abort(abort));
+                            }
+                            dedup.insert(k, record.encode_to_vec())?;
+                        }
+                        Mutation::Conversation {
+                            conversation,
+                            record,
+                        } => {
+                            convs.insert(conversation.as_bytes(), record.encode_to_vec())?;
+                        }
+                        Mutation::PutMember {
+                            conversation,
+                            user,
+                            record,
+                        } => {
+                            members.insert(
+                                key2(conversation, user.as_bytes()),
+                                record.encode_to_vec(),
+                            )?;
+                            user_convs.insert(key2(user, conversation.as_bytes()), &[][..])?;
+                        }
+                        Mutation::DelMember { conversation, user } => {
+                            members.remove(key2(conversation, user.as_bytes()))?;
+                            user_convs.remove(key2(user, conversation.as_bytes()))?;
+                        }
                     }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         match res {
             Ok(()) => Ok(CommitOutcome::Applied),
             Err(TransactionError::Abort(Abort::Duplicate(rec))) => {
                 Ok(CommitOutcome::Duplicate(rec))
             }
             Err(TransactionError::Abort(Abort::Corrupt(detail))) => Err(StoreError::Corrupt {
-                tree: "dedup",
+                tree: "dedup/meta",
                 detail,
             }),
             Err(TransactionError::Storage(e)) => Err(engine(e)),
@@ -392,6 +412,19 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<usize> {
         self.db.flush().map_err(engine)
+    }
+
+    fn commit_count(&self) -> StoreResult<u64> {
+        match self.meta.get(COMMIT_COUNT).map_err(engine)? {
+            Some(v) => {
+                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    tree: "meta",
+                    detail: "commit_count".into(),
+                })?;
+                Ok(u64::from_be_bytes(b))
+            }
+            None => Ok(0),
+        }
     }
 }
 
