@@ -58,6 +58,8 @@ fn cfg(addr: SocketAddr, ca: &Path, user: &str, device: &str, mode: TransportMod
 }
 
 type Log = Arc<Mutex<Vec<pb::Message>>>;
+/// (device name, [(seq, client_msg_id)]) of one conversation.
+type DeviceLog = (String, Vec<(u64, String)>);
 
 /// A receiving device: logs every message event.
 fn device(
@@ -275,7 +277,7 @@ async fn crash_loop_pause_and_restart_keep_every_promise() {
     tokio::time::sleep(Duration::from_millis(500)).await; // late duplicates would show now
 
     // Check every device.
-    let mut logs: HashMap<String, Vec<(String, Vec<(u64, String)>)>> = HashMap::new();
+    let mut logs: HashMap<String, Vec<DeviceLog>> = HashMap::new();
     let mut delivered = 0;
     for (u, d, _, log) in &devices {
         let log = log.lock().unwrap();
