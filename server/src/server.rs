@@ -47,6 +47,54 @@ pub struct Services {
     pub limiter: crate::limits::Limiter,
 }
 
+impl Services {
+    /// Everything sessions share, over a store; no sockets (the fuzz target and tests use
+    /// this to run sessions over in-memory streams). The returned [`Durability`] must be
+    /// run (its flusher) for writes to be acknowledged.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> (Arc<Services>, Arc<Durability>) {
+        let durability = Durability::with_group_commit(store.clone(), config.group_commit);
+        let hub = Arc::new(Hub::new());
+        let limits = SessionLimits {
+            heartbeat: Duration::from_secs(config.heartbeat_secs as u64),
+            auth_timeout: Duration::from_secs(config.auth_timeout_secs as u64),
+            handshake_timeout: Duration::from_secs(config.handshake_timeout_secs as u64),
+            max_frame_bytes: config.max_frame_bytes,
+            outbound_queue: config.outbound_queue,
+            max_pending: config.max_pending,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs as u64),
+        };
+        let services = Arc::new(Services {
+            chat: Chat::new(
+                store.clone(),
+                durability.clone(),
+                hub.clone(),
+                ChatLimits {
+                    fanout_threshold: config.group_fanout_threshold as usize,
+                    max_group_members: config.max_group_members as usize,
+                    max_frame_bytes: config.max_frame_bytes as usize,
+                },
+            ),
+            accounts: Accounts::new(store.clone(), durability.clone(), config.token_ttl_secs),
+            hub,
+            store_epoch: store.store_epoch(),
+            shutdown: CancellationToken::new(),
+            limits: limits.clone(),
+            limiter: crate::limits::Limiter::new(crate::limits::LimitSettings {
+                conn_rate: config.conn_rate_limit,
+                conn_burst: config.conn_rate_burst,
+                user_rate: config.user_rate_limit,
+                user_burst: config.user_rate_burst,
+                login_failures_per_user: config.login_failures_per_user,
+                logins_per_address: config.logins_per_address,
+                login_window: Duration::from_secs(config.login_window_secs as u64),
+                max_connections: config.max_connections,
+                max_sessions_per_user: config.max_sessions_per_user,
+            }),
+        });
+        (services, durability)
+    }
+}
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     services: Arc<Services>,
@@ -116,45 +164,8 @@ impl Server {
         let tls_material = certs::load_or_create(&config)?;
         let tls_config = Arc::new(certs::server_tls_config(&tls_material)?);
 
-        let durability = Durability::with_group_commit(store.clone(), config.group_commit);
-        let hub = Arc::new(Hub::new());
-        let limits = SessionLimits {
-            heartbeat: Duration::from_secs(config.heartbeat_secs as u64),
-            auth_timeout: Duration::from_secs(config.auth_timeout_secs as u64),
-            handshake_timeout: Duration::from_secs(config.handshake_timeout_secs as u64),
-            max_frame_bytes: config.max_frame_bytes,
-            outbound_queue: config.outbound_queue,
-            max_pending: config.max_pending,
-            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs as u64),
-        };
-        let services = Arc::new(Services {
-            chat: Chat::new(
-                store.clone(),
-                durability.clone(),
-                hub.clone(),
-                ChatLimits {
-                    fanout_threshold: config.group_fanout_threshold as usize,
-                    max_group_members: config.max_group_members as usize,
-                    max_frame_bytes: config.max_frame_bytes as usize,
-                },
-            ),
-            accounts: Accounts::new(store.clone(), durability.clone(), config.token_ttl_secs),
-            hub,
-            store_epoch: store.store_epoch(),
-            shutdown: CancellationToken::new(),
-            limits: limits.clone(),
-            limiter: crate::limits::Limiter::new(crate::limits::LimitSettings {
-                conn_rate: config.conn_rate_limit,
-                conn_burst: config.conn_rate_burst,
-                user_rate: config.user_rate_limit,
-                user_burst: config.user_rate_burst,
-                login_failures_per_user: config.login_failures_per_user,
-                logins_per_address: config.logins_per_address,
-                login_window: Duration::from_secs(config.login_window_secs as u64),
-                max_connections: config.max_connections,
-                max_sessions_per_user: config.max_sessions_per_user,
-            }),
-        });
+        let (services, durability) = Services::new(&config, store.clone());
+        let limits = services.limits.clone();
 
         let (udp, tcp) = bind_both(config.quic_addr(), config.tcp_addr())?;
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_config.clone())
