@@ -1,0 +1,1421 @@
+// tern browser SDK: the same delivery semantics as the Rust `tern-sdk` (client-sdk/src),
+// over the server's WebSocket bridge (docs/PROTOCOL.md section 1: one binary WebSocket
+// message = one protobuf `Frame`, no length prefix).
+//
+// - Connects to a ws:// (or wss://) URL, authenticates with Resume (saved token) or
+//   Login (password), protocol_version 1.
+// - Keeps token, device, cursors (store_epoch, inbox cursor, per-conversation cursors of
+//   read-diffusion groups) and the outbox in a Storage (localStorage by default), under
+//   the key prefix `tern:<username>:`.
+// - Reconnects with exponential backoff and jitter (bounded); a Closing frame decides:
+//   REPLACED stops, REVOKED / LOGGED_OUT lose the credentials, anything else reconnects.
+// - Outbox: every send gets one client_msg_id (crypto.randomUUID()) for life; sends
+//   without a SendAck are sent again, in order, with the same id after every reconnect
+//   (and after a page reload). `send()` resolves with the durable SendAck.
+// - Receive: each message is delivered once and in order: dedup by inbox_seq (and by
+//   per-conversation seq for read-diffusion pushes, inbox_seq 0); a hole is buffered
+//   around and repaired with a Sync from the cursor (inbox) or a Pull of exactly the
+//   missing range (read diffusion). Each (re)connect Syncs from the saved cursor, pages
+//   until complete, then Pulls read-diffusion heads.
+// - Acks are cumulative and batched (every 50 messages or 300 ms). A new store_epoch
+//   voids all cursors. A Ping goes out every heartbeat_secs.
+//
+// Events (EventTarget; `event.detail` carries the payload; `client.on(type, fn)` passes
+// the detail directly and returns an unsubscribe function):
+//   'message'     {message, own}        a message, exactly once, in order per conversation
+//   'state'       {state, reason?, code?, attempt?, retryInMs?}
+//                 state: 'connecting' | 'connected' | 'reconnecting' | 'auth-lost' |
+//                        'replaced' | 'closed'
+//   'acked'       SendAck               a send is durable on the server
+//   'send-failed' {clientMsgId, code, codeName, message}  refused for good, left the outbox
+//   'caught-up'   {}                    everything missed has been delivered
+
+import './pb.js'; // first: 64-bit fields as numbers, before the generated code loads
+import { tern } from './gen/tern.js';
+
+const pb = tern.v1;
+
+export const PROTOCOL_VERSION = 1;
+/** Ack after this many new messages... */
+export const ACK_EVERY = 50;
+/** ...or this long after the first unacked one. */
+export const ACK_DELAY_MS = 300;
+/** Retry delay for a send that failed with a transient error on a live connection. */
+export const RETRY_DELAY_MS = 1000;
+/** Page size of Sync and forward Pull. */
+const PAGE = 500;
+
+/** Error codes by name (`ErrorCode.FORBIDDEN === 14`) and by number (`ErrorCode[14]`). */
+export const ErrorCode = pb.ErrorCode;
+export const CloseReason = pb.CloseReason;
+export const MessageKind = pb.MessageKind;
+export const GroupEventKind = pb.GroupEventKind;
+export const Role = pb.Role;
+export const ConversationKind = pb.ConversationKind;
+/** The generated protobuf classes (`proto.Frame.encode(...)` etc.). */
+export const proto = pb;
+
+const TRANSIENT = new Set([
+  ErrorCode.INTERNAL,
+  ErrorCode.RATE_LIMITED,
+  ErrorCode.UNAVAILABLE,
+  ErrorCode.RESOURCE_EXHAUSTED,
+]);
+
+/** A failed request: the server's error code, or a client-side reason. */
+export class TernError extends Error {
+  /**
+   * @param {number|string} code ErrorCode number from the server, or a client-side
+   *   string: 'connection-lost' | 'timeout' | 'stopped' | 'protocol'
+   * @param {string} message
+   */
+  constructor(code, message) {
+    const codeName = typeof code === 'number' ? (ErrorCode[code] ?? `ERROR_${code}`) : code;
+    super(message ? `${message} (${codeName})` : codeName);
+    this.name = 'TernError';
+    /** @type {number|string} */
+    this.code = code;
+    /** @type {string} */
+    this.codeName = codeName;
+    /** @type {string} */
+    this.serverMessage = message;
+  }
+}
+
+/**
+ * @typedef {{user: string} | {conversation: string}} Target
+ *   Where a message goes: the 1:1 conversation with a user, or an existing conversation.
+ *
+ * @typedef {object} Outgoing A message in the outbox.
+ * @property {string} clientMsgId
+ * @property {Target} target
+ * @property {Uint8Array} body
+ * @property {string} contentType
+ *
+ * @typedef {object} Cursors
+ * @property {string} storeEpoch random id of the server's data; cursors of another epoch are void
+ * @property {number} inbox highest contiguous inbox seq delivered
+ * @property {Record<string, number>} conversations read-diffusion groups: highest contiguous seq
+ *
+ * @typedef {object} Message A delivered message (plain object).
+ * @property {string} conversation
+ * @property {number} seq
+ * @property {string} sender
+ * @property {string} senderDevice
+ * @property {string} clientMsgId
+ * @property {number} serverTimeMs
+ * @property {Uint8Array} body
+ * @property {string} contentType
+ * @property {'message'|'system'} kind
+ * @property {{kind: string, actor: string, users: string[], name: string}|null} event
+ * @property {string|null} text the body as text when it is text (content type empty or text/*)
+ *
+ * @typedef {object} SendAck
+ * @property {string} conversation
+ * @property {number} seq
+ * @property {number} serverTimeMs
+ * @property {string} clientMsgId
+ * @property {boolean} duplicate
+ * @property {number} inboxSeq
+ */
+
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+/**
+ * The conversation id of the 1:1 chat between two users (`d:<a>:<b>`, names sorted).
+ * @param {string} a
+ * @param {string} b
+ */
+export function directConversation(a, b) {
+  return a <= b ? `d:${a}:${b}` : `d:${b}:${a}`;
+}
+
+/**
+ * The other user of a 1:1 conversation id, or null.
+ * @param {string} conversation
+ * @param {string} me
+ */
+export function directPeer(conversation, me) {
+  const m = /^d:([^:]+):([^:]+)$/.exec(conversation);
+  if (!m) return null;
+  return m[1] === me ? m[2] : m[1];
+}
+
+/** @param {any} m protobuf Message @returns {Message} */
+export function toMessage(m) {
+  const body = m.body instanceof Uint8Array ? m.body : new Uint8Array(m.body ?? []);
+  const ct = m.contentType || '';
+  const isText = ct === '' || ct.startsWith('text/');
+  const system = m.kind === MessageKind.SYSTEM;
+  return {
+    conversation: m.conversation,
+    seq: Number(m.seq),
+    sender: m.sender,
+    senderDevice: m.senderDevice,
+    clientMsgId: m.clientMsgId,
+    serverTimeMs: Number(m.serverTimeMs),
+    body,
+    contentType: ct,
+    kind: system ? 'system' : 'message',
+    event:
+      system && m.event
+        ? {
+            kind: GroupEventKind[m.event.kind] ?? String(m.event.kind),
+            actor: m.event.actor,
+            users: [...(m.event.users ?? [])],
+            name: m.event.name,
+          }
+        : null,
+    text: isText ? utf8d.decode(body) : null,
+  };
+}
+
+/** @param {any} a protobuf SendAck @returns {SendAck} */
+function toAck(a) {
+  return {
+    conversation: a.conversation,
+    seq: Number(a.seq),
+    serverTimeMs: Number(a.serverTimeMs),
+    clientMsgId: a.clientMsgId,
+    duplicate: !!a.duplicate,
+    inboxSeq: Number(a.inboxSeq),
+  };
+}
+
+/** @param {Uint8Array} bytes */
+function toBase64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, /** @type {any} */ (bytes.subarray(i, i + 0x8000)));
+  }
+  return btoa(s);
+}
+
+/** @param {string} b64 */
+function fromBase64(b64) {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+function newClientMsgId() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  // Non-secure contexts (plain http on a non-localhost host) have no randomUUID.
+  const b = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(b);
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+// ---------------------------------------------------------------------------------------
+// Engine: the delivery logic as a sans-IO state machine (mirrors client-sdk/src/engine.rs).
+// The client feeds it frames and the time, and drains `transmit` (frames to send) and
+// `events` (what the app should see).
+// ---------------------------------------------------------------------------------------
+
+/**
+ * @typedef {{kind: 'send', id: string} | {kind: 'sync'} | {kind: 'pull', conv: string} | {kind: 'app'}} InFlight
+ * @typedef {{msg: Outgoing, reqId: number|null, retryAt: number|null}} Pending
+ * @typedef {{cursor: number, buffered: Map<number, any>, pulling: boolean}} ConvFollow
+ * @typedef {{type: 'message', message: any, own: boolean}
+ *   | {type: 'acked', ack: any}
+ *   | {type: 'send-failed', clientMsgId: string, code: number, message: string}
+ *   | {type: 'response', reqId: number, frame: any}
+ *   | {type: 'caught-up'}} EngineEvent
+ */
+
+export class Engine {
+  /**
+   * @param {string} user
+   * @param {Partial<Cursors>} [cursors]
+   * @param {Outgoing[]} [outbox]
+   */
+  constructor(user, cursors = {}, outbox = []) {
+    this.user = user;
+    /** Most sends in flight at once (from LoginOk.max_pending). */
+    this.window = 128;
+    this.nextReq = 1;
+    this.connected = false;
+    /** @type {Pending[]} */
+    this.outbox = outbox.map((msg) => ({ msg, reqId: null, retryAt: null }));
+    /** @type {Map<number, InFlight>} */
+    this.inFlight = new Map();
+    /** @type {object[]} frames (plain objects for proto.Frame.encode) */
+    this.transmit = [];
+    /** @type {EngineEvent[]} */
+    this.events = [];
+    /** @type {Cursors} */
+    this.cursors = {
+      storeEpoch: cursors.storeEpoch ?? '',
+      inbox: cursors.inbox ?? 0,
+      conversations: { ...(cursors.conversations ?? {}) },
+    };
+    /** @type {Map<number, any>} inbox seq -> message, above a hole */
+    this.buffered = new Map();
+    this.syncing = false;
+    /** @type {Set<string>} */
+    this.readDiffusion = new Set(Object.keys(this.cursors.conversations));
+    /** @type {Map<string, ConvFollow>} */
+    this.follows = new Map();
+    for (const [c, s] of Object.entries(this.cursors.conversations)) {
+      this.follows.set(c, { cursor: s, buffered: new Map(), pulling: false });
+    }
+    this.ackedSent = this.cursors.inbox;
+    /** @type {number|null} */
+    this.ackDue = null;
+    this.cursorsDirty = false;
+    this.outboxDirty = false;
+  }
+
+  reqId() {
+    return this.nextReq++;
+  }
+
+  /** @param {number} n */
+  setWindow(n) {
+    this.window = Math.max(1, n | 0);
+  }
+
+  /** @returns {Outgoing[]} */
+  outboxMessages() {
+    return this.outbox.map((p) => p.msg);
+  }
+
+  /** Queues a message; sent now if connected (and the window allows), else on the next connection. @param {Outgoing} msg */
+  send(msg) {
+    this.outbox.push({ msg, reqId: null, retryAt: null });
+    this.outboxDirty = true;
+    this.fillWindow();
+  }
+
+  fillWindow() {
+    if (!this.connected) return;
+    let inFlight = this.outbox.filter((p) => p.reqId !== null).length;
+    for (const p of this.outbox) {
+      if (inFlight >= this.window) break;
+      if (p.reqId !== null || p.retryAt !== null) continue;
+      const id = this.reqId();
+      p.reqId = id;
+      this.transmit.push(sendFrame(id, p.msg));
+      this.inFlight.set(id, { kind: 'send', id: p.msg.clientMsgId });
+      inFlight++;
+    }
+  }
+
+  /**
+   * An app request (history, groups, presence…) on the live connection; its response
+   * comes back as a 'response' event with the returned req_id. Null when offline.
+   * @param {object} body e.g. `{listConversations: {}}`
+   */
+  request(body) {
+    if (!this.connected) return null;
+    const id = this.reqId();
+    this.inFlight.set(id, { kind: 'app' });
+    this.transmit.push({ reqId: id, ...body });
+    return id;
+  }
+
+  /** A new authenticated connection. @param {string} storeEpoch */
+  onConnected(storeEpoch) {
+    if (this.cursors.storeEpoch !== storeEpoch) {
+      if (this.cursors.storeEpoch !== '') {
+        // Another server's data: old cursors mean nothing here.
+        this.buffered.clear();
+        this.follows.clear();
+        this.readDiffusion.clear();
+        this.cursors.inbox = 0;
+        this.cursors.conversations = {};
+        this.ackedSent = 0;
+      }
+      this.cursors.storeEpoch = storeEpoch;
+      this.cursorsDirty = true;
+    }
+    this.connected = true;
+    this.inFlight.clear();
+    this.syncing = false;
+    for (const f of this.follows.values()) f.pulling = false;
+    this.startSync();
+    for (const p of this.outbox) {
+      p.reqId = null;
+      p.retryAt = null;
+    }
+    this.fillWindow();
+  }
+
+  /** The connection is gone. @returns {number[]} req_ids of app requests that were in flight */
+  onDisconnected() {
+    this.connected = false;
+    this.transmit = [];
+    const lost = [];
+    for (const [id, w] of this.inFlight) if (w.kind === 'app') lost.push(id);
+    this.inFlight.clear();
+    for (const p of this.outbox) p.reqId = null;
+    return lost;
+  }
+
+  startSync() {
+    if (this.syncing || !this.connected) return;
+    this.syncing = true;
+    const id = this.reqId();
+    this.inFlight.set(id, { kind: 'sync' });
+    // Always explicit (also 0): absent would mean "from the server-side cursor".
+    this.transmit.push({ reqId: id, sync: { afterInboxSeq: this.cursors.inbox, limit: PAGE } });
+  }
+
+  /** @param {string} conv @param {number} until */
+  startPull(conv, until) {
+    if (!this.connected) return;
+    const f = this.follow(conv);
+    if (f.pulling) return;
+    f.pulling = true;
+    const id = this.reqId();
+    this.inFlight.set(id, { kind: 'pull', conv });
+    this.transmit.push({
+      reqId: id,
+      pull: { conversation: conv, afterSeq: f.cursor, untilSeq: until, limit: PAGE, beforeSeq: 0 },
+    });
+  }
+
+  /** @param {string} conv */
+  follow(conv) {
+    let f = this.follows.get(conv);
+    if (!f) {
+      f = { cursor: 0, buffered: new Map(), pulling: false };
+      this.follows.set(conv, f);
+    }
+    return f;
+  }
+
+  /** @param {any} message */
+  deliver(message) {
+    this.events.push({ type: 'message', message, own: message.sender === this.user });
+  }
+
+  /** An inbox item (from a push or a Sync page). @param {number} inboxSeq @param {any} message @param {number} now */
+  inboxItem(inboxSeq, message, now) {
+    if (inboxSeq <= this.cursors.inbox) return; // already delivered
+    if (inboxSeq > this.cursors.inbox + 1) {
+      this.buffered.set(inboxSeq, message);
+      this.startSync();
+      return;
+    }
+    this.deliver(message);
+    this.cursors.inbox = inboxSeq;
+    for (let m; (m = this.buffered.get(this.cursors.inbox + 1)) !== undefined; ) {
+      this.buffered.delete(this.cursors.inbox + 1);
+      this.deliver(m);
+      this.cursors.inbox += 1;
+    }
+    for (const s of [...this.buffered.keys()]) if (s <= this.cursors.inbox) this.buffered.delete(s);
+    this.cursorsDirty = true;
+    this.scheduleAck(now);
+  }
+
+  /** A message of a read-diffusion conversation (push with inbox_seq 0, or Pull). @param {any} message */
+  convItem(message) {
+    const conv = message.conversation;
+    if (!this.readDiffusion.has(conv)) {
+      this.readDiffusion.add(conv);
+      if (!(conv in this.cursors.conversations)) this.cursors.conversations[conv] = 0;
+    }
+    const f = this.follow(conv);
+    const seq = Number(message.seq);
+    if (seq <= f.cursor) return;
+    if (seq > f.cursor + 1) {
+      f.buffered.set(seq, message);
+      this.startPull(conv, seq - 1);
+      return;
+    }
+    const out = [message];
+    f.cursor = seq;
+    for (let m; (m = f.buffered.get(f.cursor + 1)) !== undefined; ) {
+      f.buffered.delete(f.cursor + 1);
+      f.cursor += 1;
+      out.push(m);
+    }
+    for (const s of [...f.buffered.keys()]) if (s <= f.cursor) f.buffered.delete(s);
+    this.cursors.conversations[conv] = f.cursor;
+    this.cursorsDirty = true;
+    for (const m of out) this.deliver(m);
+  }
+
+  /** @param {number} now */
+  scheduleAck(now) {
+    if (this.cursors.inbox >= this.ackedSent + ACK_EVERY) {
+      this.sendAck();
+    } else if (this.cursors.inbox > this.ackedSent && this.ackDue === null) {
+      this.ackDue = now + ACK_DELAY_MS;
+    }
+  }
+
+  sendAck() {
+    this.ackDue = null;
+    if (!this.connected || this.cursors.inbox <= this.ackedSent) return;
+    this.ackedSent = this.cursors.inbox;
+    // The Ok needs no handling; a lost ack only means a re-delivery that dedup removes.
+    this.transmit.push({ reqId: this.reqId(), ack: { inboxSeq: this.cursors.inbox } });
+  }
+
+  /** Acks everything delivered so far, now (e.g. before closing). */
+  flushAck() {
+    this.sendAck();
+  }
+
+  /** Handles one decoded frame from the server. @param {any} frame @param {number} now */
+  handleFrame(frame, now) {
+    const kind = frame.body;
+    if (!kind) return;
+    const reqId = Number(frame.reqId);
+    if (reqId === 0) {
+      if (kind === 'push') {
+        const p = frame.push;
+        if (p.message) {
+          const inboxSeq = Number(p.inboxSeq);
+          if (inboxSeq === 0) this.convItem(p.message);
+          else this.inboxItem(inboxSeq, p.message, now);
+        }
+      }
+      return; // Closing is the client's business; Pong and connection-level errors: nothing
+    }
+    const what = this.inFlight.get(reqId);
+    if (!what) return; // an Ack's Ok, a Pong, or a response from before a reconnect
+    this.inFlight.delete(reqId);
+    const catchUp = what.kind === 'sync' || what.kind === 'pull';
+    this.handleResponse(reqId, what, frame, now);
+    if (
+      catchUp &&
+      !this.syncing &&
+      this.buffered.size === 0 &&
+      [...this.follows.values()].every((f) => !f.pulling && f.buffered.size === 0)
+    ) {
+      this.events.push({ type: 'caught-up' });
+    }
+  }
+
+  /** @param {number} reqId @param {InFlight} what @param {any} frame @param {number} now */
+  handleResponse(reqId, what, frame, now) {
+    const kind = frame.body;
+    switch (what.kind) {
+      case 'send': {
+        const i = this.outbox.findIndex((p) => p.msg.clientMsgId === what.id);
+        if (kind === 'sendAck') {
+          if (i >= 0) {
+            this.outbox.splice(i, 1);
+            this.outboxDirty = true;
+          }
+          this.events.push({ type: 'acked', ack: frame.sendAck });
+        } else {
+          const code = kind === 'error' ? frame.error.code : ErrorCode.INTERNAL;
+          const message = kind === 'error' ? frame.error.message : `unexpected ${kind}`;
+          if (i >= 0) {
+            if (TRANSIENT.has(code)) {
+              this.outbox[i].reqId = null;
+              this.outbox[i].retryAt = now + RETRY_DELAY_MS;
+            } else {
+              this.outbox.splice(i, 1);
+              this.outboxDirty = true;
+              this.events.push({ type: 'send-failed', clientMsgId: what.id, code, message });
+            }
+          }
+        }
+        this.fillWindow();
+        return;
+      }
+      case 'sync': {
+        this.syncing = false;
+        if (kind !== 'syncResult') return; // retried on the next gap or connection
+        const r = frame.syncResult;
+        for (const item of r.items) {
+          if (item.message) this.inboxItem(Number(item.inboxSeq), item.message, now);
+        }
+        // Next page; or, if pushes above the head still wait on a hole, one more sync
+        // as long as the last one made progress.
+        const progressed = Number(r.toInboxSeq) > Number(r.fromInboxSeq);
+        if (!r.complete || (this.buffered.size > 0 && progressed)) this.startSync();
+        for (const head of r.readDiffusion) {
+          const conv = head.conversation;
+          if (!this.readDiffusion.has(conv)) {
+            this.readDiffusion.add(conv);
+            if (!(conv in this.cursors.conversations)) this.cursors.conversations[conv] = 0;
+          }
+          const cursor = this.follows.get(conv)?.cursor ?? 0;
+          if (Number(head.lastSeq) > cursor) this.startPull(conv, Number(head.lastSeq));
+        }
+        return;
+      }
+      case 'pull': {
+        const conv = what.conv;
+        const f0 = this.follows.get(conv);
+        if (f0) f0.pulling = false;
+        if (kind !== 'pullResult') return;
+        const r = frame.pullResult;
+        for (const m of r.messages) this.convItem(m);
+        const f = this.follow(conv);
+        if (f.cursor < Number(r.lastSeq) && (!r.complete || f.buffered.size > 0)) {
+          this.startPull(conv, 0);
+        }
+        return;
+      }
+      case 'app':
+        this.events.push({ type: 'response', reqId, frame });
+        return;
+    }
+  }
+
+  /** The next time handleTimeout wants to run, or null. */
+  pollTimeout() {
+    let t = this.ackDue;
+    for (const p of this.outbox) {
+      if (p.retryAt !== null && (t === null || p.retryAt < t)) t = p.retryAt;
+    }
+    return t;
+  }
+
+  /** @param {number} now */
+  handleTimeout(now) {
+    if (this.ackDue !== null && this.ackDue <= now) this.sendAck();
+    if (!this.connected) return;
+    for (const p of this.outbox) if (p.retryAt !== null && p.retryAt <= now) p.retryAt = null;
+    this.fillWindow();
+  }
+}
+
+/** @param {number} reqId @param {Outgoing} msg */
+function sendFrame(reqId, msg) {
+  const t = /** @type {any} */ (msg.target);
+  return {
+    reqId,
+    send: {
+      clientMsgId: msg.clientMsgId,
+      conversation: t.conversation ?? '',
+      peer: t.user ?? '',
+      body: msg.body,
+      contentType: msg.contentType,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Persistence
+// ---------------------------------------------------------------------------------------
+
+/**
+ * @typedef {object} SavedState
+ * @property {string|null} token
+ * @property {string} device
+ * @property {Cursors} cursors
+ * @property {Outgoing[]} outbox
+ */
+
+/** @param {string} username */
+export function storageKey(username) {
+  return `tern:${username}:`;
+}
+
+/**
+ * Reads what a client of `username` saved in `storage` (token, device, cursors, outbox).
+ * @param {string} username
+ * @param {Storage} [storage]
+ * @returns {SavedState}
+ */
+export function loadState(username, storage = globalThis.localStorage) {
+  const prefix = storageKey(username);
+  /** @param {string} k */
+  const read = (k) => {
+    try {
+      const v = storage.getItem(prefix + k);
+      return v ? JSON.parse(v) : null;
+    } catch {
+      return null;
+    }
+  };
+  const s = read('state') ?? {};
+  const outbox = (read('outbox') ?? [])
+    .map((o) => {
+      const target = o.to ? { user: o.to } : o.conversation ? { conversation: o.conversation } : null;
+      if (!target || typeof o.id !== 'string') return null;
+      return { clientMsgId: o.id, target, body: fromBase64(o.body ?? ''), contentType: o.contentType ?? '' };
+    })
+    .filter(Boolean);
+  return {
+    token: typeof s.token === 'string' ? s.token : null,
+    device: typeof s.device === 'string' ? s.device : '',
+    cursors: {
+      storeEpoch: typeof s.storeEpoch === 'string' ? s.storeEpoch : '',
+      inbox: Number.isSafeInteger(s.inbox) ? s.inbox : 0,
+      conversations: s.conversations && typeof s.conversations === 'object' ? s.conversations : {},
+    },
+    outbox: /** @type {Outgoing[]} */ (outbox),
+  };
+}
+
+/**
+ * Forgets everything saved for `username` (token, cursors, outbox).
+ * @param {string} username
+ * @param {Storage} [storage]
+ */
+export function clearState(username, storage = globalThis.localStorage) {
+  const prefix = storageKey(username);
+  storage.removeItem(prefix + 'state');
+  storage.removeItem(prefix + 'outbox');
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------------------
+
+/** An Event carrying `detail` (works where CustomEvent is missing). */
+export class TernEvent extends Event {
+  /** @param {string} type @param {any} detail */
+  constructor(type, detail) {
+    super(type);
+    this.detail = detail;
+  }
+}
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string} url ws:// or wss:// URL of the server's bridge, e.g. ws://127.0.0.1:7480/ws
+ * @property {string} username
+ * @property {string} [password] used when there is no valid token (kept in memory only)
+ * @property {string} [device] device name; default: the saved one, else "web-" + random
+ * @property {Storage} [storage] default localStorage
+ * @property {number} [initialBackoffMs] first reconnect delay (default 250), doubling...
+ * @property {number} [maxBackoffMs] ...up to this (default 5000), with jitter
+ * @property {number} [requestTimeoutMs] app requests fail after this (default 30000)
+ * @property {number} [loginTimeoutMs] a connection that is not authenticated by then is dropped (default 15000)
+ * @property {typeof WebSocket} [WebSocket] WebSocket implementation (default the global one)
+ */
+
+/** A random device name for a new installation. */
+export function randomDeviceName() {
+  const b = new Uint8Array(4);
+  globalThis.crypto.getRandomValues(b);
+  return 'web-' + [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+export class TernClient extends EventTarget {
+  /** @param {ClientOptions} opts */
+  constructor(opts) {
+    super();
+    if (!opts?.url || !opts?.username) throw new TypeError('TernClient: url and username are required');
+    this.url = opts.url;
+    this.username = opts.username;
+    this.storage = opts.storage ?? globalThis.localStorage;
+    this.initialBackoffMs = opts.initialBackoffMs ?? 250;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 5000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 30000;
+    this.loginTimeoutMs = opts.loginTimeoutMs ?? 15000;
+    this.WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    /** @type {string|null} */
+    this.password = opts.password ?? null;
+    const saved = loadState(this.username, this.storage);
+    /** @type {string|null} */
+    this.token = saved.token;
+    // A device name is stable per installation; an explicit one wins (and its token is
+    // only good for the device it was issued to).
+    this.device = opts.device || saved.device || randomDeviceName();
+    if (opts.device && saved.device && opts.device !== saved.device) this.token = null;
+    this.engine = new Engine(this.username, saved.cursors, saved.outbox);
+    /** @type {'idle'|'connecting'|'connected'|'reconnecting'|'auth-lost'|'replaced'|'closed'} */
+    this.state = 'idle';
+    /** LoginOk of the current connection. @type {any} */
+    this.session = null;
+    this.stopped = false;
+    this.attempt = 0;
+    /** @type {any} the current connection */
+    this.conn = null;
+    /** @type {Map<string, {resolve: Function, reject: Function}>} */
+    this.sendWaiters = new Map();
+    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    this.requestWaiters = new Map();
+    /** @type {{body: object, resolve: Function, reject: Function, timer: any, done: boolean}[]} */
+    this.queuedRequests = [];
+    this.reconnectTimer = null;
+    this.engineTimer = null;
+    this.engineTimerAt = null;
+    this.lastSave = 0;
+    this.savePending = false;
+    this.onOnline = () => {
+      if (this.reconnectTimer && !this.stopped) {
+        clearTimeout(this.reconnectTimer);
+        this.reconnectTimer = null;
+        this.connect();
+      }
+    };
+    this.onPageHide = () => this.saveState();
+  }
+
+  /**
+   * Creates an account (a one-off connection). Register does not log in.
+   * @param {string} url
+   * @param {string} username
+   * @param {string} password
+   * @param {{WebSocket?: typeof WebSocket, timeoutMs?: number}} [opts]
+   * @returns {Promise<void>}
+   */
+  static async register(url, username, password, opts = {}) {
+    const r = await oneShot(
+      url,
+      { register: { protocolVersion: PROTOCOL_VERSION, username, password } },
+      opts,
+    );
+    if (r.body !== 'ok') throw new TernError('protocol', `unexpected ${r.body}`);
+  }
+
+  /** Subscribes to an event with a function of its detail; returns the unsubscribe function. */
+  on(/** @type {string} */ type, /** @type {(detail: any) => void} */ fn) {
+    /** @param {Event} e */
+    const h = (e) => fn(/** @type {TernEvent} */ (e).detail);
+    this.addEventListener(type, h);
+    return () => this.removeEventListener(type, h);
+  }
+
+  /** @param {string} type @param {any} detail */
+  emit(type, detail) {
+    this.dispatchEvent(new TernEvent(type, detail));
+  }
+
+  /** @param {string} state @param {object} [extra] */
+  setState(state, extra = {}) {
+    this.state = /** @type {any} */ (state);
+    this.emit('state', { state, ...extra });
+  }
+
+  /** Cursors as saved (a copy). @returns {Cursors} */
+  get cursors() {
+    const c = this.engine.cursors;
+    return { storeEpoch: c.storeEpoch, inbox: c.inbox, conversations: { ...c.conversations } };
+  }
+
+  /** Sends without a SendAck yet, in order (survive reconnects and page reloads). */
+  get pending() {
+    return this.engine.outboxMessages().map((m) => ({
+      clientMsgId: m.clientMsgId,
+      target: m.target,
+      text: m.contentType === '' || m.contentType.startsWith('text/') ? utf8d.decode(m.body) : null,
+    }));
+  }
+
+  /** Starts connecting (in the background); returns this. */
+  start() {
+    if (this.state !== 'idle') return this;
+    this.stopped = false;
+    if (typeof globalThis.addEventListener === 'function') {
+      globalThis.addEventListener('online', this.onOnline);
+      globalThis.addEventListener('pagehide', this.onPageHide);
+    }
+    this.connect();
+    return this;
+  }
+
+  /** Acks what was received, saves state, closes the connection and stops. Unacked sends stay in the saved outbox. */
+  close() {
+    if (this.stopped) return;
+    if (this.conn?.authed) {
+      this.engine.flushAck();
+      this.flushTransmit(this.conn);
+    }
+    this.stop('closed', {});
+  }
+
+  /** Logs this device out (its token is revoked), forgets the token and stops. */
+  async logout() {
+    try {
+      if (this.conn?.authed) await this.request({ logout: {} }, 5000);
+    } catch {
+      // Offline: the token is forgotten here anyway.
+    }
+    this.token = null;
+    this.password = null;
+    this.saveState();
+    this.stop('closed', { reason: 'logged out' });
+  }
+
+  // ---- sending ----
+
+  /**
+   * Queues a message; resolves with the durable SendAck (after reconnects if needed),
+   * rejects with a TernError if the server refuses it for good or the client stops.
+   * @param {Target} target `{user}` for the 1:1 chat with a user, or `{conversation}`
+   * @param {string|Uint8Array} body text (UTF-8) or bytes
+   * @param {string} [contentType] empty = text/plain; charset=utf-8
+   * @returns {Promise<SendAck> & {clientMsgId: string}}
+   */
+  send(target, body, contentType = '') {
+    const msg = {
+      clientMsgId: newClientMsgId(),
+      target: 'user' in target ? { user: target.user } : { conversation: target.conversation },
+      body: typeof body === 'string' ? utf8.encode(body) : body,
+      contentType,
+    };
+    /** @type {any} */
+    const p = new Promise((resolve, reject) => {
+      if (this.stopped) {
+        reject(new TernError('stopped', 'client stopped'));
+        return;
+      }
+      this.sendWaiters.set(msg.clientMsgId, { resolve, reject });
+    });
+    p.clientMsgId = msg.clientMsgId;
+    if (!this.stopped) {
+      this.engine.send(msg);
+      this.pump(); // saves the outbox before the frame goes out
+    }
+    return p;
+  }
+
+  /** @param {Target} target @param {string} text */
+  sendText(target, text) {
+    return this.send(target, text, '');
+  }
+
+  // ---- requests ----
+
+  /**
+   * Any request; resolves with the response frame (its `body` names the kind), rejects
+   * with TernError on a server error, a lost connection or a timeout. Made while offline,
+   * it waits for the next connection.
+   * @param {object} body e.g. `{listConversations: {}}`
+   * @param {number} [timeoutMs]
+   * @returns {Promise<any>}
+   */
+  request(body, timeoutMs = this.requestTimeoutMs) {
+    return new Promise((resolve, reject) => {
+      if (this.stopped) {
+        reject(new TernError('stopped', 'client stopped'));
+        return;
+      }
+      const q = { body, resolve, reject, timer: null, done: false };
+      const fail = (/** @type {TernError} */ e) => {
+        if (q.done) return;
+        q.done = true;
+        clearTimeout(q.timer);
+        reject(e);
+      };
+      const ok = (/** @type {any} */ f) => {
+        if (q.done) return;
+        q.done = true;
+        clearTimeout(q.timer);
+        if (f.body === 'error') reject(new TernError(f.error.code, f.error.message));
+        else resolve(f);
+      };
+      q.resolve = ok;
+      q.reject = fail;
+      q.timer = setTimeout(() => {
+        this.queuedRequests = this.queuedRequests.filter((x) => x !== q);
+        for (const [id, w] of this.requestWaiters) if (w === q) this.requestWaiters.delete(id);
+        fail(new TernError('timeout', 'no answer in time'));
+      }, timeoutMs);
+      if (this.conn?.authed && this.engine.connected) this.issue(q);
+      else this.queuedRequests.push(q);
+    });
+  }
+
+  /** @param {any} q */
+  issue(q) {
+    const id = this.engine.request(q.body);
+    if (id === null) {
+      this.queuedRequests.push(q);
+      return;
+    }
+    this.requestWaiters.set(id, q);
+    this.pump();
+  }
+
+  /** Every conversation this user is a member of. */
+  async conversations() {
+    const f = await this.request({ listConversations: {} });
+    return f.conversationList.conversations.map((/** @type {any} */ c) => ({
+      conversation: c.conversation,
+      kind: c.kind === ConversationKind.GROUP ? 'group' : 'direct',
+      name: c.name,
+      lastSeq: Number(c.lastSeq),
+      readDiffusion: !!c.readDiffusion,
+      memberCount: c.memberCount,
+      role: Role[c.role] ?? String(c.role),
+    }));
+  }
+
+  /**
+   * A page of history: the `limit` messages just below `before` (0 = the newest), ascending.
+   * @param {string} conversation
+   * @param {number} [before]
+   * @param {number} [limit]
+   */
+  async history(conversation, before = 0, limit = 50) {
+    const f = await this.request({
+      pull: {
+        conversation,
+        afterSeq: 0,
+        beforeSeq: before > 0 ? before : Number.MAX_SAFE_INTEGER,
+        limit,
+        untilSeq: 0,
+      },
+    });
+    const r = f.pullResult;
+    return {
+      conversation: r.conversation,
+      messages: r.messages.map(toMessage),
+      fromSeq: Number(r.fromSeq),
+      toSeq: Number(r.toSeq),
+      lastSeq: Number(r.lastSeq),
+      complete: !!r.complete,
+    };
+  }
+
+  /** @param {string} name @param {string[]} members users besides the creator */
+  async createGroup(name, members = []) {
+    const f = await this.request({ createGroup: { name, members } });
+    return { conversation: f.groupCreated.conversation, seq: Number(f.groupCreated.seq) };
+  }
+
+  /** @param {string} conversation @param {string[]} users @param {number} [role] */
+  async addMembers(conversation, users, role = Role.MEMBER) {
+    await this.request({ addMembers: { conversation, users, role } });
+  }
+
+  /** @param {string} conversation @param {string[]} users */
+  async removeMembers(conversation, users) {
+    await this.request({ removeMembers: { conversation, users } });
+  }
+
+  /** @param {string} conversation */
+  async leaveGroup(conversation) {
+    await this.request({ leaveGroup: { conversation } });
+  }
+
+  /** @param {string} conversation */
+  async members(conversation) {
+    const f = await this.request({ listMembers: { conversation } });
+    return f.memberList.members.map((/** @type {any} */ m) => ({
+      username: m.username,
+      role: Role[m.role] ?? String(m.role),
+    }));
+  }
+
+  /** Online devices of each user. @param {string[]} users */
+  async presence(users) {
+    const f = await this.request({ presenceQuery: { users } });
+    return f.presenceResult.users.map((/** @type {any} */ u) => ({
+      username: u.username,
+      onlineDevices: [...u.onlineDevices],
+    }));
+  }
+
+  /** @param {string} conversation */
+  async groupOnline(conversation) {
+    const f = await this.request({ groupOnlineQuery: { conversation } });
+    const r = f.groupOnlineResult;
+    return { conversation: r.conversation, members: r.members, onlineMembers: r.onlineMembers };
+  }
+
+  // ---- connection ----
+
+  connect() {
+    if (this.stopped) return;
+    this.reconnectTimer = null;
+    if (this.state === 'idle') this.setState('connecting');
+    let ws;
+    const conn = {
+      ws: /** @type {WebSocket|null} */ (null),
+      authed: false,
+      dead: false,
+      loginReq: 0,
+      triedToken: false,
+      lastRx: Date.now(),
+      retryAfterMs: 0,
+      closeReason: '',
+      loginTimer: /** @type {any} */ (null),
+      pingTimer: /** @type {any} */ (null),
+    };
+    this.conn = conn;
+    try {
+      ws = new this.WebSocket(this.url);
+    } catch (e) {
+      // A malformed URL: no point retrying.
+      this.stop('auth-lost', { reason: `cannot open ${this.url}: ${e}`, code: 'bad-url' });
+      return;
+    }
+    conn.ws = ws;
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => {
+      if (conn.dead) return;
+      this.authenticate(conn);
+    };
+    ws.onmessage = (ev) => {
+      if (conn.dead) return;
+      conn.lastRx = Date.now();
+      if (!(ev.data instanceof ArrayBuffer)) return; // not a frame
+      let frame;
+      try {
+        frame = pb.Frame.decode(new Uint8Array(ev.data));
+      } catch (e) {
+        this.drop(conn, `undecodable frame from server: ${e}`);
+        return;
+      }
+      this.onFrame(conn, frame);
+    };
+    ws.onclose = (ev) => {
+      this.drop(conn, conn.closeReason || `connection closed (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`);
+    };
+    ws.onerror = () => {
+      // A close event follows.
+    };
+    conn.loginTimer = setTimeout(() => {
+      if (!conn.authed) this.drop(conn, 'no answer to login');
+    }, this.loginTimeoutMs);
+  }
+
+  /** Sends Resume (saved token) or Login (password) on a new connection. @param {any} conn */
+  authenticate(conn) {
+    let body;
+    if (this.token && !conn.triedToken) {
+      conn.triedToken = true;
+      body = { resume: { protocolVersion: PROTOCOL_VERSION, token: this.token } };
+    } else if (this.password) {
+      body = {
+        login: {
+          protocolVersion: PROTOCOL_VERSION,
+          username: this.username,
+          password: this.password,
+          device: this.device,
+        },
+      };
+    } else {
+      this.stop('auth-lost', {
+        code: 'no-credentials',
+        reason: 'no valid token and no password: log in again',
+      });
+      return;
+    }
+    conn.loginReq = this.engine.reqId();
+    this.write(conn, { reqId: conn.loginReq, ...body });
+  }
+
+  /** @param {any} conn @param {any} frame */
+  onFrame(conn, frame) {
+    if (frame.body === 'closing') {
+      this.onClosing(conn, frame.closing);
+      return;
+    }
+    if (!conn.authed) {
+      if (Number(frame.reqId) !== conn.loginReq || conn.loginReq === 0) return;
+      if (frame.body === 'loginOk') {
+        this.onLoggedIn(conn, frame.loginOk);
+        return;
+      }
+      if (frame.body !== 'error') {
+        this.drop(conn, `unexpected ${frame.body} to login`);
+        return;
+      }
+      const { code, message } = frame.error;
+      const tokenBad =
+        code === ErrorCode.INVALID_TOKEN || code === ErrorCode.TOKEN_EXPIRED || code === ErrorCode.TOKEN_REVOKED;
+      if (tokenBad) {
+        this.token = null;
+        this.saveState();
+        if (this.password) {
+          this.authenticate(conn); // Login with the password on the same connection
+          return;
+        }
+      }
+      if (tokenBad || code === ErrorCode.INVALID_CREDENTIALS || code === ErrorCode.INVALID_ARGUMENT || code === ErrorCode.UNSUPPORTED_VERSION) {
+        this.stop('auth-lost', { code, codeName: ErrorCode[code], reason: message });
+        return;
+      }
+      this.drop(conn, message || ErrorCode[code] || 'login failed');
+      return;
+    }
+    this.engine.handleFrame(frame, Date.now());
+    this.pump();
+  }
+
+  /** @param {any} conn @param {any} ok LoginOk */
+  onLoggedIn(conn, ok) {
+    conn.authed = true;
+    clearTimeout(conn.loginTimer);
+    this.attempt = 0;
+    this.session = ok;
+    this.token = ok.token;
+    if (ok.device) this.device = ok.device;
+    this.engine.setWindow(Math.max(1, Math.floor((ok.maxPending || 256) / 2)));
+    this.engine.onConnected(ok.storeEpoch);
+    this.saveState(true);
+    this.setState('connected', { username: ok.username, device: ok.device });
+    const hbMs = Math.max(1, ok.heartbeatSecs || 30) * 1000;
+    conn.pingTimer = setInterval(() => {
+      if (conn.dead) return;
+      if (Date.now() - conn.lastRx > hbMs * 3 + 2000) {
+        this.drop(conn, 'server silent for 3 heartbeats');
+        return;
+      }
+      this.write(conn, { reqId: this.engine.reqId(), ping: { clientTimeMs: Date.now() } });
+    }, hbMs);
+    // Requests made while offline go out now.
+    const queued = this.queuedRequests;
+    this.queuedRequests = [];
+    for (const q of queued) if (!q.done) this.issue(q);
+    this.pump();
+  }
+
+  /** @param {any} conn @param {any} c Closing */
+  onClosing(conn, c) {
+    const reason = c.reason;
+    const text = c.message || CloseReason[reason] || 'closing';
+    if (reason === CloseReason.REPLACED) {
+      this.stop('replaced', { reason: text });
+    } else if (reason === CloseReason.REVOKED || reason === CloseReason.LOGGED_OUT) {
+      this.token = null;
+      this.saveState();
+      this.stop('auth-lost', { code: ErrorCode.TOKEN_REVOKED, codeName: CloseReason[reason], reason: text });
+    } else {
+      conn.retryAfterMs = c.retryAfterMs || 0;
+      conn.closeReason = `server closed: ${text}`;
+      this.drop(conn, conn.closeReason);
+    }
+  }
+
+  /** Moves frames out and events to the app; saves state. */
+  pump() {
+    const conn = this.conn;
+    // Events first: an ack resolves its promise; then save (a new outbox entry is
+    // stored before it is sent); then send.
+    this.drainEvents();
+    if (this.engine.outboxDirty) {
+      this.saveState(true);
+    } else if (this.engine.cursorsDirty) {
+      this.saveState();
+    }
+    if (conn && conn.authed && !conn.dead) this.flushTransmit(conn);
+    this.armEngineTimer();
+  }
+
+  /** @param {any} conn */
+  flushTransmit(conn) {
+    while (this.engine.transmit.length > 0) {
+      const f = this.engine.transmit.shift();
+      this.write(conn, f);
+    }
+  }
+
+  /** @param {any} conn @param {object} frame */
+  write(conn, frame) {
+    if (conn.dead || !conn.ws || conn.ws.readyState !== 1) return;
+    try {
+      conn.ws.send(pb.Frame.encode(/** @type {any} */ (frame)).finish());
+    } catch (e) {
+      this.drop(conn, `send failed: ${e}`);
+    }
+  }
+
+  armEngineTimer() {
+    const at = this.engine.pollTimeout();
+    if (at === this.engineTimerAt) return;
+    clearTimeout(this.engineTimer);
+    this.engineTimer = null;
+    this.engineTimerAt = at;
+    if (at === null || this.stopped) return;
+    this.engineTimer = setTimeout(() => {
+      this.engineTimer = null;
+      this.engineTimerAt = null;
+      this.engine.handleTimeout(Date.now());
+      this.pump();
+    }, Math.max(0, at - Date.now()));
+  }
+
+  drainEvents() {
+    while (this.engine.events.length > 0) {
+      const ev = /** @type {EngineEvent} */ (this.engine.events.shift());
+      switch (ev.type) {
+        case 'message':
+          this.emit('message', { message: toMessage(ev.message), own: ev.own });
+          break;
+        case 'acked': {
+          const ack = toAck(ev.ack);
+          const w = this.sendWaiters.get(ack.clientMsgId);
+          this.sendWaiters.delete(ack.clientMsgId);
+          this.emit('acked', ack);
+          w?.resolve(ack);
+          break;
+        }
+        case 'send-failed': {
+          const w = this.sendWaiters.get(ev.clientMsgId);
+          this.sendWaiters.delete(ev.clientMsgId);
+          this.emit('send-failed', {
+            clientMsgId: ev.clientMsgId,
+            code: ev.code,
+            codeName: ErrorCode[ev.code] ?? String(ev.code),
+            message: ev.message,
+          });
+          w?.reject(new TernError(ev.code, ev.message));
+          break;
+        }
+        case 'response': {
+          const w = this.requestWaiters.get(ev.reqId);
+          this.requestWaiters.delete(ev.reqId);
+          w?.resolve(ev.frame);
+          break;
+        }
+        case 'caught-up':
+          this.emit('caught-up', {});
+          break;
+      }
+    }
+  }
+
+  /**
+   * Ends a connection (idempotent) and, unless stopped, schedules a reconnect.
+   * @param {any} conn @param {string} reason
+   */
+  drop(conn, reason) {
+    if (conn.dead) return;
+    conn.dead = true;
+    clearTimeout(conn.loginTimer);
+    clearInterval(conn.pingTimer);
+    try {
+      conn.ws?.close();
+    } catch {
+      // already closing
+    }
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.disconnected();
+    if (this.stopped) return;
+    this.attempt += 1;
+    const base = this.initialBackoffMs * 2 ** Math.min(this.attempt - 1, 16);
+    const capped = Math.min(base, this.maxBackoffMs);
+    // Full jitter on half the delay, so a crowd of clients spreads out.
+    let delay = capped / 2 + Math.random() * (capped / 2);
+    if (conn.retryAfterMs > 0) delay = Math.max(delay, conn.retryAfterMs + Math.random() * 250);
+    delay = Math.round(delay);
+    this.setState('reconnecting', { reason, attempt: this.attempt, retryInMs: delay });
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Engine and waiters after a connection ended. */
+  disconnected() {
+    for (const id of this.engine.onDisconnected()) {
+      const w = this.requestWaiters.get(id);
+      this.requestWaiters.delete(id);
+      w?.reject(new TernError('connection-lost', 'connection lost before the answer came'));
+    }
+    this.saveState(true);
+  }
+
+  /** Stops for good with a final state. @param {string} state @param {object} extra */
+  stop(state, extra) {
+    if (this.stopped && this.state === state) return;
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    clearTimeout(this.engineTimer);
+    this.engineTimer = null;
+    this.engineTimerAt = null;
+    // REPLACED: another instance (e.g. another tab) owns this device's state now.
+    if (state === 'replaced') this.saveState = () => {};
+    const conn = this.conn;
+    if (conn) {
+      conn.closeReason = state;
+      this.drop(conn, state); // stopped: no reconnect
+    }
+    this.saveState(true);
+    if (typeof globalThis.removeEventListener === 'function') {
+      globalThis.removeEventListener('online', this.onOnline);
+      globalThis.removeEventListener('pagehide', this.onPageHide);
+    }
+    for (const [, w] of this.sendWaiters) w.reject(new TernError('stopped', `client stopped (${state})`));
+    this.sendWaiters.clear();
+    for (const [, w] of this.requestWaiters) w.reject(new TernError('stopped', `client stopped (${state})`));
+    this.requestWaiters.clear();
+    for (const q of this.queuedRequests) q.reject(new TernError('stopped', `client stopped (${state})`));
+    this.queuedRequests = [];
+    this.setState(state, extra);
+  }
+
+  /** Saves token, device and cursors (and the outbox when `withOutbox`). @param {boolean} [withOutbox] */
+  saveState(withOutbox = false) {
+    const prefix = storageKey(this.username);
+    const c = this.engine.cursors;
+    try {
+      this.storage.setItem(
+        prefix + 'state',
+        JSON.stringify({
+          v: 1,
+          token: this.token,
+          device: this.device,
+          storeEpoch: c.storeEpoch,
+          inbox: c.inbox,
+          conversations: c.conversations,
+        }),
+      );
+      this.engine.cursorsDirty = false;
+      if (withOutbox || this.engine.outboxDirty) {
+        this.storage.setItem(
+          prefix + 'outbox',
+          JSON.stringify(
+            this.engine.outboxMessages().map((m) => {
+              const t = /** @type {any} */ (m.target);
+              return {
+                id: m.clientMsgId,
+                ...(t.user ? { to: t.user } : { conversation: t.conversation }),
+                body: toBase64(m.body),
+                contentType: m.contentType,
+              };
+            }),
+          ),
+        );
+        this.engine.outboxDirty = false;
+      }
+    } catch (e) {
+      // Storage full or unavailable: the session still works, it just does not persist.
+      console.warn('tern: could not save state', e);
+    }
+  }
+}
+
+/**
+ * One request on a one-off connection (used for Register).
+ * @param {string} url @param {object} body
+ * @param {{WebSocket?: typeof WebSocket, timeoutMs?: number}} opts
+ * @returns {Promise<any>} the response frame
+ */
+function oneShot(url, body, opts) {
+  const WS = opts.WebSocket ?? globalThis.WebSocket;
+  const timeoutMs = opts.timeoutMs ?? 15000;
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const ws = new WS(url);
+    ws.binaryType = 'arraybuffer';
+    const finish = (/** @type {Error|null} */ err, /** @type {any} */ frame) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        ws.close();
+      } catch {
+        // ignore
+      }
+      if (err) reject(err);
+      else resolve(frame);
+    };
+    const timer = setTimeout(() => finish(new TernError('timeout', 'no answer in time'), null), timeoutMs);
+    ws.onopen = () => ws.send(pb.Frame.encode(/** @type {any} */ ({ reqId: 1, ...body })).finish());
+    ws.onmessage = (ev) => {
+      if (!(ev.data instanceof ArrayBuffer)) return;
+      let f;
+      try {
+        f = pb.Frame.decode(new Uint8Array(ev.data));
+      } catch (e) {
+        finish(new TernError('protocol', `undecodable frame: ${e}`), null);
+        return;
+      }
+      if (Number(f.reqId) !== 1) return;
+      if (f.body === 'error') finish(new TernError(f.error.code, f.error.message), null);
+      else finish(null, f);
+    };
+    ws.onerror = () => {};
+    ws.onclose = () => finish(new TernError('connection-lost', `cannot reach ${url}`), null);
+  });
+}

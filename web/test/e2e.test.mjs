@@ -1,0 +1,470 @@
+// End-to-end tests of the web chat page and the browser SDK: a real tern-server (its
+// WebSocket bridge serving web/dist), real headless Chromium (playwright-core driving
+// the system's /usr/bin/chromium), and the real `tern` CLI for interop.
+//
+// Needs: `cargo build -p tern-server -p tern-cli` (binaries in ../target/debug, or set
+// TERN_SERVER_BIN / TERN_CLI_BIN), `npm run build` (web/dist), and Chromium
+// (`apt-get install chromium`, or set CHROMIUM_BIN).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = resolve(WEB, '..');
+const DIST = join(WEB, 'dist');
+const RESULTS = join(WEB, 'test-results');
+const SERVER_BIN = process.env.TERN_SERVER_BIN || join(REPO, 'target', 'debug', 'tern-server');
+const CLI_BIN = process.env.TERN_CLI_BIN || join(REPO, 'target', 'debug', 'tern');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const PASSWORD = 'correct horse battery';
+/** Bound on every single wait in these tests. */
+const WAIT_MS = 15_000;
+const TEST_TIMEOUT_MS = 120_000;
+
+/** @type {import('playwright-core').Browser} */
+let browser;
+/** Cleanups of the running test, run last-in first-out. @type {(() => Promise<void>|void)[]} */
+let cleanups = [];
+
+function requireFile(path, what) {
+  if (!existsSync(path)) throw new Error(`${what} not found at ${path}`);
+}
+
+before(async () => {
+  if (!existsSync(SERVER_BIN)) {
+    throw new Error(
+      `tern-server binary not found at ${SERVER_BIN}. Build it first: ` +
+        `(cd ${REPO} && cargo build -p tern-server -p tern-cli), or set TERN_SERVER_BIN.`,
+    );
+  }
+  if (!existsSync(join(DIST, 'index.html')) || !existsSync(join(DIST, 'app.js'))) {
+    throw new Error(`the web page is not built (${DIST}): run \`npm run build\` in ${WEB} first.`);
+  }
+  requireFile(CHROMIUM, 'Chromium (install it with `apt-get install -y chromium`, or set CHROMIUM_BIN)');
+  mkdirSync(RESULTS, { recursive: true });
+  // launch() gives the browser a fresh temporary profile (--user-data-dir) and removes it
+  // on close; each test uses its own isolated browser contexts.
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,
+    timeout: 30_000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Runs a test body with its cleanups, printing server and page logs when it fails. */
+function e2e(name, body) {
+  test(name, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    cleanups = [];
+    /** @type {string[]} */
+    const logs = [];
+    try {
+      await body(t, logs);
+    } catch (e) {
+      console.error(`--- logs of "${name}" ---\n${logs.slice(-200).join('\n')}\n--- end of logs ---`);
+      throw e;
+    } finally {
+      for (const c of cleanups.reverse()) {
+        try {
+          await c();
+        } catch (e) {
+          console.error('cleanup failed:', e);
+        }
+      }
+      cleanups = [];
+    }
+  });
+}
+
+/** A temp dir removed when the test ends. */
+function tempDir(prefix) {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/**
+ * Starts tern-server on free ports (or on `ports` from an earlier run), serving web/dist.
+ * @param {string[]} logs
+ * @param {{dataDir?: string, ports?: {quic: string, tcp: string, ws: string}}} [opts]
+ */
+async function startServer(logs, opts = {}) {
+  const dataDir = opts.dataDir ?? tempDir('tern-web-e2e-');
+  const addrs = opts.ports
+    ? ['--listen', opts.ports.tcp, '--quic-listen', opts.ports.quic, '--tcp-listen', opts.ports.tcp, '--ws-listen', opts.ports.ws]
+    : ['--listen', '127.0.0.1:0', '--ws-listen', '127.0.0.1:0'];
+  const child = spawn(SERVER_BIN, [...addrs, '--data-dir', dataDir, '--web-root', DIST], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
+  const server = {
+    child,
+    dataDir,
+    exited: false,
+    /** @type {string} */ ca: '',
+    /** @type {string} */ tcp: '',
+    /** @type {string} */ quic: '',
+    /** @type {string} */ ws: '',
+    /** @type {string} */ base: '',
+    async stop() {
+      if (server.exited) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 8000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+  child.on('exit', () => (server.exited = true));
+  cleanups.push(() => server.stop());
+  createInterface({ input: child.stderr }).on('line', (l) => logs.push(`[server] ${l}`));
+  const lines = createInterface({ input: child.stdout });
+  await new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tern-server did not report its addresses within ${WAIT_MS} ms`)), WAIT_MS);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tern-server exited early (code ${code}); see the logs`));
+    });
+    lines.on('line', (l) => {
+      logs.push(`[server] ${l}`);
+      const ca = /^tern-server: dev CA (\S+)/.exec(l);
+      if (ca) server.ca = ca[1];
+      const m = /^tern-server: listening quic=(\S+) tcp=(\S+) alpn=tern\/1 ws=ws:\/\/(\S+)\/ws/.exec(l);
+      if (m) {
+        clearTimeout(timer);
+        [, server.quic, server.tcp, server.ws] = m;
+        server.base = `http://${server.ws}`;
+        resolvePromise(undefined);
+      }
+    });
+  });
+  assert.ok(server.ca && existsSync(server.ca), `dev CA line missing or file absent (${server.ca})`);
+  return server;
+}
+
+/** A new isolated browser context (own localStorage), closed when the test ends. */
+async function newContext() {
+  const ctx = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  ctx.setDefaultTimeout(WAIT_MS);
+  cleanups.push(() => ctx.close());
+  return ctx;
+}
+
+/** Opens the page in `ctx`, forwarding console errors to the logs. */
+async function openPage(ctx, base, logs, label) {
+  const page = await ctx.newPage();
+  page.on('console', (m) => logs.push(`[${label} console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[${label} pageerror] ${e.stack || e}`));
+  await page.goto(`${base}/`, { timeout: WAIT_MS });
+  return page;
+}
+
+/** Registers (or logs in) through the form and waits for the connected state. */
+async function signIn(page, user, { register }) {
+  await page.fill('#username', user);
+  await page.fill('#password', PASSWORD);
+  await page.click(register ? '#register' : '#login');
+  await page.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await page.waitForSelector('#chat-view:not([hidden])', { timeout: WAIT_MS });
+}
+
+/** Opens (or starts) the 1:1 chat with `peer` through the new-chat input. */
+async function startChat(page, me, peer) {
+  await page.fill('#new-chat', peer);
+  await page.press('#new-chat', 'Enter');
+  const conv = me < peer ? `d:${me}:${peer}` : `d:${peer}:${me}`;
+  await page.waitForSelector(`#conv-list li[data-conv="${conv}"].active`, { timeout: WAIT_MS });
+  return conv;
+}
+
+/** Types and sends a message, then waits until it is acked (no longer pending). */
+async function sendAndWaitAcked(page, text) {
+  await page.fill('#compose', text);
+  await page.click('#send');
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages .msg.own')].some((m) => !m.classList.contains('pending') && m.querySelector('.text')?.textContent === t),
+    text,
+    { timeout: WAIT_MS },
+  );
+}
+
+/** Texts of the message bubbles in the open chat, in display order. */
+function chatTexts(page) {
+  return page.$$eval('#messages .msg:not(.system)', (els) =>
+    els.map((e) => ({ text: e.querySelector('.text')?.textContent ?? '', own: e.classList.contains('own'), pending: e.classList.contains('pending'), seq: e.getAttribute('data-seq') })),
+  );
+}
+
+/** Waits until the open chat shows exactly `texts` (in order). */
+async function waitForChat(page, texts) {
+  try {
+    await page.waitForFunction(
+      (want) => {
+        const got = [...document.querySelectorAll('#messages .msg:not(.system) .text')].map((e) => e.textContent);
+        return JSON.stringify(got) === JSON.stringify(want);
+      },
+      texts,
+      { timeout: WAIT_MS },
+    );
+  } catch (e) {
+    const got = await chatTexts(page).catch(() => 'unavailable');
+    throw new Error(`chat view never showed ${JSON.stringify(texts)}; it shows ${JSON.stringify(got)}`, { cause: e });
+  }
+}
+
+async function unreadOf(page, conv) {
+  const el = await page.$(`#conv-list li[data-conv="${conv}"] .unread`);
+  return el ? Number(await el.textContent()) : 0;
+}
+
+async function screenshot(page, file) {
+  const path = join(RESULTS, file);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`screenshot: ${path}`);
+  return path;
+}
+
+/** Runs the tern CLI (bounded), returning stdout lines; fails on a non-zero exit. */
+async function cli(server, profile, args, { timeoutMs = 30_000 } = {}, logs = []) {
+  requireFile(CLI_BIN, `tern CLI (build it: cd ${REPO} && cargo build -p tern-server -p tern-cli; or set TERN_CLI_BIN)`);
+  const full = ['--server', server.tcp, '--ca', server.ca, '--profile', profile, '--transport', 'tcp', ...args];
+  const child = spawn(CLI_BIN, full, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, XDG_CONFIG_HOME: dirname(profile), HOME: dirname(profile) },
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const code = await new Promise((res) => {
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      res('timeout');
+    }, timeoutMs);
+    child.on('exit', (c) => {
+      clearTimeout(t);
+      res(c);
+    });
+  });
+  logs.push(`[cli] tern ${args.join(' ')} -> ${code}\n${out}${err}`);
+  if (code !== 0) throw new Error(`tern ${args.join(' ')} failed (${code}):\n${out}\n${err}`);
+  return out.split('\n').filter((l) => l.trim() !== '');
+}
+
+// ---------------------------------------------------------------------------------------
+
+e2e('two browser users register, log in and chat both ways, live', async (_t, logs) => {
+  const server = await startServer(logs);
+  const ctxA = await newContext();
+  const ctxB = await newContext();
+  const a = await openPage(ctxA, server.base, logs, 'alice');
+  const b = await openPage(ctxB, server.base, logs, 'bob');
+  await a.waitForSelector('#login-view:not([hidden])');
+  assert.match(await a.inputValue('#device'), /^web-[0-9a-f]{8}$/, 'device name defaults to web-<random>');
+  await screenshot(a, 'login.png');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+
+  const conv = await startChat(a, 'alice', 'bob');
+  assert.equal(conv, 'd:alice:bob');
+  await sendAndWaitAcked(a, 'hello bob');
+
+  // Bob sees the new conversation appear live, with an unread mark.
+  await b.waitForSelector(`#conv-list li[data-conv="${conv}"] .unread`, { timeout: WAIT_MS });
+  assert.equal(await unreadOf(b, conv), 1);
+  await b.click(`#conv-list li[data-conv="${conv}"]`);
+  await waitForChat(b, ['hello bob']);
+  assert.equal(await unreadOf(b, conv), 0, 'opening the conversation clears its unread mark');
+  assert.deepEqual(
+    (await chatTexts(b)).map((m) => m.own),
+    [false],
+  );
+
+  // Bob answers; Alice, with the chat open, sees it live.
+  await sendAndWaitAcked(b, 'hi alice');
+  await waitForChat(a, ['hello bob', 'hi alice']);
+  assert.deepEqual((await chatTexts(a)).map((m) => m.own), [true, false], 'own messages are marked');
+
+  // A burst keeps its order on both sides.
+  for (const t of ['one', 'two', 'three']) {
+    await a.fill('#compose', t);
+    await a.click('#send');
+  }
+  const all = ['hello bob', 'hi alice', 'one', 'two', 'three'];
+  await waitForChat(a, all);
+  await waitForChat(b, all);
+  const shownA = await chatTexts(a);
+  await a.waitForFunction(() => document.querySelectorAll('#messages .msg.pending').length === 0, null, { timeout: WAIT_MS });
+  assert.deepEqual(
+    (await chatTexts(b)).map((m) => Number(m.seq)),
+    [1, 2, 3, 4, 5],
+    'seqs are contiguous and in order',
+  );
+  assert.equal(shownA.length, 5);
+  assert.equal(await unreadOf(a, conv), 0, 'messages in the open chat are not unread');
+
+  // Each side's SDK delivered each message once.
+  for (const p of [a, b]) {
+    const seqs = await p.evaluate(() => window.__tern.delivered.map((m) => m.seq));
+    assert.deepEqual(seqs, [1, 2, 3, 4, 5]);
+  }
+  await screenshot(a, 'chat.png');
+  await screenshot(b, 'chat-bob.png');
+});
+
+e2e('a user who was offline gets exactly the missed messages, in order, with an unread mark', async (_t, logs) => {
+  const server = await startServer(logs);
+  const ctxA = await newContext();
+  const ctxB = await newContext();
+  const a = await openPage(ctxA, server.base, logs, 'alice');
+  let b = await openPage(ctxB, server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+  const conv = await startChat(a, 'alice', 'bob');
+  await sendAndWaitAcked(a, 'before');
+  await b.waitForSelector(`#conv-list li[data-conv="${conv}"]`);
+  await b.click(`#conv-list li[data-conv="${conv}"]`);
+  await waitForChat(b, ['before']);
+
+  // Bob goes away: his page (and its WebSocket) closes.
+  await b.close();
+  const missed = ['missed 1', 'missed 2', 'missed 3'];
+  for (const t of missed) await sendAndWaitAcked(a, t);
+
+  // Bob comes back in the same browser context: the page resumes with the saved token
+  // (it never sees the password again) and syncs from its saved cursor.
+  b = await openPage(ctxB, server.base, logs, 'bob');
+  await b.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  assert.equal(await b.isVisible('#login-view'), false, 'resumed without the login form');
+  await b.waitForSelector(`#conv-list li[data-conv="${conv}"] .unread`, { timeout: WAIT_MS });
+  await b.waitForFunction(() => window.__tern.caughtUp > 0, null, { timeout: WAIT_MS });
+  assert.equal(await unreadOf(b, conv), 3, 'unread mark counts the missed messages');
+  await screenshot(b, 'offline-unread.png');
+  // Nothing else trickles in afterwards (e.g. a duplicate from a late push).
+  await new Promise((r) => setTimeout(r, 700));
+  const delivered = await b.evaluate(() => window.__tern.delivered);
+  assert.deepEqual(
+    delivered.map((m) => [m.seq, m.sender, m.text]),
+    [
+      [2, 'alice', 'missed 1'],
+      [3, 'alice', 'missed 2'],
+      [4, 'alice', 'missed 3'],
+    ],
+    'exactly the missed messages, once each, in order',
+  );
+  assert.deepEqual(await b.evaluate(() => window.__tern.states), ['connecting', 'connected']);
+
+  await b.click(`#conv-list li[data-conv="${conv}"]`);
+  await waitForChat(b, ['before', ...missed]);
+  assert.equal(await unreadOf(b, conv), 0);
+  await screenshot(b, 'offline.png');
+});
+
+e2e('CLI interop: tern CLI -> browser and browser -> tern CLI', async (_t, logs) => {
+  const server = await startServer(logs);
+  const ctx = await newContext();
+  const page = await openPage(ctx, server.base, logs, 'wendy');
+  await signIn(page, 'wendy', { register: true });
+
+  const home = tempDir('tern-web-cli-');
+  const profile = join(home, 'carl.profile.json');
+  await cli(server, profile, ['register', 'carl', '--password', PASSWORD], {}, logs);
+  await cli(server, profile, ['login', 'carl', '--password', PASSWORD, '--device', 'cli1'], {}, logs);
+  await cli(server, profile, ['send', '--to', 'wendy', 'hello from the cli'], {}, logs);
+
+  const conv = 'd:carl:wendy';
+  await page.waitForSelector(`#conv-list li[data-conv="${conv}"] .unread`, { timeout: WAIT_MS });
+  assert.equal(await unreadOf(page, conv), 1);
+  await page.click(`#conv-list li[data-conv="${conv}"]`);
+  await waitForChat(page, ['hello from the cli']);
+  const [first] = await chatTexts(page);
+  assert.equal(first.own, false);
+
+  await sendAndWaitAcked(page, 'hello from the browser');
+  const lines = await cli(server, profile, ['sync', '--idle-exit', '2'], { timeoutMs: 30_000 }, logs);
+  const msgs = lines.map((l) => {
+    try {
+      return JSON.parse(l);
+    } catch {
+      throw new Error(`tern sync printed a line that is not JSON: ${l}`);
+    }
+  });
+  const fromWeb = msgs.filter((m) => m.text === 'hello from the browser');
+  assert.equal(fromWeb.length, 1, `the browser's message is printed once: ${lines.join('\n')}`);
+  assert.equal(fromWeb[0].from, 'wendy');
+  assert.equal(fromWeb[0].conv, conv);
+  assert.equal(fromWeb[0].seq, 2);
+  assert.match(String(fromWeb[0].client_msg_id), /^[0-9a-f-]{32,36}$/, 'the browser gave it a UUID client_msg_id');
+  // Whatever else sync printed is in seq order within the conversation.
+  const seqs = msgs.filter((m) => m.conv === conv).map((m) => m.seq);
+  assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y));
+  await screenshot(page, 'cli.png');
+});
+
+e2e('server restart: the page reconnects and resends a message typed while offline, once', async (_t, logs) => {
+  const dataDir = tempDir('tern-web-e2e-restart-');
+  let server = await startServer(logs, { dataDir });
+  const ports = { quic: server.quic, tcp: server.tcp, ws: server.ws };
+  const ctxA = await newContext();
+  const ctxB = await newContext();
+  const a = await openPage(ctxA, server.base, logs, 'alice');
+  const b = await openPage(ctxB, server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+  const conv = await startChat(a, 'alice', 'bob');
+  await sendAndWaitAcked(a, 'before restart');
+  await b.waitForSelector(`#conv-list li[data-conv="${conv}"]`);
+  await b.click(`#conv-list li[data-conv="${conv}"]`);
+  await waitForChat(b, ['before restart']);
+
+  // The server stops (Closing SHUTDOWN): both pages show they are reconnecting.
+  await server.stop();
+  await a.waitForSelector('#state[data-state="reconnecting"]', { timeout: WAIT_MS });
+  await b.waitForSelector('#state[data-state="reconnecting"]', { timeout: WAIT_MS });
+
+  // Typed while offline: shown as pending, kept in the outbox.
+  await a.fill('#compose', 'sent while offline');
+  await a.click('#send');
+  await a.waitForSelector('#messages .msg.own.pending', { timeout: WAIT_MS });
+  const outbox = await a.evaluate(() => window.__tern.client.pending.map((p) => p.text));
+  assert.deepEqual(outbox, ['sent while offline']);
+  await screenshot(a, 'reconnect-pending.png');
+
+  // Same data, same addresses: the pages reconnect by themselves, resume, resend.
+  server = await startServer(logs, { dataDir, ports });
+  await a.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await b.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await a.waitForFunction(() => document.querySelectorAll('#messages .msg.pending').length === 0, null, { timeout: WAIT_MS });
+  await waitForChat(a, ['before restart', 'sent while offline']);
+  await waitForChat(b, ['before restart', 'sent while offline']);
+  await new Promise((r) => setTimeout(r, 500));
+  for (const p of [a, b]) {
+    const seqs = await p.evaluate(() => window.__tern.delivered.map((m) => m.seq));
+    assert.deepEqual(seqs, [1, 2], 'each message delivered once');
+  }
+  const statesA = await a.evaluate(() => window.__tern.states);
+  assert.ok(statesA.includes('reconnecting'), `states: ${statesA}`);
+  assert.equal(statesA.at(-1), 'connected');
+  await screenshot(a, 'reconnect.png');
+});

@@ -1,0 +1,486 @@
+// Unit tests of the browser SDK (src/sdk.js) in Node, against a scripted fake WebSocket:
+// the cases a real server cannot be made to produce on demand (holes in the inbox, read
+// diffusion gaps, Closing reasons, token errors, epoch changes), with real protobuf
+// encoding on the wire. Needs `npm run gen` (src/gen/), which `npm run build` runs.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+
+const genUrl = new URL('../src/gen/tern.js', import.meta.url);
+if (!existsSync(genUrl)) {
+  throw new Error('src/gen/tern.js is missing: run `npm run build` (or `npm run gen`) first');
+}
+const { TernClient, proto, ErrorCode, CloseReason, loadState, storageKey } = await import('../src/sdk.js');
+
+class MemStorage {
+  constructor() {
+    this.m = new Map();
+  }
+  getItem(k) {
+    return this.m.has(k) ? this.m.get(k) : null;
+  }
+  setItem(k, v) {
+    this.m.set(k, String(v));
+  }
+  removeItem(k) {
+    this.m.delete(k);
+  }
+}
+
+/** A WebSocket the test plays the server of. */
+class FakeWS {
+  /** @type {FakeWS[]} */
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    /** decoded frames the client sent */
+    this.sent = [];
+    this.binaryType = 'blob';
+    FakeWS.all.push(this);
+  }
+  static last() {
+    return FakeWS.all[FakeWS.all.length - 1];
+  }
+  send(bytes) {
+    assert.equal(this.readyState, 1, 'send on an open socket only');
+    this.sent.push(proto.Frame.decode(bytes));
+  }
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.({ code: 1000, reason: '' }), 0);
+  }
+  // ---- test side ----
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  /** Delivers a frame from the "server". */
+  recv(frame) {
+    const u = proto.Frame.encode(frame).finish();
+    const ab = u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
+    this.onmessage?.({ data: ab });
+  }
+  serverClose() {
+    this.readyState = 3;
+    this.onclose?.({ code: 1006, reason: '' });
+  }
+  /** Sent frames of one kind (and takes them off the list). */
+  take(kind) {
+    const out = this.sent.filter((f) => f.body === kind);
+    this.sent = this.sent.filter((f) => f.body !== kind);
+    return out;
+  }
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond, what, ms = 2000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await tick(5);
+  }
+}
+
+function msg(conv, seq, sender, extra = {}) {
+  return {
+    conversation: conv,
+    seq,
+    sender,
+    clientMsgId: `${sender}-${seq}`,
+    serverTimeMs: 1_700_000_000_000 + seq,
+    body: new TextEncoder().encode(`m${seq}`),
+    ...extra,
+  };
+}
+
+const LOGIN_OK = {
+  username: 'alice',
+  device: 'web-test',
+  token: 'tok-1',
+  heartbeatSecs: 30,
+  storeEpoch: 'E1',
+  inboxHead: 0,
+  maxFrameBytes: 1 << 20,
+  maxPending: 256,
+};
+
+/** A started client, its events, and its first (open) socket. */
+function makeClient(opts = {}) {
+  FakeWS.all = [];
+  const storage = opts.storage ?? new MemStorage();
+  const client = new TernClient({
+    url: 'ws://test/ws',
+    username: 'alice',
+    password: 'password1',
+    device: 'web-test',
+    storage,
+    WebSocket: /** @type {any} */ (FakeWS),
+    initialBackoffMs: 10,
+    maxBackoffMs: 40,
+    ...opts,
+  });
+  const ev = { messages: [], states: [], acked: [], caughtUp: 0, failed: [] };
+  client.on('message', (d) => ev.messages.push(d));
+  client.on('state', (d) => ev.states.push(d));
+  client.on('acked', (d) => ev.acked.push(d));
+  client.on('send-failed', (d) => ev.failed.push(d));
+  client.on('caught-up', () => ev.caughtUp++);
+  client.start();
+  const ws = FakeWS.last();
+  ws.open();
+  return { client, ev, ws, storage };
+}
+
+/** Answers the login on `ws` and the first Sync (empty, complete). */
+function loginAndSync(ws, loginOk = LOGIN_OK, head = 0) {
+  const auth = ws.sent.find((f) => f.body === 'login' || f.body === 'resume');
+  assert.ok(auth, 'a Login or Resume was sent');
+  ws.sent = ws.sent.filter((f) => f !== auth);
+  ws.recv({ reqId: auth.reqId, loginOk: { ...loginOk, inboxHead: head } });
+  const [sync] = ws.take('sync');
+  assert.ok(sync, 'a Sync after LoginOk');
+  return sync;
+}
+
+function emptySyncResult(sync, after = 0) {
+  return { reqId: sync.reqId, syncResult: { fromInboxSeq: after, toInboxSeq: after, inboxHead: after, complete: true } };
+}
+
+test('frames on the wire match docs/PROTOCOL.md section 12', () => {
+  const hex = (f) => Buffer.from(proto.Frame.encode(f).finish()).toString('hex');
+  assert.equal(hex({ reqId: 1, ping: {} }), '08017a00');
+  assert.equal(hex({ reqId: 4, sync: { afterInboxSeq: 0 } }), '0804b201020800', 'optional 0 is encoded');
+  assert.equal(hex({ reqId: 4, sync: {} }), '0804b20100');
+  assert.equal(
+    hex({ reqId: 2, login: { protocolVersion: 1, username: 'alice', password: 'password1', device: 'phone' } }),
+    '08025a1b08011205616c6963651a0970617373776f726431220570686f6e65',
+  );
+  const pong = proto.Frame.decode(Buffer.from('0801ba06071080d095ffbc31', 'hex'));
+  assert.equal(pong.body, 'pong');
+  assert.equal(pong.pong.serverTimeMs, 1700000000000, 'uint64 decodes to a number');
+});
+
+test('login with protocol_version 1, token saved, first Sync explicit from cursor 0', () => {
+  const { client, ev, ws, storage } = makeClient();
+  const [login] = ws.sent.filter((f) => f.body === 'login');
+  assert.equal(login.login.protocolVersion, 1);
+  assert.equal(login.login.username, 'alice');
+  assert.equal(login.login.device, 'web-test');
+  assert.notEqual(Number(login.reqId), 0);
+  const sync = loginAndSync(ws);
+  assert.equal(sync.sync.afterInboxSeq, 0);
+  assert.ok(Object.hasOwn(sync.sync, 'afterInboxSeq'), 'after_inbox_seq is set explicitly');
+  assert.deepEqual(
+    ev.states.map((s) => s.state),
+    ['connecting', 'connected'],
+  );
+  const saved = loadState('alice', storage);
+  assert.equal(saved.token, 'tok-1');
+  assert.equal(saved.cursors.storeEpoch, 'E1');
+  assert.equal(saved.device, 'web-test');
+  client.close();
+});
+
+test('pushes: dedup by inbox_seq, a hole is buffered and synced from the cursor, acks are cumulative', async () => {
+  const { client, ev, ws, storage } = makeClient();
+  const sync = loginAndSync(ws);
+  ws.recv(emptySyncResult(sync));
+  assert.equal(ev.caughtUp, 1);
+  const conv = 'd:alice:bob';
+  ws.recv({ push: { inboxSeq: 1, message: msg(conv, 1, 'bob') } });
+  ws.recv({ push: { inboxSeq: 1, message: msg(conv, 1, 'bob') } }); // duplicate
+  ws.recv({ push: { inboxSeq: 3, message: msg(conv, 3, 'bob') } }); // hole at 2
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [1], '3 waits for the hole');
+  const [gapSync] = ws.take('sync');
+  assert.equal(gapSync.sync.afterInboxSeq, 1, 'sync from the last contiguous seq');
+  ws.recv({ push: { inboxSeq: 4, message: msg(conv, 4, 'bob') } });
+  assert.equal(ws.take('sync').length, 0, 'one Sync in flight at a time');
+  ws.recv({
+    reqId: gapSync.reqId,
+    syncResult: {
+      items: [2, 3, 4].map((s) => ({ inboxSeq: s, message: msg(conv, s, 'bob') })),
+      fromInboxSeq: 1,
+      toInboxSeq: 4,
+      inboxHead: 4,
+      complete: true,
+    },
+  });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [1, 2, 3, 4], 'each once, in order');
+  assert.equal(ev.messages[0].message.text, 'm1');
+  assert.equal(ev.messages[0].own, false);
+  assert.equal(loadState('alice', storage).cursors.inbox, 4, 'cursor saved');
+  // Batched ack: none yet, one after ~300 ms with the highest contiguous seq.
+  assert.equal(ws.take('ack').length, 0);
+  await until(() => ws.sent.some((f) => f.body === 'ack'), 'the batched Ack', 2000);
+  assert.deepEqual(ws.take('ack').map((f) => f.ack.inboxSeq), [4]);
+  client.close();
+});
+
+test('50 messages are acked at once', () => {
+  const { client, ws } = makeClient();
+  const sync = loginAndSync(ws);
+  ws.recv(emptySyncResult(sync));
+  for (let s = 1; s <= 50; s++) ws.recv({ push: { inboxSeq: s, message: msg('d:alice:bob', s, 'bob') } });
+  assert.deepEqual(ws.take('ack').map((f) => f.ack.inboxSeq), [50]);
+  client.close();
+});
+
+test('sync pages until complete, then pulls read-diffusion heads above the cursor', () => {
+  const storage = new MemStorage();
+  storage.setItem(
+    storageKey('alice') + 'state',
+    JSON.stringify({ token: 'tok-0', device: 'web-test', storeEpoch: 'E1', inbox: 10, conversations: { 'g:00000000000000aa': 5 } }),
+  );
+  const { client, ev, ws } = makeClient({ storage });
+  const [resume] = ws.take('resume');
+  assert.equal(resume.resume.token, 'tok-0', 'resumes with the saved token');
+  assert.equal(resume.resume.protocolVersion, 1);
+  ws.recv({ reqId: resume.reqId, loginOk: { ...LOGIN_OK, token: 'tok-2', inboxHead: 12 } });
+  assert.equal(loadState('alice', storage).token, 'tok-2', 'the fresh token replaces the old one');
+  const [s1] = ws.take('sync');
+  assert.equal(s1.sync.afterInboxSeq, 10, 'from the saved cursor');
+  ws.recv({
+    reqId: s1.reqId,
+    syncResult: { items: [{ inboxSeq: 11, message: msg('d:alice:bob', 7, 'bob') }], fromInboxSeq: 10, toInboxSeq: 11, inboxHead: 12, complete: false },
+  });
+  const [s2] = ws.take('sync');
+  assert.equal(s2.sync.afterInboxSeq, 11, 'next page');
+  assert.equal(ws.take('pull').length, 0);
+  ws.recv({
+    reqId: s2.reqId,
+    syncResult: {
+      items: [{ inboxSeq: 12, message: msg('d:alice:bob', 8, 'alice') }],
+      fromInboxSeq: 11,
+      toInboxSeq: 12,
+      inboxHead: 12,
+      complete: true,
+      readDiffusion: [
+        { conversation: 'g:00000000000000aa', lastSeq: 7 },
+        { conversation: 'g:00000000000000bb', lastSeq: 0 },
+      ],
+    },
+  });
+  const pulls = ws.take('pull');
+  assert.equal(pulls.length, 1, 'only the group with something new');
+  assert.equal(pulls[0].pull.conversation, 'g:00000000000000aa');
+  assert.equal(pulls[0].pull.afterSeq, 5);
+  assert.equal(pulls[0].pull.untilSeq, 7);
+  assert.equal(ev.caughtUp, 0, 'not caught up while a pull runs');
+  const g = 'g:00000000000000aa';
+  ws.recv({ reqId: pulls[0].reqId, pullResult: { conversation: g, messages: [msg(g, 6, 'carol'), msg(g, 7, 'carol')], fromSeq: 6, toSeq: 7, lastSeq: 7, complete: true } });
+  assert.deepEqual(
+    ev.messages.map((m) => [m.message.conversation, m.message.seq, m.own]),
+    [
+      ['d:alice:bob', 7, false],
+      ['d:alice:bob', 8, true],
+      [g, 6, false],
+      [g, 7, false],
+    ],
+  );
+  assert.equal(ev.caughtUp, 1);
+  assert.equal(loadState('alice', storage).cursors.conversations[g], 7);
+  client.close();
+});
+
+test('read diffusion: pushes with inbox_seq 0 dedup by seq and a gap pulls exactly the missing range', () => {
+  const { client, ev, ws, storage } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const g = 'g:00000000000000cc';
+  ws.recv({ push: { inboxSeq: 0, message: msg(g, 1, 'bob') } });
+  ws.recv({ push: { inboxSeq: 0, message: msg(g, 1, 'bob') } });
+  ws.recv({ push: { inboxSeq: 0, message: msg(g, 4, 'bob') } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [1]);
+  const [pull] = ws.take('pull');
+  assert.deepEqual([pull.pull.conversation, pull.pull.afterSeq, pull.pull.untilSeq], [g, 1, 3]);
+  ws.recv({ reqId: pull.reqId, pullResult: { conversation: g, messages: [msg(g, 2, 'bob'), msg(g, 3, 'bob')], fromSeq: 2, toSeq: 3, lastSeq: 4, complete: true } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [1, 2, 3, 4]);
+  assert.equal(loadState('alice', storage).cursors.conversations[g], 4);
+  assert.equal(ws.take('ack').length, 0, 'read-diffusion groups are not acked');
+  client.close();
+});
+
+test('a new store_epoch voids saved cursors', () => {
+  const storage = new MemStorage();
+  storage.setItem(
+    storageKey('alice') + 'state',
+    JSON.stringify({ token: 'tok-0', device: 'web-test', storeEpoch: 'OLD', inbox: 42, conversations: { 'g:1': 9 } }),
+  );
+  const { client, ws } = makeClient({ storage });
+  const sync = loginAndSync(ws, { ...LOGIN_OK, storeEpoch: 'NEW' });
+  assert.equal(sync.sync.afterInboxSeq, 0, 'full resync');
+  const saved = loadState('alice', storage);
+  assert.equal(saved.cursors.storeEpoch, 'NEW');
+  assert.equal(saved.cursors.inbox, 0);
+  assert.deepEqual(saved.cursors.conversations, {});
+  client.close();
+});
+
+test('outbox: one client_msg_id per send, unacked sends resent in order after reconnect and after a restart', async () => {
+  const { client, ev, ws, storage } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p1 = client.sendText({ user: 'bob' }, 'one');
+  const p2 = client.sendText({ user: 'bob' }, 'two');
+  const p3 = client.sendText({ conversation: 'g:00000000000000aa' }, 'three');
+  const p2Outcome = p2.then(
+    () => 'acked',
+    (e) => e.codeName,
+  );
+  const p3Outcome = p3.then(
+    () => 'acked',
+    (e) => e.codeName,
+  );
+  const sends = ws.take('send');
+  assert.deepEqual(sends.map((f) => f.send.clientMsgId), [p1.clientMsgId, p2.clientMsgId, p3.clientMsgId]);
+  assert.match(p1.clientMsgId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a UUID');
+  assert.equal(sends[0].send.peer, 'bob');
+  assert.equal(sends[0].send.conversation, '');
+  assert.equal(sends[2].send.conversation, 'g:00000000000000aa');
+  assert.equal(new TextDecoder().decode(sends[1].send.body), 'two');
+  assert.equal(loadState('alice', storage).outbox.length, 3, 'the outbox is saved before sending');
+  ws.recv({ reqId: sends[0].reqId, sendAck: { conversation: 'd:alice:bob', seq: 1, clientMsgId: p1.clientMsgId, inboxSeq: 1 } });
+  const ack1 = await p1;
+  assert.equal(ack1.seq, 1);
+  assert.equal(ev.acked.length, 1);
+  assert.equal(loadState('alice', storage).outbox.length, 2);
+
+  // The connection drops: reconnect (backoff), Resume with the token, resend 2 and 3.
+  ws.serverClose();
+  assert.equal(ev.states.at(-1).state, 'reconnecting');
+  assert.ok(ev.states.at(-1).retryInMs >= 5 && ev.states.at(-1).retryInMs <= 10, 'backoff with jitter within bounds');
+  await until(() => FakeWS.all.length === 2, 'a reconnect');
+  const ws2 = FakeWS.last();
+  ws2.open();
+  const [resume] = ws2.take('resume');
+  assert.equal(resume.resume.token, 'tok-1');
+  ws2.recv({ reqId: resume.reqId, loginOk: { ...LOGIN_OK, token: 'tok-2' } });
+  const resent = ws2.take('send');
+  assert.deepEqual(resent.map((f) => f.send.clientMsgId), [p2.clientMsgId, p3.clientMsgId], 'same ids, same order');
+  assert.ok(ws2.take('sync').length === 1, 'and a Sync');
+
+  // The page goes away before the acks: a new client on the same storage resends them.
+  client.close();
+  await tick(5);
+  const again = makeClient({ storage });
+  assert.deepEqual(again.client.pending.map((p) => p.text), ['two', 'three']);
+  const [resume3] = again.ws.take('resume');
+  again.ws.recv({ reqId: resume3.reqId, loginOk: { ...LOGIN_OK, token: 'tok-3' } });
+  const resent3 = again.ws.take('send');
+  assert.deepEqual(resent3.map((f) => f.send.clientMsgId), [p2.clientMsgId, p3.clientMsgId]);
+  again.ws.recv({ reqId: resent3[0].reqId, sendAck: { conversation: 'd:alice:bob', seq: 2, clientMsgId: p2.clientMsgId, duplicate: true, inboxSeq: 2 } });
+  assert.equal(again.ev.acked[0].duplicate, true);
+  assert.deepEqual(again.client.pending.map((p) => p.text), ['three']);
+  again.client.close();
+  assert.equal(await p2Outcome, 'stopped', 'a closed client fails its waiters (the new one acked it)');
+  assert.equal(await p3Outcome, 'stopped');
+});
+
+test('send errors: permanent ones fail the send, transient ones retry with the same id', async () => {
+  const { client, ev, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const bad = client.sendText({ user: 'nobody' }, 'x');
+  const busy = client.sendText({ user: 'bob' }, 'y');
+  const [f1, f2] = ws.take('send');
+  ws.recv({ reqId: f1.reqId, error: { code: ErrorCode.NOT_FOUND, message: 'no such user' } });
+  ws.recv({ reqId: f2.reqId, error: { code: ErrorCode.INTERNAL, message: 'flush failed' } });
+  await assert.rejects(bad, (e) => e.codeName === 'NOT_FOUND');
+  assert.equal(ev.failed.length, 1);
+  assert.equal(ws.take('send').length, 0, 'no immediate retry');
+  await until(() => ws.sent.some((f) => f.body === 'send'), 'the retry', 3000);
+  const [retry] = ws.take('send');
+  assert.equal(retry.send.clientMsgId, busy.clientMsgId);
+  ws.recv({ reqId: retry.reqId, sendAck: { conversation: 'd:alice:bob', seq: 1, clientMsgId: busy.clientMsgId } });
+  assert.equal((await busy).seq, 1);
+  client.close();
+});
+
+test('Closing: REPLACED stops, REVOKED loses the token, SHUTDOWN reconnects after retry_after_ms', async () => {
+  {
+    const { client, ev, ws } = makeClient();
+    ws.recv(emptySyncResult(loginAndSync(ws)));
+    ws.recv({ closing: { reason: CloseReason.REPLACED, message: 'replaced' } });
+    assert.equal(ev.states.at(-1).state, 'replaced');
+    await tick(80);
+    assert.equal(FakeWS.all.length, 1, 'no reconnect after REPLACED');
+    assert.equal(client.state, 'replaced');
+  }
+  {
+    const { ev, ws, storage } = makeClient();
+    ws.recv(emptySyncResult(loginAndSync(ws)));
+    ws.recv({ closing: { reason: CloseReason.REVOKED, message: 'revoked' } });
+    assert.equal(ev.states.at(-1).state, 'auth-lost');
+    assert.equal(loadState('alice', storage).token, null, 'token forgotten');
+    await tick(80);
+    assert.equal(FakeWS.all.length, 1);
+  }
+  {
+    const { client, ev, ws } = makeClient();
+    ws.recv(emptySyncResult(loginAndSync(ws)));
+    ws.recv({ closing: { reason: CloseReason.SHUTDOWN, message: 'bye', retryAfterMs: 150 } });
+    assert.equal(ev.states.at(-1).state, 'reconnecting');
+    assert.ok(ev.states.at(-1).retryInMs >= 150, 'waits at least retry_after_ms');
+    await tick(60);
+    assert.equal(FakeWS.all.length, 1, 'not before retry_after_ms');
+    await until(() => FakeWS.all.length === 2, 'the reconnect', 2000);
+    client.close();
+  }
+});
+
+test('token errors: log in with the password on the same connection, or report auth-lost', () => {
+  const storage = new MemStorage();
+  storage.setItem(storageKey('alice') + 'state', JSON.stringify({ token: 'old', device: 'web-test', storeEpoch: 'E1', inbox: 0 }));
+  {
+    const { client, ws } = makeClient({ storage });
+    const [resume] = ws.take('resume');
+    ws.recv({ reqId: resume.reqId, error: { code: ErrorCode.TOKEN_EXPIRED, message: 'expired' } });
+    const [login] = ws.take('login');
+    assert.ok(login, 'falls back to Login');
+    ws.recv({ reqId: login.reqId, loginOk: LOGIN_OK });
+    assert.equal(client.state, 'connected');
+    client.close();
+  }
+  storage.setItem(storageKey('alice') + 'state', JSON.stringify({ token: 'old', device: 'web-test', storeEpoch: 'E1', inbox: 0 }));
+  {
+    const { client, ev, ws } = makeClient({ storage, password: undefined });
+    const [resume] = ws.take('resume');
+    ws.recv({ reqId: resume.reqId, error: { code: ErrorCode.TOKEN_REVOKED, message: 'revoked' } });
+    assert.equal(ev.states.at(-1).state, 'auth-lost');
+    assert.equal(client.state, 'auth-lost');
+    assert.equal(loadState('alice', storage).token, null);
+  }
+  {
+    const { ev, ws } = makeClient({ storage: new MemStorage(), password: 'wrong-password' });
+    const [login] = ws.take('login');
+    ws.recv({ reqId: login.reqId, error: { code: ErrorCode.INVALID_CREDENTIALS, message: 'no' } });
+    assert.equal(ev.states.at(-1).state, 'auth-lost');
+    assert.equal(ev.states.at(-1).codeName, 'INVALID_CREDENTIALS');
+  }
+});
+
+test('requests: correlated by req_id, queued while offline, failed when the connection drops', async () => {
+  const { client, ws } = makeClient();
+  const early = client.conversations(); // before LoginOk: waits for the connection
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const [list] = ws.take('listConversations');
+  assert.ok(list, 'sent once connected');
+  const pres = client.presence(['bob']);
+  const [pq] = ws.take('presenceQuery');
+  // Answers out of order.
+  ws.recv({ reqId: pq.reqId, presenceResult: { users: [{ username: 'bob', onlineDevices: ['phone'] }] } });
+  ws.recv({ reqId: list.reqId, conversationList: { conversations: [{ conversation: 'd:alice:bob', kind: 1, name: 'bob', lastSeq: 3 }] } });
+  assert.deepEqual(await pres, [{ username: 'bob', onlineDevices: ['phone'] }]);
+  assert.deepEqual((await early).map((c) => [c.conversation, c.kind, c.name, c.lastSeq]), [['d:alice:bob', 'direct', 'bob', 3]]);
+  const hist = client.history('d:alice:bob');
+  const [pull] = ws.take('pull');
+  assert.equal(pull.pull.afterSeq, 0);
+  assert.ok(pull.pull.beforeSeq > 1e15, 'newest page');
+  ws.recv({ reqId: pull.reqId, error: { code: ErrorCode.FORBIDDEN, message: 'not a member' } });
+  await assert.rejects(hist, (e) => e.codeName === 'FORBIDDEN');
+  const lost = client.createGroup('g', ['bob']);
+  ws.serverClose();
+  await assert.rejects(lost, (e) => e.code === 'connection-lost');
+  client.close();
+});
