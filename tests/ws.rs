@@ -226,17 +226,27 @@ async fn the_page_is_served_or_says_how_to_build_it() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("npm run build"), "tells how to build the page");
 
+    // A page built after the server started is served at once, and never cached stale.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("index.html"), "<title>tern web</title>").unwrap();
     let root = dir.path().to_path_buf();
     let server2 = TestServer::start_with(move |c| c.web_root = root).await;
-    let mut s = tokio::net::TcpStream::connect(server2.ws).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    let get = |addr| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(get(server2.ws).await.contains("npm run build"));
+    std::fs::write(dir.path().join("index.html"), "<title>tern web</title>").unwrap();
+    let out = get(server2.ws).await;
     assert!(out.contains("<title>tern web</title>"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("cache-control: no-cache"),
+        "{out}"
+    );
     server.stop().await;
     server2.stop().await;
 }

@@ -63,14 +63,23 @@ has not been built. Build it once with:</p><pre>cd web &amp;&amp; npm ci &amp;&a
 
 fn router(state: AppState) -> Router {
     let root = state.settings.web_root.clone();
-    let index_exists = root.join("index.html").exists();
-    let router = Router::new().route("/ws", get(ws_handler));
-    let router = if index_exists {
-        router.fallback_service(tower_http::services::ServeDir::new(root))
-    } else {
-        router.fallback(|| async { (StatusCode::OK, Html(NOT_BUILT)) })
-    };
-    router.with_state(state)
+    // Looked up per request, so a page built after the server started is served.
+    let not_built = axum::routing::any(|| async { (StatusCode::OK, Html(NOT_BUILT)) });
+    let files = tower_http::services::ServeDir::new(root).fallback(not_built);
+    Router::new()
+        .route("/ws", get(ws_handler))
+        .fallback_service(files)
+        // Rebuilt assets must not be served from a stale browser cache.
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("no-cache"),
+                );
+                r
+            },
+        ))
+        .with_state(state)
 }
 
 /// Same origin, localhost, or listed.
@@ -167,6 +176,7 @@ struct WsWriter {
     sink: SplitSink<WebSocket, Message>,
     buf: BytesMut,
     pending: VecDeque<Bytes>,
+    close_sent: bool,
 }
 
 impl WsWriter {
@@ -175,6 +185,7 @@ impl WsWriter {
             sink,
             buf: BytesMut::new(),
             pending: VecDeque::new(),
+            close_sent: false,
         }
     }
 
@@ -222,6 +233,17 @@ impl AsyncWrite for WsWriter {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        if !this.close_sent {
+            // A normal closure (1000); the reason is in the Closing frame before it.
+            ready!(Pin::new(&mut this.sink).poll_ready(cx)).map_err(io::Error::other)?;
+            Pin::new(&mut this.sink)
+                .start_send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: "session ended".into(),
+                })))
+                .map_err(io::Error::other)?;
+            this.close_sent = true;
+        }
         Pin::new(&mut this.sink)
             .poll_close(cx)
             .map_err(io::Error::other)
