@@ -104,7 +104,7 @@ async fn ten_thousand_offline_then_live_with_dropped_pushes() {
                 if is_push {
                     pushes_seen += 1;
                     // A lossy link: every fifth push never arrives.
-                    if pushes_seen % 5 == 0 {
+                    if pushes_seen.is_multiple_of(5) {
                         dropped += 1;
                         continue;
                     }
