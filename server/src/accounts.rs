@@ -37,7 +37,18 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| auth::hash_password("tern-dummy-password").unwrap_or_default())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+/// Runs an argon2id hash off the async threads, at most one per CPU at a time: each
+/// hash holds ~19 MiB while it runs, so a burst of logins waits here instead of
+/// multiplying memory and starving the other blocking work (store flushes).
+async fn password_work<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> ServiceResult<T> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(n)
+    });
+    let _slot = slots.acquire().await.map_err(|_| ServiceError::internal())?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ServiceError::internal())
@@ -71,7 +82,7 @@ impl Accounts {
             return Err(taken());
         }
         let pw = password.to_string();
-        let hash = blocking(move || auth::hash_password(&pw))
+        let hash = password_work(move || auth::hash_password(&pw))
             .await?
             .map_err(|e| {
                 tracing::error!(error = %e, "password hashing failed");
@@ -111,7 +122,7 @@ impl Accounts {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| dummy_hash().to_string());
         let pw = password.to_string();
-        let ok = blocking(move || auth::verify_password(&pw, &phc)).await?;
+        let ok = password_work(move || auth::verify_password(&pw, &phc)).await?;
         let Some(user) = user.filter(|_| ok) else {
             return Err(bad());
         };
