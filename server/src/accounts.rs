@@ -48,7 +48,10 @@ async fn password_work<T: Send + 'static>(
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         tokio::sync::Semaphore::new(n)
     });
-    let _slot = slots.acquire().await.map_err(|_| ServiceError::internal())?;
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|_| ServiceError::internal())?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ServiceError::internal())

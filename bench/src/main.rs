@@ -1,0 +1,396 @@
+//! `tern-bench`: the tern load generator.
+//!
+//! Open-loop scenarios against a real `tern-server` (started here, or an external one):
+//! messages are scheduled at a fixed rate before the run starts and latency counts from
+//! each message's intended send time, recorded in HDR histograms. Senders and receivers
+//! live in this one process, so send and receive times are on one clock. Every report
+//! gives the parameters, offered and achieved rates, p50/p99/p99.9/max latencies, and the
+//! server's CPU (from `/proc/PID/stat`) and memory (from `/proc/PID/status`).
+//!
+//! Modules: [`schedule`] (intended send times, pure), [`run`] (the open-loop engine,
+//! trackers, resource probe), [`net`] (raw-frame connections), [`server`] (start/stop the
+//! server), [`procfs`] (parsers), [`report`] (percentiles, tables, JSON), and
+//! [`scenarios`] (one-to-one, fanout, idle, storm, durability).
+
+mod clock;
+mod net;
+mod procfs;
+mod report;
+mod run;
+mod scenarios;
+mod schedule;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tern-bench",
+    version,
+    about = "Open-loop load generator for tern-server (latency from intended send times, HDR histograms)",
+    after_help = "Examples (release builds; the bench starts target/release/tern-server itself):\n  \
+        tern-bench --pin-cpu 1 --server-cpu 0 one-to-one --pairs 10 --sweep 1000,2000,4000 --duration 10\n  \
+        tern-bench fanout --members 500 --senders 1 --rate 20 --duration 10\n  \
+        tern-bench idle --connections 2000 --transport quic --heartbeat-secs 30\n  \
+        tern-bench storm --devices 200 --missed 50\n  \
+        tern-bench durability --rate 2000 --duration 10\n\
+        Against a running server: --server 127.0.0.1:7443 --ca tern-data/certs/ca.pem --server-pid PID"
+)]
+struct Cli {
+    #[command(flatten)]
+    g: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Quic,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Reconnect {
+    /// Login with the password (argon2id on the server for every device)
+    Login,
+    /// Resume with the token from an earlier login (an HMAC check)
+    Resume,
+}
+
+/// Options of every scenario.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Transport of the clients
+    #[arg(long, global = true, value_enum, default_value = "tcp")]
+    transport: TransportArg,
+    /// Use a running server at this address (QUIC and TCP on the same port) instead of
+    /// starting one
+    #[arg(long, global = true, requires = "ca")]
+    server: Option<SocketAddr>,
+    /// CA certificate of the running server (with --server)
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// Pid of the running server, for CPU and memory readings (with --server)
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Server binary to start (a `tern-server` beside tern-bench is used if this path
+    /// does not exist)
+    #[arg(long, global = true, default_value = "target/release/tern-server")]
+    server_bin: PathBuf,
+    /// Extra flag for the started server (repeatable), e.g. --server-arg=--store-cache-mb=16
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Pin the server process to this CPU
+    #[arg(long, global = true)]
+    server_cpu: Option<usize>,
+    /// Pin the generator to this CPU
+    #[arg(long, global = true)]
+    pin_cpu: Option<usize>,
+    /// Generator runtime threads [default: CPUs available to it]
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// One JSON object per report instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    /// Keep the started server's flood limits (per-address login throttling and
+    /// per-connection/per-user request rates). By default they are lifted, because every
+    /// simulated user here shares one machine and a handful of loopback addresses
+    #[arg(long, global = true)]
+    keep_limits: bool,
+    /// Bind client sockets to this many source addresses 127.0.0.1.. (default: the SDK's
+    /// connect; idle uses ceil(connections / 20000))
+    #[arg(long, global = true)]
+    sources: Option<usize>,
+    /// Logins (and registrations) in flight during setup; each costs an argon2id hash on
+    /// the server
+    #[arg(long, global = true, default_value_t = 4)]
+    login_concurrency: usize,
+    /// After the schedule ends, wait at most this long for outstanding acks and pushes
+    #[arg(long, global = true, default_value_t = 10.0)]
+    drain_secs: f64,
+    /// Message body size in bytes
+    #[arg(long, global = true, default_value_t = 100)]
+    size: usize,
+    /// Heartbeat for the started server (--heartbeat-secs); clients ping at the interval
+    /// their LoginOk announces
+    #[arg(long, global = true)]
+    heartbeat_secs: Option<u32>,
+    /// Receivers send a cumulative Ack every this many inbox pushes
+    #[arg(long, global = true, default_value_t = 100)]
+    ack_every: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// P sender/receiver pairs, durable 1:1 sends at a fixed total rate
+    OneToOne {
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        /// Total messages per second over all pairs
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Run these rates in turn (one table row each) instead of --rate
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<f64>,
+        /// "Peak sustained" is the highest rate with p99 below this (and nothing missing)
+        #[arg(long, default_value_t = 10.0)]
+        p99_bound_ms: f64,
+    },
+    /// One group of G online members; S of them send at a fixed total rate
+    Fanout {
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        /// Messages per second into the group (each goes to members - 1 devices)
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Ramp to N logged-in idle connections, hold, and report memory per connection and
+    /// idle CPU
+    Idle {
+        /// Connections (every one logs in: an argon2id check on the server, roughly
+        /// 40-50 per second on 2 cores)
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Seconds to hold the connections while measuring idle CPU
+        #[arg(long, default_value_t = 10.0)]
+        hold_secs: f64,
+        /// Devices (connections) per user (at most the server's sessions-per-user cap);
+        /// fewer users means fewer argon2id registrations during setup
+        #[arg(long, default_value_t = 10)]
+        devices_per_user: usize,
+    },
+    /// N devices offline while M messages arrive for each, then all reconnect at once and
+    /// sync
+    Storm {
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        #[arg(long, default_value_t = 50)]
+        missed: usize,
+        /// Users sending the missed messages (pipelined, as fast as acks allow)
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Sends in flight per sender
+        #[arg(long, default_value_t = 128)]
+        window: usize,
+        /// How devices authenticate when they come back
+        #[arg(long, value_enum, default_value = "login")]
+        reconnect: Reconnect,
+        /// Sync page size (limit)
+        #[arg(long, default_value_t = 200)]
+        page: u32,
+        /// Give up on the storm after this many seconds
+        #[arg(long, default_value_t = 60.0)]
+        timeout_secs: f64,
+    },
+    /// The same 1:1 load with group commit on, then with --group-commit false
+    Durability {
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+}
+
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on a stack struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn check(cli: &Cli) -> anyhow::Result<()> {
+    let bounded = |what: &str, v: f64, max: f64| {
+        anyhow::ensure!(v > 0.0 && v <= max, "{what} must be in (0, {max}]");
+        Ok(())
+    };
+    bounded("--drain-secs", cli.g.drain_secs, 600.0)?;
+    anyhow::ensure!(
+        cli.g.login_concurrency >= 1,
+        "--login-concurrency must be >= 1"
+    );
+    anyhow::ensure!(cli.g.size <= 512 * 1024, "--size must be at most 512 KiB");
+    match &cli.cmd {
+        Cmd::OneToOne {
+            pairs,
+            rate,
+            duration,
+            sweep,
+            ..
+        } => {
+            anyhow::ensure!(*pairs >= 1, "--pairs must be >= 1");
+            bounded("--duration", *duration, 3600.0)?;
+            for r in sweep.iter().chain(std::iter::once(rate)) {
+                bounded("rate", *r, 1e7)?;
+                anyhow::ensure!(r * duration <= 5e7, "rate x duration above 50M messages");
+            }
+        }
+        Cmd::Fanout {
+            members,
+            senders,
+            rate,
+            duration,
+        } => {
+            anyhow::ensure!(*members >= 2, "--members must be >= 2");
+            anyhow::ensure!(
+                *senders >= 1 && senders <= members,
+                "--senders must be 1..=members"
+            );
+            bounded("--duration", *duration, 3600.0)?;
+            bounded("--rate", *rate, 1e6)?;
+            anyhow::ensure!(rate * duration <= 5e6, "rate x duration above 5M messages");
+        }
+        Cmd::Idle {
+            connections,
+            hold_secs,
+            devices_per_user,
+        } => {
+            anyhow::ensure!(*connections >= 2, "--connections must be >= 2");
+            anyhow::ensure!(*devices_per_user >= 1, "--devices-per-user must be >= 1");
+            bounded("--hold-secs", *hold_secs, 3600.0)?;
+        }
+        Cmd::Storm {
+            devices,
+            missed,
+            senders,
+            window,
+            page,
+            timeout_secs,
+            ..
+        } => {
+            anyhow::ensure!(
+                *devices >= 1 && *missed >= 1,
+                "--devices and --missed must be >= 1"
+            );
+            anyhow::ensure!(
+                *senders >= 1 && *window >= 1,
+                "--senders and --window must be >= 1"
+            );
+            anyhow::ensure!(*page >= 1, "--page must be >= 1");
+            anyhow::ensure!(devices * missed <= 50_000_000, "devices x missed above 50M");
+            bounded("--timeout-secs", *timeout_secs, 3600.0)?;
+        }
+        Cmd::Durability {
+            pairs,
+            rate,
+            duration,
+        } => {
+            anyhow::ensure!(*pairs >= 1, "--pairs must be >= 1");
+            bounded("--duration", *duration, 3600.0)?;
+            bounded("--rate", *rate, 1e7)?;
+            anyhow::ensure!(rate * duration <= 5e7, "rate x duration above 50M messages");
+        }
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = scenarios::Ctx::new(cli.g.clone())?;
+    match cli.cmd {
+        Cmd::OneToOne {
+            pairs,
+            rate,
+            duration,
+            sweep,
+            p99_bound_ms,
+        } => {
+            let rates = if sweep.is_empty() { vec![rate] } else { sweep };
+            scenarios::one_to_one(&ctx, pairs, rates, duration, p99_bound_ms).await
+        }
+        Cmd::Fanout {
+            members,
+            senders,
+            rate,
+            duration,
+        } => scenarios::fanout(&ctx, members, senders, rate, duration).await,
+        Cmd::Idle {
+            connections,
+            hold_secs,
+            devices_per_user,
+        } => scenarios::idle(&ctx, connections, hold_secs, devices_per_user).await,
+        Cmd::Storm {
+            devices,
+            missed,
+            senders,
+            window,
+            reconnect,
+            page,
+            timeout_secs,
+        } => {
+            scenarios::storm(
+                &ctx,
+                scenarios::StormArgs {
+                    devices,
+                    missed,
+                    senders,
+                    window,
+                    reconnect,
+                    page,
+                    timeout_secs,
+                },
+            )
+            .await
+        }
+        Cmd::Durability {
+            pairs,
+            rate,
+            duration,
+        } => scenarios::durability(&ctx, pairs, rate, duration).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = check(&cli) {
+        eprintln!("tern-bench: {e}");
+        return ExitCode::from(2);
+    }
+    raise_nofile();
+    if let Some(cpu) = cli.g.pin_cpu {
+        // Before the runtime exists, so every thread it makes inherits the mask.
+        if let Err(e) = server::pin_to_cpu(0, cpu) {
+            eprintln!("tern-bench: cannot pin to CPU {cpu}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let threads = cli.g.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(run(cli));
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
