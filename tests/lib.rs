@@ -42,6 +42,8 @@ pub struct TestServer {
     pub tcp: SocketAddr,
     /// The WebSocket/HTTP bridge.
     pub ws: SocketAddr,
+    /// The metrics endpoint, when the config set `metrics_listen`.
+    pub metrics: Option<SocketAddr>,
     pub ca: PathBuf,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -72,6 +74,7 @@ impl TestServer {
         let quic = server.quic_addr();
         let tcp = server.tcp_addr();
         let ws = server.ws_addr().expect("WebSocket bridge on");
+        let metrics = server.metrics_addr();
         let ca = server.dev_ca().cloned().expect("dev CA");
         let join = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -80,6 +83,7 @@ impl TestServer {
             quic,
             tcp,
             ws,
+            metrics,
             ca,
             dir,
             stop: Some(stop),

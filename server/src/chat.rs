@@ -344,6 +344,9 @@ impl Chat {
             }
             CommitOutcome::Applied => {}
         }
+        if a.dedup.is_some() {
+            crate::metrics::get().sends.inc();
+        }
         for (u, h) in &alloc {
             heads.insert(u.clone(), *h);
         }
@@ -1083,6 +1086,7 @@ fn duplicate_completion(
     cmid: String,
     done: AckCallback,
 ) -> crate::durability::Completion {
+    crate::metrics::get().dedup_hits.inc();
     Box::new(move |res| match res {
         Ok(()) => done(Ok(AckInfo {
             conversation: rec.conversation,

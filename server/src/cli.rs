@@ -64,9 +64,13 @@ pub fn main() -> i32 {
             Some(a) => format!(" ws=ws://{a}/ws"),
             None => String::new(),
         };
+        let metrics = server
+            .metrics_addr()
+            .map(|a| format!(" metrics=http://{a}/metrics"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "tern-server: listening quic={} tcp={} alpn=tern/1{ws}",
+            "tern-server: listening quic={} tcp={} alpn=tern/1{ws}{metrics}",
             server.quic_addr(),
             server.tcp_addr()
         );

@@ -71,6 +71,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Live sessions (devices online at once) per user.
     pub max_sessions_per_user: usize,
+    /// Prometheus/OpenMetrics text at http://ADDR/metrics; unset: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -107,6 +109,7 @@ impl Default for Config {
             login_window_secs: 60,
             max_connections: 200_000,
             max_sessions_per_user: 16,
+            metrics_listen: None,
         }
     }
 }
@@ -277,6 +280,9 @@ pub struct Args {
     /// Devices online at once per user [default: 16]
     #[arg(long, env = "TERN_MAX_SESSIONS_PER_USER")]
     pub max_sessions_per_user: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off]
+    #[arg(long, env = "TERN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Args {
@@ -321,7 +327,7 @@ impl Args {
             max_connections,
             max_sessions_per_user
         );
-        over_opt!(quic_listen, tcp_listen, tls_cert, tls_key);
+        over_opt!(quic_listen, tcp_listen, tls_cert, tls_key, metrics_listen);
         c.validate()?;
         Ok(c)
     }

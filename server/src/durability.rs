@@ -141,6 +141,9 @@ impl Durability {
             self.failures.send_modify(|n| *n += 1);
         }
         let n = batch.len();
+        if ok {
+            crate::metrics::get().flushed(started.elapsed(), n);
+        }
         for completion in batch {
             completion(if ok { Ok(()) } else { Err(()) });
         }

@@ -60,8 +60,12 @@ impl SessionHandle {
     /// up: it is disconnected (it will resume and sync) instead of slowing anyone else.
     pub fn push(&self, frame: Bytes) -> bool {
         match self.tx.try_send(frame) {
-            Ok(()) => true,
+            Ok(()) => {
+                crate::metrics::get().frames_out.inc();
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::metrics::get().slow_consumer_disconnects.inc();
                 self.close(
                     CloseReason::SlowConsumer,
                     "outbound queue full; resume and sync",
@@ -146,10 +150,13 @@ impl Hub {
 
     /// Queues `frame` to every live session of `user`; returns how many took it.
     pub fn push_to_user(&self, user: &str, frame: &Bytes) -> usize {
-        self.sessions(user)
+        let n = self
+            .sessions(user)
             .iter()
             .filter(|s| s.push(frame.clone()))
-            .count()
+            .count();
+        crate::metrics::get().pushes.inc_by(n as u64);
+        n
     }
 
     pub fn online_devices(&self, user: &str) -> Vec<String> {

@@ -26,6 +26,7 @@ pub mod durability;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -106,6 +106,7 @@ pub struct Server {
     quic_addr: SocketAddr,
     tcp_addr: SocketAddr,
     ws: Option<(TcpListener, Arc<crate::ws::WsSettings>)>,
+    metrics: Option<TcpListener>,
     watermark: Arc<crate::watermark::Watermark>,
     dev_ca: Option<PathBuf>,
     data_dir: PathBuf,
@@ -226,8 +227,13 @@ impl Server {
                 Some((l, Arc::new(settings)))
             }
         };
+        let metrics = match config.metrics_listen {
+            None => None,
+            Some(addr) => Some(bind_tcp(addr).with_context(|| format!("binding metrics {addr}"))?),
+        };
         Ok(Self {
             ws,
+            metrics,
             watermark: Arc::new(watermark),
             quic_addr: quic.local_addr()?,
             tcp_addr: tcp.local_addr()?,
@@ -251,6 +257,10 @@ impl Server {
     /// The WebSocket/HTTP address, when the bridge is on.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+    /// The metrics address, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
     pub fn ws_tls(&self) -> bool {
         self.ws.as_ref().is_some_and(|(_, s)| s.tls.is_some())
@@ -304,6 +314,10 @@ impl Server {
             ))
         });
 
+        let metrics_task = self
+            .metrics
+            .map(|l| tokio::spawn(crate::metrics::serve(l, flusher_stop.clone())));
+
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         accept_stop.cancel();
@@ -321,6 +335,9 @@ impl Server {
         flusher_stop.cancel();
         let _ = flusher.await;
         let _ = watermark_task.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         let store = self.store.clone();
         let watermark = self.watermark.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

@@ -40,6 +40,7 @@ pub async fn run_session<S, W>(
     S: Stream<Item = Result<Decoded, CodecError>> + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = crate::metrics::get().connection_opened(transport);
     let (tx, rx) = mpsc::channel::<Bytes>(services.limits.outbound_queue);
     let (finish_tx, finish_rx) = oneshot::channel::<Option<Bytes>>();
     let writer_task = tokio::spawn(write_loop(writer, rx, finish_rx));
@@ -211,6 +212,9 @@ impl Session {
             tokio::select! {
                 item = frames.next() => {
                     last_rx = Instant::now();
+                    if matches!(item, Some(Ok(_))) {
+                        crate::metrics::get().frames_in.inc();
+                    }
                     match item {
                         None => return None,
                         Some(Ok(Ok(f))) => {
@@ -323,6 +327,7 @@ impl Session {
                     Ok(_) => svc.limiter.login_succeeded(&l.username),
                     Err(_) => {}
                 }
+                crate::metrics::get().login("login", res.is_ok());
                 self.authenticated(req_id, res)
             }
             Body::Resume(r) if self.authed.is_none() => {
@@ -330,6 +335,7 @@ impl Session {
                     return Some(c);
                 }
                 let res = svc.accounts.resume(&r.token).await;
+                crate::metrics::get().login("resume", res.is_ok());
                 self.authenticated(req_id, res)
             }
             Body::Register(_) | Body::Login(_) | Body::Resume(_) => {
@@ -517,6 +523,7 @@ impl Session {
                 }
             }
             Body::Ack(ack) => {
+                crate::metrics::get().acks.inc();
                 let r = match svc.chat.current_inbox_head(&a.user) {
                     Ok(head) if ack.inbox_seq > head => Err(ServiceError::invalid(format!(
                         "ack {} is beyond the inbox head {head}",
@@ -528,6 +535,7 @@ impl Session {
                 reply(self, r.map(|()| Body::Ok(pb::Ok {})));
             }
             Body::Sync(s) => {
+                crate::metrics::get().syncs.inc();
                 let user = a.user.clone();
                 let device = a.device.clone();
                 self.spawn_read(req_id, permit, async move {
@@ -542,6 +550,7 @@ impl Session {
                 });
             }
             Body::Pull(p) => {
+                crate::metrics::get().pulls.inc();
                 let user = a.user.clone();
                 self.spawn_read(req_id, permit, async move {
                     svc.chat.pull(&user, p).await.map(Body::PullResult)

@@ -1,0 +1,227 @@
+//! What the server shows about itself: process-wide counters, gauges and histograms, and
+//! the `--metrics-listen` HTTP endpoint that serves them as Prometheus/OpenMetrics text at
+//! `/metrics` (prometheus-client does the encoding).
+//!
+//! The metrics are process-wide statics so every module can count without threading a
+//! handle through; several servers in one process (tests) share them.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabel {
+    /// "login" (password) or "resume" (token).
+    pub kind: String,
+    /// "ok" or "refused".
+    pub result: String,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    pub connections: Family<TransportLabel, Gauge>,
+    pub logins: Family<LoginLabel, Counter>,
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    /// Messages stored (new sends).
+    pub sends: Counter,
+    /// Sends answered from dedup: resends of a client_msg_id the server already has.
+    pub dedup_hits: Counter,
+    pub pushes: Counter,
+    pub acks: Counter,
+    pub syncs: Counter,
+    pub pulls: Counter,
+    pub slow_consumer_disconnects: Counter,
+    pub store_flush_seconds: Histogram,
+    pub writes_per_flush: Histogram,
+    registry: Registry,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let m = Metrics {
+            connections: Family::default(),
+            logins: Family::default(),
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            sends: Counter::default(),
+            dedup_hits: Counter::default(),
+            pushes: Counter::default(),
+            acks: Counter::default(),
+            syncs: Counter::default(),
+            pulls: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            // 50 µs .. ~1.6 s
+            store_flush_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
+            // 1 .. 4096
+            writes_per_flush: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            registry: Registry::with_prefix("tern"),
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register(
+            "connections",
+            "Open connections by transport (quic, tcp, ws)",
+            m.connections.clone(),
+        );
+        r.register("logins", "Logins and resumes by result", m.logins.clone());
+        r.register("frames_in", "Frames received", m.frames_in.clone());
+        r.register(
+            "frames_out",
+            "Frames queued to clients",
+            m.frames_out.clone(),
+        );
+        r.register("sends", "Messages stored (new sends)", m.sends.clone());
+        r.register(
+            "dedup_hits",
+            "Resends of an already stored client_msg_id, answered with the original ack",
+            m.dedup_hits.clone(),
+        );
+        r.register(
+            "pushes",
+            "Message pushes queued to online devices",
+            m.pushes.clone(),
+        );
+        r.register("acks", "Cumulative Ack frames received", m.acks.clone());
+        r.register(
+            "syncs",
+            "Sync (inbox catch-up) requests served",
+            m.syncs.clone(),
+        );
+        r.register(
+            "pulls",
+            "Pull (gap and history) requests served",
+            m.pulls.clone(),
+        );
+        r.register(
+            "slow_consumer_disconnects",
+            "Sessions closed because their outbound queue was full",
+            m.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "store_flush_seconds",
+            "Duration of one store flush (group commit)",
+            m.store_flush_seconds.clone(),
+        );
+        r.register(
+            "writes_per_flush",
+            "Acknowledged writes completed by one store flush",
+            m.writes_per_flush.clone(),
+        );
+        m
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn connection_opened(&self, transport: &str) -> ConnectionGauge {
+        let g = self
+            .connections
+            .get_or_create(&TransportLabel {
+                transport: transport.to_string(),
+            })
+            .clone();
+        g.inc();
+        ConnectionGauge(g)
+    }
+
+    pub fn login(&self, kind: &str, ok: bool) {
+        self.logins
+            .get_or_create(&LoginLabel {
+                kind: kind.to_string(),
+                result: if ok { "ok" } else { "refused" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn flushed(&self, took: Duration, writes: usize) {
+        self.store_flush_seconds.observe(took.as_secs_f64());
+        self.writes_per_flush.observe(writes as f64);
+    }
+}
+
+/// Decrements the connection gauge when the connection ends.
+pub struct ConnectionGauge(Gauge);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+/// Serves `GET /metrics` on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, stop: CancellationToken) {
+    use axum::http::header::CONTENT_TYPE;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                get().encode(),
+            )
+        }),
+    );
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::debug!(?addr, "metrics endpoint");
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_in_the_text() {
+        let m = Metrics::new();
+        m.sends.inc_by(3);
+        m.login("resume", false);
+        let _c = m.connection_opened("quic");
+        m.flushed(Duration::from_micros(300), 7);
+        let text = m.encode();
+        assert!(text.contains("tern_sends_total 3"), "{text}");
+        assert!(
+            text.contains("tern_logins_total{kind=\"resume\",result=\"refused\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tern_connections{transport=\"quic\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tern_writes_per_flush_count 1"), "{text}");
+        drop(_c);
+        assert!(m
+            .encode()
+            .contains("tern_connections{transport=\"quic\"} 0"));
+    }
+}

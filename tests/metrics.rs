@@ -1,0 +1,103 @@
+//! `--metrics-listen`: the Prometheus text reflects what the server did (its own test
+//! binary, because the metrics are process-wide).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tern_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn scrape(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("metrics answer in time")
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("application/openmetrics-text"), "{out}");
+    out
+}
+
+/// The value of one sample line `name{labels} value` (or `name value`).
+fn value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
+    let server =
+        TestServer::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = server.metrics.expect("metrics endpoint bound");
+    let before = scrape(addr).await;
+
+    let mut alice = server.user(Transport::Tcp, "alice", "phone").await;
+    let mut bob = server.user(Transport::Quic, "bob", "laptop").await;
+    let mid = scrape(addr).await;
+    assert_eq!(
+        value(&mid, "tern_connections{transport=\"tcp\"}"),
+        1.0,
+        "{mid}"
+    );
+    assert_eq!(
+        value(&mid, "tern_connections{transport=\"quic\"}"),
+        1.0,
+        "{mid}"
+    );
+
+    for i in 0..5 {
+        ack_of(&alice.send_text("bob", &format!("m{i}"), "hi").await);
+        bob.next_push(Duration::from_secs(5)).await.expect("push");
+    }
+    let again = ack_of(&alice.send_text("bob", "m0", "hi").await);
+    assert!(again.duplicate);
+    bob.ack(5).await;
+
+    let after = scrape(addr).await;
+    let delta = |s: &str| value(&after, s) - value(&before, s);
+    assert_eq!(delta("tern_sends_total"), 5.0, "{after}");
+    assert_eq!(delta("tern_dedup_hits_total"), 1.0, "{after}");
+    // Each message is pushed to bob and to alice's sending device (its inbox copy).
+    assert_eq!(delta("tern_pushes_total"), 10.0, "{after}");
+    assert_eq!(delta("tern_acks_total"), 1.0, "{after}");
+    assert_eq!(
+        delta("tern_logins_total{kind=\"login\",result=\"ok\"}"),
+        2.0,
+        "{after}"
+    );
+    assert!(delta("tern_frames_in_total") >= 10.0, "{after}");
+    assert!(delta("tern_frames_out_total") >= 12.0, "{after}");
+    // Every acked send waited for a flush.
+    assert!(delta("tern_writes_per_flush_sum") >= 6.0, "{after}");
+    assert!(delta("tern_store_flush_seconds_count") >= 1.0, "{after}");
+
+    alice.close().await;
+    bob.close().await;
+    // The gauges come back down when the connections end.
+    let mut closed = String::new();
+    for _ in 0..50 {
+        closed = scrape(addr).await;
+        if value(&closed, "tern_connections{transport=\"tcp\"}") == 0.0
+            && value(&closed, "tern_connections{transport=\"quic\"}") == 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        value(&closed, "tern_connections{transport=\"tcp\"}"),
+        0.0,
+        "{closed}"
+    );
+    assert_eq!(
+        value(&closed, "tern_connections{transport=\"quic\"}"),
+        0.0,
+        "{closed}"
+    );
+    server.stop().await;
+}
