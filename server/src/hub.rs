@@ -113,17 +113,23 @@ impl Hub {
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
-    /// Registers an authenticated session; returns the session it replaces (same user
-    /// and device).
+    /// Registers an authenticated session. A device has one session: of two, the one
+    /// whose connection started later (the higher id) stays. Returns the session that
+    /// must close as replaced: the device's previous one, or `session` itself when the
+    /// device already has a session from a newer connection. So a Login/Resume that
+    /// arrives late on a stale connection (held up in the network while the client
+    /// reconnected and resumed) cannot evict the connection the device uses now.
     pub fn register(&self, session: Arc<SessionHandle>) -> Option<Arc<SessionHandle>> {
         let mut map = self.shard(session.user()).lock().unwrap();
         let list = map.entry(session.user().to_string()).or_default();
-        let old = list
-            .iter()
-            .position(|s| s.device() == session.device())
-            .map(|i| list.swap_remove(i));
-        list.push(session);
-        old
+        match list.iter().position(|s| s.device() == session.device()) {
+            Some(i) if list[i].id > session.id => Some(session),
+            Some(i) => Some(std::mem::replace(&mut list[i], session)),
+            None => {
+                list.push(session);
+                None
+            }
+        }
     }
 
     /// Removes the session if it is still the registered one.
@@ -206,6 +212,23 @@ mod tests {
         assert_eq!(hub.sessions("a").len(), 2);
         hub.unregister(&a3);
         assert_eq!(hub.online_devices("a"), vec!["laptop"]);
+    }
+
+    #[test]
+    fn a_session_from_an_older_connection_never_evicts_a_newer_one() {
+        let hub = Hub::new();
+        let (tx, _rx) = mpsc::channel(4);
+        let stale = SessionHandle::new(tx.clone());
+        let live = SessionHandle::new(tx);
+        assert!(stale.set_identity("a", "phone") && live.set_identity("a", "phone"));
+        assert!(hub.register(live.clone()).is_none());
+        // The stale connection's Resume arrives late: it is the one to close.
+        let loser = hub.register(stale.clone()).unwrap();
+        assert_eq!(loser.id, stale.id);
+        let now: Vec<u64> = hub.sessions("a").iter().map(|s| s.id).collect();
+        assert_eq!(now, vec![live.id]);
+        hub.unregister(&stale);
+        assert_eq!(hub.sessions("a").len(), 1);
     }
 
     #[test]
