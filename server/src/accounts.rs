@@ -28,13 +28,10 @@ pub struct Accounts {
     token_ttl_ms: u64,
     /// Serializes read-modify-write of device records (epoch vs ack cursor).
     device_lock: Mutex<()>,
-}
-
-/// A hash to verify against when the user does not exist, so a wrong user name costs
-/// the same time as a wrong password.
-fn dummy_hash() -> &'static str {
-    static H: OnceLock<String> = OnceLock::new();
-    H.get_or_init(|| auth::hash_password("tern-dummy-password").unwrap_or_default())
+    hash_cost: auth::HashCost,
+    /// A hash to verify against when the user does not exist, so a wrong user name costs
+    /// the same time as a wrong password.
+    dummy_hash: OnceLock<String>,
 }
 
 /// Runs an argon2id hash off the async threads, at most one per CPU at a time: each
@@ -58,7 +55,12 @@ async fn password_work<T: Send + 'static>(
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, durability: Arc<Durability>, token_ttl_secs: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        durability: Arc<Durability>,
+        token_ttl_secs: u64,
+        hash_cost: auth::HashCost,
+    ) -> Self {
         let signer = TokenSigner::new(store.signing_key(), store.store_epoch());
         Self {
             store,
@@ -66,6 +68,8 @@ impl Accounts {
             signer,
             token_ttl_ms: token_ttl_secs.saturating_mul(1000),
             device_lock: Mutex::new(()),
+            hash_cost,
+            dummy_hash: OnceLock::new(),
         }
     }
 
@@ -85,7 +89,8 @@ impl Accounts {
             return Err(taken());
         }
         let pw = password.to_string();
-        let hash = password_work(move || auth::hash_password(&pw))
+        let cost = self.hash_cost;
+        let hash = password_work(move || auth::hash_password(&pw, cost))
             .await?
             .map_err(|e| {
                 tracing::error!(error = %e, "password hashing failed");
@@ -123,7 +128,14 @@ impl Accounts {
         let phc = user
             .as_ref()
             .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| dummy_hash().to_string());
+            .unwrap_or_else(|| {
+                self.dummy_hash
+                    .get_or_init(|| {
+                        auth::hash_password("tern-dummy-password", self.hash_cost)
+                            .unwrap_or_default()
+                    })
+                    .clone()
+            });
         let pw = password.to_string();
         let ok = password_work(move || auth::verify_password(&pw, &phc)).await?;
         let Some(user) = user.filter(|_| ok) else {

@@ -7,7 +7,7 @@
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -16,11 +16,31 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The argon2id cost of new password hashes. Verification reads the cost from the stored
+/// hash, so changing it affects only hashes made afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+}
+
+impl Default for HashCost {
+    /// OWASP's argon2id recommendation (also the argon2 crate's default): 19 MiB, 2 passes.
+    fn default() -> Self {
+        Self {
+            memory_kib: Params::DEFAULT_M_COST,
+            iterations: Params::DEFAULT_T_COST,
+        }
+    }
+}
+
 /// Hashes a password with argon2id and a random salt (PHC string). CPU-heavy: call it off
 /// the async threads.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str, cost: HashCost) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
+    let params =
+        Params::new(cost.memory_kib, cost.iterations, 1, None).map_err(|e| e.to_string())?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
@@ -155,10 +175,24 @@ mod tests {
 
     #[test]
     fn password_hash_verifies_only_the_right_password() {
-        let h = hash_password("correct horse").unwrap();
+        let h = hash_password("correct horse", HashCost::default()).unwrap();
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("x", "not a phc string"));
+    }
+
+    #[test]
+    fn hash_cost_is_recorded_and_verification_reads_it_from_the_hash() {
+        let cheap = HashCost {
+            memory_kib: 64,
+            iterations: 1,
+        };
+        let h = hash_password("pw", cheap).unwrap();
+        assert!(h.contains("m=64,t=1,p=1"), "{h}");
+        assert!(verify_password("pw", &h));
+        assert!(!verify_password("pW", &h));
+        let default = hash_password("pw", HashCost::default()).unwrap();
+        assert!(default.contains("m=19456,t=2,p=1"), "{default}");
     }
 }

@@ -71,6 +71,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Live sessions (devices online at once) per user.
     pub max_sessions_per_user: usize,
+    /// argon2id cost of new password hashes: memory (KiB) and passes. Lower them only
+    /// where logins are cheap on purpose (load tests that log in 100k devices).
+    pub password_hash_memory_kib: u32,
+    pub password_hash_iterations: u32,
     /// Prometheus/OpenMetrics text at http://ADDR/metrics; unset: off.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -109,6 +113,8 @@ impl Default for Config {
             login_window_secs: 60,
             max_connections: 200_000,
             max_sessions_per_user: 16,
+            password_hash_memory_kib: 19456,
+            password_hash_iterations: 2,
             metrics_listen: None,
         }
     }
@@ -165,6 +171,14 @@ impl Config {
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key go together"
+        );
+        anyhow::ensure!(
+            (8..=4 << 20).contains(&self.password_hash_memory_kib),
+            "password_hash_memory_kib must be between 8 and 4194304"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.password_hash_iterations),
+            "password_hash_iterations must be between 1 and 64"
         );
         self.ws_addr()?;
         Ok(())
@@ -280,6 +294,12 @@ pub struct Args {
     /// Devices online at once per user [default: 16]
     #[arg(long, env = "TERN_MAX_SESSIONS_PER_USER")]
     pub max_sessions_per_user: Option<usize>,
+    /// argon2id memory of new password hashes, KiB [default: 19456]
+    #[arg(long, env = "TERN_PASSWORD_HASH_MEMORY_KIB")]
+    pub password_hash_memory_kib: Option<u32>,
+    /// argon2id passes of new password hashes [default: 2]
+    #[arg(long, env = "TERN_PASSWORD_HASH_ITERATIONS")]
+    pub password_hash_iterations: Option<u32>,
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off]
     #[arg(long, env = "TERN_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -325,7 +345,9 @@ impl Args {
             logins_per_address,
             login_window_secs,
             max_connections,
-            max_sessions_per_user
+            max_sessions_per_user,
+            password_hash_memory_kib,
+            password_hash_iterations
         );
         over_opt!(quic_listen, tcp_listen, tls_cert, tls_key, metrics_listen);
         c.validate()?;

@@ -74,7 +74,15 @@ impl Services {
                     max_frame_bytes: config.max_frame_bytes as usize,
                 },
             ),
-            accounts: Accounts::new(store.clone(), durability.clone(), config.token_ttl_secs),
+            accounts: Accounts::new(
+                store.clone(),
+                durability.clone(),
+                config.token_ttl_secs,
+                crate::auth::HashCost {
+                    memory_kib: config.password_hash_memory_kib,
+                    iterations: config.password_hash_iterations,
+                },
+            ),
             hub,
             store_epoch: store.store_epoch(),
             shutdown: CancellationToken::new(),
