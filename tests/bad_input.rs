@@ -273,3 +273,93 @@ async fn a_flood_of_garbage_connections_leaves_the_server_serving() {
     drop(idle);
     server.stop().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
+
+/// The real server binary reads a length prefix of 2^32-1 with 64 MiB of bytes streaming
+/// behind it: FRAME_TOO_LARGE and Closing{PROTOCOL_ERROR}, the connection closed under
+/// the stream, its peak memory (VmHWM) up by less than 16 MiB, and others still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_gib_length_prefix_with_bytes_streaming_behind_it_leaves_memory_flat() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BOUND_KIB: u64 = 16 * 1024;
+    const STREAM: usize = 64 << 20;
+    let data = tempfile::tempdir().unwrap();
+    let server = ProcessServer::spawn(BIN, data.path());
+    // Warm up first (a login hashes a password, which has its own peak), then measure the
+    // peak from here.
+    let mut warm = Client::connect(Tcp, server.tcp, &server.ca).await;
+    warm.register("warm").await;
+    warm.login("warm", "d").await;
+    let (rss0, hwm0) = server.reset_peak_memory();
+
+    let (mut r, mut w) = tokio::io::split(tls_connect(server.tcp, &server.ca).await);
+    let writer = tokio::spawn(async move {
+        let mut sent = 0usize;
+        if w.write_all(&u32::MAX.to_be_bytes()).await.is_err() {
+            return sent;
+        }
+        let chunk = vec![0xa5u8; 256 * 1024];
+        while sent < STREAM {
+            if w.write_all(&chunk).await.is_err() || w.flush().await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server did not close the connection");
+    let sent = tokio::time::timeout(Duration::from_secs(15), writer)
+        .await
+        .expect("the writer stops")
+        .unwrap();
+    let (rss1, hwm1) = server.memory_kib();
+
+    let mut bytes = bytes::BytesMut::from(&got[..]);
+    let mut frames = Vec::new();
+    while let Some(f) = tern_proto::codec::decode_frame(&mut bytes, 1 << 20).unwrap() {
+        frames.push(f.expect("server frames decode"));
+    }
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    let msg = expect_error(&frames[0], ErrorCode::FrameTooLarge);
+    assert!(msg.contains("4294967295"), "names the length: {msg}");
+    match &frames[1].body {
+        Some(Body::Closing(c)) => assert_eq!(c.reason, CloseReason::ProtocolError as i32),
+        other => panic!("expected Closing, got {other:?}"),
+    }
+    assert!(sent < STREAM, "the server kept reading all {sent} bytes");
+
+    // Others are served: two fresh users log in, send and are pushed to.
+    let mut a = Client::connect(Tcp, server.tcp, &server.ca).await;
+    a.register("after-a").await;
+    a.login("after-a", "d").await;
+    let mut b = Client::connect(Quic, server.quic, &server.ca).await;
+    b.register("after-b").await;
+    b.login("after-b", "d").await;
+    assert_eq!(ack_of(&a.send_text("after-b", "m1", "hi").await).seq, 1);
+    let p = b.next_push(LONG).await.expect("a push");
+    assert_eq!(p.message.unwrap().client_msg_id, "m1");
+    eprintln!(
+        "tcp 2^32-1 prefix + stream: {} frames back (FRAME_TOO_LARGE, Closing), closed after \
+         {sent} of {STREAM} streamed bytes were written; server VmHWM {hwm0} -> {hwm1} KiB \
+         (+{} KiB, bound {BOUND_KIB}), VmRSS {rss0} -> {rss1} KiB",
+        frames.len(),
+        hwm1 - hwm0
+    );
+    assert!(
+        hwm1 - hwm0 < BOUND_KIB,
+        "the server's peak memory grew by {} KiB",
+        hwm1 - hwm0
+    );
+}

@@ -127,6 +127,8 @@ pub struct ProcessServer {
     pub child: Child,
     pub quic: SocketAddr,
     pub tcp: SocketAddr,
+    /// The WebSocket bridge (`/ws` on this address).
+    pub ws: SocketAddr,
     pub ca: PathBuf,
 }
 
@@ -166,7 +168,11 @@ impl ProcessServer {
             if let Some(rest) = line.strip_prefix("tern-server: listening ") {
                 let mut quic = None;
                 let mut tcp = None;
+                let mut ws = None;
                 for part in rest.split(' ') {
+                    if let Some(a) = part.strip_prefix("ws=ws://") {
+                        ws = Some(a.trim_end_matches("/ws").parse().unwrap());
+                    }
                     if let Some(a) = part.strip_prefix("quic=") {
                         quic = Some(a.parse().unwrap());
                     }
@@ -180,6 +186,7 @@ impl ProcessServer {
                     child,
                     quic: quic.unwrap(),
                     tcp: tcp.unwrap(),
+                    ws: ws.expect("the WebSocket bridge is on"),
                     ca: ca.expect("dev CA line before the listening line"),
                 };
             }
@@ -191,6 +198,19 @@ impl ProcessServer {
             Transport::Quic => self.quic,
             Transport::Tcp => self.tcp,
         }
+    }
+
+    /// The server's memory now: (VmRSS, VmHWM) in KiB, from /proc/PID/status.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        memory_kib(self.child.id())
+    }
+
+    /// Resets the server's VmHWM to its current VmRSS (writes 5 to /proc/PID/clear_refs),
+    /// so a later VmHWM is the peak since now; returns (VmRSS, VmHWM) after the reset.
+    pub fn reset_peak_memory(&self) -> (u64, u64) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .expect("reset VmHWM through /proc/PID/clear_refs");
+        self.memory_kib()
     }
 
     pub fn kill9(&mut self) {
@@ -213,6 +233,48 @@ impl Drop for ProcessServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A bare TLS-TCP connection to a tern server (TLS 1.3, ALPN `tern/1`, trusting `ca`),
+/// for tests that need to read and write at the same time.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(c.expect("CA parses")).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![tern_proto::ALPN.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("TCP connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// (VmRSS, VmHWM) of process `pid` in KiB, from /proc/PID/status (Linux).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// A raw-frame client: sends requests, matches responses by req_id, and keeps pushes

@@ -12,7 +12,7 @@ use tern_sdk::{
     register, Client, ClientConfig, ConnectOptions, Credentials, Event, Events, MemoryStore,
     SendTicket, Target, Transport, TransportMode, Trust,
 };
-use tern_tests::fault::{TcpFaultProxy, UdpFaultProxy};
+use tern_tests::fault::{FrameFaultProxy, TcpFaultProxy, UdpFaultProxy};
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
@@ -413,4 +413,343 @@ async fn a_second_device_sees_what_the_first_sent() {
     phone.close().await;
     laptop2.close().await;
     server.stop().await;
+}
+
+/// Watches a client's events: counts connections and notes a `Replaced`.
+fn watch_events(mut events: Events) -> tokio::sync::watch::Receiver<(usize, bool)> {
+    let (tx, rx) = tokio::sync::watch::channel((0usize, false));
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            match e {
+                Event::Connected { .. } => tx.send_modify(|s| s.0 += 1),
+                Event::Replaced => tx.send_modify(|s| s.1 = true),
+                _ => {}
+            }
+        }
+    });
+    rx
+}
+
+/// A sender behind the frame-aware proxy and a receiver connected directly.
+struct ProxiedPair {
+    server: TestServer,
+    proxy: FrameFaultProxy,
+    sender: Client,
+    sender_events: tokio::sync::watch::Receiver<(usize, bool)>,
+    receiver: Client,
+    receiver_events: Option<Events>,
+    to: String,
+}
+
+async fn proxied_pair(tag: &str) -> ProxiedPair {
+    let server = TestServer::start().await;
+    let proxy = FrameFaultProxy::start(server.tcp, &server.dir.path().join("certs")).await;
+    let (s, r) = (format!("ps-{tag}"), format!("pr-{tag}"));
+    register_all(server.tcp, &server.ca, &[&s, &r]).await;
+    let (receiver, mut rev) = Client::start(config(
+        server.tcp,
+        None,
+        &server.ca,
+        &r,
+        "d",
+        TransportMode::Tcp,
+    ));
+    connected(&mut rev).await;
+    let (sender, mut sev) = Client::start(config(
+        proxy.addr(),
+        None,
+        &server.ca,
+        &s,
+        "d",
+        TransportMode::Tcp,
+    ));
+    connected(&mut sev).await;
+    let mut sender_events = watch_events(sev);
+    sender_events.borrow_and_update();
+    ProxiedPair {
+        server,
+        proxy,
+        sender,
+        sender_events,
+        receiver,
+        receiver_events: Some(rev),
+        to: r,
+    }
+}
+
+async fn resolve(t: SendTicket) -> pb::SendAck {
+    tokio::time::timeout(Duration::from_secs(30), t)
+        .await
+        .expect("ack in time")
+        .expect("acked")
+}
+
+/// Waits until the sender has connected `n` times in all (the first included).
+async fn connected_times(events: &mut tokio::sync::watch::Receiver<(usize, bool)>, n: usize) {
+    let r = tokio::time::timeout(Duration::from_secs(20), events.wait_for(|s| s.0 >= n - 1)).await;
+    assert!(r.is_ok(), "the sender did not reconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_send_acks_are_resent_and_answered_as_duplicates() {
+    init_logs();
+    let mut p = proxied_pair("acks").await;
+    let (n1, n2) = (50, 100);
+    let texts: Vec<String> = (0..n1 + n2).map(|i| format!("a{i:04}")).collect();
+    let collector = collect(
+        p.receiver_events.take().unwrap(),
+        n1 + n2,
+        Duration::from_secs(60),
+    );
+    let conn0 = p.proxy.connection(0, Duration::from_secs(5)).await.unwrap();
+
+    // Phase 1: every SendAck is lost; the messages are stored and pushed all the same.
+    p.proxy.drop_send_acks(1.0);
+    let tickets = queue(&p.sender, &p.to, &texts[..n1]).await;
+    let proxy = &p.proxy;
+    assert!(
+        conn0
+            .wait_until(Duration::from_secs(20), |_| proxy.dropped().len() == n1)
+            .await,
+        "all {n1} acks were dropped"
+    );
+    // The SDK only learns on a new connection: it resends with the same ids.
+    p.proxy.drop_nothing();
+    conn0.cut();
+    let mut acks = Vec::new();
+    for t in tickets {
+        acks.push(resolve(t).await);
+    }
+    assert!(
+        acks.iter().all(|a| a.duplicate),
+        "every resend was answered with the original ack, marked duplicate"
+    );
+    connected_times(&mut p.sender_events, 2).await;
+
+    // Phase 2: some acks are lost on a live connection.
+    let conn1 = p.proxy.connection(1, Duration::from_secs(5)).await.unwrap();
+    p.proxy.set_seed(5);
+    p.proxy.drop_send_acks(0.3);
+    let tickets = queue(&p.sender, &p.to, &texts[n1..]).await;
+    assert!(
+        conn1
+            .wait_until(Duration::from_secs(20), |_| proxy.matched() as usize
+                == n1 + n2)
+            .await,
+        "every ack of phase 2 went through the proxy"
+    );
+    let lost: std::collections::HashSet<String> = p.proxy.dropped()[n1..]
+        .iter()
+        .map(|f| match &f.body {
+            Some(tern_proto::Body::SendAck(a)) => a.client_msg_id.clone(),
+            other => panic!("dropped a {other:?}"),
+        })
+        .collect();
+    assert!(!lost.is_empty() && lost.len() < n2, "{} lost", lost.len());
+    // Those that were not lost resolve on this connection, as first acks.
+    let (kept, waiting): (Vec<_>, Vec<_>) = tickets
+        .into_iter()
+        .partition(|t| !lost.contains(&t.client_msg_id));
+    let mut phase2 = std::collections::HashMap::new();
+    for t in kept {
+        let id = t.client_msg_id.clone();
+        let a = resolve(t).await;
+        assert!(!a.duplicate, "a first ack");
+        phase2.insert(id, a);
+    }
+    p.proxy.drop_nothing();
+    conn1.cut();
+    for t in waiting {
+        let id = t.client_msg_id.clone();
+        let a = resolve(t).await;
+        assert!(a.duplicate, "a resend after a lost ack is a duplicate");
+        phase2.insert(id, a);
+    }
+    // Phase 2 tickets in send order.
+    let sent_ids: Vec<String> = {
+        let mut v: Vec<_> = phase2.values().cloned().collect();
+        v.sort_by_key(|a| a.seq);
+        v.into_iter().map(|a| a.client_msg_id).collect()
+    };
+    acks.extend(sent_ids.iter().map(|id| phase2[id].clone()));
+    let (received, _) = collector.await.unwrap();
+    check(&texts, &acks, &received);
+    eprintln!(
+        "dropped acks: {n1} of {n1}, then {} of {n2} on a live connection; {} resends \
+         answered duplicate=true; {} proxied connections; receiver got {} messages once, in order",
+        lost.len(),
+        acks.iter().filter(|a| a.duplicate).count(),
+        p.proxy.connections(),
+        received.len()
+    );
+    assert!(!p.sender_events.borrow().1, "never replaced");
+    p.sender.close().await;
+    p.receiver.close().await;
+    p.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_sends_from_a_replaced_connection_are_not_delivered_again() {
+    init_logs();
+    let mut p = proxied_pair("late-send").await;
+    let texts: Vec<String> = (0..40).map(|i| format!("l{i:04}")).collect();
+    let collector = collect(
+        p.receiver_events.take().unwrap(),
+        40,
+        Duration::from_secs(60),
+    );
+    let mut acks = Vec::new();
+    for t in queue(&p.sender, &p.to, &texts[..10]).await {
+        acks.push(resolve(t).await);
+    }
+    // Connection 0 goes quiet towards the server: 20 sends are stuck in it.
+    let conn0 = p.proxy.connection(0, Duration::from_secs(5)).await.unwrap();
+    conn0.hold();
+    let stuck = queue(&p.sender, &p.to, &texts[10..30]).await;
+    let sends = |c: &tern_tests::fault::FrameConn| {
+        c.held()
+            .iter()
+            .filter(|f| matches!(f.body, Some(tern_proto::Body::Send(_))))
+            .count()
+    };
+    assert!(
+        conn0
+            .wait_until(Duration::from_secs(10), |c| sends(c) == 20)
+            .await
+    );
+    // The client gives the connection up and resends on a new one.
+    conn0.detach_client();
+    for t in stuck {
+        let a = resolve(t).await;
+        assert!(!a.duplicate, "the stuck originals never reached the server");
+        acks.push(a);
+    }
+    // The server replaced connection 0's session when the device resumed.
+    assert!(
+        conn0
+            .wait_until(Duration::from_secs(10), |c| c.upstream_closed())
+            .await,
+        "the old connection was closed by the server"
+    );
+    let closing = conn0.orphaned().into_iter().find_map(|f| match f.body {
+        Some(tern_proto::Body::Closing(c)) => Some(c),
+        _ => None,
+    });
+    assert_eq!(
+        closing.map(|c| c.reason),
+        Some(pb::CloseReason::Replaced as i32)
+    );
+    // Now the stale bytes arrive (nowhere: the server closed that connection).
+    conn0.release();
+    for t in queue(&p.sender, &p.to, &texts[30..]).await {
+        acks.push(resolve(t).await);
+    }
+    let (received, _) = collector.await.unwrap();
+    check(&texts, &acks, &received);
+    assert!(!p.sender_events.borrow().1, "never replaced");
+    eprintln!(
+        "late sends: 20 held on a stale connection, resent on a new one; receiver got {} once, in order",
+        received.len()
+    );
+    p.sender.close().await;
+    p.receiver.close().await;
+    p.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_resume_from_a_stale_connection_does_not_displace_the_live_one() {
+    init_logs();
+    let mut p = proxied_pair("late-resume").await;
+    let texts: Vec<String> = (0..30).map(|i| format!("r{i:04}")).collect();
+    let collector = collect(
+        p.receiver_events.take().unwrap(),
+        30,
+        Duration::from_secs(60),
+    );
+    let mut acks = Vec::new();
+    for t in queue(&p.sender, &p.to, &texts[..10]).await {
+        acks.push(resolve(t).await);
+    }
+    // The connection drops; the reconnect's Resume gets stuck on the way.
+    p.proxy.hold_new_connections(true);
+    p.proxy
+        .connection(0, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .cut();
+    let conn1 = p
+        .proxy
+        .connection(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    p.proxy.hold_new_connections(false);
+    assert!(
+        conn1
+            .wait_until(Duration::from_secs(10), |c| c
+                .held()
+                .iter()
+                .any(|f| matches!(f.body, Some(tern_proto::Body::Resume(_)))))
+            .await,
+        "the Resume is held"
+    );
+    // The client gives up on it, resumes on a third connection and sends.
+    conn1.detach_client();
+    connected_times(&mut p.sender_events, 2).await;
+    for t in queue(&p.sender, &p.to, &texts[10..20]).await {
+        acks.push(resolve(t).await);
+    }
+    // The stale Resume arrives now, on the old connection.
+    conn1.release();
+    assert!(
+        conn1
+            .wait_until(Duration::from_secs(10), |c| c.upstream_closed()
+                || c.orphaned().iter().any(|f| f.req_id != 0))
+            .await,
+        "the server answered the stale Resume"
+    );
+    let answer: Vec<&'static str> = conn1
+        .orphaned()
+        .iter()
+        .filter_map(|f| f.body.as_ref().map(tern_proto::body_name))
+        .collect();
+    // The stale session is the one closed as replaced (by the newer connection).
+    assert!(
+        conn1
+            .wait_until(Duration::from_secs(10), |c| c.orphaned().iter().any(|f| {
+                matches!(&f.body, Some(tern_proto::Body::Closing(cl))
+                    if cl.reason == pb::CloseReason::Replaced as i32)
+            }))
+            .await,
+        "the stale connection got Closing{{REPLACED}}: {answer:?}"
+    );
+    // The live session is untouched: more sends go through on it.
+    let mut failed = None;
+    for t in queue(&p.sender, &p.to, &texts[20..]).await {
+        match tokio::time::timeout(Duration::from_secs(30), t).await {
+            Ok(Ok(a)) => acks.push(a),
+            other => {
+                failed = Some(format!("{other:?}"));
+                break;
+            }
+        }
+    }
+    assert!(
+        failed.is_none(),
+        "a stale Resume replaced the live session: the server answered it with {answer:?}, \
+         and the live client's sends then failed: {failed:?} (Replaced seen: {})",
+        p.sender_events.borrow().1
+    );
+    let (received, _) = collector.await.unwrap();
+    check(&texts, &acks, &received);
+    let (connects, replaced) = *p.sender_events.borrow();
+    assert!(!replaced, "the live session was replaced");
+    assert_eq!(connects, 1, "one reconnect, none after the stale Resume");
+    eprintln!(
+        "late resume: the server answered the stale Resume with {answer:?}; the live \
+         session kept going; receiver got {} once, in order",
+        received.len()
+    );
+    p.sender.close().await;
+    p.receiver.close().await;
+    p.server.stop().await;
 }

@@ -266,3 +266,96 @@ async fn an_upgrade_that_never_completes_is_dropped() {
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
     server.stop().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
+
+/// The real server binary gets one 64 MiB binary message on /ws: it must refuse it without
+/// buffering it (its peak memory, VmHWM, grows by less than 16 MiB), end that
+/// connection promptly, and keep serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_message_is_refused_and_server_memory_stays_flat() {
+    const BOUND_KIB: u64 = 16 * 1024;
+    let data = tempfile::tempdir().unwrap();
+    let server = ProcessServer::spawn(BIN, data.path());
+    // Warm up first (a login hashes a password, which has its own peak), then measure the
+    // peak from here.
+    let mut warm = ws_connect(server.ws, None).await.unwrap();
+    warm.login("warm").await;
+    let (rss0, hwm0) = server.reset_peak_memory();
+
+    let mut big = ws_connect(server.ws, None).await.unwrap();
+    let payload = vec![0x5au8; 64 << 20];
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(30),
+        big.ws.send(Message::Binary(payload.into())),
+    )
+    .await
+    .expect("the send ends (written or refused) in 30 s");
+    // Whatever the server does, the connection ends, and never with a session frame.
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), big.ws.next()).await {
+            Err(_) => panic!("the connection is still open 10 s after the message: {seen:?}"),
+            Ok(None) => break,
+            Ok(Some(Ok(Message::Close(c)))) => seen.push(format!("close frame {c:?}")),
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                let f = Frame::decode(b).expect("server frames decode");
+                match f.body {
+                    Some(Body::Error(e)) => {
+                        assert_eq!(e.code, ErrorCode::FrameTooLarge as i32, "{e:?}");
+                        seen.push(format!("Error {}", e.message));
+                    }
+                    Some(Body::Closing(c)) => {
+                        assert_eq!(c.reason, CloseReason::ProtocolError as i32, "{c:?}");
+                        seen.push(format!("Closing {}", c.message));
+                    }
+                    other => panic!("unexpected frame {other:?}"),
+                }
+            }
+            Ok(Some(Ok(other))) => seen.push(format!("{other:?}")),
+            Ok(Some(Err(e))) => {
+                seen.push(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    let (rss1, hwm1) = server.memory_kib();
+    // Refused unread: 64 MiB do not fit in socket buffers, so the write fails.
+    assert!(sent.is_err(), "the server read the whole 64 MiB message");
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("close frame") || s.starts_with("error")),
+        "the connection was closed: {seen:?}"
+    );
+
+    // Everyone else is served as before: a new user logs in and sends, and is pushed to.
+    let mut a = ws_connect(server.ws, None).await.unwrap();
+    a.login("after-a").await;
+    let mut b = ws_connect(server.ws, None).await.unwrap();
+    b.login("after-b").await;
+    let ack = ack_of(
+        &a.request(Body::Send(send_body("after-b", "m1", "hello")))
+            .await,
+    );
+    assert_eq!(ack.seq, 1);
+    match b.next_unsolicited().await.body {
+        Some(Body::Push(p)) => assert_eq!(text(p.message.as_ref().unwrap()), "hello"),
+        other => panic!("{other:?}"),
+    }
+    eprintln!(
+        "ws 64 MiB message: send {}, connection ended after {took:?} ({seen:?}); server VmHWM \
+         {hwm0} -> {hwm1} KiB (+{} KiB, bound {BOUND_KIB}), VmRSS {rss0} -> {rss1} KiB",
+        match &sent {
+            Ok(()) => "written".to_string(),
+            Err(e) => format!("failed ({e})"),
+        },
+        hwm1 - hwm0
+    );
+    assert!(
+        hwm1 - hwm0 < BOUND_KIB,
+        "the server's peak memory grew by {} KiB",
+        hwm1 - hwm0
+    );
+}
