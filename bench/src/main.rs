@@ -14,6 +14,7 @@
 
 mod clock;
 mod net;
+mod peers;
 mod procfs;
 mod report;
 mod run;
@@ -122,10 +123,20 @@ pub struct Global {
     /// Receivers send a cumulative Ack every this many inbox pushes
     #[arg(long, global = true, default_value_t = 100)]
     ack_every: u64,
+    /// Run the scenario against this peer system instead of tern (bench/compare.sh
+    /// starts it with a config from bench/peers/); give its pid with --server-pid
+    #[arg(long, global = true, value_enum, requires = "peer_addr")]
+    peer: Option<peers::PeerKind>,
+    /// Address of the peer (MQTT, NATS or XMPP client port)
+    #[arg(long, global = true)]
+    peer_addr: Option<SocketAddr>,
+    /// Name of the system under test in reports (default: tern, or the peer's kind)
+    #[arg(long, global = true)]
+    system: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
-enum Cmd {
+pub enum Cmd {
     /// P sender/receiver pairs, durable 1:1 sends at a fixed total rate
     OneToOne {
         #[arg(long, default_value_t = 10)]
@@ -301,6 +312,31 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = scenarios::Ctx::new(cli.g.clone())?;
+    if let (Some(kind), Some(addr)) = (cli.g.peer, cli.g.peer_addr) {
+        let stats = ctx.stats.clone();
+        let keep_alive = std::time::Duration::from_secs(cli.g.heartbeat_secs.unwrap_or(30).into());
+        return match kind {
+            peers::PeerKind::Mosquitto => {
+                let a = peers::mqtt::Mqtt {
+                    addr,
+                    keep_alive,
+                    stats,
+                };
+                peers::run(&ctx, kind, a, cli.cmd).await
+            }
+            peers::PeerKind::Nats => {
+                let a = peers::nats::Nats {
+                    addr,
+                    stats,
+                    stream: format!("B{:08X}", rand::random::<u32>()),
+                };
+                peers::run(&ctx, kind, a, cli.cmd).await
+            }
+            peers::PeerKind::Ejabberd => {
+                anyhow::bail!("ejabberd: not implemented yet")
+            }
+        };
+    }
     match cli.cmd {
         Cmd::OneToOne {
             pairs,

@@ -139,12 +139,42 @@ pub enum Target {
     Conversation(String),
 }
 
+/// One sending connection, as the pacer sees it: tern's raw-frame connections and the
+/// peers' protocol adapters ([`crate::peers`]) both sit behind it.
+pub trait Outbox: Send + Sync {
+    /// Queues message `g` of step `step` (intended send time `intended`) for writing.
+    /// Never blocks; false when the connection is gone.
+    fn send(&self, step: usize, g: u64, intended: Nanos, body: &Bytes) -> bool;
+}
+
 /// One sending connection.
-#[derive(Clone)]
-pub struct SenderRef {
+pub type SenderRef = Arc<dyn Outbox>;
+
+/// A tern connection: `Send` frames into its writer task.
+pub struct TernSender {
     pub tx: mpsc::UnboundedSender<Bytes>,
     pub req: Arc<AtomicU64>,
     pub target: Target,
+}
+
+impl Outbox for TernSender {
+    fn send(&self, step: usize, g: u64, intended: Nanos, body: &Bytes) -> bool {
+        let (conversation, peer) = match &self.target {
+            Target::Peer(p) => (String::new(), p.clone()),
+            Target::Conversation(c) => (c.clone(), String::new()),
+        };
+        let frame = encode_frame(&Frame {
+            req_id: self.req.fetch_add(1, Ordering::Relaxed),
+            body: Some(Body::Send(pb::Send {
+                client_msg_id: msg_id(step, g, intended),
+                conversation,
+                peer,
+                body: body.clone(),
+                content_type: String::new(),
+            })),
+        });
+        self.tx.send(frame).is_ok()
+    }
 }
 
 /// Sends a step's messages at their intended times, from one OS thread for all senders.
@@ -184,21 +214,7 @@ pub fn pace(
         if dead[i] {
             continue;
         }
-        let (conversation, peer) = match &s.target {
-            Target::Peer(p) => (String::new(), p.clone()),
-            Target::Conversation(c) => (c.clone(), String::new()),
-        };
-        let frame = encode_frame(&Frame {
-            req_id: s.req.fetch_add(1, Ordering::Relaxed),
-            body: Some(Body::Send(pb::Send {
-                client_msg_id: msg_id(step, g, intended),
-                conversation,
-                peer,
-                body: body.clone(),
-                content_type: String::new(),
-            })),
-        });
-        if s.tx.send(frame).is_err() {
+        if !s.send(step, g, intended, &body) {
             // The connection is gone: the rest of this sender's messages are missing.
             dead[i] = true;
             continue;

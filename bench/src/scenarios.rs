@@ -16,7 +16,7 @@ use tern_sdk::Transport;
 use crate::clock;
 use crate::net::{self, Connector, Fail, Live, LiveOpts, Raw, Stats};
 use crate::report::{self, histogram, record_ns, Report};
-use crate::run::{self, Probe, SenderRef, Target, Tracker, Trackers};
+use crate::run::{self, Probe, SenderRef, Target, TernSender, Tracker, Trackers};
 use crate::server::{self, Server, Spawn};
 use crate::{Global, Reconnect, TransportArg};
 
@@ -43,7 +43,7 @@ impl Ctx {
             TransportArg::Tcp => Transport::Tcp,
             TransportArg::Quic => Transport::Quic,
         };
-        let help = if g.server.is_none() {
+        let help = if g.server.is_none() && g.peer.is_none() {
             let bin = server::resolve_bin(&g.server_bin);
             Some(server::known_flags(&bin).with_context(|| {
                 format!(
@@ -129,6 +129,7 @@ impl Ctx {
 
     /// Parameters every report carries.
     pub fn common(&self, r: &mut Report, s: &Server) {
+        r.param("system", self.g.system.as_deref().unwrap_or("tern"));
         r.param("transport", self.transport);
         match &s.args {
             Some(a) => {
@@ -265,7 +266,7 @@ async fn setup_pairs(
         names.push(format!("{run}-r{i}"));
     }
     let opened = open_users(ctx, connector, &names, "bench").await?;
-    let mut senders = Vec::new();
+    let mut senders: Vec<SenderRef> = Vec::new();
     let mut lives = Vec::new();
     for (i, (raw, ok)) in opened.into_iter().enumerate() {
         let opts = ctx.live_opts(&ok);
@@ -278,21 +279,21 @@ async fn setup_pairs(
         );
         if i % 2 == 0 {
             let (tx, req) = live.sender();
-            senders.push(SenderRef {
+            senders.push(Arc::new(TernSender {
                 tx,
                 req,
                 target: Target::Peer(names[i + 1].clone()),
-            });
+            }));
         }
         lives.push(live);
     }
     Ok((senders, lives))
 }
 
-/// The report of one 1:1 step.
-fn pair_report(
+/// The report of one 1:1 step; `common` adds the parameters of the system under test.
+pub fn pair_report(
     ctx: &Ctx,
-    s: &Server,
+    common: &dyn Fn(&mut Report),
     scenario: &str,
     pairs: usize,
     o: &run::StepOutcome,
@@ -302,7 +303,7 @@ fn pair_report(
     r.param("pairs", pairs)
         .param("rate", o.rate)
         .param("duration_s", o.duration);
-    ctx.common(&mut r, s);
+    common(&mut r);
     let sent = t.sent.load(Ordering::Relaxed);
     let delivered = t.delivered.load(Ordering::Relaxed);
     let extra = t.extra.load(Ordering::Relaxed);
@@ -383,7 +384,14 @@ pub async fn one_to_one(
             &ctx.stats,
         )
         .await;
-        let mut r = pair_report(ctx, &srv, "one-to-one", pairs, &o, &trackers.0[step]);
+        let mut r = pair_report(
+            ctx,
+            &|r| ctx.common(r, &srv),
+            "one-to-one",
+            pairs,
+            &o,
+            &trackers.0[step],
+        );
         if !srv.alive() {
             r.notes.push("the server process has exited".into());
         }
@@ -507,7 +515,7 @@ pub async fn durability(ctx: &Ctx, pairs: usize, rate: f64, duration: f64) -> an
         let t = &trackers.0[0];
         let mut r = pair_report(
             ctx,
-            &srv,
+            &|r| ctx.common(r, &srv),
             &format!("durability (group commit {label})"),
             pairs,
             &o,
@@ -634,11 +642,11 @@ pub async fn fanout(
         );
         if i < senders {
             let (tx, req) = live.sender();
-            sender_refs.push(SenderRef {
+            sender_refs.push(Arc::new(TernSender {
                 tx,
                 req,
                 target: Target::Conversation(conv.clone()),
-            });
+            }) as SenderRef);
         }
         lives.push(live);
     }
@@ -656,7 +664,55 @@ pub async fn fanout(
         &ctx.stats,
     )
     .await;
-    let t = &trackers.0[0];
+    let mut r = fanout_report(
+        ctx,
+        &|r| ctx.common(r, &srv),
+        FanoutShape {
+            members,
+            senders,
+            rate,
+            duration,
+            read_diffusion: info.read_diffusion,
+        },
+        &o,
+        &trackers.0[0],
+    );
+    r.notes.insert(0, format!(
+        "group mode: {mode}; the server's fan-out threshold decides (default 500 members: larger groups use read diffusion)"
+    ));
+    log_notes(&mut r, &srv);
+    drop(lives);
+    srv.stop();
+    ctx.print(&r);
+    Ok(())
+}
+
+/// A fan-out run's shape.
+pub struct FanoutShape {
+    pub members: usize,
+    pub senders: usize,
+    pub rate: f64,
+    pub duration: f64,
+    pub read_diffusion: bool,
+}
+
+/// The report of a fan-out run; `common` adds the parameters of the system under test.
+pub fn fanout_report(
+    ctx: &Ctx,
+    common: &dyn Fn(&mut Report),
+    f: FanoutShape,
+    o: &run::StepOutcome,
+    t: &Tracker,
+) -> Report {
+    let FanoutShape {
+        members,
+        senders,
+        rate,
+        duration,
+        ..
+    } = f;
+    let total = run::step_total(rate, duration);
+    let expected = (members - 1) as u32;
     let mut r = Report::new("fanout", "deliveries/s");
     r.param("members", members)
         .param("senders", senders)
@@ -664,13 +720,13 @@ pub async fn fanout(
         .param("duration_s", duration)
         .param(
             "mode",
-            if info.read_diffusion {
+            if f.read_diffusion {
                 "read-diffusion"
             } else {
                 "write-diffusion"
             },
         );
-    ctx.common(&mut r, &srv);
+    common(&mut r);
     let sent = t.sent.load(Ordering::Relaxed);
     let delivered = t.delivered.load(Ordering::Relaxed);
     let extra = t.extra.load(Ordering::Relaxed);
@@ -709,20 +765,13 @@ pub async fn fanout(
     r.server = o.server.clone();
     r.generator_cpu_pct = o.generator_cpu_pct;
     r.errors = o.errors.clone();
-    r.notes.push(format!(
-        "group mode: {mode}; the server's fan-out threshold decides (default 500 members: larger groups use read diffusion)"
-    ));
     if !o.drained {
         r.notes.push(format!(
             "not everything was acked and delivered within the drain time ({} s)",
             ctx.g.drain_secs
         ));
     }
-    log_notes(&mut r, &srv);
-    drop(lives);
-    srv.stop();
-    ctx.print(&r);
-    Ok(())
+    r
 }
 
 fn rss_now(s: &Server) -> u64 {

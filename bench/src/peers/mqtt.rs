@@ -1,0 +1,215 @@
+//! MQTT 3.1.1 (mosquitto) through rumqttc: one client per user, clean_session = false
+//! (a persistent session that queues QoS 1 messages while the client is away), QoS 1
+//! publishes and subscriptions. A user's inbox is the topic `u/<user>`, a group's is
+//! `g/<group>`. The ack of a send is the broker's PUBACK.
+//!
+//! rumqttc assigns packet ids inside its event loop; it reports each outgoing publish
+//! (`Outgoing::Publish(pkid)`) in the order the client queued them, so a FIFO of intended
+//! send times per connection maps every PUBACK back to its message.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeFilter,
+};
+
+use super::{payload, Adapter, Dest, Hooks};
+use crate::clock;
+use crate::net::Stats;
+use crate::run::{Outbox, SenderRef};
+use crate::schedule::Nanos;
+
+pub struct Mqtt {
+    pub addr: SocketAddr,
+    pub keep_alive: Duration,
+    pub stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// (step, intended) of publishes queued but not yet given a packet id.
+    queued: VecDeque<(usize, Nanos)>,
+    /// Packet id -> (step, intended), until its PUBACK.
+    inflight: HashMap<u16, (usize, Nanos)>,
+}
+
+pub struct MqttConn {
+    client: AsyncClient,
+    pending: Arc<Mutex<Pending>>,
+    alive: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MqttConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn inbox(user: &str) -> String {
+    format!("u/{user}")
+}
+
+fn handle(ev: &Event, hooks: &Hooks, pending: &Mutex<Pending>) {
+    match ev {
+        Event::Incoming(Packet::Publish(p)) => {
+            if let Some(f) = &hooks.on_msg {
+                f(&p.payload, clock::now());
+            }
+        }
+        Event::Outgoing(Outgoing::Publish(pkid)) if *pkid != 0 => {
+            let mut p = pending.lock().unwrap();
+            if let Some(v) = p.queued.pop_front() {
+                p.inflight.insert(*pkid, v);
+            }
+        }
+        Event::Incoming(Packet::PubAck(a)) => {
+            let now = clock::now();
+            let v = pending.lock().unwrap().inflight.remove(&a.pkid);
+            if let (Some((step, intended)), Some(t)) = (v, &hooks.acks) {
+                if let Some(t) = t.0.get(step) {
+                    t.acked(intended, now);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn poll(el: &mut EventLoop) -> Result<Event, ConnectionError> {
+    el.poll().await
+}
+
+impl Adapter for Mqtt {
+    type Conn = MqttConn;
+
+    async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        user: &str,
+        groups: &[String],
+        hooks: Hooks,
+    ) -> anyhow::Result<MqttConn> {
+        let mut o = MqttOptions::new(user, self.addr.ip().to_string(), self.addr.port());
+        o.set_clean_session(false)
+            .set_keep_alive(self.keep_alive)
+            .set_inflight(1000)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(o, 100_000);
+        el.network_options.set_connection_timeout(10);
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let mut topics = vec![SubscribeFilter::new(inbox(user), QoS::AtLeastOnce)];
+        topics.extend(
+            groups
+                .iter()
+                .map(|g| SubscribeFilter::new(format!("g/{g}"), QoS::AtLeastOnce)),
+        );
+        client
+            .subscribe_many(topics)
+            .await
+            .context("queueing SUBSCRIBE")?;
+        // Drive the connection until the subscription is confirmed; anything the
+        // session had queued may already arrive.
+        let ready = async {
+            loop {
+                let ev = poll(&mut el).await?;
+                let done = matches!(ev, Event::Incoming(Packet::SubAck(_)));
+                handle(&ev, &hooks, &pending);
+                if done {
+                    return Ok::<_, ConnectionError>(());
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(15), ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("MQTT connect/subscribe: {e}"),
+            Err(_) => bail!("MQTT connect/subscribe: no SUBACK within 15 s"),
+        }
+        let alive = Arc::new(AtomicBool::new(true));
+        let task = {
+            let (pending, alive, stats) = (pending.clone(), alive.clone(), self.stats.clone());
+            tokio::spawn(async move {
+                loop {
+                    match poll(&mut el).await {
+                        Ok(ev) => handle(&ev, &hooks, &pending),
+                        Err(e) => {
+                            stats.add(&format!("mqtt connection: {e}"));
+                            alive.store(false, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(MqttConn {
+            client,
+            pending,
+            alive,
+            task,
+        })
+    }
+
+    fn outbox(&self, conn: &MqttConn, dest: Dest) -> SenderRef {
+        let topic = match dest {
+            Dest::User(u) => inbox(&u),
+            Dest::Group(g) => format!("g/{g}"),
+        };
+        Arc::new(MqttSender {
+            client: conn.client.clone(),
+            pending: conn.pending.clone(),
+            topic,
+        })
+    }
+
+    fn alive(&self, conn: &MqttConn) -> bool {
+        conn.alive.load(Ordering::Relaxed)
+    }
+
+    async fn drop_conn(&self, conn: MqttConn) {
+        // The socket closes without a DISCONNECT, like a device losing its network;
+        // the persistent session stays on the broker.
+        conn.task.abort();
+    }
+
+    fn supports(&self, scenario: &str) -> bool {
+        matches!(scenario, "one-to-one" | "fanout" | "idle" | "storm")
+    }
+}
+
+struct MqttSender {
+    client: AsyncClient,
+    pending: Arc<Mutex<Pending>>,
+    topic: String,
+}
+
+impl Outbox for MqttSender {
+    fn send(&self, step: usize, g: u64, intended: Nanos, body: &Bytes) -> bool {
+        let p = payload(step, g, intended, body);
+        // Queued before the publish, so the event loop always finds it.
+        self.pending
+            .lock()
+            .unwrap()
+            .queued
+            .push_back((step, intended));
+        match self
+            .client
+            .try_publish(self.topic.clone(), QoS::AtLeastOnce, false, p.to_vec())
+        {
+            Ok(()) => true,
+            Err(_) => {
+                self.pending.lock().unwrap().queued.pop_back();
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! NATS JetStream through async-nats: one stream per run with file storage over the
+//! subjects `<stream>.>`; a user's inbox is `<stream>.u.<user>`, a group's
+//! `<stream>.g.<group>`. Receiving = a durable pull consumer per (user, subject) with
+//! explicit acks, read through its message stream; a send is a JetStream publish whose
+//! ack is the server's PubAck (the message is in the stream).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{payload, Adapter, Dest, Hooks};
+use crate::clock;
+use crate::net::Stats;
+use crate::run::{Outbox, SenderRef, Trackers};
+use crate::schedule::Nanos;
+
+pub struct Nats {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    /// Stream name (one per run).
+    pub stream: String,
+}
+
+pub struct NatsConn {
+    js: Context,
+    acks: Option<Arc<Trackers>>,
+    alive: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _client: async_nats::Client,
+}
+
+impl Drop for NatsConn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Nats {
+    fn subject(&self, d: &Dest) -> String {
+        match d {
+            Dest::User(u) => format!("{}.u.{u}", self.stream),
+            Dest::Group(g) => format!("{}.g.{g}", self.stream),
+        }
+    }
+
+    async fn client(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(10))
+            .connect(format!("nats://{}", self.addr))
+            .await
+            .with_context(|| format!("NATS connect {}", self.addr))
+    }
+}
+
+impl Adapter for Nats {
+    type Conn = NatsConn;
+
+    async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
+        let js = jetstream::new(self.client("bench-setup").await?);
+        js.get_or_create_stream(stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![format!("{}.>", self.stream)],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .context("creating the JetStream stream")?;
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        user: &str,
+        groups: &[String],
+        hooks: Hooks,
+    ) -> anyhow::Result<NatsConn> {
+        let client = self.client(user).await?;
+        let js = jetstream::new(client.clone());
+        let alive = Arc::new(AtomicBool::new(true));
+        let mut tasks = Vec::new();
+        if let Some(on_msg) = &hooks.on_msg {
+            let subjects = std::iter::once(Dest::User(user.into()))
+                .chain(groups.iter().map(|g| Dest::Group(g.clone())));
+            for (k, d) in subjects.enumerate() {
+                let c: consumer::PullConsumer = js
+                    .create_consumer_on_stream(
+                        consumer::pull::Config {
+                            durable_name: Some(format!("{user}-{k}")),
+                            filter_subject: self.subject(&d),
+                            ack_policy: consumer::AckPolicy::Explicit,
+                            deliver_policy: consumer::DeliverPolicy::All,
+                            max_ack_pending: 10_000,
+                            ..Default::default()
+                        },
+                        &self.stream,
+                    )
+                    .await
+                    .with_context(|| format!("creating the consumer of {user}"))?;
+                let mut msgs = c.messages().await.context("consumer messages")?;
+                let (on_msg, alive, stats) = (on_msg.clone(), alive.clone(), self.stats.clone());
+                tasks.push(tokio::spawn(async move {
+                    while let Some(m) = msgs.next().await {
+                        match m {
+                            Ok(m) => {
+                                on_msg(&m.payload, clock::now());
+                                if let Err(e) = m.ack().await {
+                                    stats.add(&format!("nats ack: {e}"));
+                                }
+                            }
+                            Err(e) => stats.add(&format!("nats consumer: {e}")),
+                        }
+                    }
+                    alive.store(false, Ordering::Relaxed);
+                }));
+            }
+        }
+        Ok(NatsConn {
+            js,
+            acks: hooks.acks,
+            alive,
+            tasks,
+            _client: client,
+        })
+    }
+
+    fn outbox(&self, conn: &NatsConn, dest: Dest) -> SenderRef {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Nanos, Bytes)>();
+        let subject = self.subject(&dest);
+        let (js, acks, stats) = (conn.js.clone(), conn.acks.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            while let Some((step, intended, p)) = rx.recv().await {
+                match js.publish(subject.clone(), p).await {
+                    Ok(ack) => {
+                        let (acks, stats) = (acks.clone(), stats.clone());
+                        tokio::spawn(async move {
+                            match ack.await {
+                                Ok(_) => {
+                                    let now = clock::now();
+                                    if let Some(t) = acks.as_ref().and_then(|a| a.0.get(step)) {
+                                        t.acked(intended, now);
+                                    }
+                                }
+                                Err(e) => stats.add(&format!("nats puback: {e}")),
+                            }
+                        });
+                    }
+                    Err(e) => stats.add(&format!("nats publish: {e}")),
+                }
+            }
+        });
+        Arc::new(NatsSender { tx })
+    }
+
+    fn alive(&self, conn: &NatsConn) -> bool {
+        conn.alive.load(Ordering::Relaxed)
+    }
+
+    async fn drop_conn(&self, conn: NatsConn) {
+        drop(conn);
+    }
+
+    fn supports(&self, scenario: &str) -> bool {
+        matches!(scenario, "one-to-one" | "fanout")
+    }
+}
+
+struct NatsSender {
+    tx: mpsc::UnboundedSender<(usize, Nanos, Bytes)>,
+}
+
+impl Outbox for NatsSender {
+    fn send(&self, step: usize, g: u64, intended: Nanos, body: &Bytes) -> bool {
+        self.tx
+            .send((step, intended, payload(step, g, intended, body)))
+            .is_ok()
+    }
+}

@@ -1,0 +1,1 @@
+//! XMPP (ejabberd): placeholder until the client is written.
