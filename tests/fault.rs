@@ -1258,6 +1258,131 @@ mod tests {
         )
     }
 
+    /// A TLS frame server on the given certs: answers each frame with a `SendAck` and a
+    /// `Pong` carrying its req_id, and reports every frame it receives.
+    async fn frame_upstream(
+        certs: &std::path::Path,
+    ) -> (SocketAddr, mpsc::UnboundedReceiver<Frame>) {
+        let (acceptor, _) = tls_configs(certs);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = bytes::BytesMut::new();
+                    while matches!(tls.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                        while let Ok(Some(Ok(f))) =
+                            tern_proto::codec::decode_frame(&mut buf, 1 << 20)
+                        {
+                            let _ = tx.send(f.clone());
+                            for body in [
+                                tern_proto::Body::SendAck(tern_proto::pb::SendAck::default()),
+                                tern_proto::Body::Pong(tern_proto::pb::Pong::default()),
+                            ] {
+                                let out = tern_proto::encode_frame(&Frame {
+                                    req_id: f.req_id,
+                                    body: Some(body),
+                                });
+                                if tls.write_all(&out).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    fn ping(req_id: u64) -> Bytes {
+        tern_proto::encode_frame(&Frame {
+            req_id,
+            body: Some(tern_proto::Body::Ping(tern_proto::pb::Ping::default())),
+        })
+    }
+
+    /// Reads frames until `n` arrived or nothing comes for 300 ms.
+    async fn read_frames<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<Frame> {
+        let mut buf = bytes::BytesMut::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            match timeout(Duration::from_millis(300), r.read_buf(&mut buf)).await {
+                Ok(Ok(k)) if k > 0 => {
+                    while let Ok(Some(Ok(f))) = tern_proto::codec::decode_frame(&mut buf, 1 << 20) {
+                        out.push(f);
+                    }
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_drop_only_the_chosen_kind() {
+        let certs = tempfile::tempdir().unwrap();
+        tern_server::certs::make_dev_certs(certs.path()).unwrap();
+        let (upstream, _rx) = frame_upstream(certs.path()).await;
+        let proxy = FrameFaultProxy::start(upstream, certs.path()).await;
+        proxy.drop_send_acks(1.0);
+        let mut c = crate::tls_connect(proxy.addr(), &certs.path().join("ca.pem")).await;
+        for id in 1..=10 {
+            c.write_all(&ping(id)).await.unwrap();
+        }
+        let got = read_frames(&mut c, 20).await;
+        let ids: Vec<u64> = got.iter().map(|f| f.req_id).collect();
+        assert_eq!(
+            ids,
+            (1..=10).collect::<Vec<_>>(),
+            "only the Pongs, in order"
+        );
+        assert!(got
+            .iter()
+            .all(|f| matches!(f.body, Some(tern_proto::Body::Pong(_)))));
+        assert_eq!((proxy.dropped().len(), proxy.matched()), (10, 10));
+        // Off again: both kinds pass.
+        proxy.drop_nothing();
+        c.write_all(&ping(11)).await.unwrap();
+        assert_eq!(read_frames(&mut c, 2).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn frames_held_then_released_on_a_detached_connection() {
+        let certs = tempfile::tempdir().unwrap();
+        tern_server::certs::make_dev_certs(certs.path()).unwrap();
+        let (upstream, mut rx) = frame_upstream(certs.path()).await;
+        let proxy = FrameFaultProxy::start(upstream, certs.path()).await;
+        proxy.hold_new_connections(true);
+        let mut c = crate::tls_connect(proxy.addr(), &certs.path().join("ca.pem")).await;
+        for id in 1..=3 {
+            c.write_all(&ping(id)).await.unwrap();
+        }
+        let conn = proxy.connection(0, SECOND).await.unwrap();
+        assert!(conn.wait_until(SECOND, |c| c.held().len() == 3).await);
+        assert!(rx.try_recv().is_err(), "a held frame reached the server");
+        // The client side goes away; the server side stays and gets the frames late.
+        conn.detach_client();
+        let mut rest = Vec::new();
+        assert!(
+            !matches!(timeout(SECOND, c.read_to_end(&mut rest)).await, Ok(Ok(n)) if n > 0),
+            "the client side was reset"
+        );
+        conn.release();
+        let mut late = Vec::new();
+        for _ in 0..3 {
+            late.push(timeout(SECOND, rx.recv()).await.unwrap().unwrap().req_id);
+        }
+        assert_eq!(late, vec![1, 2, 3], "released in order");
+        assert!(conn.wait_until(SECOND, |c| c.orphaned().len() == 6).await);
+        assert!(!conn.upstream_closed());
+    }
+
     #[tokio::test]
     async fn tcp_bytes_round_trip() {
         let proxy = TcpFaultProxy::start(tcp_echo().await).await;
