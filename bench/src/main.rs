@@ -13,6 +13,7 @@
 //! [`scenarios`] (one-to-one, fanout, idle, storm, durability).
 
 mod clock;
+mod compare;
 mod net;
 mod peers;
 mod procfs;
@@ -203,6 +204,13 @@ pub enum Cmd {
         #[arg(long, default_value_t = 60.0)]
         timeout_secs: f64,
     },
+    /// Print one comparison table (tern's ratio to each peer) from JSON reports, one per
+    /// line as --json writes them (bench/compare.sh)
+    CompareTable {
+        /// Files of JSON reports ("-" = stdin)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// The same 1:1 load with group commit on, then with --group-commit false
     Durability {
         #[arg(long, default_value_t = 10)]
@@ -306,11 +314,34 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             bounded("--rate", *rate, 1e7)?;
             anyhow::ensure!(rate * duration <= 5e7, "rate x duration above 50M messages");
         }
+        Cmd::CompareTable { .. } => {}
     }
     Ok(())
 }
 
+fn compare_table(files: &[PathBuf]) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    for f in files {
+        if f.as_os_str() == "-" {
+            std::io::stdin().read_to_string(&mut text)?;
+        } else {
+            text.push_str(
+                &std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+            );
+        }
+        text.push('\n');
+    }
+    let rows = compare::rows_from(&text);
+    anyhow::ensure!(!rows.is_empty(), "no JSON reports in the input");
+    print!("{}", compare::table(&rows));
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::CompareTable { files } = &cli.cmd {
+        return compare_table(files);
+    }
     let ctx = scenarios::Ctx::new(cli.g.clone())?;
     if let (Some(kind), Some(addr)) = (cli.g.peer, cli.g.peer_addr) {
         let stats = ctx.stats.clone();
@@ -387,6 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
             duration,
         } => scenarios::durability(&ctx, pairs, rate, duration).await,
+        Cmd::CompareTable { .. } => unreachable!("handled above"),
     }
 }
 

@@ -252,6 +252,7 @@ impl Report {
             "scenario": self.scenario,
             "params": params,
             "rate_unit": self.rate_unit,
+            "headline_latency": self.latency.first().map(|l| l.name.clone()),
             "offered_rate": self.offered.map(round1),
             "achieved_rate": self.achieved.map(round1),
             "latency": lat,

@@ -218,6 +218,7 @@ pub async fn run<A: Adapter>(
         Cmd::Idle { .. } => "idle",
         Cmd::Storm { .. } => "storm",
         Cmd::Durability { .. } => "durability",
+        Cmd::CompareTable { .. } => "compare-table",
     };
     anyhow::ensure!(
         a.supports(name),
@@ -266,7 +267,7 @@ pub async fn run<A: Adapter>(
             )
             .await
         }
-        Cmd::Durability { .. } => unreachable!("checked by supports"),
+        Cmd::Durability { .. } | Cmd::CompareTable { .. } => unreachable!("checked by supports"),
     }
 }
 

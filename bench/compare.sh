@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# bench/compare.sh: tern against the systems users would pick instead, through the same
+# generator (tern-bench), on this machine, in one run; prints one table with tern's
+# ratio to each peer.
+#
+#   bench/compare.sh              default run (about 10 minutes on a 2-core box)
+#   QUICK=1 bench/compare.sh      smoke run (about 2-3 minutes)
+#
+# Environment: PEERS="mosquitto nats ejabberd" (subset), SCENARIOS="one-to-one fanout
+# idle storm" (subset), OUT=dir for the raw reports (default target/compare/<time>),
+# NO_BUILD=1 to use the release binaries as they are, NO_PIN=1 to not pin CPUs.
+#
+# Peers (installed from Debian packages if missing), each started on 127.0.0.1 with a
+# config from bench/peers/ and a fresh temp data dir for every scenario:
+#   mosquitto    MQTT 3.1.1, QoS 1, persistent sessions (clean_session=false)
+#                -> one-to-one, fanout, idle, storm
+#   nats-server  JetStream, file storage, durable pull consumers -> one-to-one, fanout
+#   ejabberd     XMPP, stream management, offline storage -> one-to-one, idle, storm
+#
+# Durability each system was given (what an ack means):
+#   tern         the SendAck leaves only after the message's group commit has been
+#                fsync'd (sled flush); "tern (flush per write)" = --group-commit false
+#   mosquitto    PUBACK = in the broker's memory; persistence writes the whole in-memory
+#                database to disk on autosave (autosave_interval 1800 s) and at shutdown.
+#                No per-message fsync setting exists.
+#   nats         PubAck = in the stream's block file in the OS page cache; the file store
+#                fsyncs on an internal interval. nats-server 2.9.10 rejects sync_interval
+#                (added in 2.10, where "always" would fsync every write), so no
+#                per-message fsync row.
+#   ejabberd     <a/> = the server has handled the stanza; offline messages go to mnesia
+#                (disc_copies: a transaction log dumped periodically, not fsync'd per
+#                message).
+# tern therefore gets the strongest durability in every row.
+#
+# CPU: the server under test (tern or peer) is pinned to CPU 0, the generator to CPU 1.
+# tern's password hash cost is lowered for these runs (argon2id 1 MiB, 1 pass): the peers
+# run without password hashing (MQTT and NATS anonymous, ejabberd plain passwords).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+QUICK=${QUICK:-0}
+PEERS=${PEERS:-"mosquitto nats ejabberd"}
+SCENARIOS=${SCENARIOS:-"one-to-one fanout idle storm"}
+OUT=${OUT:-$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}
+BENCH=$ROOT/target/release/tern-bench
+REPORTS=$OUT/reports.jsonl
+LOG=$OUT/bench.log
+MQTT_PORT=${MQTT_PORT:-18831}
+NATS_PORT=${NATS_PORT:-14223}
+NATS_HTTP_PORT=${NATS_HTTP_PORT:-18223}
+XMPP_PORT=${XMPP_PORT:-15223}
+
+if [ "$QUICK" = 1 ]; then
+  PAIRS=4 RATE=1000 DURATION=5
+  MEMBERS=100 FANOUT_RATE=10 FANOUT_DURATION=5
+  IDLE_N=1000 IDLE_HOLD=3
+  STORM_DEVICES=200 STORM_MISSED=20
+else
+  PAIRS=10 RATE=2000 DURATION=20
+  MEMBERS=500 FANOUT_RATE=20 FANOUT_DURATION=20
+  IDLE_N=5000 IDLE_HOLD=10
+  STORM_DEVICES=1000 STORM_MISSED=100
+fi
+
+mkdir -p "$OUT"
+: >"$REPORTS"
+: >"$LOG"
+say() { echo "compare: $*" >&2; }
+T0=$(date +%s)
+
+# --- build ------------------------------------------------------------------------
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  say "building release binaries"
+  if ! cargo build --release -p tern-bench -p tern-server >>"$LOG" 2>&1; then
+    if [ -x "$BENCH" ] && [ -x target/release/tern-server ]; then
+      say "WARNING: the build failed (see $LOG); using the existing release binaries"
+    else
+      say "build failed, see $LOG"; exit 1
+    fi
+  fi
+fi
+
+# --- peers: install ---------------------------------------------------------------
+declare -A PKG=([mosquitto]=mosquitto [nats]=nats-server [ejabberd]=ejabberd)
+missing=()
+for p in $PEERS; do
+  dpkg -s "${PKG[$p]}" >/dev/null 2>&1 || missing+=("${PKG[$p]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update >>"$LOG" 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >>"$LOG" 2>&1
+fi
+declare -A VERSION
+for p in $PEERS; do
+  VERSION[$p]=$(dpkg-query -W -f='${Version}' "${PKG[$p]}")
+done
+
+# --- peers: start / stop ----------------------------------------------------------
+PIN=(taskset -c 0)
+BENCH_PIN=(--server-cpu 0 --pin-cpu 1)
+if [ "${NO_PIN:-0}" = 1 ]; then PIN=(); BENCH_PIN=(); fi
+
+PEER_PID=""
+PEER_DIR=""
+PEER_STOP=""
+
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+stop_peer() {
+  if [ -n "$PEER_STOP" ]; then eval "$PEER_STOP" >>"$LOG" 2>&1 || true; fi
+  if [ -n "$PEER_PID" ] && kill -0 "$PEER_PID" 2>/dev/null; then
+    kill "$PEER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PEER_PID" 2>/dev/null || true
+  fi
+  if [ -n "$PEER_DIR" ]; then rm -rf "$PEER_DIR"; fi
+  PEER_PID="" PEER_DIR="" PEER_STOP=""
+}
+trap stop_peer EXIT
+trap 'exit 130' INT TERM
+
+fill() { # template out
+  sed -e "s#@DATA@#$PEER_DIR#g" -e "s#@PORT@#$PORT#g" -e "s#@HTTP_PORT@#$NATS_HTTP_PORT#g" "$1" >"$2"
+}
+
+start_mosquitto() {
+  PORT=$MQTT_PORT
+  port_free "$PORT" || { say "port $PORT is busy"; return 1; }
+  PEER_DIR=$(mktemp -d /tmp/tern-compare-mosquitto.XXXXXX)
+  fill bench/peers/mosquitto.conf "$PEER_DIR/mosquitto.conf"
+  chown -R mosquitto: "$PEER_DIR" 2>/dev/null || true
+  "${PIN[@]}" mosquitto -c "$PEER_DIR/mosquitto.conf" >>"$LOG" 2>&1 &
+  PEER_PID=$!
+  wait_port "$PORT" 10
+}
+
+start_nats() {
+  PORT=$NATS_PORT
+  port_free "$PORT" || { say "port $PORT is busy"; return 1; }
+  PEER_DIR=$(mktemp -d /tmp/tern-compare-nats.XXXXXX)
+  fill bench/peers/nats.conf "$PEER_DIR/nats.conf"
+  "${PIN[@]}" nats-server -c "$PEER_DIR/nats.conf" >"$PEER_DIR/nats.log" 2>&1 &
+  PEER_PID=$!
+  wait_port "$PORT" 10
+}
+
+start_ejabberd() {
+  PORT=$XMPP_PORT
+  port_free "$PORT" || { say "port $PORT is busy"; return 1; }
+  PEER_DIR=$(mktemp -d /tmp/tern-compare-ejabberd.XXXXXX)
+  mkdir -p "$PEER_DIR/db" "$PEER_DIR/log"
+  fill bench/peers/ejabberd.yml "$PEER_DIR/ejabberd.yml"
+  chown -R ejabberd: "$PEER_DIR"
+  local node="tern-bench-$$@localhost"
+  local ctl=(ejabberdctl --config "$PEER_DIR/ejabberd.yml" --spool "$PEER_DIR/db"
+    --logs "$PEER_DIR/log" --node "$node")
+  # ejabberdctl runs the node as the ejabberd user; "foreground" keeps it our child.
+  "${PIN[@]}" "${ctl[@]}" foreground >>"$PEER_DIR/log/console.log" 2>&1 &
+  local wrapper=$!
+  PEER_STOP="${ctl[*]} stop"
+  if ! wait_port "$PORT" 60; then
+    say "ejabberd did not open port $PORT; log:"; tail -20 "$PEER_DIR"/log/*.log >&2 || true
+    PEER_PID=$wrapper
+    return 1
+  fi
+  # The Erlang VM (beam.smp) whose CPU and memory count, not the wrapper script.
+  PEER_PID=$(ss -ltnpH "sport = :$PORT" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+  [ -n "$PEER_PID" ] || PEER_PID=$wrapper
+}
+
+# --- runs -------------------------------------------------------------------------
+applies() { # peer scenario
+  case "$1:$2" in
+    mosquitto:*) return 0 ;;
+    nats:one-to-one | nats:fanout) return 0 ;;
+    ejabberd:one-to-one | ejabberd:idle | ejabberd:storm) return 0 ;;
+  esac
+  return 1
+}
+
+scenario_args() {
+  case "$1" in
+    one-to-one) echo "one-to-one --pairs $PAIRS --rate $RATE --duration $DURATION" ;;
+    fanout) echo "fanout --members $MEMBERS --senders 1 --rate $FANOUT_RATE --duration $FANOUT_DURATION" ;;
+    idle) echo "idle --connections $IDLE_N --hold-secs $IDLE_HOLD" ;;
+    storm) echo "storm --devices $STORM_DEVICES --missed $STORM_MISSED --reconnect resume" ;;
+  esac
+}
+
+COMMON=(--json --heartbeat-secs 30 --login-concurrency 16 "${BENCH_PIN[@]}")
+TERN_ARGS=(--server-arg=--password-hash-memory-kib=1024 --server-arg=--password-hash-iterations=1)
+FAILED=()
+
+bench() { # system args...
+  local system=$1; shift
+  say "$system: tern-bench $*"
+  echo "### $system: $*" >>"$LOG"
+  if ! "$BENCH" "${COMMON[@]}" --system "$system" "$@" >>"$REPORTS" 2>>"$LOG"; then
+    say "$system: FAILED (see $LOG)"
+    FAILED+=("$system $s")
+    return 1
+  fi
+}
+
+for s in $SCENARIOS; do
+  # shellcheck disable=SC2207
+  args=($(scenario_args "$s"))
+  bench tern "${TERN_ARGS[@]}" "${args[@]}" || true
+  if [ "$s" = one-to-one ]; then
+    bench "tern (flush per write)" "${TERN_ARGS[@]}" --server-arg=--group-commit --server-arg=false "${args[@]}" || true
+  fi
+  for p in $PEERS; do
+    applies "$p" "$s" || continue
+    label="$p ${VERSION[$p]}"
+    if ! "start_$p"; then
+      say "$label: could not start"
+      FAILED+=("$label $s (start)")
+      stop_peer
+      continue
+    fi
+    bench "$label" --peer "$p" --peer-addr "127.0.0.1:$PORT" --server-pid "$PEER_PID" "${args[@]}" || true
+    stop_peer
+  done
+done
+
+# --- table ------------------------------------------------------------------------
+{
+  echo
+  echo "== tern vs peers: same generator, same machine, one run ($(date -u +%FT%TZ), $(nproc) CPUs, QUICK=$QUICK) =="
+  echo "parameters: one-to-one ${PAIRS} pairs at ${RATE} msg/s for ${DURATION} s; fanout ${MEMBERS} members, 1 sender, ${FANOUT_RATE} msg/s for ${FANOUT_DURATION} s;"
+  echo "  idle ${IDLE_N} connections held ${IDLE_HOLD} s (heartbeat/keep-alive 30 s); storm ${STORM_DEVICES} devices x ${STORM_MISSED} missed messages; body 100 bytes"
+  echo "latency: open loop, from each message's intended send time to the recipient having it (one-to-one: p50/p99/max of"
+  echo "  every delivery; fanout: of the last member; idle: connect+login; storm: storm start -> device has all it missed)"
+  echo "ratios: tern / peer. thru > 1 = tern moved more; p99 < 1 = tern faster; key < 1 = tern smaller/faster (idle: server RSS"
+  echo "  per connection; storm: time until every device had all it missed). srv RSS: at the end (storm: peak VmHWM)."
+  echo "durability: tern acks after an fsync'd group commit ('flush per write' = one flush per message);"
+  echo "  mosquitto ${VERSION[mosquitto]:-(not run)}: PUBACK from memory, DB saved on autosave (1800 s) and shutdown;"
+  echo "  nats-server ${VERSION[nats]:-(not run)}: PubAck from the file store via the page cache, fsync on an internal interval (no sync_interval option in 2.9);"
+  echo "  ejabberd ${VERSION[ejabberd]:-(not run)}: <a/> after the stanza is handled; offline messages in mnesia (disc_copies log, not fsync'd per message)."
+  echo "transport: tern TLS over TCP; peers plain TCP on loopback (no TLS cost for them). CPUs: server 0, generator 1."
+  echo
+  "$BENCH" compare-table "$REPORTS"
+  if [ ${#FAILED[@]} -gt 0 ]; then
+    echo
+    for f in "${FAILED[@]}"; do echo "failed: $f"; done
+  fi
+  echo
+  echo "raw reports: $REPORTS; log: $LOG; took $(($(date +%s) - T0)) s"
+} | tee "$OUT/table.txt"
