@@ -70,6 +70,9 @@ pub fn encode_frame(frame: &Frame) -> Bytes {
     out.freeze()
 }
 
+/// An empty read buffer bigger than this is dropped rather than kept for the next frame.
+const RELEASE_EMPTY_BUFFER_OVER: usize = 16 * 1024;
+
 /// `tokio_util` codec: decodes [`Decoded`] items and writes pre-encoded frames
 /// (the output of [`encode_frame`]) as they are.
 #[derive(Debug, Clone)]
@@ -88,7 +91,12 @@ impl tokio_util::codec::Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        decode_frame(src, self.max)
+        let frame = decode_frame(src, self.max)?;
+        if src.is_empty() && src.capacity() > RELEASE_EMPTY_BUFFER_OVER {
+            // A burst or a big frame grew the buffer; an idle connection should not keep it.
+            *src = BytesMut::new();
+        }
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
@@ -123,12 +131,38 @@ impl tokio_util::codec::Encoder<Bytes> for FrameCodec {
 mod tests {
     use super::*;
     use crate::{pb, Body};
+    use tokio_util::codec::Decoder;
 
     fn ping(req_id: u64) -> Frame {
         Frame {
             req_id,
             body: Some(Body::Ping(pb::Ping { client_time_ms: 7 })),
         }
+    }
+
+    #[test]
+    fn an_emptied_big_read_buffer_is_released_a_small_one_kept() {
+        let mut codec = FrameCodec::new(1 << 20);
+        let big = Frame {
+            req_id: 1,
+            body: Some(Body::Send(pb::Send {
+                body: vec![7u8; 40_000].into(),
+                ..Default::default()
+            })),
+        };
+        let mut buf = BytesMut::from(&encode_frame(&big)[..]);
+        let got = codec.decode(&mut buf).unwrap().unwrap().unwrap();
+        assert_eq!(got, big);
+        assert_eq!(
+            buf.capacity(),
+            0,
+            "idle connections must not keep a 40 KB buffer"
+        );
+
+        let mut small = BytesMut::with_capacity(256);
+        small.extend_from_slice(&encode_frame(&ping(2)));
+        codec.decode(&mut small).unwrap().unwrap().unwrap();
+        assert!(small.capacity() > 0, "a small buffer is reused");
     }
 
     #[test]

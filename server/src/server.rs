@@ -103,6 +103,11 @@ impl Services {
     }
 }
 
+/// First size of a connection's read buffer. Most connections are idle most of the time
+/// and their frames are small; the buffer grows for bigger frames and bursts (and the
+/// codec lets go of a big one once it is empty), so idle connections stay cheap.
+const READ_BUFFER_START: usize = 256;
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     services: Arc<Services>,
@@ -427,8 +432,11 @@ async fn accept_tcp(
                 }
             };
             let (r, w) = tokio::io::split(stream);
-            let frames =
-                FramedRead::new(r, FrameCodec::new(services.limits.max_frame_bytes as usize));
+            let frames = FramedRead::with_capacity(
+                r,
+                FrameCodec::new(services.limits.max_frame_bytes as usize),
+                READ_BUFFER_START,
+            );
             run_session(services.clone(), frames, w, "tcp", Some(peer.ip())).await;
         });
     }
@@ -473,9 +481,10 @@ async fn accept_quic(
                     return;
                 }
             };
-            let frames = FramedRead::new(
+            let frames = FramedRead::with_capacity(
                 recv,
                 FrameCodec::new(services.limits.max_frame_bytes as usize),
+                READ_BUFFER_START,
             );
             run_session(services.clone(), frames, send, "quic", Some(peer.ip())).await;
             // The stream is finished; give the client a moment to read the last frames
