@@ -63,6 +63,9 @@ else
   STORM_DEVICES=1000 STORM_MISSED=100
 fi
 
+# Every system gets the same open-files limit (the idle scenario holds thousands of
+# connections).
+ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT"
 : >"$REPORTS"
 : >"$LOG"
@@ -163,14 +166,25 @@ start_ejabberd() {
   PEER_DIR=$(mktemp -d /tmp/tern-compare-ejabberd.XXXXXX)
   mkdir -p "$PEER_DIR/db" "$PEER_DIR/log"
   fill bench/peers/ejabberd.yml "$PEER_DIR/ejabberd.yml"
+  cp bench/peers/ejabberdctl.cfg "$PEER_DIR/ejabberdctl.cfg"
   chown -R ejabberd: "$PEER_DIR"
   local node="tern-bench-$$@localhost"
-  local ctl=(ejabberdctl --config "$PEER_DIR/ejabberd.yml" --spool "$PEER_DIR/db"
+  local epmd_before
+  epmd_before=$(pgrep -x epmd || true)
+  # ejabberdctl is run as the ejabberd user directly (setpriv, not its own su: su's PAM
+  # session puts the open-files limit back to 1024, and ejabberd dies of it at ~1000
+  # connections); "foreground" keeps the node our child.
+  local ctl=(setpriv --reuid ejabberd --regid ejabberd --init-groups
+    env HOME=/var/lib/ejabberd ejabberdctl --config "$PEER_DIR/ejabberd.yml"
+    --ctl-config "$PEER_DIR/ejabberdctl.cfg" --spool "$PEER_DIR/db"
     --logs "$PEER_DIR/log" --node "$node")
-  # ejabberdctl runs the node as the ejabberd user; "foreground" keeps it our child.
-  "${PIN[@]}" "${ctl[@]}" foreground >>"$PEER_DIR/log/console.log" 2>&1 &
+  (cd "$PEER_DIR" && exec "${PIN[@]}" "${ctl[@]}" foreground >>"$PEER_DIR/log/console.log" 2>&1) &
   local wrapper=$!
   PEER_STOP="${ctl[*]} stop"
+  # The node starts an epmd daemon if none runs; stop it too if it is ours.
+  if [ -z "$epmd_before" ]; then
+    PEER_STOP="$PEER_STOP; sleep 1; p=\$(pgrep -x -u ejabberd epmd) && kill \$p"
+  fi
   if ! wait_port "$PORT" 60; then
     say "ejabberd did not open port $PORT; log:"; tail -20 "$PEER_DIR"/log/*.log >&2 || true
     PEER_PID=$wrapper

@@ -364,7 +364,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 peers::run(&ctx, kind, a, cli.cmd).await
             }
             peers::PeerKind::Ejabberd => {
-                anyhow::bail!("ejabberd: not implemented yet")
+                let a = peers::xmpp::Xmpp {
+                    addr,
+                    stats,
+                    keep_alive,
+                };
+                peers::run(&ctx, kind, a, cli.cmd).await
             }
         };
     }
