@@ -134,6 +134,10 @@ pub struct Global {
     /// Name of the system under test in reports (default: tern, or the peer's kind)
     #[arg(long, global = true)]
     system: Option<String>,
+    /// Appended to the scenario name in reports (e.g. "overload"), so runs of one
+    /// scenario with other parameters get their own rows in compare-table
+    #[arg(long, global = true)]
+    tag: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -193,6 +193,16 @@ impl Ctx {
     }
 
     pub fn print(&self, r: &Report) {
+        let tagged;
+        let r = match &self.g.tag {
+            Some(t) => {
+                let mut c = r.clone();
+                c.scenario = format!("{} {t}", c.scenario);
+                tagged = c;
+                &tagged
+            }
+            None => r,
+        };
         if self.g.json {
             println!("{}", r.to_json());
         } else {
