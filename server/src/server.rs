@@ -420,7 +420,9 @@ async fn accept_tcp(
                 return;
             };
             let hs = services.limits.handshake_timeout;
-            let stream = match tokio::time::timeout(hs, tls.accept(stream)).await {
+            // Boxed, like the QUIC setup below: the handshake's state is freed once it is
+            // done instead of sizing every connection's task for it.
+            let stream = match tokio::time::timeout(hs, Box::pin(tls.accept(stream))).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -470,7 +472,7 @@ async fn accept_quic(
                 let (send, recv) = conn.accept_bi().await?;
                 Ok::<_, quinn::ConnectionError>((conn, send, recv))
             };
-            let (conn, send, recv) = match tokio::time::timeout(hs, setup).await {
+            let (conn, send, recv) = match tokio::time::timeout(hs, Box::pin(setup)).await {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "QUIC connection setup failed");
