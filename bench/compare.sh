@@ -55,10 +55,10 @@ XMPP_PORT=${XMPP_PORT:-15223}
 
 if [ "$QUICK" = 1 ]; then
   PAIRS=4 RATE=1000 DURATION=5
-  OVER_RATE=20000 OVER_DURATION=3
+  OVER_RATE=20000 OVER_DURATION=2
   MEMBERS=100 FANOUT_RATE=10 FANOUT_DURATION=5
   FANOUT_OVER_RATE=200
-  IDLE_N=1000 IDLE_HOLD=3
+  IDLE_N=500 IDLE_HOLD=3
   STORM_DEVICES=200 STORM_MISSED=20
 else
   PAIRS=10 RATE=2000 DURATION=20
@@ -77,6 +77,7 @@ mkdir -p "$OUT"
 : >"$LOG"
 say() { echo "compare: $*" >&2; }
 T0=$(date +%s)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- build ------------------------------------------------------------------------
 if [ "${NO_BUILD:-0}" != 1 ]; then
@@ -214,9 +215,9 @@ applies() { # peer scenario
 scenario_args() {
   case "$1" in
     one-to-one) echo "one-to-one --pairs $PAIRS --rate $RATE --duration $DURATION" ;;
-    one-to-one-overload) echo "--tag overload one-to-one --pairs $PAIRS --rate $OVER_RATE --duration $OVER_DURATION" ;;
+    one-to-one-overload) echo "--tag overload --drain-secs 5 one-to-one --pairs $PAIRS --rate $OVER_RATE --duration $OVER_DURATION" ;;
     fanout) echo "fanout --members $MEMBERS --senders 1 --rate $FANOUT_RATE --duration $FANOUT_DURATION" ;;
-    fanout-overload) echo "--tag overload fanout --members $MEMBERS --senders 1 --rate $FANOUT_OVER_RATE --duration $OVER_DURATION" ;;
+    fanout-overload) echo "--tag overload --drain-secs 5 fanout --members $MEMBERS --senders 1 --rate $FANOUT_OVER_RATE --duration $OVER_DURATION" ;;
     idle) echo "idle --connections $IDLE_N --hold-secs $IDLE_HOLD" ;;
     storm) echo "storm --devices $STORM_DEVICES --missed $STORM_MISSED --reconnect resume" ;;
   esac
@@ -273,6 +274,7 @@ done
   echo "  nats-server ${VERSION[nats]:-(not run)}: PubAck from the file store via the page cache, fsync on an internal interval (no sync_interval option in 2.9);"
   echo "  ejabberd ${VERSION[ejabberd]:-(not run)}: <a/> after the stanza is handled; offline messages in mnesia (disc_copies log, not fsync'd per message)."
   echo "transport: tern TLS over TCP; peers plain TCP on loopback (no TLS cost for them). CPUs: server 0, generator 1."
+  echo "load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the box shows here)"
   echo
   "$BENCH" compare-table "$REPORTS"
   if [ ${#FAILED[@]} -gt 0 ]; then
