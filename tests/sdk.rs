@@ -753,3 +753,37 @@ async fn a_late_resume_from_a_stale_connection_does_not_displace_the_live_one() 
     p.receiver.close().await;
     p.server.stop().await;
 }
+
+/// close() while a connection attempt hangs (a server that accepts TCP and never answers
+/// the TLS handshake) returns at once instead of waiting for the attempt to time out.
+#[tokio::test]
+async fn close_during_a_hanging_connection_attempt_returns_promptly() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let server = TestServer::start().await; // only for its CA file
+    let c = config(addr, None, &server.ca, "nobody", "d", TransportMode::Tcp);
+    let (client, mut events) = Client::start(c);
+    // Let the attempt start and hang in the handshake.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), client.close())
+        .await
+        .expect("close() returned while the connection attempt was hanging");
+    let took = started.elapsed();
+    let mut closed = false;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+        if matches!(ev, Event::Closed) {
+            closed = true;
+        }
+    }
+    assert!(closed, "the Closed event was emitted");
+    println!("close() during a hanging handshake returned in {took:?}");
+    held.abort();
+    server.stop().await;
+}

@@ -176,6 +176,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     cmd: mpsc::Sender<Command>,
+    /// Cancelled by `close()`, so a connection attempt in progress stops at once.
+    stop: tokio_util::sync::CancellationToken,
     username: String,
     device: String,
 }
@@ -222,12 +224,14 @@ impl Client {
     pub fn start(config: ClientConfig) -> (Client, Events) {
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
         let client = Client {
             cmd: cmd_tx,
+            stop: stop.clone(),
             username: config.credentials.username.clone(),
             device: config.credentials.device.clone(),
         };
-        tokio::spawn(EventLoop::new(config, cmd_rx, ev_tx).run());
+        tokio::spawn(EventLoop::new(config, cmd_rx, ev_tx, stop).run());
         (client, Events { rx: ev_rx })
     }
 
@@ -413,6 +417,8 @@ impl Client {
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Command::Close(tx)).await.is_ok() {
+            // The Close command is queued first, so the loop finds it when it stops.
+            self.stop.cancel();
             let _ = rx.await;
         }
     }
@@ -551,6 +557,7 @@ struct EventLoop {
     request_waiters: HashMap<u64, oneshot::Sender<Result<Body, ClientError>>>,
     queued_requests: VecDeque<(Body, oneshot::Sender<Result<Body, ClientError>>)>,
     closing: Option<oneshot::Sender<()>>,
+    stop: tokio_util::sync::CancellationToken,
     /// From the last LoginOk.
     heartbeat: Duration,
     last_save: Instant,
@@ -562,6 +569,7 @@ impl EventLoop {
         mut config: ClientConfig,
         cmd_rx: mpsc::Receiver<Command>,
         events: mpsc::UnboundedSender<Event>,
+        stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let saved = config.store.load().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not load saved client state; starting fresh");
@@ -582,6 +590,7 @@ impl EventLoop {
             request_waiters: HashMap::new(),
             queued_requests: VecDeque::new(),
             closing: None,
+            stop,
             heartbeat: Duration::from_secs(30),
             last_save: Instant::now(),
             save_pending: false,
@@ -613,7 +622,21 @@ impl EventLoop {
     async fn run(mut self) {
         let mut attempt: u32 = 0;
         loop {
-            let end = match self.connect_and_auth().await {
+            let stop = self.stop.clone();
+            let connected = tokio::select! {
+                r = self.connect_and_auth() => Some(r),
+                _ = stop.cancelled() => None,
+            };
+            let Some(connected) = connected else {
+                // close() during a connection attempt: take its command and stop.
+                while let Ok(c) = self.cmd_rx.try_recv() {
+                    if !self.command(c, None) {
+                        break;
+                    }
+                }
+                break;
+            };
+            let end = match connected {
                 Ok((reader, writer, guard, transport)) => {
                     attempt = 0;
                     let end = self.serve(reader, writer, transport).await;
