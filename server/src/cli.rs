@@ -11,6 +11,7 @@ use crate::server::Server;
 pub fn main() -> i32 {
     let args = Args::parse();
     return_big_allocations_to_the_os();
+    raise_open_file_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -111,5 +112,19 @@ fn return_big_allocations_to_the_os() {
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Every connection is a file descriptor: use the hard limit, not the (often 1024) soft
+/// one, as nginx and Go programs do. `max_connections` stays the real cap.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on a struct on the stack.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
     }
 }
