@@ -27,9 +27,9 @@
 #                fsyncs on an internal interval. nats-server 2.9.10 rejects sync_interval
 #                (added in 2.10, where "always" would fsync every write), so no
 #                per-message fsync row.
-#   ejabberd     <a/> = the server has handled the stanza; offline messages go to mnesia
-#                (disc_copies: a transaction log dumped periodically, not fsync'd per
-#                message).
+#   ejabberd     <a/> = the server has handled the stanza (routed it, or stored it
+#                offline); offline messages go to a mnesia disc_only_copies table (a dets
+#                file written through the page cache), not fsync'd per message.
 # tern therefore gets the strongest durability in every row.
 #
 # CPU: the server under test (tern or peer) is pinned to CPU 0, the generator to CPU 1.
@@ -269,10 +269,11 @@ done
   echo "  every delivery; fanout: of the last member; idle: connect+login; storm: storm start -> device has all it missed)"
   echo "ratios: tern / peer. thru > 1 = tern moved more; p99 < 1 = tern faster; key < 1 = tern smaller/faster (idle: server RSS"
   echo "  per connection; storm: time until every device had all it missed). srv RSS: at the end (storm: peak VmHWM)."
+  echo "missing: not delivered by the end of the drain (overload rows: 5 s after the schedule; storm: devices incomplete)."
   echo "durability: tern acks after an fsync'd group commit ('flush per write' = one flush per message);"
   echo "  mosquitto ${VERSION[mosquitto]:-(not run)}: PUBACK from memory, DB saved on autosave (1800 s) and shutdown;"
   echo "  nats-server ${VERSION[nats]:-(not run)}: PubAck from the file store via the page cache, fsync on an internal interval (no sync_interval option in 2.9);"
-  echo "  ejabberd ${VERSION[ejabberd]:-(not run)}: <a/> after the stanza is handled; offline messages in mnesia (disc_copies log, not fsync'd per message)."
+  echo "  ejabberd ${VERSION[ejabberd]:-(not run)}: <a/> after the stanza is handled; offline messages in mnesia disc_only_copies (dets via the page cache, no fsync per message)."
   echo "transport: tern TLS over TCP; peers plain TCP on loopback (no TLS cost for them). CPUs: server 0, generator 1."
   echo "load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the box shows here)"
   echo

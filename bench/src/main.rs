@@ -39,7 +39,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         tern-bench fanout --members 500 --senders 1 --rate 20 --duration 10\n  \
         tern-bench idle --connections 2000 --transport quic --heartbeat-secs 30\n  \
         tern-bench storm --devices 200 --missed 50\n  \
-        tern-bench durability --rate 2000 --duration 10\n\
+        tern-bench durability --rate 2000 --duration 10\n  \
+        tern-bench --peer mosquitto --peer-addr 127.0.0.1:1883 --server-pid PID one-to-one --pairs 10 --rate 2000\n\
         Against a running server: --server 127.0.0.1:7443 --ca tern-data/certs/ca.pem --server-pid PID"
 )]
 struct Cli {
