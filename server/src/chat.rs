@@ -129,6 +129,26 @@ struct Append {
 
 const CONV_SHARDS: usize = 32;
 
+/// Conversation states kept in memory, all shards together. Beyond it, idle states (held
+/// by nobody) are dropped and reloaded from the store on next use.
+const CONV_CACHE: usize = 65_536;
+/// Inbox heads kept in memory; beyond it some are dropped and re-read from the store.
+const INBOX_HEAD_CACHE: usize = 262_144;
+
+/// Drops idle entries (no `Arc` held outside the map, so no lock or append in progress)
+/// until `map` is down to `target`.
+fn evict_idle<T>(map: &mut HashMap<String, Arc<T>>, target: usize) {
+    let mut excess = map.len().saturating_sub(target);
+    map.retain(|_, st| {
+        if excess > 0 && Arc::strong_count(st) == 1 {
+            excess -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
 pub struct Chat {
     store: Arc<dyn Store>,
     durability: Arc<Durability>,
@@ -137,6 +157,8 @@ pub struct Chat {
     convs: Vec<Mutex<HashMap<String, Arc<Mutex<ConvState>>>>>,
     /// Inbox heads by user; see the module doc.
     commit_lock: Mutex<HashMap<String, u64>>,
+    conv_cache_per_shard: usize,
+    inbox_head_cache: usize,
 }
 
 pub enum ConvId {
@@ -199,7 +221,17 @@ impl Chat {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             commit_lock: Mutex::new(HashMap::new()),
+            conv_cache_per_shard: CONV_CACHE / CONV_SHARDS,
+            inbox_head_cache: INBOX_HEAD_CACHE,
         }
+    }
+
+    /// Smaller caches, for tests of eviction.
+    #[cfg(test)]
+    fn with_cache_limits(mut self, convs_per_shard: usize, inbox_heads: usize) -> Self {
+        self.conv_cache_per_shard = convs_per_shard;
+        self.inbox_head_cache = inbox_heads;
+        self
     }
 
     fn shard(&self, conv: &str) -> &Mutex<HashMap<String, Arc<Mutex<ConvState>>>> {
@@ -212,7 +244,10 @@ impl Chat {
     /// The cached state of a conversation, loaded on first use. A 1:1 conversation that
     /// has no message yet gets a not-yet-existing state; an unknown group is NOT_FOUND.
     fn conv(&self, id: &str) -> ServiceResult<Arc<Mutex<ConvState>>> {
-        if let Some(s) = self.shard(id).lock().unwrap().get(id) {
+        // The miss path loads under the shard lock: with eviction, a state loaded outside
+        // it could be older than one that was appended to and evicted meanwhile.
+        let mut shard = self.shard(id).lock().unwrap();
+        if let Some(s) = shard.get(id) {
             return Ok(s.clone());
         }
         let parsed = parse_conversation(id)?;
@@ -248,11 +283,12 @@ impl Chat {
                 ConvId::Group => return Err(ServiceError::not_found(format!("no group {id}"))),
             },
         };
-        let mut shard = self.shard(id).lock().unwrap();
-        Ok(shard
-            .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(state)))
-            .clone())
+        if shard.len() >= self.conv_cache_per_shard {
+            evict_idle(&mut shard, self.conv_cache_per_shard * 3 / 4);
+        }
+        let st = Arc::new(Mutex::new(state));
+        shard.insert(id.to_string(), st.clone());
+        Ok(st)
     }
 
     /// The conversation's state if `user` is a member; FORBIDDEN otherwise (also for a
@@ -278,6 +314,13 @@ impl Chat {
             return Ok(*h);
         }
         let h = self.store.last_inbox_seq(user)?;
+        if heads.len() >= self.inbox_head_cache {
+            // Any head can go: under this lock the store has every allocated inbox seq.
+            let drop: Vec<String> = heads.keys().take(heads.len() / 4 + 1).cloned().collect();
+            for u in drop {
+                heads.remove(&u);
+            }
+        }
         heads.insert(user.to_string(), h);
         Ok(h)
     }
@@ -1098,4 +1141,104 @@ fn duplicate_completion(
         })),
         Err(()) => done(Err(ServiceError::internal())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SledStore, UserRecord};
+
+    /// With caches far smaller than the working set, conversation states and inbox heads
+    /// are evicted and reloaded all the time; seqs and inbox seqs must stay contiguous.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evicted_states_reload_without_reusing_a_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
+        let durability = Durability::new(store.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let flusher = tokio::spawn(durability.clone().run(stop.clone()));
+        let chat = Arc::new(
+            Chat::new(
+                store.clone(),
+                durability.clone(),
+                Arc::new(Hub::new()),
+                ChatLimits {
+                    fanout_threshold: 500,
+                    max_group_members: 1000,
+                    max_frame_bytes: 1 << 20,
+                },
+            )
+            .with_cache_limits(1, 4),
+        );
+        let users: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+        for u in &users {
+            store.put_user(u, &UserRecord::default()).unwrap();
+        }
+        // Every user sends to every other user, 3 rounds, from 2 tasks at once.
+        let mut tasks = Vec::new();
+        for half in 0..2 {
+            let chat = chat.clone();
+            let users = users.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for round in 0..3 {
+                    for (i, from) in users.iter().enumerate() {
+                        for to in users.iter().skip(i % 2 + half).step_by(2) {
+                            if from == to {
+                                continue;
+                            }
+                            let (tx, rx) = oneshot::channel();
+                            let req = pb::Send {
+                                client_msg_id: format!("{half}-{round}-{from}-{to}"),
+                                peer: to.clone(),
+                                body: b"x".to_vec().into(),
+                                ..Default::default()
+                            };
+                            chat.send(
+                                from,
+                                "d",
+                                req,
+                                Box::new(move |r| {
+                                    let _ = tx.send(r);
+                                }),
+                            )
+                            .unwrap();
+                            acks.push(rx.await.unwrap().unwrap());
+                        }
+                    }
+                }
+                acks
+            }));
+        }
+        let mut per_conv: HashMap<String, Vec<u64>> = HashMap::new();
+        for t in tasks {
+            for a in t.await.unwrap() {
+                per_conv.entry(a.conversation).or_default().push(a.seq);
+            }
+        }
+        assert!(
+            per_conv.len() > 32,
+            "more conversations than the cache holds"
+        );
+        for (conv, mut seqs) in per_conv {
+            seqs.sort_unstable();
+            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+            assert_eq!(seqs, want, "{conv}: seqs contiguous, none reused");
+            let stored = store.last_seq(&conv).unwrap();
+            assert_eq!(stored, want.len() as u64, "{conv}");
+        }
+        // Inbox seqs: every user's inbox is 1..=n with no hole or double.
+        for u in &users {
+            let page = chat.sync(u, 0, 1000).await.unwrap();
+            let seqs: Vec<u64> = page.items.iter().map(|i| i.inbox_seq).collect();
+            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+            assert_eq!(seqs, want, "inbox of {u}");
+        }
+        let cached: usize = chat.convs.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(cached <= CONV_SHARDS, "cache bounded: {cached}");
+        // At most the cap plus the two heads one 1:1 append writes back.
+        assert!(chat.commit_lock.lock().unwrap().len() <= 4 + 2);
+        stop.cancel();
+        flusher.await.unwrap();
+    }
 }
