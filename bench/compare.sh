@@ -66,7 +66,7 @@ else
   MEMBERS=500 FANOUT_RATE=20 FANOUT_DURATION=20
   FANOUT_OVER_RATE=200
   IDLE_N=5000 IDLE_HOLD=10
-  STORM_DEVICES=1000 STORM_MISSED=100
+  STORM_DEVICES=1000 STORM_MISSED=50
 fi
 
 # Every system gets the same open-files limit (the idle scenario holds thousands of
