@@ -9,8 +9,10 @@
 //!
 //! Modules: [`schedule`] (intended send times, pure), [`run`] (the open-loop engine,
 //! trackers, resource probe), [`net`] (raw-frame connections), [`server`] (start/stop the
-//! server), [`procfs`] (parsers), [`report`] (percentiles, tables, JSON), and
-//! [`scenarios`] (one-to-one, fanout, idle, storm, durability).
+//! server), [`procfs`] (parsers), [`report`] (percentiles, tables, JSON),
+//! [`scenarios`] (one-to-one, fanout, idle, storm, durability), [`peers`] (the same
+//! scenarios against mosquitto, NATS JetStream and ejabberd through one adapter per
+//! protocol, for `bench/compare.sh`) and [`compare`] (its table of tern/peer ratios).
 
 mod clock;
 mod compare;
