@@ -99,6 +99,8 @@ pub struct ServerUsage {
     /// Highest VmRSS seen by sampling every 100 ms during the window.
     pub rss_sampled_peak_kib: u64,
     pub threads: u64,
+    /// The server's own figures over the window (from its `/metrics`); empty for peers.
+    pub metrics: Vec<(String, f64)>,
 }
 
 impl ServerUsage {
@@ -118,6 +120,11 @@ impl ServerUsage {
             "vmhwm_since": if self.hwm_reset { "window start" } else { "server start" },
             "rss_sampled_peak_kib": self.rss_sampled_peak_kib,
             "threads": self.threads,
+            "server_metrics": self
+                .metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(round3(*v))))
+                .collect::<serde_json::Map<String, Value>>(),
         })
     }
 
@@ -297,7 +304,17 @@ impl Report {
             s.push_str(&format!("{k}: {} {unit}\n", trim_float(*v)));
         }
         match &self.server {
-            Some(u) => s.push_str(&format!("server: {}\n", u.line())),
+            Some(u) => {
+                s.push_str(&format!("server: {}\n", u.line()));
+                if !u.metrics.is_empty() {
+                    let m: Vec<String> = u
+                        .metrics
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", trim_float(*v)))
+                        .collect();
+                    s.push_str(&format!("server metrics: {}\n", m.join(" ")));
+                }
+            }
             None => s.push_str(&format!(
                 "server: {}\n",
                 self.no_server.as_deref().unwrap_or("not measured (no pid)")
@@ -509,10 +526,15 @@ mod tests {
             hwm_reset: true,
             rss_sampled_peak_kib: 20480,
             threads: 5,
+            metrics: vec![("sends".into(), 3000.0), ("writes_per_flush".into(), 2.5)],
         });
         r.errors.push(("RATE_LIMITED".into(), 3));
         let h = r.human();
         assert!(h.contains("parameters: pairs=10 transport=tcp"), "{h}");
+        assert!(
+            h.contains("server metrics: sends=3000 writes_per_flush=2.500"),
+            "{h}"
+        );
         assert!(
             h.contains("offered: 1000.0 msg/s   achieved: 1000.0 msg/s"),
             "{h}"

@@ -235,6 +235,7 @@ pub struct Probe {
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     sampler: Option<tokio::task::JoinHandle<()>>,
+    metrics_before: Option<std::collections::HashMap<String, f64>>,
 }
 
 impl Probe {
@@ -252,8 +253,10 @@ impl Probe {
             peak: peak.clone(),
             stop: stop.clone(),
             sampler: None,
+            metrics_before: None,
         };
         if let Some(pid) = pid {
+            p.metrics_before = crate::server::scrape_metrics();
             p.hwm_reset = reset_hwm && procfs::reset_hwm(pid);
             p.rss_before = procfs::read_mem(pid).map(|m| m.rss_kib).unwrap_or(0);
             peak.store(p.rss_before, Ordering::Relaxed);
@@ -301,10 +304,50 @@ impl Probe {
                 hwm_reset: self.hwm_reset,
                 rss_sampled_peak_kib: self.peak.load(Ordering::Relaxed),
                 threads,
+                metrics: match (&self.metrics_before, crate::server::scrape_metrics()) {
+                    (Some(a), Some(b)) => server_metrics(a, &b),
+                    _ => Vec::new(),
+                },
             })
         })();
         (server, gen)
     }
+}
+
+/// What the server says it did over a window: deltas of its counters, and averages of
+/// its store flushes.
+pub fn server_metrics(
+    before: &std::collections::HashMap<String, f64>,
+    after: &std::collections::HashMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let mut out: Vec<(String, f64)> = [
+        ("sends", "tern_sends_total"),
+        ("dedup_hits", "tern_dedup_hits_total"),
+        ("pushes", "tern_pushes_total"),
+        ("acks", "tern_acks_total"),
+        ("syncs", "tern_syncs_total"),
+        ("pulls", "tern_pulls_total"),
+        ("slow_consumers", "tern_slow_consumer_disconnects_total"),
+        ("frames_in", "tern_frames_in_total"),
+        ("frames_out", "tern_frames_out_total"),
+        ("flushes", "tern_store_flush_seconds_count"),
+    ]
+    .iter()
+    .map(|(name, key)| (name.to_string(), d(key)))
+    .collect();
+    let flushes = d("tern_store_flush_seconds_count");
+    if flushes > 0.0 {
+        out.push((
+            "writes_per_flush".into(),
+            d("tern_writes_per_flush_sum") / flushes,
+        ));
+        out.push((
+            "flush_ms_avg".into(),
+            d("tern_store_flush_seconds_sum") / flushes * 1e3,
+        ));
+    }
+    out
 }
 
 /// What one open-loop step measured.
@@ -416,5 +459,35 @@ mod tests {
         // 1000 messages offered over 1 s, the last one arriving at 1.25 s.
         assert_eq!(achieved(1000, 0, 1_250_000_000), Some(800.0));
         assert_eq!(achieved(0, 0, 10), None);
+    }
+}
+
+#[cfg(test)]
+mod server_metrics_tests {
+    use super::server_metrics;
+    use std::collections::HashMap;
+
+    #[test]
+    fn deltas_and_flush_averages() {
+        let before: HashMap<String, f64> = [
+            ("tern_sends_total", 100.0),
+            ("tern_store_flush_seconds_count", 10.0),
+            ("tern_store_flush_seconds_sum", 0.01),
+            ("tern_writes_per_flush_sum", 100.0),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+        let mut after = before.clone();
+        after.insert("tern_sends_total".into(), 400.0);
+        after.insert("tern_store_flush_seconds_count".into(), 110.0);
+        after.insert("tern_store_flush_seconds_sum".into(), 0.21);
+        after.insert("tern_writes_per_flush_sum".into(), 400.0);
+        let m: HashMap<String, f64> = server_metrics(&before, &after).into_iter().collect();
+        assert_eq!(m["sends"], 300.0);
+        assert_eq!(m["flushes"], 100.0);
+        assert!((m["writes_per_flush"] - 3.0).abs() < 1e-9);
+        assert!((m["flush_ms_avg"] - 2.0).abs() < 1e-9);
+        assert_eq!(m["pushes"], 0.0);
     }
 }

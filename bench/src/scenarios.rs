@@ -97,6 +97,11 @@ impl Ctx {
             args.push("--heartbeat-secs".into());
             args.push(h.to_string());
         }
+        if self.server_knows("--metrics-listen") {
+            // The server's own counters go into each report beside the generator's.
+            args.push("--metrics-listen".into());
+            args.push("127.0.0.1:0".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(self.g.server_args.iter().cloned());
         let spawn = Spawn {

@@ -39,6 +39,7 @@ pub struct Banner {
     pub ca: Option<PathBuf>,
     pub quic: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Banner {
@@ -55,11 +56,50 @@ impl Banner {
                 if let Some(a) = part.strip_prefix("tcp=") {
                     self.tcp = a.parse().ok();
                 }
+                if let Some(a) = part
+                    .strip_prefix("metrics=http://")
+                    .and_then(|a| a.strip_suffix("/metrics"))
+                {
+                    self.metrics = a.parse().ok();
+                }
             }
             return true;
         }
         false
     }
+}
+
+/// The metrics endpoint of the tern server started last (None: not started by the bench,
+/// or a build without `--metrics-listen`). [`crate::run::Probe`] reads it.
+static METRICS: std::sync::Mutex<Option<SocketAddr>> = std::sync::Mutex::new(None);
+
+fn set_metrics_addr(a: Option<SocketAddr>) {
+    *METRICS.lock().unwrap() = a;
+}
+
+/// The server's own counters now (`tern_*` samples by name, labels included), if it
+/// serves them.
+pub fn scrape_metrics() -> Option<std::collections::HashMap<String, f64>> {
+    use std::io::{Read, Write};
+    let addr = (*METRICS.lock().unwrap())?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(parse_metrics(&text))
+}
+
+/// `name{labels} value` lines of Prometheus/OpenMetrics text.
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("tern_"))
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The server binary to use: the path given, else `tern-server` beside this binary.
@@ -206,6 +246,7 @@ impl Server {
         server.ca = banner.ca.ok_or_else(|| {
             anyhow!("no dev CA line (a server with --tls-cert needs --server/--ca)")
         })?;
+        set_metrics_addr(banner.metrics);
         Ok(server)
     }
 
@@ -307,7 +348,7 @@ mod tests {
             "tern-server: dev CA /tmp/x/data/certs/ca.pem (clients trust it with --ca /tmp/x/data/certs/ca.pem)"
         ));
         assert!(
-            b.line("tern-server: listening quic=127.0.0.1:40001 tcp=127.0.0.1:40002 alpn=tern/1")
+            b.line("tern-server: listening quic=127.0.0.1:40001 tcp=127.0.0.1:40002 alpn=tern/1 metrics=http://127.0.0.1:40003/metrics")
         );
         assert_eq!(
             b,
@@ -315,8 +356,21 @@ mod tests {
                 ca: Some(PathBuf::from("/tmp/x/data/certs/ca.pem")),
                 quic: Some("127.0.0.1:40001".parse().unwrap()),
                 tcp: Some("127.0.0.1:40002".parse().unwrap()),
+                metrics: Some("127.0.0.1:40003".parse().unwrap()),
             }
         );
+    }
+
+    #[test]
+    fn metrics_text_parses_by_sample_name() {
+        let m = parse_metrics(
+            "# HELP tern_sends Messages stored\n# TYPE tern_sends counter\ntern_sends_total 12\n\
+             tern_connections{transport=\"tcp\"} 3\ntern_store_flush_seconds_sum 0.25\n# EOF\n",
+        );
+        assert_eq!(m.get("tern_sends_total"), Some(&12.0));
+        assert_eq!(m.get("tern_connections{transport=\"tcp\"}"), Some(&3.0));
+        assert_eq!(m.get("tern_store_flush_seconds_sum"), Some(&0.25));
+        assert_eq!(m.len(), 3);
     }
 
     #[test]
