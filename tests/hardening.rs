@@ -381,3 +381,56 @@ async fn authorization_matrix() {
     );
     server.stop().await;
 }
+
+/// QUIC handshakes that never complete: a real client's first datagram (its Initial with
+/// the ClientHello) is captured and replayed from 300 sockets that then stay silent. The
+/// server answers each and waits; a legitimate QUIC client still logs in within 1 s, and
+/// after the handshake timeout the server is still serving.
+#[tokio::test]
+async fn half_open_quic_handshakes_do_not_keep_real_clients_out() {
+    let server = TestServer::start_with(|c| c.handshake_timeout_secs = 1).await;
+    // Capture an Initial: a fake "server" socket receives the client's first datagram.
+    let fake = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let ca = server.ca.clone();
+    let attempt = tokio::spawn(async move { Client::connect(Quic, fake_addr, &ca).await });
+    let mut initial = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), fake.recv_from(&mut initial))
+        .await
+        .expect("the client sent an Initial")
+        .unwrap();
+    initial.truncate(n);
+    attempt.abort();
+    assert!(initial.len() >= 1200, "QUIC Initials are padded to 1200 bytes");
+
+    let mut half_open = Vec::new();
+    for _ in 0..300 {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.send_to(&initial, server.quic).await.unwrap();
+        half_open.push(s);
+    }
+    // The server does answer them (it is working on each handshake).
+    let mut buf = [0u8; 2048];
+    let answered = tokio::time::timeout(Duration::from_secs(2), half_open[0].recv_from(&mut buf))
+        .await
+        .is_ok();
+    assert!(answered, "the server answered a replayed Initial");
+
+    let t0 = Instant::now();
+    let mut c = server.client(Quic).await;
+    c.register("quic-punctual").await;
+    c.login("quic-punctual", "d").await;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "login took {took:?} beside 300 half-open handshakes");
+    println!("QUIC login beside 300 half-open handshakes took {took:?}");
+
+    // Past the handshake timeout they are gone and the server serves as before.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut d = server.client(Quic).await;
+    d.register("quic-later").await;
+    d.login("quic-later", "d").await;
+    let ack = ack_of(&c.send_text("quic-later", "m1", "hello").await);
+    assert_eq!(ack.seq, 1);
+    assert!(d.next_push(Duration::from_secs(5)).await.is_some());
+    server.stop().await;
+}
