@@ -372,14 +372,20 @@ async fn empty_frames_and_deeply_nested_protobuf_get_errors_and_the_connection_l
     for t in BOTH {
         let mut c = server.client(t).await;
         c.conn.send_raw(&0u32.to_be_bytes()).await.unwrap();
-        let f = c.next_unsolicited(LONG).await.expect("an answer to the empty frame");
+        let f = c
+            .next_unsolicited(LONG)
+            .await
+            .expect("an answer to the empty frame");
         expect_error(&f, ErrorCode::UnknownRequest);
 
         // Field 2047, wire type 3 (start group), 5000 deep: 10 KB of nesting.
         let start_group = [0xfb, 0x7f];
         let nested: Vec<u8> = start_group.iter().copied().cycle().take(2 * 5000).collect();
         c.conn.send_raw(&raw_frame(&nested)).await.unwrap();
-        let f = c.next_unsolicited(LONG).await.expect("an answer to the nesting");
+        let f = c
+            .next_unsolicited(LONG)
+            .await
+            .expect("an answer to the nesting");
         expect_error(&f, ErrorCode::MalformedFrame);
 
         let pong = c.request(Body::Ping(pb::Ping { client_time_ms: 9 })).await;

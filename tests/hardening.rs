@@ -401,7 +401,10 @@ async fn half_open_quic_handshakes_do_not_keep_real_clients_out() {
         .unwrap();
     initial.truncate(n);
     attempt.abort();
-    assert!(initial.len() >= 1200, "QUIC Initials are padded to 1200 bytes");
+    assert!(
+        initial.len() >= 1200,
+        "QUIC Initials are padded to 1200 bytes"
+    );
 
     let mut half_open = Vec::new();
     for _ in 0..300 {
@@ -421,7 +424,10 @@ async fn half_open_quic_handshakes_do_not_keep_real_clients_out() {
     c.register("quic-punctual").await;
     c.login("quic-punctual", "d").await;
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(1), "login took {took:?} beside 300 half-open handshakes");
+    assert!(
+        took < Duration::from_secs(1),
+        "login took {took:?} beside 300 half-open handshakes"
+    );
     println!("QUIC login beside 300 half-open handshakes took {took:?}");
 
     // Past the handshake timeout they are gone and the server serves as before.
