@@ -131,10 +131,21 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     Ok(s)
 }
 
+/// Pending connections the kernel may queue before accept. The std default (128) drops
+/// SYNs when thousands of devices reconnect at once, and each dropped SYN costs its client
+/// a 1 s, then 3 s, retransmit; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = std::net::TcpListener::bind(addr)?;
-    s.set_nonblocking(true)?;
-    TcpListener::from_std(s)
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restarted server can bind while old connections linger.
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(LISTEN_BACKLOG)
 }
 
 /// Binds UDP and TCP. When both ask for the same port 0, the TCP port is chosen to match
