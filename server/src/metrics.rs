@@ -53,7 +53,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let m = Metrics {
+        let mut m = Metrics {
             connections: Family::default(),
             logins: Family::default(),
             frames_in: Counter::default(),
@@ -71,47 +71,39 @@ impl Metrics {
             writes_per_flush: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             registry: Registry::with_prefix("tern"),
         };
-        let mut m = m;
+        let counters = [
+            ("frames_in", "Frames received", &m.frames_in),
+            ("frames_out", "Frames queued to clients", &m.frames_out),
+            ("sends", "Messages stored (new sends)", &m.sends),
+            (
+                "dedup_hits",
+                "Resends of an already stored client_msg_id, answered with the original ack",
+                &m.dedup_hits,
+            ),
+            (
+                "pushes",
+                "Message pushes queued to online devices",
+                &m.pushes,
+            ),
+            ("acks", "Cumulative Ack frames received", &m.acks),
+            ("syncs", "Sync (inbox catch-up) requests served", &m.syncs),
+            ("pulls", "Pull (gap and history) requests served", &m.pulls),
+            (
+                "slow_consumer_disconnects",
+                "Sessions closed because their outbound queue was full",
+                &m.slow_consumer_disconnects,
+            ),
+        ];
         let r = &mut m.registry;
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
         r.register(
             "connections",
             "Open connections by transport (quic, tcp, ws)",
             m.connections.clone(),
         );
         r.register("logins", "Logins and resumes by result", m.logins.clone());
-        r.register("frames_in", "Frames received", m.frames_in.clone());
-        r.register(
-            "frames_out",
-            "Frames queued to clients",
-            m.frames_out.clone(),
-        );
-        r.register("sends", "Messages stored (new sends)", m.sends.clone());
-        r.register(
-            "dedup_hits",
-            "Resends of an already stored client_msg_id, answered with the original ack",
-            m.dedup_hits.clone(),
-        );
-        r.register(
-            "pushes",
-            "Message pushes queued to online devices",
-            m.pushes.clone(),
-        );
-        r.register("acks", "Cumulative Ack frames received", m.acks.clone());
-        r.register(
-            "syncs",
-            "Sync (inbox catch-up) requests served",
-            m.syncs.clone(),
-        );
-        r.register(
-            "pulls",
-            "Pull (gap and history) requests served",
-            m.pulls.clone(),
-        );
-        r.register(
-            "slow_consumer_disconnects",
-            "Sessions closed because their outbound queue was full",
-            m.slow_consumer_disconnects.clone(),
-        );
         r.register(
             "store_flush_seconds",
             "Duration of one store flush (group commit)",
