@@ -31,7 +31,8 @@ pub struct Accounts {
     hash_cost: auth::HashCost,
     /// A hash to verify against when the user does not exist, so a wrong user name costs
     /// the same time as a wrong password.
-    dummy_hash: OnceLock<String>,
+    /// Made on first use, on the blocking pool like every hash.
+    dummy_hash: Arc<OnceLock<String>>,
 }
 
 /// Runs an argon2id hash off the async threads, at most one per CPU at a time: each
@@ -69,7 +70,7 @@ impl Accounts {
             token_ttl_ms: token_ttl_secs.saturating_mul(1000),
             device_lock: Mutex::new(()),
             hash_cost,
-            dummy_hash: OnceLock::new(),
+            dummy_hash: Arc::new(OnceLock::new()),
         }
     }
 
@@ -125,19 +126,20 @@ impl Accounts {
         } else {
             None
         };
-        let phc = user
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| {
-                self.dummy_hash
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let (dummy, cost) = (self.dummy_hash.clone(), self.hash_cost);
+        let pw = password.to_string();
+        let ok = password_work(move || {
+            let phc = phc.unwrap_or_else(|| {
+                dummy
                     .get_or_init(|| {
-                        auth::hash_password("tern-dummy-password", self.hash_cost)
-                            .unwrap_or_default()
+                        auth::hash_password("tern-dummy-password", cost).unwrap_or_default()
                     })
                     .clone()
             });
-        let pw = password.to_string();
-        let ok = password_work(move || auth::verify_password(&pw, &phc)).await?;
+            auth::verify_password(&pw, &phc)
+        })
+        .await?;
         let Some(user) = user.filter(|_| ok) else {
             return Err(bad());
         };
