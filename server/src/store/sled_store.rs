@@ -1,47 +1,97 @@
 //! The sled implementation of [`Store`], the default and for now the only backend.
 //!
-//! Trees (keys use big-endian integers so range scans come back in seq order; `++` is
-//! concatenation with a 0x00 separator after the variable-length part):
+//! Everything [`Store::commit`] writes lives in one tree, `data`, with a one-byte space tag
+//! in front of each key, so a commit is a single `apply_batch`: sled writes it as one
+//! atomic unit in its log (recovery keeps all of a batch or none of it). That is several
+//! times cheaper than a multi-tree transaction, which is what the first version used
+//! (see docs/BENCHMARKS.md). Keys use big-endian integers so range scans come back in seq
+//! order; `++` is concatenation with a 0x00 separator after the variable-length part:
 //!
-//! | tree            | key                          | value                  |
-//! |-----------------|------------------------------|------------------------|
-//! | `meta`          | name                         | schema version, store epoch, signing key, commit count |
-//! | `users`         | user                         | `UserRecord`           |
-//! | `devices`       | user ++ device               | `DeviceRecord`         |
-//! | `conversations` | conversation                 | `ConversationRecord`   |
-//! | `members`       | conversation ++ user         | `MemberRecord`         |
-//! | `user_convs`    | user ++ conversation         | empty                  |
-//! | `timeline`      | conversation ++ seq(be64)    | wire `Message`         |
-//! | `inbox`         | user ++ inbox_seq(be64)      | `InboxRecord`          |
-//! | `dedup`         | sender ++ client_msg_id      | `DedupRecord`          |
+//! | tree / space         | key                          | value                  |
+//! |----------------------|------------------------------|------------------------|
+//! | `meta`               | name                         | schema version, store epoch, signing key, commit count |
+//! | `users`              | user                         | `UserRecord`           |
+//! | `devices`            | user ++ device               | `DeviceRecord`         |
+//! | `data` `c`           | conversation                 | `ConversationRecord`   |
+//! | `data` `m`           | conversation ++ user         | `MemberRecord`         |
+//! | `data` `u`           | user ++ conversation         | empty                  |
+//! | `data` `t`           | conversation ++ seq(be64)    | wire `Message`         |
+//! | `data` `i`           | user ++ inbox_seq(be64)      | `InboxRecord`          |
+//! | `data` `d`           | sender ++ client_msg_id      | `DedupRecord`          |
 //!
 //! sled caveats handled here on purpose: only `flush` makes writes durable (callers wait
-//! for it before acking); `cache_capacity` is set explicitly; multi-tree writes go in one
-//! transaction, which sled applies atomically.
+//! for it before acking); `cache_capacity` is set explicitly; commits are serialized by a
+//! mutex so the dedup check and the batch that follows it are one step.
+//!
+//! The commit count is kept in memory and written to `meta` by every `flush`, after the
+//! commits it counts, so a log cut short anywhere before a flushed count loses that count
+//! too: the watermark check at startup then sees fewer commits than were durable.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use prost::Message as _;
 use rand::RngCore;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tern_proto::pb;
 
 use super::*;
 
-const SCHEMA_VERSION: u32 = 1;
+/// 2: one `data` tree for everything a commit writes (1 had a tree per kind).
+const SCHEMA_VERSION: u32 = 2;
 const COMMIT_COUNT: &str = "commit_count";
+
+/// A key space inside the `data` tree: its tag byte and its name for error messages.
+#[derive(Clone, Copy)]
+struct Space {
+    tag: u8,
+    name: &'static str,
+}
+
+const CONVERSATIONS: Space = Space {
+    tag: b'c',
+    name: "conversations",
+};
+const MEMBERS: Space = Space {
+    tag: b'm',
+    name: "members",
+};
+const USER_CONVS: Space = Space {
+    tag: b'u',
+    name: "user_convs",
+};
+const TIMELINE: Space = Space {
+    tag: b't',
+    name: "timeline",
+};
+const INBOX: Space = Space {
+    tag: b'i',
+    name: "inbox",
+};
+const DEDUP: Space = Space {
+    tag: b'd',
+    name: "dedup",
+};
+
+impl Space {
+    /// `tag ++ key`.
+    fn key(self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + key.len());
+        k.push(self.tag);
+        k.extend_from_slice(key);
+        k
+    }
+}
 
 pub struct SledStore {
     db: sled::Db,
     meta: sled::Tree,
     users: sled::Tree,
     devices: sled::Tree,
-    conversations: sled::Tree,
-    members: sled::Tree,
-    user_convs: sled::Tree,
-    timeline: sled::Tree,
-    inbox: sled::Tree,
-    dedup: sled::Tree,
+    data: sled::Tree,
+    /// Held across the dedup check and the batch of one commit.
+    commit_lock: Mutex<()>,
+    commits: AtomicU64,
     epoch: String,
     signing_key: [u8; 32],
 }
@@ -73,12 +123,6 @@ fn name_after_prefix(tree: &'static str, key: &[u8], prefix_len: usize) -> Store
         tree,
         detail: "key is not UTF-8".into(),
     })
-}
-
-/// Why a commit transaction stopped early.
-enum Abort {
-    Duplicate(DedupRecord),
-    Corrupt(String),
 }
 
 impl SledStore {
@@ -135,17 +179,22 @@ impl SledStore {
             .map_err(engine)?
             .and_then(|v| v.as_ref().try_into().ok())
             .ok_or_else(|| corrupt_meta("signing_key"))?;
+        let commits = match meta.get(COMMIT_COUNT).map_err(engine)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt_meta(COMMIT_COUNT))?,
+            ),
+            None => 0,
+        };
         let tree = |name: &str| db.open_tree(name).map_err(engine);
         Ok(Self {
             meta: meta.clone(),
             users: tree("users")?,
             devices: tree("devices")?,
-            conversations: tree("conversations")?,
-            members: tree("members")?,
-            user_convs: tree("user_convs")?,
-            timeline: tree("timeline")?,
-            inbox: tree("inbox")?,
-            dedup: tree("dedup")?,
+            data: tree("data")?,
+            commit_lock: Mutex::new(()),
+            commits: AtomicU64::new(commits),
             db,
             epoch,
             signing_key,
@@ -163,11 +212,30 @@ impl SledStore {
         }
     }
 
-    fn last_in_prefix(tree: &sled::Tree, name: &'static str, p: &[u8]) -> StoreResult<u64> {
-        match tree.scan_prefix(p).next_back() {
+    fn get_in<T: prost::Message + Default>(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        Self::get(&self.data, space.name, &space.key(key))
+    }
+
+    /// `(name after the prefix, value)` of every entry of `space` under `owner ++ 0x00`.
+    fn scan_names(&self, space: Space, owner: &str) -> StoreResult<Vec<(String, sled::IVec)>> {
+        let p = space.key(&prefix(owner));
+        let mut out = Vec::new();
+        for kv in self.data.scan_prefix(&p) {
+            let (k, v) = kv.map_err(engine)?;
+            out.push((name_after_prefix(space.name, &k, p.len())?, v));
+        }
+        Ok(out)
+    }
+
+    fn last_in_prefix(&self, space: Space, owner: &str) -> StoreResult<u64> {
+        match self.data.scan_prefix(space.key(&prefix(owner))).next_back() {
             Some(kv) => {
                 let (k, _) = kv.map_err(engine)?;
-                seq_of(name, &k)
+                seq_of(space.name, &k)
             }
             None => Ok(0),
         }
@@ -231,50 +299,34 @@ impl Store for SledStore {
     }
 
     fn conversation(&self, conversation: &str) -> StoreResult<Option<ConversationRecord>> {
-        Self::get(
-            &self.conversations,
-            "conversations",
-            conversation.as_bytes(),
-        )
+        self.get_in(CONVERSATIONS, conversation.as_bytes())
     }
 
     fn members(&self, conversation: &str) -> StoreResult<Vec<(String, MemberRecord)>> {
-        let p = prefix(conversation);
-        let mut out = Vec::new();
-        for kv in self.members.scan_prefix(&p) {
-            let (k, v) = kv.map_err(engine)?;
-            out.push((
-                name_after_prefix("members", &k, p.len())?,
-                decode("members", &v)?,
-            ));
-        }
-        Ok(out)
+        self.scan_names(MEMBERS, conversation)?
+            .into_iter()
+            .map(|(user, v)| Ok((user, decode(MEMBERS.name, &v)?)))
+            .collect()
     }
 
     fn user_conversations(&self, user: &str) -> StoreResult<Vec<String>> {
-        let p = prefix(user);
-        let mut out = Vec::new();
-        for kv in self.user_convs.scan_prefix(&p) {
-            let (k, _) = kv.map_err(engine)?;
-            out.push(name_after_prefix("user_convs", &k, p.len())?);
-        }
-        Ok(out)
+        Ok(self
+            .scan_names(USER_CONVS, user)?
+            .into_iter()
+            .map(|(conv, _)| conv)
+            .collect())
     }
 
     fn last_seq(&self, conversation: &str) -> StoreResult<u64> {
-        Self::last_in_prefix(&self.timeline, "timeline", &prefix(conversation))
+        self.last_in_prefix(TIMELINE, conversation)
     }
 
     fn last_inbox_seq(&self, user: &str) -> StoreResult<u64> {
-        Self::last_in_prefix(&self.inbox, "inbox", &prefix(user))
+        self.last_in_prefix(INBOX, user)
     }
 
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>> {
-        Self::get(
-            &self.dedup,
-            "dedup",
-            &key2(sender, client_msg_id.as_bytes()),
-        )
+        self.get_in(DEDUP, &key2(sender, client_msg_id.as_bytes()))
     }
 
     fn timeline(
@@ -288,19 +340,17 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for kv in self
-            .timeline
-            .range(key_seq(conversation, from)..=key_seq(conversation, to))
-            .take(limit)
-        {
+        let range =
+            TIMELINE.key(&key_seq(conversation, from))..=TIMELINE.key(&key_seq(conversation, to));
+        for kv in self.data.range(range).take(limit) {
             let (_, v) = kv.map_err(engine)?;
-            out.push(decode("timeline", &v)?);
+            out.push(decode(TIMELINE.name, &v)?);
         }
         Ok(out)
     }
 
     fn message(&self, conversation: &str, seq: u64) -> StoreResult<Option<pb::Message>> {
-        Self::get(&self.timeline, "timeline", &key_seq(conversation, seq))
+        self.get_in(TIMELINE, &key_seq(conversation, seq))
     }
 
     fn inbox(&self, user: &str, after: u64, limit: usize) -> StoreResult<Vec<(u64, InboxRecord)>> {
@@ -308,123 +358,89 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for kv in self
-            .inbox
-            .range(key_seq(user, after + 1)..=key_seq(user, u64::MAX))
-            .take(limit)
-        {
+        let range = INBOX.key(&key_seq(user, after + 1))..=INBOX.key(&key_seq(user, u64::MAX));
+        for kv in self.data.range(range).take(limit) {
             let (k, v) = kv.map_err(engine)?;
-            out.push((seq_of("inbox", &k)?, decode("inbox", &v)?));
+            out.push((seq_of(INBOX.name, &k)?, decode(INBOX.name, &v)?));
         }
         Ok(out)
     }
 
     fn commit(&self, mutations: &[Mutation]) -> StoreResult<CommitOutcome> {
-        let trees = (
-            &self.timeline,
-            &self.inbox,
-            &self.dedup,
-            &self.conversations,
-            &self.members,
-            &self.user_convs,
-            &self.meta,
-        );
-        let res = trees.transaction(
-            |(timeline, inbox, dedup, convs, members, user_convs, meta)| {
-                let count = match meta.get(COMMIT_COUNT)? {
-                    Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
-                        Ok(b) => u64::from_be_bytes(b),
-                        Err(_) => {
-                            return Err(ConflictableTransactionError::Abort(Abort::Corrupt(
-                                "commit_count".into(),
-                            )))
-                        }
-                    },
-                    None => 0,
-                };
-                meta.insert(COMMIT_COUNT, &(count + 1).to_be_bytes())?;
-                for m in mutations {
-                    match m {
-                        Mutation::Message(msg) => {
-                            timeline
-                                .insert(key_seq(&msg.conversation, msg.seq), msg.encode_to_vec())?;
-                        }
-                        Mutation::Inbox {
-                            user,
-                            inbox_seq,
-                            entry,
-                        } => {
-                            inbox.insert(key_seq(user, *inbox_seq), entry.encode_to_vec())?;
-                        }
-                        Mutation::Dedup {
-                            sender,
-                            client_msg_id,
-                            record,
-                        } => {
-                            let k = key2(sender, client_msg_id.as_bytes());
-                            if let Some(v) = dedup.get(&k)? {
-                                let abort = match DedupRecord::decode(v.as_ref()) {
-                                    Ok(rec) => Abort::Duplicate(rec),
-                                    Err(e) => Abort::Corrupt(e.to_string()),
-                                };
-                                return Err(ConflictableTransactionError::Abort(abort));
-                            }
-                            dedup.insert(k, record.encode_to_vec())?;
-                        }
-                        Mutation::Conversation {
-                            conversation,
-                            record,
-                        } => {
-                            convs.insert(conversation.as_bytes(), record.encode_to_vec())?;
-                        }
-                        Mutation::PutMember {
-                            conversation,
-                            user,
-                            record,
-                        } => {
-                            members.insert(
-                                key2(conversation, user.as_bytes()),
-                                record.encode_to_vec(),
-                            )?;
-                            user_convs.insert(key2(user, conversation.as_bytes()), &[][..])?;
-                        }
-                        Mutation::DelMember { conversation, user } => {
-                            members.remove(key2(conversation, user.as_bytes()))?;
-                            user_convs.remove(key2(user, conversation.as_bytes()))?;
-                        }
-                    }
+        let _serial = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        for m in mutations {
+            match m {
+                Mutation::Message(msg) => {
+                    batch.insert(
+                        TIMELINE.key(&key_seq(&msg.conversation, msg.seq)),
+                        msg.encode_to_vec(),
+                    );
                 }
-                Ok(())
-            },
-        );
-        match res {
-            Ok(()) => Ok(CommitOutcome::Applied),
-            Err(TransactionError::Abort(Abort::Duplicate(rec))) => {
-                Ok(CommitOutcome::Duplicate(rec))
+                Mutation::Inbox {
+                    user,
+                    inbox_seq,
+                    entry,
+                } => {
+                    batch.insert(INBOX.key(&key_seq(user, *inbox_seq)), entry.encode_to_vec());
+                }
+                Mutation::Dedup {
+                    sender,
+                    client_msg_id,
+                    record,
+                } => {
+                    let k = DEDUP.key(&key2(sender, client_msg_id.as_bytes()));
+                    if let Some(v) = self.data.get(&k).map_err(engine)? {
+                        return Ok(CommitOutcome::Duplicate(decode(DEDUP.name, &v)?));
+                    }
+                    batch.insert(k, record.encode_to_vec());
+                }
+                Mutation::Conversation {
+                    conversation,
+                    record,
+                } => {
+                    batch.insert(
+                        CONVERSATIONS.key(conversation.as_bytes()),
+                        record.encode_to_vec(),
+                    );
+                }
+                Mutation::PutMember {
+                    conversation,
+                    user,
+                    record,
+                } => {
+                    batch.insert(
+                        MEMBERS.key(&key2(conversation, user.as_bytes())),
+                        record.encode_to_vec(),
+                    );
+                    batch.insert(
+                        USER_CONVS.key(&key2(user, conversation.as_bytes())),
+                        &[][..],
+                    );
+                }
+                Mutation::DelMember { conversation, user } => {
+                    batch.remove(MEMBERS.key(&key2(conversation, user.as_bytes())));
+                    batch.remove(USER_CONVS.key(&key2(user, conversation.as_bytes())));
+                }
             }
-            Err(TransactionError::Abort(Abort::Corrupt(detail))) => Err(StoreError::Corrupt {
-                tree: "dedup/meta",
-                detail,
-            }),
-            Err(TransactionError::Storage(e)) => Err(engine(e)),
         }
+        self.data.apply_batch(batch).map_err(engine)?;
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        Ok(CommitOutcome::Applied)
     }
 
     fn flush(&self) -> StoreResult<usize> {
+        // The count goes into the log after every commit it counts (a commit bumps it only
+        // once its batch is in), so the flush below makes both durable together.
+        let count = self.commits.load(Ordering::SeqCst);
+        self.meta
+            .insert(COMMIT_COUNT, &count.to_be_bytes())
+            .map_err(engine)?;
         self.db.flush().map_err(engine)
     }
 
     fn commit_count(&self) -> StoreResult<u64> {
-        match self.meta.get(COMMIT_COUNT).map_err(engine)? {
-            Some(v) => {
-                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    tree: "meta",
-                    detail: "commit_count".into(),
-                })?;
-                Ok(u64::from_be_bytes(b))
-            }
-            None => Ok(0),
-        }
+        Ok(self.commits.load(Ordering::SeqCst))
     }
 }
 
