@@ -19,7 +19,9 @@
 #
 # Durability each system was given (what an ack means):
 #   tern         the SendAck leaves only after the message's group commit has been
-#                fsync'd (sled flush); "tern (flush per write)" = --group-commit false
+#                fsync'd (sled flush); "tern (flush per write)" = --group-commit false;
+#                "tern (read diffusion)" = the fanout group as a read-diffusion group
+#                (--group-fanout-threshold 100), as groups above 500 members are
 #   mosquitto    PUBACK = in the broker's memory; persistence writes the whole in-memory
 #                database to disk on autosave (autosave_interval 1800 s) and at shutdown.
 #                No per-message fsync setting exists.
@@ -244,6 +246,12 @@ for s in $SCENARIOS; do
   bench tern "${TERN_ARGS[@]}" "${args[@]}" || true
   if [[ $s == one-to-one* ]]; then
     bench "tern (flush per write)" "${TERN_ARGS[@]}" --server-arg=--group-commit --server-arg=false "${args[@]}" || true
+  fi
+  if [[ $s == fanout* ]]; then
+    # The same group as a read-diffusion group (what groups above the fan-out threshold,
+    # default 500 members, are): one timeline write per message instead of one inbox
+    # copy per member.
+    bench "tern (read diffusion)" "${TERN_ARGS[@]}" --server-arg=--group-fanout-threshold=100 "${args[@]}" || true
   fi
   for p in $PEERS; do
     applies "$p" "$s" || continue
