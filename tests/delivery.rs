@@ -834,8 +834,31 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
     let server = TestServer::start_with(|c| c.outbound_queue = 64).await;
+    slow_consumer_loses_nothing(&server, "").await;
+    server.stop().await;
+}
+
+/// The byte bound alone: far more frames allowed than are ever pushed, but 1 MiB of
+/// queued 64 KiB messages is the limit, so the session still goes instead of buffering
+/// the ~19 MB. (The sender, which reads, keeps well under it: at most 10 sends and
+/// their own pushes are in flight.)
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_by_the_byte_limit_too() {
+    let server = TestServer::start_with(|c| {
+        c.outbound_queue = 100_000;
+        c.outbound_queue_bytes = 1 << 20;
+    })
+    .await;
+    slow_consumer_loses_nothing(&server, "b").await;
+    server.stop().await;
+}
+
+async fn slow_consumer_loses_nothing(server: &TestServer, tag: &str) {
     for t in BOTH {
-        let (a, s) = (name("fast", t), name("slow", t));
+        let (a, s) = (
+            name(&format!("fast{tag}"), t),
+            name(&format!("slow{tag}"), t),
+        );
         let mut sender = server.user(t, &a, "d").await;
         let slow = server.user(t, &s, "d").await;
         let token = slow.login.clone().unwrap().token;
@@ -887,5 +910,4 @@ async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
             .enumerate()
             .all(|(i, it)| it.message.as_ref().unwrap().seq == i as u64 + 1));
     }
-    server.stop().await;
 }

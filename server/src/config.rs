@@ -35,6 +35,9 @@ pub struct Config {
     pub max_frame_bytes: u32,
     /// Frames queued to one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued to one connection before it counts as a slow consumer (a single
+    /// frame always fits).
+    pub outbound_queue_bytes: usize,
     /// Requests one session may have in flight.
     pub max_pending: u32,
     /// Groups with more members than this use read diffusion (no inbox copies).
@@ -94,6 +97,7 @@ impl Default for Config {
             token_ttl_secs: 30 * 24 * 3600,
             max_frame_bytes: tern_proto::DEFAULT_MAX_FRAME as u32,
             outbound_queue: 1024,
+            outbound_queue_bytes: 8 << 20,
             max_pending: 256,
             group_fanout_threshold: 500,
             max_group_members: 10_000,
@@ -162,6 +166,10 @@ impl Config {
         anyhow::ensure!(
             self.outbound_queue >= 16,
             "outbound_queue must be at least 16"
+        );
+        anyhow::ensure!(
+            self.outbound_queue_bytes >= 64 << 10,
+            "outbound_queue_bytes must be at least 65536"
         );
         anyhow::ensure!(self.max_pending >= 1, "max_pending must be at least 1");
         anyhow::ensure!(
@@ -233,6 +241,9 @@ pub struct Args {
     /// Frames queued per connection before it is dropped as a slow consumer [default: 1024]
     #[arg(long, env = "TERN_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
+    /// Bytes queued per connection before it is dropped as a slow consumer [default: 8388608]
+    #[arg(long, env = "TERN_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
     /// Requests one session may have in flight [default: 256]
     #[arg(long, env = "TERN_MAX_PENDING")]
     pub max_pending: Option<u32>,
@@ -327,6 +338,7 @@ impl Args {
             token_ttl_secs,
             max_frame_bytes,
             outbound_queue,
+            outbound_queue_bytes,
             max_pending,
             group_fanout_threshold,
             max_group_members,

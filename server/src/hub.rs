@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tern_proto::pb::CloseReason;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Outbox, PushError};
 
 const SHARDS: usize = 32;
 
@@ -24,18 +25,18 @@ pub struct SessionHandle {
     pub id: u64,
     /// (user, device), set once at login.
     identity: OnceLock<(String, String)>,
-    tx: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     close: CancellationToken,
     reason: OnceLock<(CloseReason, String)>,
 }
 
 impl SessionHandle {
     /// A handle for a new, not yet authenticated connection.
-    pub fn new(tx: mpsc::Sender<Bytes>) -> Arc<Self> {
+    pub fn new(outbox: Arc<Outbox>) -> Arc<Self> {
         Arc::new(Self {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             identity: OnceLock::new(),
-            tx,
+            outbox,
             close: CancellationToken::new(),
             reason: OnceLock::new(),
         })
@@ -59,12 +60,12 @@ impl SessionHandle {
     /// Queues an encoded frame without waiting. A full queue means the device cannot keep
     /// up: it is disconnected (it will resume and sync) instead of slowing anyone else.
     pub fn push(&self, frame: Bytes) -> bool {
-        match self.tx.try_send(frame) {
+        match self.outbox.push(frame) {
             Ok(()) => {
                 crate::metrics::get().frames_out.inc();
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 crate::metrics::get().slow_consumer_disconnects.inc();
                 self.close(
                     CloseReason::SlowConsumer,
@@ -72,7 +73,7 @@ impl SessionHandle {
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -194,9 +195,9 @@ mod tests {
     #[test]
     fn same_device_replaces_other_devices_coexist() {
         let hub = Hub::new();
-        let (tx, _rx) = mpsc::channel(4);
+        let q = Arc::new(Outbox::new(4, 1 << 20));
         let mk = |d: &str| {
-            let s = SessionHandle::new(tx.clone());
+            let s = SessionHandle::new(q.clone());
             assert!(s.set_identity("a", d));
             assert!(!s.set_identity("b", d), "identity is set once");
             s
@@ -217,9 +218,9 @@ mod tests {
     #[test]
     fn a_session_from_an_older_connection_never_evicts_a_newer_one() {
         let hub = Hub::new();
-        let (tx, _rx) = mpsc::channel(4);
-        let stale = SessionHandle::new(tx.clone());
-        let live = SessionHandle::new(tx);
+        let q = Arc::new(Outbox::new(4, 1 << 20));
+        let stale = SessionHandle::new(q.clone());
+        let live = SessionHandle::new(q);
         assert!(stale.set_identity("a", "phone") && live.set_identity("a", "phone"));
         assert!(hub.register(live.clone()).is_none());
         // The stale connection's Resume arrives late: it is the one to close.
@@ -233,8 +234,7 @@ mod tests {
 
     #[test]
     fn full_queue_closes_the_slow_session() {
-        let (tx, _rx) = mpsc::channel(1);
-        let s = SessionHandle::new(tx);
+        let s = SessionHandle::new(Arc::new(Outbox::new(1, 1 << 20)));
         assert!(s.push(Bytes::from_static(b"1")));
         assert!(!s.is_closed());
         assert!(!s.push(Bytes::from_static(b"2")));

@@ -6,7 +6,8 @@
 //!   port number, accepts connections, shuts down in order. [`certs`] makes the dev CA.
 //! - [`ws`]: the WebSocket bridge for browsers (and the web page), same sessions.
 //! - [`session`]: one task per connection, identical for every transport: frames in,
-//!   auth state machine, request dispatch, heartbeat, a bounded outbound queue.
+//!   auth state machine, request dispatch, heartbeat, a bounded outbound queue
+//!   ([`outbox`]).
 //! - [`accounts`] (register/login/resume/revoke, with [`auth`] for argon2id and tokens) and
 //!   [`chat`] (authorize -> dedup -> sequence -> store, groups, sync, pull, presence).
 //! - [`durability`]: group commit; acks and pushes leave only after the store flush.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod outbox;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -31,6 +31,7 @@ pub struct SessionLimits {
     pub handshake_timeout: Duration,
     pub max_frame_bytes: u32,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
     pub max_pending: u32,
     pub shutdown_grace: Duration,
 }
@@ -60,6 +61,7 @@ impl Services {
             handshake_timeout: Duration::from_secs(config.handshake_timeout_secs as u64),
             max_frame_bytes: config.max_frame_bytes,
             outbound_queue: config.outbound_queue,
+            outbound_queue_bytes: config.outbound_queue_bytes,
             max_pending: config.max_pending,
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs as u64),
         };

@@ -16,13 +16,14 @@ use tern_proto::codec::Decoded;
 use tern_proto::pb::{self, CloseReason, ErrorCode};
 use tern_proto::{encode_frame, error_frame, Body, CodecError, Frame, PROTOCOL_VERSION};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::accounts::Authed;
 use crate::chat::now_ms;
 use crate::error::ServiceError;
 use crate::hub::SessionHandle;
+use crate::outbox::Outbox;
 use crate::server::Services;
 
 /// Writes at most this many bytes per write call when draining the queue.
@@ -41,10 +42,13 @@ pub async fn run_session<S, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let _open = crate::metrics::get().connection_opened(transport);
-    let (tx, rx) = mpsc::channel::<Bytes>(services.limits.outbound_queue);
+    let outbox = Arc::new(Outbox::new(
+        services.limits.outbound_queue,
+        services.limits.outbound_queue_bytes,
+    ));
     let (finish_tx, finish_rx) = oneshot::channel::<Option<Bytes>>();
-    let writer_task = tokio::spawn(write_loop(writer, rx, finish_rx));
-    let handle = SessionHandle::new(tx);
+    let writer_task = tokio::spawn(write_loop(writer, outbox.clone(), finish_rx));
+    let handle = SessionHandle::new(outbox);
     let mut session = Session {
         bucket: services
             .limiter
@@ -99,10 +103,21 @@ pub async fn run_session<S, W>(
 }
 
 /// Drains the outbound queue into the stream. On `finish` it writes what is queued and
-/// the last frame (the Closing), then shuts the stream down.
+/// the last frame (the Closing), then shuts the stream down. When it ends, the queue
+/// refuses further frames.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    outbox: Arc<Outbox>,
+    finish: oneshot::Receiver<Option<Bytes>>,
+) {
+    drain_into(&mut w, &outbox, finish).await;
+    outbox.close();
+    let _ = w.shutdown().await;
+}
+
+async fn drain_into<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    outbox: &Outbox,
     mut finish: oneshot::Receiver<Option<Bytes>>,
 ) {
     // Allocated only while there is something to write: an idle connection holds no
@@ -111,22 +126,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         tokio::select! {
             biased;
-            m = rx.recv() => {
-                let Some(first) = m else { break };
-                let written = match rx.try_recv() {
+            first = outbox.pop() => {
+                let written = match outbox.try_pop() {
                     // The common case of one frame: write the shared bytes as they are.
-                    Err(_) => w.write_all(&first).await,
-                    Ok(second) => {
+                    None => w.write_all(&first).await,
+                    Some(second) => {
                         buf.extend_from_slice(&first);
                         buf.extend_from_slice(&second);
                         while buf.len() < WRITE_BATCH {
-                            match rx.try_recv() {
-                                Ok(b) => buf.extend_from_slice(&b),
-                                Err(_) => break,
+                            match outbox.try_pop() {
+                                Some(b) => buf.extend_from_slice(&b),
+                                None => break,
                             }
                         }
                         let r = w.write_all(&buf).await;
-                        if rx.is_empty() {
+                        if outbox.is_empty() {
                             buf = BytesMut::new();
                         } else {
                             buf.clear();
@@ -139,7 +153,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             last = &mut finish => {
-                while let Ok(b) = rx.try_recv() {
+                while let Some(b) = outbox.try_pop() {
                     buf.extend_from_slice(&b);
                 }
                 if let Ok(Some(last)) = last {
@@ -148,11 +162,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 if w.write_all(&buf).await.is_ok() {
                     let _ = w.flush().await;
                 }
-                break;
+                return;
             }
         }
     }
-    let _ = w.shutdown().await;
 }
 
 struct Session {
