@@ -1,5 +1,5 @@
 //! `--metrics-listen`: the Prometheus text reflects what the server did (its own test
-//! binary, because the metrics are process-wide).
+//! binary, because the metrics are process-wide; the tests in it take turns).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +22,9 @@ async fn scrape(addr: SocketAddr) -> String {
     out
 }
 
+/// The metrics are process-wide: one test at a time, so no test sees another's counts.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The value of one sample line `name{labels} value` (or `name value`).
 fn value(text: &str, sample: &str) -> f64 {
     text.lines()
@@ -31,6 +34,7 @@ fn value(text: &str, sample: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
+    let _turn = SERIAL.lock().await;
     let server =
         TestServer::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let addr = server.metrics.expect("metrics endpoint bound");
@@ -98,6 +102,52 @@ async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
         value(&closed, "tern_connections{transport=\"quic\"}"),
         0.0,
         "{closed}"
+    );
+    server.stop().await;
+}
+
+/// The SDK keeps one TLS client configuration per `Trust`, so a reconnect presents the
+/// session ticket of the previous connection and the server resumes instead of doing a
+/// full handshake (no certificate, no signature).
+#[tokio::test]
+async fn a_reconnect_with_the_same_trust_resumes_the_tls_session() {
+    let _turn = SERIAL.lock().await;
+    let server =
+        TestServer::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = server.metrics.expect("metrics endpoint bound");
+    let before = scrape(addr).await;
+    let opts = tern_sdk::ConnectOptions::new(tern_sdk::Trust::from_pem_file(&server.ca).unwrap());
+    for _ in 0..3 {
+        let mut conn = tern_sdk::connect(Transport::Tcp, server.tcp, &opts)
+            .await
+            .unwrap();
+        // One round trip, so the client has read the ticket the server sent after the
+        // handshake.
+        conn.send(&tern_proto::Frame {
+            req_id: 1,
+            body: Some(tern_proto::Body::Ping(tern_proto::pb::Ping {
+                client_time_ms: 1,
+            })),
+        })
+        .await
+        .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), conn.recv())
+            .await
+            .expect("an answer to the ping");
+        assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+        conn.close().await;
+    }
+    let after = scrape(addr).await;
+    let delta = |s: &str| value(&after, s) - value(&before, s);
+    assert_eq!(
+        delta("tern_tls_handshakes_total{kind=\"full\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("tern_tls_handshakes_total{kind=\"resumed\"}"),
+        2.0,
+        "{after}"
     );
     server.stop().await;
 }

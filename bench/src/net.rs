@@ -149,6 +149,10 @@ pub struct Connector {
     pub addr: SocketAddr,
     sdk: ConnectOptions,
     tls: Arc<rustls::ClientConfig>,
+    /// Connection number -> its own TLS config, so each simulated device keeps its own
+    /// session tickets and resumes on reconnect, as a device running the SDK does.
+    device_tls: Mutex<std::collections::HashMap<usize, Arc<rustls::ClientConfig>>>,
+    keep_alive: Duration,
     /// Empty: `tern_sdk::connect`. Else connection `i` binds to `sources[i % len]`.
     pub sources: Vec<Ipv4Addr>,
     quic: Vec<quinn::Endpoint>,
@@ -200,15 +204,10 @@ impl Connector {
         let tls = client_tls(ca)?;
         let mut quic = Vec::new();
         if transport == Transport::Quic {
+            // One client endpoint (one UDP socket) per source address; each connection
+            // brings its own config (see `quic_config_of`).
             for src in &sources {
-                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.clone())?;
-                let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-                let mut t = quinn::TransportConfig::default();
-                t.keep_alive_interval(Some(keep_alive));
-                client.transport_config(Arc::new(t));
-                let mut ep = quinn::Endpoint::client(SocketAddr::new((*src).into(), 0))?;
-                ep.set_default_client_config(client);
-                quic.push(ep);
+                quic.push(quinn::Endpoint::client(SocketAddr::new((*src).into(), 0))?);
             }
         }
         Ok(Self {
@@ -216,10 +215,34 @@ impl Connector {
             addr,
             sdk,
             tls: Arc::new(tls),
+            device_tls: Mutex::new(std::collections::HashMap::new()),
+            keep_alive,
             sources,
             quic,
             timeout: Duration::from_secs(20),
         })
+    }
+
+    /// Connection `i`'s TLS config: its own session cache (shared by its reconnects).
+    fn tls_of(&self, i: usize) -> Arc<rustls::ClientConfig> {
+        let mut map = self.device_tls.lock().unwrap();
+        map.entry(i)
+            .or_insert_with(|| {
+                let mut cfg = (*self.tls).clone();
+                cfg.resumption = rustls::client::Resumption::in_memory_sessions(4);
+                Arc::new(cfg)
+            })
+            .clone()
+    }
+
+    fn quic_config_of(&self, i: usize) -> Result<quinn::ClientConfig, Fail> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(self.tls_of(i))
+            .map_err(|e| Fail::Io(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(self.keep_alive));
+        client.transport_config(Arc::new(t));
+        Ok(client)
     }
 
     /// Opens connection number `i` (which picks its source address).
@@ -242,7 +265,7 @@ impl Connector {
                     let tcp = sock.connect(self.addr).await.map_err(|e| io(&e))?;
                     let _ = tcp.set_nodelay(true);
                     let name = ServerName::try_from("localhost").map_err(|e| io(&e))?;
-                    let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                    let tls = tokio_rustls::TlsConnector::from(self.tls_of(i))
                         .connect(name, tcp)
                         .await
                         .map_err(|e| io(&e))?;
@@ -255,7 +278,7 @@ impl Connector {
                 }
                 Transport::Quic => {
                     let conn = self.quic[k]
-                        .connect(self.addr, "localhost")
+                        .connect_with(self.quic_config_of(i)?, self.addr, "localhost")
                         .map_err(|e| io(&e))?
                         .await
                         .map_err(|e| io(&e))?;

@@ -53,10 +53,15 @@ pub enum ConnectError {
     },
 }
 
-/// The certificates a client trusts.
+/// The certificates a client trusts, and the TLS client configuration built from them.
+///
+/// The configuration is built once and shared by every connection made with this `Trust`
+/// (and its clones), so its TLS session cache carries over: a reconnect resumes the TLS
+/// session with the ticket the server gave on the previous connection, which skips the
+/// certificate, its verification and the server's signature.
 #[derive(Clone)]
 pub struct Trust {
-    roots: Arc<rustls::RootCertStore>,
+    config: Arc<rustls::ClientConfig>,
 }
 
 impl Trust {
@@ -74,20 +79,21 @@ impl Trust {
         if roots.is_empty() {
             return Err(err("no certificate in file".into()));
         }
-        Ok(Self {
-            roots: Arc::new(roots),
-        })
-    }
-
-    fn client_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| ConnectError::Tls(e.to_string()))?
-            .with_root_certificates(self.roots.clone())
+            .with_root_certificates(roots)
             .with_no_client_auth();
         cfg.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(cfg)
+        Ok(Self {
+            config: Arc::new(cfg),
+        })
+    }
+
+    /// The shared client configuration (with its session cache).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
     }
 }
 
@@ -140,14 +146,14 @@ pub async fn connect(
     let work = async {
         match transport {
             Transport::Tcp => {
-                let cfg = opts.trust.client_config()?;
+                let cfg = opts.trust.client_config();
                 let tcp = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|e| unreachable(e.to_string()))?;
                 let _ = tcp.set_nodelay(true);
                 let name = ServerName::try_from(opts.server_name.clone())
                     .map_err(|e| ConnectError::Tls(e.to_string()))?;
-                let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                let tls = tokio_rustls::TlsConnector::from(cfg)
                     .connect(name, tcp)
                     .await
                     .map_err(|e| unreachable(format!("TLS: {e}")))?;
@@ -163,7 +169,7 @@ pub async fn connect(
                 })
             }
             Transport::Quic => {
-                let cfg = opts.trust.client_config()?;
+                let cfg = opts.trust.client_config();
                 let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)
                     .map_err(|e| ConnectError::Tls(e.to_string()))?;
                 let mut client = quinn::ClientConfig::new(Arc::new(crypto));

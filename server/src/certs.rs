@@ -108,6 +108,12 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
 }
 
 /// TLS 1.3 only, ALPN `tern/1`, 0-RTT off (max_early_data_size stays 0).
+///
+/// Session tickets are stateless (encrypted with a key that lives in memory and
+/// rotates): any number of devices can resume on reconnect without the certificate and
+/// its verification, and the server keeps no per-session state for it (rustls's default
+/// is a stateful cache of 256 sessions). After a restart tickets are refused and devices
+/// do a full handshake.
 pub fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -117,5 +123,7 @@ pub fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig
         .context("certificate and key do not match")?;
     cfg.alpn_protocols = vec![tern_proto::ALPN.to_vec()];
     cfg.max_early_data_size = 0;
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session ticketer")?;
+    cfg.send_tls13_tickets = 1;
     Ok(cfg)
 }

@@ -31,9 +31,17 @@ pub struct LoginLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabel {
+    /// "full" or "resumed" (a TLS session ticket from an earlier connection).
+    pub kind: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     pub connections: Family<TransportLabel, Gauge>,
+    /// TLS-over-TCP handshakes by kind.
+    pub tls_handshakes: Family<HandshakeLabel, Counter>,
     pub logins: Family<LoginLabel, Counter>,
     pub frames_in: Counter,
     pub frames_out: Counter,
@@ -55,6 +63,7 @@ impl Metrics {
     fn new() -> Self {
         let mut m = Metrics {
             connections: Family::default(),
+            tls_handshakes: Family::default(),
             logins: Family::default(),
             frames_in: Counter::default(),
             frames_out: Counter::default(),
@@ -105,6 +114,11 @@ impl Metrics {
         );
         r.register("logins", "Logins and resumes by result", m.logins.clone());
         r.register(
+            "tls_handshakes",
+            "Completed TLS-over-TCP handshakes: full, or resumed with a session ticket",
+            m.tls_handshakes.clone(),
+        );
+        r.register(
             "store_flush_seconds",
             "Duration of one store flush (group commit)",
             m.store_flush_seconds.clone(),
@@ -141,6 +155,14 @@ impl Metrics {
             .get_or_create(&LoginLabel {
                 kind: kind.to_string(),
                 result: if ok { "ok" } else { "refused" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn tls_handshake(&self, resumed: bool) {
+        self.tls_handshakes
+            .get_or_create(&HandshakeLabel {
+                kind: if resumed { "resumed" } else { "full" }.to_string(),
             })
             .inc();
     }

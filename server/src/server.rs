@@ -446,6 +446,9 @@ async fn accept_tcp(
                     return;
                 }
             };
+            let resumed =
+                stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            crate::metrics::get().tls_handshake(resumed);
             let (r, w) = tokio::io::split(stream);
             let frames = FramedRead::with_capacity(
                 r,
