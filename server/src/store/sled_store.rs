@@ -48,32 +48,18 @@ struct Space {
     name: &'static str,
 }
 
-const CONVERSATIONS: Space = Space {
-    tag: b'c',
-    name: "conversations",
-};
-const MEMBERS: Space = Space {
-    tag: b'm',
-    name: "members",
-};
-const USER_CONVS: Space = Space {
-    tag: b'u',
-    name: "user_convs",
-};
-const TIMELINE: Space = Space {
-    tag: b't',
-    name: "timeline",
-};
-const INBOX: Space = Space {
-    tag: b'i',
-    name: "inbox",
-};
-const DEDUP: Space = Space {
-    tag: b'd',
-    name: "dedup",
-};
+const CONVERSATIONS: Space = Space::new(b'c', "conversations");
+const MEMBERS: Space = Space::new(b'm', "members");
+const USER_CONVS: Space = Space::new(b'u', "user_convs");
+const TIMELINE: Space = Space::new(b't', "timeline");
+const INBOX: Space = Space::new(b'i', "inbox");
+const DEDUP: Space = Space::new(b'd', "dedup");
 
 impl Space {
+    const fn new(tag: u8, name: &'static str) -> Self {
+        Self { tag, name }
+    }
+
     /// `tag ++ key`.
     fn key(self, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + key.len());
