@@ -3,11 +3,14 @@
 //! - [`pb`]: the prost types generated from `tern.proto` (built with protox, so no `protoc`).
 //! - [`codec`]: the length-prefixed frame codec, a pure function over a byte buffer, and its
 //!   `tokio_util::codec` wrapper for sockets.
+//! - [`raw`]: wire twins of `SyncResult` that carry already encoded messages (the server
+//!   answers catch-up pages from stored bytes without re-encoding them).
 //! - constants: the protocol version, the ALPN id and the default limits.
 //!
 //! `docs/PROTOCOL.md` at the repository root is the full text of the contract.
 
 pub mod codec;
+pub mod raw;
 
 /// Generated protobuf types (package `tern.v1`).
 #[allow(clippy::all, missing_docs, rustdoc::invalid_html_tags)]

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use rand::RngCore;
 use tern_proto::pb::{self, ConversationKind, ErrorCode, Role};
+use tern_proto::raw::{RawInboxItem, RawSyncResult};
 use tern_proto::{direct_conversation, encode_frame, Body, Frame};
 use tokio::sync::oneshot;
 
@@ -1005,7 +1006,8 @@ impl Chat {
     }
 
     /// Reads the user's inbox after `after`; see PROTOCOL.md "Sync".
-    pub async fn sync(&self, user: &str, after: u64, limit: u32) -> ServiceResult<pb::SyncResult> {
+    /// Items carry the stored message bytes as they are (see `tern_proto::raw`).
+    pub async fn sync(&self, user: &str, after: u64, limit: u32) -> ServiceResult<RawSyncResult> {
         let limit = match limit {
             0 => 200,
             n => n.min(1000),
@@ -1024,19 +1026,16 @@ impl Chat {
                 tracing::error!(%user, expected = expect, got = inbox_seq, "inbox hole");
                 return Err(ServiceError::internal());
             }
-            let Some(message) = self.store.message(&e.conversation, e.seq)? else {
+            let Some(message) = self.store.message_bytes(&e.conversation, e.seq)? else {
                 tracing::error!(%user, conv = %e.conversation, seq = e.seq, "inbox points at a missing message");
                 return Err(ServiceError::internal());
             };
             // Keep the page within one frame (always at least one item).
-            bytes += message.encoded_len() + 16;
+            bytes += message.len() + 16;
             if !items.is_empty() && bytes > self.limits.page_budget() {
                 break;
             }
-            items.push(pb::InboxItem {
-                inbox_seq,
-                message: Some(message),
-            });
+            items.push(RawInboxItem { inbox_seq, message });
         }
         let to = items.last().map(|i| i.inbox_seq).unwrap_or(after);
         let head = head.max(to);
@@ -1055,7 +1054,7 @@ impl Chat {
             }
         }
         self.barrier().await?;
-        Ok(pb::SyncResult {
+        Ok(RawSyncResult {
             items,
             from_inbox_seq: after,
             to_inbox_seq: to,

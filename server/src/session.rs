@@ -508,13 +508,23 @@ impl Session {
     where
         F: std::future::Future<Output = Result<Body, ServiceError>> + Send + 'static,
     {
+        self.spawn_read_encoded(req_id, permit, async move {
+            fut.await.map(|body| encode_frame(&frame(req_id, body)))
+        });
+    }
+
+    /// Like `spawn_read`, for reads that encode their answer frame themselves.
+    fn spawn_read_encoded<F>(&self, req_id: u64, permit: OwnedSemaphorePermit, fut: F)
+    where
+        F: std::future::Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
+    {
         let handle = self.handle.clone();
         tokio::spawn(async move {
-            let f = match fut.await {
-                Ok(body) => frame(req_id, body),
-                Err(e) => error_frame(req_id, e.code, e.message),
+            let encoded = match fut.await {
+                Ok(encoded) => encoded,
+                Err(e) => encode_frame(&error_frame(req_id, e.code, e.message)),
             };
-            handle.push(encode_frame(&f));
+            handle.push(encoded);
             drop(permit);
         });
     }
@@ -563,15 +573,13 @@ impl Session {
                 crate::metrics::get().syncs.inc();
                 let user = a.user.clone();
                 let device = a.device.clone();
-                self.spawn_read(req_id, permit, async move {
+                self.spawn_read_encoded(req_id, permit, async move {
                     let after = match s.after_inbox_seq {
                         Some(v) => v,
                         None => svc.accounts.acked(&user, &device)?,
                     };
-                    svc.chat
-                        .sync(&user, after, s.limit)
-                        .await
-                        .map(Body::SyncResult)
+                    let page = svc.chat.sync(&user, after, s.limit).await?;
+                    Ok(tern_proto::raw::encode_sync_result_frame(req_id, page))
                 });
             }
             Body::Pull(p) => {

@@ -182,6 +182,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<pb::Message>>;
     fn message(&self, conversation: &str, seq: u64) -> StoreResult<Option<pb::Message>>;
+    /// The timeline entry as encoded wire `Message` bytes (what catch-up pages carry).
+    fn message_bytes(&self, conversation: &str, seq: u64) -> StoreResult<Option<bytes::Bytes>> {
+        use prost::Message as _;
+        Ok(self
+            .message(conversation, seq)?
+            .map(|m| m.encode_to_vec().into()))
+    }
     /// Inbox entries with `inbox_seq > after`, ascending, at most `limit`.
     fn inbox(&self, user: &str, after: u64, limit: usize) -> StoreResult<Vec<(u64, InboxRecord)>>;
 

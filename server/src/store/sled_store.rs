@@ -339,6 +339,15 @@ impl Store for SledStore {
         self.get_in(TIMELINE, &key_seq(conversation, seq))
     }
 
+    fn message_bytes(&self, conversation: &str, seq: u64) -> StoreResult<Option<bytes::Bytes>> {
+        // Values are checksummed by sled's log; they were encoded by `commit` above.
+        let v = self
+            .data
+            .get(TIMELINE.key(&key_seq(conversation, seq)))
+            .map_err(engine)?;
+        Ok(v.map(|v| bytes::Bytes::copy_from_slice(&v)))
+    }
+
     fn inbox(&self, user: &str, after: u64, limit: usize) -> StoreResult<Vec<(u64, InboxRecord)>> {
         if after == u64::MAX || limit == 0 {
             return Ok(Vec::new());
