@@ -469,6 +469,29 @@ mod tests {
         );
     }
 
+    /// The count is persisted by `flush`: after a reopen it is what the last flush saw,
+    /// never less (the startup watermark check compares against it).
+    #[test]
+    fn the_commit_count_is_persisted_by_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+            for seq in 1..=3 {
+                crate::store::conformance::append(&s, "d:a:b", seq, "a", &format!("m{seq}"));
+            }
+            assert_eq!(s.commit_count().unwrap(), 3);
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(s.commit_count().unwrap(), 3);
+        crate::store::conformance::append(&s, "d:a:b", 4, "a", "m4");
+        assert_eq!(
+            s.commit_count().unwrap(),
+            4,
+            "counting goes on from the persisted value"
+        );
+    }
+
     #[test]
     fn committed_and_flushed_data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
