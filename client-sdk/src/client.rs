@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::connect::{connect, BoxWrite, ConnectError, ConnectOptions, Transport, Trust};
 use crate::cursor::{SavedState, StateStore};
 use crate::engine::{Engine, EngineEvent, Outgoing, Target};
+use crate::raw::{RawConnection, RawError};
 
 /// Which transport(s) to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -504,22 +505,14 @@ async fn one_shot(
     mode: TransportMode,
     body: Body,
 ) -> Result<Body, ClientError> {
-    let mut conn = connect_mode(server, None, opts, mode, Duration::from_millis(1500))
+    let conn = connect_mode(server, None, opts, mode, Duration::from_millis(1500))
         .await
         .map_err(|e| ClientError::Connect(e.to_string()))?;
-    conn.send(&Frame {
-        req_id: 1,
-        body: Some(body),
-    })
-    .await
-    .map_err(|e| ClientError::Connect(e.to_string()))?;
-    let res = loop {
-        match tokio::time::timeout(Duration::from_secs(30), conn.recv()).await {
-            Err(_) => break Err(ClientError::ConnectionLost),
-            Ok(Some(Ok(Ok(f)))) if f.req_id == 1 => break body_result(f),
-            Ok(Some(Ok(Ok(_)))) => continue,
-            _ => break Err(ClientError::ConnectionLost),
-        }
+    let mut conn = RawConnection::from(conn);
+    let res = match conn.request(body).await {
+        Ok(f) => body_result(f),
+        Err(RawError::Io(e)) => Err(ClientError::Connect(e.to_string())),
+        Err(_) => Err(ClientError::ConnectionLost),
     };
     conn.close().await;
     res

@@ -226,6 +226,15 @@ impl ConnectionGuard {
             conn.close(0u32.into(), b"client closed");
         }
     }
+
+    /// Closes QUIC and waits (up to 1 s) for the close to reach the server, as
+    /// [`Connection::close`] does.
+    pub async fn close_and_wait(&mut self) {
+        if let Some((endpoint, conn)) = self.quic.take() {
+            conn.close(0u32.into(), b"client closed");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+    }
 }
 
 impl Drop for ConnectionGuard {

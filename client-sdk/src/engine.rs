@@ -839,6 +839,7 @@ mod tests {
                 body: Some(Body::Error(pb::Error {
                     code: ErrorCode::Forbidden as i32,
                     message: "no".into(),
+                    ..Default::default()
                 })),
             },
             now,
@@ -849,6 +850,7 @@ mod tests {
                 body: Some(Body::Error(pb::Error {
                     code: ErrorCode::Internal as i32,
                     message: "flush".into(),
+                    ..Default::default()
                 })),
             },
             now,

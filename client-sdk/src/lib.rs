@@ -13,6 +13,8 @@
 //! - [`cursor`]: where token, cursors and outbox are kept across restarts
 //!   ([`MemoryStore`], [`FileStore`], or your own [`StateStore`]).
 //! - [`connect`](mod@connect): one framed connection over QUIC or TLS-over-TCP.
+//! - [`raw`]: a bare request/response connection over it (one-off calls, tests, load
+//!   generators).
 //!
 //! The wire contract is `docs/PROTOCOL.md` in the repository.
 //!
@@ -62,6 +64,7 @@ pub mod client;
 pub mod connect;
 pub mod cursor;
 pub mod engine;
+pub mod raw;
 
 pub use client::{
     login, new_client_msg_id, register, Client, ClientConfig, ClientError, Credentials, Event,
