@@ -5,12 +5,28 @@
 //!   `tokio_util::codec` wrapper for sockets.
 //! - [`raw`]: wire twins of `SyncResult` that carry already encoded messages (the server
 //!   answers catch-up pages from stored bytes without re-encoding them).
+//! - [`names`]: the rules for user and device names, passwords, group names,
+//!   `client_msg_id` and `content_type`, with the exact texts the server sends.
+//! - [`body`]: [`BodyKind`] (request, response or push) and [`body_name`] for each
+//!   `Frame.body`, checked against the compiled descriptor.
+//! - [`errors`]: [`error_frame`], [`error_frame_retry`] and, on [`pb::ErrorCode`],
+//!   `is_retryable()` and `closes_connection()`.
+//! - [`liveness`]: [`HEARTBEAT_MISSES`] and the timeouts derived from the heartbeat.
 //! - constants: the protocol version, the ALPN id and the default limits.
+//!
+//! The web SDK cannot link this crate; it reads the same rules from
+//! `web/src/protocol-rules.json`, which a unit test here keeps equal to the Rust values.
 //!
 //! `docs/PROTOCOL.md` at the repository root is the full text of the contract.
 
+pub mod body;
 pub mod codec;
+pub mod errors;
+pub mod liveness;
+pub mod names;
 pub mod raw;
+#[cfg(test)]
+mod rules_table;
 
 /// Generated protobuf types (package `tern.v1`).
 #[allow(clippy::all, missing_docs, rustdoc::invalid_html_tags)]
@@ -18,7 +34,11 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/tern.v1.rs"));
 }
 
+pub use body::{body_kind, body_name, BodyKind};
 pub use codec::{decode_frame, encode_frame, CodecError, FrameCodec};
+pub use errors::{error_frame, error_frame_retry};
+pub use liveness::{heartbeat_timeout, liveness_timeout, HEARTBEAT_MISSES, LIVENESS_GRACE};
+pub use names::NameError;
 pub use pb::frame::Body;
 pub use pb::Frame;
 
@@ -31,61 +51,12 @@ pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 /// Bytes of the big-endian length prefix.
 pub const LEN_PREFIX: usize = 4;
 
-/// Shorthand for building an error frame.
-pub fn error_frame(req_id: u64, code: pb::ErrorCode, message: impl Into<String>) -> Frame {
-    Frame {
-        req_id,
-        body: Some(Body::Error(pb::Error {
-            code: code as i32,
-            message: message.into(),
-        })),
-    }
-}
-
 /// Builds the conversation id of the 1:1 conversation between two users.
 pub fn direct_conversation(a: &str, b: &str) -> String {
     if a <= b {
         format!("d:{a}:{b}")
     } else {
         format!("d:{b}:{a}")
-    }
-}
-
-/// The short name of a body kind, for logs and error messages.
-pub fn body_name(body: &Body) -> &'static str {
-    match body {
-        Body::Register(_) => "Register",
-        Body::Login(_) => "Login",
-        Body::Resume(_) => "Resume",
-        Body::Logout(_) => "Logout",
-        Body::Revoke(_) => "Revoke",
-        Body::Ping(_) => "Ping",
-        Body::Send(_) => "Send",
-        Body::Ack(_) => "Ack",
-        Body::Sync(_) => "Sync",
-        Body::Pull(_) => "Pull",
-        Body::CreateGroup(_) => "CreateGroup",
-        Body::AddMembers(_) => "AddMembers",
-        Body::RemoveMembers(_) => "RemoveMembers",
-        Body::LeaveGroup(_) => "LeaveGroup",
-        Body::ListMembers(_) => "ListMembers",
-        Body::ListConversations(_) => "ListConversations",
-        Body::PresenceQuery(_) => "PresenceQuery",
-        Body::GroupOnlineQuery(_) => "GroupOnlineQuery",
-        Body::Error(_) => "Error",
-        Body::Ok(_) => "Ok",
-        Body::LoginOk(_) => "LoginOk",
-        Body::Pong(_) => "Pong",
-        Body::SendAck(_) => "SendAck",
-        Body::SyncResult(_) => "SyncResult",
-        Body::PullResult(_) => "PullResult",
-        Body::GroupCreated(_) => "GroupCreated",
-        Body::MemberList(_) => "MemberList",
-        Body::ConversationList(_) => "ConversationList",
-        Body::PresenceResult(_) => "PresenceResult",
-        Body::GroupOnlineResult(_) => "GroupOnlineResult",
-        Body::Push(_) => "MessagePush",
-        Body::Closing(_) => "Closing",
     }
 }
 
