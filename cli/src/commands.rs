@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::Serialize;
+use tern_proto::names;
 use tern_sdk::proto::{direct_conversation, pb};
 use tern_sdk::{ClientError, Credentials, Event, SendTicket, Target};
 use tokio::time::Instant;
@@ -143,10 +144,7 @@ pub async fn whoami(ctx: &Ctx) -> Result<()> {
 }
 
 fn check_password(p: &str) -> Result<()> {
-    if p.len() < 8 || p.len() > 1024 {
-        return Err(Failure::usage("the password must be 8-1024 bytes"));
-    }
-    Ok(())
+    names::password(p).map_err(|e| Failure::usage(format!("the password must be {}", e.rule())))
 }
 
 /// Register and login open their own connection: a failure to connect there means the
@@ -607,5 +605,21 @@ async fn chat_loop(
     match first_failure {
         Some(e) => Err(e.context(format!("{failures} message(s) not sent"))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_lengths_are_checked_in_bytes() {
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password("éééé").is_ok(), "4 characters, 8 bytes");
+        assert_eq!(
+            check_password("short").unwrap_err().to_string(),
+            "the password must be 8-1024 bytes"
+        );
+        assert!(check_password(&"x".repeat(1025)).is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tern_proto::names;
 use tern_sdk::{
     Client, ClientConfig, ClientError, ConnectOptions, Credentials, Event, Events, TransportMode,
     Trust,
@@ -422,37 +423,16 @@ pub fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
     rx
 }
 
-/// Checks a user name as the server would (1-32 of a-z 0-9 _ . -, first a letter or digit).
+/// Checks a user name with the server's rule (`tern_proto::names::username`).
 pub fn check_username(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::usage(format!(
-            "invalid user name {name:?}: use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
-        )))
-    }
+    names::username(name)
+        .map_err(|e| Failure::usage(format!("invalid user name {name:?}: use {}", e.rule())))
 }
 
-/// Checks a device name (1-64 of A-Z a-z 0-9 _ . -).
+/// Checks a device name with the server's rule (`tern_proto::names::device`).
 pub fn check_device(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::usage(format!(
-            "invalid device name {name:?}: use 1-64 of A-Z a-z 0-9 _ . -"
-        )))
-    }
+    names::device(name)
+        .map_err(|e| Failure::usage(format!("invalid device name {name:?}: use {}", e.rule())))
 }
 
 /// The default device name: `cli-` and the host name, made a valid device name.
@@ -469,7 +449,7 @@ pub fn default_device() -> String {
             let clean: String = h
                 .chars()
                 .map(|c| {
-                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    if c.is_ascii() && names::is_device_byte(c as u8) {
                         c
                     } else {
                         '-'
@@ -526,5 +506,14 @@ mod tests {
         assert!(check_device("Laptop_1.x").is_ok());
         assert!(check_device("my laptop").is_err());
         assert!(check_device(&default_device()).is_ok());
+        // The rules are tern-proto's; the wording around them is the CLI's own.
+        assert_eq!(
+            check_username("Bob").unwrap_err().to_string(),
+            "invalid user name \"Bob\": use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
+        );
+        assert_eq!(
+            check_device("my laptop").unwrap_err().to_string(),
+            "invalid device name \"my laptop\": use 1-64 of A-Z a-z 0-9 _ . -"
+        );
     }
 }
