@@ -840,45 +840,12 @@ pub struct FrameFaultProxy {
 #[derive(Clone)]
 pub struct FrameConn(Arc<FrameConnState>);
 
-fn tls_configs(certs: &std::path::Path) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(certs.join("server.pem"))
-            .expect("server.pem")
-            .collect::<Result<_, _>>()
-            .expect("server.pem parses");
-    let key = PrivateKeyDer::from_pem_file(certs.join("server.key")).expect("server.key");
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("certificate and key match");
-    server.alpn_protocols = vec![tern_proto::ALPN.to_vec()];
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("ca.pem") {
-        roots.add(ca.expect("ca.pem parses")).unwrap();
-    }
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![tern_proto::ALPN.to_vec()];
-    (
-        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-        tokio_rustls::TlsConnector::from(Arc::new(client)),
-    )
-}
-
 impl FrameFaultProxy {
     /// Binds `127.0.0.1:0` and forwards to the TLS-TCP server at `upstream`. `certs` is
     /// the server's certificate directory (`<data dir>/certs`: `ca.pem`, `server.pem`,
     /// `server.key`).
     pub async fn start(upstream: SocketAddr, certs: &std::path::Path) -> FrameFaultProxy {
-        let (acceptor, connector) = tls_configs(certs);
+        let (acceptor, connector) = crate::tls::acceptor_and_connector(certs);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind frame proxy on 127.0.0.1:0");
@@ -1263,7 +1230,7 @@ mod tests {
     async fn frame_upstream(
         certs: &std::path::Path,
     ) -> (SocketAddr, mpsc::UnboundedReceiver<Frame>) {
-        let (acceptor, _) = tls_configs(certs);
+        let (acceptor, _) = crate::tls::acceptor_and_connector(certs);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
