@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tern_proto::{decode_frame, FrameCodec};
-use tern_server::server::Services;
-use tern_server::session::run_session;
+use tern_server::services::Services;
+use tern_server::session::{run_session, StreamWriter};
 use tern_server::store::{SledStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         let session = tokio::spawn(run_session(
             services,
             FramedRead::new(sr, FrameCodec::new(max)),
-            sw,
+            StreamWriter::new(sw),
             "fuzz",
             None,
         ));

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use clap::Parser;
 
+use crate::app::Server;
 use crate::config::Args;
-use crate::server::Server;
 
 /// Runs the server as the `tern-server` binary does. Returns the process exit code.
 pub fn main() -> i32 {

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,82 @@ impl Config {
         );
         self.ws_addr()?;
         Ok(())
+    }
+}
+
+/// What the session layer and the transports need, from the config.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub heartbeat: Duration,
+    pub auth_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_frame_bytes: u32,
+    pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
+    pub max_pending: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// What the message and group domains need, from the config.
+#[derive(Debug, Clone)]
+pub struct MessageLimits {
+    pub fanout_threshold: usize,
+    pub max_group_members: usize,
+    /// Every frame the server sends fits in this (the clients' limit too).
+    pub max_frame_bytes: usize,
+}
+
+/// Room kept in a frame for the envelope around a message body (ids, names, push
+/// fields): 4096 bytes, or a quarter of a (test-sized) small frame.
+fn envelope(max_frame: usize) -> usize {
+    4096.min(max_frame / 4)
+}
+
+impl MessageLimits {
+    /// Largest body a Send may carry, so the pushed message fits in one frame.
+    pub fn max_body(&self) -> usize {
+        self.max_frame_bytes - envelope(self.max_frame_bytes)
+    }
+    /// Byte budget for the messages of one Sync or Pull page.
+    pub fn page_budget(&self) -> usize {
+        self.max_frame_bytes - envelope(self.max_frame_bytes)
+    }
+}
+
+impl Config {
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            heartbeat: Duration::from_secs(self.heartbeat_secs as u64),
+            auth_timeout: Duration::from_secs(self.auth_timeout_secs as u64),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs as u64),
+            max_frame_bytes: self.max_frame_bytes,
+            outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            max_pending: self.max_pending,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs as u64),
+        }
+    }
+
+    pub fn message_limits(&self) -> MessageLimits {
+        MessageLimits {
+            fanout_threshold: self.group_fanout_threshold as usize,
+            max_group_members: self.max_group_members as usize,
+            max_frame_bytes: self.max_frame_bytes as usize,
+        }
+    }
+
+    pub fn rate_limits(&self) -> crate::ratelimit::LimitSettings {
+        crate::ratelimit::LimitSettings {
+            conn_rate: self.conn_rate_limit,
+            conn_burst: self.conn_rate_burst,
+            user_rate: self.user_rate_limit,
+            user_burst: self.user_rate_burst,
+            login_failures_per_user: self.login_failures_per_user,
+            logins_per_address: self.logins_per_address,
+            login_window: Duration::from_secs(self.login_window_secs as u64),
+            max_connections: self.max_connections,
+            max_sessions_per_user: self.max_sessions_per_user,
+        }
     }
 }
 

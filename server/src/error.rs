@@ -1,6 +1,9 @@
 //! The one place where failures become wire error codes.
 
-use tern_proto::pb::ErrorCode;
+use std::time::Duration;
+
+use tern_proto::pb::{self, ErrorCode};
+use tern_proto::{Body, Frame};
 
 use crate::store::StoreError;
 
@@ -9,6 +12,8 @@ use crate::store::StoreError;
 pub struct ServiceError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the client may retry, in ms (0: no hint).
+    pub retry_after_ms: u64,
 }
 
 impl ServiceError {
@@ -16,6 +21,7 @@ impl ServiceError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: 0,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -27,11 +33,35 @@ impl ServiceError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
+    /// RATE_LIMITED, with how long to wait (in the text and machine-readable).
+    pub fn rate_limited(wait: Duration, what: &str) -> Self {
+        let ms = wait.as_millis().max(1) as u64;
+        let mut e = Self::new(
+            ErrorCode::RateLimited,
+            format!("{what}; retry after {ms} ms"),
+        );
+        e.retry_after_ms = ms;
+        e
+    }
     pub fn internal() -> Self {
         Self::new(
             ErrorCode::Internal,
             "internal server error; the request may be retried",
         )
+    }
+}
+
+impl ServiceError {
+    /// The Error frame answering request `req_id`.
+    pub fn to_frame(&self, req_id: u64) -> Frame {
+        Frame {
+            req_id,
+            body: Some(Body::Error(pb::Error {
+                code: self.code as i32,
+                message: self.message.clone(),
+                retry_after_ms: self.retry_after_ms,
+            })),
+        }
     }
 }
 

@@ -1,11 +1,9 @@
-//! What the server shows about itself: process-wide counters, gauges and histograms, and
-//! the `--metrics-listen` HTTP endpoint that serves them as Prometheus/OpenMetrics text at
-//! `/metrics` (prometheus-client does the encoding).
+//! What the server shows about itself: process-wide counters, gauges and histograms
+//! (prometheus-client does the encoding; `http::metrics` serves them).
 //!
 //! The metrics are process-wide statics so every module can count without threading a
 //! handle through; several servers in one process (tests) share them.
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -15,8 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
@@ -187,28 +183,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
     &METRICS
-}
-
-/// Serves `GET /metrics` on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, stop: CancellationToken) {
-    use axum::http::header::CONTENT_TYPE;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(
-                    CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                get().encode(),
-            )
-        }),
-    );
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "metrics endpoint");
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
 }
 
 #[cfg(test)]

@@ -1,20 +1,29 @@
 //! Storage behind a small trait with domain operations.
 //!
-//! Everything above this module talks to [`Store`]; sled types never leave
-//! [`sled_store`]. Values are protobuf (the records below, and the wire `Message` for
+//! Everything above this module talks to [`Store`]; sled types never leave [`sled_store`].
+//! [`keys`] is the catalogue of every key space (what maps to what), shared by the
+//! backends; [`records`] are the stored values; [`memory`] is an in-memory backend for
+//! fast domain tests, held to the same [`conformance`] suite as sled; [`watermark`]
+//! detects a store that came back from damage missing acknowledged writes. Values are protobuf (the records below, and the wire `Message` for
 //! timeline entries). Writes that belong together go through [`Store::commit`] as one atomic
 //! unit; nothing is durable until [`Store::flush`] returns (the group-commit flusher in
 //! `durability.rs` calls it).
 //!
 //! `conformance` (test builds only) is the test suite every backend must pass.
 
+pub mod keys;
+pub mod memory;
+pub mod records;
 pub mod sled_store;
+pub mod watermark;
 
 #[cfg(test)]
 pub mod conformance;
 
 use tern_proto::pb;
 
+pub use memory::MemoryStore;
+pub use records::*;
 pub use sled_store::SledStore;
 
 /// A storage failure. Details are logged; clients only ever see `INTERNAL`.
@@ -29,80 +38,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// An account.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UserRecord {
-    /// argon2id PHC string.
-    #[prost(string, tag = "1")]
-    pub password_hash: String,
-    #[prost(uint64, tag = "2")]
-    pub created_ms: u64,
-    /// Bumped to revoke every token of the user.
-    #[prost(uint64, tag = "3")]
-    pub token_epoch: u64,
-}
-
-/// One device of a user: its token epoch and its server-side ack cursor.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DeviceRecord {
-    /// Bumped to revoke this device's tokens.
-    #[prost(uint64, tag = "1")]
-    pub token_epoch: u64,
-    /// Cumulative ack: the device has the user's inbox up to here.
-    #[prost(uint64, tag = "2")]
-    pub acked_inbox_seq: u64,
-    #[prost(uint64, tag = "3")]
-    pub last_login_ms: u64,
-}
-
-/// A conversation's metadata (not its messages).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ConversationRecord {
-    /// `pb::ConversationKind`.
-    #[prost(int32, tag = "1")]
-    pub kind: i32,
-    #[prost(string, tag = "2")]
-    pub name: String,
-    #[prost(uint64, tag = "3")]
-    pub created_ms: u64,
-    /// Sticky: once a group passed the fan-out threshold its messages are not copied into
-    /// inboxes any more; devices follow it with a per-conversation cursor.
-    #[prost(bool, tag = "4")]
-    pub read_diffusion: bool,
-}
-
-/// A member of a conversation.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct MemberRecord {
-    /// `pb::Role`.
-    #[prost(int32, tag = "1")]
-    pub role: i32,
-    #[prost(uint64, tag = "2")]
-    pub joined_ms: u64,
-}
-
-/// An inbox entry: a pointer to a timeline entry.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct InboxRecord {
-    #[prost(string, tag = "1")]
-    pub conversation: String,
-    #[prost(uint64, tag = "2")]
-    pub seq: u64,
-}
-
-/// What a (sender, client_msg_id) was answered with the first time.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DedupRecord {
-    #[prost(string, tag = "1")]
-    pub conversation: String,
-    #[prost(uint64, tag = "2")]
-    pub seq: u64,
-    #[prost(uint64, tag = "3")]
-    pub server_time_ms: u64,
-    #[prost(uint64, tag = "4")]
-    pub inbox_seq: u64,
-}
 
 /// One write of an atomic [`Store::commit`].
 #[derive(Debug, Clone)]
@@ -199,23 +134,4 @@ pub trait Store: Send + Sync + 'static {
     /// How many commits were applied since the store was created. Kept with the data, so
     /// a store that lost writes (damaged files) reports fewer than it once did.
     fn commit_count(&self) -> StoreResult<u64>;
-}
-
-/// Builds `a ++ 0x00 ++ b`. Names and conversation ids never contain 0x00 (validated at
-/// the edge), so a prefix scan over `a ++ 0x00` yields exactly a's entries.
-pub(crate) fn key2(a: &str, b: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(a.len() + 1 + b.len());
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k.extend_from_slice(b);
-    k
-}
-
-/// Builds `a ++ 0x00 ++ big-endian seq`, so scans come back in seq order.
-pub(crate) fn key_seq(a: &str, seq: u64) -> Vec<u8> {
-    key2(a, &seq.to_be_bytes())
-}
-
-pub(crate) fn prefix(a: &str) -> Vec<u8> {
-    key2(a, &[])
 }

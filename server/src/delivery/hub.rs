@@ -1,8 +1,8 @@
 //! The registry of live sessions: user -> the sessions of that user's online devices.
 //!
 //! Sharded by user so registering, looking up and fanning out never contend on one lock;
-//! each lock is held only to clone a few `Arc`s (never across an `.await`). This is also
-//! the routing seam for scale-out: delivery to users on other nodes would go here.
+//! each lock is held only to clone a few `Arc`s (never across an `.await`). The hub is the
+//! local [`Router`]: domains reach it only through that trait.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -14,7 +14,8 @@ use bytes::Bytes;
 use tern_proto::pb::CloseReason;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Outbox, PushError};
+use super::router::Router;
+use super::send_queue::{PushError, SendQueue};
 
 const SHARDS: usize = 32;
 
@@ -25,18 +26,18 @@ pub struct SessionHandle {
     pub id: u64,
     /// (user, device), set once at login.
     identity: OnceLock<(String, String)>,
-    outbox: Arc<Outbox>,
+    queue: Arc<SendQueue>,
     close: CancellationToken,
     reason: OnceLock<(CloseReason, String)>,
 }
 
 impl SessionHandle {
     /// A handle for a new, not yet authenticated connection.
-    pub fn new(outbox: Arc<Outbox>) -> Arc<Self> {
+    pub fn new(queue: Arc<SendQueue>) -> Arc<Self> {
         Arc::new(Self {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             identity: OnceLock::new(),
-            outbox,
+            queue,
             close: CancellationToken::new(),
             reason: OnceLock::new(),
         })
@@ -60,7 +61,7 @@ impl SessionHandle {
     /// Queues an encoded frame without waiting. A full queue means the device cannot keep
     /// up: it is disconnected (it will resume and sync) instead of slowing anyone else.
     pub fn push(&self, frame: Bytes) -> bool {
-        match self.outbox.push(frame) {
+        match self.queue.push(frame) {
             Ok(()) => {
                 crate::metrics::get().frames_out.inc();
                 true
@@ -91,7 +92,8 @@ impl SessionHandle {
         self.close.cancelled().await
     }
 
-    pub fn is_closed(&self) -> bool {
+    #[cfg(test)]
+    fn is_closed(&self) -> bool {
         self.close.is_cancelled()
     }
 }
@@ -179,12 +181,17 @@ impl Hub {
     pub fn is_online(&self, user: &str) -> bool {
         self.shard(user).lock().unwrap().contains_key(user)
     }
+}
 
-    pub fn connected(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap().values().map(Vec::len).sum::<usize>())
-            .sum()
+impl Router for Hub {
+    fn deliver(&self, user: &str, frame: &Bytes) -> usize {
+        self.push_to_user(user, frame)
+    }
+    fn is_online(&self, user: &str) -> bool {
+        Hub::is_online(self, user)
+    }
+    fn online_devices(&self, user: &str) -> Vec<String> {
+        Hub::online_devices(self, user)
     }
 }
 
@@ -195,7 +202,7 @@ mod tests {
     #[test]
     fn same_device_replaces_other_devices_coexist() {
         let hub = Hub::new();
-        let q = Arc::new(Outbox::new(4, 1 << 20));
+        let q = Arc::new(SendQueue::new(4, 1 << 20));
         let mk = |d: &str| {
             let s = SessionHandle::new(q.clone());
             assert!(s.set_identity("a", d));
@@ -218,7 +225,7 @@ mod tests {
     #[test]
     fn a_session_from_an_older_connection_never_evicts_a_newer_one() {
         let hub = Hub::new();
-        let q = Arc::new(Outbox::new(4, 1 << 20));
+        let q = Arc::new(SendQueue::new(4, 1 << 20));
         let stale = SessionHandle::new(q.clone());
         let live = SessionHandle::new(q);
         assert!(stale.set_identity("a", "phone") && live.set_identity("a", "phone"));
@@ -234,7 +241,7 @@ mod tests {
 
     #[test]
     fn full_queue_closes_the_slow_session() {
-        let s = SessionHandle::new(Arc::new(Outbox::new(1, 1 << 20)));
+        let s = SessionHandle::new(Arc::new(SendQueue::new(1, 1 << 20)));
         assert!(s.push(Bytes::from_static(b"1")));
         assert!(!s.is_closed());
         assert!(!s.push(Bytes::from_static(b"2")));

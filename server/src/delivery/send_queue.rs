@@ -25,7 +25,7 @@ pub enum PushError {
     Closed,
 }
 
-pub struct Outbox {
+pub struct SendQueue {
     state: Mutex<State>,
     ready: Notify,
     max_frames: usize,
@@ -42,7 +42,7 @@ struct State {
 /// A drained queue keeps a buffer of at most this many slots.
 const KEEP_SLOTS: usize = 4;
 
-impl Outbox {
+impl SendQueue {
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn frame_limit_then_byte_limit() {
-        let q = Outbox::new(3, 100);
+        let q = SendQueue::new(3, 100);
         assert_eq!(q.push(frame(10)), Ok(()));
         assert_eq!(q.push(frame(10)), Ok(()));
         assert_eq!(q.push(frame(10)), Ok(()));
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn one_frame_over_the_byte_limit_fits_into_an_empty_queue() {
-        let q = Outbox::new(8, 100);
+        let q = SendQueue::new(8, 100);
         assert_eq!(q.push(frame(500)), Ok(()));
         assert_eq!(q.push(frame(1)), Err(PushError::Full));
         q.try_pop().unwrap();
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_its_buffer_back_and_a_closed_one_refuses() {
-        let q = Outbox::new(1000, 1 << 20);
+        let q = SendQueue::new(1000, 1 << 20);
         for _ in 0..100 {
             q.push(frame(1)).unwrap();
         }
@@ -166,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn pop_wakes_on_a_push_from_another_task() {
-        let q = std::sync::Arc::new(Outbox::new(16, 1 << 20));
+        let q = std::sync::Arc::new(SendQueue::new(16, 1 << 20));
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.pop().await.len() });
         tokio::task::yield_now().await;

@@ -1,23 +1,14 @@
-//! The sled implementation of [`Store`], the default and for now the only backend.
+//! The sled implementation of [`Store`], the default backend (the one that
+//! persists; [`super::MemoryStore`] is for tests).
 //!
 //! Everything [`Store::commit`] writes lives in one tree, `data`, with a one-byte space tag
 //! in front of each key, so a commit is a single `apply_batch`: sled writes it as one
 //! atomic unit in its log (recovery keeps all of a batch or none of it). That is several
 //! times cheaper than a multi-tree transaction, which is what the first version used
 //! (see docs/BENCHMARKS.md). Keys use big-endian integers so range scans come back in seq
-//! order; `++` is concatenation with a 0x00 separator after the variable-length part:
+//! order.
 //!
-//! | tree / space         | key                          | value                  |
-//! |----------------------|------------------------------|------------------------|
-//! | `meta`               | name                         | schema version, store epoch, signing key, commit count |
-//! | `users`              | user                         | `UserRecord`           |
-//! | `devices`            | user ++ device               | `DeviceRecord`         |
-//! | `data` `c`           | conversation                 | `ConversationRecord`   |
-//! | `data` `m`           | conversation ++ user         | `MemberRecord`         |
-//! | `data` `u`           | user ++ conversation         | empty                  |
-//! | `data` `t`           | conversation ++ seq(be64)    | wire `Message`         |
-//! | `data` `i`           | user ++ inbox_seq(be64)      | `InboxRecord`          |
-//! | `data` `d`           | sender ++ client_msg_id      | `DedupRecord`          |
+//! The key spaces are catalogued in [`crate::store::keys`].
 //!
 //! sled caveats handled here on purpose: only `flush` makes writes durable (callers wait
 //! for it before acking); `cache_capacity` is set explicitly; commits are serialized by a
@@ -35,39 +26,12 @@ use prost::Message as _;
 use rand::RngCore;
 use tern_proto::pb;
 
-use super::*;
+use crate::store::keys::*;
+use crate::store::*;
 
 /// 2: one `data` tree for everything a commit writes (1 had a tree per kind).
 const SCHEMA_VERSION: u32 = 2;
 const COMMIT_COUNT: &str = "commit_count";
-
-/// A key space inside the `data` tree: its tag byte and its name for error messages.
-#[derive(Clone, Copy)]
-struct Space {
-    tag: u8,
-    name: &'static str,
-}
-
-const CONVERSATIONS: Space = Space::new(b'c', "conversations");
-const MEMBERS: Space = Space::new(b'm', "members");
-const USER_CONVS: Space = Space::new(b'u', "user_convs");
-const TIMELINE: Space = Space::new(b't', "timeline");
-const INBOX: Space = Space::new(b'i', "inbox");
-const DEDUP: Space = Space::new(b'd', "dedup");
-
-impl Space {
-    const fn new(tag: u8, name: &'static str) -> Self {
-        Self { tag, name }
-    }
-
-    /// `tag ++ key`.
-    fn key(self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(1 + key.len());
-        k.push(self.tag);
-        k.extend_from_slice(key);
-        k
-    }
-}
 
 pub struct SledStore {
     db: sled::Db,

@@ -1,13 +1,20 @@
-//! Accounts and devices: register, login, resume, revoke, and the per-device ack cursor.
+//! Accounts: register, login, resume, revoke.
+//!
+//! - [`credentials`]: argon2id password hashes and signed tokens.
+//! - [`devices`]: device records (token epoch, ack cursor), updated under one lock.
 
-use std::sync::{Arc, Mutex, OnceLock};
+pub mod credentials;
+pub mod devices;
+
+use std::sync::{Arc, OnceLock};
 
 use tern_proto::pb::ErrorCode;
 
-use crate::auth::{self, TokenClaims, TokenError, TokenSigner};
-use crate::chat::now_ms;
-use crate::durability::Durability;
+use self::credentials::{self as auth, TokenClaims, TokenError, TokenSigner};
+use self::devices::Devices;
+use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
+use crate::messages::Sequencer;
 use crate::store::{DeviceRecord, Store, UserRecord};
 use crate::validate;
 
@@ -23,11 +30,11 @@ pub struct Authed {
 
 pub struct Accounts {
     store: Arc<dyn Store>,
-    durability: Arc<Durability>,
+    sequencer: Arc<dyn Sequencer>,
+    devices: Arc<Devices>,
+    clock: Arc<dyn Clock>,
     signer: TokenSigner,
     token_ttl_ms: u64,
-    /// Serializes read-modify-write of device records (epoch vs ack cursor).
-    device_lock: Mutex<()>,
     hash_cost: auth::HashCost,
     /// A hash to verify against when the user does not exist, so a wrong user name costs
     /// the same time as a wrong password.
@@ -58,28 +65,29 @@ async fn password_work<T: Send + 'static>(
 impl Accounts {
     pub fn new(
         store: Arc<dyn Store>,
-        durability: Arc<Durability>,
+        sequencer: Arc<dyn Sequencer>,
+        devices: Arc<Devices>,
+        clock: Arc<dyn Clock>,
         token_ttl_secs: u64,
         hash_cost: auth::HashCost,
     ) -> Self {
         let signer = TokenSigner::new(store.signing_key(), store.store_epoch());
         Self {
             store,
-            durability,
+            sequencer,
+            devices,
+            clock,
             signer,
             token_ttl_ms: token_ttl_secs.saturating_mul(1000),
-            device_lock: Mutex::new(()),
             hash_cost,
             dummy_hash: Arc::new(OnceLock::new()),
         }
     }
 
+    /// Makes the writes just made durable before answering.
     async fn durable(&self) -> ServiceResult<()> {
-        self.durability.applied();
-        self.durability
-            .barrier()
-            .await
-            .map_err(|_| ServiceError::new(ErrorCode::Internal, "storage flush failed; retry"))
+        self.sequencer.wrote();
+        self.sequencer.barrier().await
     }
 
     pub async fn register(&self, username: &str, password: &str) -> ServiceResult<()> {
@@ -99,7 +107,7 @@ impl Accounts {
             })?;
         let rec = UserRecord {
             password_hash: hash,
-            created_ms: now_ms(),
+            created_ms: self.clock.now_ms(),
             token_epoch: 0,
         };
         if !self.store.create_user(username, &rec)? {
@@ -143,18 +151,16 @@ impl Accounts {
         let Some(user) = user.filter(|_| ok) else {
             return Err(bad());
         };
-        let dev = {
-            let _g = self.device_lock.lock().unwrap();
-            let mut dev = self.store.device(username, device)?.unwrap_or_default();
-            dev.last_login_ms = now_ms();
-            self.store.put_device(username, device, &dev)?;
-            dev
-        };
+        let now = self.clock.now_ms();
+        let dev = self.devices.update(username, device, |dev| {
+            dev.last_login_ms = now;
+            Ok::<_, ServiceError>(true)
+        })?;
         Ok(self.issue(username, device, user.token_epoch, &dev))
     }
 
     fn issue(&self, user: &str, device: &str, user_epoch: u64, dev: &DeviceRecord) -> Authed {
-        let expires_ms = now_ms().saturating_add(self.token_ttl_ms);
+        let expires_ms = self.clock.now_ms().saturating_add(self.token_ttl_ms);
         let token = self.signer.issue(TokenClaims {
             user: user.to_string(),
             device: device.to_string(),
@@ -173,14 +179,17 @@ impl Accounts {
     }
 
     pub async fn resume(&self, token: &str) -> ServiceResult<Authed> {
-        let claims = self.signer.verify(token, now_ms()).map_err(|e| match e {
-            TokenError::Invalid => {
-                ServiceError::new(ErrorCode::InvalidToken, "token is not valid here")
-            }
-            TokenError::Expired => {
-                ServiceError::new(ErrorCode::TokenExpired, "token expired; log in again")
-            }
-        })?;
+        let claims = self
+            .signer
+            .verify(token, self.clock.now_ms())
+            .map_err(|e| match e {
+                TokenError::Invalid => {
+                    ServiceError::new(ErrorCode::InvalidToken, "token is not valid here")
+                }
+                TokenError::Expired => {
+                    ServiceError::new(ErrorCode::TokenExpired, "token expired; log in again")
+                }
+            })?;
         let revoked =
             || ServiceError::new(ErrorCode::TokenRevoked, "token was revoked; log in again");
         let user = self
@@ -190,19 +199,14 @@ impl Accounts {
         if user.token_epoch != claims.user_epoch {
             return Err(revoked());
         }
-        let dev = {
-            let _g = self.device_lock.lock().unwrap();
-            let mut dev = self
-                .store
-                .device(&claims.user, &claims.device)?
-                .unwrap_or_default();
+        let now = self.clock.now_ms();
+        let dev = self.devices.update(&claims.user, &claims.device, |dev| {
             if dev.token_epoch != claims.device_epoch {
                 return Err(revoked());
             }
-            dev.last_login_ms = now_ms();
-            self.store.put_device(&claims.user, &claims.device, &dev)?;
-            dev
-        };
+            dev.last_login_ms = now;
+            Ok(true)
+        })?;
         Ok(self.issue(&claims.user, &claims.device, user.token_epoch, &dev))
     }
 
@@ -220,34 +224,15 @@ impl Accounts {
             }
             Some(d) => {
                 validate::device(d)?;
-                let _g = self.device_lock.lock().unwrap();
-                let Some(mut rec) = self.store.device(user, d)? else {
+                if self.devices.get(user, d)?.is_none() {
                     return Err(ServiceError::not_found(format!("no device {d}")));
-                };
-                rec.token_epoch += 1;
-                self.store.put_device(user, d, &rec)?;
+                }
+                self.devices.update(user, d, |rec| {
+                    rec.token_epoch += 1;
+                    Ok::<_, ServiceError>(true)
+                })?;
             }
         }
         self.durable().await
-    }
-
-    /// Moves the device's ack cursor forward (never back). Persisted lazily: a lost
-    /// cursor only means a re-delivery the client dedups.
-    pub fn ack(&self, user: &str, device: &str, inbox_seq: u64) -> ServiceResult<()> {
-        let _g = self.device_lock.lock().unwrap();
-        let mut rec = self.store.device(user, device)?.unwrap_or_default();
-        if inbox_seq > rec.acked_inbox_seq {
-            rec.acked_inbox_seq = inbox_seq;
-            self.store.put_device(user, device, &rec)?;
-        }
-        Ok(())
-    }
-
-    pub fn acked(&self, user: &str, device: &str) -> ServiceResult<u64> {
-        Ok(self
-            .store
-            .device(user, device)?
-            .map(|d| d.acked_inbox_seq)
-            .unwrap_or(0))
     }
 }

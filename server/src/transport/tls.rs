@@ -127,3 +127,18 @@ pub fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig
     cfg.send_tls13_tickets = 1;
     Ok(cfg)
 }
+
+/// The server side of a TLS handshake on any stream, counted in the handshake metric
+/// (full or resumed) whichever listener it serves.
+pub async fn accept<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: IO,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let stream = acceptor.accept(stream).await?;
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    crate::metrics::get().tls_handshake(resumed);
+    Ok(stream)
+}

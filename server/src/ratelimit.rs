@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
@@ -120,13 +120,13 @@ pub struct Limiter {
     users: Vec<Mutex<HashMap<String, Bucket>>>,
     login_failures: WindowCounter<String>,
     login_attempts: WindowCounter<IpAddr>,
-    connections: AtomicUsize,
+    connections: Arc<AtomicUsize>,
 }
 
 /// A connection slot; frees itself when dropped.
-pub struct ConnectionSlot<'a>(&'a AtomicUsize);
+pub struct ConnectionSlot(Arc<AtomicUsize>);
 
-impl Drop for ConnectionSlot<'_> {
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -141,7 +141,7 @@ impl Limiter {
                 settings.login_window,
             ),
             login_attempts: WindowCounter::new(settings.logins_per_address, settings.login_window),
-            connections: AtomicUsize::new(0),
+            connections: Arc::new(AtomicUsize::new(0)),
             settings,
         }
     }
@@ -152,13 +152,13 @@ impl Limiter {
     }
 
     /// Takes a connection slot, or None when the server is full.
-    pub fn connection(&self) -> Option<ConnectionSlot<'_>> {
+    pub fn connection(&self) -> Option<ConnectionSlot> {
         let n = self.connections.fetch_add(1, Ordering::Relaxed);
         if n >= self.settings.max_connections {
             self.connections.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(ConnectionSlot(&self.connections))
+        Some(ConnectionSlot(self.connections.clone()))
     }
 
     pub fn connections(&self) -> usize {

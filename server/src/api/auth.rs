@@ -1,0 +1,190 @@
+//! Register, Login, Resume (before login), Logout and Revoke (after), and what a
+//! successful login does: the session cap, LoginOk, registering for pushes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tern_proto::pb::{self, CloseReason, ErrorCode};
+use tern_proto::{Body, PROTOCOL_VERSION};
+
+use super::{Close, Reply};
+use crate::accounts::Authed;
+use crate::error::{ServiceError, ServiceResult};
+use crate::services::Services;
+
+/// The outcome of an auth request: the session closes, logs in, or stays as it was.
+pub enum AuthOutcome {
+    Close(CloseReason, String),
+    LoggedIn(Authed),
+    Unchanged,
+}
+
+fn check_version(reply: &Reply, v: u32) -> Option<AuthOutcome> {
+    if v == PROTOCOL_VERSION {
+        return None;
+    }
+    reply.err(ServiceError::new(
+        ErrorCode::UnsupportedVersion,
+        format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
+    ));
+    Some(AuthOutcome::Close(
+        CloseReason::ProtocolError,
+        "unsupported protocol version".into(),
+    ))
+}
+
+/// Login throttling by user name and source address.
+fn throttled(svc: &Services, reply: &Reply, user: &str, peer: Option<IpAddr>, what: &str) -> bool {
+    match svc.limiter.login_allowed(user, peer, Instant::now()) {
+        Ok(()) => false,
+        Err(wait) => {
+            reply.err(ServiceError::rate_limited(wait, what));
+            true
+        }
+    }
+}
+
+pub async fn register(
+    svc: &Arc<Services>,
+    reply: Reply,
+    r: pb::Register,
+    peer: Option<IpAddr>,
+) -> AuthOutcome {
+    if let Some(c) = check_version(&reply, r.protocol_version) {
+        return c;
+    }
+    if throttled(svc, &reply, &r.username, peer, "too many attempts") {
+        return AuthOutcome::Unchanged;
+    }
+    match Box::pin(svc.accounts.register(&r.username, &r.password)).await {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.err(e),
+    }
+    AuthOutcome::Unchanged
+}
+
+pub async fn login(
+    svc: &Arc<Services>,
+    reply: Reply,
+    l: pb::Login,
+    peer: Option<IpAddr>,
+) -> AuthOutcome {
+    if let Some(c) = check_version(&reply, l.protocol_version) {
+        return c;
+    }
+    if throttled(svc, &reply, &l.username, peer, "too many login attempts") {
+        return AuthOutcome::Unchanged;
+    }
+    let res = Box::pin(svc.accounts.login(&l.username, &l.password, &l.device)).await;
+    match &res {
+        Err(e) if e.code == ErrorCode::InvalidCredentials => {
+            svc.limiter.login_failed(&l.username, Instant::now())
+        }
+        Ok(_) => svc.limiter.login_succeeded(&l.username),
+        Err(_) => {}
+    }
+    crate::metrics::get().login("login", res.is_ok());
+    logged_in(svc, reply, res)
+}
+
+pub async fn resume(svc: &Arc<Services>, reply: Reply, r: pb::Resume) -> AuthOutcome {
+    if let Some(c) = check_version(&reply, r.protocol_version) {
+        return c;
+    }
+    let res = Box::pin(svc.accounts.resume(&r.token)).await;
+    crate::metrics::get().login("resume", res.is_ok());
+    logged_in(svc, reply, res)
+}
+
+/// Completes a login or resume: refuses past the per-user session cap, answers LoginOk,
+/// then registers the session for pushes.
+fn logged_in(svc: &Arc<Services>, reply: Reply, res: ServiceResult<Authed>) -> AuthOutcome {
+    let a = match res {
+        Ok(a) => a,
+        Err(e) => {
+            reply.err(e);
+            return AuthOutcome::Unchanged;
+        }
+    };
+    let others = svc
+        .hub
+        .sessions(&a.user)
+        .iter()
+        .filter(|s| s.device() != a.device)
+        .count();
+    let cap = svc.limiter.settings.max_sessions_per_user;
+    if others >= cap {
+        reply.err(ServiceError::new(
+            ErrorCode::ResourceExhausted,
+            format!("{others} devices of this user are online; at most {cap} at once"),
+        ));
+        return AuthOutcome::Unchanged;
+    }
+    let head = match svc.messages.current_inbox_head(&a.user) {
+        Ok(h) => h,
+        Err(e) => {
+            reply.err(e);
+            return AuthOutcome::Unchanged;
+        }
+    };
+    reply.handle.set_identity(&a.user, &a.device);
+    // LoginOk first, then register for pushes: anything committed from here on is
+    // pushed, and anything before it is found by the Sync the client sends next.
+    reply.body(Body::LoginOk(pb::LoginOk {
+        username: a.user.clone(),
+        device: a.device.clone(),
+        token: a.token.clone(),
+        token_expires_ms: a.expires_ms,
+        heartbeat_secs: svc.limits.heartbeat.as_secs() as u32,
+        store_epoch: svc.store_epoch.clone(),
+        inbox_head: head,
+        acked_inbox_seq: a.acked_inbox_seq,
+        max_frame_bytes: svc.limits.max_frame_bytes,
+        server_time_ms: crate::clock::system_now_ms(),
+        max_pending: svc.limits.max_pending,
+    }));
+    if let Some(old) = svc.hub.register(reply.handle.clone()) {
+        old.close(
+            CloseReason::Replaced,
+            "this device logged in on another connection",
+        );
+    }
+    tracing::debug!(user = %a.user, device = %a.device, "logged in");
+    AuthOutcome::LoggedIn(a)
+}
+
+pub async fn logout(svc: &Arc<Services>, reply: Reply, a: &Authed) -> Close {
+    match Box::pin(svc.accounts.revoke(&a.user, Some(&a.device))).await {
+        Ok(()) => {
+            reply.ok();
+            Some((CloseReason::LoggedOut, "logged out".into()))
+        }
+        Err(e) => {
+            reply.err(e);
+            None
+        }
+    }
+}
+
+/// Revokes a device's tokens (or all of the user's) and closes the sessions they
+/// opened, this one last.
+pub async fn revoke(svc: &Arc<Services>, reply: Reply, r: pb::Revoke, a: &Authed) -> Close {
+    let device = (!r.device.is_empty()).then_some(r.device.as_str());
+    if let Err(e) = Box::pin(svc.accounts.revoke(&a.user, device)).await {
+        reply.err(e);
+        return None;
+    }
+    reply.ok();
+    let mut own = false;
+    for s in svc.hub.sessions(&a.user) {
+        if device.is_none_or(|d| d == s.device()) {
+            if s.id == reply.handle.id {
+                own = true;
+            } else {
+                s.close(CloseReason::Revoked, "token revoked");
+            }
+        }
+    }
+    own.then(|| (CloseReason::Revoked, "token revoked".into()))
+}

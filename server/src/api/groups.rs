@@ -1,0 +1,48 @@
+//! CreateGroup, AddMembers, RemoveMembers, LeaveGroup, ListMembers.
+
+use std::sync::Arc;
+
+use tern_proto::pb;
+use tern_proto::Body;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Reply;
+use crate::accounts::Authed;
+use crate::services::Services;
+
+fn ok(r: Result<(), crate::error::ServiceError>) -> Result<Body, crate::error::ServiceError> {
+    r.map(|()| Body::Ok(pb::Ok {}))
+}
+
+pub async fn create(svc: &Arc<Services>, reply: Reply, g: pb::CreateGroup, a: &Authed) {
+    let r = Box::pin(svc.groups.create_group(&a.user, g)).await;
+    reply.result(r.map(Body::GroupCreated));
+}
+
+pub async fn add_members(svc: &Arc<Services>, reply: Reply, m: pb::AddMembers, a: &Authed) {
+    reply.result(ok(Box::pin(svc.groups.add_members(&a.user, m)).await));
+}
+
+pub async fn remove_members(svc: &Arc<Services>, reply: Reply, m: pb::RemoveMembers, a: &Authed) {
+    reply.result(ok(Box::pin(svc.groups.remove_members(&a.user, m)).await));
+}
+
+pub async fn leave(svc: &Arc<Services>, reply: Reply, m: pb::LeaveGroup, a: &Authed) {
+    reply.result(ok(Box::pin(svc.groups.leave_group(&a.user, m)).await));
+}
+
+pub fn list_members(
+    svc: &Arc<Services>,
+    reply: Reply,
+    m: pb::ListMembers,
+    a: &Authed,
+    permit: OwnedSemaphorePermit,
+) {
+    let (svc, user) = (svc.clone(), a.user.clone());
+    reply.spawn(permit, async move {
+        svc.groups
+            .list_members(&user, &m.conversation)
+            .await
+            .map(Body::MemberList)
+    });
+}

@@ -1,0 +1,131 @@
+//! Request handlers: a decoded request -> a domain call -> a reply. One file per request
+//! family; this file holds the table and the [`Reply`] they answer through.
+//!
+//! Handlers never import the session layer: they answer through the session's
+//! [`SessionHandle`] (the same queue pushes use), and tell the driver to close by
+//! returning a [`Close`]. Adding a request = one proto message, one handler function, one
+//! row in [`dispatch_authed`] (and one in `session::state::classify` if it is free of
+//! the rate limit or allowed before login).
+
+pub mod auth;
+pub mod conversations;
+pub mod groups;
+pub mod messages;
+pub mod presence;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_proto::pb::{self, CloseReason, ErrorCode};
+use tern_proto::{encode_frame, Body, Frame};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::accounts::Authed;
+use crate::delivery::hub::SessionHandle;
+use crate::error::ServiceError;
+use crate::services::Services;
+
+/// Why the session must end, with the text sent in the Closing frame.
+pub type Close = Option<(CloseReason, String)>;
+
+/// Where one request's answer goes.
+#[derive(Clone)]
+pub struct Reply {
+    pub handle: Arc<SessionHandle>,
+    pub req_id: u64,
+}
+
+impl Reply {
+    pub fn new(handle: Arc<SessionHandle>, req_id: u64) -> Self {
+        Self { handle, req_id }
+    }
+
+    pub fn body(&self, body: Body) {
+        self.handle.push(encode_frame(&Frame {
+            req_id: self.req_id,
+            body: Some(body),
+        }));
+    }
+
+    pub fn ok(&self) {
+        self.body(Body::Ok(pb::Ok {}));
+    }
+
+    pub fn err(&self, e: ServiceError) {
+        self.handle.push(encode_frame(&e.to_frame(self.req_id)));
+    }
+
+    pub fn result(&self, r: Result<Body, ServiceError>) {
+        match r {
+            Ok(b) => self.body(b),
+            Err(e) => self.err(e),
+        }
+    }
+
+    /// Runs a read-only request as its own task, so a slow read does not hold up sends;
+    /// the permit (one of the session's in-flight slots) is held until it is answered.
+    pub fn spawn<F>(self, permit: OwnedSemaphorePermit, fut: F)
+    where
+        F: Future<Output = Result<Body, ServiceError>> + Send + 'static,
+    {
+        let req_id = self.req_id;
+        self.spawn_encoded(permit, async move {
+            fut.await.map(|body| {
+                encode_frame(&Frame {
+                    req_id,
+                    body: Some(body),
+                })
+            })
+        });
+    }
+
+    /// Like [`Reply::spawn`], for reads that encode their answer frame themselves.
+    pub fn spawn_encoded<F>(self, permit: OwnedSemaphorePermit, fut: F)
+    where
+        F: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let encoded = match fut.await {
+                Ok(encoded) => encoded,
+                Err(e) => encode_frame(&e.to_frame(self.req_id)),
+            };
+            self.handle.push(encoded);
+            drop(permit);
+        });
+    }
+}
+
+/// The request table for a logged-in session.
+pub async fn dispatch_authed(
+    svc: &Arc<Services>,
+    reply: Reply,
+    body: Body,
+    a: &Authed,
+    permit: OwnedSemaphorePermit,
+) -> Close {
+    match body {
+        Body::Send(s) => messages::send(svc, reply, s, a, permit),
+        Body::Ack(ack) => messages::ack(svc, reply, ack, a),
+        Body::Sync(s) => messages::sync(svc, reply, s, a, permit),
+        Body::Pull(p) => messages::pull(svc, reply, p, a, permit),
+        Body::ListConversations(_) => conversations::list(svc, reply, a, permit),
+        Body::ListMembers(m) => groups::list_members(svc, reply, m, a, permit),
+        Body::PresenceQuery(q) => presence::query(svc, reply, q),
+        Body::GroupOnlineQuery(q) => presence::group_online(svc, reply, q, a),
+        Body::CreateGroup(g) => groups::create(svc, reply, g, a).await,
+        Body::AddMembers(m) => groups::add_members(svc, reply, m, a).await,
+        Body::RemoveMembers(m) => groups::remove_members(svc, reply, m, a).await,
+        Body::LeaveGroup(m) => groups::leave(svc, reply, m, a).await,
+        Body::Logout(_) => return auth::logout(svc, reply, a).await,
+        Body::Revoke(r) => return auth::revoke(svc, reply, r, a).await,
+        other => {
+            // Auth requests and non-requests are classified by the session before this.
+            reply.err(ServiceError::new(
+                ErrorCode::UnknownRequest,
+                format!("unexpected {}", tern_proto::body_name(&other)),
+            ));
+        }
+    }
+    None
+}

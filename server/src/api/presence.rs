@@ -1,0 +1,22 @@
+//! PresenceQuery, GroupOnlineQuery.
+
+use std::sync::Arc;
+
+use tern_proto::pb;
+use tern_proto::Body;
+
+use super::Reply;
+use crate::accounts::Authed;
+use crate::services::Services;
+
+pub fn query(svc: &Arc<Services>, reply: Reply, q: pb::PresenceQuery) {
+    reply.result(svc.presence.presence(&q.users).map(Body::PresenceResult));
+}
+
+pub fn group_online(svc: &Arc<Services>, reply: Reply, q: pb::GroupOnlineQuery, a: &Authed) {
+    reply.result(
+        svc.presence
+            .group_online(&a.user, &q.conversation)
+            .map(Body::GroupOnlineResult),
+    );
+}

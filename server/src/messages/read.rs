@@ -1,0 +1,188 @@
+//! The read paths: Sync (a user's inbox after a cursor, one cursor for everything a device
+//! missed) and Pull (a range of one conversation's timeline, for history and gap
+//! repair). Each page fits in one frame, and neither ever serves a hole silently.
+
+use prost::Message as _;
+use tern_proto::pb;
+use tern_proto::raw::{RawInboxItem, RawSyncResult};
+
+use super::Messages;
+use crate::error::{ServiceError, ServiceResult};
+
+impl Messages {
+    /// History and gap repair; see PROTOCOL.md "Pull".
+    pub async fn pull(&self, user: &str, req: pb::Pull) -> ServiceResult<pb::PullResult> {
+        let st = self.convs.member(&req.conversation, user)?;
+        let last = st.lock().unwrap().last_seq;
+        let limit = match req.limit {
+            0 => 100,
+            n => n.min(1000),
+        } as u64;
+        let (from, to, forward) = if req.after_seq > 0 || req.before_seq == 0 {
+            let end = if req.until_seq > 0 {
+                req.until_seq.min(last)
+            } else {
+                last
+            };
+            (
+                req.after_seq.saturating_add(1),
+                end.min(req.after_seq.saturating_add(limit)),
+                true,
+            )
+        } else {
+            // Any before_seq past the end means "the newest page".
+            let to = (req.before_seq - 1).min(last);
+            (to.saturating_sub(limit - 1).max(1), to, false)
+        };
+        let mut messages = if from <= to {
+            self.store
+                .timeline(&req.conversation, from, to, (to - from + 1) as usize)?
+        } else {
+            Vec::new()
+        };
+        // Never silently serve a hole: the timeline is contiguous by construction.
+        for (i, m) in messages.iter().enumerate() {
+            if m.seq != from + i as u64 {
+                tracing::error!(conv = %req.conversation, expected = from + i as u64, got = m.seq, "timeline hole");
+                return Err(ServiceError::internal());
+            }
+        }
+        if from <= to && messages.len() as u64 != to - from + 1 {
+            tracing::error!(conv = %req.conversation, from, to, got = messages.len(), "timeline shorter than its last seq");
+            return Err(ServiceError::internal());
+        }
+        // Keep the page within one frame: forward pages keep the oldest messages,
+        // backward pages the newest (those nearest the position asked for).
+        let keep = fit_in_budget(
+            messages.iter().map(|m| m.encoded_len()),
+            forward,
+            self.limits.page_budget(),
+        );
+        if keep < messages.len() {
+            if forward {
+                messages.truncate(keep);
+            } else {
+                messages.drain(..messages.len() - keep);
+            }
+        }
+        let (from_seq, to_seq) = match (messages.first(), messages.last()) {
+            (Some(f), Some(l)) => (f.seq, l.seq),
+            _ => (0, 0),
+        };
+        let complete = if forward {
+            let end = if req.until_seq > 0 {
+                req.until_seq.min(last)
+            } else {
+                last
+            };
+            to_seq.max(req.after_seq) >= end
+        } else {
+            from_seq <= 1 || messages.len() as u64 >= limit
+        };
+        self.barrier().await?;
+        Ok(pb::PullResult {
+            conversation: req.conversation,
+            messages,
+            from_seq,
+            to_seq,
+            last_seq: last,
+            complete,
+        })
+    }
+
+    /// Reads the user's inbox after `after`; see PROTOCOL.md "Sync".
+    /// Items carry the stored message bytes as they are (see `tern_proto::raw`).
+    pub async fn sync(&self, user: &str, after: u64, limit: u32) -> ServiceResult<RawSyncResult> {
+        let limit = match limit {
+            0 => 200,
+            n => n.min(1000),
+        } as usize;
+        let head = self.current_inbox_head(user)?;
+        if after > head {
+            return Err(ServiceError::invalid(format!(
+                "after_inbox_seq {after} is beyond the inbox head {head}"
+            )));
+        }
+        let entries = self.store.inbox(user, after, limit)?;
+        let mut items = Vec::with_capacity(entries.len());
+        let mut bytes = 0usize;
+        for (expect, (inbox_seq, e)) in (after + 1..).zip(entries) {
+            if inbox_seq != expect {
+                tracing::error!(%user, expected = expect, got = inbox_seq, "inbox hole");
+                return Err(ServiceError::internal());
+            }
+            let Some(message) = self.store.message_bytes(&e.conversation, e.seq)? else {
+                tracing::error!(%user, conv = %e.conversation, seq = e.seq, "inbox points at a missing message");
+                return Err(ServiceError::internal());
+            };
+            // Keep the page within one frame (always at least one item).
+            bytes += message.len() + 16;
+            if !items.is_empty() && bytes > self.limits.page_budget() {
+                break;
+            }
+            items.push(RawInboxItem { inbox_seq, message });
+        }
+        let to = items.last().map(|i| i.inbox_seq).unwrap_or(after);
+        let head = head.max(to);
+        let complete = to >= head;
+        let mut read_diffusion = Vec::new();
+        if complete {
+            for id in self.store.user_conversations(user)? {
+                let st = self.convs.get(&id)?;
+                let g = st.lock().unwrap();
+                if g.read_diffusion {
+                    read_diffusion.push(pb::ConversationHead {
+                        conversation: id.clone(),
+                        last_seq: g.last_seq,
+                    });
+                }
+            }
+        }
+        self.barrier().await?;
+        Ok(RawSyncResult {
+            items,
+            from_inbox_seq: after,
+            to_inbox_seq: to,
+            inbox_head: head,
+            complete,
+            read_diffusion,
+        })
+    }
+}
+
+/// How many items (from the front, or from the back when `!from_front`) fit in `budget`
+/// bytes; at least one.
+fn fit_in_budget(
+    sizes: impl DoubleEndedIterator<Item = usize>,
+    from_front: bool,
+    budget: usize,
+) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    let sizes: Box<dyn Iterator<Item = usize>> = if from_front {
+        Box::new(sizes)
+    } else {
+        Box::new(sizes.rev())
+    };
+    for size in sizes {
+        total += size + 16;
+        if n > 0 && total > budget {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_in_budget;
+
+    #[test]
+    fn pages_keep_at_least_one_item_and_stay_within_the_budget() {
+        assert_eq!(fit_in_budget([100, 100, 100].into_iter(), true, 10), 1);
+        assert_eq!(fit_in_budget([10, 10, 10].into_iter(), true, 60), 2);
+        assert_eq!(fit_in_budget([10, 10, 50].into_iter(), false, 70), 1);
+        assert_eq!(fit_in_budget([10, 10, 10].into_iter(), false, 1000), 3);
+    }
+}

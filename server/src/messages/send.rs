@@ -1,0 +1,283 @@
+//! The send path: authorize -> dedup -> sequence -> store -> (durable) -> ack + fan-out.
+//! System messages (group events) take the same path without dedup.
+
+use tern_proto::direct_conversation;
+use tern_proto::pb::{self, ErrorCode};
+use tokio::sync::oneshot;
+
+use super::sequencer::{Appended, Batch};
+use super::Messages;
+use crate::conversations::state::SharedState;
+use crate::conversations::ConvState;
+use crate::delivery::durability::Completion;
+use crate::delivery::fanout;
+use crate::error::{ServiceError, ServiceResult};
+use crate::store::{DedupRecord, Mutation};
+use crate::validate;
+
+/// What a durable append is answered with.
+#[derive(Debug, Clone)]
+pub struct AckInfo {
+    pub conversation: String,
+    pub seq: u64,
+    pub server_time_ms: u64,
+    pub client_msg_id: String,
+    pub duplicate: bool,
+    pub sender_inbox_seq: u64,
+}
+
+/// Called once the append is durable (or failed). Runs on the flusher task: it must not
+/// block.
+pub type AckCallback = Box<dyn FnOnce(ServiceResult<AckInfo>) + Send>;
+
+/// One message to append under its conversation's lock.
+pub(crate) struct Append {
+    pub msg: pb::Message,
+    /// Users who get an inbox entry (write diffusion) and a push.
+    pub recipients: Vec<String>,
+    /// Other writes that commit atomically with the message (membership, metadata).
+    pub extra: Vec<Mutation>,
+    /// (sender, client_msg_id) for dedup; none for system messages.
+    pub dedup: Option<(String, String)>,
+}
+
+/// The completion that answers a repeated client_msg_id with the original ack.
+fn duplicate_completion(rec: DedupRecord, cmid: String, done: AckCallback) -> Completion {
+    crate::metrics::get().dedup_hits.inc();
+    Box::new(move |res| match res {
+        Ok(()) => done(Ok(AckInfo {
+            conversation: rec.conversation,
+            seq: rec.seq,
+            server_time_ms: rec.server_time_ms,
+            client_msg_id: cmid,
+            duplicate: true,
+            sender_inbox_seq: rec.inbox_seq,
+        })),
+        Err(()) => done(Err(ServiceError::internal())),
+    })
+}
+
+impl Messages {
+    /// Sequences, stores and queues one message. Called with the conversation locked.
+    /// `done` runs after the write is durable; on a duplicate it gets the original ack.
+    /// Returns false for a duplicate (nothing written).
+    pub(crate) fn append(
+        &self,
+        st: &mut ConvState,
+        a: Append,
+        done: AckCallback,
+    ) -> ServiceResult<bool> {
+        let read_diffusion = st.read_diffusion;
+        let cmid = a.msg.client_msg_id.clone();
+        let sender = a.msg.sender.clone();
+        let now = a.msg.server_time_ms;
+        let msg_for_push = a.msg.clone();
+        let recipients = a.recipients;
+        let inboxes = if read_diffusion {
+            Vec::new()
+        } else {
+            recipients.clone()
+        };
+        let router = self.router.clone();
+        let batch = Batch {
+            msg: a.msg,
+            expected_last_seq: st.last_seq,
+            inboxes,
+            extra: a.extra,
+            dedup: a.dedup,
+        };
+        let appended = self.sequencer.append(
+            batch,
+            Box::new(move |appended: &Appended| -> Completion {
+                let (seq, inboxes) = match appended {
+                    // Raced with the original: answer with it once it is durable.
+                    Appended::Duplicate(rec) => {
+                        return duplicate_completion(rec.clone(), cmid, done)
+                    }
+                    Appended::New { seq, inboxes } => (*seq, inboxes.clone()),
+                };
+                let sender_inbox_seq = inboxes
+                    .iter()
+                    .find(|(u, _)| *u == sender)
+                    .map(|(_, h)| *h)
+                    .unwrap_or(0);
+                Box::new(move |res| {
+                    if res.is_err() {
+                        done(Err(ServiceError::new(
+                            ErrorCode::Internal,
+                            "the message could not be made durable; retry with the same client_msg_id",
+                        )));
+                        return;
+                    }
+                    let mut msg = msg_for_push;
+                    msg.seq = seq;
+                    done(Ok(AckInfo {
+                        conversation: msg.conversation.clone(),
+                        seq,
+                        server_time_ms: now,
+                        client_msg_id: cmid,
+                        duplicate: false,
+                        sender_inbox_seq,
+                    }));
+                    if read_diffusion {
+                        fanout::to_all(&*router, &msg, &recipients);
+                    } else {
+                        fanout::to_inboxes(&*router, &msg, &inboxes);
+                    }
+                })
+            }),
+        )?;
+        match appended {
+            Appended::Duplicate(_) => Ok(false),
+            Appended::New { seq, .. } => {
+                st.last_seq = seq;
+                st.exists = true;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sends a user message. `done` gets the durable ack (or the original one for a
+    /// repeated client_msg_id).
+    pub fn send(
+        &self,
+        sender: &str,
+        device: &str,
+        req: pb::Send,
+        done: AckCallback,
+    ) -> ServiceResult<()> {
+        validate::client_msg_id(&req.client_msg_id)?;
+        validate::content_type(&req.content_type)?;
+        if req.body.len() > self.limits.max_body() {
+            return Err(ServiceError::invalid(format!(
+                "body of {} bytes is over the limit of {} bytes",
+                req.body.len(),
+                self.limits.max_body()
+            )));
+        }
+        // A repeat is answered with the original ack even if the sender has since lost
+        // access: it was authorized when it was accepted.
+        if let Some(rec) = self.store.dedup(sender, &req.client_msg_id)? {
+            self.sequencer
+                .after_durable(duplicate_completion(rec, req.client_msg_id, done));
+            return Ok(());
+        }
+        let conv_id = match (req.conversation.is_empty(), req.peer.is_empty()) {
+            (false, true) => req.conversation.clone(),
+            (true, false) => {
+                validate::username(&req.peer)?;
+                if self.store.user(&req.peer)?.is_none() {
+                    return Err(ServiceError::not_found(format!("no user {}", req.peer)));
+                }
+                direct_conversation(sender, &req.peer)
+            }
+            _ => {
+                return Err(ServiceError::invalid(
+                    "exactly one of conversation and peer must be set",
+                ))
+            }
+        };
+        let st_arc = if req.peer.is_empty() {
+            self.convs.member(&conv_id, sender)?
+        } else {
+            self.convs.get(&conv_id)?
+        };
+        let mut st = st_arc.lock().unwrap();
+        if !st.members.contains_key(sender) {
+            return Err(ServiceError::forbidden(format!(
+                "not a member of {conv_id}"
+            )));
+        }
+        let now = self.clock.now_ms();
+        let mut extra = Vec::new();
+        if !st.exists {
+            st.created_ms = now;
+            extra.extend(creation_mutations(&conv_id, &st));
+        }
+        let msg = pb::Message {
+            conversation: conv_id,
+            seq: 0,
+            sender: sender.to_string(),
+            client_msg_id: req.client_msg_id.clone(),
+            server_time_ms: now,
+            body: req.body,
+            content_type: req.content_type,
+            kind: pb::MessageKind::Unspecified as i32,
+            event: None,
+            sender_device: device.to_string(),
+        };
+        let recipients = st.members.keys().cloned().collect();
+        // A duplicate (a racing retry) is answered through `done` as well.
+        self.append(
+            &mut st,
+            Append {
+                msg,
+                recipients,
+                extra,
+                dedup: Some((sender.to_string(), req.client_msg_id)),
+            },
+            done,
+        )?;
+        Ok(())
+    }
+
+    /// Appends a SYSTEM message for a group event, applies `apply` to the state under the
+    /// same lock, and waits until the message is durable; returns its seq.
+    pub(crate) async fn append_system(
+        &self,
+        st_arc: &SharedState,
+        conv: &str,
+        event: pb::GroupEvent,
+        recipients: Vec<String>,
+        extra: Vec<Mutation>,
+        apply: impl FnOnce(&mut ConvState),
+    ) -> ServiceResult<u64> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = st_arc.lock().unwrap();
+            let msg = pb::Message {
+                conversation: conv.to_string(),
+                sender: event.actor.clone(),
+                server_time_ms: self.clock.now_ms(),
+                kind: pb::MessageKind::System as i32,
+                event: Some(event),
+                ..Default::default()
+            };
+            self.append(
+                &mut st,
+                Append {
+                    msg,
+                    recipients,
+                    extra,
+                    dedup: None,
+                },
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )?;
+            apply(&mut st);
+        }
+        let ack = rx.await.map_err(|_| ServiceError::internal())??;
+        Ok(ack.seq)
+    }
+
+    pub(crate) fn clock(&self) -> &dyn crate::clock::Clock {
+        &*self.clock
+    }
+}
+
+/// The writes that create a conversation: its record and every member.
+pub(crate) fn creation_mutations(conv: &str, st: &ConvState) -> Vec<Mutation> {
+    let mut out = vec![Mutation::Conversation {
+        conversation: conv.to_string(),
+        record: st.record(),
+    }];
+    for (u, m) in &st.members {
+        out.push(Mutation::PutMember {
+            conversation: conv.to_string(),
+            user: u.clone(),
+            record: m.clone(),
+        });
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! The sequencer seam: who assigns seqs and inbox seqs, writes a message and everything
+//! that belongs with it in one atomic batch, and runs what must wait until that batch is
+//! durable, in append order.
+//!
+//! The domains call [`Sequencer`]; they never see how seqs are allocated or how
+//! durability is reached. [`LocalSequencer`] is the one-node implementation over any
+//! [`Store`]: inbox heads in memory under one short lock, one store commit, group commit
+//! by the [`Durability`] flusher. A clustered backend (JetStream) would implement the same
+//! trait with expected-last-sequence publishes: that is why a batch carries the
+//! conversation's last seq as the caller knows it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tern_proto::pb::{self, ErrorCode};
+
+use crate::delivery::durability::{Completion, Durability};
+use crate::error::{ServiceError, ServiceResult};
+use crate::store::{CommitOutcome, DedupRecord, InboxRecord, Mutation, Store};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One message to append, with what commits atomically beside it.
+pub struct Batch {
+    /// The message; its `seq` is assigned by the sequencer.
+    pub msg: pb::Message,
+    /// The conversation's last seq as the caller (holding the conversation's lock) knows
+    /// it: the new message gets `expected_last_seq + 1`.
+    pub expected_last_seq: u64,
+    /// Users who get an inbox entry (write diffusion); empty for read diffusion.
+    pub inboxes: Vec<String>,
+    /// Other writes that commit atomically with the message (membership, metadata).
+    pub extra: Vec<Mutation>,
+    /// (sender, client_msg_id) for dedup; none for system messages.
+    pub dedup: Option<(String, String)>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// Stored: the message's seq and each inbox recipient's new inbox seq.
+    New {
+        seq: u64,
+        inboxes: Vec<(String, u64)>,
+    },
+    /// A racing retry: the (sender, client_msg_id) was already stored; nothing written.
+    Duplicate(DedupRecord),
+}
+
+/// Builds the work to run once an append is durable; called with what was assigned,
+/// inside the sequencer's ordering, so completions run in append order.
+pub type Then<'a> = Box<dyn FnOnce(&Appended) -> Completion + Send + 'a>;
+
+pub trait Sequencer: Send + Sync + 'static {
+    /// Appends `batch` atomically (message, inbox entries, dedup record, extra writes) and
+    /// queues `then(&appended)` to run once the batch is durable (or its flush failed).
+    fn append(&self, batch: Batch, then: Then<'_>) -> ServiceResult<Appended>;
+    /// The user's highest allocated inbox seq.
+    fn inbox_head(&self, user: &str) -> ServiceResult<u64>;
+    /// Queues work to run once everything appended or written so far is durable.
+    fn after_durable(&self, completion: Completion);
+    /// Records that a write was made outside `append` (accounts, cursors): the next
+    /// barrier covers it.
+    fn wrote(&self);
+    /// Waits until everything appended or written before the call is durable.
+    fn barrier(&self) -> BoxFuture<'_, ServiceResult<()>>;
+}
+
+/// The message every failed flush answers with.
+pub fn flush_failed() -> ServiceError {
+    ServiceError::new(ErrorCode::Internal, "storage flush failed; retry")
+}
+
+/// Inbox heads kept in memory; beyond it some are dropped and re-read from the store.
+const INBOX_HEAD_CACHE: usize = 262_144;
+
+/// One node's sequencer over a local [`Store`].
+///
+/// The one shared step of every append is `heads`: it owns every user's inbox head and
+/// holds allocation of inbox seqs, the atomic store commit and the queueing of
+/// completions together, so that each user's inbox becomes visible in seq order and
+/// pushes leave in that order. It is a short, synchronous section (an in-memory batch;
+/// never an `.await`, never the disk flush): the flush happens afterwards, for many
+/// appends at once, in [`Durability`].
+pub struct LocalSequencer {
+    store: Arc<dyn Store>,
+    durability: Arc<Durability>,
+    heads: Mutex<HashMap<String, u64>>,
+    head_cache: usize,
+}
+
+impl LocalSequencer {
+    pub fn new(store: Arc<dyn Store>, durability: Arc<Durability>) -> Self {
+        Self::with_head_cache(store, durability, INBOX_HEAD_CACHE)
+    }
+
+    /// With a smaller inbox-head cache (tests of eviction).
+    pub fn with_head_cache(
+        store: Arc<dyn Store>,
+        durability: Arc<Durability>,
+        head_cache: usize,
+    ) -> Self {
+        Self {
+            store,
+            durability,
+            heads: Mutex::new(HashMap::new()),
+            head_cache,
+        }
+    }
+
+    fn head(&self, heads: &mut HashMap<String, u64>, user: &str) -> ServiceResult<u64> {
+        if let Some(h) = heads.get(user) {
+            return Ok(*h);
+        }
+        let h = self.store.last_inbox_seq(user)?;
+        if heads.len() >= self.head_cache {
+            // Any head can go: under this lock the store has every allocated inbox seq.
+            let drop: Vec<String> = heads.keys().take(heads.len() / 4 + 1).cloned().collect();
+            for u in drop {
+                heads.remove(&u);
+            }
+        }
+        heads.insert(user.to_string(), h);
+        Ok(h)
+    }
+
+    /// Inbox heads held in memory now (tests check the bound).
+    pub fn cached_heads(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}
+
+impl Sequencer for LocalSequencer {
+    fn append(&self, batch: Batch, then: Then<'_>) -> ServiceResult<Appended> {
+        let Batch {
+            mut msg,
+            expected_last_seq,
+            inboxes,
+            extra,
+            dedup,
+        } = batch;
+        let seq = expected_last_seq + 1;
+        msg.seq = seq;
+        let mut muts = extra;
+        let mut heads = self.heads.lock().unwrap();
+        let mut alloc: Vec<(String, u64)> = Vec::with_capacity(inboxes.len());
+        for user in inboxes {
+            let h = self.head(&mut heads, &user)? + 1;
+            muts.push(Mutation::Inbox {
+                user: user.clone(),
+                inbox_seq: h,
+                entry: InboxRecord {
+                    conversation: msg.conversation.clone(),
+                    seq,
+                },
+            });
+            alloc.push((user, h));
+        }
+        if let Some((sender, client_msg_id)) = &dedup {
+            let sender_inbox_seq = alloc
+                .iter()
+                .find(|(u, _)| u == sender)
+                .map(|(_, h)| *h)
+                .unwrap_or(0);
+            muts.push(Mutation::Dedup {
+                sender: sender.clone(),
+                client_msg_id: client_msg_id.clone(),
+                record: DedupRecord {
+                    conversation: msg.conversation.clone(),
+                    seq,
+                    server_time_ms: msg.server_time_ms,
+                    inbox_seq: sender_inbox_seq,
+                },
+            });
+        }
+        muts.push(Mutation::Message(msg));
+        let appended = match self.store.commit(&muts)? {
+            CommitOutcome::Duplicate(rec) => Appended::Duplicate(rec),
+            CommitOutcome::Applied => {
+                if dedup.is_some() {
+                    crate::metrics::get().sends.inc();
+                }
+                for (u, h) in &alloc {
+                    heads.insert(u.clone(), *h);
+                }
+                self.durability.applied();
+                Appended::New {
+                    seq,
+                    inboxes: alloc,
+                }
+            }
+        };
+        // Still under `heads`: completions are queued in commit order.
+        self.durability.after_durable(then(&appended));
+        Ok(appended)
+    }
+
+    fn inbox_head(&self, user: &str) -> ServiceResult<u64> {
+        let mut heads = self.heads.lock().unwrap();
+        self.head(&mut heads, user)
+    }
+
+    fn after_durable(&self, completion: Completion) {
+        self.durability.after_durable(completion);
+    }
+
+    fn wrote(&self) {
+        self.durability.applied();
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, ServiceResult<()>> {
+        Box::pin(async move { self.durability.barrier().await.map_err(|_| flush_failed()) })
+    }
+}

@@ -1,0 +1,268 @@
+//! Domain tests of messages and groups on the in-memory store, a manual clock and a
+//! recording router: no sockets, no disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tern_proto::pb;
+use tokio::sync::oneshot;
+
+use super::sequencer::LocalSequencer;
+use super::*;
+use crate::clock::ManualClock;
+use crate::config::MessageLimits;
+use crate::conversations::ConvCache;
+use crate::delivery::durability::Durability;
+use crate::delivery::router::Router;
+use crate::store::{MemoryStore, SledStore, Store, UserRecord};
+
+/// A router that records what it was given and says everyone in `online` is online.
+#[derive(Default)]
+struct Recorder {
+    online: Mutex<Vec<String>>,
+    delivered: Mutex<Vec<(String, Bytes)>>,
+}
+
+impl Router for Recorder {
+    fn deliver(&self, user: &str, frame: &Bytes) -> usize {
+        self.delivered
+            .lock()
+            .unwrap()
+            .push((user.to_string(), frame.clone()));
+        1
+    }
+    fn is_online(&self, user: &str) -> bool {
+        self.online.lock().unwrap().iter().any(|u| u == user)
+    }
+    fn online_devices(&self, user: &str) -> Vec<String> {
+        if self.is_online(user) {
+            vec!["d".into()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+struct World {
+    store: Arc<dyn Store>,
+    seq: Arc<LocalSequencer>,
+    convs: Arc<ConvCache>,
+    messages: Arc<Messages>,
+    router: Arc<Recorder>,
+    clock: Arc<ManualClock>,
+    stop: tokio_util::sync::CancellationToken,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+const LIMITS: MessageLimits = MessageLimits {
+    fanout_threshold: 500,
+    max_group_members: 1000,
+    max_frame_bytes: 1 << 20,
+};
+
+fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usize) -> World {
+    let durability = Durability::new(store.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(durability.clone().run(stop.clone()));
+    let seq = Arc::new(LocalSequencer::with_head_cache(
+        store.clone(),
+        durability,
+        head_cache,
+    ));
+    let convs = Arc::new(ConvCache::with_capacity(store.clone(), conv_cache));
+    let router = Arc::new(Recorder::default());
+    let clock = ManualClock::new(1_000_000);
+    let messages = Arc::new(Messages::new(
+        store.clone(),
+        seq.clone(),
+        convs.clone(),
+        router.clone(),
+        clock.clone(),
+        LIMITS,
+    ));
+    World {
+        store,
+        seq,
+        convs,
+        messages,
+        router,
+        clock,
+        stop,
+        flusher,
+    }
+}
+
+impl World {
+    fn users(&self, names: &[&str]) {
+        for u in names {
+            self.store.put_user(u, &UserRecord::default()).unwrap();
+        }
+    }
+
+    async fn send(&self, from: &str, to: &str, cmid: &str) -> ServiceResult<AckInfo> {
+        let (tx, rx) = oneshot::channel();
+        let req = pb::Send {
+            client_msg_id: cmid.into(),
+            peer: to.into(),
+            body: cmid.as_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        self.messages.send(
+            from,
+            "d",
+            req,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.flusher.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_send_is_sequenced_stamped_by_the_clock_and_pushed_to_online_members() {
+    let w = world_on(Arc::new(MemoryStore::new()), 1024, 1024);
+    w.users(&["ann", "bob"]);
+    w.router.online.lock().unwrap().push("bob".into());
+    let first = w.send("ann", "bob", "m1").await.unwrap();
+    w.clock.advance(5);
+    let second = w.send("ann", "bob", "m2").await.unwrap();
+    assert_eq!((first.seq, second.seq), (1, 2));
+    assert_eq!(first.server_time_ms, 1_000_000);
+    assert_eq!(second.server_time_ms, 1_000_005);
+    assert_eq!((first.sender_inbox_seq, second.sender_inbox_seq), (1, 2));
+    // Only bob is online: two pushes, to bob, naming his inbox seqs.
+    let delivered = w.router.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 2);
+    for (i, (user, frame)) in delivered.iter().enumerate() {
+        assert_eq!(user, "bob");
+        let f = tern_proto::codec::decode_frame(&mut frame.as_ref().into(), 1 << 20)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Some(tern_proto::Body::Push(p)) = f.body else {
+            panic!("not a push")
+        };
+        assert_eq!(p.inbox_seq, i as u64 + 1);
+        assert_eq!(p.message.unwrap().seq, i as u64 + 1);
+    }
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_gets_the_original_ack_and_stores_nothing() {
+    let w = world_on(Arc::new(MemoryStore::new()), 1024, 1024);
+    w.users(&["ann", "bob"]);
+    let first = w.send("ann", "bob", "same").await.unwrap();
+    let commits = w.store.commit_count().unwrap();
+    w.clock.advance(1000);
+    let again = w.send("ann", "bob", "same").await.unwrap();
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!(
+        (again.seq, again.server_time_ms, again.sender_inbox_seq),
+        (first.seq, first.server_time_ms, first.sender_inbox_seq)
+    );
+    assert_eq!(w.store.commit_count().unwrap(), commits, "nothing written");
+    assert_eq!(w.store.last_seq(&first.conversation).unwrap(), 1);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sends_are_refused_with_clear_errors() {
+    let w = world_on(Arc::new(MemoryStore::new()), 1024, 1024);
+    w.users(&["ann", "bob"]);
+    let e = w.send("ann", "nobody", "x").await.unwrap_err();
+    assert_eq!(e.code, pb::ErrorCode::NotFound);
+    let e = w.send("ann", "bob", "").await.unwrap_err();
+    assert_eq!(e.code, pb::ErrorCode::InvalidArgument);
+    // A conversation ann is not in.
+    let (tx, _rx) = oneshot::channel::<ServiceResult<AckInfo>>();
+    let e = w
+        .messages
+        .send(
+            "ann",
+            "d",
+            pb::Send {
+                client_msg_id: "y".into(),
+                conversation: "d:bob:carl".into(),
+                ..Default::default()
+            },
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, pb::ErrorCode::Forbidden);
+    w.stop().await;
+}
+
+/// With caches far smaller than the working set, conversation states and inbox heads
+/// are evicted and reloaded all the time; seqs and inbox seqs must stay contiguous.
+/// On real sled, as before the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_states_reload_without_reusing_a_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap());
+    let w = Arc::new(world_on(store.clone(), 32, 4));
+    let users: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        store.put_user(u, &UserRecord::default()).unwrap();
+    }
+    // Every user sends to every other user, 3 rounds, from 2 tasks at once.
+    let mut tasks = Vec::new();
+    for half in 0..2 {
+        let w = w.clone();
+        let users = users.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for round in 0..3 {
+                for (i, from) in users.iter().enumerate() {
+                    for to in users.iter().skip(i % 2 + half).step_by(2) {
+                        if from == to {
+                            continue;
+                        }
+                        let cmid = format!("{half}-{round}-{from}-{to}");
+                        acks.push(w.send(from, to, &cmid).await.unwrap());
+                    }
+                }
+            }
+            acks
+        }));
+    }
+    let mut per_conv: HashMap<String, Vec<u64>> = HashMap::new();
+    for t in tasks {
+        for a in t.await.unwrap() {
+            per_conv.entry(a.conversation).or_default().push(a.seq);
+        }
+    }
+    assert!(
+        per_conv.len() > 32,
+        "more conversations than the cache holds"
+    );
+    for (conv, mut seqs) in per_conv {
+        seqs.sort_unstable();
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, want, "{conv}: seqs contiguous, none reused");
+        let stored = store.last_seq(&conv).unwrap();
+        assert_eq!(stored, want.len() as u64, "{conv}");
+    }
+    // Inbox seqs: every user's inbox is 1..=n with no hole or double.
+    for u in &users {
+        let page = w.messages.sync(u, 0, 1000).await.unwrap();
+        let seqs: Vec<u64> = page.items.iter().map(|i| i.inbox_seq).collect();
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, want, "inbox of {u}");
+    }
+    let cached = w.convs.cached();
+    assert!(cached <= w.convs.shard_count(), "cache bounded: {cached}");
+    // At most the cap plus the two heads one 1:1 append writes back.
+    assert!(w.seq.cached_heads() <= 4 + 2);
+    let w = Arc::try_unwrap(w).ok().expect("tasks are done");
+    w.stop().await;
+}

@@ -1,0 +1,94 @@
+//! What every session shares: the domain services, the session registry, the limits and
+//! the shutdown switch, built from the config over a store. No sockets: the fuzz target
+//! and the tests run sessions over in-memory streams with this.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::devices::Devices;
+use crate::accounts::{credentials::HashCost, Accounts};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, SessionLimits};
+use crate::conversations::{ConvCache, Conversations};
+use crate::delivery::durability::Durability;
+use crate::delivery::hub::Hub;
+use crate::delivery::router::Router;
+use crate::groups::Groups;
+use crate::messages::cursors::Cursors;
+use crate::messages::sequencer::{LocalSequencer, Sequencer};
+use crate::messages::Messages;
+use crate::presence::Presence;
+use crate::ratelimit::Limiter;
+use crate::store::Store;
+
+pub struct Services {
+    pub accounts: Accounts,
+    pub messages: Arc<Messages>,
+    pub cursors: Cursors,
+    pub groups: Groups,
+    pub conversations: Conversations,
+    pub presence: Presence,
+    /// The local session registry (sessions register here; domains see it as a router).
+    pub hub: Arc<Hub>,
+    pub limits: SessionLimits,
+    pub store_epoch: String,
+    /// Cancelled when the server stops: sessions close with reason SHUTDOWN.
+    pub shutdown: CancellationToken,
+    pub limiter: Limiter,
+}
+
+impl Services {
+    /// Everything sessions share, over a store, on the system clock. The returned
+    /// [`Durability`] must be run (its flusher) for writes to be acknowledged.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> (Arc<Services>, Arc<Durability>) {
+        Self::with_clock(config, store, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> (Arc<Services>, Arc<Durability>) {
+        let durability = Durability::with_group_commit(store.clone(), config.group_commit);
+        let sequencer: Arc<dyn Sequencer> =
+            Arc::new(LocalSequencer::new(store.clone(), durability.clone()));
+        let hub = Arc::new(Hub::new());
+        let router: Arc<dyn Router> = hub.clone();
+        let convs = Arc::new(ConvCache::new(store.clone()));
+        let devices = Arc::new(Devices::new(store.clone()));
+        let limits = config.message_limits();
+        let messages = Arc::new(Messages::new(
+            store.clone(),
+            sequencer.clone(),
+            convs.clone(),
+            router.clone(),
+            clock.clone(),
+            limits.clone(),
+        ));
+        let services = Arc::new(Services {
+            accounts: Accounts::new(
+                store.clone(),
+                sequencer.clone(),
+                devices.clone(),
+                clock,
+                config.token_ttl_secs,
+                HashCost {
+                    memory_kib: config.password_hash_memory_kib,
+                    iterations: config.password_hash_iterations,
+                },
+            ),
+            cursors: Cursors::new(devices, sequencer.clone()),
+            groups: Groups::new(store.clone(), convs.clone(), messages.clone(), limits),
+            conversations: Conversations::new(store.clone(), convs.clone(), sequencer),
+            presence: Presence::new(convs, router),
+            messages,
+            hub,
+            store_epoch: store.store_epoch(),
+            shutdown: CancellationToken::new(),
+            limits: config.session_limits(),
+            limiter: Limiter::new(config.rate_limits()),
+        });
+        (services, durability)
+    }
+}

@@ -1,0 +1,117 @@
+//! The session's writer task: drains the send queue into the transport, many frames per
+//! write, and on finish writes what is left plus the last frame (the Closing).
+//!
+//! The queue holds whole encoded frames (length prefix included). A [`FrameWriter`] puts
+//! a batch of them on its transport: a byte stream writes them as they are
+//! ([`StreamWriter`], TCP and QUIC); a message transport sends each frame without its
+//! prefix as one message (the WebSocket writer in `transport::ws`).
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::delivery::send_queue::SendQueue;
+
+/// Writes at most this many bytes per write call when draining the queue.
+pub const WRITE_BATCH: usize = 64 * 1024;
+
+/// A transport's output side, one batch of encoded frames at a time.
+pub trait FrameWriter: Send + 'static {
+    /// Writes the frames (each with its length prefix), in order, and flushes.
+    fn write_frames(&mut self, frames: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ends the transport's output (after the last frame).
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A byte stream (TLS over TCP, a QUIC stream, an in-memory pipe): frames go out as they
+/// are, concatenated.
+pub struct StreamWriter<W> {
+    inner: W,
+    /// Allocated only while there is something to write: an idle connection holds no
+    /// write buffer.
+    buf: BytesMut,
+}
+
+impl<W> StreamWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
+    async fn write_frames(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        match frames {
+            [] => {}
+            // The common case of one frame: write the shared bytes as they are.
+            [one] => self.inner.write_all(one).await?,
+            many => {
+                for f in many {
+                    self.buf.extend_from_slice(f);
+                }
+                let r = self.inner.write_all(&self.buf).await;
+                self.buf = BytesMut::new();
+                r?;
+            }
+        }
+        self.inner.flush().await
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+/// Drains `queue` into `w` until `finish` fires; then writes what is queued and the last
+/// frame, and ends the transport. When it returns, the queue refuses further frames.
+pub async fn write_loop<W: FrameWriter>(
+    mut w: W,
+    queue: Arc<SendQueue>,
+    mut finish: oneshot::Receiver<Option<Bytes>>,
+) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            first = queue.pop() => {
+                let mut bytes = first.len();
+                batch.push(first);
+                while bytes < WRITE_BATCH {
+                    match queue.try_pop() {
+                        Some(b) => {
+                            bytes += b.len();
+                            batch.push(b);
+                        }
+                        None => break,
+                    }
+                }
+                let written = w.write_frames(&batch).await;
+                batch.clear();
+                if queue.is_empty() && batch.capacity() > 64 {
+                    batch = Vec::new();
+                }
+                if written.is_err() {
+                    break;
+                }
+            }
+            last = &mut finish => {
+                while let Some(b) = queue.try_pop() {
+                    batch.push(b);
+                }
+                if let Ok(Some(last)) = last {
+                    batch.push(last);
+                }
+                let _ = w.write_frames(&batch).await;
+                break;
+            }
+        }
+    }
+    queue.close();
+    w.finish().await;
+}

@@ -1,0 +1,326 @@
+//! An in-memory [`Store`]: the same key layout as sled ([`super::keys`]) in ordered maps
+//! under one mutex. Nothing is ever durable beyond the process, so `flush` is a no-op.
+//! It exists for fast domain unit tests and to keep the trait honest: it passes the same
+//! [`super::conformance`] suite as sled.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Mutex;
+
+use prost::Message as _;
+use rand::RngCore;
+use tern_proto::pb;
+
+use super::keys::*;
+use super::*;
+
+#[derive(Default)]
+struct Maps {
+    users: BTreeMap<String, UserRecord>,
+    devices: BTreeMap<Vec<u8>, DeviceRecord>,
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    commits: u64,
+}
+
+pub struct MemoryStore {
+    maps: Mutex<Maps>,
+    epoch: String,
+    signing_key: [u8; 32],
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn decode<T: prost::Message + Default>(tree: &'static str, bytes: &[u8]) -> StoreResult<T> {
+    T::decode(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    })
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    let tail: [u8; 8] = key[key.len() - 8..]
+        .try_into()
+        .expect("seq keys end in 8 bytes");
+    u64::from_be_bytes(tail)
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        let mut epoch = [0u8; 8];
+        let mut signing_key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut epoch);
+        rand::thread_rng().fill_bytes(&mut signing_key);
+        Self {
+            maps: Mutex::new(Maps::default()),
+            epoch: epoch.iter().map(|b| format!("{b:02x}")).collect(),
+            signing_key,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries of `space` under `owner ++ 0x00`, as (rest of the key, value).
+    fn scan(&self, space: Space, owner: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let p = space.key(&prefix(owner));
+        let m = self.lock();
+        m.data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(k, v)| (k[p.len()..].to_vec(), v.clone()))
+            .collect()
+    }
+
+    fn last_in_prefix(&self, space: Space, owner: &str) -> u64 {
+        let p = space.key(&prefix(owner));
+        let mut end = p.clone();
+        *end.last_mut().expect("prefix ends in 0x00") = 1;
+        let m = self.lock();
+        m.data
+            .range(p..end)
+            .next_back()
+            .map(|(k, _)| seq_of(k))
+            .unwrap_or(0)
+    }
+
+    fn get_in<T: prost::Message + Default>(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        match self.lock().data.get(&space.key(key)) {
+            Some(v) => Ok(Some(decode(space.name, v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn utf8(tree: &'static str, b: Vec<u8>) -> StoreResult<String> {
+    String::from_utf8(b).map_err(|_| StoreError::Corrupt {
+        tree,
+        detail: "key is not UTF-8".into(),
+    })
+}
+
+impl Store for MemoryStore {
+    fn store_epoch(&self) -> String {
+        self.epoch.clone()
+    }
+
+    fn signing_key(&self) -> [u8; 32] {
+        self.signing_key
+    }
+
+    fn user(&self, name: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self.lock().users.get(name).cloned())
+    }
+
+    fn create_user(&self, name: &str, record: &UserRecord) -> StoreResult<bool> {
+        let mut m = self.lock();
+        if m.users.contains_key(name) {
+            return Ok(false);
+        }
+        m.users.insert(name.to_string(), record.clone());
+        Ok(true)
+    }
+
+    fn put_user(&self, name: &str, record: &UserRecord) -> StoreResult<()> {
+        self.lock().users.insert(name.to_string(), record.clone());
+        Ok(())
+    }
+
+    fn device(&self, user: &str, device: &str) -> StoreResult<Option<DeviceRecord>> {
+        Ok(self
+            .lock()
+            .devices
+            .get(&key2(user, device.as_bytes()))
+            .cloned())
+    }
+
+    fn put_device(&self, user: &str, device: &str, record: &DeviceRecord) -> StoreResult<()> {
+        self.lock()
+            .devices
+            .insert(key2(user, device.as_bytes()), record.clone());
+        Ok(())
+    }
+
+    fn devices(&self, user: &str) -> StoreResult<Vec<(String, DeviceRecord)>> {
+        let p = prefix(user);
+        let m = self.lock();
+        m.devices
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(k, v)| Ok((utf8("devices", k[p.len()..].to_vec())?, v.clone())))
+            .collect()
+    }
+
+    fn conversation(&self, conversation: &str) -> StoreResult<Option<ConversationRecord>> {
+        self.get_in(CONVERSATIONS, conversation.as_bytes())
+    }
+
+    fn members(&self, conversation: &str) -> StoreResult<Vec<(String, MemberRecord)>> {
+        self.scan(MEMBERS, conversation)
+            .into_iter()
+            .map(|(u, v)| Ok((utf8(MEMBERS.name, u)?, decode(MEMBERS.name, &v)?)))
+            .collect()
+    }
+
+    fn user_conversations(&self, user: &str) -> StoreResult<Vec<String>> {
+        self.scan(USER_CONVS, user)
+            .into_iter()
+            .map(|(c, _)| utf8(USER_CONVS.name, c))
+            .collect()
+    }
+
+    fn last_seq(&self, conversation: &str) -> StoreResult<u64> {
+        Ok(self.last_in_prefix(TIMELINE, conversation))
+    }
+
+    fn last_inbox_seq(&self, user: &str) -> StoreResult<u64> {
+        Ok(self.last_in_prefix(INBOX, user))
+    }
+
+    fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>> {
+        self.get_in(DEDUP, &key2(sender, client_msg_id.as_bytes()))
+    }
+
+    fn timeline(
+        &self,
+        conversation: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<pb::Message>> {
+        if from > to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lo = TIMELINE.key(&key_seq(conversation, from));
+        let hi = TIMELINE.key(&key_seq(conversation, to));
+        let m = self.lock();
+        m.data
+            .range::<Vec<u8>, _>((Bound::Included(&lo), Bound::Included(&hi)))
+            .take(limit)
+            .map(|(_, v)| decode(TIMELINE.name, v))
+            .collect()
+    }
+
+    fn message(&self, conversation: &str, seq: u64) -> StoreResult<Option<pb::Message>> {
+        self.get_in(TIMELINE, &key_seq(conversation, seq))
+    }
+
+    fn inbox(&self, user: &str, after: u64, limit: usize) -> StoreResult<Vec<(u64, InboxRecord)>> {
+        if after == u64::MAX || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lo = INBOX.key(&key_seq(user, after + 1));
+        let hi = INBOX.key(&key_seq(user, u64::MAX));
+        let m = self.lock();
+        m.data
+            .range::<Vec<u8>, _>((Bound::Included(&lo), Bound::Included(&hi)))
+            .take(limit)
+            .map(|(k, v)| Ok((seq_of(k), decode(INBOX.name, v)?)))
+            .collect()
+    }
+
+    fn commit(&self, mutations: &[Mutation]) -> StoreResult<CommitOutcome> {
+        let mut m = self.lock();
+        // Check first, write after: a duplicate writes nothing.
+        for mu in mutations {
+            if let Mutation::Dedup {
+                sender,
+                client_msg_id,
+                ..
+            } = mu
+            {
+                if let Some(v) = m
+                    .data
+                    .get(&DEDUP.key(&key2(sender, client_msg_id.as_bytes())))
+                {
+                    return Ok(CommitOutcome::Duplicate(decode(DEDUP.name, v)?));
+                }
+            }
+        }
+        for mu in mutations {
+            match mu {
+                Mutation::Message(msg) => {
+                    m.data.insert(
+                        TIMELINE.key(&key_seq(&msg.conversation, msg.seq)),
+                        msg.encode_to_vec(),
+                    );
+                }
+                Mutation::Inbox {
+                    user,
+                    inbox_seq,
+                    entry,
+                } => {
+                    m.data
+                        .insert(INBOX.key(&key_seq(user, *inbox_seq)), entry.encode_to_vec());
+                }
+                Mutation::Dedup {
+                    sender,
+                    client_msg_id,
+                    record,
+                } => {
+                    m.data.insert(
+                        DEDUP.key(&key2(sender, client_msg_id.as_bytes())),
+                        record.encode_to_vec(),
+                    );
+                }
+                Mutation::Conversation {
+                    conversation,
+                    record,
+                } => {
+                    m.data.insert(
+                        CONVERSATIONS.key(conversation.as_bytes()),
+                        record.encode_to_vec(),
+                    );
+                }
+                Mutation::PutMember {
+                    conversation,
+                    user,
+                    record,
+                } => {
+                    m.data.insert(
+                        MEMBERS.key(&key2(conversation, user.as_bytes())),
+                        record.encode_to_vec(),
+                    );
+                    m.data.insert(
+                        USER_CONVS.key(&key2(user, conversation.as_bytes())),
+                        Vec::new(),
+                    );
+                }
+                Mutation::DelMember { conversation, user } => {
+                    m.data
+                        .remove(&MEMBERS.key(&key2(conversation, user.as_bytes())));
+                    m.data
+                        .remove(&USER_CONVS.key(&key2(user, conversation.as_bytes())));
+                }
+            }
+        }
+        m.commits += 1;
+        Ok(CommitOutcome::Applied)
+    }
+
+    fn flush(&self) -> StoreResult<usize> {
+        Ok(0)
+    }
+
+    fn commit_count(&self) -> StoreResult<u64> {
+        Ok(self.lock().commits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_passes_conformance() {
+        crate::store::conformance::run_all(&MemoryStore::new());
+    }
+}

@@ -1,0 +1,76 @@
+//! The records the store keeps, as protobuf messages (timeline entries are the wire
+//! `Message` itself).
+
+/// An account.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserRecord {
+    /// argon2id PHC string.
+    #[prost(string, tag = "1")]
+    pub password_hash: String,
+    #[prost(uint64, tag = "2")]
+    pub created_ms: u64,
+    /// Bumped to revoke every token of the user.
+    #[prost(uint64, tag = "3")]
+    pub token_epoch: u64,
+}
+
+/// One device of a user: its token epoch and its server-side ack cursor.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeviceRecord {
+    /// Bumped to revoke this device's tokens.
+    #[prost(uint64, tag = "1")]
+    pub token_epoch: u64,
+    /// Cumulative ack: the device has the user's inbox up to here.
+    #[prost(uint64, tag = "2")]
+    pub acked_inbox_seq: u64,
+    #[prost(uint64, tag = "3")]
+    pub last_login_ms: u64,
+}
+
+/// A conversation's metadata (not its messages).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConversationRecord {
+    /// `pb::ConversationKind`.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(uint64, tag = "3")]
+    pub created_ms: u64,
+    /// Sticky: once a group passed the fan-out threshold its messages are not copied into
+    /// inboxes any more; devices follow it with a per-conversation cursor.
+    #[prost(bool, tag = "4")]
+    pub read_diffusion: bool,
+}
+
+/// A member of a conversation.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberRecord {
+    /// `pb::Role`.
+    #[prost(int32, tag = "1")]
+    pub role: i32,
+    #[prost(uint64, tag = "2")]
+    pub joined_ms: u64,
+}
+
+/// An inbox entry: a pointer to a timeline entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InboxRecord {
+    #[prost(string, tag = "1")]
+    pub conversation: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
+/// What a (sender, client_msg_id) was answered with the first time.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DedupRecord {
+    #[prost(string, tag = "1")]
+    pub conversation: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(uint64, tag = "3")]
+    pub server_time_ms: u64,
+    #[prost(uint64, tag = "4")]
+    pub inbox_seq: u64,
+}
