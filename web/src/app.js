@@ -3,16 +3,20 @@
 // Everything goes through the browser SDK (sdk.js); no framework.
 
 import {
+  RULES,
   TernClient,
   TernError,
   directConversation,
   directPeer,
+  isValidDevice,
+  isValidPassword,
+  isValidUsername,
   loadState,
   randomDeviceName,
 } from './sdk.js';
 
-const USERNAME_RE = /^[a-z0-9][a-z0-9_.-]{0,31}$/;
-const DEVICE_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+// The name rules are the server's (tern-proto, via protocol-rules.json).
+const { username: USERNAME, device: DEVICE, password: PASSWORD } = RULES.names;
 const LAST_USER_KEY = 'tern:last-user';
 
 /** ws(s)://<this host>/ws, or the `?ws=` query parameter. */
@@ -470,11 +474,17 @@ function readCredentials() {
   const username = el.username.value.trim();
   const password = el.password.value;
   const device = el.device.value.trim() || randomDeviceName();
-  if (!USERNAME_RE.test(username)) {
-    return { error: 'User names are 1-32 characters of a-z, 0-9, _ . - (starting with a letter or digit).' };
+  if (!isValidUsername(username)) {
+    return {
+      error: `User names are ${USERNAME.min}-${USERNAME.max} characters of a-z, 0-9, _ . - (starting with a letter or digit).`,
+    };
   }
-  if (password.length < 8) return { error: 'Passwords have at least 8 characters.' };
-  if (!DEVICE_RE.test(device)) return { error: 'Device names are 1-64 characters of A-Z, a-z, 0-9, _ . -' };
+  if (!isValidPassword(password)) {
+    return { error: `Passwords have at least ${PASSWORD.minBytes} characters (at most ${PASSWORD.maxBytes} bytes).` };
+  }
+  if (!isValidDevice(device)) {
+    return { error: `Device names are ${DEVICE.min}-${DEVICE.max} characters of A-Z, a-z, 0-9, _ . -` };
+  }
   return { username, password, device };
 }
 
@@ -515,7 +525,7 @@ el.newChatForm.addEventListener('submit', (e) => {
   e.preventDefault();
   const peer = el.newChat.value.trim().toLowerCase();
   if (!app.client) return;
-  if (!USERNAME_RE.test(peer)) {
+  if (!isValidUsername(peer)) {
     el.chatError.textContent = 'Enter a user name to start a chat.';
     return;
   }
@@ -565,7 +575,7 @@ el.logout.addEventListener('click', async () => {
 
 (function boot() {
   const last = localStorage.getItem(LAST_USER_KEY);
-  if (last && USERNAME_RE.test(last)) {
+  if (last && isValidUsername(last)) {
     const saved = loadState(last);
     if (saved.token) {
       el.username.value = last;

@@ -18,7 +18,12 @@
 //   missing range (read diffusion). Each (re)connect Syncs from the saved cursor, pages
 //   until complete, then Pulls read-diffusion heads.
 // - Acks are cumulative and batched (every 50 messages or 300 ms). A new store_epoch
-//   voids all cursors. A Ping goes out every heartbeat_secs.
+//   voids all cursors. A Ping (with its own non-zero req_id, like every request) goes out
+//   every heartbeat_secs; a server silent for the liveness timeout (3 x heartbeat + 2 s)
+//   is dropped and reconnected.
+// - The protocol rules shared with the Rust crates (retryable error codes, liveness,
+//   name rules) come from protocol-rules.json, which tern-proto's tests keep equal to the
+//   Rust constants; it is not edited by hand.
 //
 // Events (EventTarget; `event.detail` carries the payload; `client.on(type, fn)` passes
 // the detail directly and returns an unsubscribe function):
@@ -32,15 +37,22 @@
 
 import './pb.js'; // first: 64-bit fields as numbers, before the generated code loads
 import { tern } from './gen/tern.js';
+import rules from './protocol-rules.json' with { type: 'json' };
 
 const pb = tern.v1;
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol rules written once in tern-proto (retryable codes, liveness, name rules),
+ * as generated into protocol-rules.json.
+ */
+export const RULES = rules;
+
+export const PROTOCOL_VERSION = rules.protocolVersion;
 /** Ack after this many new messages... */
 export const ACK_EVERY = 50;
 /** ...or this long after the first unacked one. */
 export const ACK_DELAY_MS = 300;
-/** Retry delay for a send that failed with a transient error on a live connection. */
+/** Retry delay for a send that failed with a transient error on a live connection (the server's `retry_after_ms` when that is longer). */
 export const RETRY_DELAY_MS = 1000;
 /** Page size of Sync and forward Pull. */
 const PAGE = 500;
@@ -55,12 +67,45 @@ export const ConversationKind = pb.ConversationKind;
 /** The generated protobuf classes (`proto.Frame.encode(...)` etc.). */
 export const proto = pb;
 
-const TRANSIENT = new Set([
-  ErrorCode.INTERNAL,
-  ErrorCode.RATE_LIMITED,
-  ErrorCode.UNAVAILABLE,
-  ErrorCode.RESOURCE_EXHAUSTED,
-]);
+/** Codes after which the same request may succeed later (tern-proto `is_retryable`). */
+const TRANSIENT = new Set(rules.errors.retryable.map((name) => ErrorCode[name]));
+
+/**
+ * Whether an error code is transient: a send that failed with it is retried with the
+ * same client_msg_id instead of failing.
+ * @param {number} code
+ */
+export function isRetryable(code) {
+  return TRANSIENT.has(code);
+}
+
+/**
+ * How long the server may stay silent before the connection counts as dead (and the QUIC
+ * idle timeout): heartbeatMisses x heartbeat + graceMs, as tern-proto's `liveness_timeout`.
+ * @param {number} heartbeatMs
+ */
+export function livenessTimeoutMs(heartbeatMs) {
+  return heartbeatMs * rules.liveness.heartbeatMisses + rules.liveness.graceMs;
+}
+
+const USERNAME_RE = new RegExp(rules.names.username.pattern);
+const DEVICE_RE = new RegExp(rules.names.device.pattern);
+
+/** The server's user name rule (1-32 of a-z 0-9 _ . -, first a letter or digit). @param {string} name */
+export function isValidUsername(name) {
+  return USERNAME_RE.test(name);
+}
+
+/** The server's device name rule (1-64 of A-Z a-z 0-9 _ . -). @param {string} name */
+export function isValidDevice(name) {
+  return DEVICE_RE.test(name);
+}
+
+/** The server's password rule: 8-1024 bytes of UTF-8. @param {string} password */
+export function isValidPassword(password) {
+  const n = new TextEncoder().encode(password).length;
+  return n >= rules.names.password.minBytes && n <= rules.names.password.maxBytes;
+}
 
 /** A failed request: the server's error code, or a client-side reason. */
 export class TernError extends Error {
@@ -476,7 +521,7 @@ export class Engine {
           else this.inboxItem(inboxSeq, p.message, now);
         }
       }
-      return; // Closing is the client's business; Pong and connection-level errors: nothing
+      return; // Closing is the client's business; connection-level errors: nothing
     }
     const what = this.inFlight.get(reqId);
     if (!what) return; // an Ack's Ok, a Pong, or a response from before a reconnect
@@ -510,8 +555,10 @@ export class Engine {
           const message = kind === 'error' ? frame.error.message : `unexpected ${kind}`;
           if (i >= 0) {
             if (TRANSIENT.has(code)) {
+              // The server's wait (RATE_LIMITED carries it; 0 = none), at least our own.
+              const after = kind === 'error' ? Number(frame.error.retryAfterMs || 0) : 0;
               this.outbox[i].reqId = null;
-              this.outbox[i].retryAt = now + RETRY_DELAY_MS;
+              this.outbox[i].retryAt = now + Math.max(RETRY_DELAY_MS, after);
             } else {
               this.outbox.splice(i, 1);
               this.outboxDirty = true;
@@ -1147,10 +1194,12 @@ export class TernClient extends EventTarget {
     const hbMs = Math.max(1, ok.heartbeatSecs || 30) * 1000;
     conn.pingTimer = setInterval(() => {
       if (conn.dead) return;
-      if (Date.now() - conn.lastRx > hbMs * 3 + 2000) {
-        this.drop(conn, 'server silent for 3 heartbeats');
+      if (Date.now() - conn.lastRx > livenessTimeoutMs(hbMs)) {
+        this.drop(conn, `server silent for ${rules.liveness.heartbeatMisses} heartbeats`);
         return;
       }
+      // A Ping is a request: a non-zero req_id of its own (docs/PROTOCOL.md section 3).
+      // Its Pong matches nothing in flight and is dropped; it only refreshes lastRx.
       this.write(conn, { reqId: this.engine.reqId(), ping: { clientTimeMs: Date.now() } });
     }, hbMs);
     // Requests made while offline go out now.

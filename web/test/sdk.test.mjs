@@ -11,7 +11,20 @@ const genUrl = new URL('../src/gen/tern.js', import.meta.url);
 if (!existsSync(genUrl)) {
   throw new Error('src/gen/tern.js is missing: run `npm run build` (or `npm run gen`) first');
 }
-const { TernClient, proto, ErrorCode, CloseReason, loadState, storageKey } = await import('../src/sdk.js');
+const {
+  TernClient,
+  proto,
+  ErrorCode,
+  CloseReason,
+  loadState,
+  storageKey,
+  RULES,
+  isRetryable,
+  isValidUsername,
+  isValidDevice,
+  isValidPassword,
+  livenessTimeoutMs,
+} = await import('../src/sdk.js');
 
 class MemStorage {
   constructor() {
@@ -482,5 +495,57 @@ test('requests: correlated by req_id, queued while offline, failed when the conn
   const lost = client.createGroup('g', ['bob']);
   ws.serverClose();
   await assert.rejects(lost, (e) => e.code === 'connection-lost');
+  client.close();
+});
+
+test('protocol-rules.json (from tern-proto): name patterns accept and refuse what the Rust rules do', () => {
+  const u = RULES.names.username;
+  const d = RULES.names.device;
+  assert.ok(u.valid.length > 0 && u.invalid.length > 0 && d.valid.length > 0 && d.invalid.length > 0);
+  for (const name of u.valid) assert.ok(isValidUsername(name), JSON.stringify(name));
+  for (const name of u.invalid) assert.ok(!isValidUsername(name), JSON.stringify(name));
+  for (const name of d.valid) assert.ok(isValidDevice(name), JSON.stringify(name));
+  for (const name of d.invalid) assert.ok(!isValidDevice(name), JSON.stringify(name));
+  assert.ok(isValidPassword('12345678'));
+  assert.ok(isValidPassword('\u00e9\u00e9\u00e9\u00e9'), '4 characters, 8 bytes: the rule counts bytes');
+  assert.ok(!isValidPassword('1234567'));
+  assert.ok(!isValidPassword('x'.repeat(RULES.names.password.maxBytes + 1)));
+});
+
+test('protocol-rules.json (from tern-proto): retryable codes and the liveness timeout', () => {
+  for (const name of [...RULES.errors.retryable, ...RULES.errors.closesConnection]) {
+    assert.equal(typeof ErrorCode[name], 'number', `${name} is an ErrorCode`);
+  }
+  for (const c of ['INTERNAL', 'RATE_LIMITED', 'RESOURCE_EXHAUSTED', 'UNAVAILABLE']) assert.ok(isRetryable(ErrorCode[c]), c);
+  for (const c of ['NOT_FOUND', 'FORBIDDEN', 'INVALID_ARGUMENT', 'TOKEN_EXPIRED']) assert.ok(!isRetryable(ErrorCode[c]), c);
+  assert.equal(livenessTimeoutMs(30_000), 92_000, '3 x heartbeat + 2 s (docs/PROTOCOL.md section 6)');
+});
+
+test('RATE_LIMITED with retry_after_ms: the send is retried, same id, no sooner than that', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p = client.sendText({ user: 'bob' }, 'y');
+  const [f] = ws.take('send');
+  const t0 = Date.now();
+  ws.recv({ reqId: f.reqId, error: { code: ErrorCode.RATE_LIMITED, message: 'slow down; retry after 1500 ms', retryAfterMs: 1500 } });
+  await until(() => ws.sent.some((x) => x.body === 'send'), 'the retry', 4000);
+  assert.ok(Date.now() - t0 >= 1400, `retried after ${Date.now() - t0} ms`);
+  const [retry] = ws.take('send');
+  assert.equal(retry.send.clientMsgId, f.send.clientMsgId);
+  ws.recv({ reqId: retry.reqId, sendAck: { conversation: 'd:alice:bob', seq: 1, clientMsgId: f.send.clientMsgId } });
+  assert.equal((await p).seq, 1);
+  client.close();
+});
+
+test('a Ping carries its own non-zero req_id (docs/PROTOCOL.md section 3) and its Pong is harmless', async () => {
+  const { client, ws, ev } = makeClient();
+  const sync = loginAndSync(ws, { ...LOGIN_OK, heartbeatSecs: 1 });
+  ws.recv(emptySyncResult(sync));
+  await until(() => ws.sent.some((f) => f.body === 'ping'), 'a ping', 3000);
+  const [ping] = ws.take('ping');
+  assert.notEqual(Number(ping.reqId), 0);
+  assert.notEqual(Number(ping.reqId), Number(sync.reqId));
+  ws.recv({ reqId: ping.reqId, pong: { clientTimeMs: ping.ping.clientTimeMs, serverTimeMs: Date.now() } });
+  assert.equal(ev.states.at(-1).state, 'connected');
   client.close();
 });
