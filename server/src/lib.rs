@@ -6,7 +6,7 @@
 //! The modules form layers; imports only point down (checked by `tests/layers.rs`):
 //!
 //! ```text
-//! app ──► transport/, http/ ──► session/ ──► api/ ──► domains ──► delivery/ ──► store/
+//! app ──► transport/, http/ ──► session/ ──► api/ ──► domains ──► sequencer, delivery/ ──► store/
 //!   (config, clock, error, metrics, ratelimit, validate: used by all, use none of them)
 //! ```
 //!
@@ -19,8 +19,10 @@
 //! - [`api`]: request handlers, one file per request family: a request -> a domain call
 //!   -> a reply. The only place (with `http`) that turns requests into calls.
 //! - Domains, which know no wire and no sockets: [`accounts`] (register, login, tokens,
-//!   devices), [`conversations`] (ids, the state cache, the list), [`messages`] (the
-//!   sequencer seam, send, sync/pull, ack cursors), [`groups`], [`presence`].
+//!   devices), [`conversations`] (ids, the state cache, the list), [`messages`] (send,
+//!   sync/pull, ack cursors), [`groups`], [`presence`].
+//! - [`sequencer`]: the seam every append goes through: seq and inbox-seq allocation,
+//!   the atomic batch, "act after durable". One node: over the store and group commit.
 //! - [`delivery`]: group commit (nothing names a seq before it is durable, D1), the
 //!   router seam the domains push through, the one place a push is encoded, the session
 //!   registry ([`delivery::hub`]) and the per-session send queue.
@@ -47,6 +49,7 @@ pub mod messages;
 pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
+pub mod sequencer;
 pub mod services;
 pub mod session;
 pub mod store;

@@ -16,10 +16,10 @@ use crate::delivery::hub::Hub;
 use crate::delivery::router::Router;
 use crate::groups::Groups;
 use crate::messages::cursors::Cursors;
-use crate::messages::sequencer::{LocalSequencer, Sequencer};
 use crate::messages::Messages;
 use crate::presence::Presence;
 use crate::ratelimit::Limiter;
+use crate::sequencer::{LocalSequencer, Sequencer};
 use crate::store::Store;
 
 pub struct Services {

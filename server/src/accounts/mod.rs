@@ -14,7 +14,7 @@ use self::credentials::{self as auth, TokenClaims, TokenError, TokenSigner};
 use self::devices::Devices;
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
-use crate::messages::Sequencer;
+use crate::sequencer::Sequencer;
 use crate::store::{DeviceRecord, Store, UserRecord};
 use crate::validate;
 

@@ -7,7 +7,7 @@ use tern_proto::pb::{self, ConversationKind, Role};
 use super::id::{parse_conversation, ConvId};
 use super::state::ConvCache;
 use crate::error::ServiceResult;
-use crate::messages::Sequencer;
+use crate::sequencer::Sequencer;
 use crate::store::Store;
 
 pub struct Conversations {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::Sequencer;
 use crate::accounts::devices::Devices;
 use crate::error::{ServiceError, ServiceResult};
+use crate::sequencer::Sequencer;
 
 pub struct Cursors {
     devices: Arc<Devices>,

@@ -1,9 +1,9 @@
 //! Messages: the send path and the read paths over the conversation timelines and the
 //! per-user inboxes.
 //!
-//! - [`sequencer`]: the seam that assigns seqs and inbox seqs, commits atomically and
-//!   runs acks and pushes only once durable (D1); [`sequencer::LocalSequencer`] is the
-//!   one-node implementation.
+//!
+//! Appends go through the [`Sequencer`] seam (seq and inbox-seq allocation, the atomic
+//! batch, acks and pushes only once durable: D1).
 //! - [`send`]: authorize -> dedup -> sequence -> (durable) -> ack + fan-out, and system
 //!   messages (group events) on the same path.
 //! - [`read`]: Sync (the user's inbox after a cursor) and Pull (a conversation's
@@ -13,7 +13,6 @@
 pub mod cursors;
 pub mod read;
 pub mod send;
-pub mod sequencer;
 
 use std::sync::Arc;
 
@@ -24,8 +23,8 @@ use crate::delivery::router::Router;
 use crate::error::ServiceResult;
 use crate::store::Store;
 
+use crate::sequencer::Sequencer;
 pub use send::{AckCallback, AckInfo};
-pub use sequencer::Sequencer;
 
 /// The messages service: what Send, Sync and Pull call.
 pub struct Messages {

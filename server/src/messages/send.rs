@@ -5,13 +5,13 @@ use tern_proto::direct_conversation;
 use tern_proto::pb::{self, ErrorCode};
 use tokio::sync::oneshot;
 
-use super::sequencer::{Appended, Batch};
 use super::Messages;
 use crate::conversations::state::SharedState;
 use crate::conversations::ConvState;
 use crate::delivery::durability::Completion;
 use crate::delivery::fanout;
 use crate::error::{ServiceError, ServiceResult};
+use crate::sequencer::{Appended, Batch};
 use crate::store::{DedupRecord, Mutation};
 use crate::validate;
 

@@ -8,13 +8,13 @@ use bytes::Bytes;
 use tern_proto::pb;
 use tokio::sync::oneshot;
 
-use super::sequencer::LocalSequencer;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::MessageLimits;
 use crate::conversations::ConvCache;
 use crate::delivery::durability::Durability;
 use crate::delivery::router::Router;
+use crate::sequencer::LocalSequencer;
 use crate::store::{MemoryStore, SledStore, Store, UserRecord};
 
 /// A router that records what it was given and says everyone in `online` is online.

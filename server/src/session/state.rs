@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use tern_proto::pb::CloseReason;
-use tern_proto::Body;
-
-const HEARTBEAT_MISSES: u32 = 3; // TEMP until tern_proto has it
+use tern_proto::{Body, BodyKind};
 use tokio::time::Instant;
 
 pub struct SessionState {
@@ -38,20 +36,7 @@ pub fn classify(body: &Body) -> RequestClass {
     match body {
         Body::Ping(_) => RequestClass::Ping,
         Body::Register(_) | Body::Login(_) | Body::Resume(_) => RequestClass::Auth,
-        Body::Error(_)
-        | Body::Ok(_)
-        | Body::LoginOk(_)
-        | Body::Pong(_)
-        | Body::SendAck(_)
-        | Body::SyncResult(_)
-        | Body::PullResult(_)
-        | Body::GroupCreated(_)
-        | Body::MemberList(_)
-        | Body::ConversationList(_)
-        | Body::PresenceResult(_)
-        | Body::GroupOnlineResult(_)
-        | Body::Push(_)
-        | Body::Closing(_) => RequestClass::NotARequest, // TEMP
+        b if tern_proto::body_kind(b) != BodyKind::Request => RequestClass::NotARequest,
         // Acks are free: they only move a cursor and must never be refused.
         Body::Ack(_) => RequestClass::Authed {
             rate_limited: false,
@@ -86,7 +71,7 @@ impl SessionState {
     /// When the session ends unless a frame (or a login) comes first.
     pub fn deadline(&self) -> Instant {
         if self.authenticated {
-            self.last_rx + self.heartbeat * HEARTBEAT_MISSES
+            self.last_rx + tern_proto::heartbeat_timeout(self.heartbeat)
         } else {
             self.started + self.auth_timeout
         }

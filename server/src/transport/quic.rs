@@ -32,7 +32,7 @@ pub fn endpoint(
     let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
     let mut transport = quinn::TransportConfig::default();
     // The idle timeout is the liveness rule of PROTOCOL.md, as the session's own check.
-    let idle = heartbeat * 3 + Duration::from_secs(2); // TEMP
+    let idle = tern_proto::liveness_timeout(heartbeat);
     transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle)?));
     transport.max_concurrent_bidi_streams(1u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
