@@ -5,16 +5,24 @@
 //! the same `client_msg_id`, so the server never stores it twice), drops duplicates,
 //! repairs gaps with exact pulls, and acks what it delivered.
 //!
-//! How the modules fit:
-//! - [`client`]: the [`Client`] handle and its event loop (connect, auth, reconnect with
-//!   backoff and jitter, heartbeat). Start here.
-//! - [`engine`]: the delivery logic as a sans-IO state machine (outbox, dedup, gaps,
-//!   cursors, ack batching), unit-tested without sockets.
-//! - [`cursor`]: where token, cursors and outbox are kept across restarts
+//! How the modules fit (the app talks to the first; each one below it knows nothing of
+//! those above it):
+//! - [`client`]: the [`Client`] handle, its configuration and errors, and the event
+//!   loop task that does the I/O: connect (QUIC, TLS-TCP or `Auto`), move frames between
+//!   the socket and the engine, keep the engine's timer, reconnect with backoff and
+//!   jitter. Also the one-off [`register`] and [`login`]. Start here.
+//! - [`state`]: where token, cursors and outbox are kept across restarts
 //!   ([`MemoryStore`], [`FileStore`], or your own [`StateStore`]).
-//! - [`connect`](mod@connect): one framed connection over QUIC or TLS-over-TCP.
-//! - [`raw`]: a bare request/response connection over it (one-off calls, tests, load
-//!   generators).
+//! - [`engine`]: every protocol decision, as a sans-IO state machine driven with an
+//!   explicit `now` (`handle_*` in, `poll_*` out, as in quinn-proto): authentication
+//!   (Resume, else Login, and what each error means), keep-alive and the dead-server
+//!   rule, close reasons, the outbox (resend in order, same ids), the inbox (dedup,
+//!   order, gap repair), acks. Unit-tested without sockets or sleeping.
+//! - [`event`]: the one [`Event`] enum the engine and the loop emit to the app.
+//! - [`raw`]: a bare request/response connection (send a frame, await the frame with
+//!   its req_id, keep pushes), for one-off calls, tests and load generators.
+//! - [`connect`](mod@connect): one framed connection over QUIC or TLS-over-TCP, under
+//!   both the loop and [`raw`].
 //!
 //! The wire contract is `docs/PROTOCOL.md` in the repository.
 //!
@@ -62,15 +70,17 @@
 
 pub mod client;
 pub mod connect;
-pub mod cursor;
 pub mod engine;
+pub mod event;
 pub mod raw;
+pub mod state;
 
 pub use client::{
     login, new_client_msg_id, register, Client, ClientConfig, ClientError, Credentials, Event,
     Events, SendTicket, TransportMode,
 };
 pub use connect::{connect, ConnectError, ConnectOptions, Connection, Transport, Trust};
-pub use cursor::{FileStore, MemoryStore, SavedState, StateStore};
 pub use engine::{Cursors, Outgoing, Target};
+pub use raw::{RawConnection, RawError};
+pub use state::{FileStore, MemoryStore, SavedState, StateStore};
 pub use tern_proto as proto;

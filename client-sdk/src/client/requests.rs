@@ -1,0 +1,137 @@
+//! The request methods of [`Client`]: one per request the app makes through the live
+//! connection, each a thin typed wrapper over [`Client::request`].
+
+use tern_proto::pb;
+use tern_proto::Body;
+
+use super::{expect_ok, unexpected, Client, ClientError};
+
+impl Client {
+    /// A page of a conversation's history, newest first up to `before` (0 = from the end),
+    /// returned in ascending order.
+    pub async fn history(
+        &self,
+        conversation: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<pb::PullResult, ClientError> {
+        let before_seq = if before == 0 { u64::MAX } else { before };
+        match self
+            .request(Body::Pull(pb::Pull {
+                conversation: conversation.into(),
+                before_seq,
+                limit,
+                ..Default::default()
+            }))
+            .await?
+        {
+            Body::PullResult(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn create_group(
+        &self,
+        name: &str,
+        members: &[String],
+    ) -> Result<pb::GroupCreated, ClientError> {
+        match self
+            .request(Body::CreateGroup(pb::CreateGroup {
+                name: name.into(),
+                members: members.to_vec(),
+            }))
+            .await?
+        {
+            Body::GroupCreated(g) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn add_members(
+        &self,
+        conversation: &str,
+        users: &[String],
+        role: pb::Role,
+    ) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::AddMembers(pb::AddMembers {
+                conversation: conversation.into(),
+                users: users.to_vec(),
+                role: role as i32,
+            }))
+            .await?,
+        )
+    }
+
+    pub async fn remove_members(
+        &self,
+        conversation: &str,
+        users: &[String],
+    ) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::RemoveMembers(pb::RemoveMembers {
+                conversation: conversation.into(),
+                users: users.to_vec(),
+            }))
+            .await?,
+        )
+    }
+
+    pub async fn leave_group(&self, conversation: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::LeaveGroup(pb::LeaveGroup {
+                conversation: conversation.into(),
+            }))
+            .await?,
+        )
+    }
+
+    pub async fn members(&self, conversation: &str) -> Result<Vec<pb::Member>, ClientError> {
+        match self
+            .request(Body::ListMembers(pb::ListMembers {
+                conversation: conversation.into(),
+            }))
+            .await?
+        {
+            Body::MemberList(l) => Ok(l.members),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn conversations(&self) -> Result<Vec<pb::ConversationInfo>, ClientError> {
+        match self
+            .request(Body::ListConversations(pb::ListConversations {}))
+            .await?
+        {
+            Body::ConversationList(l) => Ok(l.conversations),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn presence(&self, users: &[String]) -> Result<Vec<pb::UserPresence>, ClientError> {
+        match self
+            .request(Body::PresenceQuery(pb::PresenceQuery {
+                users: users.to_vec(),
+            }))
+            .await?
+        {
+            Body::PresenceResult(p) => Ok(p.users),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn group_online(
+        &self,
+        conversation: &str,
+    ) -> Result<pb::GroupOnlineResult, ClientError> {
+        match self
+            .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
+                conversation: conversation.into(),
+            }))
+            .await?
+        {
+            Body::GroupOnlineResult(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Receiving: every message reaches the app once and in order. Inbox items (pushes with
+//! an inbox seq, Sync pages) follow the one inbox cursor; read-diffusion conversations
+//! (pushes with inbox seq 0, Pull pages) follow a cursor each. A hole is buffered around
+//! and repaired with a Sync or a Pull of exactly the missing range.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tern_proto::pb;
+use tern_proto::{Body, Frame};
+
+use super::{Engine, Event, InFlight};
+
+/// How far one read-diffusion conversation has been delivered.
+#[derive(Debug, Default)]
+pub(super) struct ConvFollow {
+    pub(super) cursor: u64,
+    pub(super) buffered: BTreeMap<u64, pb::Message>,
+    pub(super) pulling: bool,
+}
+
+impl Engine {
+    pub(super) fn start_sync(&mut self) {
+        if self.syncing || !self.connected || !self.receive {
+            return;
+        }
+        self.syncing = true;
+        let id = self.req_id();
+        self.in_flight.insert(id, InFlight::Sync);
+        self.transmit.push_back(Frame {
+            req_id: id,
+            body: Some(Body::Sync(pb::Sync {
+                after_inbox_seq: Some(self.cursors.inbox),
+                limit: 500,
+            })),
+        });
+    }
+
+    fn start_pull(&mut self, conv: &str, until: u64) {
+        if !self.connected {
+            return;
+        }
+        let f = self.follows.entry(conv.to_string()).or_default();
+        if f.pulling {
+            return;
+        }
+        f.pulling = true;
+        let after = f.cursor;
+        let id = self.req_id();
+        self.in_flight.insert(id, InFlight::Pull(conv.to_string()));
+        self.transmit.push_back(Frame {
+            req_id: id,
+            body: Some(Body::Pull(pb::Pull {
+                conversation: conv.to_string(),
+                after_seq: after,
+                until_seq: until,
+                limit: 500,
+                before_seq: 0,
+            })),
+        });
+    }
+
+    fn deliver(&mut self, message: pb::Message) {
+        let own = message.sender == self.user;
+        self.events.push_back(Event::Message { message, own });
+    }
+
+    /// An inbox item (from a push or a Sync page).
+    pub(super) fn inbox_item(&mut self, inbox_seq: u64, message: pb::Message, now: Instant) {
+        if inbox_seq <= self.cursors.inbox {
+            return; // already delivered
+        }
+        if inbox_seq > self.cursors.inbox + 1 {
+            self.buffered.insert(inbox_seq, message);
+            self.start_sync();
+            return;
+        }
+        self.deliver(message);
+        self.cursors.inbox = inbox_seq;
+        while let Some(m) = self.buffered.remove(&(self.cursors.inbox + 1)) {
+            self.deliver(m);
+            self.cursors.inbox += 1;
+        }
+        // Anything left buffered below the cursor is stale.
+        let cursor = self.cursors.inbox;
+        self.buffered.retain(|s, _| *s > cursor);
+        self.cursors_dirty = true;
+        self.schedule_ack(now);
+    }
+
+    /// A message of a read-diffusion conversation (push with inbox_seq 0, or Pull).
+    pub(super) fn conv_item(&mut self, message: pb::Message) {
+        let conv = message.conversation.clone();
+        if self.read_diffusion.insert(conv.clone()) {
+            self.cursors.conversations.entry(conv.clone()).or_insert(0);
+        }
+        let f = self.follows.entry(conv.clone()).or_default();
+        let seq = message.seq;
+        if seq <= f.cursor {
+            return;
+        }
+        if seq > f.cursor + 1 {
+            f.buffered.insert(seq, message);
+            self.start_pull(&conv, seq - 1);
+            return;
+        }
+        let mut out = vec![message];
+        f.cursor = seq;
+        while let Some(m) = f.buffered.remove(&(f.cursor + 1)) {
+            f.cursor += 1;
+            out.push(m);
+        }
+        let cursor = f.cursor;
+        f.buffered.retain(|s, _| *s > cursor);
+        self.cursors.conversations.insert(conv, cursor);
+        self.cursors_dirty = true;
+        for m in out {
+            self.deliver(m);
+        }
+    }
+
+    /// The answer to a Sync.
+    pub(super) fn on_sync_response(&mut self, body: Body, now: Instant) {
+        self.syncing = false;
+        // A failed sync is retried on the next gap or connection.
+        let Body::SyncResult(r) = body else { return };
+        for item in r.items {
+            if let Some(m) = item.message {
+                self.inbox_item(item.inbox_seq, m, now);
+            }
+        }
+        // Next page; or, if pushes above the head are still waiting on a hole,
+        // one more sync as long as the last one made progress.
+        let progressed = r.to_inbox_seq > r.from_inbox_seq;
+        if !r.complete || (!self.buffered.is_empty() && progressed) {
+            self.start_sync();
+        }
+        for head in r.read_diffusion {
+            if self.read_diffusion.insert(head.conversation.clone()) {
+                self.cursors
+                    .conversations
+                    .entry(head.conversation.clone())
+                    .or_insert(0);
+            }
+            let cursor = self
+                .follows
+                .get(&head.conversation)
+                .map(|f| f.cursor)
+                .unwrap_or(0);
+            if head.last_seq > cursor {
+                self.start_pull(&head.conversation, head.last_seq);
+            }
+        }
+    }
+
+    /// The answer to a Pull.
+    pub(super) fn on_pull_response(&mut self, conv: String, body: Body) {
+        if let Some(f) = self.follows.get_mut(&conv) {
+            f.pulling = false;
+        }
+        let Body::PullResult(r) = body else { return };
+        for m in r.messages {
+            self.conv_item(m);
+        }
+        let f = self.follows.entry(conv.clone()).or_default();
+        if f.cursor < r.last_seq && (!r.complete || !f.buffered.is_empty()) {
+            self.start_pull(&conv, 0);
+        }
+    }
+}

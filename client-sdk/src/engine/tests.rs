@@ -1,0 +1,421 @@
+//! The engine's delivery rules, driven frame by frame with explicit times: ordering,
+//! gaps, resend, dedup, acks. (Auth, keep-alive and close have their tests beside their
+//! code.)
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tern_proto::pb::{self, ErrorCode};
+use tern_proto::{Body, Frame};
+
+use super::*;
+
+fn msg(conv: &str, seq: u64, sender: &str) -> pb::Message {
+    pb::Message {
+        conversation: conv.into(),
+        seq,
+        sender: sender.into(),
+        client_msg_id: format!("{sender}-{seq}"),
+        ..Default::default()
+    }
+}
+
+fn push(inbox_seq: u64, m: pb::Message) -> Frame {
+    Frame {
+        req_id: 0,
+        body: Some(Body::Push(pb::MessagePush {
+            message: Some(m),
+            inbox_seq,
+        })),
+    }
+}
+
+fn out(id: &str) -> Outgoing {
+    Outgoing {
+        client_msg_id: id.into(),
+        target: Target::User("bob".into()),
+        body: Bytes::from_static(b"hi"),
+        content_type: String::new(),
+    }
+}
+
+fn drain_tx(e: &mut Engine) -> Vec<Frame> {
+    std::iter::from_fn(|| e.poll_transmit()).collect()
+}
+
+fn delivered(e: &mut Engine) -> Vec<u64> {
+    std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            EngineEvent::Message { message, .. } => Some(message.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn connected(user: &str) -> Engine {
+    let mut e = Engine::new(user, Cursors::default(), vec![]);
+    e.on_connected("ep");
+    drain_tx(&mut e);
+    // Answer the initial sync: nothing missed.
+    e
+}
+
+fn sync_req_id(frames: &[Frame]) -> Option<(u64, u64)> {
+    frames.iter().find_map(|f| match &f.body {
+        Some(Body::Sync(s)) => Some((f.req_id, s.after_inbox_seq.unwrap())),
+        _ => None,
+    })
+}
+
+#[test]
+fn in_order_pushes_are_delivered_once() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    for s in 1..=3 {
+        e.handle_frame(push(s, msg("d:alice:bob", s, "bob")), now);
+    }
+    e.handle_frame(push(2, msg("d:alice:bob", 2, "bob")), now); // duplicate
+    assert_eq!(delivered(&mut e), vec![1, 2, 3]);
+    assert_eq!(e.cursors().inbox, 3);
+}
+
+#[test]
+fn a_gap_is_buffered_and_pulled_exactly() {
+    let now = Instant::now();
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.on_connected("ep");
+    let first_sync = sync_req_id(&drain_tx(&mut e)).unwrap();
+    // The initial sync finds nothing.
+    e.handle_frame(
+        Frame {
+            req_id: first_sync.0,
+            body: Some(Body::SyncResult(pb::SyncResult {
+                complete: true,
+                ..Default::default()
+            })),
+        },
+        now,
+    );
+    e.handle_frame(push(1, msg("d:a:b", 1, "bob")), now);
+    // 2 and 3 are lost; 4 arrives.
+    e.handle_frame(push(4, msg("d:a:b", 4, "bob")), now);
+    assert_eq!(delivered(&mut e), vec![1], "4 waits for the hole");
+    let (sync_id, after) = sync_req_id(&drain_tx(&mut e)).expect("a sync for the gap");
+    assert_eq!(after, 1, "sync from the last contiguous seq");
+    // A second gap while syncing does not start a second sync.
+    e.handle_frame(push(6, msg("d:a:b", 6, "bob")), now);
+    assert!(sync_req_id(&drain_tx(&mut e)).is_none());
+    e.handle_frame(
+        Frame {
+            req_id: sync_id,
+            body: Some(Body::SyncResult(pb::SyncResult {
+                items: (2..=4)
+                    .map(|s| pb::InboxItem {
+                        inbox_seq: s,
+                        message: Some(msg("d:a:b", s, "bob")),
+                    })
+                    .collect(),
+                from_inbox_seq: 1,
+                to_inbox_seq: 4,
+                inbox_head: 6,
+                complete: false,
+                read_diffusion: vec![],
+            })),
+        },
+        now,
+    );
+    assert_eq!(delivered(&mut e), vec![2, 3, 4]);
+    let (_, after) = sync_req_id(&drain_tx(&mut e)).expect("next page");
+    assert_eq!(after, 4);
+}
+
+#[test]
+fn outbox_resends_in_order_with_the_same_ids_after_reconnect() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    for i in 0..5 {
+        e.send(out(&format!("m{i}")));
+    }
+    let first: Vec<Frame> = drain_tx(&mut e);
+    assert_eq!(first.len(), 5);
+    // m0 and m1 are acked, then the connection drops.
+    for f in &first[..2] {
+        e.handle_frame(
+            Frame {
+                req_id: f.req_id,
+                body: Some(Body::SendAck(pb::SendAck::default())),
+            },
+            now,
+        );
+    }
+    e.on_disconnected();
+    e.send(out("m5")); // queued while offline
+    assert!(drain_tx(&mut e).is_empty(), "nothing is sent while offline");
+    e.on_connected("ep");
+    let resent: Vec<String> = drain_tx(&mut e)
+        .into_iter()
+        .filter_map(|f| match f.body {
+            Some(Body::Send(s)) => Some(s.client_msg_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, vec!["m2", "m3", "m4", "m5"]);
+    assert_eq!(e.outbox_len(), 4);
+}
+
+#[test]
+fn pipelined_sends_respect_the_window_and_keep_order() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    e.set_window(3);
+    for i in 0..5 {
+        e.send(out(&format!("w{i}")));
+    }
+    let ids = |fs: Vec<Frame>| -> Vec<(u64, String)> {
+        fs.into_iter()
+            .filter_map(|f| match f.body {
+                Some(Body::Send(s)) => Some((f.req_id, s.client_msg_id)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = ids(drain_tx(&mut e));
+    assert_eq!(
+        first.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+        vec!["w0", "w1", "w2"]
+    );
+    e.handle_frame(
+        Frame {
+            req_id: first[0].0,
+            body: Some(Body::SendAck(pb::SendAck::default())),
+        },
+        now,
+    );
+    let next = ids(drain_tx(&mut e));
+    assert_eq!(
+        next.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+        vec!["w3"]
+    );
+}
+
+#[test]
+fn duplicate_acks_and_stale_responses_are_harmless() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    e.send(out("x"));
+    let f = drain_tx(&mut e).pop().unwrap();
+    let ack = Frame {
+        req_id: f.req_id,
+        body: Some(Body::SendAck(pb::SendAck {
+            client_msg_id: "x".into(),
+            seq: 7,
+            ..Default::default()
+        })),
+    };
+    e.handle_frame(ack.clone(), now);
+    e.handle_frame(ack, now); // same response twice: ignored
+    let acks: Vec<_> = std::iter::from_fn(|| e.poll_event())
+        .filter(|ev| matches!(ev, EngineEvent::Acked(_)))
+        .collect();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(e.outbox_len(), 0);
+}
+
+#[test]
+fn permanent_errors_leave_the_outbox_transient_ones_retry() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    e.send(out("bad"));
+    e.send(out("busy"));
+    let f = drain_tx(&mut e);
+    e.handle_frame(
+        Frame {
+            req_id: f[0].req_id,
+            body: Some(Body::Error(pb::Error {
+                code: ErrorCode::Forbidden as i32,
+                message: "no".into(),
+                ..Default::default()
+            })),
+        },
+        now,
+    );
+    e.handle_frame(
+        Frame {
+            req_id: f[1].req_id,
+            body: Some(Body::Error(pb::Error {
+                code: ErrorCode::Internal as i32,
+                message: "flush".into(),
+                ..Default::default()
+            })),
+        },
+        now,
+    );
+    assert!(matches!(
+        e.poll_event(),
+        Some(EngineEvent::SendFailed {
+            code: ErrorCode::Forbidden,
+            ..
+        })
+    ));
+    assert_eq!(e.outbox_len(), 1);
+    let due = e.poll_timeout().unwrap();
+    e.handle_timeout(due);
+    let retry = drain_tx(&mut e);
+    assert!(matches!(&retry[0].body, Some(Body::Send(s)) if s.client_msg_id == "busy"));
+}
+
+#[test]
+fn acks_are_cumulative_and_batched() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    e.handle_frame(push(1, msg("d:a:b", 1, "bob")), now);
+    assert!(
+        drain_tx(&mut e).is_empty(),
+        "one message: wait for the timer"
+    );
+    let due = e.poll_timeout().unwrap();
+    assert!(due > now);
+    e.handle_timeout(due);
+    let acks: Vec<u64> = drain_tx(&mut e)
+        .into_iter()
+        .filter_map(|f| match f.body {
+            Some(Body::Ack(a)) => Some(a.inbox_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![1]);
+    // ACK_EVERY messages at once: acked immediately, once, with the last seq.
+    for s in 2..=(1 + ACK_EVERY) {
+        e.handle_frame(push(s, msg("d:a:b", s, "bob")), now);
+    }
+    let acks: Vec<u64> = drain_tx(&mut e)
+        .into_iter()
+        .filter_map(|f| match f.body {
+            Some(Body::Ack(a)) => Some(a.inbox_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![1 + ACK_EVERY]);
+}
+
+#[test]
+fn read_diffusion_gap_pulls_the_missing_range() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    let g = "g:00000000000000aa";
+    e.handle_frame(push(0, msg(g, 1, "bob")), now);
+    e.handle_frame(push(0, msg(g, 4, "bob")), now);
+    assert_eq!(delivered(&mut e), vec![1]);
+    let pull = drain_tx(&mut e)
+        .into_iter()
+        .find_map(|f| match f.body {
+            Some(Body::Pull(p)) => Some((f.req_id, p)),
+            _ => None,
+        })
+        .expect("a pull");
+    assert_eq!((pull.1.after_seq, pull.1.until_seq), (1, 3));
+    e.handle_frame(
+        Frame {
+            req_id: pull.0,
+            body: Some(Body::PullResult(pb::PullResult {
+                conversation: g.into(),
+                messages: vec![msg(g, 2, "bob"), msg(g, 3, "bob")],
+                from_seq: 2,
+                to_seq: 3,
+                last_seq: 4,
+                complete: true,
+            })),
+        },
+        now,
+    );
+    assert_eq!(delivered(&mut e), vec![2, 3, 4]);
+    assert_eq!(e.cursors().conversations.get(g), Some(&4));
+}
+
+#[test]
+fn a_new_store_epoch_voids_old_cursors() {
+    let cursors = Cursors {
+        store_epoch: "old".into(),
+        inbox: 42,
+        conversations: [("g:1".to_string(), 9)].into_iter().collect(),
+    };
+    let mut e = Engine::new("alice", cursors, vec![]);
+    e.on_connected("new");
+    assert_eq!(e.cursors().inbox, 0);
+    assert!(e.cursors().conversations.is_empty());
+    assert_eq!(sync_req_id(&drain_tx(&mut e)).unwrap().1, 0, "full resync");
+}
+
+#[test]
+fn caught_up_after_the_last_sync_page() {
+    let now = Instant::now();
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.on_connected("ep");
+    let (id, _) = sync_req_id(&drain_tx(&mut e)).unwrap();
+    e.handle_frame(
+        Frame {
+            req_id: id,
+            body: Some(Body::SyncResult(pb::SyncResult {
+                items: vec![pb::InboxItem {
+                    inbox_seq: 1,
+                    message: Some(msg("d:a:b", 1, "bob")),
+                }],
+                from_inbox_seq: 0,
+                to_inbox_seq: 1,
+                inbox_head: 2,
+                complete: false,
+                read_diffusion: vec![],
+            })),
+        },
+        now,
+    );
+    let evs: Vec<_> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert!(!evs.contains(&EngineEvent::CaughtUp), "more pages to come");
+    let (id, _) = sync_req_id(&drain_tx(&mut e)).unwrap();
+    e.handle_frame(
+        Frame {
+            req_id: id,
+            body: Some(Body::SyncResult(pb::SyncResult {
+                items: vec![pb::InboxItem {
+                    inbox_seq: 2,
+                    message: Some(msg("d:a:b", 2, "bob")),
+                }],
+                from_inbox_seq: 1,
+                to_inbox_seq: 2,
+                inbox_head: 2,
+                complete: true,
+                read_diffusion: vec![],
+            })),
+        },
+        now,
+    );
+    let evs: Vec<_> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert_eq!(evs.last(), Some(&EngineEvent::CaughtUp));
+}
+
+#[test]
+fn a_send_only_engine_never_syncs_delivers_or_acks() {
+    let now = Instant::now();
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.set_receive(false);
+    e.on_connected("ep");
+    e.send(out("s1"));
+    let tx = drain_tx(&mut e);
+    assert!(sync_req_id(&tx).is_none(), "no sync");
+    assert_eq!(tx.len(), 1, "just the send");
+    e.handle_frame(push(1, msg("d:a:b", 1, "bob")), now);
+    assert!(e.poll_event().is_none());
+    assert_eq!(e.cursors().inbox, 0);
+    assert!(e.poll_timeout().is_none(), "no ack timer");
+}
+
+#[test]
+fn own_messages_are_marked() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    e.handle_frame(push(1, msg("d:alice:bob", 1, "alice")), now);
+    assert!(matches!(
+        e.poll_event(),
+        Some(EngineEvent::Message { own: true, .. })
+    ));
+}

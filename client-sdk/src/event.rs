@@ -1,0 +1,50 @@
+//! [`Event`]: what the app sees, in order. Declared once: the engine emits most of these
+//! ([`Engine::poll_event`](crate::engine::Engine::poll_event)), the event loop adds the two
+//! that only it knows (`Reconnecting`, `Closed`) and hands all of them to the app through
+//! [`Events`](crate::Events). A new kind of event is added here and nowhere else.
+
+use std::time::Duration;
+
+use tern_proto::pb::{self, ErrorCode};
+
+use crate::connect::Transport;
+
+/// Connection state changes and incoming traffic, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message, exactly once and in order per conversation; `own` for this user's
+    /// (sent from this device or another).
+    Message { message: pb::Message, own: bool },
+    /// A send became durable (also resolves the `send` future). `duplicate` when an
+    /// earlier attempt had already landed.
+    Acked(pb::SendAck),
+    /// A send was refused for good (not a member, no such user, invalid) and left the
+    /// outbox.
+    SendFailed {
+        client_msg_id: String,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Logged in (or resumed) on a new connection.
+    Connected {
+        transport: Transport,
+        username: String,
+        device: String,
+    },
+    /// The connection dropped or could not be made; retrying after `retry_in`.
+    Reconnecting {
+        reason: String,
+        attempt: u32,
+        retry_in: Duration,
+    },
+    /// The credentials no longer work (revoked, wrong password, expired without a
+    /// password): the client has stopped.
+    AuthLost { code: ErrorCode, message: String },
+    /// The same device logged in elsewhere: this client has stopped.
+    Replaced,
+    /// Everything missed while offline has been delivered (after each (re)connect's
+    /// sync, and after later gap repairs).
+    CaughtUp,
+    /// The client stopped after `close()`.
+    Closed,
+}
