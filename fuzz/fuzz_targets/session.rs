@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tern_proto::{decode_frame, FrameCodec};
-use tern_server::services::Services;
-use tern_server::session::{run_session, StreamWriter};
-use tern_server::store::{SledStore, Store};
+use tern_server::Services;
+use tern_server::{run_session, StreamWriter};
+use tern_server::{SledStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 

@@ -2,7 +2,9 @@
 //! time, so rules that depend on time (token expiry, and later edit windows, expiring
 //! messages, typing timeouts) are unit-tested with a [`ManualClock`].
 
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +15,7 @@ pub trait Clock: Send + Sync + 'static {
 
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
@@ -22,7 +24,7 @@ impl Clock for SystemClock {
 }
 
 /// The system time in ms, for the edges (a Pong's server time) that have no clock handle.
-pub fn system_now_ms() -> u64 {
+pub(crate) fn system_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -30,18 +32,21 @@ pub fn system_now_ms() -> u64 {
 }
 
 /// A clock that moves only when told to (tests).
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub(crate) struct ManualClock(AtomicU64);
 
+#[cfg(test)]
 impl ManualClock {
-    pub fn new(start_ms: u64) -> Arc<Self> {
+    pub(crate) fn new(start_ms: u64) -> Arc<Self> {
         Arc::new(Self(AtomicU64::new(start_ms)))
     }
-    pub fn advance(&self, ms: u64) {
+    pub(crate) fn advance(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)

@@ -81,4 +81,4 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-pub type ServiceResult<T> = Result<T, ServiceError>;
+pub(crate) type ServiceResult<T> = Result<T, ServiceError>;

@@ -34,32 +34,37 @@
 
 #![warn(unreachable_pub)]
 
-pub mod accounts;
-pub mod api;
-pub mod app;
+pub(crate) mod accounts;
+pub(crate) mod api;
+pub(crate) mod app;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
-pub mod conversations;
-pub mod delivery;
-pub mod error;
-pub mod groups;
-pub mod http;
-pub mod messages;
-pub mod metrics;
-pub mod presence;
-pub mod ratelimit;
-pub mod sequencer;
-pub mod services;
-pub mod session;
-pub mod store;
-pub mod transport;
-pub mod validate;
+pub(crate) mod conversations;
+pub(crate) mod delivery;
+pub(crate) mod error;
+pub(crate) mod groups;
+pub(crate) mod http;
+pub(crate) mod messages;
+pub(crate) mod metrics;
+pub(crate) mod presence;
+pub(crate) mod ratelimit;
+pub(crate) mod sequencer;
+pub(crate) mod services;
+pub(crate) mod session;
+pub(crate) mod store;
+pub(crate) mod transport;
+pub(crate) mod validate;
 
-/// Where the dev certificates are made (kept at its old path for the test harness).
+/// Dev certificates (the test harness makes its own CA with them).
 pub mod certs {
-    pub use crate::transport::tls::*;
+    pub use crate::transport::tls::{dev_ca_path, make_dev_certs};
 }
 
 pub use app::Server;
 pub use config::Config;
+/// For running sessions without sockets (the fuzz target): the shared services over a
+/// store, the session loop and its byte-stream writer.
+pub use services::Services;
+pub use session::{run_session, StreamWriter};
+pub use store::{MemoryStore, SledStore, Store};

@@ -15,12 +15,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransportLabel {
+pub(crate) struct TransportLabel {
     pub transport: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LoginLabel {
+pub(crate) struct LoginLabel {
     /// "login" (password) or "resume" (token).
     pub kind: String,
     /// "ok" or "refused".
@@ -28,13 +28,13 @@ pub struct LoginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeLabel {
+pub(crate) struct HandshakeLabel {
     /// "full" or "resumed" (a TLS session ticket from an earlier connection).
     pub kind: String,
 }
 
 /// Every metric the server exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub connections: Family<TransportLabel, Gauge>,
     /// TLS-over-TCP handshakes by kind.
     pub tls_handshakes: Family<HandshakeLabel, Counter>,
@@ -128,14 +128,14 @@ impl Metrics {
     }
 
     /// The metrics as OpenMetrics text.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 
-    pub fn connection_opened(&self, transport: &str) -> ConnectionGauge {
+    pub(crate) fn connection_opened(&self, transport: &str) -> ConnectionGauge {
         let g = self
             .connections
             .get_or_create(&TransportLabel {
@@ -146,7 +146,7 @@ impl Metrics {
         ConnectionGauge(g)
     }
 
-    pub fn login(&self, kind: &str, ok: bool) {
+    pub(crate) fn login(&self, kind: &str, ok: bool) {
         self.logins
             .get_or_create(&LoginLabel {
                 kind: kind.to_string(),
@@ -155,7 +155,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tls_handshake(&self, resumed: bool) {
+    pub(crate) fn tls_handshake(&self, resumed: bool) {
         self.tls_handshakes
             .get_or_create(&HandshakeLabel {
                 kind: if resumed { "resumed" } else { "full" }.to_string(),
@@ -163,14 +163,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn flushed(&self, took: Duration, writes: usize) {
+    pub(crate) fn flushed(&self, took: Duration, writes: usize) {
         self.store_flush_seconds.observe(took.as_secs_f64());
         self.writes_per_flush.observe(writes as f64);
     }
 }
 
 /// Decrements the connection gauge when the connection ends.
-pub struct ConnectionGauge(Gauge);
+pub(crate) struct ConnectionGauge(Gauge);
 
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
@@ -181,7 +181,7 @@ impl Drop for ConnectionGauge {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process-wide metrics.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     &METRICS
 }
 

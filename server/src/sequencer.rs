@@ -20,7 +20,7 @@ use crate::delivery::durability::{Completion, Durability};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::{CommitOutcome, DedupRecord, InboxRecord, Mutation, Store};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One message to append, with what commits atomically beside it.
 pub struct Batch {
@@ -51,7 +51,7 @@ pub enum Appended {
 
 /// Builds the work to run once an append is durable; called with what was assigned,
 /// inside the sequencer's ordering, so completions run in append order.
-pub type Then<'a> = Box<dyn FnOnce(&Appended) -> Completion + Send + 'a>;
+pub(crate) type Then<'a> = Box<dyn FnOnce(&Appended) -> Completion + Send + 'a>;
 
 pub trait Sequencer: Send + Sync + 'static {
     /// Appends `batch` atomically (message, inbox entries, dedup record, extra writes) and
@@ -69,7 +69,7 @@ pub trait Sequencer: Send + Sync + 'static {
 }
 
 /// The message every failed flush answers with.
-pub fn flush_failed() -> ServiceError {
+pub(crate) fn flush_failed() -> ServiceError {
     ServiceError::new(ErrorCode::Internal, "storage flush failed; retry")
 }
 
@@ -84,7 +84,7 @@ const INBOX_HEAD_CACHE: usize = 262_144;
 /// pushes leave in that order. It is a short, synchronous section (an in-memory batch;
 /// never an `.await`, never the disk flush): the flush happens afterwards, for many
 /// appends at once, in [`Durability`].
-pub struct LocalSequencer {
+pub(crate) struct LocalSequencer {
     store: Arc<dyn Store>,
     durability: Arc<Durability>,
     heads: Mutex<HashMap<String, u64>>,
@@ -92,12 +92,12 @@ pub struct LocalSequencer {
 }
 
 impl LocalSequencer {
-    pub fn new(store: Arc<dyn Store>, durability: Arc<Durability>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, durability: Arc<Durability>) -> Self {
         Self::with_head_cache(store, durability, INBOX_HEAD_CACHE)
     }
 
     /// With a smaller inbox-head cache (tests of eviction).
-    pub fn with_head_cache(
+    pub(crate) fn with_head_cache(
         store: Arc<dyn Store>,
         durability: Arc<Durability>,
         head_cache: usize,
@@ -127,7 +127,8 @@ impl LocalSequencer {
     }
 
     /// Inbox heads held in memory now (tests check the bound).
-    pub fn cached_heads(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cached_heads(&self) -> usize {
         self.heads.lock().unwrap().len()
     }
 }

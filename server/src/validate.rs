@@ -14,32 +14,32 @@ impl From<NameError> for ServiceError {
 }
 
 /// 1-32 of [a-z0-9_.-], starting with a letter or digit.
-pub fn username(s: &str) -> ServiceResult<()> {
+pub(crate) fn username(s: &str) -> ServiceResult<()> {
     Ok(names::username(s)?)
 }
 
 /// 1-64 of [A-Za-z0-9_.-].
-pub fn device(s: &str) -> ServiceResult<()> {
+pub(crate) fn device(s: &str) -> ServiceResult<()> {
     Ok(names::device(s)?)
 }
 
 /// 8-1024 bytes.
-pub fn password(s: &str) -> ServiceResult<()> {
+pub(crate) fn password(s: &str) -> ServiceResult<()> {
     Ok(names::password(s)?)
 }
 
 /// 1-64 bytes, no control characters.
-pub fn client_msg_id(s: &str) -> ServiceResult<()> {
+pub(crate) fn client_msg_id(s: &str) -> ServiceResult<()> {
     Ok(names::client_msg_id(s)?)
 }
 
 /// At most 128 printable bytes.
-pub fn content_type(s: &str) -> ServiceResult<()> {
+pub(crate) fn content_type(s: &str) -> ServiceResult<()> {
     Ok(names::content_type(s)?)
 }
 
 /// 1-128 printable bytes.
-pub fn group_name(s: &str) -> ServiceResult<()> {
+pub(crate) fn group_name(s: &str) -> ServiceResult<()> {
     Ok(names::group_name(s)?)
 }
 

@@ -36,7 +36,7 @@ impl Default for HashCost {
 
 /// Hashes a password with argon2id and a random salt (PHC string). CPU-heavy: call it off
 /// the async threads.
-pub fn hash_password(password: &str, cost: HashCost) -> Result<String, String> {
+pub(crate) fn hash_password(password: &str, cost: HashCost) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
     let params =
         Params::new(cost.memory_kib, cost.iterations, 1, None).map_err(|e| e.to_string())?;
@@ -47,7 +47,7 @@ pub fn hash_password(password: &str, cost: HashCost) -> Result<String, String> {
 }
 
 /// Checks a password against a stored PHC string. CPU-heavy.
-pub fn verify_password(password: &str, phc: &str) -> bool {
+pub(crate) fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -57,7 +57,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TokenClaims {
+pub(crate) struct TokenClaims {
     #[prost(string, tag = "1")]
     pub user: String,
     #[prost(string, tag = "2")]
@@ -73,19 +73,19 @@ pub struct TokenClaims {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Malformed, wrongly signed, or from another data dir.
     Invalid,
     Expired,
 }
 
-pub struct TokenSigner {
+pub(crate) struct TokenSigner {
     key: [u8; 32],
     store_epoch: String,
 }
 
 impl TokenSigner {
-    pub fn new(key: [u8; 32], store_epoch: String) -> Self {
+    pub(crate) fn new(key: [u8; 32], store_epoch: String) -> Self {
         Self { key, store_epoch }
     }
 
@@ -93,7 +93,7 @@ impl TokenSigner {
         HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length")
     }
 
-    pub fn issue(&self, mut claims: TokenClaims) -> String {
+    pub(crate) fn issue(&self, mut claims: TokenClaims) -> String {
         claims.store_epoch = self.store_epoch.clone();
         let payload = claims.encode_to_vec();
         let mut mac = self.mac();
@@ -104,7 +104,7 @@ impl TokenSigner {
 
     /// Checks signature, store epoch and expiry. Revocation (epochs) is checked by the
     /// caller against the store.
-    pub fn verify(&self, token: &str, now_ms: u64) -> Result<TokenClaims, TokenError> {
+    pub(crate) fn verify(&self, token: &str, now_ms: u64) -> Result<TokenClaims, TokenError> {
         let (p, s) = token.split_once('.').ok_or(TokenError::Invalid)?;
         let payload = B64.decode(p).map_err(|_| TokenError::Invalid)?;
         let sig = B64.decode(s).map_err(|_| TokenError::Invalid)?;

@@ -3,8 +3,8 @@
 //! - [`credentials`]: argon2id password hashes and signed tokens.
 //! - [`devices`]: device records (token epoch, ack cursor), updated under one lock.
 
-pub mod credentials;
-pub mod devices;
+pub(crate) mod credentials;
+pub(crate) mod devices;
 
 use std::sync::{Arc, OnceLock};
 

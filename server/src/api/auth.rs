@@ -14,7 +14,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::services::Services;
 
 /// The outcome of an auth request: the session closes, logs in, or stays as it was.
-pub enum AuthOutcome {
+pub(crate) enum AuthOutcome {
     Close(CloseReason, String),
     LoggedIn(Authed),
     Unchanged,
@@ -45,7 +45,7 @@ fn throttled(svc: &Services, reply: &Reply, user: &str, peer: Option<IpAddr>, wh
     }
 }
 
-pub async fn register(
+pub(crate) async fn register(
     svc: &Arc<Services>,
     reply: Reply,
     r: pb::Register,
@@ -64,7 +64,7 @@ pub async fn register(
     AuthOutcome::Unchanged
 }
 
-pub async fn login(
+pub(crate) async fn login(
     svc: &Arc<Services>,
     reply: Reply,
     l: pb::Login,
@@ -88,7 +88,7 @@ pub async fn login(
     logged_in(svc, reply, res)
 }
 
-pub async fn resume(svc: &Arc<Services>, reply: Reply, r: pb::Resume) -> AuthOutcome {
+pub(crate) async fn resume(svc: &Arc<Services>, reply: Reply, r: pb::Resume) -> AuthOutcome {
     if let Some(c) = check_version(&reply, r.protocol_version) {
         return c;
     }
@@ -154,7 +154,7 @@ fn logged_in(svc: &Arc<Services>, reply: Reply, res: ServiceResult<Authed>) -> A
     AuthOutcome::LoggedIn(a)
 }
 
-pub async fn logout(svc: &Arc<Services>, reply: Reply, a: &Authed) -> Close {
+pub(crate) async fn logout(svc: &Arc<Services>, reply: Reply, a: &Authed) -> Close {
     match Box::pin(svc.accounts.revoke(&a.user, Some(&a.device))).await {
         Ok(()) => {
             reply.ok();
@@ -169,7 +169,7 @@ pub async fn logout(svc: &Arc<Services>, reply: Reply, a: &Authed) -> Close {
 
 /// Revokes a device's tokens (or all of the user's) and closes the sessions they
 /// opened, this one last.
-pub async fn revoke(svc: &Arc<Services>, reply: Reply, r: pb::Revoke, a: &Authed) -> Close {
+pub(crate) async fn revoke(svc: &Arc<Services>, reply: Reply, r: pb::Revoke, a: &Authed) -> Close {
     let device = (!r.device.is_empty()).then_some(r.device.as_str());
     if let Err(e) = Box::pin(svc.accounts.revoke(&a.user, device)).await {
         reply.err(e);

@@ -9,7 +9,7 @@ use super::Reply;
 use crate::accounts::Authed;
 use crate::services::Services;
 
-pub fn list(svc: &Arc<Services>, reply: Reply, a: &Authed, permit: OwnedSemaphorePermit) {
+pub(crate) fn list(svc: &Arc<Services>, reply: Reply, a: &Authed, permit: OwnedSemaphorePermit) {
     let (svc, user) = (svc.clone(), a.user.clone());
     reply.spawn(permit, async move {
         svc.conversations

@@ -14,24 +14,29 @@ fn ok(r: Result<(), crate::error::ServiceError>) -> Result<Body, crate::error::S
     r.map(|()| Body::Ok(pb::Ok {}))
 }
 
-pub async fn create(svc: &Arc<Services>, reply: Reply, g: pb::CreateGroup, a: &Authed) {
+pub(crate) async fn create(svc: &Arc<Services>, reply: Reply, g: pb::CreateGroup, a: &Authed) {
     let r = Box::pin(svc.groups.create_group(&a.user, g)).await;
     reply.result(r.map(Body::GroupCreated));
 }
 
-pub async fn add_members(svc: &Arc<Services>, reply: Reply, m: pb::AddMembers, a: &Authed) {
+pub(crate) async fn add_members(svc: &Arc<Services>, reply: Reply, m: pb::AddMembers, a: &Authed) {
     reply.result(ok(Box::pin(svc.groups.add_members(&a.user, m)).await));
 }
 
-pub async fn remove_members(svc: &Arc<Services>, reply: Reply, m: pb::RemoveMembers, a: &Authed) {
+pub(crate) async fn remove_members(
+    svc: &Arc<Services>,
+    reply: Reply,
+    m: pb::RemoveMembers,
+    a: &Authed,
+) {
     reply.result(ok(Box::pin(svc.groups.remove_members(&a.user, m)).await));
 }
 
-pub async fn leave(svc: &Arc<Services>, reply: Reply, m: pb::LeaveGroup, a: &Authed) {
+pub(crate) async fn leave(svc: &Arc<Services>, reply: Reply, m: pb::LeaveGroup, a: &Authed) {
     reply.result(ok(Box::pin(svc.groups.leave_group(&a.user, m)).await));
 }
 
-pub fn list_members(
+pub(crate) fn list_members(
     svc: &Arc<Services>,
     reply: Reply,
     m: pb::ListMembers,

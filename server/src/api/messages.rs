@@ -24,7 +24,7 @@ fn send_ack(ack: AckInfo) -> pb::SendAck {
 }
 
 /// Sequenced inline (so pipelined sends keep their order), answered once durable.
-pub fn send(
+pub(crate) fn send(
     svc: &Arc<Services>,
     reply: Reply,
     s: pb::Send,
@@ -41,13 +41,13 @@ pub fn send(
     }
 }
 
-pub fn ack(svc: &Arc<Services>, reply: Reply, ack: pb::Ack, a: &Authed) {
+pub(crate) fn ack(svc: &Arc<Services>, reply: Reply, ack: pb::Ack, a: &Authed) {
     crate::metrics::get().acks.inc();
     let r = svc.cursors.ack(&a.user, &a.device, ack.inbox_seq);
     reply.result(r.map(|()| Body::Ok(pb::Ok {})));
 }
 
-pub fn sync(
+pub(crate) fn sync(
     svc: &Arc<Services>,
     reply: Reply,
     s: pb::Sync,
@@ -66,7 +66,7 @@ pub fn sync(
     });
 }
 
-pub fn pull(
+pub(crate) fn pull(
     svc: &Arc<Services>,
     reply: Reply,
     p: pb::Pull,

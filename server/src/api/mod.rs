@@ -7,11 +7,11 @@
 //! row in [`dispatch_authed`] (and one in `session::state::classify` if it is free of
 //! the rate limit or allowed before login).
 
-pub mod auth;
-pub mod conversations;
-pub mod groups;
-pub mod messages;
-pub mod presence;
+pub(crate) mod auth;
+pub(crate) mod conversations;
+pub(crate) mod groups;
+pub(crate) mod messages;
+pub(crate) mod presence;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,36 +27,36 @@ use crate::error::ServiceError;
 use crate::services::Services;
 
 /// Why the session must end, with the text sent in the Closing frame.
-pub type Close = Option<(CloseReason, String)>;
+pub(crate) type Close = Option<(CloseReason, String)>;
 
 /// Where one request's answer goes.
 #[derive(Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub handle: Arc<SessionHandle>,
     pub req_id: u64,
 }
 
 impl Reply {
-    pub fn new(handle: Arc<SessionHandle>, req_id: u64) -> Self {
+    pub(crate) fn new(handle: Arc<SessionHandle>, req_id: u64) -> Self {
         Self { handle, req_id }
     }
 
-    pub fn body(&self, body: Body) {
+    pub(crate) fn body(&self, body: Body) {
         self.handle.push(encode_frame(&Frame {
             req_id: self.req_id,
             body: Some(body),
         }));
     }
 
-    pub fn ok(&self) {
+    pub(crate) fn ok(&self) {
         self.body(Body::Ok(pb::Ok {}));
     }
 
-    pub fn err(&self, e: ServiceError) {
+    pub(crate) fn err(&self, e: ServiceError) {
         self.handle.push(encode_frame(&e.to_frame(self.req_id)));
     }
 
-    pub fn result(&self, r: Result<Body, ServiceError>) {
+    pub(crate) fn result(&self, r: Result<Body, ServiceError>) {
         match r {
             Ok(b) => self.body(b),
             Err(e) => self.err(e),
@@ -65,7 +65,7 @@ impl Reply {
 
     /// Runs a read-only request as its own task, so a slow read does not hold up sends;
     /// the permit (one of the session's in-flight slots) is held until it is answered.
-    pub fn spawn<F>(self, permit: OwnedSemaphorePermit, fut: F)
+    pub(crate) fn spawn<F>(self, permit: OwnedSemaphorePermit, fut: F)
     where
         F: Future<Output = Result<Body, ServiceError>> + Send + 'static,
     {
@@ -81,7 +81,7 @@ impl Reply {
     }
 
     /// Like [`Reply::spawn`], for reads that encode their answer frame themselves.
-    pub fn spawn_encoded<F>(self, permit: OwnedSemaphorePermit, fut: F)
+    pub(crate) fn spawn_encoded<F>(self, permit: OwnedSemaphorePermit, fut: F)
     where
         F: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
     {
@@ -97,7 +97,7 @@ impl Reply {
 }
 
 /// The request table for a logged-in session.
-pub async fn dispatch_authed(
+pub(crate) async fn dispatch_authed(
     svc: &Arc<Services>,
     reply: Reply,
     body: Body,

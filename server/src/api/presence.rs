@@ -9,11 +9,11 @@ use super::Reply;
 use crate::accounts::Authed;
 use crate::services::Services;
 
-pub fn query(svc: &Arc<Services>, reply: Reply, q: pb::PresenceQuery) {
+pub(crate) fn query(svc: &Arc<Services>, reply: Reply, q: pb::PresenceQuery) {
     reply.result(svc.presence.presence(&q.users).map(Body::PresenceResult));
 }
 
-pub fn group_online(svc: &Arc<Services>, reply: Reply, q: pb::GroupOnlineQuery, a: &Authed) {
+pub(crate) fn group_online(svc: &Arc<Services>, reply: Reply, q: pb::GroupOnlineQuery, a: &Authed) {
     reply.result(
         svc.presence
             .group_online(&a.user, &q.conversation)

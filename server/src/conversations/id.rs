@@ -3,13 +3,13 @@
 use crate::error::{ServiceError, ServiceResult};
 use crate::validate;
 
-pub enum ConvId {
+pub(crate) enum ConvId {
     Direct(String, String),
     Group,
 }
 
 /// Parses and validates a conversation id.
-pub fn parse_conversation(id: &str) -> ServiceResult<ConvId> {
+pub(crate) fn parse_conversation(id: &str) -> ServiceResult<ConvId> {
     if let Some(rest) = id.strip_prefix("d:") {
         if let Some((a, b)) = rest.split_once(':') {
             if validate::username(a).is_ok() && validate::username(b).is_ok() && a <= b {
@@ -31,7 +31,7 @@ pub fn parse_conversation(id: &str) -> ServiceResult<ConvId> {
 }
 
 /// At most `n` characters of `s` (for echoing client input in messages).
-pub fn truncate(s: &str, n: usize) -> &str {
+pub(crate) fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,

@@ -5,10 +5,9 @@
 //!   mutex per conversation, loaded from the store on first use and evicted when idle.
 //! - [`list`]: the user's conversation list.
 
-pub mod id;
-pub mod list;
-pub mod state;
+pub(crate) mod id;
+pub(crate) mod list;
+pub(crate) mod state;
 
-pub use id::{parse_conversation, ConvId};
-pub use list::Conversations;
-pub use state::{ConvCache, ConvState};
+pub(crate) use list::Conversations;
+pub(crate) use state::{ConvCache, ConvState};

@@ -42,7 +42,7 @@ impl ConvState {
     }
 }
 
-pub type SharedState = Arc<Mutex<ConvState>>;
+pub(crate) type SharedState = Arc<Mutex<ConvState>>;
 
 const SHARDS: usize = 32;
 
@@ -51,7 +51,7 @@ const CACHE: usize = 65_536;
 
 /// Drops idle entries (no `Arc` held outside the map, so no lock or append in progress)
 /// until `map` is down to `target`.
-pub fn evict_idle<T>(map: &mut HashMap<String, Arc<T>>, target: usize) {
+pub(crate) fn evict_idle<T>(map: &mut HashMap<String, Arc<T>>, target: usize) {
     let mut excess = map.len().saturating_sub(target);
     map.retain(|_, st| {
         if excess > 0 && Arc::strong_count(st) == 1 {

@@ -17,7 +17,7 @@ use crate::store::Store;
 
 /// Work to run once the writes before it are durable. `Err` means the flush failed and
 /// durability is unknown: nothing that names the write may be sent.
-pub type Completion = Box<dyn FnOnce(Result<(), ()>) + Send>;
+pub(crate) type Completion = Box<dyn FnOnce(Result<(), ()>) + Send>;
 
 pub struct Durability {
     store: Arc<dyn Store>,
@@ -30,12 +30,6 @@ pub struct Durability {
     group_commit: bool,
     /// The store's commit count as of the last successful flush (for the watermark).
     durable_commits: AtomicU64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FlushStats {
-    pub flushes: u64,
-    pub completions: u64,
 }
 
 impl Durability {

@@ -8,7 +8,7 @@ use super::router::Router;
 
 /// The push frame of a stored message at a recipient's inbox position (0 for read
 /// diffusion, where there is no inbox entry).
-pub fn push_frame(msg: &pb::Message, inbox_seq: u64) -> Bytes {
+pub(crate) fn push_frame(msg: &pb::Message, inbox_seq: u64) -> Bytes {
     encode_frame(&Frame {
         req_id: 0,
         body: Some(Body::Push(pb::MessagePush {
@@ -19,7 +19,7 @@ pub fn push_frame(msg: &pb::Message, inbox_seq: u64) -> Bytes {
 }
 
 /// Read diffusion: one frame, encoded once, to every online recipient.
-pub fn to_all(router: &dyn Router, msg: &pb::Message, recipients: &[String]) {
+pub(crate) fn to_all(router: &dyn Router, msg: &pb::Message, recipients: &[String]) {
     let frame = push_frame(msg, 0);
     for u in recipients {
         router.deliver(u, &frame);
@@ -28,7 +28,7 @@ pub fn to_all(router: &dyn Router, msg: &pb::Message, recipients: &[String]) {
 
 /// Write diffusion: each recipient's push names its own inbox seq, so the frame is
 /// encoded per online recipient (and shared by that recipient's devices).
-pub fn to_inboxes(router: &dyn Router, msg: &pb::Message, inboxes: &[(String, u64)]) {
+pub(crate) fn to_inboxes(router: &dyn Router, msg: &pb::Message, inboxes: &[(String, u64)]) {
     for (u, inbox_seq) in inboxes {
         if router.is_online(u) {
             router.deliver(u, &push_frame(msg, *inbox_seq));

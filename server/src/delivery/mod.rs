@@ -9,8 +9,8 @@
 //! - [`hub`]: the sharded registry of live sessions ([`hub::SessionHandle`]).
 //! - [`send_queue`]: each session's bounded outbound queue of encoded frames.
 
-pub mod durability;
-pub mod fanout;
-pub mod hub;
-pub mod router;
-pub mod send_queue;
+pub(crate) mod durability;
+pub(crate) mod fanout;
+pub(crate) mod hub;
+pub(crate) mod router;
+pub(crate) mod send_queue;

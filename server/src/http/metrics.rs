@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::get;
 
 /// Serves `GET /metrics` on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, stop: CancellationToken) {
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
         "/metrics",

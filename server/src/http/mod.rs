@@ -3,8 +3,8 @@
 //! - [`web`]: the web chat page and the WebSocket upgrade at `/ws`.
 //! - [`metrics`]: Prometheus/OpenMetrics text at `/metrics`.
 
-pub mod metrics;
-pub mod web;
+pub(crate) mod metrics;
+pub(crate) mod web;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 /// Serves HTTP/1.1 (with upgrades) on one connection until it ends or `shutdown` fires.
-pub async fn serve_http<I>(
+pub(crate) async fn serve_http<I>(
     io: I,
     app: Router,
     header_timeout: Duration,

@@ -26,7 +26,7 @@ use crate::transport::{ws, Handler};
 
 /// What the bridge needs besides the shared services.
 #[derive(Clone)]
-pub struct WsSettings {
+pub(crate) struct WsSettings {
     /// Extra allowed origins (e.g. `https://chat.example.com`); same-origin and
     /// localhost are always allowed.
     pub allowed_origins: Vec<String>,
@@ -132,14 +132,14 @@ async fn serve_socket(services: Arc<Services>, socket: WebSocket, peer: SocketAd
 /// The web listener's connections: optional TLS, then HTTP (the page, or an upgrade
 /// into a session).
 #[derive(Clone)]
-pub struct Web {
+pub(crate) struct Web {
     app: Router,
     services: Arc<Services>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Web {
-    pub fn new(services: Arc<Services>, settings: Arc<WsSettings>) -> Self {
+    pub(crate) fn new(services: Arc<Services>, settings: Arc<WsSettings>) -> Self {
         Self {
             app: router(AppState {
                 services: services.clone(),

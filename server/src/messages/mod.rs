@@ -10,9 +10,9 @@
 //!   timeline range), each page within one frame.
 //! - [`cursors`]: each device's server-side ack cursor.
 
-pub mod cursors;
-pub mod read;
-pub mod send;
+pub(crate) mod cursors;
+pub(crate) mod read;
+pub(crate) mod send;
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use crate::error::ServiceResult;
 use crate::store::Store;
 
 use crate::sequencer::Sequencer;
-pub use send::{AckCallback, AckInfo};
+pub(crate) use send::AckInfo;
 
 /// The messages service: what Send, Sync and Pull call.
 pub struct Messages {

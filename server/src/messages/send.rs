@@ -28,7 +28,7 @@ pub struct AckInfo {
 
 /// Called once the append is durable (or failed). Runs on the flusher task: it must not
 /// block.
-pub type AckCallback = Box<dyn FnOnce(ServiceResult<AckInfo>) + Send>;
+pub(crate) type AckCallback = Box<dyn FnOnce(ServiceResult<AckInfo>) + Send>;
 
 /// One message to append under its conversation's lock.
 pub(crate) struct Append {

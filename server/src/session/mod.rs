@@ -10,8 +10,8 @@
 //! their order) and acked later by the durability flusher; reads run as tasks. At most
 //! `max_pending` requests are in flight: past that the loop stops reading (backpressure).
 
-pub mod state;
-pub mod writer;
+pub(crate) mod state;
+pub(crate) mod writer;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use tern_proto::pb::CloseReason;
 use tern_proto::{Body, BodyKind};
 use tokio::time::Instant;
 
-pub struct SessionState {
+pub(crate) struct SessionState {
     started: Instant,
     last_rx: Instant,
     authenticated: bool,
@@ -20,7 +20,7 @@ pub struct SessionState {
 
 /// What the driver does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestClass {
+pub(crate) enum RequestClass {
     /// Answered at once in any state.
     Ping,
     /// Register, Login, Resume: only before login.
@@ -32,7 +32,7 @@ pub enum RequestClass {
 }
 
 /// The class of a request body.
-pub fn classify(body: &Body) -> RequestClass {
+pub(crate) fn classify(body: &Body) -> RequestClass {
     match body {
         Body::Ping(_) => RequestClass::Ping,
         Body::Register(_) | Body::Login(_) | Body::Resume(_) => RequestClass::Auth,
@@ -46,7 +46,7 @@ pub fn classify(body: &Body) -> RequestClass {
 }
 
 impl SessionState {
-    pub fn new(now: Instant, heartbeat: Duration, auth_timeout: Duration) -> Self {
+    pub(crate) fn new(now: Instant, heartbeat: Duration, auth_timeout: Duration) -> Self {
         Self {
             started: now,
             last_rx: now,
@@ -56,20 +56,21 @@ impl SessionState {
         }
     }
 
-    pub fn frame_received(&mut self, now: Instant) {
+    pub(crate) fn frame_received(&mut self, now: Instant) {
         self.last_rx = now;
     }
 
-    pub fn authenticated(&mut self) {
+    pub(crate) fn authenticated(&mut self) {
         self.authenticated = true;
     }
 
-    pub fn is_authenticated(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_authenticated(&self) -> bool {
         self.authenticated
     }
 
     /// When the session ends unless a frame (or a login) comes first.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         if self.authenticated {
             self.last_rx + tern_proto::heartbeat_timeout(self.heartbeat)
         } else {
@@ -78,7 +79,7 @@ impl SessionState {
     }
 
     /// At a timer tick: the reason to close, if the deadline has passed.
-    pub fn timed_out(&self, now: Instant) -> Option<(CloseReason, &'static str)> {
+    pub(crate) fn timed_out(&self, now: Instant) -> Option<(CloseReason, &'static str)> {
         if now < self.deadline() {
             return None;
         }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::delivery::send_queue::SendQueue;
 
 /// Writes at most this many bytes per write call when draining the queue.
-pub const WRITE_BATCH: usize = 64 * 1024;
+pub(crate) const WRITE_BATCH: usize = 64 * 1024;
 
 /// A transport's output side, one batch of encoded frames at a time.
 pub trait FrameWriter: Send + 'static {
@@ -70,7 +70,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
 
 /// Drains `queue` into `w` until `finish` fires; then writes what is queued and the last
 /// frame, and ends the transport. When it returns, the queue refuses further frames.
-pub async fn write_loop<W: FrameWriter>(
+pub(crate) async fn write_loop<W: FrameWriter>(
     mut w: W,
     queue: Arc<SendQueue>,
     mut finish: oneshot::Receiver<Option<Bytes>>,

@@ -5,7 +5,7 @@ use tern_proto::pb;
 
 use super::*;
 
-pub fn run_all(store: &dyn Store) {
+pub(crate) fn run_all(store: &dyn Store) {
     commits_are_counted(store);
     users_are_created_once(store);
     devices_round_trip(store);
@@ -15,7 +15,7 @@ pub fn run_all(store: &dyn Store) {
     membership_indexes_both_ways(store);
 }
 
-pub fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
+pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
     let msg = pb::Message {
         conversation: conv.into(),
         seq,

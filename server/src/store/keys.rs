@@ -24,17 +24,17 @@
 
 /// A key space inside the `data` tree: its tag byte and its name for error messages.
 #[derive(Clone, Copy, Debug)]
-pub struct Space {
+pub(crate) struct Space {
     pub tag: u8,
     pub name: &'static str,
 }
 
-pub const CONVERSATIONS: Space = Space::new(b'c', "conversations");
-pub const MEMBERS: Space = Space::new(b'm', "members");
-pub const USER_CONVS: Space = Space::new(b'u', "user_convs");
-pub const TIMELINE: Space = Space::new(b't', "timeline");
-pub const INBOX: Space = Space::new(b'i', "inbox");
-pub const DEDUP: Space = Space::new(b'd', "dedup");
+pub(crate) const CONVERSATIONS: Space = Space::new(b'c', "conversations");
+pub(crate) const MEMBERS: Space = Space::new(b'm', "members");
+pub(crate) const USER_CONVS: Space = Space::new(b'u', "user_convs");
+pub(crate) const TIMELINE: Space = Space::new(b't', "timeline");
+pub(crate) const INBOX: Space = Space::new(b'i', "inbox");
+pub(crate) const DEDUP: Space = Space::new(b'd', "dedup");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -42,7 +42,7 @@ impl Space {
     }
 
     /// `tag ++ key`.
-    pub fn key(self, key: &[u8]) -> Vec<u8> {
+    pub(crate) fn key(self, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + key.len());
         k.push(self.tag);
         k.extend_from_slice(key);
@@ -52,7 +52,7 @@ impl Space {
 
 /// Builds `a ++ 0x00 ++ b`. Names and conversation ids never contain 0x00 (validated at
 /// the edge), so a prefix scan over `a ++ 0x00` yields exactly a's entries.
-pub fn key2(a: &str, b: &[u8]) -> Vec<u8> {
+pub(crate) fn key2(a: &str, b: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + 1 + b.len());
     k.extend_from_slice(a.as_bytes());
     k.push(0);
@@ -61,11 +61,11 @@ pub fn key2(a: &str, b: &[u8]) -> Vec<u8> {
 }
 
 /// Builds `a ++ 0x00 ++ big-endian seq`, so scans come back in seq order.
-pub fn key_seq(a: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn key_seq(a: &str, seq: u64) -> Vec<u8> {
     key2(a, &seq.to_be_bytes())
 }
 
-pub fn prefix(a: &str) -> Vec<u8> {
+pub(crate) fn prefix(a: &str) -> Vec<u8> {
     key2(a, &[])
 }
 

@@ -11,19 +11,19 @@
 //!
 //! `conformance` (test builds only) is the test suite every backend must pass.
 
-pub mod keys;
-pub mod memory;
-pub mod records;
-pub mod sled_store;
-pub mod watermark;
+pub(crate) mod keys;
+pub(crate) mod memory;
+pub(crate) mod records;
+pub(crate) mod sled_store;
+pub(crate) mod watermark;
 
 #[cfg(test)]
-pub mod conformance;
+pub(crate) mod conformance;
 
 use tern_proto::pb;
 
 pub use memory::MemoryStore;
-pub use records::*;
+pub(crate) use records::*;
 pub use sled_store::SledStore;
 
 /// A storage failure. Details are logged; clients only ever see `INTERNAL`.
@@ -37,7 +37,7 @@ pub enum StoreError {
     Schema { found: u32, expected: u32 },
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// One write of an atomic [`Store::commit`].
 #[derive(Debug, Clone)]

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-pub struct Watermark {
+pub(crate) struct Watermark {
     path: PathBuf,
     epoch: String,
 }
 
 impl Watermark {
-    pub fn new(store_dir: &Path, epoch: &str) -> Self {
+    pub(crate) fn new(store_dir: &Path, epoch: &str) -> Self {
         Self {
             path: store_dir.join("tern.watermark"),
             epoch: epoch.to_string(),
@@ -25,7 +25,7 @@ impl Watermark {
     }
 
     /// Checks the store against its watermark (none yet: nothing to check).
-    pub fn check(&self, commit_count: u64) -> anyhow::Result<()> {
+    pub(crate) fn check(&self, commit_count: u64) -> anyhow::Result<()> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -59,7 +59,7 @@ impl Watermark {
     }
 
     /// Atomically records `count` (write a temp file, fsync, rename, fsync the dir).
-    pub fn write(&self, count: u64) -> std::io::Result<()> {
+    pub(crate) fn write(&self, count: u64) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
         writeln!(f, "tern-watermark-v1 {} {count}", self.epoch)?;

@@ -9,10 +9,10 @@
 //! `max_connections`), the handshake within `handshake_timeout`, then the session, each
 //! connection in its own task tracked for shutdown.
 
-pub mod quic;
-pub mod tcp;
-pub mod tls;
-pub mod ws;
+pub(crate) mod quic;
+pub(crate) mod tcp;
+pub(crate) mod tls;
+pub(crate) mod ws;
 
 use std::future::Future;
 use std::io;
@@ -28,10 +28,10 @@ use crate::services::Services;
 /// First size of a connection's read buffer. Most connections are idle most of the time
 /// and their frames are small; the buffer grows for bigger frames and bursts (and the
 /// codec lets go of a big one once it is empty), so idle connections stay cheap.
-pub const READ_BUFFER_START: usize = 256;
+pub(crate) const READ_BUFFER_START: usize = 256;
 
 /// Where connections come from (a TCP listener, a QUIC endpoint).
-pub trait Listener: Send + 'static {
+pub(crate) trait Listener: Send + 'static {
     type Conn: Send + 'static;
     /// The next connection and its peer; None when the listener is gone.
     fn next(&mut self)
@@ -39,7 +39,7 @@ pub trait Listener: Send + 'static {
 }
 
 /// What a listener does with a connection: its handshake, then its session.
-pub trait Handler: Clone + Send + Sync + 'static {
+pub(crate) trait Handler: Clone + Send + Sync + 'static {
     type Conn: Send + 'static;
     /// A connection after its handshake.
     type Ready: Send + 'static;
@@ -69,7 +69,7 @@ impl Listener for tokio::net::TcpListener {
 }
 
 /// Accepts until `stop`: the one accept loop of every listener.
-pub async fn accept_with<L, H>(
+pub(crate) async fn accept_with<L, H>(
     mut listener: L,
     handler: H,
     services: Arc<Services>,

@@ -13,7 +13,7 @@ use super::{Handler, Listener, READ_BUFFER_START};
 use crate::services::Services;
 use crate::session::{run_session, StreamWriter};
 
-pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+pub(crate) fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
     s.set_nonblocking(true)?;
     Ok(s)
@@ -21,7 +21,7 @@ pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
 
 /// The QUIC endpoint on `udp`. `secret` (the store's signing key) seeds the
 /// stateless-reset and connection-id keys.
-pub fn endpoint(
+pub(crate) fn endpoint(
     udp: std::net::UdpSocket,
     tls: Arc<rustls::ServerConfig>,
     heartbeat: Duration,
@@ -80,7 +80,7 @@ impl Listener for quinn::Endpoint {
 
 /// The QUIC handshake and the session's stream, then a session over it.
 #[derive(Clone)]
-pub struct Quic {
+pub(crate) struct Quic {
     pub services: Arc<Services>,
 }
 

@@ -18,7 +18,7 @@ use crate::session::{run_session, StreamWriter};
 /// a 1 s, then 3 s, retransmit; the kernel caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -32,7 +32,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// TLS, then a session over the TLS stream.
 #[derive(Clone)]
-pub struct TlsTcp {
+pub(crate) struct TlsTcp {
     pub tls: tokio_rustls::TlsAcceptor,
     pub services: Arc<Services>,
 }

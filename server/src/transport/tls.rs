@@ -16,14 +16,14 @@ pub fn dev_ca_path(data_dir: &Path) -> PathBuf {
     data_dir.join("certs").join("ca.pem")
 }
 
-pub struct TlsMaterial {
+pub(crate) struct TlsMaterial {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     /// Set when a dev CA is in use.
     pub dev_ca: Option<PathBuf>,
 }
 
-pub fn load_or_create(config: &Config) -> anyhow::Result<TlsMaterial> {
+pub(crate) fn load_or_create(config: &Config) -> anyhow::Result<TlsMaterial> {
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         return Ok(TlsMaterial {
             chain: read_chain(cert)?,
@@ -114,7 +114,7 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
 /// its verification, and the server keeps no per-session state for it (rustls's default
 /// is a stateful cache of 256 sessions). After a restart tickets are refused and devices
 /// do a full handshake.
-pub fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig> {
+pub(crate) fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -130,7 +130,7 @@ pub fn server_tls_config(m: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig
 
 /// The server side of a TLS handshake on any stream, counted in the handshake metric
 /// (full or resumed) whichever listener it serves.
-pub async fn accept<IO>(
+pub(crate) async fn accept<IO>(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: IO,
 ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>

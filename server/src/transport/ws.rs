@@ -17,7 +17,7 @@ use tern_proto::{CodecError, Frame, LEN_PREFIX};
 use crate::session::writer::FrameWriter;
 
 /// WebSocket messages as decoded frames: one binary message = one Frame.
-pub fn frames(
+pub(crate) fn frames(
     stream: SplitStream<WebSocket>,
     max: usize,
 ) -> impl Stream<Item = Result<Decoded, CodecError>> + Unpin + Send {
@@ -46,12 +46,12 @@ pub fn frames(
 }
 
 /// The session's frames as binary messages.
-pub struct WsWriter {
+pub(crate) struct WsWriter {
     sink: SplitSink<WebSocket, Message>,
 }
 
 impl WsWriter {
-    pub fn new(sink: SplitSink<WebSocket, Message>) -> Self {
+    pub(crate) fn new(sink: SplitSink<WebSocket, Message>) -> Self {
         Self { sink }
     }
 }
