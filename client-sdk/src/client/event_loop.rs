@@ -137,8 +137,8 @@ impl EventLoop {
                 self.attempt,
                 self.config.initial_backoff,
                 self.config.max_backoff,
-            )
-            .max(retry_after);
+                retry_after,
+            );
             self.emit(Event::Reconnecting {
                 reason,
                 attempt: self.attempt,
@@ -361,12 +361,47 @@ impl EventLoop {
 }
 
 /// The delay before reconnect attempt `attempt` (1, 2, ...): `initial` doubling up to
-/// `max`, then half of it fixed and half random, so a crowd of clients spreads out.
-fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+/// `max`, then half of it fixed and half random, so a crowd of clients spreads out. Never
+/// less than the server's `retry_after` (from `Closing`), plus up to 250 ms of jitter
+/// when that is the longer wait (docs/PROTOCOL.md, "Close reasons").
+fn backoff(attempt: u32, initial: Duration, max: Duration, retry_after: Duration) -> Duration {
     let base = initial.saturating_mul(1 << attempt.min(16).saturating_sub(1));
     let capped = base.min(max);
-    let jitter = rand::thread_rng().gen_range(0..=capped.as_millis() as u64 / 2);
-    capped / 2 + Duration::from_millis(jitter)
+    let mut rng = rand::thread_rng();
+    let jitter = rng.gen_range(0..=capped.as_millis() as u64 / 2);
+    let delay = capped / 2 + Duration::from_millis(jitter);
+    if retry_after > delay {
+        retry_after + Duration::from_millis(rng.gen_range(0..=250))
+    } else {
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_on_half() {
+        for _ in 0..100 {
+            let d1 = backoff(1, 100 * MS, 5000 * MS, Duration::ZERO);
+            assert!((50 * MS..=100 * MS).contains(&d1), "{d1:?}");
+            let d3 = backoff(3, 100 * MS, 5000 * MS, Duration::ZERO);
+            assert!((200 * MS..=400 * MS).contains(&d3), "{d3:?}");
+            let d30 = backoff(30, 100 * MS, 5000 * MS, Duration::ZERO);
+            assert!((2500 * MS..=5000 * MS).contains(&d30), "{d30:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_waits_at_least_the_servers_retry_after() {
+        for _ in 0..100 {
+            let d = backoff(1, 100 * MS, 5000 * MS, 1000 * MS);
+            assert!((1000 * MS..=1250 * MS).contains(&d), "{d:?}");
+        }
+    }
 }
 
 /// Writes what the loop queues, many frames per write.

@@ -12,17 +12,9 @@ use tern_proto::{Body, Frame};
 
 use super::{Disconnect, Engine, InFlight};
 
-/// Heartbeats the server may miss before the client gives up on the connection.
-pub const HEARTBEAT_MISSES: u32 = 3;
-/// Added to the misses so that the server's own check (3 heartbeats) fires first and the
-/// client hears a `Closing` with a reason, not silence.
-pub const LIVENESS_GRACE: Duration = Duration::from_secs(2);
-
-/// How long a server may stay silent before the client drops the connection:
+/// The rule is tern-proto's, shared with the server and the web SDK:
 /// `heartbeat * HEARTBEAT_MISSES + LIVENESS_GRACE`.
-pub fn liveness_timeout(heartbeat: Duration) -> Duration {
-    heartbeat * HEARTBEAT_MISSES + LIVENESS_GRACE
-}
+pub use tern_proto::{liveness_timeout, HEARTBEAT_MISSES, LIVENESS_GRACE};
 
 #[derive(Debug)]
 pub(super) struct KeepAlive {

@@ -1,7 +1,9 @@
 //! The outbox: sends waiting for their durable ack. Each keeps its client_msg_id for
 //! life; on every new connection the unacknowledged ones are sent again, in their original
-//! order, at most `window` in flight. A transient refusal is retried after
-//! [`RETRY_DELAY`]; a permanent one leaves the outbox as [`Event::SendFailed`].
+//! order, at most `window` in flight. A retryable refusal
+//! ([`ErrorCode::is_retryable`], the rule in tern-proto) is sent again after [`RETRY_DELAY`]
+//! or the server's `Error.retry_after_ms`, whichever is longer; any other leaves the outbox
+//! as [`Event::SendFailed`].
 
 use std::time::{Duration, Instant};
 
@@ -69,17 +71,6 @@ impl Pending {
     }
 }
 
-/// A refusal worth retrying: the same Send (same client_msg_id) may succeed later.
-fn is_transient(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::Internal
-            | ErrorCode::RateLimited
-            | ErrorCode::Unavailable
-            | ErrorCode::ResourceExhausted
-    )
-}
-
 impl Engine {
     /// Queues a message; it is sent now if connected (and the window allows), else on
     /// the next connection.
@@ -124,10 +115,11 @@ impl Engine {
             Body::Error(e) => {
                 let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
                 if let Some(i) = self.outbox.iter().position(|p| p.msg.client_msg_id == cmid) {
-                    if is_transient(code) {
+                    if code.is_retryable() {
+                        let wait = RETRY_DELAY.max(Duration::from_millis(e.retry_after_ms));
                         let p = &mut self.outbox[i];
                         p.req_id = None;
-                        p.retry_at = Some(now + RETRY_DELAY);
+                        p.retry_at = Some(now + wait);
                     } else {
                         self.outbox.remove(i);
                         self.events.push_back(Event::SendFailed {
@@ -140,6 +132,73 @@ impl Engine {
                 self.fill_window();
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Cursors;
+
+    fn refused(e: &mut Engine, code: ErrorCode, retry_after_ms: u64, now: Instant) {
+        let f = e.poll_transmit().unwrap();
+        e.handle_frame(
+            Frame {
+                req_id: f.req_id,
+                body: Some(Body::Error(pb::Error {
+                    code: code as i32,
+                    message: "later".into(),
+                    retry_after_ms,
+                })),
+            },
+            now,
+        );
+    }
+
+    fn engine_with_one_send() -> Engine {
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.set_receive(false);
+        e.on_connected("ep");
+        e.send(Outgoing {
+            client_msg_id: "m".into(),
+            target: Target::User("bob".into()),
+            body: Bytes::from_static(b"hi"),
+            content_type: String::new(),
+        });
+        e
+    }
+
+    #[test]
+    fn a_rate_limited_send_waits_as_long_as_the_server_asks() {
+        let now = Instant::now();
+        let mut e = engine_with_one_send();
+        refused(&mut e, ErrorCode::RateLimited, 4_000, now);
+        assert_eq!(e.poll_timeout(), Some(now + Duration::from_secs(4)));
+        e.handle_timeout(now + Duration::from_millis(3_999));
+        assert!(e.poll_transmit().is_none(), "not before retry_after_ms");
+        e.handle_timeout(now + Duration::from_secs(4));
+        let again = e.poll_transmit().expect("sent again");
+        assert!(matches!(again.body, Some(Body::Send(s)) if s.client_msg_id == "m"));
+    }
+
+    #[test]
+    fn a_short_or_missing_retry_after_still_waits_the_retry_delay() {
+        for retry_after_ms in [0, 10] {
+            let now = Instant::now();
+            let mut e = engine_with_one_send();
+            refused(&mut e, ErrorCode::Unavailable, retry_after_ms, now);
+            assert_eq!(e.poll_timeout(), Some(now + RETRY_DELAY));
+        }
+    }
+
+    #[test]
+    fn only_retryable_codes_are_retried() {
+        for code in ErrorCode::ALL {
+            let now = Instant::now();
+            let mut e = engine_with_one_send();
+            refused(&mut e, code, 0, now);
+            assert_eq!(e.outbox_len() == 1, code.is_retryable(), "{code:?}");
         }
     }
 }
