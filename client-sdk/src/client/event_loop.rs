@@ -377,6 +377,25 @@ fn backoff(attempt: u32, initial: Duration, max: Duration, retry_after: Duration
     }
 }
 
+/// Writes what the loop queues, many frames per write.
+async fn write_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        buf.extend_from_slice(&first);
+        while buf.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(b) => buf.extend_from_slice(&b),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = w.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,23 +421,4 @@ mod tests {
             assert!((1000 * MS..=1250 * MS).contains(&d), "{d:?}");
         }
     }
-}
-
-/// Writes what the loop queues, many frames per write.
-async fn write_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Bytes>) {
-    let mut buf = BytesMut::new();
-    while let Some(first) = rx.recv().await {
-        buf.extend_from_slice(&first);
-        while buf.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(b) => buf.extend_from_slice(&b),
-                Err(_) => break,
-            }
-        }
-        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
-            return;
-        }
-        buf.clear();
-    }
-    let _ = w.shutdown().await;
 }
