@@ -41,7 +41,7 @@ async fn ten_thousand_offline_then_live_with_dropped_pushes() {
         for id in ids {
             ack_of(&a.response(id).await);
         }
-        a.pushes.clear();
+        a.pushes().clear();
     }
     let sent_in = t0.elapsed();
 
@@ -57,7 +57,7 @@ async fn ten_thousand_offline_then_live_with_dropped_pushes() {
                 .await;
             if i % 100 == 99 {
                 ack_of(&a.response(id).await);
-                a.pushes.clear();
+                a.pushes().clear();
             }
         }
         a

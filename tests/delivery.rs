@@ -878,7 +878,7 @@ async fn slow_consumer_loses_nothing(server: &TestServer, tag: &str) {
             for id in ids {
                 ack_of(&sender.response(id).await);
             }
-            sender.pushes.clear();
+            sender.pushes().clear();
         }
         // The server gave up on the slow session instead of buffering without bound.
         let mut gone = false;

@@ -116,14 +116,14 @@ async fn race_round(
         _ = first.until_closed(LONG) => true,
         _ = second.until_closed(LONG) => false,
     };
-    let (mut survivor, loser, ok) = if survivor_was_second {
+    let (mut survivor, mut loser, ok) = if survivor_was_second {
         (second, first, ok2)
     } else {
         (first, second, ok1)
     };
     let closing = loser
-        .closing
-        .clone()
+        .closing()
+        .cloned()
         .expect("the loser got a Closing frame");
     assert_eq!(
         closing.reason,
@@ -131,13 +131,13 @@ async fn race_round(
         "round {round}: loser closed with {closing:?}"
     );
     // Closing is the last frame the loser saw: nothing was pushed to it afterwards.
-    let last = loser.pushes.back().expect("Closing is kept");
+    let last = loser.pushes().back().expect("Closing is kept");
     assert!(
         matches!(last.body, Some(Body::Closing(_))),
         "round {round}: a frame after Closing: {last:?}"
     );
     let loser_pushes: Vec<u64> = loser
-        .pushes
+        .pushes()
         .iter()
         .filter_map(|f| match &f.body {
             Some(Body::Push(p)) => Some(p.inbox_seq),
@@ -353,7 +353,7 @@ async fn a_late_resume_with_pipelined_sends_on_a_stale_connection_changes_nothin
         .request(Body::Ping(pb::Ping { client_time_ms: 2 }))
         .await;
     assert!(matches!(f.body, Some(Body::Pong(_))), "live session: {f:?}");
-    assert!(!live.eof && live.closing.is_none());
+    assert!(!live.eof() && live.closing().is_none());
     ack_of(&live.send_text("late-peer", "x5", "x5").await);
     let mut got = Vec::new();
     while got.len() < 6 {

@@ -1,15 +1,16 @@
-//! A raw-frame client over real QUIC or TLS-TCP (the SDK's connection, none of its
-//! engine): it sends requests as the test writes them, matches responses by req_id and
-//! keeps pushes in arrival order, so a test sees exactly what the server sent.
+//! The tests' raw-frame [`Client`] over real QUIC or TLS-TCP: the SDK's
+//! [`RawConnection`] (requests matched to responses by req_id, pushes kept in arrival
+//! order, no engine), with the steps tests repeat (register, login, send, sync, pull) and
+//! a panic instead of an error wherever a test could not go on.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use tern_proto::pb;
 use tern_proto::{Body, Frame, PROTOCOL_VERSION};
-use tern_sdk::{connect, ConnectOptions, Connection, Transport, Trust};
+use tern_sdk::raw::{RawConnection, RawError};
+use tern_sdk::{ConnectOptions, Transport, Trust};
 
 use crate::PASSWORD;
 
@@ -17,96 +18,73 @@ use crate::PASSWORD;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A raw-frame client: sends requests, matches responses by req_id, and keeps pushes
-/// (and any other req_id-0 frames) in arrival order.
+/// (and any other req_id-0 frames) in arrival order, in `conn`.
 pub struct Client {
-    pub conn: Connection,
-    next_req: u64,
-    pub pushes: VecDeque<Frame>,
-    responses: HashMap<u64, Frame>,
-    pub closing: Option<pb::Closing>,
-    pub eof: bool,
+    pub conn: RawConnection,
+    /// What the last successful [`Client::login`] returned.
     pub login: Option<pb::LoginOk>,
+}
+
+/// A read that failed because the server sent bytes that are not a frame is a server bug:
+/// the test fails on it wherever it waits.
+fn undecodable(e: &RawError) {
+    if let RawError::Undecodable(e) = e {
+        panic!("server sent an undecodable frame: {e}");
+    }
 }
 
 impl Client {
     pub async fn connect(t: Transport, addr: SocketAddr, ca: &Path) -> Client {
         let opts = ConnectOptions::new(Trust::from_pem_file(ca).unwrap());
-        let conn = connect(t, addr, &opts).await.expect("connects");
-        Client {
-            conn,
-            next_req: 1,
-            pushes: VecDeque::new(),
-            responses: HashMap::new(),
-            closing: None,
-            eof: false,
-            login: None,
-        }
+        let mut conn = RawConnection::connect(t, addr, &opts)
+            .await
+            .expect("connects");
+        conn.set_timeout(WAIT);
+        Client { conn, login: None }
     }
 
     pub fn transport(&self) -> Transport {
-        self.conn.transport
+        self.conn.transport()
     }
 
-    /// Reads one frame into the right place; false on EOF or timeout.
-    async fn pump(&mut self, timeout: Duration) -> bool {
-        if self.eof {
-            return false;
-        }
-        match tokio::time::timeout(timeout, self.conn.recv()).await {
-            Err(_) => false,
-            Ok(None) | Ok(Some(Err(_))) => {
-                self.eof = true;
-                false
-            }
-            Ok(Some(Ok(Err(e)))) => panic!("server sent an undecodable frame: {e}"),
-            Ok(Some(Ok(Ok(f)))) => {
-                if let Some(Body::Closing(c)) = &f.body {
-                    self.closing = Some(c.clone());
-                }
-                if f.req_id != 0 {
-                    self.responses.insert(f.req_id, f);
-                } else {
-                    self.pushes.push_back(f);
-                }
-                true
-            }
-        }
+    /// The req_id-0 frames received and not taken yet, oldest first.
+    pub fn pushes(&mut self) -> &mut std::collections::VecDeque<Frame> {
+        self.conn.pushes()
+    }
+
+    /// The `Closing` frame, once the server has sent one.
+    pub fn closing(&self) -> Option<&pb::Closing> {
+        self.conn.closing()
+    }
+
+    /// True once the server's stream has ended (or failed).
+    pub fn eof(&self) -> bool {
+        self.conn.is_closed()
     }
 
     /// Sends a request without waiting; returns its req_id.
     pub async fn send_req(&mut self, body: Body) -> u64 {
-        let req_id = self.next_req;
-        self.next_req += 1;
-        self.conn
-            .send(&Frame {
-                req_id,
-                body: Some(body),
-            })
-            .await
-            .expect("write");
-        req_id
+        self.conn.send_request(body).await.expect("write")
     }
 
     /// Waits for the response to `req_id`.
     pub async fn response(&mut self, req_id: u64) -> Frame {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(f) = self.responses.remove(&req_id) {
-                return f;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() || (!self.pump(left).await && self.eof) {
+        match self.conn.response(req_id).await {
+            Ok(f) => f,
+            Err(e) => {
+                undecodable(&e);
                 panic!(
                     "no response to req {req_id} (eof={}, closing={:?})",
-                    self.eof, self.closing
-                );
+                    self.eof(),
+                    self.closing()
+                )
             }
         }
     }
 
     /// A response that has already arrived, if any.
     pub fn try_response(&mut self, req_id: u64) -> Option<Frame> {
-        self.responses.remove(&req_id)
+        self.conn.try_response(req_id)
     }
 
     pub async fn request(&mut self, body: Body) -> Frame {
@@ -116,14 +94,11 @@ impl Client {
 
     /// The next req_id-0 frame, if one comes within `timeout`.
     pub async fn next_unsolicited(&mut self, timeout: Duration) -> Option<Frame> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(f) = self.pushes.pop_front() {
-                return Some(f);
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() || !self.pump(left).await {
-                return None;
+        match self.conn.next_push(timeout).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                undecodable(&e);
+                None
             }
         }
     }
@@ -145,15 +120,13 @@ impl Client {
 
     /// Reads until the server closes the connection; returns its Closing frame.
     pub async fn until_closed(&mut self, timeout: Duration) -> Option<pb::Closing> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.eof {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                panic!("server did not close the connection in {timeout:?}");
+        match self.conn.until_closed(timeout).await {
+            Ok(closing) => closing,
+            Err(e) => {
+                undecodable(&e);
+                panic!("server did not close the connection in {timeout:?}")
             }
-            self.pump(left).await;
         }
-        self.closing.clone()
     }
 
     pub async fn register(&mut self, user: &str) {
