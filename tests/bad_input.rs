@@ -37,7 +37,7 @@ fn raw_frame(payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn oversized_length_prefix_gets_error_and_close() {
-    let server = TestServer::start_with(|c| c.max_frame_bytes = 4096).await;
+    let server = TestServer::start_with(|c| c.session.max_frame_bytes = 4096).await;
     for t in BOTH {
         for prefix in [u32::MAX, 4097] {
             let mut c = server.client(t).await;

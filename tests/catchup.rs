@@ -16,10 +16,10 @@ const LIVE: usize = 2_000;
 async fn ten_thousand_offline_then_live_with_dropped_pushes() {
     // The rate limits are not under test here: the sender goes as fast as it can.
     let server = TestServer::start_with(|c| {
-        c.conn_rate_limit = 1_000_000;
-        c.conn_rate_burst = 1_000_000;
-        c.user_rate_limit = 1_000_000;
-        c.user_rate_burst = 1_000_000;
+        c.limits.conn_rate_limit = 1_000_000;
+        c.limits.conn_rate_burst = 1_000_000;
+        c.limits.user_rate_limit = 1_000_000;
+        c.limits.user_rate_burst = 1_000_000;
     })
     .await;
     let mut a = server.user(Tcp, "cu-a", "d").await;

@@ -39,7 +39,7 @@ async fn send_is_acked_then_pushed_then_acked() {
         let own = alice.next_push(LONG).await.expect("sender's push");
         assert_eq!(own.message.unwrap().client_msg_id, "m-1");
 
-        assert!(matches!(bob.ack(1).await.body, Some(Body::Ok(_))));
+        expect_ok(&bob.ack(1).await);
         // The ack is the device's server-side cursor: a Sync from it finds nothing new.
         let page = bob.sync_page(None, 0).await;
         assert_eq!(
@@ -123,13 +123,9 @@ async fn resend_with_same_client_msg_id_returns_original_ack_and_delivers_once()
             "a retry must not be delivered again"
         );
         let conv = first.conversation.clone();
-        match bob.pull(&conv, 0, 0).await.body {
-            Some(Body::PullResult(r)) => {
-                assert_eq!(r.messages.len(), 1);
-                assert_eq!((r.last_seq, r.complete), (1, true));
-            }
-            other => panic!("{other:?}"),
-        }
+        let r = expect_pull(&bob.pull(&conv, 0, 0).await);
+        assert_eq!(r.messages.len(), 1);
+        assert_eq!((r.last_seq, r.complete), (1, true));
     }
     server.stop().await;
 }
@@ -225,17 +221,9 @@ async fn non_members_are_refused() {
             ErrorCode::Forbidden,
         );
         expect_error(&carol.pull(&direct, 0, 0).await, ErrorCode::Forbidden);
-        let members = carol
-            .request(Body::ListMembers(pb::ListMembers {
-                conversation: g.conversation.clone(),
-            }))
-            .await;
+        let members = carol.list_members(&g.conversation).await;
         expect_error(&members, ErrorCode::Forbidden);
-        let online = carol
-            .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
-                conversation: g.conversation.clone(),
-            }))
-            .await;
+        let online = carol.group_online(&g.conversation).await;
         expect_error(&online, ErrorCode::Forbidden);
         let add = carol
             .request(Body::AddMembers(pb::AddMembers {
@@ -256,10 +244,10 @@ async fn non_members_are_refused() {
             ErrorCode::NotFound,
         );
         // Nothing carol tried was stored.
-        match alice.pull(&g.conversation, 0, 0).await.body {
-            Some(Body::PullResult(r)) => assert_eq!(r.last_seq, 1),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            expect_pull(&alice.pull(&g.conversation, 0, 0).await).last_seq,
+            1
+        );
     }
     server.stop().await;
 }
@@ -281,15 +269,9 @@ async fn group_management_roles_and_removal() {
             role: role as i32,
         })
     };
-    assert!(matches!(
-        owner.request(add(&["adm"], pb::Role::Admin)).await.body,
-        Some(Body::Ok(_))
-    ));
+    expect_ok(&owner.request(add(&["adm"], pb::Role::Admin)).await);
     // Adding someone already in the group changes nothing.
-    assert!(matches!(
-        owner.request(add(&["m1"], pb::Role::Member)).await.body,
-        Some(Body::Ok(_))
-    ));
+    expect_ok(&owner.request(add(&["m1"], pb::Role::Member)).await);
     // A plain member may not add; an admin may not make admins.
     expect_error(
         &m1.request(add(&["late"], pb::Role::Member)).await,
@@ -303,10 +285,7 @@ async fn group_management_roles_and_removal() {
         &owner.request(add(&["ghost"], pb::Role::Member)).await,
         ErrorCode::NotFound,
     );
-    assert!(matches!(
-        adm.request(add(&["late"], pb::Role::Member)).await.body,
-        Some(Body::Ok(_))
-    ));
+    expect_ok(&adm.request(add(&["late"], pb::Role::Member)).await);
 
     // The new member gets the MEMBERS_ADDED event and can read history and send.
     let p = late.next_push(LONG).await.unwrap().message.unwrap();
@@ -315,16 +294,7 @@ async fn group_management_roles_and_removal() {
     assert_eq!(p.seq, 3);
     assert_eq!(ack_of(&late.send_text(&conv, "l1", "hi all").await).seq, 4);
 
-    let members = match owner
-        .request(Body::ListMembers(pb::ListMembers {
-            conversation: conv.clone(),
-        }))
-        .await
-        .body
-    {
-        Some(Body::MemberList(l)) => l.members,
-        other => panic!("{other:?}"),
-    };
+    let members = expect_body!(owner.list_members(&conv).await, MemberList).members;
     let roles: Vec<(String, i32)> = members.into_iter().map(|m| (m.username, m.role)).collect();
     assert_eq!(
         roles,
@@ -344,10 +314,7 @@ async fn group_management_roles_and_removal() {
         })
     };
     expect_error(&m1.request(rm("late")).await, ErrorCode::Forbidden);
-    assert!(matches!(
-        owner.request(rm("late")).await.body,
-        Some(Body::Ok(_))
-    ));
+    expect_ok(&owner.request(rm("late")).await);
     expect_error(
         &late.send_text(&conv, "l2", "still here?").await,
         ErrorCode::Forbidden,
@@ -364,27 +331,16 @@ async fn group_management_roles_and_removal() {
             conversation: conv.clone(),
         }))
         .await;
-    assert!(matches!(leave.body, Some(Body::Ok(_))));
-    let list = match m1
-        .request(Body::ListConversations(pb::ListConversations {}))
-        .await
-        .body
-    {
-        Some(Body::ConversationList(l)) => l.conversations,
-        other => panic!("{other:?}"),
-    };
+    expect_ok(&leave);
+    let list = expect_body!(
+        m1.request(Body::ListConversations(pb::ListConversations {}))
+            .await,
+        ConversationList
+    )
+    .conversations;
     assert_eq!(list.len(), 1);
     assert_eq!((list[0].name.as_str(), list[0].member_count), ("club", 2));
-    let members = match adm
-        .request(Body::ListMembers(pb::ListMembers {
-            conversation: conv.clone(),
-        }))
-        .await
-        .body
-    {
-        Some(Body::MemberList(l)) => l.members,
-        other => panic!("{other:?}"),
-    };
+    let members = expect_body!(adm.list_members(&conv).await, MemberList).members;
     let owner_now: Vec<&str> = members
         .iter()
         .filter(|m| m.role == pb::Role::Owner as i32)
@@ -400,7 +356,7 @@ async fn group_management_roles_and_removal() {
 
 #[tokio::test]
 async fn read_diffusion_groups_push_and_pull_without_inbox_copies() {
-    let server = TestServer::start_with(|c| c.group_fanout_threshold = 2).await;
+    let server = TestServer::start_with(|c| c.groups.group_fanout_threshold = 2).await;
     let t = Quic;
     let mut a = server.user(t, "ra", "d").await;
     let mut b = server.user(t, "rb", "d").await;
@@ -424,13 +380,11 @@ async fn read_diffusion_groups_push_and_pull_without_inbox_copies() {
             last_seq: 2
         }]
     );
-    match b.pull(&g.conversation, 0, 0).await.body {
-        Some(Body::PullResult(r)) => assert_eq!(
-            r.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            vec![1, 2]
-        ),
-        other => panic!("{other:?}"),
-    }
+    let r = expect_pull(&b.pull(&g.conversation, 0, 0).await);
+    assert_eq!(
+        r.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     server.stop().await;
 }
 
@@ -456,9 +410,7 @@ async fn history_pages_backward_and_forward() {
                 ..Default::default()
             }))
             .await;
-        let Some(Body::PullResult(r)) = f.body else {
-            panic!("{f:?}")
-        };
+        let r = expect_pull(&f);
         pages.push((r.from_seq, r.to_seq, r.messages.len()));
         if r.from_seq <= 1 {
             assert!(r.complete);
@@ -476,9 +428,7 @@ async fn history_pages_backward_and_forward() {
             ..Default::default()
         }))
         .await;
-    let Some(Body::PullResult(r)) = f.body else {
-        panic!("{f:?}")
-    };
+    let r = expect_pull(&f);
     assert_eq!((r.from_seq, r.to_seq, r.complete), (16, 25, true));
     // Gap repair: exactly the range asked for.
     let f = a
@@ -489,17 +439,13 @@ async fn history_pages_backward_and_forward() {
             ..Default::default()
         }))
         .await;
-    let Some(Body::PullResult(r)) = f.body else {
-        panic!("{f:?}")
-    };
+    let r = expect_pull(&f);
     assert_eq!(
         (r.from_seq, r.to_seq, r.complete, r.last_seq),
         (11, 13, true, 25)
     );
     // A forward page that stops early says so.
-    let Some(Body::PullResult(r)) = a.pull(&conv, 0, 10).await.body else {
-        panic!()
-    };
+    let r = expect_pull(&a.pull(&conv, 0, 10).await);
     assert_eq!((r.from_seq, r.to_seq, r.complete), (1, 10, false));
     server.stop().await;
 }
@@ -534,21 +480,13 @@ async fn multi_device_second_login_replaces_same_device() {
                 .client_msg_id,
             "p1"
         );
-        let presence = peer
-            .request(Body::PresenceQuery(pb::PresenceQuery {
-                users: vec![a.clone()],
-            }))
-            .await;
-        let Some(Body::PresenceResult(p)) = presence.body else {
-            panic!()
-        };
+        let p = expect_body!(peer.presence(&[a.as_str()]).await, PresenceResult);
         assert_eq!(p.users[0].online_devices, vec!["laptop", "phone"]);
 
         // The phone logs in again elsewhere: the old session is told why and closed.
         let mut phone2 = server.client(t).await;
         phone2.login(&a, "phone").await;
-        let closing = phone.until_closed(LONG).await.expect("a Closing frame");
-        assert_eq!(closing.reason, CloseReason::Replaced as i32);
+        phone.expect_closed(LONG, CloseReason::Replaced).await;
         // Only the new session gets pushes for the phone.
         ack_of(&peer.send_text(&a, "p2", "to you").await);
         assert_eq!(
@@ -573,26 +511,17 @@ async fn tokens_resume_logout_and_revoke() {
         let mut c = server.user(t, &a, "phone").await;
         let token = c.login.clone().unwrap().token;
         let mut r = server.client(t).await;
-        let f = r.resume(&token).await;
-        let Some(Body::LoginOk(ok)) = f.body else {
-            panic!("{f:?}")
-        };
+        let ok = expect_body!(r.resume(&token).await, LoginOk);
         assert_eq!(
             (ok.username.as_str(), ok.device.as_str()),
             (a.as_str(), "phone")
         );
-        assert_eq!(
-            c.until_closed(LONG).await.unwrap().reason,
-            CloseReason::Replaced as i32
-        );
+        c.expect_closed(LONG, CloseReason::Replaced).await;
 
         // Logout revokes this device's tokens.
         let f = r.request(Body::Logout(pb::Logout {})).await;
-        assert!(matches!(f.body, Some(Body::Ok(_))));
-        assert_eq!(
-            r.until_closed(LONG).await.unwrap().reason,
-            CloseReason::LoggedOut as i32
-        );
+        expect_ok(&f);
+        r.expect_closed(LONG, CloseReason::LoggedOut).await;
         let mut again = server.client(t).await;
         expect_error(&again.resume(&token).await, ErrorCode::TokenRevoked);
         expect_error(&again.resume(&ok.token).await, ErrorCode::TokenRevoked);
@@ -608,15 +537,9 @@ async fn tokens_resume_logout_and_revoke() {
                 device: String::new(),
             }))
             .await;
-        assert!(matches!(f.body, Some(Body::Ok(_))));
-        assert_eq!(
-            laptop.until_closed(LONG).await.unwrap().reason,
-            CloseReason::Revoked as i32
-        );
-        assert_eq!(
-            tablet.until_closed(LONG).await.unwrap().reason,
-            CloseReason::Revoked as i32
-        );
+        expect_ok(&f);
+        laptop.expect_closed(LONG, CloseReason::Revoked).await;
+        tablet.expect_closed(LONG, CloseReason::Revoked).await;
         expect_error(&again.resume(&lt).await, ErrorCode::TokenRevoked);
         // Logging in with the password still works.
         again.login(&a, "laptop").await;
@@ -656,40 +579,30 @@ async fn tokens_resume_logout_and_revoke() {
 #[tokio::test]
 async fn heartbeat_and_auth_timeouts_close_with_a_reason() {
     let server = TestServer::start_with(|c| {
-        c.heartbeat_secs = 1;
-        c.auth_timeout_secs = 1;
+        c.session.heartbeat_secs = 1;
+        c.session.auth_timeout_secs = 1;
     })
     .await;
     for t in BOTH {
         let mut silent = server.client(t).await;
         // A ping keeps nothing alive before login: the auth deadline still applies.
-        assert!(matches!(
+        expect_body!(
             silent
                 .request(Body::Ping(pb::Ping { client_time_ms: 5 }))
-                .await
-                .body,
-            Some(Body::Pong(_))
-        ));
-        assert_eq!(
-            silent.until_closed(LONG).await.unwrap().reason,
-            CloseReason::AuthTimeout as i32
+                .await,
+            Pong
         );
+        silent.expect_closed(LONG, CloseReason::AuthTimeout).await;
 
         let mut c = server.user(t, &name("hb", t), "d").await;
         assert_eq!(c.login.as_ref().unwrap().heartbeat_secs, 1);
         // Pinging keeps the session alive past 3 heartbeats...
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(800)).await;
-            assert!(matches!(
-                c.request(Body::Ping(pb::Ping::default())).await.body,
-                Some(Body::Pong(_))
-            ));
+            expect_body!(c.request(Body::Ping(pb::Ping::default())).await, Pong);
         }
         // ...and silence ends it.
-        assert_eq!(
-            c.until_closed(LONG).await.unwrap().reason,
-            CloseReason::HeartbeatTimeout as i32
-        );
+        c.expect_closed(LONG, CloseReason::HeartbeatTimeout).await;
     }
     server.stop().await;
 }
@@ -703,27 +616,13 @@ async fn group_online_count_and_presence() {
     let mut reg = server.client(t).await;
     reg.register("pc").await;
     let g = a.create_group("p", &["pb", "pc"]).await;
-    let f = a
-        .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
-            conversation: g.conversation.clone(),
-        }))
-        .await;
-    let Some(Body::GroupOnlineResult(r)) = f.body else {
-        panic!("{f:?}")
-    };
+    let r = expect_body!(a.group_online(&g.conversation).await, GroupOnlineResult);
     assert_eq!((r.members, r.online_members), (3, 2));
     b.close().await;
     // Going offline shows within a moment.
     let mut offline = false;
     for _ in 0..50 {
-        let f = a
-            .request(Body::PresenceQuery(pb::PresenceQuery {
-                users: vec!["pb".into()],
-            }))
-            .await;
-        let Some(Body::PresenceResult(p)) = f.body else {
-            panic!()
-        };
+        let p = expect_body!(a.presence(&["pb"]).await, PresenceResult);
         if p.users[0].online_devices.is_empty() {
             offline = true;
             break;
@@ -740,7 +639,7 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
     let data = dir.path().to_path_buf();
     let cfg = {
         let data = data.clone();
-        move |c: &mut tern_server::Config| c.data_dir = data.clone()
+        move |c: &mut tern_server::Config| c.store.data_dir = data.clone()
     };
     let server = TestServer::start_with(cfg.clone()).await;
     let mut a = server.user(Tcp, "sa", "d").await;
@@ -752,14 +651,8 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
     // Stop while sends may still be in flight: every send the server took in is acked
     // before the Closing; sends it never read get no answer (the client resends them).
     let stop = tokio::spawn(server.stop());
-    assert_eq!(
-        a.until_closed(LONG).await.unwrap().reason,
-        CloseReason::Shutdown as i32
-    );
-    assert_eq!(
-        b.until_closed(LONG).await.unwrap().reason,
-        CloseReason::Shutdown as i32
-    );
+    a.expect_closed(LONG, CloseReason::Shutdown).await;
+    b.expect_closed(LONG, CloseReason::Shutdown).await;
     let mut acked = 0;
     let mut answered = true;
     for id in ids {
@@ -789,7 +682,7 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
 #[tokio::test]
 async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     use prost::Message as _;
-    let server = TestServer::start_with(|c| c.max_frame_bytes = 16 * 1024).await;
+    let server = TestServer::start_with(|c| c.session.max_frame_bytes = 16 * 1024).await;
     let t = Tcp;
     let mut a = server.user(t, "big-a", "d").await;
     let mut b = server.user(t, "big-b", "d").await;
@@ -824,16 +717,14 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     }
     assert_eq!((cursor, pages), (5, 5), "one 12 kB message per 16 kB page");
     let conv = tern_proto::direct_conversation("big-a", "big-b");
-    let Some(Body::PullResult(r)) = b.pull(&conv, 0, 100).await.body else {
-        panic!()
-    };
+    let r = expect_pull(&b.pull(&conv, 0, 100).await);
     assert_eq!((r.from_seq, r.to_seq, r.complete), (1, 1, false));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
-    let server = TestServer::start_with(|c| c.outbound_queue = 64).await;
+    let server = TestServer::start_with(|c| c.session.outbound_queue = 64).await;
     slow_consumer_loses_nothing(&server, "").await;
     server.stop().await;
 }
@@ -845,8 +736,8 @@ async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_by_the_byte_limit_too() {
     let server = TestServer::start_with(|c| {
-        c.outbound_queue = 100_000;
-        c.outbound_queue_bytes = 1 << 20;
+        c.session.outbound_queue = 100_000;
+        c.session.outbound_queue_bytes = 1 << 20;
     })
     .await;
     slow_consumer_loses_nothing(&server, "b").await;
@@ -883,14 +774,7 @@ async fn slow_consumer_loses_nothing(server: &TestServer, tag: &str) {
         // The server gave up on the slow session instead of buffering without bound.
         let mut gone = false;
         for _ in 0..100 {
-            let f = sender
-                .request(Body::PresenceQuery(pb::PresenceQuery {
-                    users: vec![s.clone()],
-                }))
-                .await;
-            let Some(Body::PresenceResult(p)) = f.body else {
-                panic!()
-            };
+            let p = expect_body!(sender.presence(&[s.as_str()]).await, PresenceResult);
             if p.users[0].online_devices.is_empty() {
                 gone = true;
                 break;
@@ -902,7 +786,7 @@ async fn slow_consumer_loses_nothing(server: &TestServer, tag: &str) {
         // It resumes and syncs: nothing was lost.
         let mut back = server.client(t).await;
         let f = back.resume(&token).await;
-        assert!(matches!(f.body, Some(Body::LoginOk(_))), "{f:?}");
+        expect_body!(f, LoginOk);
         let items = back.sync_all(0, 0).await;
         assert_eq!(items.len(), 300);
         assert!(items

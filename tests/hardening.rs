@@ -18,8 +18,8 @@ fn list() -> Body {
 #[tokio::test]
 async fn request_floods_get_rate_limited_and_others_are_unaffected() {
     let server = TestServer::start_with(|c| {
-        c.conn_rate_limit = 5;
-        c.conn_rate_burst = 5;
+        c.limits.conn_rate_limit = 5;
+        c.limits.conn_rate_burst = 5;
     })
     .await;
     let mut flooder = server.user(Tcp, "flood", "d").await;
@@ -62,8 +62,8 @@ async fn request_floods_get_rate_limited_and_others_are_unaffected() {
 #[tokio::test]
 async fn a_user_is_limited_over_all_devices() {
     let server = TestServer::start_with(|c| {
-        c.user_rate_limit = 3;
-        c.user_rate_burst = 6;
+        c.limits.user_rate_limit = 3;
+        c.limits.user_rate_burst = 6;
     })
     .await;
     let mut a = server.user(Quic, "multi", "one").await;
@@ -86,8 +86,8 @@ async fn a_user_is_limited_over_all_devices() {
 #[tokio::test]
 async fn login_is_throttled_per_user_and_per_address() {
     let server = TestServer::start_with(|c| {
-        c.login_failures_per_user = 3;
-        c.logins_per_address = 12;
+        c.limits.login_failures_per_user = 3;
+        c.limits.logins_per_address = 12;
     })
     .await;
     let mut c = server.client(Tcp).await;
@@ -130,7 +130,7 @@ async fn login_is_throttled_per_user_and_per_address() {
 
 #[tokio::test]
 async fn sessions_per_user_are_capped() {
-    let server = TestServer::start_with(|c| c.max_sessions_per_user = 2).await;
+    let server = TestServer::start_with(|c| c.limits.max_sessions_per_user = 2).await;
     let mut a = server.user(Tcp, "capped", "one").await;
     let mut b = server.client(Quic).await;
     b.login("capped", "two").await;
@@ -173,7 +173,7 @@ async fn sessions_per_user_are_capped() {
 
 #[tokio::test]
 async fn connections_past_the_cap_are_refused_and_slots_come_back() {
-    let server = TestServer::start_with(|c| c.max_connections = 3).await;
+    let server = TestServer::start_with(|c| c.limits.max_connections = 3).await;
     let a = server.client(Tcp).await;
     let _b = server.client(Quic).await;
     let _c = server.client(Tcp).await;
@@ -203,7 +203,7 @@ async fn connections_past_the_cap_are_refused_and_slots_come_back() {
 
 #[tokio::test]
 async fn slowloris_handshakes_are_dropped_while_real_clients_get_in() {
-    let server = TestServer::start_with(|c| c.handshake_timeout_secs = 1).await;
+    let server = TestServer::start_with(|c| c.session.handshake_timeout_secs = 1).await;
     // Many TCP connections that never send a ClientHello, and QUIC/WebSocket ones that
     // never finish.
     let mut idle = Vec::new();
@@ -248,7 +248,7 @@ async fn slowloris_handshakes_are_dropped_while_real_clients_get_in() {
 
 #[tokio::test]
 async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
-    let server = TestServer::start_with(|c| c.token_ttl_secs = 1).await;
+    let server = TestServer::start_with(|c| c.accounts.token_ttl_secs = 1).await;
     let other = TestServer::start().await;
     let a = server.user(Tcp, "tokens", "phone").await;
     let token = a.login.clone().unwrap().token;
@@ -388,7 +388,7 @@ async fn authorization_matrix() {
 /// after the handshake timeout the server is still serving.
 #[tokio::test]
 async fn half_open_quic_handshakes_do_not_keep_real_clients_out() {
-    let server = TestServer::start_with(|c| c.handshake_timeout_secs = 1).await;
+    let server = TestServer::start_with(|c| c.session.handshake_timeout_secs = 1).await;
     // Capture an Initial: a fake "server" socket receives the client's first datagram.
     let fake = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let fake_addr = fake.local_addr().unwrap();

@@ -171,7 +171,7 @@ async fn a_foreign_origin_gets_403_and_no_session() {
 
 #[tokio::test]
 async fn oversized_and_garbage_messages_get_errors_and_the_server_keeps_serving() {
-    let server = TestServer::start_with(|c| c.max_frame_bytes = 16 * 1024).await;
+    let server = TestServer::start_with(|c| c.session.max_frame_bytes = 16 * 1024).await;
     // Garbage: an error, and the connection still works.
     let mut c = ws_connect(server.ws, None).await.unwrap();
     c.send_bytes(vec![0xff; 10]).await;
@@ -216,7 +216,7 @@ async fn oversized_and_garbage_messages_get_errors_and_the_server_keeps_serving(
 
 #[tokio::test]
 async fn the_page_is_served_or_says_how_to_build_it() {
-    let server = TestServer::start_with(|c| c.web_root = "/nonexistent-web-root".into()).await;
+    let server = TestServer::start_with(|c| c.network.web_root = "/nonexistent-web-root".into()).await;
     let mut s = tokio::net::TcpStream::connect(server.ws).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
@@ -229,7 +229,7 @@ async fn the_page_is_served_or_says_how_to_build_it() {
     // A page built after the server started is served at once, and never cached stale.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let server2 = TestServer::start_with(move |c| c.web_root = root).await;
+    let server2 = TestServer::start_with(move |c| c.network.web_root = root).await;
     let get = |addr| async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -253,7 +253,7 @@ async fn the_page_is_served_or_says_how_to_build_it() {
 
 #[tokio::test]
 async fn an_upgrade_that_never_completes_is_dropped() {
-    let server = TestServer::start_with(|c| c.handshake_timeout_secs = 1).await;
+    let server = TestServer::start_with(|c| c.session.handshake_timeout_secs = 1).await;
     let mut s = tokio::net::TcpStream::connect(server.ws).await.unwrap();
     // Half a request line, then nothing.
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: loc").await.unwrap();

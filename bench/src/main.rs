@@ -7,23 +7,19 @@
 //! gives the parameters, offered and achieved rates, p50/p99/p99.9/max latencies, and the
 //! server's CPU (from `/proc/PID/stat`) and memory (from `/proc/PID/status`).
 //!
-//! Modules: [`schedule`] (intended send times, pure), [`run`] (the open-loop engine,
-//! trackers, resource probe), [`net`] (raw-frame connections), [`server`] (start/stop the
-//! server), [`procfs`] (parsers), [`report`] (percentiles, tables, JSON),
-//! [`scenarios`] (one-to-one, fanout, idle, storm, durability), [`peers`] (the same
-//! scenarios against mosquitto, NATS JetStream and ejabberd through one adapter per
-//! protocol, for `bench/compare.sh`) and [`compare`] (its table of tern/peer ratios).
+//! Layout: [`scenarios`] (one-to-one, fanout, idle, storm, durability), each written
+//! once against [`systems::Adapter`], which [`systems::tern`] and the peers users would
+//! pick instead implement ([`systems::mqtt`]: mosquitto, [`systems::nats`]: NATS
+//! JetStream, [`systems::xmpp`]: ejabberd, for `bench/compare.sh`); [`engine`] (the
+//! clock, the open-loop schedule, the pacer and trackers); [`probe`] (the server's CPU
+//! and memory from `/proc`, starting and stopping a tern server); [`report`] (percentiles,
+//! tables, JSON, and [`report::compare`]'s table of tern/peer ratios).
 
-mod clock;
-mod compare;
-mod net;
-mod peers;
-mod procfs;
+mod engine;
+mod probe;
 mod report;
-mod run;
 mod scenarios;
-mod schedule;
-mod server;
+mod systems;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,7 +126,7 @@ pub struct Global {
     /// Run the scenario against this peer system instead of tern (bench/compare.sh
     /// starts it with a config from bench/peers/); give its pid with --server-pid
     #[arg(long, global = true, value_enum, requires = "peer_addr")]
-    peer: Option<peers::PeerKind>,
+    peer: Option<systems::PeerKind>,
     /// Address of the peer (MQTT, NATS or XMPP client port)
     #[arg(long, global = true)]
     peer_addr: Option<SocketAddr>,
@@ -339,9 +335,9 @@ fn compare_table(files: &[PathBuf]) -> anyhow::Result<()> {
         }
         text.push('\n');
     }
-    let rows = compare::rows_from(&text);
+    let rows = report::compare::rows_from(&text);
     anyhow::ensure!(!rows.is_empty(), "no JSON reports in the input");
-    print!("{}", compare::table(&rows));
+    print!("{}", report::compare::table(&rows));
     Ok(())
 }
 
@@ -349,89 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Cmd::CompareTable { files } = &cli.cmd {
         return compare_table(files);
     }
-    let ctx = scenarios::Ctx::new(cli.g.clone())?;
-    if let (Some(kind), Some(addr)) = (cli.g.peer, cli.g.peer_addr) {
-        let stats = ctx.stats.clone();
-        let keep_alive = std::time::Duration::from_secs(cli.g.heartbeat_secs.unwrap_or(30).into());
-        return match kind {
-            peers::PeerKind::Mosquitto => {
-                let a = peers::mqtt::Mqtt {
-                    addr,
-                    keep_alive,
-                    stats,
-                };
-                peers::run(&ctx, kind, a, cli.cmd).await
-            }
-            peers::PeerKind::Nats => {
-                let a = peers::nats::Nats {
-                    addr,
-                    stats,
-                    stream: format!("B{:08X}", rand::random::<u32>()),
-                };
-                peers::run(&ctx, kind, a, cli.cmd).await
-            }
-            peers::PeerKind::Ejabberd => {
-                let a = peers::xmpp::Xmpp {
-                    addr,
-                    stats,
-                    keep_alive,
-                };
-                peers::run(&ctx, kind, a, cli.cmd).await
-            }
-        };
-    }
-    match cli.cmd {
-        Cmd::OneToOne {
-            pairs,
-            rate,
-            duration,
-            sweep,
-            p99_bound_ms,
-        } => {
-            let rates = if sweep.is_empty() { vec![rate] } else { sweep };
-            scenarios::one_to_one(&ctx, pairs, rates, duration, p99_bound_ms).await
-        }
-        Cmd::Fanout {
-            members,
-            senders,
-            rate,
-            duration,
-        } => scenarios::fanout(&ctx, members, senders, rate, duration).await,
-        Cmd::Idle {
-            connections,
-            hold_secs,
-            devices_per_user,
-        } => scenarios::idle(&ctx, connections, hold_secs, devices_per_user).await,
-        Cmd::Storm {
-            devices,
-            missed,
-            senders,
-            window,
-            reconnect,
-            page,
-            timeout_secs,
-        } => {
-            scenarios::storm(
-                &ctx,
-                scenarios::StormArgs {
-                    devices,
-                    missed,
-                    senders,
-                    window,
-                    reconnect,
-                    page,
-                    timeout_secs,
-                },
-            )
-            .await
-        }
-        Cmd::Durability {
-            pairs,
-            rate,
-            duration,
-        } => scenarios::durability(&ctx, pairs, rate, duration).await,
-        Cmd::CompareTable { .. } => unreachable!("handled above"),
-    }
+    scenarios::run(&scenarios::Ctx::new(cli.g), cli.cmd).await
 }
 
 fn main() -> ExitCode {
@@ -443,7 +357,7 @@ fn main() -> ExitCode {
     raise_nofile();
     if let Some(cpu) = cli.g.pin_cpu {
         // Before the runtime exists, so every thread it makes inherits the mask.
-        if let Err(e) = server::pin_to_cpu(0, cpu) {
+        if let Err(e) = probe::server::pin_to_cpu(0, cpu) {
             eprintln!("tern-bench: cannot pin to CPU {cpu}: {e}");
             return ExitCode::from(2);
         }

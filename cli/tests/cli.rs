@@ -703,7 +703,7 @@ async fn send_keeps_going_through_a_server_restart() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_path_buf();
     let dir = data_dir.clone();
-    let server = TestServer::start_with(move |c| c.data_dir = dir).await;
+    let server = TestServer::start_with(move |c| c.store.data_dir = dir).await;
     let addr = server.tcp;
     let t = Tern::new(&server);
     t.account("alice");
@@ -723,8 +723,8 @@ async fn send_keeps_going_through_a_server_restart() {
     send.input(&batch(51));
     let dir = data_dir.clone();
     let server = TestServer::start_with(move |c| {
-        c.data_dir = dir;
-        c.listen = addr;
+        c.store.data_dir = dir;
+        c.network.listen = addr;
     })
     .await;
     send.input(&batch(101));

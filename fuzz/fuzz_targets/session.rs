@@ -27,9 +27,9 @@ fn world() -> &'static World {
     W.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let mut config = tern_server::Config::default();
-        config.max_frame_bytes = 64 * 1024;
-        config.login_failures_per_user = u32::MAX;
-        config.logins_per_address = u32::MAX;
+        config.session.max_frame_bytes = 64 * 1024;
+        config.limits.login_failures_per_user = u32::MAX;
+        config.limits.logins_per_address = u32::MAX;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 16 << 20).unwrap());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

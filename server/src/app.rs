@@ -69,11 +69,11 @@ impl Server {
     /// Opens the data dir and binds the listeners; nothing is served until `run`.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let store_dir = config.data_dir.join("store");
+        std::fs::create_dir_all(&config.store.data_dir)
+            .with_context(|| format!("creating data dir {}", config.store.data_dir.display()))?;
+        let store_dir = config.store.data_dir.join("store");
         let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&store_dir, config.store_cache_mb << 20)
+            SledStore::open(&store_dir, config.store.store_cache_mb << 20)
                 .with_context(|| format!("opening the store in {}", store_dir.display()))?,
         );
         let watermark = Watermark::new(&store_dir, &store.store_epoch());
@@ -94,20 +94,20 @@ impl Server {
             None => None,
             Some(addr) => {
                 let l = bind_tcp(addr).with_context(|| format!("binding WebSocket {addr}"))?;
-                let tls = config.ws_tls.then(|| {
+                let tls = config.network.ws_tls.then(|| {
                     let mut c = (*tls_config).clone();
                     c.alpn_protocols = vec![b"http/1.1".to_vec()];
                     tokio_rustls::TlsAcceptor::from(Arc::new(c))
                 });
                 let settings = WsSettings {
-                    allowed_origins: config.ws_allowed_origins.clone(),
-                    web_root: config.web_root.clone(),
+                    allowed_origins: config.network.ws_allowed_origins.clone(),
+                    web_root: config.network.web_root.clone(),
                     tls,
                 };
                 Some((l, Arc::new(settings)))
             }
         };
-        let metrics = match config.metrics_listen {
+        let metrics = match config.network.metrics_listen {
             None => None,
             Some(addr) => Some(bind_tcp(addr).with_context(|| format!("binding metrics {addr}"))?),
         };
@@ -124,7 +124,7 @@ impl Server {
             tls: tokio_rustls::TlsAcceptor::from(tls_config),
             quic,
             dev_ca: tls_material.dev_ca,
-            data_dir: config.data_dir,
+            data_dir: config.store.data_dir,
         })
     }
 

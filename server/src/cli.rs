@@ -2,14 +2,12 @@
 
 use std::io::Write;
 
-use clap::Parser;
-
 use crate::app::Server;
 use crate::config::Args;
 
 /// Runs the server as the `tern-server` binary does. Returns the process exit code.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    let args = Args::parse_with_defaults();
     return_big_allocations_to_the_os();
     raise_open_file_limit();
     tracing_subscriber::fmt()

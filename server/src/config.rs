@@ -1,6 +1,11 @@
-//! One `Config`: defaults that work on a laptop, overridden by a TOML file (`--config`),
-//! then by environment variables (`TERN_*`), then by flags. `server/tern-server.sample.toml`
-//! is the commented sample.
+//! One `Config` in sections, each setting declared ONCE in the [`settings!`] table below:
+//! its section, name, type, default, doc and environment variable. From that one line come
+//! the section struct field and its default, the `tern-server` flag (`--name`, flat across
+//! sections), the environment variable, the TOML key (`[section] name = ...`) and the
+//! commented sample file `server/tern-server.sample.toml` (generated; a test checks it).
+//!
+//! Precedence: defaults, then the TOML file (`--config`), then environment variables
+//! (`TERN_*`), then flags.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,133 +14,211 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Address for both QUIC (UDP) and TLS over TCP, unless overridden below.
-    pub listen: SocketAddr,
-    /// QUIC (UDP) address; defaults to `listen`.
-    pub quic_listen: Option<SocketAddr>,
-    /// TLS-over-TCP address; defaults to `listen` (same port number as QUIC).
-    pub tcp_listen: Option<SocketAddr>,
-    /// Where the sled store, the signing key and the dev certificates live.
-    pub data_dir: PathBuf,
-    /// PEM certificate chain; with `tls_key`. Unset: a dev CA and certificate are made in
-    /// the data dir on first start.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// Clients send a ping at least this often; 3 missed heartbeats = offline.
-    pub heartbeat_secs: u32,
-    /// A connection must log in (or resume) within this time.
-    pub auth_timeout_secs: u32,
-    /// TLS or QUIC handshake must complete within this time.
-    pub handshake_timeout_secs: u32,
-    /// Lifetime of a login token.
-    pub token_ttl_secs: u64,
-    /// Largest frame payload accepted, in bytes.
-    pub max_frame_bytes: u32,
-    /// Frames queued to one connection before it counts as a slow consumer.
-    pub outbound_queue: usize,
-    /// Bytes queued to one connection before it counts as a slow consumer (a single
-    /// frame always fits).
-    pub outbound_queue_bytes: usize,
-    /// Requests one session may have in flight.
-    pub max_pending: u32,
-    /// Groups with more members than this use read diffusion (no inbox copies).
-    pub group_fanout_threshold: u32,
-    /// Largest group.
-    pub max_group_members: u32,
-    /// sled page cache, in MiB.
-    pub store_cache_mb: u64,
-    /// On shutdown, how long in-flight requests get to finish.
-    pub shutdown_grace_secs: u32,
-    /// WebSocket bridge and web page (HTTP); "off" disables it.
-    pub ws_listen: String,
-    /// Serve the bridge as wss:// with the server's certificate.
-    pub ws_tls: bool,
-    /// Origins allowed besides same-origin and localhost, e.g. "https://chat.example.com".
-    pub ws_allowed_origins: Vec<String>,
-    /// Prebuilt web assets served at `/`.
-    pub web_root: PathBuf,
-    /// Group commit (one flush for many writes). Off only to measure what it buys: each
-    /// write then waits for its own flush.
-    pub group_commit: bool,
-    /// Requests per second one connection may make (burst below); Ping and Ack are free.
-    pub conn_rate_limit: u32,
-    pub conn_rate_burst: u32,
-    /// Requests per second one user may make over all their devices (burst below).
-    pub user_rate_limit: u32,
-    pub user_rate_burst: u32,
-    /// Failed logins per user name, and login/register attempts per source address, per
-    /// `login_window_secs`; past them: RATE_LIMITED until the window ends.
-    pub login_failures_per_user: u32,
-    pub logins_per_address: u32,
-    pub login_window_secs: u32,
-    /// Connections the server holds at once (all transports); more are refused.
-    pub max_connections: usize,
-    /// Live sessions (devices online at once) per user.
-    pub max_sessions_per_user: usize,
-    /// argon2id cost of new password hashes: memory (KiB) and passes. Lower them only
-    /// where logins are cheap on purpose (load tests that log in 100k devices).
-    pub password_hash_memory_kib: u32,
-    pub password_hash_iterations: u32,
-    /// Prometheus/OpenMetrics text at http://ADDR/metrics; unset: off.
-    pub metrics_listen: Option<SocketAddr>,
+/// The type of a setting: `T`, or `Option<T>` for one marked `optional` (unset by
+/// default). Its flag is always `Option<T>` (absent = keep what the file said).
+macro_rules! setting_type {
+    ($ty:ty) => { $ty };
+    ($ty:ty, optional) => { Option<$ty> };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:7443".parse().unwrap(),
-            quic_listen: None,
-            tcp_listen: None,
-            data_dir: PathBuf::from("./tern-data"),
-            tls_cert: None,
-            tls_key: None,
-            heartbeat_secs: 30,
-            auth_timeout_secs: 10,
-            handshake_timeout_secs: 10,
-            token_ttl_secs: 30 * 24 * 3600,
-            max_frame_bytes: tern_proto::DEFAULT_MAX_FRAME as u32,
-            outbound_queue: 1024,
-            outbound_queue_bytes: 8 << 20,
-            max_pending: 256,
-            group_fanout_threshold: 500,
-            max_group_members: 10_000,
-            store_cache_mb: 64,
-            shutdown_grace_secs: 5,
-            ws_listen: "127.0.0.1:7480".into(),
-            ws_tls: false,
-            ws_allowed_origins: Vec::new(),
-            web_root: PathBuf::from("web/dist"),
-            group_commit: true,
-            conn_rate_limit: 2000,
-            conn_rate_burst: 4000,
-            user_rate_limit: 5000,
-            user_rate_burst: 10000,
-            login_failures_per_user: 10,
-            logins_per_address: 300,
-            login_window_secs: 60,
-            max_connections: 200_000,
-            max_sessions_per_user: 16,
-            password_hash_memory_kib: 19456,
-            password_hash_iterations: 2,
-            metrics_listen: None,
+/// Puts a flag's value into the config when it was given.
+macro_rules! apply_flag {
+    ($dst:expr, $src:expr) => {
+        if let Some(v) = $src {
+            $dst = v;
         }
+    };
+    ($dst:expr, $src:expr, optional) => {
+        if let Some(v) = $src {
+            $dst = Some(v);
+        }
+    };
+}
+
+/// Declares every setting once; see the module doc.
+macro_rules! settings {
+    ($(
+        $(#[doc = $sdoc:literal])*
+        [$section:ident : $Section:ident] {
+            $(
+                $(#[doc = $doc:literal])*
+                $name:ident : $ty:ty = $default:expr, $env:literal
+                    $(, @arg($($arg:tt)*))? $(, $optional:ident)?;
+            )*
+        }
+    )*) => {
+        $(
+            $(#[doc = $sdoc])*
+            #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $Section {
+                $( $(#[doc = $doc])* pub $name: setting_type!($ty $(, $optional)?), )*
+            }
+
+            impl Default for $Section {
+                fn default() -> Self {
+                    Self { $( $name: $default, )* }
+                }
+            }
+        )*
+
+        /// The whole configuration, one field per section (`[section]` in TOML).
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( pub $section: $Section, )*
+        }
+
+        /// Command line of `tern-server`. Every flag can also come from the environment
+        /// variable named beside it, and from the config file (`[section] name`).
+        #[derive(Debug, Parser)]
+        #[command(
+            name = "tern-server",
+            version,
+            about = "tern instant-messaging server (QUIC + TLS over TCP)"
+        )]
+        pub struct Args {
+            /// TOML config file (see server/tern-server.sample.toml). Flags override it.
+            #[arg(long, env = "TERN_CONFIG")]
+            pub config: Option<PathBuf>,
+            $($(
+                $(#[doc = $doc])*
+                #[arg(long, env = $env $(, $($arg)*)?)]
+                pub $name: Option<$ty>,
+            )*)*
+        }
+
+        impl Args {
+            fn apply(self, c: &mut Config) {
+                $($( apply_flag!(c.$section.$name, self.$name $(, $optional)?); )*)*
+            }
+        }
+
+        /// (section, its doc, [(setting, its doc, env var)]) for the sample file.
+        fn catalogue() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static str, &'static str)>)> {
+            vec![$(
+                (
+                    stringify!($section),
+                    concat!($($sdoc, "\n"),*),
+                    vec![$( (stringify!($name), concat!($($doc, "\n"),*), $env), )*],
+                ),
+            )*]
+        }
+    };
+}
+
+settings! {
+    /// Where the server listens: QUIC and TLS over TCP (one port number), the WebSocket
+    /// bridge with the web page, and the metrics endpoint.
+    [network: NetworkSettings] {
+        /// Address for QUIC (UDP) and TLS over TCP, unless overridden below
+        listen: SocketAddr = "127.0.0.1:7443".parse().expect("valid address"), "TERN_LISTEN";
+        /// QUIC (UDP) address, if different from listen
+        quic_listen: SocketAddr = None, "TERN_QUIC_LISTEN", optional;
+        /// TLS-over-TCP address, if different from listen (same port number as QUIC)
+        tcp_listen: SocketAddr = None, "TERN_TCP_LISTEN", optional;
+        /// PEM certificate chain (with tls_key); without it a dev CA and a certificate for
+        /// localhost are made in the data dir on first start
+        tls_cert: PathBuf = None, "TERN_TLS_CERT", optional;
+        /// PEM private key for tls_cert
+        tls_key: PathBuf = None, "TERN_TLS_KEY", optional;
+        /// WebSocket bridge and web page (HTTP) address, or "off"
+        ws_listen: String = "127.0.0.1:7480".into(), "TERN_WS_LISTEN";
+        /// Serve the WebSocket bridge over TLS (wss://) with the server certificate
+        ws_tls: bool = false, "TERN_WS_TLS";
+        /// Origins allowed besides same-origin and localhost, e.g. https://chat.example.com
+        ws_allowed_origins: Vec<String> = Vec::new(), "TERN_WS_ALLOWED_ORIGINS", @arg(value_delimiter = ',');
+        /// Prebuilt web assets served at /
+        web_root: PathBuf = PathBuf::from("web/dist"), "TERN_WEB_ROOT";
+        /// Serve Prometheus/OpenMetrics text at http://ADDR/metrics; unset: off
+        metrics_listen: SocketAddr = None, "TERN_METRICS_LISTEN", optional;
+    }
+
+    /// The data directory and the store.
+    [store: StoreSettings] {
+        /// Where the sled store, the signing key and the dev certificates live
+        data_dir: PathBuf = PathBuf::from("./tern-data"), "TERN_DATA_DIR";
+        /// sled page cache, in MiB
+        store_cache_mb: u64 = 64, "TERN_STORE_CACHE_MB";
+        /// Group commit (one flush for many writes); off only to measure what it buys (a
+        /// flush per write)
+        group_commit: bool = true, "TERN_GROUP_COMMIT";
+    }
+
+    /// Connections and sessions.
+    [session: SessionSettings] {
+        /// Heartbeat interval announced to clients; 3 missed = offline
+        heartbeat_secs: u32 = 30, "TERN_HEARTBEAT_SECS";
+        /// A new connection must log in (or resume) within this time
+        auth_timeout_secs: u32 = 10, "TERN_AUTH_TIMEOUT_SECS";
+        /// A TLS or QUIC handshake must complete within this time
+        handshake_timeout_secs: u32 = 10, "TERN_HANDSHAKE_TIMEOUT_SECS";
+        /// Largest frame payload accepted and sent, in bytes
+        max_frame_bytes: u32 = tern_proto::DEFAULT_MAX_FRAME as u32, "TERN_MAX_FRAME_BYTES";
+        /// Frames queued to one connection before it counts as a slow consumer
+        outbound_queue: usize = 1024, "TERN_OUTBOUND_QUEUE";
+        /// Bytes queued to one connection before it counts as a slow consumer (a single
+        /// frame always fits)
+        outbound_queue_bytes: usize = 8 << 20, "TERN_OUTBOUND_QUEUE_BYTES";
+        /// Requests one session may have in flight
+        max_pending: u32 = 256, "TERN_MAX_PENDING";
+        /// On shutdown, how long in-flight requests get to finish
+        shutdown_grace_secs: u32 = 5, "TERN_SHUTDOWN_GRACE_SECS";
+    }
+
+    /// Accounts and tokens.
+    [accounts: AccountSettings] {
+        /// Lifetime of a login token, in seconds (30 days)
+        token_ttl_secs: u64 = 30 * 24 * 3600, "TERN_TOKEN_TTL_SECS";
+        /// argon2id memory of new password hashes, in KiB (OWASP's 19 MiB); lower it only
+        /// where logins are cheap on purpose (load tests that log in 100k devices)
+        password_hash_memory_kib: u32 = 19456, "TERN_PASSWORD_HASH_MEMORY_KIB";
+        /// argon2id passes of new password hashes
+        password_hash_iterations: u32 = 2, "TERN_PASSWORD_HASH_ITERATIONS";
+    }
+
+    /// Groups.
+    [groups: GroupSettings] {
+        /// Groups with more members than this use read diffusion (no inbox copies)
+        group_fanout_threshold: u32 = 500, "TERN_GROUP_FANOUT_THRESHOLD";
+        /// Largest group
+        max_group_members: u32 = 10_000, "TERN_MAX_GROUP_MEMBERS";
+    }
+
+    /// Flood protection: request rates, login throttling, caps.
+    [limits: RateLimitSettings] {
+        /// Requests per second one connection may make (Ping and Ack are free)
+        conn_rate_limit: u32 = 2000, "TERN_CONN_RATE_LIMIT";
+        /// Burst of one connection's requests
+        conn_rate_burst: u32 = 4000, "TERN_CONN_RATE_BURST";
+        /// Requests per second one user may make over all their devices
+        user_rate_limit: u32 = 5000, "TERN_USER_RATE_LIMIT";
+        /// Burst of one user's requests
+        user_rate_burst: u32 = 10000, "TERN_USER_RATE_BURST";
+        /// Failed logins per user name per login window; past it: RATE_LIMITED
+        login_failures_per_user: u32 = 10, "TERN_LOGIN_FAILURES_PER_USER";
+        /// Login/register attempts per source address per login window
+        logins_per_address: u32 = 300, "TERN_LOGINS_PER_ADDRESS";
+        /// The login window, in seconds
+        login_window_secs: u32 = 60, "TERN_LOGIN_WINDOW_SECS";
+        /// Connections the server holds at once (all transports); more are refused
+        max_connections: usize = 200_000, "TERN_MAX_CONNECTIONS";
+        /// Live sessions (devices online at once) per user
+        max_sessions_per_user: usize = 16, "TERN_MAX_SESSIONS_PER_USER";
     }
 }
 
 impl Config {
     pub fn quic_addr(&self) -> SocketAddr {
-        self.quic_listen.unwrap_or(self.listen)
+        self.network.quic_listen.unwrap_or(self.network.listen)
     }
     pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp_listen.unwrap_or(self.listen)
+        self.network.tcp_listen.unwrap_or(self.network.listen)
     }
 
     /// The WebSocket address, or None when the bridge is off.
     pub fn ws_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        match self.ws_listen.trim() {
+        match self.network.ws_listen.trim() {
             "" | "off" => Ok(None),
             a => a
                 .parse()
@@ -152,45 +235,78 @@ impl Config {
 
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.session;
+        anyhow::ensure!(s.heartbeat_secs >= 1, "heartbeat_secs must be at least 1");
         anyhow::ensure!(
-            self.heartbeat_secs >= 1,
-            "heartbeat_secs must be at least 1"
-        );
-        anyhow::ensure!(
-            self.auth_timeout_secs >= 1,
+            s.auth_timeout_secs >= 1,
             "auth_timeout_secs must be at least 1"
         );
         anyhow::ensure!(
-            self.max_frame_bytes >= 1024,
+            s.max_frame_bytes >= 1024,
             "max_frame_bytes must be at least 1024"
         );
+        anyhow::ensure!(s.outbound_queue >= 16, "outbound_queue must be at least 16");
         anyhow::ensure!(
-            self.outbound_queue >= 16,
-            "outbound_queue must be at least 16"
-        );
-        anyhow::ensure!(
-            self.outbound_queue_bytes >= 64 << 10,
+            s.outbound_queue_bytes >= 64 << 10,
             "outbound_queue_bytes must be at least 65536"
         );
-        anyhow::ensure!(self.max_pending >= 1, "max_pending must be at least 1");
+        anyhow::ensure!(s.max_pending >= 1, "max_pending must be at least 1");
         anyhow::ensure!(
-            self.max_group_members >= 2,
+            self.groups.max_group_members >= 2,
             "max_group_members must be at least 2"
         );
         anyhow::ensure!(
-            self.tls_cert.is_some() == self.tls_key.is_some(),
+            self.network.tls_cert.is_some() == self.network.tls_key.is_some(),
             "tls_cert and tls_key go together"
         );
+        let a = &self.accounts;
         anyhow::ensure!(
-            (8..=4 << 20).contains(&self.password_hash_memory_kib),
+            (8..=4 << 20).contains(&a.password_hash_memory_kib),
             "password_hash_memory_kib must be between 8 and 4194304"
         );
         anyhow::ensure!(
-            (1..=64).contains(&self.password_hash_iterations),
+            (1..=64).contains(&a.password_hash_iterations),
             "password_hash_iterations must be between 1 and 64"
         );
         self.ws_addr()?;
         Ok(())
+    }
+
+    /// The commented sample file: every section and setting with its doc, its default
+    /// and its environment variable. `server/tern-server.sample.toml` is this text.
+    pub fn sample() -> String {
+        let defaults = toml::Value::try_from(Config::default()).expect("the config serializes");
+        let mut out = String::from(
+            "# tern-server sample configuration, generated from server/src/config.rs (do not\n\
+             # edit by hand; `TERN_WRITE_SAMPLE=1 cargo test -p tern-server sample` rewrites it).\n\
+             # Every value shown is the default: delete what you do not change.\n\
+             # Use with: tern-server --config tern-server.toml\n\
+             # Each key can also be set by a flag (--heartbeat-secs 10) or an environment\n\
+             # variable (TERN_HEARTBEAT_SECS=10); flags win over the environment, which wins\n\
+             # over this file.\n",
+        );
+        for (section, sdoc, settings) in catalogue() {
+            out.push('\n');
+            for line in sdoc.lines() {
+                out.push_str(&format!("#{line}\n"));
+            }
+            out.push_str(&format!("[{section}]\n"));
+            for (name, doc, env) in settings {
+                out.push('\n');
+                for line in doc.lines() {
+                    out.push_str(&format!("#{line}\n"));
+                }
+                out.push_str(&format!(
+                    "# (flag --{}, env {env})\n",
+                    name.replace('_', "-")
+                ));
+                match defaults.get(section).and_then(|s| s.get(name)) {
+                    Some(v) => out.push_str(&format!("{name} = {v}\n")),
+                    None => out.push_str(&format!("# {name} =   (not set)\n")),
+                }
+            }
+        }
+        out
     }
 }
 
@@ -236,209 +352,71 @@ impl MessageLimits {
 impl Config {
     pub fn session_limits(&self) -> SessionLimits {
         SessionLimits {
-            heartbeat: Duration::from_secs(self.heartbeat_secs as u64),
-            auth_timeout: Duration::from_secs(self.auth_timeout_secs as u64),
-            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs as u64),
-            max_frame_bytes: self.max_frame_bytes,
-            outbound_queue: self.outbound_queue,
-            outbound_queue_bytes: self.outbound_queue_bytes,
-            max_pending: self.max_pending,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs as u64),
+            heartbeat: Duration::from_secs(self.session.heartbeat_secs as u64),
+            auth_timeout: Duration::from_secs(self.session.auth_timeout_secs as u64),
+            handshake_timeout: Duration::from_secs(self.session.handshake_timeout_secs as u64),
+            max_frame_bytes: self.session.max_frame_bytes,
+            outbound_queue: self.session.outbound_queue,
+            outbound_queue_bytes: self.session.outbound_queue_bytes,
+            max_pending: self.session.max_pending,
+            shutdown_grace: Duration::from_secs(self.session.shutdown_grace_secs as u64),
         }
     }
 
     pub fn message_limits(&self) -> MessageLimits {
         MessageLimits {
-            fanout_threshold: self.group_fanout_threshold as usize,
-            max_group_members: self.max_group_members as usize,
-            max_frame_bytes: self.max_frame_bytes as usize,
+            fanout_threshold: self.groups.group_fanout_threshold as usize,
+            max_group_members: self.groups.max_group_members as usize,
+            max_frame_bytes: self.session.max_frame_bytes as usize,
         }
     }
 
     pub fn rate_limits(&self) -> crate::ratelimit::LimitSettings {
         crate::ratelimit::LimitSettings {
-            conn_rate: self.conn_rate_limit,
-            conn_burst: self.conn_rate_burst,
-            user_rate: self.user_rate_limit,
-            user_burst: self.user_rate_burst,
-            login_failures_per_user: self.login_failures_per_user,
-            logins_per_address: self.logins_per_address,
-            login_window: Duration::from_secs(self.login_window_secs as u64),
-            max_connections: self.max_connections,
-            max_sessions_per_user: self.max_sessions_per_user,
+            conn_rate: self.limits.conn_rate_limit,
+            conn_burst: self.limits.conn_rate_burst,
+            user_rate: self.limits.user_rate_limit,
+            user_burst: self.limits.user_rate_burst,
+            login_failures_per_user: self.limits.login_failures_per_user,
+            logins_per_address: self.limits.logins_per_address,
+            login_window: Duration::from_secs(self.limits.login_window_secs as u64),
+            max_connections: self.limits.max_connections,
+            max_sessions_per_user: self.limits.max_sessions_per_user,
         }
     }
 }
 
-/// Command line of `tern-server`. Every flag can also come from the environment variable
-/// named beside it, and from the config file (same name, snake_case).
-#[derive(Debug, Parser)]
-#[command(
-    name = "tern-server",
-    version,
-    about = "tern instant-messaging server (QUIC + TLS over TCP)"
-)]
-pub struct Args {
-    /// TOML config file (see server/tern-server.sample.toml). Flags override it.
-    #[arg(long, env = "TERN_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address for QUIC (UDP) and TLS over TCP [default: 127.0.0.1:7443]
-    #[arg(long, env = "TERN_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// QUIC (UDP) address, if different from --listen
-    #[arg(long, env = "TERN_QUIC_LISTEN")]
-    pub quic_listen: Option<SocketAddr>,
-    /// TLS-over-TCP address, if different from --listen
-    #[arg(long, env = "TERN_TCP_LISTEN")]
-    pub tcp_listen: Option<SocketAddr>,
-    /// Data directory [default: ./tern-data]
-    #[arg(long, env = "TERN_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// PEM certificate chain (with --tls-key); without it a dev CA is made in the data dir
-    #[arg(long, env = "TERN_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert
-    #[arg(long, env = "TERN_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Heartbeat interval announced to clients; 3 missed = offline [default: 30]
-    #[arg(long, env = "TERN_HEARTBEAT_SECS")]
-    pub heartbeat_secs: Option<u32>,
-    /// Time a new connection has to log in [default: 10]
-    #[arg(long, env = "TERN_AUTH_TIMEOUT_SECS")]
-    pub auth_timeout_secs: Option<u32>,
-    /// Time a TLS or QUIC handshake may take [default: 10]
-    #[arg(long, env = "TERN_HANDSHAKE_TIMEOUT_SECS")]
-    pub handshake_timeout_secs: Option<u32>,
-    /// Login token lifetime in seconds [default: 2592000 = 30 days]
-    #[arg(long, env = "TERN_TOKEN_TTL_SECS")]
-    pub token_ttl_secs: Option<u64>,
-    /// Largest frame payload in bytes [default: 1048576]
-    #[arg(long, env = "TERN_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<u32>,
-    /// Frames queued per connection before it is dropped as a slow consumer [default: 1024]
-    #[arg(long, env = "TERN_OUTBOUND_QUEUE")]
-    pub outbound_queue: Option<usize>,
-    /// Bytes queued per connection before it is dropped as a slow consumer [default: 8388608]
-    #[arg(long, env = "TERN_OUTBOUND_QUEUE_BYTES")]
-    pub outbound_queue_bytes: Option<usize>,
-    /// Requests one session may have in flight [default: 256]
-    #[arg(long, env = "TERN_MAX_PENDING")]
-    pub max_pending: Option<u32>,
-    /// Groups larger than this use read diffusion [default: 500]
-    #[arg(long, env = "TERN_GROUP_FANOUT_THRESHOLD")]
-    pub group_fanout_threshold: Option<u32>,
-    /// Largest group [default: 10000]
-    #[arg(long, env = "TERN_MAX_GROUP_MEMBERS")]
-    pub max_group_members: Option<u32>,
-    /// sled page cache in MiB [default: 64]
-    #[arg(long, env = "TERN_STORE_CACHE_MB")]
-    pub store_cache_mb: Option<u64>,
-    /// Seconds in-flight requests get on shutdown [default: 5]
-    #[arg(long, env = "TERN_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u32>,
-    /// WebSocket bridge + web page address, or "off" [default: 127.0.0.1:7480]
-    #[arg(long, env = "TERN_WS_LISTEN")]
-    pub ws_listen: Option<String>,
-    /// Serve the WebSocket bridge over TLS (wss://) with the server certificate
-    #[arg(long, env = "TERN_WS_TLS")]
-    pub ws_tls: Option<bool>,
-    /// Extra allowed browser origin for the WebSocket bridge (repeatable)
-    #[arg(
-        long = "ws-allowed-origin",
-        env = "TERN_WS_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    pub ws_allowed_origins: Option<Vec<String>>,
-    /// Directory of the prebuilt web page [default: web/dist]
-    #[arg(long, env = "TERN_WEB_ROOT")]
-    pub web_root: Option<PathBuf>,
-    /// Group commit on (default) or off (a flush per write; for benchmarks only)
-    #[arg(long, env = "TERN_GROUP_COMMIT")]
-    pub group_commit: Option<bool>,
-    /// Requests per second per connection [default: 2000]
-    #[arg(long, env = "TERN_CONN_RATE_LIMIT")]
-    pub conn_rate_limit: Option<u32>,
-    /// Burst per connection [default: 4000]
-    #[arg(long, env = "TERN_CONN_RATE_BURST")]
-    pub conn_rate_burst: Option<u32>,
-    /// Requests per second per user, all devices together [default: 5000]
-    #[arg(long, env = "TERN_USER_RATE_LIMIT")]
-    pub user_rate_limit: Option<u32>,
-    /// Burst per user [default: 10000]
-    #[arg(long, env = "TERN_USER_RATE_BURST")]
-    pub user_rate_burst: Option<u32>,
-    /// Failed logins per user name per window [default: 10]
-    #[arg(long, env = "TERN_LOGIN_FAILURES_PER_USER")]
-    pub login_failures_per_user: Option<u32>,
-    /// Login/register attempts per source address per window [default: 300]
-    #[arg(long, env = "TERN_LOGINS_PER_ADDRESS")]
-    pub logins_per_address: Option<u32>,
-    /// Login throttling window in seconds [default: 60]
-    #[arg(long, env = "TERN_LOGIN_WINDOW_SECS")]
-    pub login_window_secs: Option<u32>,
-    /// Connections held at once, all transports [default: 200000]
-    #[arg(long, env = "TERN_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Devices online at once per user [default: 16]
-    #[arg(long, env = "TERN_MAX_SESSIONS_PER_USER")]
-    pub max_sessions_per_user: Option<usize>,
-    /// argon2id memory of new password hashes, KiB [default: 19456]
-    #[arg(long, env = "TERN_PASSWORD_HASH_MEMORY_KIB")]
-    pub password_hash_memory_kib: Option<u32>,
-    /// argon2id passes of new password hashes [default: 2]
-    #[arg(long, env = "TERN_PASSWORD_HASH_ITERATIONS")]
-    pub password_hash_iterations: Option<u32>,
-    /// Serve Prometheus metrics at http://ADDR/metrics [default: off]
-    #[arg(long, env = "TERN_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-}
-
 impl Args {
+    /// Parses the process's command line; `--help` shows each setting's default.
+    pub fn parse_with_defaults() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let defaults = toml::Value::try_from(Config::default()).expect("the config serializes");
+        let mut cmd = Args::command();
+        for (section, _, settings) in catalogue() {
+            for (name, _, _) in settings {
+                if let Some(v) = defaults.get(section).and_then(|s| s.get(name)) {
+                    let shown = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    cmd = cmd.mut_arg(name, |a| {
+                        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                        a.help(format!("{help} [default: {shown}]"))
+                    });
+                }
+            }
+        }
+        let matches = cmd.get_matches();
+        Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// Config file (or defaults), then environment and flags on top.
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mut c = match &self.config {
             Some(p) => Config::from_file(p)?,
             None => Config::default(),
         };
-        macro_rules! over {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
-        }
-        macro_rules! over_opt {
-            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
-        }
-        over!(
-            listen,
-            data_dir,
-            heartbeat_secs,
-            auth_timeout_secs,
-            handshake_timeout_secs,
-            token_ttl_secs,
-            max_frame_bytes,
-            outbound_queue,
-            outbound_queue_bytes,
-            max_pending,
-            group_fanout_threshold,
-            max_group_members,
-            store_cache_mb,
-            shutdown_grace_secs,
-            ws_listen,
-            ws_tls,
-            ws_allowed_origins,
-            web_root,
-            group_commit,
-            conn_rate_limit,
-            conn_rate_burst,
-            user_rate_limit,
-            user_rate_burst,
-            login_failures_per_user,
-            logins_per_address,
-            login_window_secs,
-            max_connections,
-            max_sessions_per_user,
-            password_hash_memory_kib,
-            password_hash_iterations
-        );
-        over_opt!(quic_listen, tcp_listen, tls_cert, tls_key, metrics_listen);
+        self.apply(&mut c);
         c.validate()?;
         Ok(c)
     }
@@ -448,36 +426,59 @@ impl Args {
 mod tests {
     use super::*;
 
+    /// The committed sample is what the table says (rewrite it with TERN_WRITE_SAMPLE=1).
     #[test]
-    fn sample_config_parses_and_matches_defaults() {
-        let sample = include_str!("../tern-server.sample.toml");
-        let c: Config = toml::from_str(sample).unwrap();
-        assert_eq!(
-            c,
-            Config::default(),
-            "the sample file documents the defaults"
+    fn sample_file_is_generated_from_the_table_and_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tern-server.sample.toml");
+        let want = Config::sample();
+        if std::env::var_os("TERN_WRITE_SAMPLE").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            have == want,
+            "{} is out of date: run TERN_WRITE_SAMPLE=1 cargo test -p tern-server sample",
+            path.display()
         );
+        let c: Config = toml::from_str(&have).unwrap();
+        assert_eq!(c, Config::default(), "the sample documents the defaults");
     }
 
     #[test]
-    fn flags_override_file() {
+    fn flags_override_env_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "heartbeat_secs = 5\ndata_dir = \"/tmp/x\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[session]\nheartbeat_secs = 5\n[store]\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
         let args = Args::parse_from([
             "tern-server",
             "--config",
             path.to_str().unwrap(),
             "--heartbeat-secs",
             "7",
+            "--quic-listen",
+            "127.0.0.1:9",
+            "--ws-allowed-origins",
+            "https://a.example,https://b.example",
         ]);
         let c = args.into_config().unwrap();
-        assert_eq!(c.heartbeat_secs, 7);
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.session.heartbeat_secs, 7);
+        assert_eq!(c.store.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.quic_addr(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(c.tcp_addr(), c.network.listen);
+        assert_eq!(
+            c.network.ws_allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
     }
 
     #[test]
-    fn unknown_keys_are_rejected() {
-        assert!(toml::from_str::<Config>("hearbeat_secs = 5").is_err());
+    fn unknown_keys_and_sections_are_rejected() {
+        assert!(toml::from_str::<Config>("[session]\nhearbeat_secs = 5").is_err());
+        assert!(toml::from_str::<Config>("heartbeat_secs = 5").is_err());
+        assert!(toml::from_str::<Config>("[sesion]\nheartbeat_secs = 5").is_err());
     }
 }

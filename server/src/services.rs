@@ -50,7 +50,7 @@ impl Services {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> (Arc<Services>, Arc<Durability>) {
-        let durability = Durability::with_group_commit(store.clone(), config.group_commit);
+        let durability = Durability::with_group_commit(store.clone(), config.store.group_commit);
         let sequencer: Arc<dyn Sequencer> =
             Arc::new(LocalSequencer::new(store.clone(), durability.clone()));
         let hub = Arc::new(Hub::new());
@@ -72,10 +72,10 @@ impl Services {
                 sequencer.clone(),
                 devices.clone(),
                 clock,
-                config.token_ttl_secs,
+                config.accounts.token_ttl_secs,
                 HashCost {
-                    memory_kib: config.password_hash_memory_kib,
-                    iterations: config.password_hash_iterations,
+                    memory_kib: config.accounts.password_hash_memory_kib,
+                    iterations: config.accounts.password_hash_iterations,
                 },
             ),
             cursors: Cursors::new(devices, sequencer.clone()),

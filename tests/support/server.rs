@@ -28,13 +28,12 @@ pub struct TestServer {
 }
 
 pub fn test_config(data_dir: &Path) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.to_path_buf(),
-        store_cache_mb: 16,
-        ws_listen: "127.0.0.1:0".into(),
-        ..Config::default()
-    }
+    let mut c = Config::default();
+    c.network.listen = "127.0.0.1:0".parse().unwrap();
+    c.network.ws_listen = "127.0.0.1:0".into();
+    c.store.data_dir = data_dir.to_path_buf();
+    c.store.store_cache_mb = 16;
+    c
 }
 
 impl TestServer {

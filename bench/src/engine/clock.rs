@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::schedule::Nanos;
+use super::schedule::Nanos;
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 

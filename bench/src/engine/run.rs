@@ -1,22 +1,20 @@
 //! The open-loop engine shared by the message scenarios (one-to-one, fan-out,
-//! durability): senders on fixed schedules, a per-run [`Tracker`] that readers feed, a
-//! drain phase, and the server/generator resource [`Probe`].
+//! durability, the storm's send phase): senders on fixed schedules behind [`Outbox`], a
+//! per-run [`Tracker`] that the systems' readers feed, a drain phase, and the [`Stats`]
+//! of errors every connection reports into. The resource probe is [`crate::probe`].
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use tern_proto::pb;
-use tern_proto::{encode_frame, Body, Frame};
-use tokio::sync::mpsc;
 
-use crate::clock;
-use crate::net::{Handler, Stats};
-use crate::procfs::{self, CpuMark};
+use super::clock;
+use super::schedule::{self, Nanos, Schedule};
+use crate::probe::Probe;
 use crate::report::{histogram, record_ns, ServerUsage};
-use crate::schedule::{self, msg_id, parse_msg_id, Nanos, Schedule};
 
 /// What one step (one rate) of a run has seen so far. Readers update it from any task.
 pub struct Tracker {
@@ -109,38 +107,24 @@ impl Tracker {
 /// The trackers of all steps of a run, indexed by the step number in each message id.
 pub struct Trackers(pub Vec<Tracker>);
 
-impl Handler for Trackers {
-    fn push(&self, me: &str, p: &pb::MessagePush, now: Nanos) {
-        let Some(m) = &p.message else { return };
-        // The sending device gets its own message pushed too; it is not a delivery.
-        if m.sender == me {
-            return;
-        }
-        if let Some((step, global, intended)) = parse_msg_id(&m.client_msg_id) {
-            if let Some(t) = self.0.get(step) {
-                t.deliver(global, intended, now);
-            }
+impl Trackers {
+    /// Message `g` of step `step` reached one recipient.
+    pub fn deliver(&self, step: usize, g: u64, intended: Nanos, now: Nanos) {
+        if let Some(t) = self.0.get(step) {
+            t.deliver(g, intended, now);
         }
     }
 
-    fn send_ack(&self, a: &pb::SendAck, now: Nanos) {
-        if let Some((step, _, intended)) = parse_msg_id(&a.client_msg_id) {
-            if let Some(t) = self.0.get(step) {
-                t.acked(intended, now);
-            }
+    /// The system acknowledged a send of step `step`.
+    pub fn ack(&self, step: usize, intended: Nanos, now: Nanos) {
+        if let Some(t) = self.0.get(step) {
+            t.acked(intended, now);
         }
     }
 }
 
-/// Where a sender's messages go.
-#[derive(Clone)]
-pub enum Target {
-    Peer(String),
-    Conversation(String),
-}
-
-/// One sending connection, as the pacer sees it: tern's raw-frame connections and the
-/// peers' protocol adapters ([`crate::peers`]) both sit behind it.
+/// One sending connection, as the pacer sees it: every system's adapter
+/// ([`crate::systems`]) gives one per (connection, destination).
 pub trait Outbox: Send + Sync {
     /// Queues message `g` of step `step` (intended send time `intended`) for writing.
     /// Never blocks; false when the connection is gone.
@@ -150,30 +134,30 @@ pub trait Outbox: Send + Sync {
 /// One sending connection.
 pub type SenderRef = Arc<dyn Outbox>;
 
-/// A tern connection: `Send` frames into its writer task.
-pub struct TernSender {
-    pub tx: mpsc::UnboundedSender<Bytes>,
-    pub req: Arc<AtomicU64>,
-    pub target: Target,
+/// Errors and close reasons seen on all connections, by name.
+#[derive(Default)]
+pub struct Stats {
+    counts: Mutex<BTreeMap<String, u64>>,
 }
 
-impl Outbox for TernSender {
-    fn send(&self, step: usize, g: u64, intended: Nanos, body: &Bytes) -> bool {
-        let (conversation, peer) = match &self.target {
-            Target::Peer(p) => (String::new(), p.clone()),
-            Target::Conversation(c) => (c.clone(), String::new()),
-        };
-        let frame = encode_frame(&Frame {
-            req_id: self.req.fetch_add(1, Ordering::Relaxed),
-            body: Some(Body::Send(pb::Send {
-                client_msg_id: msg_id(step, g, intended),
-                conversation,
-                peer,
-                body: body.clone(),
-                content_type: String::new(),
-            })),
-        });
-        self.tx.send(frame).is_ok()
+impl Stats {
+    pub fn add(&self, name: &str) {
+        *self.counts.lock().unwrap().entry(name.into()).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    /// What was added since `before`.
+    pub fn since(&self, before: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+        self.snapshot()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let d = v - before.get(&k).copied().unwrap_or(0);
+                (d > 0).then_some((k, d))
+            })
+            .collect()
     }
 }
 
@@ -223,131 +207,6 @@ pub fn pace(
         record_ns(&mut lag, now.saturating_sub(intended));
     }
     t.lag.lock().unwrap().add(&lag).ok();
-}
-
-/// Server and generator resource use over a window.
-pub struct Probe {
-    pid: Option<u32>,
-    cpu: Option<CpuMark>,
-    gen: Option<CpuMark>,
-    rss_before: u64,
-    hwm_reset: bool,
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    sampler: Option<tokio::task::JoinHandle<()>>,
-    metrics_before: Option<std::collections::HashMap<String, f64>>,
-}
-
-impl Probe {
-    /// Starts the window now. `reset_hwm`: make VmHWM the peak of this window.
-    pub fn start(pid: Option<u32>, reset_hwm: bool) -> Self {
-        let me = std::process::id();
-        let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut p = Self {
-            pid,
-            cpu: None,
-            gen: CpuMark::take(me),
-            rss_before: 0,
-            hwm_reset: false,
-            peak: peak.clone(),
-            stop: stop.clone(),
-            sampler: None,
-            metrics_before: None,
-        };
-        if let Some(pid) = pid {
-            p.metrics_before = crate::server::scrape_metrics();
-            p.hwm_reset = reset_hwm && procfs::reset_hwm(pid);
-            p.rss_before = procfs::read_mem(pid).map(|m| m.rss_kib).unwrap_or(0);
-            peak.store(p.rss_before, Ordering::Relaxed);
-            p.cpu = CpuMark::take(pid);
-            p.sampler = Some(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(m) = procfs::read_mem(pid) {
-                        peak.fetch_max(m.rss_kib, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }));
-        }
-        p
-    }
-
-    /// Ends the window: (server usage, generator CPU % of one core).
-    pub fn finish(mut self) -> (Option<ServerUsage>, Option<f64>) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(s) = self.sampler.take() {
-            s.abort();
-        }
-        let me = std::process::id();
-        let gen = match (self.gen, CpuMark::take(me)) {
-            (Some(a), Some(b)) => {
-                let (c, w) = a.since(&b);
-                Some(procfs::cpu_percent(c, w))
-            }
-            _ => None,
-        };
-        let server = (|| {
-            let pid = self.pid?;
-            let end = CpuMark::take(pid)?;
-            let (cpu_secs, wall_secs) = self.cpu?.since(&end);
-            let mem = procfs::read_mem(pid)?;
-            let threads = procfs::read_stat(pid).map(|s| s.threads).unwrap_or(0);
-            self.peak.fetch_max(mem.rss_kib, Ordering::Relaxed);
-            Some(ServerUsage {
-                pid,
-                cpu_secs,
-                wall_secs,
-                rss_before_kib: self.rss_before,
-                rss_after_kib: mem.rss_kib,
-                hwm_kib: mem.hwm_kib,
-                hwm_reset: self.hwm_reset,
-                rss_sampled_peak_kib: self.peak.load(Ordering::Relaxed),
-                threads,
-                metrics: match (&self.metrics_before, crate::server::scrape_metrics()) {
-                    (Some(a), Some(b)) => server_metrics(a, &b),
-                    _ => Vec::new(),
-                },
-            })
-        })();
-        (server, gen)
-    }
-}
-
-/// What the server says it did over a window: deltas of its counters, and averages of
-/// its store flushes.
-pub fn server_metrics(
-    before: &std::collections::HashMap<String, f64>,
-    after: &std::collections::HashMap<String, f64>,
-) -> Vec<(String, f64)> {
-    let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
-    let mut out: Vec<(String, f64)> = [
-        ("sends", "tern_sends_total"),
-        ("dedup_hits", "tern_dedup_hits_total"),
-        ("pushes", "tern_pushes_total"),
-        ("acks", "tern_acks_total"),
-        ("syncs", "tern_syncs_total"),
-        ("pulls", "tern_pulls_total"),
-        ("slow_consumers", "tern_slow_consumer_disconnects_total"),
-        ("frames_in", "tern_frames_in_total"),
-        ("frames_out", "tern_frames_out_total"),
-        ("flushes", "tern_store_flush_seconds_count"),
-    ]
-    .iter()
-    .map(|(name, key)| (name.to_string(), d(key)))
-    .collect();
-    let flushes = d("tern_store_flush_seconds_count");
-    if flushes > 0.0 {
-        out.push((
-            "writes_per_flush".into(),
-            d("tern_writes_per_flush_sum") / flushes,
-        ));
-        out.push((
-            "flush_ms_avg".into(),
-            d("tern_store_flush_seconds_sum") / flushes * 1e3,
-        ));
-    }
-    out
 }
 
 /// What one open-loop step measured.
@@ -460,34 +319,17 @@ mod tests {
         assert_eq!(achieved(1000, 0, 1_250_000_000), Some(800.0));
         assert_eq!(achieved(0, 0, 10), None);
     }
-}
-
-#[cfg(test)]
-mod server_metrics_tests {
-    use super::server_metrics;
-    use std::collections::HashMap;
 
     #[test]
-    fn deltas_and_flush_averages() {
-        let before: HashMap<String, f64> = [
-            ("tern_sends_total", 100.0),
-            ("tern_store_flush_seconds_count", 10.0),
-            ("tern_store_flush_seconds_sum", 0.01),
-            ("tern_writes_per_flush_sum", 100.0),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
-        let mut after = before.clone();
-        after.insert("tern_sends_total".into(), 400.0);
-        after.insert("tern_store_flush_seconds_count".into(), 110.0);
-        after.insert("tern_store_flush_seconds_sum".into(), 0.21);
-        after.insert("tern_writes_per_flush_sum".into(), 400.0);
-        let m: HashMap<String, f64> = server_metrics(&before, &after).into_iter().collect();
-        assert_eq!(m["sends"], 300.0);
-        assert_eq!(m["flushes"], 100.0);
-        assert!((m["writes_per_flush"] - 3.0).abs() < 1e-9);
-        assert!((m["flush_ms_avg"] - 2.0).abs() < 1e-9);
-        assert_eq!(m["pushes"], 0.0);
+    fn stats_report_what_changed() {
+        let s = Stats::default();
+        s.add("EOF");
+        let before = s.snapshot();
+        s.add("EOF");
+        s.add("RATE_LIMITED");
+        assert_eq!(
+            s.since(&before),
+            vec![("EOF".to_string(), 1), ("RATE_LIMITED".to_string(), 1)]
+        );
     }
 }

@@ -70,7 +70,7 @@ impl Banner {
 }
 
 /// The metrics endpoint of the tern server started last (None: not started by the bench,
-/// or a build without `--metrics-listen`). [`crate::run::Probe`] reads it.
+/// or a build without `--metrics-listen`). [`crate::probe::Probe`] reads it.
 static METRICS: std::sync::Mutex<Option<SocketAddr>> = std::sync::Mutex::new(None);
 
 fn set_metrics_addr(a: Option<SocketAddr>) {

@@ -1,6 +1,9 @@
 //! Reports: what was run, what was offered and achieved, latency percentiles from HDR
 //! histograms, and what the server used. Printed as a human-readable block (and a table
-//! for sweeps), or as one JSON object per report.
+//! for sweeps), or as one JSON object per report. [`compare`] reads those JSON lines
+//! back into bench/compare.sh's table.
+
+pub mod compare;
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -105,7 +108,7 @@ pub struct ServerUsage {
 
 impl ServerUsage {
     pub fn cpu_pct(&self) -> f64 {
-        crate::procfs::cpu_percent(self.cpu_secs, self.wall_secs)
+        crate::probe::procfs::cpu_percent(self.cpu_secs, self.wall_secs)
     }
 
     pub fn to_json(&self) -> Value {

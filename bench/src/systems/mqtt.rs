@@ -20,14 +20,20 @@ use rumqttc::{
     SubscribeFilter,
 };
 
-use super::{payload, Adapter, Dest, Hooks};
-use crate::clock;
-use crate::net::Stats;
-use crate::run::{Outbox, SenderRef};
-use crate::schedule::Nanos;
+use super::{payload, Adapter, Dest, Group, Hooks};
+use crate::engine::clock;
+use crate::engine::run::{Outbox, SenderRef, Stats};
+use crate::engine::schedule::Nanos;
+use crate::report::Report;
 
 pub struct Mqtt {
+    /// Name in reports.
+    pub system: String,
     pub addr: SocketAddr,
+    /// The broker's pid, for CPU and memory readings.
+    pub pid: Option<u32>,
+    /// --login-concurrency
+    pub concurrency: usize,
     pub keep_alive: Duration,
     pub stats: Arc<Stats>,
 }
@@ -48,6 +54,8 @@ pub struct MqttConn {
 }
 
 impl Drop for MqttConn {
+    /// The socket closes without a DISCONNECT, like a device losing its network; the
+    /// persistent session stays on the broker.
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -74,9 +82,7 @@ fn handle(ev: &Event, hooks: &Hooks, pending: &Mutex<Pending>) {
             let now = clock::now();
             let v = pending.lock().unwrap().inflight.remove(&a.pkid);
             if let (Some((step, intended)), Some(t)) = (v, &hooks.acks) {
-                if let Some(t) = t.0.get(step) {
-                    t.acked(intended, now);
-                }
+                t.ack(step, intended, now);
             }
         }
         _ => {}
@@ -90,13 +96,51 @@ async fn poll(el: &mut EventLoop) -> Result<Event, ConnectionError> {
 impl Adapter for Mqtt {
     type Conn = MqttConn;
 
+    fn params(&self, r: &mut Report) {
+        r.param("system", &self.system)
+            .param("peer_addr", self.addr);
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn concurrency(&self) -> usize {
+        // No password hashing on these connects, so more may be in flight than tern's
+        // logins.
+        self.concurrency.max(16)
+    }
+
+    fn ack_label(&self) -> &'static str {
+        "ack (intended send -> MQTT PUBACK, QoS 1)"
+    }
+
+    fn connect_label(&self) -> &'static str {
+        "connect + session setup per connection"
+    }
+
+    fn supports(&self, scenario: &str) -> bool {
+        matches!(scenario, "one-to-one" | "fanout" | "idle" | "storm")
+    }
+
     async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
         Ok(())
     }
 
+    async fn group(&self, name: &str, _members: &[String]) -> anyhow::Result<Group> {
+        Ok(Group {
+            name: name.into(),
+            mode: None,
+            note: "group = one MQTT topic every member subscribes to (QoS 1, persistent sessions)"
+                .into(),
+        })
+    }
+
     async fn connect(
         &self,
+        _i: usize,
         user: &str,
+        _device: &str,
         groups: &[String],
         hooks: Hooks,
     ) -> anyhow::Result<MqttConn> {
@@ -173,16 +217,6 @@ impl Adapter for Mqtt {
 
     fn alive(&self, conn: &MqttConn) -> bool {
         conn.alive.load(Ordering::Relaxed)
-    }
-
-    async fn drop_conn(&self, conn: MqttConn) {
-        // The socket closes without a DISCONNECT, like a device losing its network;
-        // the persistent session stays on the broker.
-        conn.task.abort();
-    }
-
-    fn supports(&self, scenario: &str) -> bool {
-        matches!(scenario, "one-to-one" | "fanout" | "idle" | "storm")
     }
 }
 

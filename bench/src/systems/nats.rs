@@ -15,14 +15,20 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{payload, Adapter, Dest, Hooks};
-use crate::clock;
-use crate::net::Stats;
-use crate::run::{Outbox, SenderRef, Trackers};
-use crate::schedule::Nanos;
+use super::{payload, Adapter, Dest, Group, Hooks};
+use crate::engine::clock;
+use crate::engine::run::{Outbox, SenderRef, Stats, Trackers};
+use crate::engine::schedule::Nanos;
+use crate::report::Report;
 
 pub struct Nats {
+    /// Name in reports.
+    pub system: String,
     pub addr: SocketAddr,
+    /// The broker's pid, for CPU and memory readings.
+    pub pid: Option<u32>,
+    /// --login-concurrency
+    pub concurrency: usize,
     pub stats: Arc<Stats>,
     /// Stream name (one per run).
     pub stream: String,
@@ -65,6 +71,33 @@ impl Nats {
 impl Adapter for Nats {
     type Conn = NatsConn;
 
+    fn params(&self, r: &mut Report) {
+        r.param("system", &self.system)
+            .param("peer_addr", self.addr);
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn concurrency(&self) -> usize {
+        // No password hashing on these connects, so more may be in flight than tern's
+        // logins.
+        self.concurrency.max(16)
+    }
+
+    fn ack_label(&self) -> &'static str {
+        "ack (intended send -> JetStream PubAck)"
+    }
+
+    fn connect_label(&self) -> &'static str {
+        "connect + session setup per connection"
+    }
+
+    fn supports(&self, scenario: &str) -> bool {
+        matches!(scenario, "one-to-one" | "fanout")
+    }
+
     async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
         let js = jetstream::new(self.client("bench-setup").await?);
         js.get_or_create_stream(stream::Config {
@@ -78,9 +111,19 @@ impl Adapter for Nats {
         Ok(())
     }
 
+    async fn group(&self, name: &str, _members: &[String]) -> anyhow::Result<Group> {
+        Ok(Group {
+            name: name.into(),
+            mode: None,
+            note: "group = one subject in the stream; a durable pull consumer per member".into(),
+        })
+    }
+
     async fn connect(
         &self,
+        _i: usize,
         user: &str,
+        _device: &str,
         groups: &[String],
         hooks: Hooks,
     ) -> anyhow::Result<NatsConn> {
@@ -146,8 +189,8 @@ impl Adapter for Nats {
                             match ack.await {
                                 Ok(_) => {
                                     let now = clock::now();
-                                    if let Some(t) = acks.as_ref().and_then(|a| a.0.get(step)) {
-                                        t.acked(intended, now);
+                                    if let Some(t) = &acks {
+                                        t.ack(step, intended, now);
                                     }
                                 }
                                 Err(e) => stats.add(&format!("nats puback: {e}")),
@@ -163,14 +206,6 @@ impl Adapter for Nats {
 
     fn alive(&self, conn: &NatsConn) -> bool {
         conn.alive.load(Ordering::Relaxed)
-    }
-
-    async fn drop_conn(&self, conn: NatsConn) {
-        drop(conn);
-    }
-
-    fn supports(&self, scenario: &str) -> bool {
-        matches!(scenario, "one-to-one" | "fanout")
     }
 }
 

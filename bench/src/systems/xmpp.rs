@@ -30,11 +30,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{payload, Adapter, Dest, Hooks};
-use crate::clock;
-use crate::net::Stats;
-use crate::run::{Outbox, SenderRef};
-use crate::schedule::Nanos;
+use super::{payload, Adapter, Dest, Group, Hooks};
+use crate::engine::clock;
+use crate::engine::run::{Outbox, SenderRef, Stats};
+use crate::engine::schedule::Nanos;
+use crate::report::Report;
 
 pub const DOMAIN: &str = "localhost";
 const PASSWORD: &str = "bench-password";
@@ -191,7 +191,13 @@ async fn open(addr: SocketAddr) -> anyhow::Result<(In, OwnedWriteHalf)> {
 }
 
 pub struct Xmpp {
+    /// Name in reports.
+    pub system: String,
     pub addr: SocketAddr,
+    /// The broker's pid, for CPU and memory readings.
+    pub pid: Option<u32>,
+    /// --login-concurrency
+    pub concurrency: usize,
     pub stats: Arc<Stats>,
     pub keep_alive: Duration,
 }
@@ -212,6 +218,8 @@ pub struct XmppConn {
 }
 
 impl Drop for XmppConn {
+    /// The socket closes without </stream:stream>, like a device losing its network;
+    /// without a resumable stream the session ends and messages go to offline storage.
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -253,6 +261,33 @@ impl Xmpp {
 impl Adapter for Xmpp {
     type Conn = XmppConn;
 
+    fn params(&self, r: &mut Report) {
+        r.param("system", &self.system)
+            .param("peer_addr", self.addr);
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn concurrency(&self) -> usize {
+        // No password hashing on these connects, so more may be in flight than tern's
+        // logins.
+        self.concurrency.max(16)
+    }
+
+    fn ack_label(&self) -> &'static str {
+        "ack (intended send -> XMPP stream management <a/>)"
+    }
+
+    fn connect_label(&self) -> &'static str {
+        "connect + session setup per connection"
+    }
+
+    fn supports(&self, scenario: &str) -> bool {
+        matches!(scenario, "one-to-one" | "idle" | "storm")
+    }
+
     async fn prepare(&self, users: &[String]) -> anyhow::Result<()> {
         let t0 = std::time::Instant::now();
         let chunks: Vec<Vec<String>> = users.chunks(200).map(|c| c.to_vec()).collect();
@@ -272,9 +307,15 @@ impl Adapter for Xmpp {
         Ok(())
     }
 
+    async fn group(&self, _name: &str, _members: &[String]) -> anyhow::Result<Group> {
+        bail!("fanout is not compared with ejabberd")
+    }
+
     async fn connect(
         &self,
+        _i: usize,
         user: &str,
+        _device: &str,
         _groups: &[String],
         hooks: Hooks,
     ) -> anyhow::Result<XmppConn> {
@@ -380,8 +421,8 @@ impl Adapter for Xmpp {
                             let mut p = pending.lock().unwrap();
                             while p.q.front().is_some_and(|(n, _, _)| *n <= h) {
                                 let (_, step, intended) = p.q.pop_front().unwrap();
-                                if let Some(t) = hooks.acks.as_ref().and_then(|a| a.0.get(step)) {
-                                    t.acked(intended, now);
+                                if let Some(t) = &hooks.acks {
+                                    t.ack(step, intended, now);
                                 }
                             }
                         }
@@ -417,16 +458,6 @@ impl Adapter for Xmpp {
 
     fn alive(&self, conn: &XmppConn) -> bool {
         conn.alive.load(Ordering::Relaxed)
-    }
-
-    async fn drop_conn(&self, conn: XmppConn) {
-        // The socket closes without </stream:stream>, like a device losing its network;
-        // without a resumable stream the session ends and messages go to offline storage.
-        drop(conn);
-    }
-
-    fn supports(&self, scenario: &str) -> bool {
-        matches!(scenario, "one-to-one" | "idle" | "storm")
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) struct TlsMaterial {
 }
 
 pub(crate) fn load_or_create(config: &Config) -> anyhow::Result<TlsMaterial> {
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+    if let (Some(cert), Some(key)) = (&config.network.tls_cert, &config.network.tls_key) {
         return Ok(TlsMaterial {
             chain: read_chain(cert)?,
             key: PrivateKeyDer::from_pem_file(key)
@@ -32,8 +32,8 @@ pub(crate) fn load_or_create(config: &Config) -> anyhow::Result<TlsMaterial> {
             dev_ca: None,
         });
     }
-    let dir = config.data_dir.join("certs");
-    let ca = dev_ca_path(&config.data_dir);
+    let dir = config.store.data_dir.join("certs");
+    let ca = dev_ca_path(&config.store.data_dir);
     let cert = dir.join("server.pem");
     let key = dir.join("server.key");
     if !(ca.exists() && cert.exists() && key.exists()) {

@@ -11,7 +11,6 @@
 //!   pushes and `SendAck`s to a [`Handler`], acks the inbox cumulatively every
 //!   `ack_every` pushes, and counts errors and close reasons.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,8 +31,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use crate::clock;
-use crate::schedule::Nanos;
+use crate::engine::clock;
+use crate::engine::run::Stats;
+use crate::engine::schedule::Nanos;
 
 pub const PASSWORD: &str = "bench-password-1";
 
@@ -97,33 +97,6 @@ pub fn close_name(reason: i32) -> String {
     CloseReason::try_from(reason)
         .map(|c| c.as_str_name().to_string())
         .unwrap_or_else(|_| format!("CLOSE_{reason}"))
-}
-
-/// Errors and close reasons seen on all connections, by name.
-#[derive(Default)]
-pub struct Stats {
-    counts: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Stats {
-    pub fn add(&self, name: &str) {
-        *self.counts.lock().unwrap().entry(name.into()).or_default() += 1;
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap().clone()
-    }
-
-    /// What was added since `before`.
-    pub fn since(&self, before: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
-        self.snapshot()
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let d = v - before.get(&k).copied().unwrap_or(0);
-                (d > 0).then_some((k, d))
-            })
-            .collect()
-    }
 }
 
 /// Keeps the transport open; closes QUIC connections when dropped.
@@ -447,35 +420,11 @@ where
     Err(last)
 }
 
-/// Connects, registers (if asked) and logs in; retried on RATE_LIMITED and failures.
-pub async fn open_user(
-    connector: &Connector,
-    i: usize,
-    user: &str,
-    device: &str,
-    register: bool,
-    stats: &Stats,
-) -> Result<(Raw, pb::LoginOk), Fail> {
-    with_retries(20, stats, || async {
-        let mut raw = connector.connect(i).await?;
-        if register {
-            raw.register(user).await?;
-        }
-        let ok = raw.login(user, device).await?;
-        Ok((raw, ok))
-    })
-    .await
-}
-
 /// What a reader does with what the server pushes.
 pub trait Handler: Send + Sync + 'static {
     fn push(&self, _me: &str, _p: &pb::MessagePush, _now: Nanos) {}
     fn send_ack(&self, _a: &pb::SendAck, _now: Nanos) {}
 }
-
-/// A handler that ignores everything (idle connections).
-pub struct Ignore;
-impl Handler for Ignore {}
 
 /// A connection during a run.
 pub struct Live {
@@ -688,18 +637,5 @@ mod tests {
         assert_eq!(s[254], Ipv4Addr::new(127, 0, 0, 255));
         assert_eq!(s[255], Ipv4Addr::new(127, 0, 1, 0));
         assert!(s.iter().all(|a| a.is_loopback()));
-    }
-
-    #[test]
-    fn stats_report_what_changed() {
-        let s = Stats::default();
-        s.add("EOF");
-        let before = s.snapshot();
-        s.add("EOF");
-        s.add("RATE_LIMITED");
-        assert_eq!(
-            s.since(&before),
-            vec![("EOF".to_string(), 1), ("RATE_LIMITED".to_string(), 1)]
-        );
     }
 }
