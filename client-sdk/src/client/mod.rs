@@ -2,9 +2,9 @@
 //! that owns the connection and the [`Engine`](crate::engine::Engine).
 //!
 //! - this file: the handle, its configuration and errors, and the event stream;
-//! - [`requests`](self::requests): one method per request (history, groups, presence...);
-//! - [`one_shot`](self::one_shot): [`register`] and [`login`] on a connection of their own;
-//! - [`event_loop`](self::event_loop): the task. It connects (QUIC, TLS-TCP, or `Auto`: QUIC
+//! - [`requests`]: one method per request (history, groups, presence...);
+//! - [`one_shot`]: [`register`] and [`login`] on a connection of their own;
+//! - `event_loop` (private): the task. It connects (QUIC, TLS-TCP, or `Auto`: QUIC
 //!   first, TCP when UDP does not get through in time, remembering what worked), moves
 //!   frames between the socket and the engine, keeps the engine's one timer, and
 //!   reconnects with exponential backoff and jitter. What to send and when to give up
