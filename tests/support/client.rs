@@ -129,6 +129,13 @@ impl Client {
         }
     }
 
+    /// Reads until the server closes the connection and asserts its Closing frame gave
+    /// `reason`.
+    pub async fn expect_closed(&mut self, timeout: Duration, reason: pb::CloseReason) {
+        let closing = self.until_closed(timeout).await.expect("a Closing frame");
+        assert_eq!(closing.reason, reason as i32, "closed with {closing:?}");
+    }
+
     pub async fn register(&mut self, user: &str) {
         let f = self
             .request(Body::Register(pb::Register {
@@ -221,6 +228,27 @@ impl Client {
             after_seq: after,
             limit,
             ..Default::default()
+        }))
+        .await
+    }
+
+    pub async fn list_members(&mut self, conv: &str) -> Frame {
+        self.request(Body::ListMembers(pb::ListMembers {
+            conversation: conv.into(),
+        }))
+        .await
+    }
+
+    pub async fn presence(&mut self, users: &[&str]) -> Frame {
+        self.request(Body::PresenceQuery(pb::PresenceQuery {
+            users: users.iter().map(|s| s.to_string()).collect(),
+        }))
+        .await
+    }
+
+    pub async fn group_online(&mut self, conv: &str) -> Frame {
+        self.request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
+            conversation: conv.into(),
         }))
         .await
     }

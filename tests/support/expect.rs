@@ -34,3 +34,29 @@ pub fn expect_error(f: &Frame, code: ErrorCode) -> String {
 pub fn text(m: &pb::Message) -> String {
     String::from_utf8_lossy(&m.body).into_owned()
 }
+
+/// The payload of a `Body::$variant` frame (cloned), or a panic naming what came instead:
+/// `let r = expect_body!(c.request(..).await, MemberList);`.
+#[macro_export]
+macro_rules! expect_body {
+    ($frame:expr, $variant:ident) => {{
+        let frame: &$crate::tern_proto::Frame = &$frame;
+        match &frame.body {
+            Some($crate::tern_proto::Body::$variant(x)) => x.clone(),
+            other => panic!(
+                concat!("expected ", stringify!($variant), ", got {:?}"),
+                other
+            ),
+        }
+    }};
+}
+
+/// The PullResult in a response, or a panic naming what came instead.
+pub fn expect_pull(f: &Frame) -> pb::PullResult {
+    crate::expect_body!(f, PullResult)
+}
+
+/// Asserts the frame is `Ok`.
+pub fn expect_ok(f: &Frame) {
+    crate::expect_body!(f, Ok);
+}

@@ -20,7 +20,7 @@ pub mod server;
 pub mod tls;
 
 pub use client::{send_body, Client};
-pub use expect::{ack_of, expect_error, text};
+pub use expect::{ack_of, expect_error, expect_ok, expect_pull, text};
 pub use server::{memory_kib, test_config, ProcessServer, TestServer};
 pub use tern_proto;
 pub use tern_sdk::Transport;
