@@ -356,7 +356,7 @@ async fn group_management_roles_and_removal() {
 
 #[tokio::test]
 async fn read_diffusion_groups_push_and_pull_without_inbox_copies() {
-    let server = TestServer::start_with(|c| c.group_fanout_threshold = 2).await;
+    let server = TestServer::start_with(|c| c.groups.group_fanout_threshold = 2).await;
     let t = Quic;
     let mut a = server.user(t, "ra", "d").await;
     let mut b = server.user(t, "rb", "d").await;
@@ -579,8 +579,8 @@ async fn tokens_resume_logout_and_revoke() {
 #[tokio::test]
 async fn heartbeat_and_auth_timeouts_close_with_a_reason() {
     let server = TestServer::start_with(|c| {
-        c.heartbeat_secs = 1;
-        c.auth_timeout_secs = 1;
+        c.session.heartbeat_secs = 1;
+        c.session.auth_timeout_secs = 1;
     })
     .await;
     for t in BOTH {
@@ -639,7 +639,7 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
     let data = dir.path().to_path_buf();
     let cfg = {
         let data = data.clone();
-        move |c: &mut tern_server::Config| c.data_dir = data.clone()
+        move |c: &mut tern_server::Config| c.store.data_dir = data.clone()
     };
     let server = TestServer::start_with(cfg.clone()).await;
     let mut a = server.user(Tcp, "sa", "d").await;
@@ -682,7 +682,7 @@ async fn graceful_shutdown_tells_clients_and_keeps_acked_messages() {
 #[tokio::test]
 async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
     use prost::Message as _;
-    let server = TestServer::start_with(|c| c.max_frame_bytes = 16 * 1024).await;
+    let server = TestServer::start_with(|c| c.session.max_frame_bytes = 16 * 1024).await;
     let t = Tcp;
     let mut a = server.user(t, "big-a", "d").await;
     let mut b = server.user(t, "big-b", "d").await;
@@ -724,7 +724,7 @@ async fn big_messages_fit_in_frames_and_pages_shrink_to_fit() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
-    let server = TestServer::start_with(|c| c.outbound_queue = 64).await;
+    let server = TestServer::start_with(|c| c.session.outbound_queue = 64).await;
     slow_consumer_loses_nothing(&server, "").await;
     server.stop().await;
 }
@@ -736,8 +736,8 @@ async fn a_slow_consumer_is_disconnected_not_waited_for_and_loses_nothing() {
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_by_the_byte_limit_too() {
     let server = TestServer::start_with(|c| {
-        c.outbound_queue = 100_000;
-        c.outbound_queue_bytes = 1 << 20;
+        c.session.outbound_queue = 100_000;
+        c.session.outbound_queue_bytes = 1 << 20;
     })
     .await;
     slow_consumer_loses_nothing(&server, "b").await;
