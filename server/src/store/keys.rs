@@ -22,6 +22,10 @@
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
 //! line, never reused) and bump the sled schema version when an existing layout changes.
 
+use prost::Message as _;
+
+use super::Mutation;
+
 /// A key space inside the `data` tree: its tag byte and its name for error messages.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Space {
@@ -67,6 +71,76 @@ pub(crate) fn key_seq(a: &str, seq: u64) -> Vec<u8> {
 
 pub(crate) fn prefix(a: &str) -> Vec<u8> {
     key2(a, &[])
+}
+
+/// One write to the `data` tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// The key a `Dedup` mutation claims: a commit that finds it taken writes nothing.
+pub(crate) fn dedup_key(m: &Mutation) -> Option<Vec<u8>> {
+    match m {
+        Mutation::Dedup {
+            sender,
+            client_msg_id,
+            ..
+        } => Some(DEDUP.key(&key2(sender, client_msg_id.as_bytes()))),
+        _ => None,
+    }
+}
+
+/// The `data`-tree writes of one mutation: the same for every backend.
+pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
+    match m {
+        Mutation::Message(msg) => out.push(Write::Put(
+            TIMELINE.key(&key_seq(&msg.conversation, msg.seq)),
+            msg.encode_to_vec(),
+        )),
+        Mutation::Inbox {
+            user,
+            inbox_seq,
+            entry,
+        } => out.push(Write::Put(
+            INBOX.key(&key_seq(user, *inbox_seq)),
+            entry.encode_to_vec(),
+        )),
+        Mutation::Dedup { record, .. } => out.push(Write::Put(
+            dedup_key(m).expect("a dedup mutation"),
+            record.encode_to_vec(),
+        )),
+        Mutation::Conversation {
+            conversation,
+            record,
+        } => out.push(Write::Put(
+            CONVERSATIONS.key(conversation.as_bytes()),
+            record.encode_to_vec(),
+        )),
+        Mutation::PutMember {
+            conversation,
+            user,
+            record,
+        } => {
+            out.push(Write::Put(
+                MEMBERS.key(&key2(conversation, user.as_bytes())),
+                record.encode_to_vec(),
+            ));
+            out.push(Write::Put(
+                USER_CONVS.key(&key2(user, conversation.as_bytes())),
+                Vec::new(),
+            ));
+        }
+        Mutation::DelMember { conversation, user } => {
+            out.push(Write::Delete(
+                MEMBERS.key(&key2(conversation, user.as_bytes())),
+            ));
+            out.push(Write::Delete(
+                USER_CONVS.key(&key2(user, conversation.as_bytes())),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

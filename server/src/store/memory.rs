@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use prost::Message as _;
 use rand::RngCore;
 use tern_proto::pb;
 
@@ -229,78 +228,20 @@ impl Store for MemoryStore {
 
     fn commit(&self, mutations: &[Mutation]) -> StoreResult<CommitOutcome> {
         let mut m = self.lock();
-        // Check first, write after: a duplicate writes nothing.
+        let mut all = Vec::with_capacity(mutations.len() + 2);
         for mu in mutations {
-            if let Mutation::Dedup {
-                sender,
-                client_msg_id,
-                ..
-            } = mu
-            {
-                if let Some(v) = m
-                    .data
-                    .get(&DEDUP.key(&key2(sender, client_msg_id.as_bytes())))
-                {
+            if let Some(k) = dedup_key(mu) {
+                if let Some(v) = m.data.get(&k) {
                     return Ok(CommitOutcome::Duplicate(decode(DEDUP.name, v)?));
                 }
             }
+            writes(mu, &mut all);
         }
-        for mu in mutations {
-            match mu {
-                Mutation::Message(msg) => {
-                    m.data.insert(
-                        TIMELINE.key(&key_seq(&msg.conversation, msg.seq)),
-                        msg.encode_to_vec(),
-                    );
-                }
-                Mutation::Inbox {
-                    user,
-                    inbox_seq,
-                    entry,
-                } => {
-                    m.data
-                        .insert(INBOX.key(&key_seq(user, *inbox_seq)), entry.encode_to_vec());
-                }
-                Mutation::Dedup {
-                    sender,
-                    client_msg_id,
-                    record,
-                } => {
-                    m.data.insert(
-                        DEDUP.key(&key2(sender, client_msg_id.as_bytes())),
-                        record.encode_to_vec(),
-                    );
-                }
-                Mutation::Conversation {
-                    conversation,
-                    record,
-                } => {
-                    m.data.insert(
-                        CONVERSATIONS.key(conversation.as_bytes()),
-                        record.encode_to_vec(),
-                    );
-                }
-                Mutation::PutMember {
-                    conversation,
-                    user,
-                    record,
-                } => {
-                    m.data.insert(
-                        MEMBERS.key(&key2(conversation, user.as_bytes())),
-                        record.encode_to_vec(),
-                    );
-                    m.data.insert(
-                        USER_CONVS.key(&key2(user, conversation.as_bytes())),
-                        Vec::new(),
-                    );
-                }
-                Mutation::DelMember { conversation, user } => {
-                    m.data
-                        .remove(&MEMBERS.key(&key2(conversation, user.as_bytes())));
-                    m.data
-                        .remove(&USER_CONVS.key(&key2(user, conversation.as_bytes())));
-                }
-            }
+        for w in all {
+            match w {
+                Write::Put(k, v) => m.data.insert(k, v),
+                Write::Delete(k) => m.data.remove(&k),
+            };
         }
         m.commits += 1;
         Ok(CommitOutcome::Applied)

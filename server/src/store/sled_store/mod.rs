@@ -328,59 +328,19 @@ impl Store for SledStore {
     fn commit(&self, mutations: &[Mutation]) -> StoreResult<CommitOutcome> {
         let _serial = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
+        let mut all = Vec::with_capacity(mutations.len() + 2);
         for m in mutations {
-            match m {
-                Mutation::Message(msg) => {
-                    batch.insert(
-                        TIMELINE.key(&key_seq(&msg.conversation, msg.seq)),
-                        msg.encode_to_vec(),
-                    );
+            if let Some(k) = dedup_key(m) {
+                if let Some(v) = self.data.get(&k).map_err(engine)? {
+                    return Ok(CommitOutcome::Duplicate(decode(DEDUP.name, &v)?));
                 }
-                Mutation::Inbox {
-                    user,
-                    inbox_seq,
-                    entry,
-                } => {
-                    batch.insert(INBOX.key(&key_seq(user, *inbox_seq)), entry.encode_to_vec());
-                }
-                Mutation::Dedup {
-                    sender,
-                    client_msg_id,
-                    record,
-                } => {
-                    let k = DEDUP.key(&key2(sender, client_msg_id.as_bytes()));
-                    if let Some(v) = self.data.get(&k).map_err(engine)? {
-                        return Ok(CommitOutcome::Duplicate(decode(DEDUP.name, &v)?));
-                    }
-                    batch.insert(k, record.encode_to_vec());
-                }
-                Mutation::Conversation {
-                    conversation,
-                    record,
-                } => {
-                    batch.insert(
-                        CONVERSATIONS.key(conversation.as_bytes()),
-                        record.encode_to_vec(),
-                    );
-                }
-                Mutation::PutMember {
-                    conversation,
-                    user,
-                    record,
-                } => {
-                    batch.insert(
-                        MEMBERS.key(&key2(conversation, user.as_bytes())),
-                        record.encode_to_vec(),
-                    );
-                    batch.insert(
-                        USER_CONVS.key(&key2(user, conversation.as_bytes())),
-                        &[][..],
-                    );
-                }
-                Mutation::DelMember { conversation, user } => {
-                    batch.remove(MEMBERS.key(&key2(conversation, user.as_bytes())));
-                    batch.remove(USER_CONVS.key(&key2(user, conversation.as_bytes())));
-                }
+            }
+            writes(m, &mut all);
+        }
+        for w in all {
+            match w {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Delete(k) => batch.remove(k),
             }
         }
         self.data.apply_batch(batch).map_err(engine)?;
