@@ -41,6 +41,9 @@ impl ManualClock {
     pub(crate) fn new(start_ms: u64) -> Arc<Self> {
         Arc::new(Self(AtomicU64::new(start_ms)))
     }
+    pub(crate) fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
     pub(crate) fn advance(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }

@@ -53,6 +53,8 @@ pub(crate) mod sequencer;
 pub(crate) mod services;
 pub(crate) mod session;
 pub(crate) mod store;
+#[cfg(test)]
+mod testkit;
 pub(crate) mod transport;
 pub(crate) mod validate;
 

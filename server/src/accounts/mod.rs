@@ -236,3 +236,6 @@ impl Accounts {
         self.durable().await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -357,3 +357,6 @@ impl Groups {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,133 +1,19 @@
-//! Domain tests of messages and groups on the in-memory store, a manual clock and a
-//! recording router: no sockets, no disk.
+//! Domain tests of messages on the in-memory store, a manual clock and a recording
+//! router ([`crate::testkit`]): no sockets, no disk (but the eviction test, on sled).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use tern_proto::pb;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::clock::ManualClock;
-use crate::config::MessageLimits;
-use crate::conversations::ConvCache;
-use crate::delivery::durability::Durability;
-use crate::delivery::router::Router;
-use crate::sequencer::LocalSequencer;
-use crate::store::{MemoryStore, SledStore, Store, UserRecord};
-
-/// A router that records what it was given and says everyone in `online` is online.
-#[derive(Default)]
-struct Recorder {
-    online: Mutex<Vec<String>>,
-    delivered: Mutex<Vec<(String, Bytes)>>,
-}
-
-impl Router for Recorder {
-    fn deliver(&self, user: &str, frame: &Bytes) -> usize {
-        self.delivered
-            .lock()
-            .unwrap()
-            .push((user.to_string(), frame.clone()));
-        1
-    }
-    fn is_online(&self, user: &str) -> bool {
-        self.online.lock().unwrap().iter().any(|u| u == user)
-    }
-    fn online_devices(&self, user: &str) -> Vec<String> {
-        if self.is_online(user) {
-            vec!["d".into()]
-        } else {
-            vec![]
-        }
-    }
-}
-
-struct World {
-    store: Arc<dyn Store>,
-    seq: Arc<LocalSequencer>,
-    convs: Arc<ConvCache>,
-    messages: Arc<Messages>,
-    router: Arc<Recorder>,
-    clock: Arc<ManualClock>,
-    stop: tokio_util::sync::CancellationToken,
-    flusher: tokio::task::JoinHandle<()>,
-}
-
-const LIMITS: MessageLimits = MessageLimits {
-    fanout_threshold: 500,
-    max_group_members: 1000,
-    max_frame_bytes: 1 << 20,
-};
-
-fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usize) -> World {
-    let durability = Durability::new(store.clone());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let flusher = tokio::spawn(durability.clone().run(stop.clone()));
-    let seq = Arc::new(LocalSequencer::with_head_cache(
-        store.clone(),
-        durability,
-        head_cache,
-    ));
-    let convs = Arc::new(ConvCache::with_capacity(store.clone(), conv_cache));
-    let router = Arc::new(Recorder::default());
-    let clock = ManualClock::new(1_000_000);
-    let messages = Arc::new(Messages::new(
-        store.clone(),
-        seq.clone(),
-        convs.clone(),
-        router.clone(),
-        clock.clone(),
-        LIMITS,
-    ));
-    World {
-        store,
-        seq,
-        convs,
-        messages,
-        router,
-        clock,
-        stop,
-        flusher,
-    }
-}
-
-impl World {
-    fn users(&self, names: &[&str]) {
-        for u in names {
-            self.store.put_user(u, &UserRecord::default()).unwrap();
-        }
-    }
-
-    async fn send(&self, from: &str, to: &str, cmid: &str) -> ServiceResult<AckInfo> {
-        let (tx, rx) = oneshot::channel();
-        let req = pb::Send {
-            client_msg_id: cmid.into(),
-            peer: to.into(),
-            body: cmid.as_bytes().to_vec().into(),
-            ..Default::default()
-        };
-        self.messages.send(
-            from,
-            "d",
-            req,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        )?;
-        rx.await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.flusher.await.unwrap();
-    }
-}
+use crate::store::{SledStore, Store, UserRecord};
+use crate::testkit::{world_on, World};
 
 #[tokio::test]
 async fn a_send_is_sequenced_stamped_by_the_clock_and_pushed_to_online_members() {
-    let w = world_on(Arc::new(MemoryStore::new()), 1024, 1024);
+    let w = World::new();
     w.users(&["ann", "bob"]);
     w.router.online.lock().unwrap().push("bob".into());
     let first = w.send("ann", "bob", "m1").await.unwrap();
@@ -157,7 +43,7 @@ async fn a_send_is_sequenced_stamped_by_the_clock_and_pushed_to_online_members()
 
 #[tokio::test]
 async fn a_retry_gets_the_original_ack_and_stores_nothing() {
-    let w = world_on(Arc::new(MemoryStore::new()), 1024, 1024);
+    let w = World::new();
     w.users(&["ann", "bob"]);
     let first = w.send("ann", "bob", "same").await.unwrap();
     let commits = w.store.commit_count().unwrap();
@@ -175,7 +61,7 @@ async fn a_retry_gets_the_original_ack_and_stores_nothing() {
 
 #[tokio::test]
 async fn bad_sends_are_refused_with_clear_errors() {
-    let w = world_on(Arc::new(MemoryStore::new()), 1024, 1024);
+    let w = World::new();
     w.users(&["ann", "bob"]);
     let e = w.send("ann", "nobody", "x").await.unwrap_err();
     assert_eq!(e.code, pb::ErrorCode::NotFound);
