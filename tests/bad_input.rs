@@ -45,8 +45,7 @@ async fn oversized_length_prefix_gets_error_and_close() {
             let f = c.next_unsolicited(LONG).await.expect("an error frame");
             let msg = expect_error(&f, ErrorCode::FrameTooLarge);
             assert!(msg.contains("4096"), "says the limit: {msg}");
-            let closing = c.until_closed(LONG).await.expect("a Closing frame");
-            assert_eq!(closing.reason, CloseReason::ProtocolError as i32);
+            c.expect_closed(LONG, CloseReason::ProtocolError).await;
         }
         server_still_serves(&server, t, "big").await;
     }
@@ -126,10 +125,7 @@ async fn requests_before_auth_are_refused_and_versions_checked() {
             .await;
         let msg = expect_error(&f, ErrorCode::UnsupportedVersion);
         assert!(msg.contains("99"));
-        assert_eq!(
-            c.until_closed(LONG).await.unwrap().reason,
-            CloseReason::ProtocolError as i32
-        );
+        c.expect_closed(LONG, CloseReason::ProtocolError).await;
         // Missing version (0) is unsupported too.
         let mut c = server.client(t).await;
         let f = c
@@ -218,9 +214,7 @@ async fn missing_and_invalid_fields_get_invalid_argument() {
         let f = c
             .request(Body::ListConversations(pb::ListConversations {}))
             .await;
-        let Some(Body::ConversationList(l)) = f.body else {
-            panic!("{f:?}")
-        };
+        let l = expect_body!(f, ConversationList);
         assert!(l.conversations.is_empty());
         server_still_serves(&server, t, "fields").await;
     }
@@ -334,10 +328,8 @@ async fn a_4_gib_length_prefix_with_bytes_streaming_behind_it_leaves_memory_flat
     assert_eq!(frames.len(), 2, "{frames:?}");
     let msg = expect_error(&frames[0], ErrorCode::FrameTooLarge);
     assert!(msg.contains("4294967295"), "names the length: {msg}");
-    match &frames[1].body {
-        Some(Body::Closing(c)) => assert_eq!(c.reason, CloseReason::ProtocolError as i32),
-        other => panic!("expected Closing, got {other:?}"),
-    }
+    let closing = expect_body!(frames[1], Closing);
+    assert_eq!(closing.reason, CloseReason::ProtocolError as i32);
     assert!(sent < STREAM, "the server kept reading all {sent} bytes");
 
     // Others are served: two fresh users log in, send and are pushed to.

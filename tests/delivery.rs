@@ -117,7 +117,7 @@ async fn resend_with_same_client_msg_id_returns_original_ack_and_delivers_once()
         alice2.login(&a, "tablet").await;
         assert!(ack_of(&alice2.send_text(&b, "same", "once").await).duplicate);
 
-        assert_eq!(bob.next_push(LONG).await.unwrap().message.unwrap().seq, 1);
+        assert_eq!(bob.next_message(LONG).await.seq, 1);
         assert!(
             bob.next_push(SHORT).await.is_none(),
             "a retry must not be delivered again"
@@ -288,7 +288,7 @@ async fn group_management_roles_and_removal() {
     expect_ok(&adm.request(add(&["late"], pb::Role::Member)).await);
 
     // The new member gets the MEMBERS_ADDED event and can read history and send.
-    let p = late.next_push(LONG).await.unwrap().message.unwrap();
+    let p = late.next_message(LONG).await;
     assert_eq!(p.kind, pb::MessageKind::System as i32);
     assert_eq!(p.event.as_ref().unwrap().users, vec!["late"]);
     assert_eq!(p.seq, 3);
@@ -461,25 +461,8 @@ async fn multi_device_second_login_replaces_same_device() {
         let mut peer = server.user(t, &b, "d").await;
         // A message sent from the phone reaches the laptop too.
         ack_of(&phone.send_text(&b, "p1", "from phone").await);
-        assert_eq!(
-            laptop
-                .next_push(LONG)
-                .await
-                .unwrap()
-                .message
-                .unwrap()
-                .client_msg_id,
-            "p1"
-        );
-        assert_eq!(
-            peer.next_push(LONG)
-                .await
-                .unwrap()
-                .message
-                .unwrap()
-                .client_msg_id,
-            "p1"
-        );
+        assert_eq!(laptop.next_message(LONG).await.client_msg_id, "p1");
+        assert_eq!(peer.next_message(LONG).await.client_msg_id, "p1");
         let p = expect_body!(peer.presence(&[a.as_str()]).await, PresenceResult);
         assert_eq!(p.users[0].online_devices, vec!["laptop", "phone"]);
 
@@ -489,16 +472,7 @@ async fn multi_device_second_login_replaces_same_device() {
         phone.expect_closed(LONG, CloseReason::Replaced).await;
         // Only the new session gets pushes for the phone.
         ack_of(&peer.send_text(&a, "p2", "to you").await);
-        assert_eq!(
-            phone2
-                .next_push(LONG)
-                .await
-                .unwrap()
-                .message
-                .unwrap()
-                .client_msg_id,
-            "p2"
-        );
+        assert_eq!(phone2.next_message(LONG).await.client_msg_id, "p2");
     }
     server.stop().await;
 }

@@ -37,25 +37,16 @@ async fn request_floods_get_rate_limited_and_others_are_unaffected() {
     }
     assert!(limited >= 20, "only {limited} of 30 were limited");
     // Acks and pings are never limited.
-    assert!(matches!(flooder.ack(0).await.body, Some(Body::Ok(_))));
-    assert!(matches!(
-        flooder.request(Body::Ping(pb::Ping::default())).await.body,
-        Some(Body::Pong(_))
-    ));
+    expect_ok(&flooder.ack(0).await);
+    expect_body!(flooder.request(Body::Ping(pb::Ping::default())).await, Pong);
     // Another user is served at once.
     let mut calm = server.user(Tcp, "calm", "d").await;
     let t0 = Instant::now();
-    assert!(matches!(
-        calm.request(list()).await.body,
-        Some(Body::ConversationList(_))
-    ));
+    expect_body!(calm.request(list()).await, ConversationList);
     assert!(t0.elapsed() < Duration::from_secs(1));
     // The flooder recovers once the bucket refills.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(matches!(
-        flooder.request(list()).await.body,
-        Some(Body::ConversationList(_))
-    ));
+    expect_body!(flooder.request(list()).await, ConversationList);
     server.stop().await;
 }
 
@@ -114,10 +105,7 @@ async fn login_is_throttled_per_user_and_per_address() {
     );
     assert!(msg.contains("retry after"));
     // Other users are not locked out by it.
-    assert!(matches!(
-        c.request(login("bystander", PASSWORD)).await.body,
-        Some(Body::LoginOk(_))
-    ));
+    expect_body!(c.request(login("bystander", PASSWORD)).await, LoginOk);
     // One address cannot try without end: 2 registers + 5 logins so far, 12 allowed.
     let mut d = server.client(Quic).await;
     let mut last = None;
@@ -153,14 +141,7 @@ async fn sessions_per_user_are_capped() {
     let mut ok = false;
     for _ in 0..50 {
         let mut d = server.client(Tcp).await;
-        let f = d
-            .request(Body::Login(pb::Login {
-                protocol_version: PROTOCOL_VERSION,
-                username: "capped".into(),
-                password: PASSWORD.into(),
-                device: "three".into(),
-            }))
-            .await;
+        let f = d.request(login_body("capped", "three")).await;
         if matches!(f.body, Some(Body::LoginOk(_))) {
             ok = true;
             break;
@@ -277,7 +258,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
             device: "tablet".into(),
         }))
         .await;
-    assert!(matches!(f.body, Some(Body::Ok(_))));
+    expect_ok(&f);
     expect_error(&x.resume(&fresh).await, ErrorCode::TokenRevoked);
     // Revoking a device of another user is not possible: Revoke only names own devices.
     let f = y
@@ -306,7 +287,7 @@ async fn authorization_matrix() {
         conversation: g.clone(),
         users: vec!["mgone".into()],
     });
-    assert!(matches!(owner.request(rm).await.body, Some(Body::Ok(_))));
+    expect_ok(&owner.request(rm).await);
     // Someone else's 1:1 conversation id.
     let direct = ack_of(&owner.send_text("mpeer", "d1", "private").await).conversation;
 
@@ -355,23 +336,12 @@ async fn authorization_matrix() {
     }
     // Nothing changed: the group has its creation and removal events, the 1:1 its one
     // message, and every stored message's sender is the user who sent it.
-    let Some(Body::PullResult(r)) = owner.pull(&g, 0, 0).await.body else {
-        panic!()
-    };
+    let r = expect_pull(&owner.pull(&g, 0, 0).await);
     assert_eq!(r.last_seq, 2);
-    let Some(Body::PullResult(r)) = owner.pull(&direct, 0, 0).await.body else {
-        panic!()
-    };
+    let r = expect_pull(&owner.pull(&direct, 0, 0).await);
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].sender, "mowner");
-    let f = owner
-        .request(Body::ListMembers(pb::ListMembers {
-            conversation: g.clone(),
-        }))
-        .await;
-    let Some(Body::MemberList(l)) = f.body else {
-        panic!()
-    };
+    let l = expect_body!(owner.list_members(&g).await, MemberList);
     assert_eq!(
         l.members
             .iter()

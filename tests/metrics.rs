@@ -36,7 +36,8 @@ fn value(text: &str, sample: &str) -> f64 {
 async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
     let _turn = SERIAL.lock().await;
     let server =
-        TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+        TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
+            .await;
     let addr = server.metrics.expect("metrics endpoint bound");
     let before = scrape(addr).await;
 
@@ -113,7 +114,8 @@ async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
 async fn a_reconnect_with_the_same_trust_resumes_the_tls_session() {
     let _turn = SERIAL.lock().await;
     let server =
-        TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+        TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
+            .await;
     let addr = server.metrics.expect("metrics endpoint bound");
     let before = scrape(addr).await;
     let opts = tern_sdk::ConnectOptions::new(tern_sdk::Trust::from_pem_file(&server.ca).unwrap());

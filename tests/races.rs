@@ -40,12 +40,7 @@ async fn authenticate(c: &mut Client, how: Auth, user: &str, token: &str) -> pb:
             protocol_version: PROTOCOL_VERSION,
             token: token.into(),
         }),
-        Auth::Login => Body::Login(pb::Login {
-            protocol_version: PROTOCOL_VERSION,
-            username: user.into(),
-            password: PASSWORD.into(),
-            device: "phone".into(),
-        }),
+        Auth::Login => login_body(user, "phone"),
     };
     let f = c.request(body).await;
     login_ok(&f, &format!("{how:?}"))
@@ -193,21 +188,11 @@ async fn race_round(
     );
 
     // Exactly one live session for the device.
-    let presence = sender
-        .request(Body::PresenceQuery(pb::PresenceQuery {
-            users: vec![user.into()],
-        }))
-        .await;
-    let Some(Body::PresenceResult(p)) = presence.body else {
-        panic!("{presence:?}")
-    };
+    let p = expect_body!(sender.presence(&[user]).await, PresenceResult);
     assert_eq!(p.users[0].online_devices, vec!["phone"]);
 
     // Ack, then a Sync from the server-side cursor: no duplicates, nothing missing.
-    assert!(matches!(
-        survivor.ack(want_last).await.body,
-        Some(Body::Ok(_))
-    ));
+    expect_ok(&survivor.ack(want_last).await);
     let rest = survivor.sync_page(None, 0).await;
     assert!(
         rest.items.is_empty() && rest.from_inbox_seq == want_last,
@@ -338,8 +323,7 @@ async fn a_late_resume_with_pipelined_sends_on_a_stale_connection_changes_nothin
     // The stale bytes arrive: its session is closed as replaced; any send it still ran
     // was answered with the original ack.
     conn.release();
-    let closing = stale.until_closed(LONG).await.expect("a Closing frame");
-    assert_eq!(closing.reason, CloseReason::Replaced as i32);
+    stale.expect_closed(LONG, CloseReason::Replaced).await;
     let mut dup_acks = 0;
     for (i, r) in stale_sends.into_iter().enumerate() {
         if let Some(f) = stale.try_response(r) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tern_proto::pb::{self, CloseReason, ErrorCode};
-use tern_proto::{Body, Frame, PROTOCOL_VERSION};
+use tern_proto::{Body, Frame};
 use tern_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -94,26 +94,8 @@ impl WsClient {
     }
 
     async fn login(&mut self, user: &str) -> pb::LoginOk {
-        let f = self
-            .request(Body::Register(pb::Register {
-                protocol_version: PROTOCOL_VERSION,
-                username: user.into(),
-                password: PASSWORD.into(),
-            }))
-            .await;
-        assert!(matches!(f.body, Some(Body::Ok(_))), "{f:?}");
-        let f = self
-            .request(Body::Login(pb::Login {
-                protocol_version: PROTOCOL_VERSION,
-                username: user.into(),
-                password: PASSWORD.into(),
-                device: "browser".into(),
-            }))
-            .await;
-        match f.body {
-            Some(Body::LoginOk(ok)) => ok,
-            other => panic!("{other:?}"),
-        }
+        expect_ok(&self.request(register_body(user)).await);
+        expect_body!(self.request(login_body(user, "browser")).await, LoginOk)
     }
 }
 
@@ -138,10 +120,8 @@ async fn browser_and_native_users_chat_through_the_same_logic() {
     ack_of(&native.send_text("webby", "n1", "from the cli").await);
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        match web.next_unsolicited().await.body {
-            Some(Body::Push(p)) => seen.push(text(p.message.as_ref().unwrap())),
-            other => panic!("{other:?}"),
-        }
+        let p = expect_body!(web.next_unsolicited().await, Push);
+        seen.push(text(p.message.as_ref().unwrap()));
     }
     assert_eq!(seen, vec!["from the browser", "from the cli"]);
     // Same dedup rules.
@@ -191,10 +171,8 @@ async fn oversized_and_garbage_messages_get_errors_and_the_server_keeps_serving(
     c.send_bytes(vec![0u8; 20 * 1024]).await;
     let f = c.next_unsolicited().await;
     expect_error(&f, ErrorCode::FrameTooLarge);
-    match c.next_unsolicited().await.body {
-        Some(Body::Closing(cl)) => assert_eq!(cl.reason, CloseReason::ProtocolError as i32),
-        other => panic!("{other:?}"),
-    }
+    let closing = expect_body!(c.next_unsolicited().await, Closing);
+    assert_eq!(closing.reason, CloseReason::ProtocolError as i32);
     assert!(c.frame(Duration::from_secs(5)).await.is_none());
 
     // Far beyond the cap: refused by the WebSocket layer before it is buffered.
@@ -216,7 +194,8 @@ async fn oversized_and_garbage_messages_get_errors_and_the_server_keeps_serving(
 
 #[tokio::test]
 async fn the_page_is_served_or_says_how_to_build_it() {
-    let server = TestServer::start_with(|c| c.network.web_root = "/nonexistent-web-root".into()).await;
+    let server =
+        TestServer::start_with(|c| c.network.web_root = "/nonexistent-web-root".into()).await;
     let mut s = tokio::net::TcpStream::connect(server.ws).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
@@ -340,10 +319,8 @@ async fn a_64_mib_message_is_refused_and_server_memory_stays_flat() {
             .await,
     );
     assert_eq!(ack.seq, 1);
-    match b.next_unsolicited().await.body {
-        Some(Body::Push(p)) => assert_eq!(text(p.message.as_ref().unwrap()), "hello"),
-        other => panic!("{other:?}"),
-    }
+    let p = expect_body!(b.next_unsolicited().await, Push);
+    assert_eq!(text(p.message.as_ref().unwrap()), "hello");
     eprintln!(
         "ws 64 MiB message: send {}, connection ended after {took:?} ({seen:?}); server VmHWM \
          {hwm0} -> {hwm1} KiB (+{} KiB, bound {BOUND_KIB}), VmRSS {rss0} -> {rss1} KiB",

@@ -118,6 +118,12 @@ impl Client {
         }
     }
 
+    /// The message of the next MessagePush; panics if none comes within `timeout`.
+    pub async fn next_message(&mut self, timeout: Duration) -> pb::Message {
+        let push = self.next_push(timeout).await.expect("a push");
+        push.message.expect("the push carries a message")
+    }
+
     /// Reads until the server closes the connection; returns its Closing frame.
     pub async fn until_closed(&mut self, timeout: Duration) -> Option<pb::Closing> {
         match self.conn.until_closed(timeout).await {
@@ -137,13 +143,7 @@ impl Client {
     }
 
     pub async fn register(&mut self, user: &str) {
-        let f = self
-            .request(Body::Register(pb::Register {
-                protocol_version: PROTOCOL_VERSION,
-                username: user.into(),
-                password: PASSWORD.into(),
-            }))
-            .await;
+        let f = self.request(register_body(user)).await;
         assert!(
             matches!(f.body, Some(Body::Ok(_))),
             "register {user}: {f:?}"
@@ -151,14 +151,7 @@ impl Client {
     }
 
     pub async fn login(&mut self, user: &str, device: &str) -> pb::LoginOk {
-        let f = self
-            .request(Body::Login(pb::Login {
-                protocol_version: PROTOCOL_VERSION,
-                username: user.into(),
-                password: PASSWORD.into(),
-                device: device.into(),
-            }))
-            .await;
+        let f = self.request(login_body(user, device)).await;
         match f.body {
             Some(Body::LoginOk(ok)) => {
                 self.login = Some(ok.clone());
@@ -269,6 +262,25 @@ impl Client {
     pub async fn close(self) {
         self.conn.close().await
     }
+}
+
+/// A `Register` of `user` with the tests' [`PASSWORD`].
+pub fn register_body(user: &str) -> Body {
+    Body::Register(pb::Register {
+        protocol_version: PROTOCOL_VERSION,
+        username: user.into(),
+        password: PASSWORD.into(),
+    })
+}
+
+/// A `Login` of `user` on `device` with the tests' [`PASSWORD`].
+pub fn login_body(user: &str, device: &str) -> Body {
+    Body::Login(pb::Login {
+        protocol_version: PROTOCOL_VERSION,
+        username: user.into(),
+        password: PASSWORD.into(),
+        device: device.into(),
+    })
 }
 
 /// The `Send` body of a text message (to a peer when `to` has no ':', else to a

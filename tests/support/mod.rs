@@ -19,7 +19,7 @@ pub mod fault;
 pub mod server;
 pub mod tls;
 
-pub use client::{send_body, Client};
+pub use client::{login_body, register_body, send_body, Client};
 pub use expect::{ack_of, expect_error, expect_ok, expect_pull, text};
 pub use server::{memory_kib, test_config, ProcessServer, TestServer};
 pub use tern_proto;
