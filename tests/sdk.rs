@@ -8,10 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tern_proto::pb;
-use tern_sdk::{
-    register, Client, ClientConfig, ConnectOptions, Credentials, Event, Events, MemoryStore,
-    SendTicket, Target, Transport, TransportMode, Trust,
-};
+use tern_sdk::{Client, ClientConfig, Event, Events, SendTicket, Target, Transport, TransportMode};
 use tern_tests::fault::{FrameFaultProxy, TcpFaultProxy, UdpFaultProxy};
 use tern_tests::*;
 
@@ -25,31 +22,11 @@ fn config(
     device: &str,
     mode: TransportMode,
 ) -> ClientConfig {
-    let mut c = ClientConfig::new(
-        server,
-        Trust::from_pem_file(ca).unwrap(),
-        Credentials {
-            username: user.into(),
-            password: Some(PASSWORD.into()),
-            device: device.into(),
-        },
-        Box::new(MemoryStore::default()),
-    );
+    let mut c = sdk_config(server, ca, user, device, mode);
     c.quic_server = quic;
-    c.transport = mode;
-    c.initial_backoff = Duration::from_millis(50);
     c.max_backoff = Duration::from_millis(500);
     c.quic_deadline = Duration::from_millis(700);
     c
-}
-
-async fn register_all(server: SocketAddr, ca: &Path, users: &[&str]) {
-    let opts = ConnectOptions::new(Trust::from_pem_file(ca).unwrap());
-    for u in users {
-        register(server, &opts, TransportMode::Tcp, u, PASSWORD)
-            .await
-            .unwrap();
-    }
 }
 
 /// Waits for the first Connected event; returns its transport.

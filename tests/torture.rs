@@ -19,10 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tern_proto::pb;
-use tern_sdk::{
-    register, Client, ClientConfig, ConnectOptions, Credentials, Event, MemoryStore, Target,
-    TransportMode, Trust,
-};
+use tern_sdk::{Client, ClientConfig, Event, Target, TransportMode};
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
@@ -41,18 +38,7 @@ impl Rng {
 }
 
 fn cfg(addr: SocketAddr, ca: &Path, user: &str, device: &str, mode: TransportMode) -> ClientConfig {
-    let mut c = ClientConfig::new(
-        addr,
-        Trust::from_pem_file(ca).unwrap(),
-        Credentials {
-            username: user.into(),
-            password: Some(PASSWORD.into()),
-            device: device.into(),
-        },
-        Box::new(MemoryStore::default()),
-    );
-    c.transport = mode;
-    c.initial_backoff = Duration::from_millis(50);
+    let mut c = sdk_config(addr, ca, user, device, mode);
     c.max_backoff = Duration::from_millis(400);
     c
 }
@@ -106,14 +92,9 @@ async fn crash_loop_pause_and_restart_keep_every_promise() {
     let addr = server.tcp;
     let listen = addr.to_string();
     let ca = server.ca.clone();
-    let opts = ConnectOptions::new(Trust::from_pem_file(&ca).unwrap());
     let producers = ["tp0", "tp1", "tp2"];
     let receivers = ["tr0", "tr1"];
-    for u in producers.iter().chain(receivers.iter()) {
-        register(addr, &opts, TransportMode::Tcp, u, PASSWORD)
-            .await
-            .unwrap();
-    }
+    register_all(addr, &ca, &[&producers[..], &receivers[..]].concat()).await;
     // The group, created by a producer over a plain client.
     let group = {
         let mut c = tern_tests::Client::connect(Tcp, addr, &ca).await;

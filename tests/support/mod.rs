@@ -6,6 +6,7 @@
 //!   its own temp data dir;
 //! * [`client`]: a raw-frame [`Client`] over real QUIC or TLS-TCP;
 //! * [`expect`]: assertions on the frames the server answers with;
+//! * [`sdk`]: the SDK's reconnecting client as tests configure it;
 //! * [`tls`]: the rustls configurations of a tern client and server, and a bare TLS-TCP
 //!   connection;
 //! * [`fault`]: fault-injecting TCP, UDP and frame-aware proxies.
@@ -16,11 +17,13 @@
 pub mod client;
 pub mod expect;
 pub mod fault;
+pub mod sdk;
 pub mod server;
 pub mod tls;
 
 pub use client::{login_body, register_body, send_body, Client};
 pub use expect::{ack_of, expect_error, expect_ok, expect_pull, text};
+pub use sdk::{register_all, sdk_config};
 pub use server::{memory_kib, test_config, ProcessServer, TestServer};
 pub use tern_proto;
 pub use tern_sdk::Transport;
