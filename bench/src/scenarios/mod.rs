@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::engine::run::Stats;
 use crate::report::Report;
-use crate::systems::{mqtt, nats, tern, xmpp, Adapter, PeerKind};
+use crate::systems::{mqtt, nats, tern, xmpp, Adapter, Peer, PeerKind};
 use crate::{Cmd, Global, Reconnect};
 
 /// What every scenario shares.
@@ -127,47 +127,24 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         };
         return with(ctx, tern::Tern::start(ctx, &[], sources)?, cmd).await;
     };
-    let system = g
-        .system
-        .clone()
-        .unwrap_or_else(|| format!("{kind:?}").to_lowercase());
-    let keep_alive = Duration::from_secs(g.heartbeat_secs.unwrap_or(30).into());
-    let stats = ctx.stats.clone();
-    let (pid, concurrency) = (g.server_pid, g.login_concurrency);
+    let peer = Peer {
+        system: g
+            .system
+            .clone()
+            .unwrap_or_else(|| format!("{kind:?}").to_lowercase()),
+        addr,
+        pid: g.server_pid,
+        concurrency: g.login_concurrency,
+        keep_alive: Duration::from_secs(g.heartbeat_secs.unwrap_or(30).into()),
+        stats: ctx.stats.clone(),
+    };
     match kind {
-        PeerKind::Mosquitto => {
-            let a = mqtt::Mqtt {
-                system,
-                addr,
-                pid,
-                concurrency,
-                keep_alive,
-                stats,
-            };
-            with(ctx, a, cmd).await
-        }
+        PeerKind::Mosquitto => with(ctx, mqtt::Mqtt { peer }, cmd).await,
         PeerKind::Nats => {
-            let a = nats::Nats {
-                system,
-                addr,
-                pid,
-                concurrency,
-                stats,
-                stream: format!("B{:08X}", rand::random::<u32>()),
-            };
-            with(ctx, a, cmd).await
+            let stream = format!("B{:08X}", rand::random::<u32>());
+            with(ctx, nats::Nats { peer, stream }, cmd).await
         }
-        PeerKind::Ejabberd => {
-            let a = xmpp::Xmpp {
-                system,
-                addr,
-                pid,
-                concurrency,
-                stats,
-                keep_alive,
-            };
-            with(ctx, a, cmd).await
-        }
+        PeerKind::Ejabberd => with(ctx, xmpp::Xmpp { peer }, cmd).await,
     }
 }
 

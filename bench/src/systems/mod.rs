@@ -24,6 +24,7 @@ pub mod tern;
 pub mod xmpp;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,49 @@ pub struct Device {
     #[allow(dead_code)]
     pub conn: Option<Box<dyn Send>>,
 }
+
+/// What every peer adapter knows of the peer it drives.
+pub struct Peer {
+    /// Name in reports.
+    pub system: String,
+    pub addr: SocketAddr,
+    /// The peer's pid, for CPU and memory readings.
+    pub pid: Option<u32>,
+    /// `--login-concurrency`
+    pub concurrency: usize,
+    pub keep_alive: Duration,
+    pub stats: Arc<Stats>,
+}
+
+/// The [`Adapter`] methods every peer answers the same way from its `peer: Peer` field;
+/// `$ack` is what its ack is.
+macro_rules! peer_basics {
+    ($ack:literal) => {
+        fn params(&self, r: &mut crate::report::Report) {
+            r.param("system", &self.peer.system)
+                .param("peer_addr", self.peer.addr);
+        }
+
+        fn pid(&self) -> Option<u32> {
+            self.peer.pid
+        }
+
+        fn concurrency(&self) -> usize {
+            // No password hashing on these connects, so more may be in flight than
+            // tern's logins.
+            self.peer.concurrency.max(16)
+        }
+
+        fn ack_label(&self) -> &'static str {
+            $ack
+        }
+
+        fn connect_label(&self) -> &'static str {
+            "connect + session setup per connection"
+        }
+    };
+}
+pub(crate) use peer_basics;
 
 /// One system's client side, as the scenarios drive it.
 pub trait Adapter: Sized + Send + Sync + 'static {

@@ -8,7 +8,6 @@
 //! send times per connection maps every PUBACK back to its message.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,22 +19,13 @@ use rumqttc::{
     SubscribeFilter,
 };
 
-use super::{payload, Adapter, Dest, Group, Hooks};
+use super::{payload, Adapter, Dest, Group, Hooks, Peer};
 use crate::engine::clock;
-use crate::engine::run::{Outbox, SenderRef, Stats};
+use crate::engine::run::{Outbox, SenderRef};
 use crate::engine::schedule::Nanos;
-use crate::report::Report;
 
 pub struct Mqtt {
-    /// Name in reports.
-    pub system: String,
-    pub addr: SocketAddr,
-    /// The broker's pid, for CPU and memory readings.
-    pub pid: Option<u32>,
-    /// --login-concurrency
-    pub concurrency: usize,
-    pub keep_alive: Duration,
-    pub stats: Arc<Stats>,
+    pub peer: Peer,
 }
 
 #[derive(Default)]
@@ -96,28 +86,7 @@ async fn poll(el: &mut EventLoop) -> Result<Event, ConnectionError> {
 impl Adapter for Mqtt {
     type Conn = MqttConn;
 
-    fn params(&self, r: &mut Report) {
-        r.param("system", &self.system)
-            .param("peer_addr", self.addr);
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.pid
-    }
-
-    fn concurrency(&self) -> usize {
-        // No password hashing on these connects, so more may be in flight than tern's
-        // logins.
-        self.concurrency.max(16)
-    }
-
-    fn ack_label(&self) -> &'static str {
-        "ack (intended send -> MQTT PUBACK, QoS 1)"
-    }
-
-    fn connect_label(&self) -> &'static str {
-        "connect + session setup per connection"
-    }
+    super::peer_basics!("ack (intended send -> MQTT PUBACK, QoS 1)");
 
     fn supports(&self, scenario: &str) -> bool {
         matches!(scenario, "one-to-one" | "fanout" | "idle" | "storm")
@@ -144,9 +113,9 @@ impl Adapter for Mqtt {
         groups: &[String],
         hooks: Hooks,
     ) -> anyhow::Result<MqttConn> {
-        let mut o = MqttOptions::new(user, self.addr.ip().to_string(), self.addr.port());
+        let mut o = MqttOptions::new(user, self.peer.addr.ip().to_string(), self.peer.addr.port());
         o.set_clean_session(false)
-            .set_keep_alive(self.keep_alive)
+            .set_keep_alive(self.peer.keep_alive)
             .set_inflight(1000)
             .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(o, 100_000);
@@ -181,7 +150,7 @@ impl Adapter for Mqtt {
         }
         let alive = Arc::new(AtomicBool::new(true));
         let task = {
-            let (pending, alive, stats) = (pending.clone(), alive.clone(), self.stats.clone());
+            let (pending, alive, stats) = (pending.clone(), alive.clone(), self.peer.stats.clone());
             tokio::spawn(async move {
                 loop {
                     match poll(&mut el).await {

@@ -4,7 +4,6 @@
 //! explicit acks, read through its message stream; a send is a JetStream publish whose
 //! ack is the server's PubAck (the message is in the stream).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,21 +14,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{payload, Adapter, Dest, Group, Hooks};
+use super::{payload, Adapter, Dest, Group, Hooks, Peer};
 use crate::engine::clock;
-use crate::engine::run::{Outbox, SenderRef, Stats, Trackers};
+use crate::engine::run::{Outbox, SenderRef, Trackers};
 use crate::engine::schedule::Nanos;
-use crate::report::Report;
 
 pub struct Nats {
-    /// Name in reports.
-    pub system: String,
-    pub addr: SocketAddr,
-    /// The broker's pid, for CPU and memory readings.
-    pub pid: Option<u32>,
-    /// --login-concurrency
-    pub concurrency: usize,
-    pub stats: Arc<Stats>,
+    pub peer: Peer,
     /// Stream name (one per run).
     pub stream: String,
 }
@@ -62,37 +53,16 @@ impl Nats {
         async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(10))
-            .connect(format!("nats://{}", self.addr))
+            .connect(format!("nats://{}", self.peer.addr))
             .await
-            .with_context(|| format!("NATS connect {}", self.addr))
+            .with_context(|| format!("NATS connect {}", self.peer.addr))
     }
 }
 
 impl Adapter for Nats {
     type Conn = NatsConn;
 
-    fn params(&self, r: &mut Report) {
-        r.param("system", &self.system)
-            .param("peer_addr", self.addr);
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.pid
-    }
-
-    fn concurrency(&self) -> usize {
-        // No password hashing on these connects, so more may be in flight than tern's
-        // logins.
-        self.concurrency.max(16)
-    }
-
-    fn ack_label(&self) -> &'static str {
-        "ack (intended send -> JetStream PubAck)"
-    }
-
-    fn connect_label(&self) -> &'static str {
-        "connect + session setup per connection"
-    }
+    super::peer_basics!("ack (intended send -> JetStream PubAck)");
 
     fn supports(&self, scenario: &str) -> bool {
         matches!(scenario, "one-to-one" | "fanout")
@@ -150,7 +120,8 @@ impl Adapter for Nats {
                     .await
                     .with_context(|| format!("creating the consumer of {user}"))?;
                 let mut msgs = c.messages().await.context("consumer messages")?;
-                let (on_msg, alive, stats) = (on_msg.clone(), alive.clone(), self.stats.clone());
+                let (on_msg, alive, stats) =
+                    (on_msg.clone(), alive.clone(), self.peer.stats.clone());
                 tasks.push(tokio::spawn(async move {
                     while let Some(m) = msgs.next().await {
                         match m {
@@ -179,7 +150,7 @@ impl Adapter for Nats {
     fn outbox(&self, conn: &NatsConn, dest: Dest) -> SenderRef {
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Nanos, Bytes)>();
         let subject = self.subject(&dest);
-        let (js, acks, stats) = (conn.js.clone(), conn.acks.clone(), self.stats.clone());
+        let (js, acks, stats) = (conn.js.clone(), conn.acks.clone(), self.peer.stats.clone());
         tokio::spawn(async move {
             while let Some((step, intended, p)) = rx.recv().await {
                 match js.publish(subject.clone(), p).await {

@@ -30,11 +30,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{payload, Adapter, Dest, Group, Hooks};
+use super::{payload, Adapter, Dest, Group, Hooks, Peer};
 use crate::engine::clock;
-use crate::engine::run::{Outbox, SenderRef, Stats};
+use crate::engine::run::{Outbox, SenderRef};
 use crate::engine::schedule::Nanos;
-use crate::report::Report;
 
 pub const DOMAIN: &str = "localhost";
 const PASSWORD: &str = "bench-password";
@@ -191,15 +190,7 @@ async fn open(addr: SocketAddr) -> anyhow::Result<(In, OwnedWriteHalf)> {
 }
 
 pub struct Xmpp {
-    /// Name in reports.
-    pub system: String,
-    pub addr: SocketAddr,
-    /// The broker's pid, for CPU and memory readings.
-    pub pid: Option<u32>,
-    /// --login-concurrency
-    pub concurrency: usize,
-    pub stats: Arc<Stats>,
-    pub keep_alive: Duration,
+    pub peer: Peer,
 }
 
 #[derive(Default)]
@@ -234,7 +225,7 @@ fn jid(user: &str) -> String {
 impl Xmpp {
     /// Registers `users` in-band, many per stream.
     async fn register(&self, users: &[String]) -> anyhow::Result<()> {
-        let (mut r, mut w) = open(self.addr).await?;
+        let (mut r, mut w) = open(self.peer.addr).await?;
         for u in users {
             w.write_all(
                 format!(
@@ -261,28 +252,7 @@ impl Xmpp {
 impl Adapter for Xmpp {
     type Conn = XmppConn;
 
-    fn params(&self, r: &mut Report) {
-        r.param("system", &self.system)
-            .param("peer_addr", self.addr);
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.pid
-    }
-
-    fn concurrency(&self) -> usize {
-        // No password hashing on these connects, so more may be in flight than tern's
-        // logins.
-        self.concurrency.max(16)
-    }
-
-    fn ack_label(&self) -> &'static str {
-        "ack (intended send -> XMPP stream management <a/>)"
-    }
-
-    fn connect_label(&self) -> &'static str {
-        "connect + session setup per connection"
-    }
+    super::peer_basics!("ack (intended send -> XMPP stream management <a/>)");
 
     fn supports(&self, scenario: &str) -> bool {
         matches!(scenario, "one-to-one" | "idle" | "storm")
@@ -319,7 +289,7 @@ impl Adapter for Xmpp {
         _groups: &[String],
         hooks: Hooks,
     ) -> anyhow::Result<XmppConn> {
-        let (mut r, mut w) = open(self.addr).await?;
+        let (mut r, mut w) = open(self.peer.addr).await?;
         let plain =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
         w.write_all(
@@ -359,8 +329,8 @@ impl Adapter for Xmpp {
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let writer = {
-            let (alive, stats) = (alive.clone(), self.stats.clone());
-            let keep_alive = self.keep_alive;
+            let (alive, stats) = (alive.clone(), self.peer.stats.clone());
+            let keep_alive = self.peer.keep_alive;
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -386,7 +356,7 @@ impl Adapter for Xmpp {
         let reader = {
             let (alive, stats, pending, tx) = (
                 alive.clone(),
-                self.stats.clone(),
+                self.peer.stats.clone(),
                 pending.clone(),
                 tx.clone(),
             );

@@ -31,7 +31,8 @@ use crate::probe::server::{self, Server, Spawn};
 use crate::report::Report;
 use crate::scenarios::{Ctx, StormArgs};
 use crate::{Global, Reconnect, TransportArg};
-use net::{Connector, Fail, Live, LiveOpts, Raw};
+use net::{Connector, Fail, Live, LiveOpts};
+use tern_sdk::raw::RawConnection;
 
 /// Server flags the bench lifts by default (only those the binary's --help lists).
 const LIFTED_LIMITS: &[(&str, &str)] = &[
@@ -150,10 +151,15 @@ impl Tern {
     }
 
     /// Connects as connection `i` and logs in; retried on RATE_LIMITED and failures.
-    async fn login(&self, i: usize, user: &str, device: &str) -> Result<(Raw, pb::LoginOk), Fail> {
+    async fn login(
+        &self,
+        i: usize,
+        user: &str,
+        device: &str,
+    ) -> Result<(RawConnection, pb::LoginOk), Fail> {
         net::with_retries(20, &self.stats, || async {
             let mut raw = self.connector.connect(i).await?;
-            let ok = raw.login(user, device).await?;
+            let ok = net::login(&mut raw, user, device).await?;
             Ok((raw, ok))
         })
         .await
@@ -164,7 +170,7 @@ impl Tern {
         let out: Vec<Result<(), Fail>> = futures_util::stream::iter(users)
             .map(|(i, u)| async move {
                 net::with_retries(20, &self.stats, || async {
-                    self.connector.connect(i).await?.register(&u).await
+                    net::register(&mut self.connector.connect(i).await?, &u).await
                 })
                 .await
             })
@@ -303,19 +309,19 @@ impl Adapter for Tern {
             .login(0, &members[0], "bench")
             .await
             .map_err(|e| anyhow::anyhow!("login of {}: {e}", members[0]))?;
-        let conv = match creator
-            .request(Body::CreateGroup(pb::CreateGroup {
-                name: name.into(),
-                members: members[1..].to_vec(),
-            }))
+        let create = Body::CreateGroup(pb::CreateGroup {
+            name: name.into(),
+            members: members[1..].to_vec(),
+        });
+        let conv = match net::request(&mut creator, create)
             .await
             .map_err(|e| anyhow::anyhow!("CreateGroup: {e}"))?
         {
             Body::GroupCreated(g) => g.conversation,
             other => bail!("CreateGroup answered {}", tern_proto::body_name(&other)),
         };
-        let info = match creator
-            .request(Body::ListConversations(pb::ListConversations {}))
+        let list = Body::ListConversations(pb::ListConversations::default());
+        let info = match net::request(&mut creator, list)
             .await
             .map_err(|e| anyhow::anyhow!("ListConversations: {e}"))?
         {
@@ -429,7 +435,7 @@ impl Adapter for Tern {
                 async move {
                     net::with_retries(20, &self.stats, || async {
                         let mut raw = self.connector.connect(i).await?;
-                        raw.login(warm_user, &format!("w{}", i % 8)).await?;
+                        net::login(&mut raw, warm_user, &format!("w{}", i % 8)).await?;
                         Ok(())
                     })
                     .await
@@ -537,7 +543,7 @@ impl Adapter for Tern {
 
 /// One storm sender: pipelines its share of the missed messages, `window` in flight.
 async fn storm_send(
-    mut raw: Raw,
+    mut raw: RawConnection,
     me: usize,
     plan: Vec<String>,
     missed: usize,
@@ -560,8 +566,7 @@ async fn storm_send(
                 let Some((p, n)) = queue.pop_front() else {
                     break;
                 };
-                let req_id = raw.next_req;
-                raw.next_req += 1;
+                let req_id = raw.next_req_id();
                 buf.extend_from_slice(&encode_frame(&Frame {
                     req_id,
                     body: Some(Body::Send(pb::Send {
@@ -573,14 +578,14 @@ async fn storm_send(
                 }));
                 inflight.insert(req_id, (p, n));
             }
-            raw.write(&buf).await?;
+            raw.send_raw(&buf).await?;
         }
-        let f = raw.next_frame(Duration::from_secs(30)).await?;
+        let f = raw.recv_frame(Duration::from_secs(30)).await?;
         match f.body {
             Some(Body::SendAck(_)) if inflight.remove(&f.req_id).is_some() => acked += 1,
             Some(Body::Error(e)) => {
                 if let Some(item) = inflight.remove(&f.req_id) {
-                    let fail = Fail::Code(net::code_name(e.code), e.message);
+                    let fail = Fail::of(e);
                     stats.add(&format!("storm send {}", fail.name()));
                     if let Some(wait) = fail.retry_after() {
                         queue.push_front(item);
@@ -625,17 +630,16 @@ async fn storm_device(
             let t0 = clock::now();
             let mut raw = connector.connect(i).await?;
             match &token {
-                Some(t) => raw.resume(t).await?,
-                None => raw.login(&user, "phone").await?,
+                Some(t) => net::resume(&mut raw, t).await?,
+                None => net::login(&mut raw, &user, "phone").await?,
             };
             let auth = clock::now() - t0;
             loop {
-                let res = raw
-                    .request(Body::Sync(pb::Sync {
-                        after_inbox_seq: Some(cursor),
-                        limit: page,
-                    }))
-                    .await?;
+                let sync = Body::Sync(pb::Sync {
+                    after_inbox_seq: Some(cursor),
+                    limit: page,
+                });
+                let res = net::request(&mut raw, sync).await?;
                 let Body::SyncResult(s) = res else {
                     return Err(Fail::Io("Sync answered with something else".into()));
                 };
@@ -646,7 +650,7 @@ async fn storm_device(
                 }
             }
             let done = clock::now();
-            let _ = raw.request(Body::Ack(pb::Ack { inbox_seq: cursor })).await;
+            let _ = net::request(&mut raw, Body::Ack(pb::Ack { inbox_seq: cursor })).await;
             Ok::<_, Fail>((raw, auth, done))
         };
         match tokio::time::timeout_at(deadline, attempt).await {

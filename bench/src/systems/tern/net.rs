@@ -1,11 +1,11 @@
-//! Connections that speak raw frames.
+//! Connections that speak raw frames, on the SDK's [`RawConnection`].
 //!
-//! - [`Connector`] opens a connection over TLS-TCP or QUIC: through `tern_sdk::connect`,
+//! - [`Connector`] opens a connection over TLS-TCP or QUIC: through the SDK's connect,
 //!   or, when source addresses are given (many connections), with the client socket bound
 //!   to `127.0.0.k` and, for QUIC, one client endpoint per source address carrying many
 //!   connections.
-//! - [`Raw`] is a connection during setup: request, wait for the response (Register,
-//!   Login, CreateGroup, ...).
+//! - During setup a connection is a [`RawConnection`]: [`request`], [`register`],
+//!   [`login`], [`resume`], with [`Fail`] naming what went wrong for the reports.
 //! - [`Live`] is a connection during a run: a writer task that batches queued frames into
 //!   one write per wakeup and sends a `Ping` every heartbeat, and a reader task that hands
 //!   pushes and `SendAck`s to a [`Handler`], acks the inbox cumulatively every
@@ -25,7 +25,8 @@ use tern_proto::pb::{self, CloseReason, ErrorCode};
 use tern_proto::{
     encode_frame, Body, Frame, FrameCodec, ALPN, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
-use tern_sdk::connect::{BoxRead, BoxWrite, ConnectionGuard, FrameReader};
+use tern_sdk::connect::{BoxRead, BoxWrite, FrameReader};
+use tern_sdk::raw::{RawConnection, RawError, RawParts};
 use tern_sdk::{ConnectOptions, Transport, Trust};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -40,8 +41,8 @@ pub const PASSWORD: &str = "bench-password-1";
 /// Why a request did not get its expected answer.
 #[derive(Debug, Clone)]
 pub enum Fail {
-    /// An `Error` frame: its code name and message.
-    Code(String, String),
+    /// An `Error` frame: its code name, message and `retry_after_ms`.
+    Code(String, String, u64),
     /// The server closed the connection (`Closing` reason, or "EOF").
     Closed(String),
     Timeout,
@@ -51,7 +52,7 @@ pub enum Fail {
 impl std::fmt::Display for Fail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Fail::Code(c, m) => write!(f, "{c}: {m}"),
+            Fail::Code(c, m, _) => write!(f, "{c}: {m}"),
             Fail::Closed(r) => write!(f, "connection closed ({r})"),
             Fail::Timeout => write!(f, "timed out"),
             Fail::Io(e) => write!(f, "{e}"),
@@ -61,29 +62,46 @@ impl std::fmt::Display for Fail {
 
 impl std::error::Error for Fail {}
 
+impl From<RawError> for Fail {
+    fn from(e: RawError) -> Self {
+        match e {
+            RawError::Server { code, message } => Fail::Code(code.as_str_name().into(), message, 0),
+            RawError::Closed(c) => Fail::Closed(c.map_or("EOF".into(), |c| close_name(c.reason))),
+            RawError::Timeout => Fail::Timeout,
+            other => Fail::Io(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for Fail {
+    fn from(e: std::io::Error) -> Self {
+        Fail::Io(e.to_string())
+    }
+}
+
 impl Fail {
+    /// An `Error` frame from the server.
+    pub fn of(e: pb::Error) -> Self {
+        Fail::Code(code_name(e.code), e.message, e.retry_after_ms)
+    }
+
     pub fn name(&self) -> String {
         match self {
-            Fail::Code(c, _) => c.clone(),
+            Fail::Code(c, _, _) => c.clone(),
             Fail::Closed(r) => format!("closed:{r}"),
             Fail::Timeout => "timeout".into(),
             Fail::Io(_) => "io".into(),
         }
     }
 
-    /// For RATE_LIMITED: the wait the server asked for ("retry after N ms").
+    /// For RATE_LIMITED: the wait the server asked for (`retry_after_ms`, else 1 s).
     pub fn retry_after(&self) -> Option<Duration> {
-        let Fail::Code(c, m) = self else { return None };
-        if c != "RATE_LIMITED" {
-            return None;
+        match self {
+            Fail::Code(c, _, ms) if c == "RATE_LIMITED" => Some(Duration::from_millis(
+                if *ms > 0 { *ms } else { 1000 }.min(60_000),
+            )),
+            _ => None,
         }
-        let ms = m
-            .split("retry after ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(1000);
-        Some(Duration::from_millis(ms.min(60_000)))
     }
 }
 
@@ -99,20 +117,12 @@ pub fn close_name(reason: i32) -> String {
         .unwrap_or_else(|_| format!("CLOSE_{reason}"))
 }
 
-/// Keeps the transport open; closes QUIC connections when dropped.
-pub enum Guard {
-    /// Held for its `Drop`, which closes the SDK's QUIC connection.
-    #[allow(dead_code)]
-    Sdk(ConnectionGuard),
-    Quic(quinn::Connection),
-    Tcp,
-}
+/// Keeps a QUIC connection opened here open; closes it when dropped.
+struct QuicGuard(quinn::Connection);
 
-impl Drop for Guard {
+impl Drop for QuicGuard {
     fn drop(&mut self) {
-        if let Guard::Quic(c) = self {
-            c.close(0u32.into(), b"bench done");
-        }
+        self.0.close(0u32.into(), b"bench done");
     }
 }
 
@@ -219,15 +229,14 @@ impl Connector {
     }
 
     /// Opens connection number `i` (which picks its source address).
-    pub async fn connect(&self, i: usize) -> Result<Raw, Fail> {
+    pub async fn connect(&self, i: usize) -> Result<RawConnection, Fail> {
         let io = |e: &dyn std::fmt::Display| Fail::Io(e.to_string());
         if self.sources.is_empty() {
-            let conn = tern_sdk::connect(self.transport, self.addr, &self.sdk)
+            return RawConnection::connect(self.transport, self.addr, &self.sdk)
                 .await
-                .map_err(|e| io(&e))?;
-            let (reader, writer, guard) = conn.into_split();
-            return Ok(Raw::new(reader, writer, Guard::Sdk(guard)));
+                .map_err(|e| io(&e));
         }
+        let reader = |r: BoxRead| FramedRead::new(r, FrameCodec::new(DEFAULT_MAX_FRAME));
         let k = i % self.sources.len();
         let work = async {
             match self.transport {
@@ -243,10 +252,12 @@ impl Connector {
                         .await
                         .map_err(|e| io(&e))?;
                     let (r, w) = tokio::io::split(tls);
-                    Ok(Raw::new(
-                        FramedRead::new(Box::pin(r) as BoxRead, FrameCodec::new(DEFAULT_MAX_FRAME)),
-                        Box::pin(w),
-                        Guard::Tcp,
+                    let w: BoxWrite = Box::pin(w);
+                    Ok(RawConnection::from_parts(
+                        Transport::Tcp,
+                        reader(Box::pin(r)),
+                        w,
+                        (),
                     ))
                 }
                 Transport::Quic => {
@@ -256,13 +267,12 @@ impl Connector {
                         .await
                         .map_err(|e| io(&e))?;
                     let (send, recv) = conn.open_bi().await.map_err(|e| io(&e))?;
-                    Ok(Raw::new(
-                        FramedRead::new(
-                            Box::pin(recv) as BoxRead,
-                            FrameCodec::new(DEFAULT_MAX_FRAME),
-                        ),
-                        Box::pin(send),
-                        Guard::Quic(conn),
+                    let w: BoxWrite = Box::pin(send);
+                    Ok(RawConnection::from_parts(
+                        Transport::Quic,
+                        reader(Box::pin(recv)),
+                        w,
+                        QuicGuard(conn),
                     ))
                 }
             }
@@ -274,128 +284,65 @@ impl Connector {
     }
 }
 
-/// A connection during setup.
-pub struct Raw {
-    pub reader: FrameReader,
-    pub writer: BoxWrite,
-    pub guard: Guard,
-    pub next_req: u64,
+/// Sends a request and waits for its response body; an `Error` answer is
+/// [`Fail::Code`] (with its `retry_after_ms`).
+pub async fn request(conn: &mut RawConnection, body: Body) -> Result<Body, Fail> {
+    match conn.request(body).await?.body {
+        Some(Body::Error(e)) => Err(Fail::of(e)),
+        Some(b) => Ok(b),
+        None => Err(Fail::Io("empty response".into())),
+    }
 }
 
-pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl Raw {
-    pub fn new(reader: FrameReader, writer: BoxWrite, guard: Guard) -> Self {
-        Self {
-            reader,
-            writer,
-            guard,
-            next_req: 1,
-        }
+pub async fn register(conn: &mut RawConnection, user: &str) -> Result<(), Fail> {
+    let r = request(
+        conn,
+        Body::Register(pb::Register {
+            protocol_version: PROTOCOL_VERSION,
+            username: user.into(),
+            password: PASSWORD.into(),
+        }),
+    )
+    .await;
+    match r {
+        Ok(_) => Ok(()),
+        // A re-run against the same external server.
+        Err(Fail::Code(c, ..)) if c == "USER_EXISTS" => Ok(()),
+        Err(e) => Err(e),
     }
+}
 
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Fail> {
-        self.writer
-            .write_all(bytes)
-            .await
-            .map_err(|e| Fail::Io(e.to_string()))?;
-        self.writer
-            .flush()
-            .await
-            .map_err(|e| Fail::Io(e.to_string()))
+/// The `LoginOk` answering `body` (a Login or a Resume).
+async fn logged_in(conn: &mut RawConnection, body: Body) -> Result<pb::LoginOk, Fail> {
+    match request(conn, body).await? {
+        Body::LoginOk(ok) => Ok(ok),
+        other => Err(Fail::Io(format!(
+            "unexpected answer to a login: {}",
+            tern_proto::body_name(&other)
+        ))),
     }
+}
 
-    /// Sends a request; returns its req_id.
-    pub async fn send_req(&mut self, body: Body) -> Result<u64, Fail> {
-        let req_id = self.next_req;
-        self.next_req += 1;
-        self.write(&encode_frame(&Frame {
-            req_id,
-            body: Some(body),
-        }))
-        .await?;
-        Ok(req_id)
-    }
+pub async fn login(
+    conn: &mut RawConnection,
+    user: &str,
+    device: &str,
+) -> Result<pb::LoginOk, Fail> {
+    let body = Body::Login(pb::Login {
+        protocol_version: PROTOCOL_VERSION,
+        username: user.into(),
+        password: PASSWORD.into(),
+        device: device.into(),
+    });
+    logged_in(conn, body).await
+}
 
-    /// The next frame, whatever it is.
-    pub async fn next_frame(&mut self, timeout: Duration) -> Result<Frame, Fail> {
-        match tokio::time::timeout(timeout, self.reader.next()).await {
-            Err(_) => Err(Fail::Timeout),
-            Ok(None) => Err(Fail::Closed("EOF".into())),
-            Ok(Some(Err(e))) => Err(Fail::Io(e.to_string())),
-            Ok(Some(Ok(Err(e)))) => Err(Fail::Io(format!("undecodable frame: {e}"))),
-            Ok(Some(Ok(Ok(f)))) => Ok(f),
-        }
-    }
-
-    /// Sends a request and waits for its response (pushes in between are dropped). An
-    /// `Error` response comes back as `Fail::Code`.
-    pub async fn request(&mut self, body: Body) -> Result<Body, Fail> {
-        let id = self.send_req(body).await?;
-        let deadline = tokio::time::Instant::now() + RPC_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let f = self.next_frame(left).await?;
-            match f.body {
-                Some(Body::Closing(c)) => return Err(Fail::Closed(close_name(c.reason))),
-                Some(Body::Error(e)) if f.req_id == id => {
-                    return Err(Fail::Code(code_name(e.code), e.message))
-                }
-                Some(b) if f.req_id == id => return Ok(b),
-                _ => {}
-            }
-        }
-    }
-
-    pub async fn register(&mut self, user: &str) -> Result<(), Fail> {
-        match self
-            .request(Body::Register(pb::Register {
-                protocol_version: PROTOCOL_VERSION,
-                username: user.into(),
-                password: PASSWORD.into(),
-            }))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // A re-run against the same external server.
-            Err(Fail::Code(c, _)) if c == "USER_EXISTS" => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn login(&mut self, user: &str, device: &str) -> Result<pb::LoginOk, Fail> {
-        match self
-            .request(Body::Login(pb::Login {
-                protocol_version: PROTOCOL_VERSION,
-                username: user.into(),
-                password: PASSWORD.into(),
-                device: device.into(),
-            }))
-            .await?
-        {
-            Body::LoginOk(ok) => Ok(ok),
-            other => Err(Fail::Io(format!(
-                "unexpected answer to Login: {}",
-                tern_proto::body_name(&other)
-            ))),
-        }
-    }
-
-    pub async fn resume(&mut self, token: &str) -> Result<pb::LoginOk, Fail> {
-        match self
-            .request(Body::Resume(pb::Resume {
-                protocol_version: PROTOCOL_VERSION,
-                token: token.into(),
-            }))
-            .await?
-        {
-            Body::LoginOk(ok) => Ok(ok),
-            other => Err(Fail::Io(format!(
-                "unexpected answer to Resume: {}",
-                tern_proto::body_name(&other)
-            ))),
-        }
-    }
+pub async fn resume(conn: &mut RawConnection, token: &str) -> Result<pb::LoginOk, Fail> {
+    let body = Body::Resume(pb::Resume {
+        protocol_version: PROTOCOL_VERSION,
+        token: token.into(),
+    });
+    logged_in(conn, body).await
 }
 
 /// Retries `op` while the server answers RATE_LIMITED (waiting as told) or the
@@ -432,7 +379,8 @@ pub struct Live {
     req: Arc<AtomicU64>,
     pub alive: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _guard: Guard,
+    /// Keeps the transport open (QUIC closes when it is dropped).
+    _guard: Box<dyn std::any::Any + Send>,
 }
 
 impl Drop for Live {
@@ -455,21 +403,22 @@ pub struct LiveOpts {
 
 impl Live {
     pub fn start(
-        raw: Raw,
+        raw: RawConnection,
         user: String,
         opts: LiveOpts,
         handler: Arc<dyn Handler>,
         stats: Arc<Stats>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        let req = Arc::new(AtomicU64::new(raw.next_req.max(1)));
-        let alive = Arc::new(AtomicBool::new(true));
-        let Raw {
+        let RawParts {
             reader,
             writer,
             guard,
+            next_req,
             ..
-        } = raw;
+        } = raw.into_parts();
+        let req = Arc::new(AtomicU64::new(next_req.max(1)));
+        let alive = Arc::new(AtomicBool::new(true));
         let w = tokio::spawn(write_loop(writer, rx, opts.ping_every, req.clone()));
         let r = tokio::spawn(read_loop(
             reader,
@@ -620,13 +569,17 @@ mod tests {
 
     #[test]
     fn rate_limited_errors_say_how_long_to_wait() {
-        let f = Fail::Code(
-            "RATE_LIMITED".into(),
-            "too many login attempts; retry after 1500 ms".into(),
-        );
+        let f = Fail::of(pb::Error {
+            code: ErrorCode::RateLimited as i32,
+            message: "too many login attempts; retry after 1500 ms".into(),
+            retry_after_ms: 1500,
+        });
+        assert_eq!(f.name(), "RATE_LIMITED");
         assert_eq!(f.retry_after(), Some(Duration::from_millis(1500)));
-        let f = Fail::Code("RATE_LIMITED".into(), "slow down".into());
+        let f = Fail::Code("RATE_LIMITED".into(), "slow down".into(), 0);
         assert_eq!(f.retry_after(), Some(Duration::from_millis(1000)));
+        let f = Fail::Code("FORBIDDEN".into(), "no".into(), 0);
+        assert_eq!(f.retry_after(), None);
         assert_eq!(Fail::Timeout.retry_after(), None);
     }
 
