@@ -11,8 +11,8 @@
 //!   connection;
 //! * [`fault`]: fault-injecting TCP, UDP and frame-aware proxies.
 //!
-//! Everything but `fault` is re-exported at the crate root, so a test file starts with
-//! `use tern_tests::*;`.
+//! The common items of all but `fault` are re-exported at the crate root (with the
+//! `expect_body!` macro), so a test file starts with `use tern_tests::*;`.
 
 pub mod client;
 pub mod expect;
