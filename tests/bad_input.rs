@@ -212,7 +212,7 @@ async fn missing_and_invalid_fields_get_invalid_argument() {
         expect_error(&f, ErrorCode::AlreadyAuthenticated);
         // Nothing was stored by any of it.
         let f = c
-            .request(Body::ListConversations(pb::ListConversations {}))
+            .request(Body::ListConversations(pb::ListConversations::default()))
             .await;
         let l = expect_body!(f, ConversationList);
         assert!(l.conversations.is_empty());

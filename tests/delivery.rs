@@ -333,7 +333,7 @@ async fn group_management_roles_and_removal() {
         .await;
     expect_ok(&leave);
     let list = expect_body!(
-        m1.request(Body::ListConversations(pb::ListConversations {}))
+        m1.request(Body::ListConversations(pb::ListConversations::default()))
             .await,
         ConversationList
     )

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 const LONG: Duration = Duration::from_secs(5);
 
 fn list() -> Body {
-    Body::ListConversations(pb::ListConversations {})
+    Body::ListConversations(pb::ListConversations::default())
 }
 
 #[tokio::test]
