@@ -28,7 +28,7 @@
 //!     }))
 //!     .await?;
 //! // `request`: the whole response frame, `Error` bodies included.
-//! let frame = conn.request(Body::ListConversations(pb::ListConversations {})).await?;
+//! let frame = conn.request(Body::ListConversations(pb::ListConversations::default())).await?;
 //! // Pipelining: send several, then collect the answers by req_id, in any order.
 //! let a = conn.send_request(Body::Ping(pb::Ping::default())).await?;
 //! let b = conn.send_request(Body::Ping(pb::Ping::default())).await?;
@@ -436,7 +436,7 @@ mod tests {
             .await
             .unwrap();
         let b = c
-            .send_request(Body::ListConversations(pb::ListConversations {}))
+            .send_request(Body::ListConversations(pb::ListConversations::default()))
             .await
             .unwrap();
         assert_eq!((a, b), (1, 2), "req_ids count from 1");
@@ -482,7 +482,7 @@ mod tests {
             (sr, sw)
         });
         let err = c
-            .call(Body::ListConversations(pb::ListConversations {}))
+            .call(Body::ListConversations(pb::ListConversations::default()))
             .await
             .unwrap_err();
         assert!(

@@ -67,6 +67,7 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::LeaveGroup(_)
         | Body::ListMembers(_)
         | Body::ListConversations(_)
+        | Body::MarkRead(_)
         | Body::PresenceQuery(_)
         | Body::GroupOnlineQuery(_) => BodyKind::Request,
         Body::Error(_)
@@ -80,8 +81,9 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::MemberList(_)
         | Body::ConversationList(_)
         | Body::PresenceResult(_)
-        | Body::GroupOnlineResult(_) => BodyKind::Response,
-        Body::Push(_) | Body::Closing(_) => BodyKind::Push,
+        | Body::GroupOnlineResult(_)
+        | Body::ReadState(_) => BodyKind::Response,
+        Body::Push(_) | Body::Closing(_) | Body::ReadReceipt(_) => BodyKind::Push,
     }
 }
 

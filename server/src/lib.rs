@@ -20,7 +20,7 @@
 //!   -> a reply. The only place (with `http`) that turns requests into calls.
 //! - Domains, which know no wire and no sockets: [`accounts`] (register, login, tokens,
 //!   devices), [`conversations`] (ids, the state cache, the list), [`messages`] (send,
-//!   sync/pull, ack cursors), [`groups`], [`presence`].
+//!   sync/pull, ack cursors), [`groups`], [`presence`], [`receipts`] (read positions).
 //! - [`sequencer`]: the seam every append goes through: seq and inbox-seq allocation,
 //!   the atomic batch, "act after durable". One node: over the store and group commit.
 //! - [`delivery`]: group commit (nothing names a seq before it is durable, D1), the
@@ -49,6 +49,7 @@ pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod presence;
 pub(crate) mod ratelimit;
+pub(crate) mod receipts;
 pub(crate) mod sequencer;
 pub(crate) mod services;
 pub(crate) mod session;

@@ -19,6 +19,7 @@ use crate::messages::cursors::Cursors;
 use crate::messages::Messages;
 use crate::presence::Presence;
 use crate::ratelimit::Limiter;
+use crate::receipts::Receipts;
 use crate::sequencer::{LocalSequencer, Sequencer};
 use crate::store::Store;
 
@@ -29,6 +30,7 @@ pub struct Services {
     pub groups: Groups,
     pub conversations: Conversations,
     pub presence: Presence,
+    pub receipts: Receipts,
     /// The local session registry (sessions register here; domains see it as a router).
     pub hub: Arc<Hub>,
     pub limits: SessionLimits,
@@ -80,7 +82,8 @@ impl Services {
             ),
             cursors: Cursors::new(devices, sequencer.clone()),
             groups: Groups::new(store.clone(), convs.clone(), messages.clone(), limits),
-            conversations: Conversations::new(store.clone(), convs.clone(), sequencer),
+            conversations: Conversations::new(store.clone(), convs.clone(), sequencer.clone()),
+            receipts: Receipts::new(store.clone(), convs.clone(), sequencer, router.clone()),
             presence: Presence::new(convs, router),
             messages,
             hub,

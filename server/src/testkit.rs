@@ -13,11 +13,13 @@ use crate::accounts::Accounts;
 use crate::clock::ManualClock;
 use crate::config::MessageLimits;
 use crate::conversations::ConvCache;
+use crate::conversations::Conversations;
 use crate::delivery::durability::Durability;
 use crate::delivery::router::Router;
 use crate::error::ServiceResult;
 use crate::groups::Groups;
 use crate::messages::{AckInfo, Messages};
+use crate::receipts::Receipts;
 use crate::sequencer::LocalSequencer;
 use crate::store::{MemoryStore, Store, UserRecord};
 
@@ -54,6 +56,8 @@ pub(crate) struct World {
     pub(crate) convs: Arc<ConvCache>,
     pub(crate) messages: Arc<Messages>,
     pub(crate) groups: Groups,
+    pub(crate) conversations: Conversations,
+    pub(crate) receipts: Receipts,
     pub(crate) accounts: Accounts,
     pub(crate) router: Arc<Recorder>,
     pub(crate) clock: Arc<ManualClock>,
@@ -89,6 +93,8 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         LIMITS,
     ));
     let groups = Groups::new(store.clone(), convs.clone(), messages.clone(), LIMITS);
+    let conversations = Conversations::new(store.clone(), convs.clone(), seq.clone());
+    let receipts = Receipts::new(store.clone(), convs.clone(), seq.clone(), router.clone());
     let accounts = Accounts::new(
         store.clone(),
         seq.clone(),
@@ -107,6 +113,8 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         convs,
         messages,
         groups,
+        conversations,
+        receipts,
         accounts,
         router,
         clock,

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("messages", 3),
     ("groups", 3),
     ("presence", 3),
+    ("receipts", 3),
     ("delivery", 2),
     ("sequencer", 2),
     ("validate", 2),

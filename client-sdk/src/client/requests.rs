@@ -100,7 +100,7 @@ impl Client {
 
     pub async fn conversations(&self) -> Result<Vec<pb::ConversationInfo>, ClientError> {
         match self
-            .request(Body::ListConversations(pb::ListConversations {}))
+            .request(Body::ListConversations(pb::ListConversations::default()))
             .await?
         {
             Body::ConversationList(l) => Ok(l.conversations),

@@ -1,7 +1,8 @@
-//! ListConversations.
+//! ListConversations, MarkRead.
 
 use std::sync::Arc;
 
+use tern_proto::pb;
 use tern_proto::Body;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -9,12 +10,23 @@ use super::Reply;
 use crate::accounts::Authed;
 use crate::services::Services;
 
-pub(crate) fn list(svc: &Arc<Services>, reply: Reply, a: &Authed, permit: OwnedSemaphorePermit) {
+pub(crate) fn list(
+    svc: &Arc<Services>,
+    reply: Reply,
+    l: pb::ListConversations,
+    a: &Authed,
+    permit: OwnedSemaphorePermit,
+) {
     let (svc, user) = (svc.clone(), a.user.clone());
     reply.spawn(permit, async move {
         svc.conversations
-            .list(&user)
+            .list(&user, l.offset as usize, l.limit as usize)
             .await
             .map(Body::ConversationList)
     });
+}
+
+pub(crate) async fn mark_read(svc: &Arc<Services>, reply: Reply, m: pb::MarkRead, a: &Authed) {
+    let r = Box::pin(svc.receipts.mark_read(&a.user, &m.conversation, m.seq)).await;
+    reply.result(r.map(Body::ReadState));
 }

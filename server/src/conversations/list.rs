@@ -1,8 +1,15 @@
-//! The user's conversation list.
+//! The user's conversation list ("red dot"): per conversation its title, last message,
+//! the user's read position and the unread count the server computes; most recently
+//! active first, paged, with the total unread over all conversations.
+//!
+//! Unread = `last_seq - read_seq`: a sender's read position moves to each message they
+//! send (and each group event they cause) in the same batch, so one's own messages never
+//! count, and no timeline is scanned to count.
 
 use std::sync::Arc;
 
-use tern_proto::pb::{self, ConversationKind, Role};
+use prost::Message as _;
+use tern_proto::pb::{self, ConversationKind, MessageKind, Role};
 
 use super::id::{parse_conversation, ConvId};
 use super::state::ConvCache;
@@ -10,10 +17,25 @@ use crate::error::ServiceResult;
 use crate::sequencer::Sequencer;
 use crate::store::Store;
 
+/// Characters of a text message shown in the list.
+const PREVIEW_CHARS: usize = 80;
+/// Largest page.
+const MAX_PAGE: usize = 1000;
+
 pub struct Conversations {
     store: Arc<dyn Store>,
     convs: Arc<ConvCache>,
     sequencer: Arc<dyn Sequencer>,
+}
+
+/// The start of a message's text: text bodies (no content type, or `text/...`) that are
+/// UTF-8; empty for anything else.
+pub(crate) fn preview(msg: &pb::Message) -> String {
+    let texty = msg.content_type.is_empty() || msg.content_type.starts_with("text/");
+    match (texty, std::str::from_utf8(&msg.body)) {
+        (true, Ok(text)) => text.chars().take(PREVIEW_CHARS).collect(),
+        _ => String::new(),
+    }
 }
 
 impl Conversations {
@@ -29,13 +51,29 @@ impl Conversations {
         }
     }
 
-    /// Every conversation `user` is in, with what the list shows of it.
-    pub async fn list(&self, user: &str) -> ServiceResult<pb::ConversationList> {
-        let mut out = Vec::new();
+    /// Every conversation `user` is in, most recently active first; `offset`/`limit`
+    /// select a page (limit 0 = all, capped at 1000).
+    pub async fn list(
+        &self,
+        user: &str,
+        offset: usize,
+        limit: usize,
+    ) -> ServiceResult<pb::ConversationList> {
+        let mut all = Vec::new();
         for id in self.store.user_conversations(user)? {
-            let st = self.convs.get(&id)?;
-            let g = st.lock().unwrap();
-            let name = match (&g.kind, parse_conversation(&id)) {
+            let (kind, name, last_seq, read_diffusion, member_count, role) = {
+                let st = self.convs.get(&id)?;
+                let g = st.lock().unwrap();
+                (
+                    g.kind,
+                    g.name.clone(),
+                    g.last_seq,
+                    g.read_diffusion,
+                    g.members.len() as u32,
+                    g.role(user).unwrap_or(Role::Unspecified),
+                )
+            };
+            let name = match (kind, parse_conversation(&id)) {
                 (ConversationKind::Direct, Ok(ConvId::Direct(a, b))) => {
                     if a == user {
                         b
@@ -43,19 +81,53 @@ impl Conversations {
                         a
                     }
                 }
-                _ => g.name.clone(),
+                _ => name,
             };
-            out.push(pb::ConversationInfo {
-                conversation: id.clone(),
-                kind: g.kind as i32,
+            let read_seq = self.store.read_seq(user, &id)?.min(last_seq);
+            let last = match last_seq {
+                0 => None,
+                seq => self.store.message_bytes(&id, seq)?,
+            };
+            let last = match last {
+                Some(bytes) => pb::Message::decode(bytes).map_err(|e| {
+                    tracing::error!(conv = %id, error = %e, "undecodable timeline entry");
+                    crate::error::ServiceError::internal()
+                })?,
+                None => pb::Message::default(),
+            };
+            all.push(pb::ConversationInfo {
+                conversation: id,
+                kind: kind as i32,
                 name,
-                last_seq: g.last_seq,
-                read_diffusion: g.read_diffusion,
-                member_count: g.members.len() as u32,
-                role: g.role(user).unwrap_or(Role::Unspecified) as i32,
+                last_seq,
+                read_diffusion,
+                member_count,
+                role: role as i32,
+                read_seq,
+                unread: last_seq - read_seq,
+                last_time_ms: last.server_time_ms,
+                last_preview: preview(&last),
+                last_sender: last.sender,
+                last_kind: MessageKind::try_from(last.kind).unwrap_or_default() as i32,
             });
         }
+        all.sort_by(|a, b| {
+            b.last_time_ms
+                .cmp(&a.last_time_ms)
+                .then_with(|| a.conversation.cmp(&b.conversation))
+        });
+        let total_unread = all.iter().map(|c| c.unread).sum();
+        let total = all.len() as u32;
+        let limit = match limit {
+            0 => MAX_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let conversations = all.into_iter().skip(offset).take(limit).collect();
         self.sequencer.barrier().await?;
-        Ok(pb::ConversationList { conversations: out })
+        Ok(pb::ConversationList {
+            conversations,
+            total_unread,
+            total,
+        })
     }
 }

@@ -35,3 +35,25 @@ pub(crate) fn to_inboxes(router: &dyn Router, msg: &pb::Message, inboxes: &[(Str
         }
     }
 }
+
+/// A read position moved: one frame, encoded once, to every online recipient (the
+/// reader's own devices and the members who get receipts).
+pub(crate) fn read_receipt(
+    router: &dyn Router,
+    conversation: &str,
+    user: &str,
+    read_seq: u64,
+    recipients: &[String],
+) {
+    let frame = encode_frame(&Frame {
+        req_id: 0,
+        body: Some(Body::ReadReceipt(pb::ReadReceipt {
+            conversation: conversation.to_string(),
+            user: user.to_string(),
+            read_seq,
+        })),
+    });
+    for u in recipients {
+        router.deliver(u, &frame);
+    }
+}

@@ -189,6 +189,13 @@ impl Groups {
                         joined_ms: now,
                     },
                 });
+                // A new member starts with what came before as read: their unread count
+                // begins with the event that added them.
+                extra.push(Mutation::Read {
+                    user: u.clone(),
+                    conversation: req.conversation.clone(),
+                    read_seq: st.last_seq,
+                });
             }
             let read_diffusion =
                 st.read_diffusion || st.members.len() + new.len() > self.limits.fanout_threshold;

@@ -79,11 +79,21 @@ impl Messages {
             recipients.clone()
         };
         let router = self.router.clone();
+        let mut extra = a.extra;
+        // The sender has read everything up to their own message (so unread counts are
+        // `last_seq - read_seq`, never counting one's own messages or the group events
+        // one caused). The sequencer gives the message `st.last_seq + 1`: we hold the
+        // conversation's lock.
+        extra.push(Mutation::Read {
+            user: sender.clone(),
+            conversation: a.msg.conversation.clone(),
+            read_seq: st.last_seq + 1,
+        });
         let batch = Batch {
             msg: a.msg,
             expected_last_seq: st.last_seq,
             inboxes,
-            extra: a.extra,
+            extra,
             dedup: a.dedup,
         };
         let appended = self.sequencer.append(

@@ -13,6 +13,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     inbox_ranges(store);
     duplicate_commit_writes_nothing(store);
     membership_indexes_both_ways(store);
+    read_positions_are_per_user_and_conversation(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -204,4 +205,29 @@ fn membership_indexes_both_ways(store: &dyn Store) {
     assert_eq!(members, vec!["conf_m1"]);
     assert!(store.user_conversations("conf_m2").unwrap().is_empty());
     assert_eq!(store.conversation("g:confm").unwrap().unwrap().name, "n");
+}
+
+fn read_positions_are_per_user_and_conversation(store: &dyn Store) {
+    assert_eq!(
+        store.read_seq("rd", "d:rd:x").unwrap(),
+        0,
+        "nothing read yet"
+    );
+    let read = |user: &str, conv: &str, seq: u64| Mutation::Read {
+        user: user.into(),
+        conversation: conv.into(),
+        read_seq: seq,
+    };
+    store
+        .commit(&[
+            read("rd", "d:rd:x", 5),
+            read("rd", "d:rd:xy", 9),
+            read("rd.", "d:rd:x", 7),
+        ])
+        .unwrap();
+    assert_eq!(store.read_seq("rd", "d:rd:x").unwrap(), 5);
+    assert_eq!(store.read_seq("rd", "d:rd:xy").unwrap(), 9);
+    assert_eq!(store.read_seq("rd.", "d:rd:x").unwrap(), 7);
+    store.commit(&[read("rd", "d:rd:x", 6)]).unwrap();
+    assert_eq!(store.read_seq("rd", "d:rd:x").unwrap(), 6);
 }

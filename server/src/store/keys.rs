@@ -17,6 +17,7 @@
 //! | `data` `t`           | conversation ++ seq(be64)    | wire `Message`         |
 //! | `data` `i`           | user ++ inbox_seq(be64)      | `InboxRecord`          |
 //! | `data` `d`           | sender ++ client_msg_id      | `DedupRecord`          |
+//! | `data` `r`           | user ++ conversation         | `ReadRecord`           |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -39,6 +40,7 @@ pub(crate) const USER_CONVS: Space = Space::new(b'u', "user_convs");
 pub(crate) const TIMELINE: Space = Space::new(b't', "timeline");
 pub(crate) const INBOX: Space = Space::new(b'i', "inbox");
 pub(crate) const DEDUP: Space = Space::new(b'd', "dedup");
+pub(crate) const READ: Space = Space::new(b'r', "read");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -132,6 +134,17 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
                 Vec::new(),
             ));
         }
+        Mutation::Read {
+            user,
+            conversation,
+            read_seq,
+        } => out.push(Write::Put(
+            READ.key(&key2(user, conversation.as_bytes())),
+            super::ReadRecord {
+                read_seq: *read_seq,
+            }
+            .encode_to_vec(),
+        )),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -149,7 +162,15 @@ mod tests {
 
     #[test]
     fn space_tags_are_distinct() {
-        let all = [CONVERSATIONS, MEMBERS, USER_CONVS, TIMELINE, INBOX, DEDUP];
+        let all = [
+            CONVERSATIONS,
+            MEMBERS,
+            USER_CONVS,
+            TIMELINE,
+            INBOX,
+            DEDUP,
+            READ,
+        ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();
         tags.dedup();

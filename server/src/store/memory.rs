@@ -188,6 +188,13 @@ impl Store for MemoryStore {
         self.get_in(DEDUP, &key2(sender, client_msg_id.as_bytes()))
     }
 
+    fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
+        Ok(self
+            .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
+            .map(|r| r.read_seq)
+            .unwrap_or(0))
+    }
+
     fn timeline(
         &self,
         conversation: &str,

@@ -70,6 +70,12 @@ pub enum Mutation {
     },
     /// members + user_conversations
     DelMember { conversation: String, user: String },
+    /// read: user ++ conversation -> ReadRecord (callers only ever move it forward)
+    Read {
+        user: String,
+        conversation: String,
+        read_seq: u64,
+    },
 }
 
 /// Result of a commit.
@@ -107,6 +113,8 @@ pub trait Store: Send + Sync + 'static {
     /// Highest inbox seq of the user (0 if empty).
     fn last_inbox_seq(&self, user: &str) -> StoreResult<u64>;
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>>;
+    /// How far `user` has read `conversation` (0: nothing yet).
+    fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 
     /// Timeline entries with `from <= seq <= to`, ascending, at most `limit`.
     fn timeline(

@@ -74,3 +74,10 @@ pub struct DedupRecord {
     #[prost(uint64, tag = "4")]
     pub inbox_seq: u64,
 }
+
+/// How far a user has read a conversation.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ReadRecord {
+    #[prost(uint64, tag = "1")]
+    pub read_seq: u64,
+}

@@ -1,0 +1,92 @@
+//! Read positions and read receipts: `MarkRead` moves a user's read position in a
+//! conversation forward (never back), durably; then the user's devices (to clear their
+//! badges) and the other members (as a receipt: "read up to seq N") get a `ReadReceipt`.
+//! Receipts go to the members of 1:1 conversations and write-diffusion groups; in a
+//! read-diffusion group (above the fan-out threshold) only the user's own devices are
+//! told.
+
+use std::sync::Arc;
+
+use tern_proto::pb;
+
+use crate::conversations::ConvCache;
+use crate::delivery::fanout;
+use crate::delivery::router::Router;
+use crate::error::{ServiceError, ServiceResult};
+use crate::sequencer::Sequencer;
+use crate::store::{Mutation, Store};
+
+pub struct Receipts {
+    store: Arc<dyn Store>,
+    convs: Arc<ConvCache>,
+    sequencer: Arc<dyn Sequencer>,
+    router: Arc<dyn Router>,
+}
+
+impl Receipts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        convs: Arc<ConvCache>,
+        sequencer: Arc<dyn Sequencer>,
+        router: Arc<dyn Router>,
+    ) -> Self {
+        Self {
+            store,
+            convs,
+            sequencer,
+            router,
+        }
+    }
+
+    /// Marks `conv` read by `user` up to `seq` (0: up to its last message).
+    pub async fn mark_read(
+        &self,
+        user: &str,
+        conv: &str,
+        seq: u64,
+    ) -> ServiceResult<pb::ReadState> {
+        let st = self.convs.member(conv, user)?;
+        let (read_seq, last_seq, notify) = {
+            // Under the conversation's lock: two devices marking read at once, or a
+            // message arriving meanwhile, never move the position back.
+            let g = st.lock().unwrap();
+            let last = g.last_seq;
+            let want = if seq == 0 { last } else { seq };
+            if want > last {
+                return Err(ServiceError::invalid(format!(
+                    "seq {want} is beyond the conversation's last seq {last}"
+                )));
+            }
+            let current = self.store.read_seq(user, conv)?;
+            if want <= current {
+                (current, last, None)
+            } else {
+                self.store.commit(&[Mutation::Read {
+                    user: user.to_string(),
+                    conversation: conv.to_string(),
+                    read_seq: want,
+                }])?;
+                self.sequencer.wrote();
+                let to: Vec<String> = if g.read_diffusion {
+                    vec![user.to_string()]
+                } else {
+                    g.members.keys().cloned().collect()
+                };
+                (want, last, Some(to))
+            }
+        };
+        // Durable (and so is every message up to `read_seq`) before anyone hears of it.
+        self.sequencer.barrier().await?;
+        if let Some(to) = notify {
+            fanout::read_receipt(&*self.router, conv, user, read_seq, &to);
+        }
+        Ok(pb::ReadState {
+            conversation: conv.to_string(),
+            read_seq,
+            unread: last_seq - read_seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
