@@ -32,14 +32,26 @@ fn value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
-    let _turn = SERIAL.lock().await;
+/// This test's turn (held until it ends), a server with the metrics endpoint on, the
+/// endpoint's address and a first scrape.
+async fn metrics_server() -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    TestServer,
+    SocketAddr,
+    String,
+) {
+    let turn = SERIAL.lock().await;
     let server =
         TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
             .await;
     let addr = server.metrics.expect("metrics endpoint bound");
     let before = scrape(addr).await;
+    (turn, server, addr, before)
+}
+
+#[tokio::test]
+async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
+    let (_turn, server, addr, before) = metrics_server().await;
 
     let mut alice = server.user(Transport::Tcp, "alice", "phone").await;
     let mut bob = server.user(Transport::Quic, "bob", "laptop").await;
@@ -112,12 +124,7 @@ async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
 /// full handshake (no certificate, no signature).
 #[tokio::test]
 async fn a_reconnect_with_the_same_trust_resumes_the_tls_session() {
-    let _turn = SERIAL.lock().await;
-    let server =
-        TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
-            .await;
-    let addr = server.metrics.expect("metrics endpoint bound");
-    let before = scrape(addr).await;
+    let (_turn, server, addr, before) = metrics_server().await;
     let opts = tern_sdk::ConnectOptions::new(tern_sdk::Trust::from_pem_file(&server.ca).unwrap());
     for _ in 0..3 {
         let mut conn = tern_sdk::connect(Transport::Tcp, server.tcp, &opts)
