@@ -419,3 +419,85 @@ fn own_messages_are_marked() {
         Some(EngineEvent::Message { own: true, .. })
     ));
 }
+
+#[test]
+fn a_reconnect_resumes_with_the_new_token_and_resends_what_was_not_acked() {
+    use crate::connect::Transport;
+    use std::time::Duration;
+    let t0 = Instant::now();
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.set_receive(false);
+    e.set_credentials(
+        Credentials {
+            username: "alice".into(),
+            password: Some("pw".into()),
+            device: "d".into(),
+        },
+        None,
+    );
+    let login_ok = |req_id: u64, token: &str| Frame {
+        req_id,
+        body: Some(Body::LoginOk(pb::LoginOk {
+            token: token.into(),
+            heartbeat_secs: 5,
+            max_pending: 16,
+            store_epoch: "ep".into(),
+            ..Default::default()
+        })),
+    };
+    // First connection: Login, then a send that never gets its ack.
+    e.handle_connect(Transport::Quic, t0);
+    let login = e.poll_transmit().unwrap();
+    assert!(matches!(login.body, Some(Body::Login(_))));
+    e.handle_frame(login_ok(login.req_id, "t1"), t0);
+    e.send(out("m1"));
+    let first: Vec<Frame> = drain_tx(&mut e);
+    assert!(first
+        .iter()
+        .any(|f| matches!(&f.body, Some(Body::Send(s)) if s.client_msg_id == "m1")));
+    // The server shuts down.
+    e.handle_frame(
+        Frame {
+            req_id: 0,
+            body: Some(Body::Closing(pb::Closing {
+                reason: pb::CloseReason::Shutdown as i32,
+                message: "restart".into(),
+                retry_after_ms: 500,
+            })),
+        },
+        t0 + Duration::from_secs(1),
+    );
+    assert_eq!(
+        e.poll_disconnect(),
+        Some(Disconnect::Retry {
+            reason: "server closed: restart".into(),
+            retry_after: Duration::from_millis(500)
+        })
+    );
+    assert!(e.on_disconnected().is_empty());
+    assert!(e.poll_timeout().is_none(), "no timers while offline");
+    // Second connection: Resume with the token from the first LoginOk; then m1 again,
+    // with the same id.
+    let t1 = t0 + Duration::from_secs(3);
+    e.handle_connect(Transport::Tcp, t1);
+    let resume = e.poll_transmit().unwrap();
+    assert!(matches!(&resume.body, Some(Body::Resume(r)) if r.token == "t1"));
+    assert!(
+        e.poll_transmit().is_none(),
+        "nothing before the login is answered"
+    );
+    e.handle_frame(login_ok(resume.req_id, "t2"), t1);
+    assert_eq!(e.token(), Some("t2"));
+    let resent: Vec<String> = drain_tx(&mut e)
+        .into_iter()
+        .filter_map(|f| match f.body {
+            Some(Body::Send(s)) => Some(s.client_msg_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, vec!["m1"]);
+    let connected: Vec<Event> = std::iter::from_fn(|| e.poll_event())
+        .filter(|ev| matches!(ev, Event::Connected { .. }))
+        .collect();
+    assert_eq!(connected.len(), 2, "one Connected per login");
+}
