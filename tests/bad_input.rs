@@ -282,7 +282,7 @@ async fn a_4_gib_length_prefix_with_bytes_streaming_behind_it_leaves_memory_flat
     let server = ProcessServer::spawn(BIN, data.path());
     // Warm up first (a login hashes a password, which has its own peak), then measure the
     // peak from here.
-    let mut warm = Client::connect(Tcp, server.tcp, &server.ca).await;
+    let mut warm = server.client(Tcp).await;
     warm.register("warm").await;
     warm.login("warm", "d").await;
     let (rss0, hwm0) = server.reset_peak_memory();
@@ -333,10 +333,10 @@ async fn a_4_gib_length_prefix_with_bytes_streaming_behind_it_leaves_memory_flat
     assert!(sent < STREAM, "the server kept reading all {sent} bytes");
 
     // Others are served: two fresh users log in, send and are pushed to.
-    let mut a = Client::connect(Tcp, server.tcp, &server.ca).await;
+    let mut a = server.client(Tcp).await;
     a.register("after-a").await;
     a.login("after-a", "d").await;
-    let mut b = Client::connect(Quic, server.quic, &server.ca).await;
+    let mut b = server.client(Quic).await;
     b.register("after-b").await;
     b.login("after-b", "d").await;
     assert_eq!(ack_of(&a.send_text("after-b", "m1", "hi").await).seq, 1);

@@ -55,7 +55,7 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
     let data = tempfile::tempdir().unwrap();
     let mut server = ProcessServer::spawn(BIN, data.path());
     {
-        let mut reg = Client::connect(Tcp, server.tcp, &server.ca).await;
+        let mut reg = server.client(Tcp).await;
         reg.register("sender").await;
         reg.register("receiver").await;
     }
@@ -66,7 +66,7 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
     for (cycle, t) in cycles.into_iter().enumerate() {
         let cmids: Vec<String> = (0..per_cycle).map(|i| format!("c{cycle}-{i}")).collect();
         sent_cmids.extend(cmids.iter().cloned());
-        let mut c = Client::connect(t, server.addr(t), &server.ca).await;
+        let mut c = server.client(t).await;
         c.login("sender", "phone").await;
         // Kill at a different point each cycle.
         let kill_after = 40 + cycle * 30;
@@ -84,7 +84,7 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
     }
 
     // Every acked message is there, once, with its acked seq; seqs are contiguous.
-    let mut r = Client::connect(Quic, server.quic, &server.ca).await;
+    let mut r = server.client(Quic).await;
     r.login("receiver", "laptop").await;
     let items = r.sync_all(0, 500).await;
     let msgs: Vec<pb::Message> = items.into_iter().map(|i| i.message.unwrap()).collect();
@@ -117,7 +117,7 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_dedups_resends() {
 
     // The sender resends everything it has no ack for, with the same ids: the ones the
     // server had stored come back as duplicates with their original seq, the rest are new.
-    let mut s = Client::connect(Tcp, server.tcp, &server.ca).await;
+    let mut s = server.client(Tcp).await;
     s.login("sender", "phone").await;
     for cmid in &sent_cmids {
         if all_acked.contains_key(cmid) {

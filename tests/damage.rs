@@ -98,7 +98,7 @@ async fn damaged_store_files_are_served_whole_or_refused() {
     let pristine = tempfile::tempdir().unwrap();
     {
         let mut server = ProcessServer::spawn(BIN, pristine.path());
-        let mut a = Client::connect(Tcp, server.tcp, &server.ca).await;
+        let mut a = server.client(Tcp).await;
         a.register("dmg-a").await;
         a.register("dmg-b").await;
         a.login("dmg-a", "d").await;

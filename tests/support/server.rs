@@ -176,6 +176,10 @@ impl ProcessServer {
         }
     }
 
+    pub async fn client(&self, t: Transport) -> Client {
+        Client::connect(t, self.addr(t), &self.ca).await
+    }
+
     /// The server's memory now: (VmRSS, VmHWM) in KiB, from /proc/PID/status.
     pub fn memory_kib(&self) -> (u64, u64) {
         memory_kib(self.child.id())
