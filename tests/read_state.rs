@@ -1,0 +1,156 @@
+//! Read state over real sockets (issue 13): the server's unread counts, MarkRead from one
+//! device clearing the badge on the user's other device at once (a ReadReceipt push), the
+//! peer's read receipt, and read positions that survive kill -9 of the server.
+
+use std::time::Duration;
+
+use tern_proto::pb;
+use tern_proto::{direct_conversation, Body, Frame};
+use tern_tests::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn list(c: &mut Client) -> pb::ConversationList {
+    expect_body!(
+        c.request(Body::ListConversations(pb::ListConversations::default()))
+            .await,
+        ConversationList
+    )
+}
+
+async fn mark_read(c: &mut Client, conv: &str, seq: u64) -> pb::ReadState {
+    expect_body!(
+        c.request(Body::MarkRead(pb::MarkRead {
+            conversation: conv.into(),
+            seq,
+        }))
+        .await,
+        ReadState
+    )
+}
+
+/// The next ReadReceipt push, skipping message pushes.
+async fn next_receipt(c: &mut Client) -> pb::ReadReceipt {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.next_unsolicited(left).await {
+            Some(Frame {
+                body: Some(Body::ReadReceipt(r)),
+                ..
+            }) => return r,
+            Some(_) => continue,
+            None => panic!("no ReadReceipt within {WAIT:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_on_one_device_clears_the_badge_on_the_other_and_the_peer_sees_a_receipt() {
+    let server = TestServer::start().await;
+    for t in BOTH {
+        let (ann, bob) = (name("ann", t), name("bob", t));
+        let mut a = server.user(t, &ann, "phone").await;
+        let mut phone = server.user(t, &bob, "phone").await;
+        let mut laptop = server.client(t).await;
+        laptop.login(&bob, "laptop").await;
+        for i in 1..=3 {
+            ack_of(
+                &a.send_text(&bob, &format!("m{i}"), &format!("hello {i}"))
+                    .await,
+            );
+        }
+        let conv = direct_conversation(&ann, &bob);
+
+        let l = list(&mut laptop).await;
+        assert_eq!((l.total, l.total_unread), (1, 3));
+        let c = &l.conversations[0];
+        assert_eq!(
+            (
+                c.conversation.as_str(),
+                c.name.as_str(),
+                c.unread,
+                c.read_seq
+            ),
+            (conv.as_str(), ann.as_str(), 3, 0)
+        );
+        assert_eq!(
+            (c.last_preview.as_str(), c.last_sender.as_str()),
+            ("hello 3", ann.as_str())
+        );
+        assert_eq!(
+            list(&mut a).await.total_unread,
+            0,
+            "one's own messages are read"
+        );
+
+        let st = mark_read(&mut phone, &conv, 2).await;
+        assert_eq!((st.read_seq, st.unread), (2, 1));
+        // The laptop hears at once (no polling) and its list agrees.
+        let r = next_receipt(&mut laptop).await;
+        assert_eq!(
+            (r.conversation.as_str(), r.user.as_str(), r.read_seq),
+            (conv.as_str(), bob.as_str(), 2)
+        );
+        assert_eq!(list(&mut laptop).await.total_unread, 1);
+        // The peer gets the receipt.
+        let r = next_receipt(&mut a).await;
+        assert_eq!((r.user.as_str(), r.read_seq), (bob.as_str(), 2));
+
+        // Going back is a no-op, not an error; past the head is refused.
+        let st = mark_read(&mut laptop, &conv, 1).await;
+        assert_eq!((st.read_seq, st.unread), (2, 1));
+        let f = laptop
+            .request(Body::MarkRead(pb::MarkRead {
+                conversation: conv.clone(),
+                seq: 9,
+            }))
+            .await;
+        expect_error(&f, pb::ErrorCode::InvalidArgument);
+        // 0 = everything.
+        assert_eq!(mark_read(&mut laptop, &conv, 0).await.unread, 0);
+        // Every device of the reader hears, the one that asked included.
+        assert_eq!(next_receipt(&mut phone).await.read_seq, 2);
+        assert_eq!(next_receipt(&mut phone).await.read_seq, 3);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_positions_and_unread_counts_survive_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ProcessServer::spawn(BIN, data.path());
+    let conv = direct_conversation("rann", "rbob");
+    {
+        let mut reg = server.client(Tcp).await;
+        reg.register("rann").await;
+        reg.register("rbob").await;
+        let mut a = server.client(Tcp).await;
+        a.login("rann", "d").await;
+        for i in 1..=5 {
+            ack_of(&a.send_text("rbob", &format!("k{i}"), "x").await);
+        }
+        let mut b = server.client(Quic).await;
+        b.login("rbob", "d").await;
+        assert_eq!(mark_read(&mut b, &conv, 4).await.unread, 1);
+        // ReadState came back: the position is durable. Kill before anything else.
+        server.kill9();
+    }
+    let server = ProcessServer::spawn(BIN, data.path());
+    let mut b = server.client(Tcp).await;
+    b.login("rbob", "d").await;
+    let l = list(&mut b).await;
+    assert_eq!(l.total_unread, 1);
+    assert_eq!(
+        (l.conversations[0].read_seq, l.conversations[0].unread),
+        (4, 1)
+    );
+    let mut a = server.client(Tcp).await;
+    a.login("rann", "d").await;
+    assert_eq!(
+        list(&mut a).await.conversations[0].read_seq,
+        5,
+        "the sender read what they sent"
+    );
+}
