@@ -77,11 +77,8 @@ pub async fn run<A: Adapter>(
         "every delivery (intended send -> a member has the push)",
         &t.snapshot(&t.e2e),
     );
-    r.latency(a.ack_label(), &t.snapshot(&t.ack));
-    r.latency(
-        "generator lag (intended -> queued for write)",
-        &t.snapshot(&t.lag),
-    );
+    r.notes.push(group.note);
+    super::step_tail(ctx, a, &mut r, &o, t);
     r.count("scheduled_msgs", total)
         .count("sent_msgs", sent)
         .count("acked_msgs", t.acked.load(Ordering::Relaxed))
@@ -92,16 +89,6 @@ pub async fn run<A: Adapter>(
     r.figure("offered", rate, "msg/s into the group");
     if let Some(x) = run::achieved(completed, o.start, last) {
         r.figure("messages completed", x, "msg/s (reached every member)");
-    }
-    r.server = o.server;
-    r.generator_cpu_pct = o.generator_cpu_pct;
-    r.errors = o.errors;
-    r.notes.push(group.note);
-    if !o.drained {
-        r.notes.push(format!(
-            "not everything was acked and delivered within the drain time ({} s)",
-            ctx.g.drain_secs
-        ));
     }
     health_notes(a, &conns, &mut r);
     a.notes(&mut r);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::engine::run::Stats;
+use crate::engine::run::{Stats, StepOutcome, Tracker};
 use crate::report::Report;
 use crate::systems::{mqtt, nats, tern, xmpp, Adapter, Peer, PeerKind};
 use crate::{Cmd, Global, Reconnect};
@@ -96,6 +96,25 @@ pub fn rss_now(pid: Option<u32>) -> u64 {
     pid.and_then(crate::probe::procfs::read_mem)
         .map(|m| m.rss_kib)
         .unwrap_or(0)
+}
+
+/// What every message step's report has after its own latencies: the ack and generator
+/// lag latencies, the server's usage, the errors, and whether the drain finished.
+pub fn step_tail<A: Adapter>(ctx: &Ctx, a: &A, r: &mut Report, o: &StepOutcome, t: &Tracker) {
+    r.latency(a.ack_label(), &t.snapshot(&t.ack));
+    r.latency(
+        "generator lag (intended -> queued for write)",
+        &t.snapshot(&t.lag),
+    );
+    r.server = o.server.clone();
+    r.generator_cpu_pct = o.generator_cpu_pct;
+    r.errors = o.errors.clone();
+    if !o.drained {
+        r.notes.push(format!(
+            "not everything was acked and delivered within the drain time ({} s after the schedule ended)",
+            ctx.g.drain_secs
+        ));
+    }
 }
 
 /// Notes every message scenario adds after a run: dead connections, the server's log.

@@ -94,11 +94,7 @@ pub fn report<A: Adapter>(
         "e2e (intended send -> recipient has the push)",
         &t.snapshot(&t.e2e),
     );
-    r.latency(a.ack_label(), &t.snapshot(&t.ack));
-    r.latency(
-        "generator lag (intended -> queued for write)",
-        &t.snapshot(&t.lag),
-    );
+    super::step_tail(ctx, a, &mut r, o, t);
     r.count("scheduled", t.total)
         .count("sent", sent)
         .count("acked", acked)
@@ -110,15 +106,6 @@ pub fn report<A: Adapter>(
         .count("duplicates", extra);
     if let Some(x) = run::achieved(acked, o.start, t.last_ack.load(Ordering::Relaxed)) {
         r.figure("acked rate", x, "msg/s");
-    }
-    r.server = o.server.clone();
-    r.generator_cpu_pct = o.generator_cpu_pct;
-    r.errors = o.errors.clone();
-    if !o.drained {
-        r.notes.push(format!(
-            "not everything was acked and delivered within the drain time ({} s after the schedule ended)",
-            ctx.g.drain_secs
-        ));
     }
     r
 }

@@ -4,11 +4,12 @@
 //! JetStream) and [`xmpp`] (ejabberd).
 //!
 //! An adapter gives the scenarios a durable session per user that receives what is
-//! addressed to the user (and to its groups), an [`Outbox`] the pacer drives, and a way
-//! to drop the connection while the session stays. The semantics are the same for every
-//! system: latency counts from the intended send time to the moment the recipient's
-//! client has the message; "acked" is the system's own acknowledgement (tern's durable
-//! `SendAck`, MQTT PUBACK at QoS 1, JetStream PubAck, XMPP stream management `<a/>`).
+//! addressed to the user (and to its groups), and an [`Outbox`](crate::engine::run::Outbox)
+//! the pacer drives; dropping a connection closes its socket while the session stays.
+//! The semantics are the same for every system: latency counts from the intended send
+//! time to the moment the recipient's client has the message; "acked" is the system's
+//! own acknowledgement (tern's durable `SendAck`, MQTT PUBACK at QoS 1, JetStream
+//! PubAck, XMPP stream management `<a/>`).
 //!
 //! The message id (step, index, intended time) travels in tern's `client_msg_id`, and
 //! at the start of the payload (padded to `--size` bytes) for the peers.

@@ -19,12 +19,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tern_proto::pb::{self, CloseReason, ErrorCode};
-use tern_proto::{
-    encode_frame, Body, Frame, FrameCodec, ALPN, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
-};
+use tern_proto::{encode_frame, Body, Frame, FrameCodec, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
 use tern_sdk::connect::{BoxRead, BoxWrite, FrameReader};
 use tern_sdk::raw::{RawConnection, RawError, RawParts};
 use tern_sdk::{ConnectOptions, Transport, Trust};
@@ -157,21 +154,6 @@ pub fn loopback_sources(n: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-fn client_tls(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca)? {
-        roots.add(cert?)?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "no certificate in {}", ca.display());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(cfg)
-}
-
 impl Connector {
     /// `sources` empty: every connection through `tern_sdk::connect`.
     pub fn new(
@@ -184,7 +166,9 @@ impl Connector {
         let mut sdk = ConnectOptions::new(Trust::from_pem_file(ca)?);
         sdk.timeout = Duration::from_secs(20);
         sdk.keep_alive = keep_alive;
-        let tls = client_tls(ca)?;
+        // The SDK's TLS settings (TLS 1.3, ALPN); `tls_of` gives each device its own
+        // session cache.
+        let tls = sdk.trust.client_config();
         let mut quic = Vec::new();
         if transport == Transport::Quic {
             // One client endpoint (one UDP socket) per source address; each connection
@@ -197,7 +181,7 @@ impl Connector {
             transport,
             addr,
             sdk,
-            tls: Arc::new(tls),
+            tls,
             device_tls: Mutex::new(std::collections::HashMap::new()),
             keep_alive,
             sources,
