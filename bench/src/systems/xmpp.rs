@@ -195,9 +195,9 @@ pub struct Xmpp {
 
 #[derive(Default)]
 struct Pending {
-    /// (stanza number since <enable/>, step, intended) of sent messages not yet acked.
+    /// (stanza number since `<enable/>`, step, intended) of sent messages not yet acked.
     q: VecDeque<(u64, usize, Nanos)>,
-    /// Stanzas sent since <enable/>.
+    /// Stanzas sent since `<enable/>`.
     sent: u64,
 }
 
@@ -209,7 +209,7 @@ pub struct XmppConn {
 }
 
 impl Drop for XmppConn {
-    /// The socket closes without </stream:stream>, like a device losing its network;
+    /// The socket closes without `</stream:stream>`, like a device losing its network;
     /// without a resumable stream the session ends and messages go to offline storage.
     fn drop(&mut self) {
         for t in &self.tasks {
