@@ -15,6 +15,19 @@ pub enum Event {
     /// A message, exactly once and in order per conversation; `own` for this user's
     /// (sent from this device or another).
     Message { message: pb::Message, own: bool },
+    /// Someone's read position in `conversation` moved to `read_seq` (a `ReadReceipt`
+    /// push; docs/PROTOCOL.md 9.2). `own` when `user` is this client's user: one of the
+    /// user's devices read up to there (another device, or this one after
+    /// [`Client::mark_read`](crate::Client::mark_read)): clear the badge up to
+    /// `read_seq`. Otherwise a read receipt: `user`, another member, has read up to
+    /// `read_seq`. Transient: a client that was offline learns read positions from
+    /// [`Client::conversation_list`](crate::Client::conversation_list), not from events.
+    Read {
+        conversation: String,
+        user: String,
+        read_seq: u64,
+        own: bool,
+    },
     /// A send became durable (also resolves the `send` future). `duplicate` when an
     /// earlier attempt had already landed.
     Acked(pb::SendAck),

@@ -50,10 +50,28 @@
 //! let ack = client.send_text(Target::User("bob".into()), "hello bob").await?;
 //! println!("stored as seq {} in {}", ack.seq, ack.conversation);
 //!
+//! // The conversation list ("red dot"): unread counts are the server's.
+//! let list = client.conversation_list(50, 0).await?;
+//! for c in &list.conversations {
+//!     println!("{} ({} unread): {}", c.name, c.unread, c.last_preview);
+//! }
+//! println!("{} unread in all", list.total_unread);
+//! // Read up to the latest message; the user's other devices hear of it.
+//! let state = client.mark_read(&ack.conversation, 0).await?;
+//! println!("{} unread left in {}", state.unread, state.conversation);
+//!
 //! while let Some(event) = events.next().await {
 //!     match event {
 //!         Event::Message { message, own: false } => {
 //!             println!("{}: {}", message.sender, String::from_utf8_lossy(&message.body));
+//!         }
+//!         // One of alice's devices read: clear the badge up to read_seq.
+//!         Event::Read { conversation, read_seq, own: true, .. } => {
+//!             println!("{conversation}: read up to {read_seq}");
+//!         }
+//!         // A receipt: bob has read alice's messages up to read_seq.
+//!         Event::Read { conversation, user, read_seq, own: false } => {
+//!             println!("{user} read {conversation} up to {read_seq}");
 //!         }
 //!         Event::Reconnecting { reason, .. } => eprintln!("reconnecting: {reason}"),
 //!         Event::AuthLost { message, .. } => {

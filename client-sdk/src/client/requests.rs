@@ -98,12 +98,54 @@ impl Client {
         }
     }
 
+    /// The first page of [`Client::conversation_list`] (at most 1000 conversations, most
+    /// recently active first), without the totals.
     pub async fn conversations(&self) -> Result<Vec<pb::ConversationInfo>, ClientError> {
+        Ok(self.conversation_list(0, 0).await?.conversations)
+    }
+
+    /// One page of the user's conversations, most recently active first: `offset`
+    /// skipped, at most `limit` (0 = as many as the server gives, at most 1000). Each
+    /// carries the user's `read_seq`, the server's `unread` count and the last message;
+    /// the list also has `total_unread` and `total` over all the user's conversations
+    /// (docs/PROTOCOL.md 9.1).
+    pub async fn conversation_list(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<pb::ConversationList, ClientError> {
         match self
-            .request(Body::ListConversations(pb::ListConversations::default()))
+            .request(Body::ListConversations(pb::ListConversations {
+                limit,
+                offset,
+            }))
             .await?
         {
-            Body::ConversationList(l) => Ok(l.conversations),
+            Body::ConversationList(l) => Ok(l),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Marks `conversation` read up to `seq` (0 = up to its last message). Read positions
+    /// only move forward: an older `seq` changes nothing and is not an error; the answer
+    /// is the position after the call, and `unread` what is left. Durable when it
+    /// returns. When the position moved, the user's devices (this one too) get an
+    /// [`Event::Read`](crate::Event::Read) with `own` set, and the other members one
+    /// without (docs/PROTOCOL.md 9.2). A `seq` past the last message is
+    /// `INVALID_ARGUMENT`; a conversation the user is not in, `FORBIDDEN`.
+    pub async fn mark_read(
+        &self,
+        conversation: &str,
+        seq: u64,
+    ) -> Result<pb::ReadState, ClientError> {
+        match self
+            .request(Body::MarkRead(pb::MarkRead {
+                conversation: conversation.into(),
+                seq,
+            }))
+            .await?
+        {
+            Body::ReadState(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

@@ -263,14 +263,26 @@ impl Engine {
             if !self.receive {
                 return;
             }
-            if let Body::Push(p) = body {
-                if let Some(m) = p.message {
-                    if p.inbox_seq == 0 {
-                        self.conv_item(m);
-                    } else {
-                        self.inbox_item(p.inbox_seq, m, now);
+            // Pushes this engine does not know (a newer server's) arrive as an unknown
+            // body (decoded as none) or a variant not listed here: ignored, as
+            // docs/PROTOCOL.md asks of old clients.
+            match body {
+                Body::Push(p) => {
+                    if let Some(m) = p.message {
+                        if p.inbox_seq == 0 {
+                            self.conv_item(m);
+                        } else {
+                            self.inbox_item(p.inbox_seq, m, now);
+                        }
                     }
                 }
+                Body::ReadReceipt(r) => self.events.push_back(Event::Read {
+                    own: r.user == self.user,
+                    conversation: r.conversation,
+                    user: r.user,
+                    read_seq: r.read_seq,
+                }),
+                _ => {}
             }
             return;
         }

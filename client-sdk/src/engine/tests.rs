@@ -501,3 +501,112 @@ fn a_reconnect_resumes_with_the_new_token_and_resends_what_was_not_acked() {
         .collect();
     assert_eq!(connected.len(), 2, "one Connected per login");
 }
+
+fn read_receipt(conv: &str, user: &str, read_seq: u64) -> Frame {
+    Frame {
+        req_id: 0,
+        body: Some(Body::ReadReceipt(pb::ReadReceipt {
+            conversation: conv.into(),
+            user: user.into(),
+            read_seq,
+        })),
+    }
+}
+
+#[test]
+fn read_receipts_become_read_events_own_for_the_users_devices() {
+    let now = Instant::now();
+    let mut e = connected("bob");
+    // Another of bob's devices (or this one) read: clear the badge.
+    e.handle_frame(read_receipt("d:alice:bob", "bob", 2), now);
+    // Alice read what bob sent: a receipt.
+    e.handle_frame(read_receipt("d:alice:bob", "alice", 7), now);
+    let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::Read {
+                conversation: "d:alice:bob".into(),
+                user: "bob".into(),
+                read_seq: 2,
+                own: true,
+            },
+            Event::Read {
+                conversation: "d:alice:bob".into(),
+                user: "alice".into(),
+                read_seq: 7,
+                own: false,
+            },
+        ]
+    );
+    // Receipts are not messages: no cursor moves, nothing to ack or send.
+    assert_eq!(e.cursors().inbox, 0);
+    assert!(drain_tx(&mut e).is_empty());
+    assert!(e.poll_timeout().is_none(), "no ack timer");
+    assert_eq!(e.poll_disconnect(), None);
+}
+
+#[test]
+fn a_send_only_engine_ignores_read_receipts() {
+    let now = Instant::now();
+    let mut e = Engine::new("bob", Cursors::default(), vec![]);
+    e.set_receive(false);
+    e.on_connected("ep");
+    e.handle_frame(read_receipt("d:alice:bob", "alice", 1), now);
+    assert_eq!(e.poll_event(), None);
+}
+
+/// docs/PROTOCOL.md 13: a push whose body this client does not know (a newer server's)
+/// is ignored, and messages keep flowing.
+#[test]
+fn unknown_pushes_and_fields_are_ignored() {
+    use prost::Message as _;
+    // A tag of a body field this version does not have: field 299, length-delimited.
+    fn with_unknown_field(mut bytes: Vec<u8>) -> Vec<u8> {
+        let key = (299u64 << 3) | 2;
+        prost::encoding::encode_varint(key, &mut bytes);
+        let payload = b"\x0a\x03abc";
+        prost::encoding::encode_varint(payload.len() as u64, &mut bytes);
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+    let now = Instant::now();
+    let mut e = connected("bob");
+    let unknown = with_unknown_field(
+        Frame {
+            req_id: 0,
+            body: None,
+        }
+        .encode_to_vec(),
+    );
+    let frame = Frame::decode(&unknown[..]).expect("unknown fields are skipped");
+    assert_eq!(frame.body, None, "an unknown push decodes to no body");
+    e.handle_frame(frame, now);
+    assert_eq!(e.poll_event(), None);
+    assert!(drain_tx(&mut e).is_empty());
+    assert_eq!(e.poll_disconnect(), None);
+    // A push kind the engine knows of but has no use for is ignored too.
+    e.handle_frame(
+        Frame {
+            req_id: 0,
+            body: Some(Body::ReadState(pb::ReadState::default())),
+        },
+        now,
+    );
+    assert_eq!(e.poll_event(), None);
+    // A known push with a field added later still works.
+    let receipt = with_unknown_field(read_receipt("d:alice:bob", "alice", 3).encode_to_vec());
+    e.handle_frame(Frame::decode(&receipt[..]).unwrap(), now);
+    assert!(matches!(
+        e.poll_event(),
+        Some(Event::Read {
+            read_seq: 3,
+            own: false,
+            ..
+        })
+    ));
+    // And messages are still delivered, in order.
+    e.handle_frame(push(1, msg("d:alice:bob", 1, "alice")), now);
+    e.handle_frame(push(2, msg("d:alice:bob", 2, "alice")), now);
+    assert_eq!(delivered(&mut e), vec![1, 2]);
+}
