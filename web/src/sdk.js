@@ -34,6 +34,13 @@
 //   'acked'       SendAck               a send is durable on the server
 //   'send-failed' {clientMsgId, code, codeName, message}  refused for good, left the outbox
 //   'caught-up'   {}                    everything missed has been delivered
+//   'read'        {conversation, user, readSeq, own}  a ReadReceipt push (docs/PROTOCOL.md
+//                 9.2): own = true: one of this user's devices (this one too) read up to
+//                 readSeq, clear the badge; own = false: `user` read up to readSeq (a
+//                 read receipt for this user's messages)
+//
+// Pushes this SDK does not know (from a newer server) are ignored, as docs/PROTOCOL.md
+// asks of old clients.
 
 import './pb.js'; // first: 64-bit fields as numbers, before the generated code loads
 import { tern } from './gen/tern.js';
@@ -228,6 +235,42 @@ function toAck(a) {
   };
 }
 
+/**
+ * @typedef {object} ConversationInfo One conversation of the list (docs/PROTOCOL.md 9.1).
+ * @property {string} conversation
+ * @property {'direct'|'group'} kind
+ * @property {string} name group name, or the peer's user name
+ * @property {number} lastSeq
+ * @property {boolean} readDiffusion
+ * @property {number} memberCount
+ * @property {string} role
+ * @property {number} readSeq this user has read up to here
+ * @property {number} unread computed by the server
+ * @property {number} lastTimeMs server time of the last message (0: none yet)
+ * @property {string} lastSender
+ * @property {string} lastPreview start of the last message's text; empty for non-text
+ * @property {'message'|'system'} lastKind 'system' for group events
+ */
+
+/** @param {any} c protobuf ConversationInfo @returns {ConversationInfo} */
+export function toConversationInfo(c) {
+  return {
+    conversation: c.conversation,
+    kind: c.kind === ConversationKind.GROUP ? 'group' : 'direct',
+    name: c.name,
+    lastSeq: Number(c.lastSeq ?? 0),
+    readDiffusion: !!c.readDiffusion,
+    memberCount: c.memberCount ?? 0,
+    role: Role[c.role] ?? String(c.role),
+    readSeq: Number(c.readSeq ?? 0),
+    unread: Number(c.unread ?? 0),
+    lastTimeMs: Number(c.lastTimeMs ?? 0),
+    lastSender: c.lastSender ?? '',
+    lastPreview: c.lastPreview ?? '',
+    lastKind: c.lastKind === MessageKind.SYSTEM ? 'system' : 'message',
+  };
+}
+
 /** @param {Uint8Array} bytes */
 function toBase64(bytes) {
   let s = '';
@@ -267,6 +310,7 @@ function newClientMsgId() {
  *   | {type: 'acked', ack: any}
  *   | {type: 'send-failed', clientMsgId: string, code: number, message: string}
  *   | {type: 'response', reqId: number, frame: any}
+ *   | {type: 'read', conversation: string, user: string, readSeq: number, own: boolean}
  *   | {type: 'caught-up'}} EngineEvent
  */
 
@@ -520,8 +564,19 @@ export class Engine {
           if (inboxSeq === 0) this.convItem(p.message);
           else this.inboxItem(inboxSeq, p.message, now);
         }
+      } else if (kind === 'readReceipt') {
+        const r = frame.readReceipt;
+        this.events.push({
+          type: 'read',
+          conversation: r.conversation,
+          user: r.user,
+          readSeq: Number(r.readSeq),
+          own: r.user === this.user,
+        });
       }
-      return; // Closing is the client's business; connection-level errors: nothing
+      // Closing is the client's business; connection-level errors: nothing; pushes of a
+      // newer protocol (decoded with no body, or a body not listed here): ignored.
+      return;
     }
     const what = this.inFlight.get(reqId);
     if (!what) return; // an Ack's Ok, a Pong, or a response from before a reconnect
@@ -971,18 +1026,50 @@ export class TernClient extends EventTarget {
     this.pump();
   }
 
-  /** Every conversation this user is a member of. */
+  /**
+   * The first page of this user's conversations (at most 1000, most recently active
+   * first), without the totals; see `listConversations`.
+   * @returns {Promise<ConversationInfo[]>}
+   */
   async conversations() {
-    const f = await this.request({ listConversations: {} });
-    return f.conversationList.conversations.map((/** @type {any} */ c) => ({
-      conversation: c.conversation,
-      kind: c.kind === ConversationKind.GROUP ? 'group' : 'direct',
-      name: c.name,
-      lastSeq: Number(c.lastSeq),
-      readDiffusion: !!c.readDiffusion,
-      memberCount: c.memberCount,
-      role: Role[c.role] ?? String(c.role),
-    }));
+    return (await this.listConversations()).conversations;
+  }
+
+  /**
+   * One page of this user's conversations, most recently active first (docs/PROTOCOL.md
+   * 9.1): `offset` conversations skipped, at most `limit` (0 = all, capped at 1000 by the
+   * server). Each carries the user's `readSeq`, the server's `unread` count and the last
+   * message; `totalUnread` and `total` are over ALL the user's conversations, not only
+   * this page.
+   * @param {{limit?: number, offset?: number}} [page]
+   * @returns {Promise<{conversations: ConversationInfo[], totalUnread: number, total: number}>}
+   */
+  async listConversations({ limit = 0, offset = 0 } = {}) {
+    const f = await this.request({ listConversations: { limit, offset } });
+    const l = f.conversationList;
+    return {
+      conversations: l.conversations.map(toConversationInfo),
+      totalUnread: Number(l.totalUnread ?? 0),
+      total: Number(l.total ?? 0),
+    };
+  }
+
+  /**
+   * Marks `conversation` read up to `seq` (0 = up to its last message). Read positions
+   * only move forward: an older `seq` changes nothing and is not an error. Resolves with
+   * the position after the call and what is left unread, once durable on the server.
+   * When the position moved, this user's devices (this one too) get a 'read' event with
+   * `own` set, the other members one without (docs/PROTOCOL.md 9.2). A `seq` past the
+   * last message rejects with INVALID_ARGUMENT, a conversation the user is not in with
+   * FORBIDDEN.
+   * @param {string} conversation
+   * @param {number} [seq]
+   * @returns {Promise<{conversation: string, readSeq: number, unread: number}>}
+   */
+  async markRead(conversation, seq = 0) {
+    const f = await this.request({ markRead: { conversation, seq } });
+    const r = f.readState;
+    return { conversation: r.conversation, readSeq: Number(r.readSeq), unread: Number(r.unread) };
   }
 
   /**
@@ -1309,6 +1396,9 @@ export class TernClient extends EventTarget {
         }
         case 'caught-up':
           this.emit('caught-up', {});
+          break;
+        case 'read':
+          this.emit('read', { conversation: ev.conversation, user: ev.user, readSeq: ev.readSeq, own: ev.own });
           break;
       }
     }

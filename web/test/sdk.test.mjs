@@ -549,3 +549,107 @@ test('a Ping carries its own non-zero req_id (docs/PROTOCOL.md section 3) and it
   assert.equal(ev.states.at(-1).state, 'connected');
   client.close();
 });
+
+test('markRead sends MarkRead{conversation, seq} and resolves with the ReadState; errors reject', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p = client.markRead('d:alice:bob', 7);
+  const [f] = ws.take('markRead');
+  assert.ok(f, 'a MarkRead went out');
+  assert.notEqual(Number(f.reqId), 0);
+  assert.equal(f.markRead.conversation, 'd:alice:bob');
+  assert.equal(f.markRead.seq, 7);
+  ws.recv({ reqId: f.reqId, readState: { conversation: 'd:alice:bob', readSeq: 9, unread: 2 } });
+  assert.deepEqual(await p, { conversation: 'd:alice:bob', readSeq: 9, unread: 2 }, 'the position may be higher than asked');
+  const up = client.markRead('d:alice:bob'); // default: up to the last message
+  const [g] = ws.take('markRead');
+  assert.equal(g.markRead.seq, 0);
+  ws.recv({ reqId: g.reqId, error: { code: ErrorCode.INVALID_ARGUMENT, message: 'seq past the head' } });
+  await assert.rejects(up, (e) => e.codeName === 'INVALID_ARGUMENT');
+  client.close();
+});
+
+test('listConversations pages with limit/offset and returns read state, last message and totals', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p = client.listConversations({ limit: 2, offset: 4 });
+  const [f] = ws.take('listConversations');
+  assert.equal(f.listConversations.limit, 2);
+  assert.equal(f.listConversations.offset, 4);
+  ws.recv({
+    reqId: f.reqId,
+    conversationList: {
+      conversations: [
+        {
+          conversation: 'd:alice:bob', kind: 1, name: 'bob', lastSeq: 5, readSeq: 2, unread: 3,
+          lastTimeMs: 1_700_000_000_123, lastSender: 'bob', lastPreview: 'see you', lastKind: 0,
+        },
+        {
+          conversation: 'g:7', kind: 2, name: 'team', lastSeq: 1, memberCount: 3, role: 3, readSeq: 1,
+          unread: 0, lastTimeMs: 1_700_000_000_000, lastSender: 'alice', lastKind: 1,
+        },
+      ],
+      totalUnread: 11,
+      total: 9,
+    },
+  });
+  const list = await p;
+  assert.equal(list.totalUnread, 11, 'over all conversations, not only the page');
+  assert.equal(list.total, 9);
+  assert.deepEqual(list.conversations[0], {
+    conversation: 'd:alice:bob', kind: 'direct', name: 'bob', lastSeq: 5, readDiffusion: false, memberCount: 0,
+    role: 'ROLE_UNSPECIFIED', readSeq: 2, unread: 3, lastTimeMs: 1_700_000_000_123, lastSender: 'bob',
+    lastPreview: 'see you', lastKind: 'message',
+  });
+  const g = list.conversations[1];
+  assert.deepEqual([g.kind, g.role, g.memberCount, g.lastKind, g.lastPreview], ['group', 'OWNER', 3, 'system', '']);
+  // The default asks for everything (limit 0) and conversations() is its first page.
+  const all = client.conversations();
+  const [h] = ws.take('listConversations');
+  assert.equal(h.listConversations.limit ?? 0, 0);
+  assert.equal(h.listConversations.offset ?? 0, 0);
+  ws.recv({ reqId: h.reqId, conversationList: { conversations: [], totalUnread: 0, total: 0 } });
+  assert.deepEqual(await all, []);
+  client.close();
+});
+
+test("ReadReceipt pushes become 'read' events: own for this user's devices, a receipt for another member", () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const reads = [];
+  client.on('read', (d) => reads.push(d));
+  ws.recv({ readReceipt: { conversation: 'd:alice:bob', user: 'alice', readSeq: 4 } });
+  ws.recv({ readReceipt: { conversation: 'd:alice:bob', user: 'bob', readSeq: 6 } });
+  assert.deepEqual(reads, [
+    { conversation: 'd:alice:bob', user: 'alice', readSeq: 4, own: true },
+    { conversation: 'd:alice:bob', user: 'bob', readSeq: 6, own: false },
+  ]);
+  client.close();
+});
+
+test('unknown pushes (a newer protocol) are ignored: no event, no error, the connection stays', async () => {
+  const { client, ws, ev } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const reads = [];
+  client.on('read', (d) => reads.push(d));
+  /** Frame{req_id 0, field 299 (a body this version lacks) = "\x0a\x03abc"}, raw bytes. */
+  const key = (299 << 3) | 2; // 2394: varint 0xda 0x12
+  const unknown = Uint8Array.from([key & 0x7f | 0x80, key >> 7, 5, 0x0a, 0x03, 0x61, 0x62, 0x63]);
+  assert.equal(proto.Frame.decode(unknown).body, undefined, 'decodes as a frame with no known body');
+  ws.onmessage({ data: unknown.buffer.slice(0) });
+  // A known push (ReadReceipt, field 202) carrying a field this version lacks (9 = 1):
+  // the known part still counts.
+  const inner = proto.ReadReceipt.encode({ conversation: 'd:alice:bob', user: 'bob', readSeq: 2 }).finish();
+  const innerPlus = Uint8Array.from([...inner, 9 << 3, 1]);
+  const bytes = Uint8Array.from([0xd2, 0x0c, innerPlus.length, ...innerPlus]); // key (202 << 3) | 2
+  assert.equal(proto.Frame.decode(bytes).body, 'readReceipt');
+  ws.onmessage({ data: bytes.buffer.slice(0) });
+  assert.deepEqual(reads, [{ conversation: 'd:alice:bob', user: 'bob', readSeq: 2, own: false }]);
+  assert.equal(ev.states.at(-1).state, 'connected', 'still connected');
+  assert.equal(ws.readyState, 1);
+  assert.deepEqual(ws.sent.filter((f) => f.body !== 'ack'), [], 'nothing sent in answer to an unknown push');
+  // Messages keep flowing.
+  ws.recv({ push: { inboxSeq: 1, message: msg('d:alice:bob', 1, 'bob') } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [1]);
+  client.close();
+});
