@@ -14,7 +14,7 @@ use tern_sdk::{ClientError, Credentials, Event, SendTicket, Target};
 use tokio::time::Instant;
 
 use crate::error::Failure;
-use crate::output::{self, AckLine, MessageLine};
+use crate::output::{self, AckLine, ConversationLine, MessageLine, ReadEventLine};
 use crate::profile::Profile;
 use crate::session::{
     self, check_device, check_username, resolve, shutdown_signal, stdin_lines, Ctx, Cursors,
@@ -310,11 +310,24 @@ pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()>
     let result = sync_loop(&mut sess, follow, idle_exit.map(Duration::from_secs)).await;
     // Messages delivered while stopping are in the saved cursor: print them as well.
     let (rest, _) = sess.close(&HashSet::new()).await;
-    let printed = rest.iter().try_for_each(|ev| match ev {
-        Event::Message { message, .. } => output::json_line(&MessageLine::new(message)),
-        _ => Ok(()),
-    });
+    let printed = rest.iter().try_for_each(|ev| sync_line(ev).map(|_| ()));
     result.and(printed)
+}
+
+/// What `tern sync` prints for an event: a message line, or a read event line
+/// (`{"event":"read"|"receipt",...}`); true if it printed one.
+fn sync_line(ev: &Event) -> Result<bool> {
+    match ev {
+        Event::Message { message, .. } => output::json_line(&MessageLine::new(message))?,
+        Event::Read {
+            conversation,
+            user,
+            read_seq,
+            own,
+        } => output::json_line(&ReadEventLine::new(conversation, user, *read_seq, *own))?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 async fn sync_loop(sess: &mut Session, follow: bool, idle: Option<Duration>) -> Result<()> {
@@ -326,18 +339,18 @@ async fn sync_loop(sess: &mut Session, follow: bool, idle: Option<Duration>) -> 
         tokio::select! {
             biased;
             ev = sess.next_event() => match ev? {
-                Event::Message { message, .. } => {
-                    output::json_line(&MessageLine::new(&message))?;
-                    if let (Some(d), Some(_)) = (idle, idle_until) {
-                        idle_until = Some(Instant::now() + d);
-                    }
-                }
                 Event::CaughtUp => match idle {
                     Some(d) => idle_until = Some(Instant::now() + d),
                     None if !follow => return Ok(()),
                     None => {}
                 },
-                _ => {}
+                ev => {
+                    if sync_line(&ev)? {
+                        if let (Some(d), Some(_)) = (idle, idle_until) {
+                            idle_until = Some(Instant::now() + d);
+                        }
+                    }
+                }
             },
             _ = tokio::time::sleep_until(idle_at), if idle_until.is_some() => return Ok(()),
             _ = &mut stop => return Ok(()),
@@ -357,17 +370,7 @@ pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> 
         })
         .await;
     sess.close(&HashSet::new()).await;
-    let page = match (result, &dest) {
-        (Err(e), Dest::User(u)) if forbidden(&e) => {
-            // The server does not tell "no message yet" from "no such user" (7.1).
-            return Err(Failure::error(
-                crate::error::Kind::Forbidden,
-                "NOT_FOUND",
-                format!("no conversation with {u} (nothing was sent yet, or no such user)"),
-            ));
-        }
-        (r, _) => r?,
-    };
+    let page = no_conversation(result, &dest)?;
     for m in &page.messages {
         if ctx.json {
             output::json_line(&MessageLine::new(m))?;
@@ -376,6 +379,110 @@ pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> 
         }
     }
     Ok(())
+}
+
+/// A FORBIDDEN answer about a 1:1 conversation as the user sees it: there is no
+/// conversation with that user. (The server does not tell "no message yet" from "no such
+/// user", 7.1.)
+fn no_conversation<T>(result: Result<T>, dest: &Dest) -> Result<T> {
+    match (result, dest) {
+        (Err(e), Dest::User(u)) if forbidden(&e) => Err(Failure::error(
+            crate::error::Kind::Forbidden,
+            "NOT_FOUND",
+            format!("no conversation with {u} (nothing was sent yet, or no such user)"),
+        )),
+        (r, _) => r,
+    }
+}
+
+/// Conversations asked for per page (the server's largest page).
+const CONVERSATION_PAGE: u32 = 1000;
+
+/// `tern conversations`: every conversation, most recently active first, with its unread
+/// count; or, with `total`, only the total unread.
+pub async fn conversations(ctx: &Ctx, total: bool) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = conversation_pages(&client, &mut sess, total).await;
+    sess.close(&HashSet::new()).await;
+    let (list, total_unread) = result?;
+    if total {
+        return if ctx.json {
+            output::json_line(&serde_json::json!({ "total_unread": total_unread }))
+        } else {
+            output::line(&format!("{total_unread} unread"))
+        };
+    }
+    for c in &list {
+        if ctx.json {
+            output::json_line(&ConversationLine::new(c))?;
+        } else {
+            output::line(&output::conversation_human(c))?;
+        }
+    }
+    if !ctx.json {
+        output::line(&format!(
+            "{} conversation(s), {total_unread} unread",
+            list.len()
+        ))?;
+    }
+    Ok(())
+}
+
+/// The whole list, page by page (or one short page when only the total is wanted), and
+/// the total unread. A conversation that moves up between two pages (a new message) is
+/// listed once.
+async fn conversation_pages(
+    client: &tern_sdk::Client,
+    sess: &mut Session,
+    only_total: bool,
+) -> Result<(Vec<pb::ConversationInfo>, u64)> {
+    let limit = if only_total { 1 } else { CONVERSATION_PAGE };
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    let mut offset = 0u32;
+    loop {
+        let page = sess
+            .request("cannot list the conversations", true, || {
+                client.conversation_list(limit, offset)
+            })
+            .await?;
+        let n = page.conversations.len() as u32;
+        all.extend(
+            page.conversations
+                .into_iter()
+                .filter(|c| seen.insert(c.conversation.clone())),
+        );
+        offset += n;
+        if only_total || n == 0 || offset >= page.total {
+            return Ok((all, page.total_unread));
+        }
+    }
+}
+
+/// `tern read`: moves the read position in one conversation to `seq` (None: the latest).
+pub async fn read(ctx: &Ctx, dest: Dest, seq: Option<u64>) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let conv = dest.conversation(client.username());
+    // Idempotent (positions only move forward): safe to make again after a lost connection.
+    let result = sess
+        .request(&format!("cannot mark {conv} read"), true, || {
+            client.mark_read(&conv, seq.unwrap_or(0))
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    let state = no_conversation(result, &dest)?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({
+            "conv": state.conversation,
+            "read_seq": state.read_seq,
+        }))
+    } else {
+        output::line(&format!(
+            "{}: read up to seq {}, {} unread",
+            state.conversation, state.read_seq, state.unread
+        ))
+    }
 }
 
 fn forbidden(e: &anyhow::Error) -> bool {
@@ -530,7 +637,11 @@ pub async fn chat(ctx: &Ctx, dest: Dest) -> Result<()> {
         client.username()
     ));
     let mut sends = Sends::new();
-    let result = chat_loop(&client, &mut sess, &mut sends, &dest, &conv).await;
+    let mut marker = ReadMarker::new(&client, &conv);
+    let result = chat_loop(&client, &mut sess, &mut sends, &mut marker, &dest, &conv).await;
+    // What was shown is marked read before the client stops (bounded: a slow server
+    // only delays the exit by MARK_FLUSH).
+    let _ = tokio::time::timeout(MARK_FLUSH, marker.flush()).await;
     let (rest, dropped) = sess.close(&sends.unconfirmed).await;
     for ev in rest {
         if let Event::Message { message, .. } = ev {
@@ -564,10 +675,83 @@ fn show_in_chat(message: &pb::Message, conv: &str, sends: &Sends) -> Result<()> 
     }
 }
 
+/// How long `tern chat` waits at exit for its last MarkRead.
+const MARK_FLUSH: Duration = Duration::from_secs(2);
+
+type MarkFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::ReadState, ClientError>> + Send>>;
+
+/// Marks read what `tern chat` shows: at most one MarkRead in flight, always up to the
+/// newest seq shown so far, so a burst of messages costs one or two requests.
+struct ReadMarker {
+    client: tern_sdk::Client,
+    conv: String,
+    /// The newest seq of this conversation shown.
+    shown: u64,
+    /// Asked for (in flight or answered).
+    asked: u64,
+    in_flight: Option<MarkFuture>,
+}
+
+impl ReadMarker {
+    fn new(client: &tern_sdk::Client, conv: &str) -> Self {
+        Self {
+            client: client.clone(),
+            conv: conv.to_string(),
+            shown: 0,
+            asked: 0,
+            in_flight: None,
+        }
+    }
+
+    /// `seq` of this conversation is on the screen.
+    fn shown(&mut self, seq: u64) {
+        self.shown = self.shown.max(seq);
+        self.start();
+    }
+
+    fn start(&mut self) {
+        if self.in_flight.is_none() && self.shown > self.asked {
+            self.asked = self.shown;
+            let (client, conv, seq) = (self.client.clone(), self.conv.clone(), self.shown);
+            self.in_flight = Some(Box::pin(async move { client.mark_read(&conv, seq).await }));
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Waits for the MarkRead in flight (pending forever when there is none: guard the
+    /// `select!` branch with `busy()`), then starts the next one if more was shown. A
+    /// failure is reported and not retried: the next message shown asks again.
+    async fn next(&mut self) {
+        let Some(fut) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = fut.await;
+        self.in_flight = None;
+        match r {
+            Ok(_) | Err(ClientError::ConnectionLost) | Err(ClientError::Stopped(_)) => {}
+            Err(e) => output::status(&format!("-- cannot mark read: {e} --")),
+        }
+        self.start();
+    }
+
+    /// Until everything shown is asked for and answered.
+    async fn flush(&mut self) {
+        self.start();
+        while self.busy() {
+            self.next().await;
+        }
+    }
+}
+
 async fn chat_loop(
     client: &tern_sdk::Client,
     sess: &mut Session,
     sends: &mut Sends,
+    marker: &mut ReadMarker,
     dest: &Dest,
     conv: &str,
 ) -> Result<()> {
@@ -579,11 +763,20 @@ async fn chat_loop(
     while input.is_some() || !sends.is_empty() {
         tokio::select! {
             biased;
-            ev = sess.next_event() => {
-                if let Event::Message { message, .. } = ev? {
+            ev = sess.next_event() => match ev? {
+                Event::Message { message, .. } => {
                     show_in_chat(&message, conv, sends)?;
+                    if message.conversation == conv {
+                        marker.shown(message.seq);
+                    }
                 }
-            }
+                // A receipt from the other side(s); this user's own reads need no notice.
+                Event::Read { conversation, user, read_seq, own: false } if conversation == conv => {
+                    output::status(&format!("  -- {user} read up to seq {read_seq} --"));
+                }
+                _ => {}
+            },
+            _ = marker.next(), if marker.busy() => {}
             (_, _, r) = sends.next(), if !sends.is_empty() => match r {
                 Ok(ack) => output::status(&format!("  ✓ seq {}", ack.seq)),
                 Err(ClientError::Stopped(_)) => return Err(sess.stopped_error().await),

@@ -8,7 +8,7 @@
 //! How the modules fit:
 //! - `main.rs` (this file): the clap command line, dispatch, and the exit code.
 //! - [`commands`]: one function per command (register, login, send, sync, history, group,
-//!   presence, chat).
+//!   presence, conversations, read, chat).
 //! - [`session`]: from global flags to a running SDK client (server address, CA, profile)
 //!   and the watching of its events (first connection, reconnects, lost authentication).
 //! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
@@ -122,7 +122,8 @@ enum Command {
         #[arg(long)]
         stdin: bool,
     },
-    /// Print missed messages (then live ones with --follow) as JSON lines.
+    /// Print missed messages (then live ones with --follow) as JSON lines; read positions
+    /// that move meanwhile as {"event":"read"|"receipt",...} lines.
     Sync {
         /// Keep running and print messages as they come, until Ctrl-C.
         #[arg(long, conflicts_with = "idle_exit")]
@@ -150,7 +151,24 @@ enum Command {
         #[arg(required = true)]
         users: Vec<String>,
     },
-    /// Chat interactively in one conversation (stdin lines are sent).
+    /// List your conversations, most recent first, with unread counts (one JSON line each
+    /// with --json).
+    Conversations {
+        /// Print only the total unread over all conversations: {"total_unread":N}.
+        #[arg(long)]
+        total: bool,
+    },
+    /// Mark a conversation read, up to the latest message or up to --seq; prints
+    /// {"conv":..,"read_seq":N} with --json.
+    Read {
+        #[command(flatten)]
+        dest: ConvDest,
+        /// Read up to this seq [default: the latest]. Read positions never move back.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        seq: Option<u64>,
+    },
+    /// Chat interactively in one conversation (stdin lines are sent; what is shown is
+    /// marked read).
     Chat {
         #[command(flatten)]
         dest: ConvDest,
@@ -258,6 +276,8 @@ async fn run(cli: Cli) -> Result<()> {
             commands::group(&ctx, op).await
         }
         Command::Presence { users } => commands::presence(&ctx, users).await,
+        Command::Conversations { total } => commands::conversations(&ctx, total).await,
+        Command::Read { dest: d, seq } => commands::read(&ctx, dest(d.with, d.group), seq).await,
         Command::Chat { dest: d } => commands::chat(&ctx, dest(d.with, d.group)).await,
     }
 }

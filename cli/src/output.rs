@@ -111,6 +111,88 @@ impl<'a> MessageLine<'a> {
     }
 }
 
+/// `tern conversations --json`: one per conversation. (The issue's `mentions`, `muted`
+/// and `pinned` are not printed: the server has no mentions, mute or pin yet, and a
+/// made-up value would mislead a script.)
+#[derive(Debug, Serialize)]
+pub struct ConversationLine<'a> {
+    pub conv: &'a str,
+    pub kind: &'static str,
+    pub title: &'a str,
+    pub last_seq: u64,
+    pub last_text: &'a str,
+    pub unread: u64,
+    pub read_seq: u64,
+}
+
+impl<'a> ConversationLine<'a> {
+    pub fn new(c: &'a pb::ConversationInfo) -> Self {
+        Self {
+            conv: &c.conversation,
+            kind: conversation_kind(c.kind),
+            title: &c.name,
+            last_seq: c.last_seq,
+            last_text: &c.last_preview,
+            unread: c.unread,
+            read_seq: c.read_seq,
+        }
+    }
+}
+
+/// `direct` or `group` (`unknown` for a kind this version does not know).
+pub fn conversation_kind(kind: i32) -> &'static str {
+    match pb::ConversationKind::try_from(kind) {
+        Ok(pb::ConversationKind::Direct) => "direct",
+        Ok(pb::ConversationKind::Group) => "group",
+        _ => "unknown",
+    }
+}
+
+/// `tern conversations` for people: unread badge, title, id, when and the last message.
+/// `  (3) alice       d:alice:bob         2026-11-29 06:30:00  alice: hello`
+pub fn conversation_human(c: &pb::ConversationInfo) -> String {
+    let badge = if c.unread > 0 {
+        format!("({})", c.unread)
+    } else {
+        String::new()
+    };
+    let last = if c.last_seq == 0 {
+        "(no messages yet)".to_string()
+    } else {
+        let text = if !c.last_preview.is_empty() {
+            c.last_preview.clone()
+        } else if c.last_kind == pb::MessageKind::System as i32 {
+            "* group event".to_string()
+        } else {
+            "(not text)".to_string()
+        };
+        format!("{}  {}: {text}", date_time(c.last_time_ms), c.last_sender)
+    };
+    format!("{badge:>6} {:<16} {:<20} {last}", c.name, c.conversation)
+}
+
+/// `tern sync`: a read position moved (`ReadReceipt`). `read` when it is the user's own
+/// (another device read), `receipt` (with `user`) when another member read.
+#[derive(Debug, Serialize)]
+pub struct ReadEventLine<'a> {
+    pub event: &'static str,
+    pub conv: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+    pub read_seq: u64,
+}
+
+impl<'a> ReadEventLine<'a> {
+    pub fn new(conv: &'a str, user: &'a str, read_seq: u64, own: bool) -> Self {
+        Self {
+            event: if own { "read" } else { "receipt" },
+            conv,
+            user: (!own).then_some(user),
+            read_seq,
+        }
+    }
+}
+
 /// The text of a message for people: the body, or a sentence for a group event.
 pub fn human_text(m: &pb::Message) -> String {
     let Some(e) = system_event(m) else {
@@ -241,6 +323,58 @@ mod tests {
         assert_eq!(v["event"]["users"], serde_json::json!(["carol", "dave"]));
         assert!(v["event"].get("name").is_none());
         assert_eq!(human_text(&m), "* added carol, dave");
+    }
+
+    #[test]
+    fn conversation_lines_have_the_scripted_shape() {
+        let c = pb::ConversationInfo {
+            conversation: "d:alice:bob".into(),
+            kind: pb::ConversationKind::Direct as i32,
+            name: "alice".into(),
+            last_seq: 3,
+            read_seq: 2,
+            unread: 1,
+            last_time_ms: 1_700_000_000_000,
+            last_sender: "alice".into(),
+            last_preview: "third".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&ConversationLine::new(&c)).unwrap(),
+            r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"third","unread":1,"read_seq":2}"#
+        );
+        assert_eq!(
+            conversation_human(&c),
+            "   (1) alice            d:alice:bob          2023-11-14 22:13:20  alice: third"
+        );
+        let g = pb::ConversationInfo {
+            conversation: "g:00000000000000aa".into(),
+            kind: pb::ConversationKind::Group as i32,
+            name: "team".into(),
+            last_seq: 1,
+            read_seq: 1,
+            last_time_ms: 1_700_000_000_000,
+            last_sender: "alice".into(),
+            last_kind: pb::MessageKind::System as i32,
+            ..Default::default()
+        };
+        assert_eq!(ConversationLine::new(&g).kind, "group");
+        assert_eq!(
+            conversation_human(&g),
+            "       team             g:00000000000000aa   2023-11-14 22:13:20  alice: * group event"
+        );
+    }
+
+    #[test]
+    fn read_event_lines_tell_own_reads_from_receipts() {
+        assert_eq!(
+            serde_json::to_string(&ReadEventLine::new("d:alice:bob", "bob", 2, true)).unwrap(),
+            r#"{"event":"read","conv":"d:alice:bob","read_seq":2}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ReadEventLine::new("d:alice:bob", "bob", 2, false)).unwrap(),
+            r#"{"event":"receipt","conv":"d:alice:bob","user":"bob","read_seq":2}"#
+        );
     }
 
     #[test]

@@ -693,6 +693,12 @@ async fn chat_shows_the_conversation_and_sends_lines() {
         "each line stored once"
     );
     assert_eq!(h[1]["from"], "bob");
+    // What the chat showed is read: no unread left for bob.
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        (&list[0]["conv"], &list[0]["read_seq"], &list[0]["unread"]),
+        (&"d:alice:bob".into(), &3.into(), &0.into())
+    );
 }
 
 /// `tern send --stdin` keeps going while the server restarts: lines typed while it is down
@@ -741,4 +747,181 @@ async fn send_keeps_going_through_a_server_restart() {
             .collect::<Vec<_>>()
     );
     drop(server);
+}
+
+/// Read state from the command line (issue 13): the conversation list with unread counts
+/// and previews, `tern read`, the total, and the read events `tern sync` prints on bob's
+/// other device (`read`) and on alice's (`receipt`).
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_unread_read_and_receipts() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    // A second device each, on profiles of their own (a device that logs in again
+    // elsewhere is replaced, so the followers below must not share one with the commands).
+    for (profile, user, device) in [
+        ("bob2", "bob", "bob-phone"),
+        ("alice2", "alice", "alice-phone"),
+    ] {
+        t.run(
+            profile,
+            &["login", user, "--password", PASSWORD, "--device", device],
+        )
+        .ok();
+    }
+
+    let acks = t
+        .run_stdin(
+            "alice",
+            &["send", "--to", "bob", "--stdin"],
+            "one\ntwo\nthree, the last\n",
+        )
+        .ok()
+        .json();
+    assert_eq!(seqs(&acks), vec![1, 2, 3]);
+
+    let list = t.run("bob", &["--json", "conversations"]).ok();
+    assert_eq!(
+        list.stdout,
+        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"three, the last","unread":3,"read_seq":0}"#
+            .to_string()
+            + "\n"
+    );
+    // Alice's own messages are never unread for her.
+    let list = t.run("alice", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        (&list[0]["title"], &list[0]["unread"], &list[0]["read_seq"]),
+        (&"bob".into(), &0.into(), &3.into())
+    );
+
+    // Both other devices follow live; each first prints its 3 messages.
+    let bob2 = Background::spawn(t.cmd("bob2", &["sync", "--follow"]));
+    assert_eq!(
+        seqs(&bob2.next_json(3, Duration::from_secs(15))),
+        vec![1, 2, 3]
+    );
+    let alice = Background::spawn(t.cmd("alice2", &["sync", "--follow"]));
+    assert_eq!(
+        seqs(&alice.next_json(3, Duration::from_secs(15))),
+        vec![1, 2, 3]
+    );
+
+    let read = t
+        .run("bob", &["--json", "read", "--with", "alice", "--seq", "2"])
+        .ok();
+    assert_eq!(read.stdout, "{\"conv\":\"d:alice:bob\",\"read_seq\":2}\n");
+    assert_eq!(
+        bob2.next_lines(1, Duration::from_secs(10)),
+        vec![r#"{"event":"read","conv":"d:alice:bob","read_seq":2}"#]
+    );
+    assert_eq!(
+        alice.next_lines(1, Duration::from_secs(10)),
+        vec![r#"{"event":"receipt","conv":"d:alice:bob","user":"bob","read_seq":2}"#]
+    );
+
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        (list.len(), &list[0]["unread"], &list[0]["read_seq"]),
+        (1, &1.into(), &2.into())
+    );
+    let total = t.run("bob", &["--json", "conversations", "--total"]).ok();
+    assert_eq!(total.stdout, "{\"total_unread\":1}\n");
+
+    // Backwards is a no-op, not an error, and tells nobody.
+    let read = t
+        .run("bob", &["--json", "read", "--with", "alice", "--seq", "1"])
+        .ok();
+    assert_eq!(read.json()[0]["read_seq"], 2);
+    // For people: the position and what is left.
+    let read = t
+        .run("bob", &["read", "--with", "alice", "--seq", "1"])
+        .ok();
+    assert_eq!(read.stdout, "d:alice:bob: read up to seq 2, 1 unread\n");
+
+    // A group: listed first (most recent), its CREATED event unread for bob.
+    let gid = t
+        .run("alice", &["group", "create", "team", "--members", "bob"])
+        .ok()
+        .json()[0]["group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    let convs: Vec<(&str, &str, &str, u64)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["conv"].as_str().unwrap(),
+                c["kind"].as_str().unwrap(),
+                c["title"].as_str().unwrap(),
+                c["unread"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        convs,
+        vec![
+            (gid.as_str(), "group", "team", 1),
+            ("d:alice:bob", "direct", "alice", 1)
+        ]
+    );
+    let human = t.run("bob", &["conversations"]).ok();
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("   (1) team ") && lines[0].ends_with("alice: * group event"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("   (1) alice ") && lines[1].ends_with("alice: three, the last"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "2 conversation(s), 2 unread");
+    let human = t.run("bob", &["conversations", "--total"]).ok();
+    assert_eq!(human.stdout, "2 unread\n");
+
+    // The followers printed the group's CREATED message; no read event came meanwhile
+    // (the no-op read above told nobody).
+    let created = bob2.next_json(1, Duration::from_secs(10));
+    assert_eq!(
+        (created[0]["conv"].as_str(), created[0]["seq"].as_u64()),
+        (Some(gid.as_str()), Some(1))
+    );
+    let created = alice.next_json(1, Duration::from_secs(10));
+    assert_eq!(
+        (created[0]["conv"].as_str(), created[0]["seq"].as_u64()),
+        (Some(gid.as_str()), Some(1))
+    );
+
+    // No --seq: up to the latest. The receipt reaches the group's other member.
+    let read = t
+        .run("bob", &["--json", "read", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(read, vec![serde_json::json!({"conv": gid, "read_seq": 1})]);
+    assert_eq!(
+        bob2.next_json(1, Duration::from_secs(10)),
+        vec![serde_json::json!({"event": "read", "conv": gid, "read_seq": 1})]
+    );
+    assert_eq!(
+        alice.next_json(1, Duration::from_secs(10)),
+        vec![serde_json::json!({"event": "receipt", "conv": gid, "user": "bob", "read_seq": 1})]
+    );
+    let total = t.run("bob", &["--json", "conversations", "--total"]).ok();
+    assert_eq!(total.stdout, "{\"total_unread\":1}\n");
+
+    // Errors: past the last message is invalid (2); no such conversation (5).
+    let out = t
+        .run("bob", &["--json", "read", "--with", "alice", "--seq", "9"])
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+    let out = t
+        .run("bob", &["--json", "read", "--with", "carol"])
+        .failed(5);
+    assert_eq!(out.error_code(), "NOT_FOUND");
+    t.run("bob", &["read", "--group", "g:00000000000000aa"])
+        .failed(5);
+    t.run("bob", &["read", "--with", "alice", "--seq", "0"])
+        .failed(2);
 }
