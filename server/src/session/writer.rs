@@ -25,6 +25,8 @@ pub trait FrameWriter: Send + 'static {
     fn write_frames(&mut self, frames: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends the transport's output (after the last frame).
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
+    /// The queue ran empty: give back buffers an idle connection need not hold.
+    fn idle(&mut self) {}
 }
 
 /// A byte stream (TLS over TCP, a QUIC stream, an in-memory pipe): frames go out as they
@@ -56,7 +58,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
                     self.buf.extend_from_slice(f);
                 }
                 let r = self.inner.write_all(&self.buf).await;
-                self.buf = BytesMut::new();
+                self.buf.clear();
                 r?;
             }
         }
@@ -65,6 +67,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
 
     async fn finish(&mut self) {
         let _ = self.inner.shutdown().await;
+    }
+
+    fn idle(&mut self) {
+        self.buf = BytesMut::new();
     }
 }
 
@@ -93,8 +99,9 @@ pub(crate) async fn write_loop<W: FrameWriter>(
                 }
                 let written = w.write_frames(&batch).await;
                 batch.clear();
-                if queue.is_empty() && batch.capacity() > 64 {
+                if queue.is_empty() {
                     batch = Vec::new();
+                    w.idle();
                 }
                 if written.is_err() {
                     break;
