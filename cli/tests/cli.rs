@@ -678,18 +678,39 @@ async fn chat_shows_the_conversation_and_sends_lines() {
     assert_eq!(seq(t.run("alice", &["send", "--to", "bob", "good"])), 3);
     let live = chat.next_lines(1, Duration::from_secs(10));
     assert!(live[0].ends_with("] alice: good"), "{live:?}");
+    // Bob answers; once alice has read it, bob's chat shows her receipt (it comes before
+    // her next message, which the test waits for, so it is in before the chat ends).
+    chat.input("see you\n");
+    let stored = (0..100).any(|_| {
+        let n = t
+            .run("alice", &["--json", "history", "--with", "bob"])
+            .ok()
+            .json()
+            .len();
+        if n < 4 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n == 4
+    });
+    assert!(stored, "bob's second line was stored");
+    let read = t.run("alice", &["--json", "read", "--with", "bob"]).ok();
+    assert_eq!(read.json()[0]["read_seq"], 4);
+    t.run("alice", &["send", "--to", "bob", "bye"]).ok();
+    let live = chat.next_lines(1, Duration::from_secs(10));
+    assert!(live[0].ends_with("] alice: bye"), "{live:?}");
 
     let (code, stderr) = chat.finish(Duration::from_secs(15));
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("-- connected over"), "{stderr}");
     assert!(stderr.contains("✓ seq 2"), "{stderr}");
+    assert!(stderr.contains("-- alice read up to seq 4 --"), "{stderr}");
     let h = t
         .run("alice", &["--json", "history", "--with", "bob"])
         .ok()
         .json();
     assert_eq!(
         texts(&h),
-        vec!["are you there?", "yes, here", "good"],
+        vec!["are you there?", "yes, here", "good", "see you", "bye"],
         "each line stored once"
     );
     assert_eq!(h[1]["from"], "bob");
@@ -697,7 +718,7 @@ async fn chat_shows_the_conversation_and_sends_lines() {
     let list = t.run("bob", &["--json", "conversations"]).ok().json();
     assert_eq!(
         (&list[0]["conv"], &list[0]["read_seq"], &list[0]["unread"]),
-        (&"d:alice:bob".into(), &3.into(), &0.into())
+        (&"d:alice:bob".into(), &5.into(), &0.into())
     );
 }
 
