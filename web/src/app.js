@@ -1,6 +1,15 @@
-// The tern web chat page: log in / register, a conversation list with unread marks, a
-// chat view with live messages, a message input, and a connection state indicator.
-// Everything goes through the browser SDK (sdk.js); no framework.
+// The tern web chat page: log in / register, a conversation list with the server's unread
+// counts (docs/PROTOCOL.md 9.1), a chat view with live messages and read ticks, a message
+// input, and a connection state indicator. Everything goes through the browser SDK
+// (sdk.js); no framework.
+//
+// Read state: the server's ListConversations gives each conversation's last seq and this
+// user's read seq; the badge is lastSeq - readSeq (the server's own definition), kept
+// current from events: a delivered message raises lastSeq (and readSeq when it is this
+// user's own, as the server moves the sender's read position), a 'read' event with own
+// set (another tab or device of this user, or this one, read) raises readSeq, opening a
+// conversation sends MarkRead up to the newest message shown. Receipts from other members
+// ('read' without own) put a tick on this user's messages up to their read seq.
 
 import {
   RULES,
@@ -52,12 +61,24 @@ const el = {
   compose: /** @type {HTMLInputElement} */ ($('compose')),
   send: /** @type {HTMLButtonElement} */ ($('send')),
   chatError: $('chat-error'),
+  totalUnread: $('total-unread'),
+  moreConvs: /** @type {HTMLButtonElement} */ ($('more-convs')),
 };
+
+/** Conversations asked for per ListConversations page. */
+const CONV_PAGE = 100;
+/** Characters of a last-message preview made on this page (the server's are 80). */
+const PREVIEW_CHARS = 80;
 
 /**
  * @typedef {import('./sdk.js').Message} Message
  * @typedef {{id: string, name: string, kind: 'direct'|'group', peer: string|null,
- *   unread: number, lastTs: number, messages: Map<number, Message>, historyLoaded: boolean}} Conv
+ *   lastSeq: number, readSeq: number, listed: boolean, lastTs: number, lastSender: string,
+ *   preview: string, readBy: Record<string, number>, markingTo: number,
+ *   messages: Map<number, Message>, historyLoaded: boolean}} Conv
+ *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
+ *   ever move forward; unread = lastSeq - readSeq); listed: the server's list had it;
+ *   readBy: other members' read positions from receipts; markingTo: a MarkRead in flight
  * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number}} PendingSend
  */
 
@@ -73,6 +94,8 @@ const app = {
   open: null,
   /** @type {(() => void)[]} */
   unsubscribe: [],
+  /** The server's list: how many conversations, pages loaded, and the unread of those not loaded. */
+  list: { total: 0, loaded: 0, unlistedUnread: 0 },
 };
 
 // Test and debugging hook: what the SDK delivered on this page, and state changes.
@@ -85,7 +108,7 @@ const app = {
   caughtUp: 0,
 };
 
-// ---- app-level persistence (unread counts and conversation names, per user) ----
+// ---- app-level persistence (a cache of the conversation list, per user) ----
 
 function appKey() {
   return `tern:${app.me}:app`;
@@ -93,13 +116,19 @@ function appKey() {
 
 function saveApp() {
   if (!app.me) return;
-  /** @type {Record<string, {name: string, kind: string, unread: number, lastTs: number}>} */
+  // A cache for the first paint after a reload; the server's list replaces it on connect.
+  /** @type {Record<string, object>} */
   const convs = {};
-  for (const c of app.convs.values()) convs[c.id] = { name: c.name, kind: c.kind, unread: c.unread, lastTs: c.lastTs };
+  for (const c of app.convs.values()) {
+    convs[c.id] = {
+      name: c.name, kind: c.kind, lastTs: c.lastTs, lastSeq: c.lastSeq, readSeq: c.readSeq,
+      lastSender: c.lastSender, preview: c.preview, readBy: c.readBy,
+    };
+  }
   try {
-    localStorage.setItem(appKey(), JSON.stringify({ convs }));
+    localStorage.setItem(appKey(), JSON.stringify({ v: 2, convs }));
   } catch {
-    // storage full: unread marks just do not survive a reload
+    // storage full: the cache just does not survive a reload
   }
 }
 
@@ -109,8 +138,14 @@ function loadApp() {
     const s = JSON.parse(localStorage.getItem(appKey()) || '{}');
     for (const [id, c] of Object.entries(s.convs ?? {})) {
       const conv = ensureConv(id, c.name);
-      conv.unread = Number(c.unread) || 0;
       conv.lastTs = Number(c.lastTs) || 0;
+      conv.lastSeq = Number(c.lastSeq) || 0;
+      conv.readSeq = Math.min(Number(c.readSeq) || 0, conv.lastSeq);
+      conv.lastSender = typeof c.lastSender === 'string' ? c.lastSender : '';
+      conv.preview = typeof c.preview === 'string' ? c.preview : '';
+      if (c.readBy && typeof c.readBy === 'object') {
+        for (const [u, n] of Object.entries(c.readBy)) if (Number.isSafeInteger(n)) conv.readBy[u] = n;
+      }
     }
   } catch {
     // ignore a corrupt entry
@@ -129,8 +164,14 @@ function ensureConv(id, name) {
       name: name || peer || id,
       kind: id.startsWith('g:') ? 'group' : 'direct',
       peer,
-      unread: 0,
+      lastSeq: 0,
+      readSeq: 0,
+      listed: false,
       lastTs: 0,
+      lastSender: '',
+      preview: '',
+      readBy: {},
+      markingTo: 0,
       messages: new Map(),
       historyLoaded: false,
     };
@@ -141,14 +182,118 @@ function ensureConv(id, name) {
   return c;
 }
 
+/** Unread messages of a conversation: the server's definition (9.1), lastSeq - readSeq. @param {Conv} c */
+function unreadOf(c) {
+  return Math.max(0, c.lastSeq - c.readSeq);
+}
+
+/** @param {Message} m */
+function previewOf(m) {
+  if (m.kind === 'system') return systemText(m);
+  if (m.text === null) return '';
+  return [...m.text].slice(0, PREVIEW_CHARS).join('');
+}
+
 /** @param {Message} m @param {boolean} own @param {boolean} live */
 function addMessage(m, own, live) {
   const c = ensureConv(m.conversation, m.kind === 'system' && m.event?.kind === 'CREATED' ? m.event.name : undefined);
-  const known = c.messages.has(m.seq);
+  if (live && !c.listed && c.lastSeq === 0 && m.seq > 1) {
+    // A conversation the server's list has not shown this page (yet): assume what came
+    // before was read until the list says better (refreshed below).
+    c.readSeq = Math.max(c.readSeq, m.seq - 1);
+    scheduleListRefresh();
+  }
   c.messages.set(m.seq, m);
+  if (m.seq >= c.lastSeq) {
+    c.lastSeq = m.seq;
+    c.lastSender = m.sender;
+    c.preview = previewOf(m);
+  }
   c.lastTs = Math.max(c.lastTs, m.serverTimeMs);
+  // The server moves a sender's read position to their own message (9.1).
+  if (own) c.readSeq = Math.max(c.readSeq, m.seq);
   if (own && m.clientMsgId) app.pending.delete(m.clientMsgId);
-  if (live && !known && !own && app.open !== c.id) c.unread += 1;
+  if (live && app.open === c.id) scheduleMarkRead(c);
+}
+
+/** The server's list (first page, or a page more), merged in. @param {boolean} [more] */
+async function refreshConversations(more = false) {
+  const client = app.client;
+  if (!client) return;
+  try {
+    const offset = more ? app.list.loaded : 0;
+    const limit = more ? CONV_PAGE : Math.max(CONV_PAGE, app.list.loaded);
+    const page = await client.listConversations({ limit, offset });
+    if (client !== app.client) return;
+    let listedUnread = 0;
+    for (const info of page.conversations) {
+      const c = ensureConv(info.conversation, info.name);
+      c.kind = info.kind;
+      c.listed = true;
+      // Both only move forward; a message or a read that raced the list is kept.
+      if (info.lastSeq >= c.lastSeq) {
+        c.lastSeq = info.lastSeq;
+        if (info.lastTimeMs) c.lastTs = Math.max(c.lastTs, info.lastTimeMs);
+        c.lastSender = info.lastSender;
+        c.preview = info.lastKind === 'system' ? 'group event' : info.lastPreview;
+        const shown = c.messages.get(info.lastSeq);
+        if (shown) c.preview = previewOf(shown);
+      }
+      c.readSeq = Math.max(c.readSeq, info.readSeq);
+      listedUnread += info.unread;
+    }
+    app.list.total = page.total;
+    app.list.loaded = Math.max(app.list.loaded, offset + page.conversations.length);
+    // The unread of conversations beyond the pages loaded (the server's total covers all).
+    // The first page is re-asked as large as all pages loaded, so the rest is unlisted.
+    if (more) app.list.unlistedUnread = Math.max(0, app.list.unlistedUnread - listedUnread);
+    else app.list.unlistedUnread = Math.max(0, page.totalUnread - listedUnread);
+    const open = app.open ? app.convs.get(app.open) : null;
+    if (open) scheduleMarkRead(open);
+    saveApp();
+    render();
+  } catch (e) {
+    console.warn('tern: list conversations', e);
+  }
+}
+
+let listTimer = /** @type {any} */ (null);
+/** One list refresh shortly, for however many reasons came up meanwhile. */
+function scheduleListRefresh() {
+  if (listTimer) return;
+  listTimer = setTimeout(() => {
+    listTimer = null;
+    refreshConversations();
+  }, 200);
+}
+
+/**
+ * Marks the open conversation read up to the newest message shown, once per new
+ * message (coalesced); only while the page is visible.
+ * @param {Conv} c
+ */
+function scheduleMarkRead(c) {
+  queueMicrotask(() => markShownRead(c));
+}
+
+/** @param {Conv} c */
+async function markShownRead(c) {
+  const client = app.client;
+  if (!client || app.open !== c.id || document.visibilityState === 'hidden') return;
+  let newest = 0;
+  for (const s of c.messages.keys()) if (s > newest) newest = s;
+  if (newest <= c.readSeq || newest <= c.markingTo) return;
+  c.markingTo = newest;
+  try {
+    const r = await client.markRead(c.id, newest);
+    c.readSeq = Math.max(c.readSeq, r.readSeq);
+    saveApp();
+    scheduleRender();
+  } catch (e) {
+    console.warn('tern: mark read', e);
+  } finally {
+    if (c.markingTo === newest) c.markingTo = 0;
+  }
 }
 
 /** @param {string} id */
@@ -156,7 +301,7 @@ function openConv(id) {
   const c = app.convs.get(id);
   if (!c) return;
   app.open = id;
-  c.unread = 0;
+  scheduleMarkRead(c);
   saveApp();
   el.compose.disabled = false;
   el.send.disabled = false;
@@ -174,6 +319,7 @@ async function loadHistory(c) {
     const h = await client.history(c.id, 0, 50);
     c.historyLoaded = true;
     for (const m of h.messages) addMessage(m, m.sender === app.me, false);
+    if (app.open === c.id) scheduleMarkRead(c);
     render();
   } catch (e) {
     // A 1:1 chat that has no message yet does not exist on the server (FORBIDDEN).
@@ -182,21 +328,6 @@ async function loadHistory(c) {
       return;
     }
     if (app.open === c.id) el.chatError.textContent = `history: ${errorText(e)}`;
-  }
-}
-
-async function refreshConversations() {
-  const client = app.client;
-  if (!client) return;
-  try {
-    for (const info of await client.conversations()) {
-      const c = ensureConv(info.conversation, info.name);
-      c.kind = info.kind;
-    }
-    saveApp();
-    render();
-  } catch (e) {
-    console.warn('tern: list conversations', e);
   }
 }
 
@@ -212,6 +343,7 @@ function startClient(username, password, device) {
   app.me = username;
   app.open = null;
   app.pending.clear();
+  app.list = { total: 0, loaded: 0, unlistedUnread: 0 };
   loadApp();
   const client = new TernClient({ url: wsUrl(), username, password: password ?? undefined, device });
   app.client = client;
@@ -268,6 +400,26 @@ function startClient(username, password, device) {
       });
     }
     c.lastTs = Math.max(c.lastTs, ack.serverTimeMs);
+    if (ack.seq >= c.lastSeq) {
+      c.lastSeq = ack.seq;
+      c.lastSender = app.me;
+      c.preview = [...p.text].slice(0, PREVIEW_CHARS).join('');
+    }
+    c.readSeq = Math.max(c.readSeq, ack.seq);
+    saveApp();
+    scheduleRender();
+  });
+  sub('read', (r) => {
+    const c = ensureConv(r.conversation);
+    if (r.own) {
+      // This tab, another tab or another device of this user read: the badge follows.
+      c.readSeq = Math.max(c.readSeq, r.readSeq);
+      c.lastSeq = Math.max(c.lastSeq, r.readSeq);
+    } else {
+      // A receipt: r.user read up to r.readSeq.
+      c.readBy[r.user] = Math.max(c.readBy[r.user] ?? 0, r.readSeq);
+    }
+    saveApp();
     scheduleRender();
   });
   sub('caught-up', () => {
@@ -349,24 +501,41 @@ function render() {
 }
 
 function renderConvList() {
-  const convs = [...app.convs.values()].sort((a, b) => b.lastTs - a.lastTs || a.name.localeCompare(b.name));
+  const convs = [...app.convs.values()].sort((a, b) => b.lastTs - a.lastTs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const frag = document.createDocumentFragment();
+  let total = app.list.unlistedUnread;
   for (const c of convs) {
+    const unread = unreadOf(c);
+    total += unread;
     const li = document.createElement('li');
     li.dataset.conv = c.id;
     li.dataset.testid = 'conv';
     li.tabIndex = 0;
     if (c.id === app.open) li.classList.add('active');
+    const info = document.createElement('div');
+    info.className = 'info';
     const name = document.createElement('span');
     name.className = 'name';
     name.textContent = c.kind === 'group' ? `# ${c.name}` : c.name;
-    li.append(name);
-    if (c.unread > 0) {
+    const preview = document.createElement('span');
+    preview.className = 'preview';
+    preview.dataset.testid = 'preview';
+    const who = c.lastSender === app.me ? 'You' : c.kind === 'group' ? c.lastSender : '';
+    preview.textContent = c.preview ? (who ? `${who}: ${c.preview}` : c.preview) : c.lastSeq > 0 ? '(attachment)' : 'No messages yet';
+    info.append(name, preview);
+    li.append(info);
+    if (c.lastTs > 0) {
+      const when = document.createElement('span');
+      when.className = 'when';
+      when.textContent = dayOrTime(c.lastTs);
+      li.append(when);
+    }
+    if (unread > 0) {
       const u = document.createElement('span');
       u.className = 'unread';
       u.dataset.testid = 'unread';
-      u.textContent = String(c.unread);
-      u.title = `${c.unread} unread`;
+      u.textContent = String(unread);
+      u.title = `${unread} unread`;
       li.append(u);
     }
     li.addEventListener('click', () => openConv(c.id));
@@ -376,9 +545,21 @@ function renderConvList() {
     frag.append(li);
   }
   el.convList.replaceChildren(frag);
+  el.totalUnread.textContent = String(total);
+  el.totalUnread.hidden = total === 0;
+  el.totalUnread.title = `${total} unread in all conversations`;
+  el.moreConvs.hidden = app.list.loaded >= app.list.total;
+  document.title = total > 0 ? `(${total}) tern` : 'tern';
+}
+
+/** A time today, else a date. @param {number} ms */
+function dayOrTime(ms) {
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dateFmt.format(d);
 }
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
 
 function renderChat() {
   const c = app.open ? app.convs.get(app.open) : null;
@@ -419,6 +600,19 @@ function messageItem(m) {
   const li = bubble(m.sender, m.text ?? `(${m.contentType}, ${m.body.length} bytes)`, timeFmt.format(new Date(m.serverTimeMs)), own);
   li.dataset.seq = String(m.seq);
   if (m.clientMsgId) li.dataset.cmid = m.clientMsgId;
+  if (own) {
+    const c = app.convs.get(m.conversation);
+    const readers = c ? Object.entries(c.readBy).filter(([u, s]) => u !== app.me && s >= m.seq).map(([u]) => u) : [];
+    if (readers.length > 0) {
+      const tick = document.createElement('span');
+      tick.className = 'read';
+      tick.dataset.testid = 'read-mark';
+      tick.textContent = c?.kind === 'group' ? `✓ read by ${readers.length}` : '✓ read';
+      tick.title = `read by ${readers.sort().join(', ')}`;
+      /** @type {HTMLElement} */ (li.querySelector('.meta')).append(tick);
+      li.classList.add('seen');
+    }
+  }
   return li;
 }
 
@@ -564,11 +758,20 @@ el.logout.addEventListener('click', async () => {
   app.client = null;
   localStorage.removeItem(LAST_USER_KEY);
   app.convs.clear();
+  app.list = { total: 0, loaded: 0, unlistedUnread: 0 };
   app.open = null;
   showState({ state: 'closed' });
   render();
   el.password.value = '';
   showLogin();
+});
+
+el.moreConvs.addEventListener('click', () => refreshConversations(true));
+
+// Back to a tab left open on a conversation: what arrived meanwhile is read now.
+document.addEventListener('visibilitychange', () => {
+  const c = app.open ? app.convs.get(app.open) : null;
+  if (c && document.visibilityState === 'visible') scheduleMarkRead(c);
 });
 
 // ---- boot: resume the last user's session if its token is saved ----

@@ -468,3 +468,101 @@ e2e('server restart: the page reconnects and resends a message typed while offli
   assert.equal(statesA.at(-1), 'connected');
   await screenshot(a, 'reconnect.png');
 });
+
+/** Conversation ids of the list, top to bottom. */
+function convOrder(page) {
+  return page.$$eval('#conv-list li', (els) => els.map((e) => e.getAttribute('data-conv')));
+}
+
+/** The total unread shown above the list (0 when hidden). */
+async function totalUnreadOf(page) {
+  return page.$eval('#total-unread', (e) => (e.hidden ? 0 : Number(e.textContent)));
+}
+
+/** Waits until the badge of `conv` shows `n` (0: no badge). */
+async function waitUnread(page, conv, n, label) {
+  try {
+    await page.waitForFunction(
+      ([c, want]) => {
+        const u = document.querySelector(`#conv-list li[data-conv="${c}"] .unread`);
+        const li = document.querySelector(`#conv-list li[data-conv="${c}"]`);
+        return li !== null && (u ? Number(u.textContent) : 0) === want;
+      },
+      [conv, n],
+      { timeout: WAIT_MS },
+    );
+  } catch (e) {
+    throw new Error(`${label}: the badge of ${conv} never showed ${n}; it shows ${await unreadOf(page, conv)}`, { cause: e });
+  }
+}
+
+e2e('read state: badges from the server, cleared in a second tab of the same user, read ticks for the sender', async (_t, logs) => {
+  const server = await startServer(logs);
+  const ctxA = await newContext();
+  const ctxB1 = await newContext();
+  const ctxB2 = await newContext();
+  const a = await openPage(ctxA, server.base, logs, 'alice');
+  const b1 = await openPage(ctxB1, server.base, logs, 'bob-tab1');
+  const b2 = await openPage(ctxB2, server.base, logs, 'bob-tab2');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b1, 'bob', { register: true });
+  // The second tab: same user, another device (its own random device name).
+  await signIn(b2, 'bob', { register: false });
+  const dev1 = await b1.evaluate(() => window.__tern.client.device);
+  const dev2 = await b2.evaluate(() => window.__tern.client.device);
+  assert.notEqual(dev1, dev2, 'two devices of one user');
+
+  const conv = await startChat(a, 'alice', 'bob');
+  const texts = ['one', 'two', 'three'];
+  for (const t of texts) await sendAndWaitAcked(a, t);
+
+  // Carol (the tern CLI) writes to bob afterwards: her conversation is the most recent.
+  const home = tempDir('tern-web-read-');
+  const profile = join(home, 'carol.profile.json');
+  await cli(server, profile, ['register', 'carol', '--password', PASSWORD], {}, logs);
+  await cli(server, profile, ['login', 'carol', '--password', PASSWORD, '--device', 'cli1'], {}, logs);
+  await cli(server, profile, ['send', '--to', 'bob', 'hello from carol'], {}, logs);
+  const convCarol = 'd:bob:carol';
+
+  // Both bob tabs: a badge per conversation with the right count, the total, most recent first.
+  for (const [p, label] of [[b1, 'tab 1'], [b2, 'tab 2']]) {
+    await waitUnread(p, conv, 3, label);
+    await waitUnread(p, convCarol, 1, label);
+    await p.waitForFunction(() => document.querySelector('#total-unread')?.textContent === '4', null, { timeout: WAIT_MS });
+    assert.equal(await totalUnreadOf(p), 4, `${label}: total unread`);
+    assert.deepEqual(await convOrder(p), [convCarol, conv], `${label}: most recent first`);
+    assert.equal(await p.textContent(`#conv-list li[data-conv="${conv}"] .preview`), 'three', `${label}: last message preview`);
+  }
+  // The counts are the server's: a reload of tab 2 shows the same, from ListConversations.
+  await b2.reload();
+  await b2.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await waitUnread(b2, conv, 3, 'tab 2 after reload');
+  await waitUnread(b2, convCarol, 1, 'tab 2 after reload');
+  const statesB2 = await b2.evaluate(() => window.__tern.states);
+  await screenshot(b2, 'read-badges.png');
+
+  // Tab 1 opens the conversation with alice: it is marked read up to the newest shown.
+  await b1.click(`#conv-list li[data-conv="${conv}"]`);
+  await waitForChat(b1, texts);
+  await waitUnread(b1, conv, 0, 'tab 1 after opening');
+  // Tab 2 clears that badge at once (a ReadReceipt push, no reload); carol's stays.
+  await waitUnread(b2, conv, 0, 'tab 2 after tab 1 read');
+  assert.equal(await unreadOf(b2, convCarol), 1, 'the other conversation is still unread');
+  assert.equal(await totalUnreadOf(b2), 1, 'tab 2 total unread');
+  assert.deepEqual(await b2.evaluate(() => window.__tern.states), statesB2, 'tab 2 did not reconnect or reload');
+
+  // Alice sees bob's read receipt: a read tick on her messages up to the seq he read.
+  await a.waitForFunction(() => document.querySelectorAll('#messages .msg.own [data-testid="read-mark"]').length === 3, null, { timeout: WAIT_MS });
+
+  // A message that arrives while tab 1 has the chat open is read there, so tab 2 shows
+  // no badge for it, and alice's newest message gets its tick too.
+  await sendAndWaitAcked(a, 'four');
+  await waitForChat(b1, [...texts, 'four']);
+  await a.waitForFunction(() => document.querySelectorAll('#messages .msg.own [data-testid="read-mark"]').length === 4, null, { timeout: WAIT_MS });
+  await waitUnread(b2, conv, 0, 'tab 2 after a message read live in tab 1');
+  assert.equal(await b2.textContent(`#conv-list li[data-conv="${conv}"] .preview`), 'four');
+  assert.deepEqual(await convOrder(b2), [conv, convCarol], 'alice wrote last: her conversation moves up');
+  await screenshot(a, 'read-receipt.png');
+  await screenshot(b2, 'read-cleared.png');
+  await screenshot(b1, 'read-open.png');
+});
