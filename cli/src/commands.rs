@@ -682,14 +682,17 @@ type MarkFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::ReadState, ClientError>> + Send>>;
 
 /// Marks read what `tern chat` shows: at most one MarkRead in flight, always up to the
-/// newest seq shown so far, so a burst of messages costs one or two requests.
+/// newest seq shown so far, so a burst of messages costs one or two requests. (The SDK
+/// queues a request made while disconnected until the next connection.)
 struct ReadMarker {
     client: tern_sdk::Client,
     conv: String,
     /// The newest seq of this conversation shown.
     shown: u64,
-    /// Asked for (in flight or answered).
+    /// Asked for: in flight, answered, or refused (not asked again).
     asked: u64,
+    /// Answered by the server.
+    done: u64,
     in_flight: Option<MarkFuture>,
 }
 
@@ -700,6 +703,7 @@ impl ReadMarker {
             conv: conv.to_string(),
             shown: 0,
             asked: 0,
+            done: 0,
             in_flight: None,
         }
     }
@@ -723,8 +727,10 @@ impl ReadMarker {
     }
 
     /// Waits for the MarkRead in flight (pending forever when there is none: guard the
-    /// `select!` branch with `busy()`), then starts the next one if more was shown. A
-    /// failure is reported and not retried: the next message shown asks again.
+    /// `select!` branch with `busy()`), then starts the next one if more was shown.
+    /// Cancel-safe: the request stays in `self` when a `select!` drops this future. One
+    /// cut by a lost connection is asked again (the SDK holds it until it reconnects); a
+    /// refused one is reported once and not retried.
     async fn next(&mut self) {
         let Some(fut) = self.in_flight.as_mut() else {
             return std::future::pending().await;
@@ -732,13 +738,15 @@ impl ReadMarker {
         let r = fut.await;
         self.in_flight = None;
         match r {
-            Ok(_) | Err(ClientError::ConnectionLost) | Err(ClientError::Stopped(_)) => {}
+            Ok(state) => self.done = self.done.max(state.read_seq),
+            Err(ClientError::ConnectionLost) => self.asked = self.done,
+            Err(ClientError::Stopped(_)) => return,
             Err(e) => output::status(&format!("-- cannot mark read: {e} --")),
         }
         self.start();
     }
 
-    /// Until everything shown is asked for and answered.
+    /// Until everything shown is asked for and answered (or refused).
     async fn flush(&mut self) {
         self.start();
         while self.busy() {
