@@ -410,7 +410,12 @@ function startClient(username, password, device) {
     scheduleRender();
   });
   sub('read', (r) => {
-    const c = ensureConv(r.conversation);
+    const c = app.convs.get(r.conversation);
+    if (!c) {
+      // Not on this page's list yet: the server's list has its state.
+      scheduleListRefresh();
+      return;
+    }
     if (r.own) {
       // This tab, another tab or another device of this user read: the badge follows.
       c.readSeq = Math.max(c.readSeq, r.readSeq);
