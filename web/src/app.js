@@ -73,11 +73,12 @@ const PREVIEW_CHARS = 80;
 /**
  * @typedef {import('./sdk.js').Message} Message
  * @typedef {{id: string, name: string, kind: 'direct'|'group', peer: string|null,
- *   lastSeq: number, readSeq: number, listed: boolean, lastTs: number, lastSender: string,
+ *   lastSeq: number, readSeq: number, guessRead: number, listed: boolean, lastTs: number, lastSender: string,
  *   preview: string, readBy: Record<string, number>, markingTo: number,
  *   messages: Map<number, Message>, historyLoaded: boolean}} Conv
  *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
  *   ever move forward; unread = lastSeq - readSeq); listed: the server's list had it;
+ *   guessRead: until it is listed, a live message's seq - 1 (what came before counts read);
  *   readBy: other members' read positions from receipts; markingTo: a MarkRead in flight
  * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number}} PendingSend
  */
@@ -166,6 +167,7 @@ function ensureConv(id, name) {
       peer,
       lastSeq: 0,
       readSeq: 0,
+      guessRead: 0,
       listed: false,
       lastTs: 0,
       lastSender: '',
@@ -184,7 +186,8 @@ function ensureConv(id, name) {
 
 /** Unread messages of a conversation: the server's definition (9.1), lastSeq - readSeq. @param {Conv} c */
 function unreadOf(c) {
-  return Math.max(0, c.lastSeq - c.readSeq);
+  const read = c.listed ? c.readSeq : Math.max(c.readSeq, c.guessRead);
+  return Math.max(0, c.lastSeq - read);
 }
 
 /** @param {Message} m */
@@ -198,9 +201,9 @@ function previewOf(m) {
 function addMessage(m, own, live) {
   const c = ensureConv(m.conversation, m.kind === 'system' && m.event?.kind === 'CREATED' ? m.event.name : undefined);
   if (live && !c.listed && c.lastSeq === 0 && m.seq > 1) {
-    // A conversation the server's list has not shown this page (yet): assume what came
-    // before was read until the list says better (refreshed below).
-    c.readSeq = Math.max(c.readSeq, m.seq - 1);
+    // A conversation the server's list has not shown this page (yet): count what came
+    // before as read until the list (refreshed below) gives the real read position.
+    c.guessRead = m.seq - 1;
     scheduleListRefresh();
   }
   c.messages.set(m.seq, m);
