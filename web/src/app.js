@@ -65,8 +65,8 @@ const el = {
   moreConvs: /** @type {HTMLButtonElement} */ ($('more-convs')),
 };
 
-/** Conversations asked for per ListConversations page. */
-const CONV_PAGE = 100;
+/** Conversations asked for per ListConversations page (`?convPage=N` sets it, 1-1000). */
+const CONV_PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('convPage')) || 100));
 /** Characters of a last-message preview made on this page (the server's are 80). */
 const PREVIEW_CHARS = 80;
 
@@ -200,10 +200,10 @@ function previewOf(m) {
 /** @param {Message} m @param {boolean} own @param {boolean} live */
 function addMessage(m, own, live) {
   const c = ensureConv(m.conversation, m.kind === 'system' && m.event?.kind === 'CREATED' ? m.event.name : undefined);
-  if (live && !c.listed && c.lastSeq === 0 && m.seq > 1) {
+  if (live && !c.listed) {
     // A conversation the server's list has not shown this page (yet): count what came
     // before as read until the list (refreshed below) gives the real read position.
-    c.guessRead = m.seq - 1;
+    if (c.lastSeq === 0) c.guessRead = m.seq - 1;
     scheduleListRefresh();
   }
   c.messages.set(m.seq, m);
@@ -229,6 +229,16 @@ async function refreshConversations(more = false) {
     const page = await client.listConversations({ limit, offset });
     if (client !== app.client) return;
     let listedUnread = 0;
+    if (!more) {
+      // The pages loaded are asked again as one: what they no longer hold (a cache entry
+      // from an earlier visit, a conversation left) goes, except chats started here that
+      // have no message yet, the open one, and ones with sends on the way.
+      const keep = new Set(page.conversations.map((i) => i.conversation));
+      for (const p of app.pending.values()) keep.add(p.conv);
+      for (const c of [...app.convs.values()]) {
+        if (!keep.has(c.id) && c.id !== app.open && c.lastSeq > 0) app.convs.delete(c.id);
+      }
+    }
     for (const info of page.conversations) {
       const c = ensureConv(info.conversation, info.name);
       c.kind = info.kind;

@@ -565,4 +565,20 @@ e2e('read state: badges from the server, cleared in a second tab of the same use
   await screenshot(a, 'read-receipt.png');
   await screenshot(b2, 'read-cleared.png');
   await screenshot(b1, 'read-open.png');
+
+  // Paged list (one conversation per page): the total still counts the conversation not
+  // loaded yet, and "More conversations" brings it with its badge. (This tab is tab 2's
+  // device, so it takes over that session.)
+  const b3 = await ctxB2.newPage();
+  b3.on('pageerror', (e) => logs.push(`[bob-tab3 pageerror] ${e.stack || e}`));
+  await b3.goto(`${server.base}/?convPage=1`, { timeout: WAIT_MS });
+  await b3.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await b3.waitForSelector('#more-convs:not([hidden])', { timeout: WAIT_MS });
+  assert.deepEqual(await convOrder(b3), [conv], 'first page: the most recent conversation');
+  assert.equal(await totalUnreadOf(b3), 1, 'the total covers all conversations, not only the page');
+  await b3.click('#more-convs');
+  await waitUnread(b3, convCarol, 1, 'second page');
+  assert.deepEqual(await convOrder(b3), [conv, convCarol]);
+  assert.equal(await b3.isVisible('#more-convs'), false, 'no more pages');
+  assert.equal(await totalUnreadOf(b3), 1);
 });
