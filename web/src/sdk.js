@@ -297,7 +297,7 @@ function newClientMsgId() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Engine: the delivery logic as a sans-IO state machine (mirrors client-sdk/src/engine.rs).
+// Engine: the delivery logic as a sans-IO state machine (mirrors client-sdk/src/engine/).
 // The client feeds it frames and the time, and drains `transmit` (frames to send) and
 // `events` (what the app should see).
 // ---------------------------------------------------------------------------------------
