@@ -68,6 +68,7 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ListMembers(_)
         | Body::ListConversations(_)
         | Body::MarkRead(_)
+        | Body::SetConversationSettings(_)
         | Body::PresenceQuery(_)
         | Body::GroupOnlineQuery(_) => BodyKind::Request,
         Body::Error(_)
@@ -82,8 +83,11 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ConversationList(_)
         | Body::PresenceResult(_)
         | Body::GroupOnlineResult(_)
-        | Body::ReadState(_) => BodyKind::Response,
-        Body::Push(_) | Body::Closing(_) | Body::ReadReceipt(_) => BodyKind::Push,
+        | Body::ReadState(_)
+        | Body::ConversationSettings(_) => BodyKind::Response,
+        Body::Push(_) | Body::Closing(_) | Body::ReadReceipt(_) | Body::SettingsChanged(_) => {
+            BodyKind::Push
+        }
     }
 }
 

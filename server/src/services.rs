@@ -82,7 +82,12 @@ impl Services {
             ),
             cursors: Cursors::new(devices, sequencer.clone()),
             groups: Groups::new(store.clone(), convs.clone(), messages.clone(), limits),
-            conversations: Conversations::new(store.clone(), convs.clone(), sequencer.clone()),
+            conversations: Conversations::new(
+                store.clone(),
+                convs.clone(),
+                sequencer.clone(),
+                router.clone(),
+            ),
             receipts: Receipts::new(store.clone(), convs.clone(), sequencer, router.clone()),
             presence: Presence::new(convs, router),
             messages,

@@ -93,7 +93,8 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         LIMITS,
     ));
     let groups = Groups::new(store.clone(), convs.clone(), messages.clone(), LIMITS);
-    let conversations = Conversations::new(store.clone(), convs.clone(), seq.clone());
+    let conversations =
+        Conversations::new(store.clone(), convs.clone(), seq.clone(), router.clone());
     let receipts = Receipts::new(store.clone(), convs.clone(), seq.clone(), router.clone());
     let accounts = Accounts::new(
         store.clone(),

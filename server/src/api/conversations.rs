@@ -1,4 +1,4 @@
-//! ListConversations, MarkRead.
+//! ListConversations, MarkRead, SetConversationSettings.
 
 use std::sync::Arc;
 
@@ -29,4 +29,18 @@ pub(crate) fn list(
 pub(crate) async fn mark_read(svc: &Arc<Services>, reply: Reply, m: pb::MarkRead, a: &Authed) {
     let r = Box::pin(svc.receipts.mark_read(&a.user, &m.conversation, m.seq)).await;
     reply.result(r.map(Body::ReadState));
+}
+
+pub(crate) async fn set_settings(
+    svc: &Arc<Services>,
+    reply: Reply,
+    s: pb::SetConversationSettings,
+    a: &Authed,
+) {
+    let r = Box::pin(
+        svc.conversations
+            .set_settings(&a.user, &s.conversation, s.muted, s.pinned),
+    )
+    .await;
+    reply.result(r.map(Body::ConversationSettings));
 }

@@ -1,6 +1,7 @@
 //! The user's conversation list ("red dot"): per conversation its title, last message,
-//! the user's read position and the unread count the server computes; most recently
-//! active first, paged, with the total unread over all conversations.
+//! the user's read position and the unread count the server computes; pinned ones first,
+//! then most recently active first, paged, with the total unread over all conversations
+//! that are not muted.
 //!
 //! Unread = `last_seq - read_seq`: a sender's read position moves to each message they
 //! send (and each group event they cause) in the same batch, so one's own messages never
@@ -13,6 +14,7 @@ use tern_proto::pb::{self, ConversationKind, MessageKind, Role};
 
 use super::id::{parse_conversation, ConvId};
 use super::state::ConvCache;
+use crate::delivery::router::Router;
 use crate::error::ServiceResult;
 use crate::sequencer::Sequencer;
 use crate::store::Store;
@@ -23,9 +25,10 @@ const PREVIEW_CHARS: usize = 80;
 const MAX_PAGE: usize = 1000;
 
 pub struct Conversations {
-    store: Arc<dyn Store>,
-    convs: Arc<ConvCache>,
-    sequencer: Arc<dyn Sequencer>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) convs: Arc<ConvCache>,
+    pub(super) sequencer: Arc<dyn Sequencer>,
+    pub(super) router: Arc<dyn Router>,
 }
 
 /// The start of a message's text: text bodies (no content type, or `text/...`) that are
@@ -43,11 +46,13 @@ impl Conversations {
         store: Arc<dyn Store>,
         convs: Arc<ConvCache>,
         sequencer: Arc<dyn Sequencer>,
+        router: Arc<dyn Router>,
     ) -> Self {
         Self {
             store,
             convs,
             sequencer,
+            router,
         }
     }
 
@@ -84,6 +89,7 @@ impl Conversations {
                 _ => name,
             };
             let read_seq = self.store.read_seq(user, &id)?.min(last_seq);
+            let settings = self.store.conversation_settings(user, &id)?;
             let last = match last_seq {
                 0 => None,
                 seq => self.store.message_bytes(&id, seq)?,
@@ -109,14 +115,17 @@ impl Conversations {
                 last_preview: preview(&last),
                 last_sender: last.sender,
                 last_kind: MessageKind::try_from(last.kind).unwrap_or_default() as i32,
+                muted: settings.muted,
+                pinned: settings.pinned,
             });
         }
         all.sort_by(|a, b| {
-            b.last_time_ms
-                .cmp(&a.last_time_ms)
+            b.pinned
+                .cmp(&a.pinned)
+                .then_with(|| b.last_time_ms.cmp(&a.last_time_ms))
                 .then_with(|| a.conversation.cmp(&b.conversation))
         });
-        let total_unread = all.iter().map(|c| c.unread).sum();
+        let total_unread = all.iter().filter(|c| !c.muted).map(|c| c.unread).sum();
         let total = all.len() as u32;
         let limit = match limit {
             0 => MAX_PAGE,

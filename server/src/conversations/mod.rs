@@ -3,10 +3,12 @@
 //! - [`id`]: conversation ids (`d:<a>:<b>` for 1:1, `g:<16 hex>` for groups).
 //! - [`state`]: the cache of conversation states (members, last seq, diffusion mode), one
 //!   mutex per conversation, loaded from the store on first use and evicted when idle.
-//! - [`list`]: the user's conversation list.
+//! - [`list`]: the user's conversation list, with unread counts.
+//! - [`settings`]: the user's mute and pin of a conversation.
 
 pub(crate) mod id;
 pub(crate) mod list;
+pub(crate) mod settings;
 pub(crate) mod state;
 
 pub(crate) use list::Conversations;

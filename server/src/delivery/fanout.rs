@@ -57,3 +57,16 @@ pub(crate) fn read_receipt(
         router.deliver(u, &frame);
     }
 }
+
+/// A user's settings of a conversation changed: to every device of that user.
+pub(crate) fn settings_changed(
+    router: &dyn Router,
+    user: &str,
+    settings: &pb::ConversationSettings,
+) {
+    let frame = encode_frame(&Frame {
+        req_id: 0,
+        body: Some(Body::SettingsChanged(settings.clone())),
+    });
+    router.deliver(user, &frame);
+}

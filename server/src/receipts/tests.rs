@@ -256,3 +256,80 @@ async fn unread_counts_match_a_model_under_random_interleavings() {
         w.stop().await;
     }
 }
+
+#[tokio::test]
+async fn pinned_conversations_come_first_and_muted_ones_stay_out_of_the_total() {
+    let w = World::new();
+    w.users(&["me", "old", "new"]);
+    w.send("old", "me", "1").await.unwrap();
+    w.clock.advance(10);
+    w.send("new", "me", "2").await.unwrap();
+    w.send("new", "me", "3").await.unwrap();
+    let old = direct_conversation("me", "old");
+    let new = direct_conversation("me", "new");
+    let order = |l: &pb::ConversationList| -> Vec<String> {
+        l.conversations
+            .iter()
+            .map(|c| c.conversation.clone())
+            .collect()
+    };
+    let l = w.conversations.list("me", 0, 0).await.unwrap();
+    assert_eq!(
+        (order(&l), l.total_unread),
+        (vec![new.clone(), old.clone()], 3)
+    );
+
+    w.router.delivered.lock().unwrap().clear();
+    let s = w
+        .conversations
+        .set_settings("me", &old, None, Some(true))
+        .await
+        .unwrap();
+    assert!(s.pinned && !s.muted);
+    let s = w
+        .conversations
+        .set_settings("me", &new, Some(true), None)
+        .await
+        .unwrap();
+    assert!(s.muted && !s.pinned);
+    // Each change went to the user's devices.
+    let pushed: Vec<String> = w
+        .router
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert_eq!(pushed, ["me", "me"]);
+    let l = w.conversations.list("me", 0, 0).await.unwrap();
+    assert_eq!(order(&l), vec![old.clone(), new.clone()], "pinned first");
+    assert_eq!(l.total_unread, 1, "the muted conversation's 2 are left out");
+    assert_eq!(
+        l.conversations[1].unread, 2,
+        "but it still shows its own count"
+    );
+    // Setting what is already set changes nothing and tells nobody.
+    w.router.delivered.lock().unwrap().clear();
+    w.conversations
+        .set_settings("me", &new, Some(true), None)
+        .await
+        .unwrap();
+    assert!(w.router.delivered.lock().unwrap().is_empty());
+    // Another user's list is theirs alone.
+    assert!(
+        !w.conversations
+            .list("new", 0, 0)
+            .await
+            .unwrap()
+            .conversations[0]
+            .muted
+    );
+    let e = w
+        .conversations
+        .set_settings("old", &new, Some(true), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    w.stop().await;
+}

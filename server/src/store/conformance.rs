@@ -14,6 +14,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     duplicate_commit_writes_nothing(store);
     membership_indexes_both_ways(store);
     read_positions_are_per_user_and_conversation(store);
+    settings_are_per_user_and_conversation(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -230,4 +231,30 @@ fn read_positions_are_per_user_and_conversation(store: &dyn Store) {
     assert_eq!(store.read_seq("rd.", "d:rd:x").unwrap(), 7);
     store.commit(&[read("rd", "d:rd:x", 6)]).unwrap();
     assert_eq!(store.read_seq("rd", "d:rd:x").unwrap(), 6);
+}
+
+fn settings_are_per_user_and_conversation(store: &dyn Store) {
+    assert_eq!(
+        store.conversation_settings("st", "d:st:x").unwrap(),
+        SettingsRecord::default()
+    );
+    let set = |user: &str, conv: &str, muted, pinned| Mutation::Settings {
+        user: user.into(),
+        conversation: conv.into(),
+        record: SettingsRecord { muted, pinned },
+    };
+    store
+        .commit(&[
+            set("st", "d:st:x", true, false),
+            set("st", "d:st:xy", false, true),
+        ])
+        .unwrap();
+    let s = store.conversation_settings("st", "d:st:x").unwrap();
+    assert!(s.muted && !s.pinned);
+    let s = store.conversation_settings("st", "d:st:xy").unwrap();
+    assert!(!s.muted && s.pinned);
+    assert_eq!(
+        store.conversation_settings("st.", "d:st:x").unwrap(),
+        SettingsRecord::default()
+    );
 }

@@ -18,6 +18,7 @@
 //! | `data` `i`           | user ++ inbox_seq(be64)      | `InboxRecord`          |
 //! | `data` `d`           | sender ++ client_msg_id      | `DedupRecord`          |
 //! | `data` `r`           | user ++ conversation         | `ReadRecord`           |
+//! | `data` `s`           | user ++ conversation         | `SettingsRecord`       |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -41,6 +42,7 @@ pub(crate) const TIMELINE: Space = Space::new(b't', "timeline");
 pub(crate) const INBOX: Space = Space::new(b'i', "inbox");
 pub(crate) const DEDUP: Space = Space::new(b'd', "dedup");
 pub(crate) const READ: Space = Space::new(b'r', "read");
+pub(crate) const SETTINGS: Space = Space::new(b's', "settings");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -144,6 +146,14 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
                 read_seq: *read_seq,
             }
             .encode_to_vec(),
+        )),
+        Mutation::Settings {
+            user,
+            conversation,
+            record,
+        } => out.push(Write::Put(
+            SETTINGS.key(&key2(user, conversation.as_bytes())),
+            record.encode_to_vec(),
         )),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(

@@ -70,6 +70,12 @@ pub enum Mutation {
     },
     /// members + user_conversations
     DelMember { conversation: String, user: String },
+    /// settings: user ++ conversation -> SettingsRecord
+    Settings {
+        user: String,
+        conversation: String,
+        record: SettingsRecord,
+    },
     /// read: user ++ conversation -> ReadRecord (callers only ever move it forward)
     Read {
         user: String,
@@ -113,6 +119,8 @@ pub trait Store: Send + Sync + 'static {
     /// Highest inbox seq of the user (0 if empty).
     fn last_inbox_seq(&self, user: &str) -> StoreResult<u64>;
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>>;
+    /// `user`'s settings of `conversation` (default: not muted, not pinned).
+    fn conversation_settings(&self, user: &str, conversation: &str) -> StoreResult<SettingsRecord>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

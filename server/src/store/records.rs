@@ -81,3 +81,12 @@ pub(crate) struct ReadRecord {
     #[prost(uint64, tag = "1")]
     pub read_seq: u64,
 }
+
+/// A user's own settings of one conversation.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SettingsRecord {
+    #[prost(bool, tag = "1")]
+    pub muted: bool,
+    #[prost(bool, tag = "2")]
+    pub pinned: bool,
+}

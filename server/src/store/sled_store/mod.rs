@@ -279,6 +279,12 @@ impl Store for SledStore {
         self.get_in(DEDUP, &key2(sender, client_msg_id.as_bytes()))
     }
 
+    fn conversation_settings(&self, user: &str, conversation: &str) -> StoreResult<SettingsRecord> {
+        Ok(self
+            .get_in(SETTINGS, &key2(user, conversation.as_bytes()))?
+            .unwrap_or_default())
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
