@@ -154,3 +154,77 @@ async fn read_positions_and_unread_counts_survive_kill_9() {
         "the sender read what they sent"
     );
 }
+
+#[tokio::test]
+async fn mute_and_pin_reach_every_device_and_shape_the_list() {
+    let server = TestServer::start().await;
+    let t = Tcp;
+    let mut phone = server.user(t, "mp", "phone").await;
+    let mut laptop = server.client(t).await;
+    laptop.login("mp", "laptop").await;
+    let mut x = server.user(t, "mpx", "d").await;
+    let mut y = server.user(t, "mpy", "d").await;
+    ack_of(&x.send_text("mp", "x1", "from x").await);
+    ack_of(&y.send_text("mp", "y1", "from y").await);
+    ack_of(&y.send_text("mp", "y2", "from y again").await);
+    let (cx, cy) = (
+        direct_conversation("mp", "mpx"),
+        direct_conversation("mp", "mpy"),
+    );
+    let order = |l: &pb::ConversationList| -> Vec<String> {
+        l.conversations
+            .iter()
+            .map(|c| c.conversation.clone())
+            .collect()
+    };
+    let l = list(&mut phone).await;
+    assert_eq!(
+        (order(&l), l.total_unread),
+        (vec![cy.clone(), cx.clone()], 3)
+    );
+
+    let set = |conv: &str, muted: Option<bool>, pinned: Option<bool>| {
+        Body::SetConversationSettings(pb::SetConversationSettings {
+            conversation: conv.into(),
+            muted,
+            pinned,
+        })
+    };
+    let s = expect_body!(
+        phone.request(set(&cx, None, Some(true))).await,
+        ConversationSettings
+    );
+    assert!(s.pinned && !s.muted);
+    let s = expect_body!(
+        phone.request(set(&cy, Some(true), None)).await,
+        ConversationSettings
+    );
+    assert!(s.muted && !s.pinned);
+    // The laptop hears both changes, in order, without asking.
+    for want in [(cx.clone(), false, true), (cy.clone(), true, false)] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let got = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match laptop.next_unsolicited(left).await {
+                Some(Frame {
+                    body: Some(Body::SettingsChanged(s)),
+                    ..
+                }) => break s,
+                Some(_) => continue,
+                None => panic!("no settings push"),
+            }
+        };
+        assert_eq!((got.conversation, got.muted, got.pinned), want);
+    }
+    let l = list(&mut laptop).await;
+    assert_eq!(order(&l), vec![cx.clone(), cy.clone()], "pinned first");
+    assert_eq!(
+        l.total_unread, 1,
+        "the muted conversation is left out of the total"
+    );
+    assert!(l.conversations[1].muted && l.conversations[0].pinned);
+    // Not a member: refused.
+    let f = x.request(set(&cy, Some(true), None)).await;
+    expect_error(&f, pb::ErrorCode::Forbidden);
+    server.stop().await;
+}
