@@ -28,6 +28,16 @@ pub enum Event {
         read_seq: u64,
         own: bool,
     },
+    /// This user's settings of `conversation` changed, on this device or another (a
+    /// `settings_changed` push; docs/PROTOCOL.md 9.3): `muted` (stay quiet, leave its
+    /// unread out of the total) and `pinned` (list it first) as they are now. Transient:
+    /// a client that was offline learns them from
+    /// [`Client::conversation_list`](crate::Client::conversation_list).
+    SettingsChanged {
+        conversation: String,
+        muted: bool,
+        pinned: bool,
+    },
     /// A send became durable (also resolves the `send` future). `duplicate` when an
     /// earlier attempt had already landed.
     Acked(pb::SendAck),

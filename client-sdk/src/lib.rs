@@ -59,6 +59,9 @@
 //! // Read up to the latest message; the user's other devices hear of it.
 //! let state = client.mark_read(&ack.conversation, 0).await?;
 //! println!("{} unread left in {}", state.unread, state.conversation);
+//! // Pin it (listed first) on all of alice's devices; mute would leave it out of the total.
+//! let settings = client.pin(&ack.conversation, true).await?;
+//! println!("pinned {}: {}", settings.conversation, settings.pinned);
 //!
 //! while let Some(event) = events.next().await {
 //!     match event {
@@ -72,6 +75,10 @@
 //!         // A receipt: bob has read alice's messages up to read_seq.
 //!         Event::Read { conversation, user, read_seq, own: false } => {
 //!             println!("{user} read {conversation} up to {read_seq}");
+//!         }
+//!         // Pinned or muted on one of alice's devices (this one too): re-sort, re-total.
+//!         Event::SettingsChanged { conversation, muted, pinned } => {
+//!             println!("{conversation}: muted {muted}, pinned {pinned}");
 //!         }
 //!         Event::Reconnecting { reason, .. } => eprintln!("reconnecting: {reason}"),
 //!         Event::AuthLost { message, .. } => {

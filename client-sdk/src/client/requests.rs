@@ -98,16 +98,18 @@ impl Client {
         }
     }
 
-    /// The first page of [`Client::conversation_list`] (at most 1000 conversations, most
-    /// recently active first), without the totals.
+    /// The first page of [`Client::conversation_list`] (at most 1000 conversations, pinned
+    /// first, then most recently active first), without the totals.
     pub async fn conversations(&self) -> Result<Vec<pb::ConversationInfo>, ClientError> {
         Ok(self.conversation_list(0, 0).await?.conversations)
     }
 
-    /// One page of the user's conversations, most recently active first: `offset`
-    /// skipped, at most `limit` (0 = as many as the server gives, at most 1000). Each
-    /// carries the user's `read_seq`, the server's `unread` count and the last message;
-    /// the list also has `total_unread` and `total` over all the user's conversations
+    /// One page of the user's conversations, pinned ones first, then most recently
+    /// active first: `offset` skipped, at most `limit` (0 = as many as the server gives,
+    /// at most 1000). Each
+    /// carries the user's `read_seq`, the server's `unread` count, the last message and
+    /// the user's `muted`/`pinned` settings; the list also has `total_unread` (muted
+    /// conversations left out) and `total` over all the user's conversations
     /// (docs/PROTOCOL.md 9.1).
     pub async fn conversation_list(
         &self,
@@ -148,6 +150,54 @@ impl Client {
             Body::ReadState(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Mutes/unmutes (`muted`) and pins/unpins (`pinned`) `conversation` for this user,
+    /// on all their devices; `None` keeps a setting as it is. The answer is both settings
+    /// after the call, durable when it returns. When something changed, the user's
+    /// devices (this one too) get an
+    /// [`Event::SettingsChanged`](crate::Event::SettingsChanged). A pinned conversation is
+    /// listed first by [`Client::conversation_list`]; a muted one's unread is left out of
+    /// `total_unread` (docs/PROTOCOL.md 9.3). A conversation the user is not in:
+    /// `FORBIDDEN`.
+    pub async fn set_conversation_settings(
+        &self,
+        conversation: &str,
+        muted: Option<bool>,
+        pinned: Option<bool>,
+    ) -> Result<pb::ConversationSettings, ClientError> {
+        match self
+            .request(Body::SetConversationSettings(pb::SetConversationSettings {
+                conversation: conversation.into(),
+                muted,
+                pinned,
+            }))
+            .await?
+        {
+            Body::ConversationSettings(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Mutes (`true`) or unmutes `conversation`; see
+    /// [`Client::set_conversation_settings`].
+    pub async fn mute(
+        &self,
+        conversation: &str,
+        muted: bool,
+    ) -> Result<pb::ConversationSettings, ClientError> {
+        self.set_conversation_settings(conversation, Some(muted), None)
+            .await
+    }
+
+    /// Pins (`true`) or unpins `conversation`; see [`Client::set_conversation_settings`].
+    pub async fn pin(
+        &self,
+        conversation: &str,
+        pinned: bool,
+    ) -> Result<pb::ConversationSettings, ClientError> {
+        self.set_conversation_settings(conversation, None, Some(pinned))
+            .await
     }
 
     pub async fn presence(&self, users: &[String]) -> Result<Vec<pb::UserPresence>, ClientError> {

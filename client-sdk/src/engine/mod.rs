@@ -282,6 +282,11 @@ impl Engine {
                     user: r.user,
                     read_seq: r.read_seq,
                 }),
+                Body::SettingsChanged(s) => self.events.push_back(Event::SettingsChanged {
+                    conversation: s.conversation,
+                    muted: s.muted,
+                    pinned: s.pinned,
+                }),
                 _ => {}
             }
             return;

@@ -610,3 +610,83 @@ fn unknown_pushes_and_fields_are_ignored() {
     e.handle_frame(push(2, msg("d:alice:bob", 2, "alice")), now);
     assert_eq!(delivered(&mut e), vec![1, 2]);
 }
+
+fn settings_changed(conv: &str, muted: bool, pinned: bool) -> Frame {
+    Frame {
+        req_id: 0,
+        body: Some(Body::SettingsChanged(pb::ConversationSettings {
+            conversation: conv.into(),
+            muted,
+            pinned,
+        })),
+    }
+}
+
+#[test]
+fn settings_changed_pushes_become_settings_events_in_order() {
+    let now = Instant::now();
+    let mut e = connected("bob");
+    // Pinned on another of bob's devices, then muted too (each push carries both).
+    e.handle_frame(settings_changed("d:alice:bob", false, true), now);
+    e.handle_frame(settings_changed("d:alice:bob", true, true), now);
+    e.handle_frame(settings_changed("g:00000000000000aa", false, false), now);
+    let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::SettingsChanged {
+                conversation: "d:alice:bob".into(),
+                muted: false,
+                pinned: true,
+            },
+            Event::SettingsChanged {
+                conversation: "d:alice:bob".into(),
+                muted: true,
+                pinned: true,
+            },
+            Event::SettingsChanged {
+                conversation: "g:00000000000000aa".into(),
+                muted: false,
+                pinned: false,
+            },
+        ]
+    );
+    // Not a message: no cursor moves, nothing to ack or send.
+    assert_eq!(e.cursors().inbox, 0);
+    assert!(drain_tx(&mut e).is_empty());
+    assert!(e.poll_timeout().is_none(), "no ack timer");
+    assert_eq!(e.poll_disconnect(), None);
+    // Messages around it are delivered as before.
+    e.handle_frame(push(1, msg("d:alice:bob", 1, "alice")), now);
+    assert_eq!(delivered(&mut e), vec![1]);
+}
+
+#[test]
+fn a_send_only_engine_ignores_settings_changed() {
+    let now = Instant::now();
+    let mut e = Engine::new("bob", Cursors::default(), vec![]);
+    e.set_receive(false);
+    e.on_connected("ep");
+    e.handle_frame(settings_changed("d:alice:bob", true, false), now);
+    assert_eq!(e.poll_event(), None);
+}
+
+/// The same message as the answer body (`conversation_settings`, 113) is not the push
+/// (`settings_changed`, 203): even with req_id 0 it is no event.
+#[test]
+fn a_conversation_settings_response_is_not_an_event() {
+    let now = Instant::now();
+    let mut e = connected("bob");
+    e.handle_frame(
+        Frame {
+            req_id: 0,
+            body: Some(Body::ConversationSettings(pb::ConversationSettings {
+                conversation: "d:alice:bob".into(),
+                muted: true,
+                pinned: false,
+            })),
+        },
+        now,
+    );
+    assert_eq!(e.poll_event(), None);
+}
