@@ -14,7 +14,7 @@ use tern_sdk::{ClientError, Credentials, Event, SendTicket, Target};
 use tokio::time::Instant;
 
 use crate::error::Failure;
-use crate::output::{self, AckLine, ConversationLine, MessageLine, ReadEventLine};
+use crate::output::{self, AckLine, ConversationLine, MessageLine, ReadEventLine, SettingsLine};
 use crate::profile::Profile;
 use crate::session::{
     self, check_device, check_username, resolve, shutdown_signal, stdin_lines, Ctx, Cursors,
@@ -314,8 +314,9 @@ pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()>
     result.and(printed)
 }
 
-/// What `tern sync` prints for an event: a message line, or a read event line
-/// (`{"event":"read"|"receipt",...}`); true if it printed one.
+/// What `tern sync` prints for an event: a message line, a read event line
+/// (`{"event":"read"|"receipt",...}`) or a settings line (`{"event":"settings",...}`);
+/// true if it printed one.
 fn sync_line(ev: &Event) -> Result<bool> {
     match ev {
         Event::Message { message, .. } => output::json_line(&MessageLine::new(message))?,
@@ -325,6 +326,11 @@ fn sync_line(ev: &Event) -> Result<bool> {
             read_seq,
             own,
         } => output::json_line(&ReadEventLine::new(conversation, user, *read_seq, *own))?,
+        Event::SettingsChanged {
+            conversation,
+            muted,
+            pinned,
+        } => output::json_line(&SettingsLine::event(conversation, *muted, *pinned))?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -398,8 +404,9 @@ fn no_conversation<T>(result: Result<T>, dest: &Dest) -> Result<T> {
 /// Conversations asked for per page (the server's largest page).
 const CONVERSATION_PAGE: u32 = 1000;
 
-/// `tern conversations`: every conversation, most recently active first, with its unread
-/// count; or, with `total`, only the total unread.
+/// `tern conversations`: every conversation, pinned first, then most recently active
+/// first, with its unread count; or, with `total`, only the total unread (muted
+/// conversations left out, as the server counts it).
 pub async fn conversations(ctx: &Ctx, total: bool) -> Result<()> {
     let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
     let result = conversation_pages(&client, &mut sess, total).await;
@@ -420,8 +427,14 @@ pub async fn conversations(ctx: &Ctx, total: bool) -> Result<()> {
         }
     }
     if !ctx.json {
+        let muted = list.iter().filter(|c| c.muted).count();
+        let muted = if muted > 0 {
+            format!(" ({muted} muted, not counted)")
+        } else {
+            String::new()
+        };
         output::line(&format!(
-            "{} conversation(s), {total_unread} unread",
+            "{} conversation(s), {total_unread} unread{muted}",
             list.len()
         ))?;
     }
@@ -482,6 +495,39 @@ pub async fn read(ctx: &Ctx, dest: Dest, seq: Option<u64>) -> Result<()> {
             "{}: read up to seq {}, {} unread",
             state.conversation, state.read_seq, state.unread
         ))
+    }
+}
+
+/// `tern mute|unmute|pin|unpin`: sets what is `Some` of the user's settings of one
+/// conversation and prints both as they are now.
+pub async fn settings(
+    ctx: &Ctx,
+    dest: Dest,
+    muted: Option<bool>,
+    pinned: Option<bool>,
+) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let conv = dest.conversation(client.username());
+    let what = match (muted, pinned) {
+        (Some(true), _) => "mute",
+        (Some(false), _) => "unmute",
+        (_, Some(true)) => "pin",
+        _ => "unpin",
+    };
+    // Idempotent (it sets values, it does not toggle): safe to make again after a lost
+    // connection.
+    let result = sess
+        .request(&format!("cannot {what} {conv}"), true, || {
+            client.set_conversation_settings(&conv, muted, pinned)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    let s = no_conversation(result, &dest)?;
+    if ctx.json {
+        output::json_line(&SettingsLine::answer(&s.conversation, s.muted, s.pinned))
+    } else {
+        output::line(&output::settings_human(&s.conversation, s.muted, s.pinned))
     }
 }
 

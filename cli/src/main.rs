@@ -8,7 +8,7 @@
 //! How the modules fit:
 //! - `main.rs` (this file): the clap command line, dispatch, and the exit code.
 //! - [`commands`]: one function per command (register, login, send, sync, history, group,
-//!   presence, conversations, read, chat).
+//!   presence, conversations, read, mute/unmute/pin/unpin, chat).
 //! - [`session`]: from global flags to a running SDK client (server address, CA, profile)
 //!   and the watching of its events (first connection, reconnects, lost authentication).
 //! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
@@ -123,7 +123,8 @@ enum Command {
         stdin: bool,
     },
     /// Print missed messages (then live ones with --follow) as JSON lines; read positions
-    /// that move meanwhile as {"event":"read"|"receipt",...} lines.
+    /// that move meanwhile as {"event":"read"|"receipt",...} lines, mute/pin changes as
+    /// {"event":"settings",...} lines.
     Sync {
         /// Keep running and print messages as they come, until Ctrl-C.
         #[arg(long, conflicts_with = "idle_exit")]
@@ -151,10 +152,11 @@ enum Command {
         #[arg(required = true)]
         users: Vec<String>,
     },
-    /// List your conversations, most recent first, with unread counts (one JSON line each
-    /// with --json).
+    /// List your conversations, pinned first, then most recent first, with unread counts
+    /// (one JSON line each with --json).
     Conversations {
-        /// Print only the total unread over all conversations: {"total_unread":N}.
+        /// Print only the total unread over all conversations but the muted ones:
+        /// {"total_unread":N}.
         #[arg(long)]
         total: bool,
     },
@@ -166,6 +168,27 @@ enum Command {
         /// Read up to this seq [default: the latest]. Read positions never move back.
         #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
         seq: Option<u64>,
+    },
+    /// Mute a conversation on all your devices: its unread is left out of the total;
+    /// prints {"conv":..,"muted":bool,"pinned":bool} with --json.
+    Mute {
+        #[command(flatten)]
+        dest: ConvDest,
+    },
+    /// Unmute a conversation (its unread counts in the total again).
+    Unmute {
+        #[command(flatten)]
+        dest: ConvDest,
+    },
+    /// Pin a conversation on all your devices: listed before the others.
+    Pin {
+        #[command(flatten)]
+        dest: ConvDest,
+    },
+    /// Unpin a conversation.
+    Unpin {
+        #[command(flatten)]
+        dest: ConvDest,
     },
     /// Chat interactively in one conversation (stdin lines are sent; what is shown is
     /// marked read).
@@ -278,6 +301,18 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Presence { users } => commands::presence(&ctx, users).await,
         Command::Conversations { total } => commands::conversations(&ctx, total).await,
         Command::Read { dest: d, seq } => commands::read(&ctx, dest(d.with, d.group), seq).await,
+        Command::Mute { dest: d } => {
+            commands::settings(&ctx, dest(d.with, d.group), Some(true), None).await
+        }
+        Command::Unmute { dest: d } => {
+            commands::settings(&ctx, dest(d.with, d.group), Some(false), None).await
+        }
+        Command::Pin { dest: d } => {
+            commands::settings(&ctx, dest(d.with, d.group), None, Some(true)).await
+        }
+        Command::Unpin { dest: d } => {
+            commands::settings(&ctx, dest(d.with, d.group), None, Some(false)).await
+        }
         Command::Chat { dest: d } => commands::chat(&ctx, dest(d.with, d.group)).await,
     }
 }

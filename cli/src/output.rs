@@ -111,9 +111,8 @@ impl<'a> MessageLine<'a> {
     }
 }
 
-/// `tern conversations --json`: one per conversation. (The issue's `mentions`, `muted`
-/// and `pinned` are not printed: the server has no mentions, mute or pin yet, and a
-/// made-up value would mislead a script.)
+/// `tern conversations --json`: one per conversation. (The issue's `mentions` is not
+/// printed: the server has no mentions yet, and a made-up value would mislead a script.)
 #[derive(Debug, Serialize)]
 pub struct ConversationLine<'a> {
     pub conv: &'a str,
@@ -123,6 +122,8 @@ pub struct ConversationLine<'a> {
     pub last_text: &'a str,
     pub unread: u64,
     pub read_seq: u64,
+    pub muted: bool,
+    pub pinned: bool,
 }
 
 impl<'a> ConversationLine<'a> {
@@ -135,6 +136,8 @@ impl<'a> ConversationLine<'a> {
             last_text: &c.last_preview,
             unread: c.unread,
             read_seq: c.read_seq,
+            muted: c.muted,
+            pinned: c.pinned,
         }
     }
 }
@@ -148,8 +151,9 @@ pub fn conversation_kind(kind: i32) -> &'static str {
     }
 }
 
-/// `tern conversations` for people: unread badge, title, id, when and the last message.
-/// `  (3) alice       d:alice:bob         2026-11-29 06:30:00  alice: hello`
+/// `tern conversations` for people: unread badge, title, id, when and the last message,
+/// and `[pinned]`/`[muted]` at the end when set.
+/// `  (3) alice       d:alice:bob         2026-11-29 06:30:00  alice: hello  [pinned]`
 pub fn conversation_human(c: &pb::ConversationInfo) -> String {
     let badge = if c.unread > 0 {
         format!("({})", c.unread)
@@ -168,7 +172,63 @@ pub fn conversation_human(c: &pb::ConversationInfo) -> String {
         };
         format!("{}  {}: {text}", date_time(c.last_time_ms), c.last_sender)
     };
-    format!("{badge:>6} {:<16} {:<20} {last}", c.name, c.conversation)
+    let marks = settings_marks(c.muted, c.pinned);
+    format!(
+        "{badge:>6} {:<16} {:<20} {last}{marks}",
+        c.name, c.conversation
+    )
+}
+
+/// `  [pinned] [muted]` for what is set, empty when nothing is.
+fn settings_marks(muted: bool, pinned: bool) -> String {
+    let mut s = String::new();
+    if pinned {
+        s.push_str(if s.is_empty() { "  " } else { " " });
+        s.push_str("[pinned]");
+    }
+    if muted {
+        s.push_str(if s.is_empty() { "  " } else { " " });
+        s.push_str("[muted]");
+    }
+    s
+}
+
+/// `tern mute|unmute|pin|unpin` with --json, and `tern sync`'s `settings` event line (with
+/// `event`): the user's settings of one conversation.
+#[derive(Debug, Serialize)]
+pub struct SettingsLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'static str>,
+    pub conv: &'a str,
+    pub muted: bool,
+    pub pinned: bool,
+}
+
+impl<'a> SettingsLine<'a> {
+    /// The answer to a command.
+    pub fn answer(conv: &'a str, muted: bool, pinned: bool) -> Self {
+        Self {
+            event: None,
+            conv,
+            muted,
+            pinned,
+        }
+    }
+
+    /// `tern sync`: the settings changed (on this device or another).
+    pub fn event(conv: &'a str, muted: bool, pinned: bool) -> Self {
+        Self {
+            event: Some("settings"),
+            ..Self::answer(conv, muted, pinned)
+        }
+    }
+}
+
+/// `tern mute|unmute|pin|unpin` for people: `d:alice:bob: pinned, not muted`.
+pub fn settings_human(conv: &str, muted: bool, pinned: bool) -> String {
+    let pinned = if pinned { "pinned" } else { "not pinned" };
+    let muted = if muted { "muted" } else { "not muted" };
+    format!("{conv}: {pinned}, {muted}")
 }
 
 /// `tern sync`: a read position moved (`ReadReceipt`). `read` when it is the user's own
@@ -341,7 +401,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&ConversationLine::new(&c)).unwrap(),
-            r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"third","unread":1,"read_seq":2}"#
+            r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"third","unread":1,"read_seq":2,"muted":false,"pinned":false}"#
         );
         assert_eq!(
             conversation_human(&c),
@@ -363,6 +423,43 @@ mod tests {
             conversation_human(&g),
             "       team             g:00000000000000aa   2023-11-14 22:13:20  alice: * group event"
         );
+        // Pinned and muted: true in the line, marked at the end for people.
+        let p = pb::ConversationInfo {
+            muted: true,
+            pinned: true,
+            ..c.clone()
+        };
+        let line = serde_json::to_string(&ConversationLine::new(&p)).unwrap();
+        assert!(
+            line.ends_with(r#""read_seq":2,"muted":true,"pinned":true}"#),
+            "{line}"
+        );
+        assert_eq!(
+            conversation_human(&p),
+            "   (1) alice            d:alice:bob          2023-11-14 22:13:20  alice: third  [pinned] [muted]"
+        );
+        let m = pb::ConversationInfo {
+            muted: true,
+            ..g.clone()
+        };
+        assert!(conversation_human(&m).ends_with("alice: * group event  [muted]"));
+    }
+
+    #[test]
+    fn settings_lines_answer_and_event() {
+        assert_eq!(
+            serde_json::to_string(&SettingsLine::answer("d:alice:bob", true, false)).unwrap(),
+            r#"{"conv":"d:alice:bob","muted":true,"pinned":false}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&SettingsLine::event("g:1", false, true)).unwrap(),
+            r#"{"event":"settings","conv":"g:1","muted":false,"pinned":true}"#
+        );
+        assert_eq!(
+            settings_human("d:alice:bob", true, false),
+            "d:alice:bob: not pinned, muted"
+        );
+        assert_eq!(settings_human("g:1", false, true), "g:1: pinned, not muted");
     }
 
     #[test]

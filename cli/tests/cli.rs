@@ -805,7 +805,7 @@ async fn conversations_unread_read_and_receipts() {
     let list = t.run("bob", &["--json", "conversations"]).ok();
     assert_eq!(
         list.stdout,
-        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"three, the last","unread":3,"read_seq":0}"#
+        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"three, the last","unread":3,"read_seq":0,"muted":false,"pinned":false}"#
             .to_string()
             + "\n"
     );
@@ -944,5 +944,229 @@ async fn conversations_unread_read_and_receipts() {
     t.run("bob", &["read", "--group", "g:00000000000000aa"])
         .failed(5);
     t.run("bob", &["read", "--with", "alice", "--seq", "0"])
+        .failed(2);
+}
+
+/// `(conv, unread, muted, pinned)` of each line of `tern --json conversations`, in order.
+fn list_settings(list: &[Value]) -> Vec<(String, u64, bool, bool)> {
+    list.iter()
+        .map(|c| {
+            (
+                c["conv"].as_str().unwrap().to_string(),
+                c["unread"].as_u64().unwrap(),
+                c["muted"].as_bool().unwrap(),
+                c["pinned"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mute_and_pin_order_the_list_leave_the_total_and_reach_the_other_device() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    for user in ["alice", "bob", "carol"] {
+        t.account(user);
+    }
+    t.run(
+        "bob2",
+        &[
+            "login",
+            "bob",
+            "--password",
+            PASSWORD,
+            "--device",
+            "bob-phone",
+        ],
+    )
+    .ok();
+
+    // Three conversations for bob, the group the most recent, alice's the oldest.
+    t.run_stdin("alice", &["send", "--to", "bob", "--stdin"], "a1\na2\n")
+        .ok();
+    t.run("carol", &["send", "--to", "bob", "c1"]).ok();
+    let gid = t
+        .run("alice", &["group", "create", "team", "--members", "bob"])
+        .ok()
+        .json()[0]["group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (alice, carol) = ("d:alice:bob".to_string(), "d:bob:carol".to_string());
+
+    // Bob's other device follows live; first its 4 messages.
+    let bob2 = Background::spawn(t.cmd("bob2", &["sync", "--follow"]));
+    let backlog = bob2.next_json(4, Duration::from_secs(15));
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|m| m["conv"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec![alice.as_str(), alice.as_str(), carol.as_str(), gid.as_str()]
+    );
+
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        list_settings(&list),
+        vec![
+            (gid.clone(), 1, false, false),
+            (carol.clone(), 1, false, false),
+            (alice.clone(), 2, false, false),
+        ]
+    );
+
+    // Pin the oldest: listed first; the other device hears of it.
+    let pin = t.run("bob", &["--json", "pin", "--with", "alice"]).ok();
+    assert_eq!(
+        pin.stdout,
+        "{\"conv\":\"d:alice:bob\",\"muted\":false,\"pinned\":true}\n"
+    );
+    assert_eq!(
+        bob2.next_lines(1, Duration::from_secs(10)),
+        vec![r#"{"event":"settings","conv":"d:alice:bob","muted":false,"pinned":true}"#]
+    );
+    let list = t.run("bob", &["--json", "conversations"]).ok();
+    assert_eq!(
+        list.stdout.lines().next().unwrap(),
+        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":2,"last_text":"a2","unread":2,"read_seq":0,"muted":false,"pinned":true}"#
+    );
+    assert_eq!(
+        list_settings(&list.json()),
+        vec![
+            (alice.clone(), 2, false, true),
+            (gid.clone(), 1, false, false),
+            (carol.clone(), 1, false, false),
+        ]
+    );
+
+    // Mute the group: still listed (not pinned, most recent of the rest), its 1 unread
+    // still shown, but left out of the total.
+    let mute = t
+        .run("bob", &["--json", "mute", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(
+        mute,
+        vec![serde_json::json!({"conv": gid, "muted": true, "pinned": false})]
+    );
+    assert_eq!(
+        bob2.next_json(1, Duration::from_secs(10)),
+        vec![serde_json::json!({"event": "settings", "conv": gid, "muted": true, "pinned": false})]
+    );
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        list_settings(&list),
+        vec![
+            (alice.clone(), 2, false, true),
+            (gid.clone(), 1, true, false),
+            (carol.clone(), 1, false, false),
+        ]
+    );
+    let total = t.run("bob", &["--json", "conversations", "--total"]).ok();
+    assert_eq!(total.stdout, "{\"total_unread\":3}\n");
+    let total = t.run("bob", &["conversations", "--total"]).ok();
+    assert_eq!(total.stdout, "3 unread\n");
+
+    // For people: the marks and the summary.
+    let human = t.run("bob", &["conversations"]).ok();
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[0].starts_with("   (2) alice ") && lines[0].ends_with("alice: a2  [pinned]"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("   (1) team ") && lines[1].ends_with("alice: * group event  [muted]"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("   (1) carol ") && lines[2].ends_with("carol: c1"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[3],
+        "3 conversation(s), 3 unread (1 muted, not counted)"
+    );
+
+    // Pin the muted group too: both pinned, most recent first; the answer has both.
+    let pin = t.run("bob", &["pin", "--group", &gid]).ok();
+    assert_eq!(pin.stdout, format!("{gid}: pinned, muted\n"));
+    assert_eq!(
+        bob2.next_json(1, Duration::from_secs(10)),
+        vec![serde_json::json!({"event": "settings", "conv": gid, "muted": true, "pinned": true})]
+    );
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        list_settings(&list),
+        vec![
+            (gid.clone(), 1, true, true),
+            (alice.clone(), 2, false, true),
+            (carol.clone(), 1, false, false),
+        ]
+    );
+    // Setting what is already set answers the same and tells no device.
+    let again = t
+        .run("bob", &["--json", "pin", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(
+        again,
+        vec![serde_json::json!({"conv": gid, "muted": true, "pinned": true})]
+    );
+
+    // Unpin and unmute: back to recency, the group counted again.
+    let unpin = t.run("bob", &["unpin", "--with", "alice"]).ok();
+    assert_eq!(unpin.stdout, "d:alice:bob: not pinned, not muted\n");
+    // The next push is this one: the repeated pin above sent none.
+    assert_eq!(
+        bob2.next_lines(1, Duration::from_secs(10)),
+        vec![r#"{"event":"settings","conv":"d:alice:bob","muted":false,"pinned":false}"#]
+    );
+    let unmute = t
+        .run("bob", &["--json", "unmute", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(
+        unmute,
+        vec![serde_json::json!({"conv": gid, "muted": false, "pinned": true})]
+    );
+    assert_eq!(
+        bob2.next_json(1, Duration::from_secs(10)),
+        vec![serde_json::json!({"event": "settings", "conv": gid, "muted": false, "pinned": true})]
+    );
+    let total = t.run("bob", &["--json", "conversations", "--total"]).ok();
+    assert_eq!(total.stdout, "{\"total_unread\":4}\n");
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        list_settings(&list),
+        vec![
+            (gid.clone(), 1, false, true),
+            (carol.clone(), 1, false, false),
+            (alice.clone(), 2, false, false),
+        ]
+    );
+
+    // Settings are bob's alone: alice's list is as it was.
+    let list = t.run("alice", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        list_settings(&list),
+        vec![
+            (gid.clone(), 0, false, false),
+            (alice.clone(), 0, false, false)
+        ]
+    );
+
+    // Errors: no conversation with dave (5, NOT_FOUND), a group bob is not in (5), no
+    // conversation named (2).
+    let out = t
+        .run("bob", &["--json", "mute", "--with", "dave"])
+        .failed(5);
+    assert_eq!(out.error_code(), "NOT_FOUND");
+    let out = t
+        .run("bob", &["--json", "pin", "--group", "g:00000000000000aa"])
+        .failed(5);
+    assert_eq!(out.error_code(), "FORBIDDEN");
+    t.run("bob", &["unmute"]).failed(2);
+    t.run("bob", &["pin", "--with", "alice", "--group", &gid])
         .failed(2);
 }
