@@ -228,3 +228,36 @@ async fn mute_and_pin_reach_every_device_and_shape_the_list() {
     expect_error(&f, pb::ErrorCode::Forbidden);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn who_read_a_group_message_over_the_wire() {
+    let server = TestServer::start().await;
+    let t = Quic;
+    let mut o = server.user(t, "wro", "d").await;
+    let mut a = server.user(t, "wra", "d").await;
+    let _b = server.user(t, "wrb", "d").await;
+    let g = o.create_group("g", &["wra", "wrb"]).await;
+    let f = o
+        .request(Body::Send(pb::Send {
+            client_msg_id: "q1".into(),
+            conversation: g.conversation.clone(),
+            body: b"question".to_vec().into(),
+            ..Default::default()
+        }))
+        .await;
+    let seq = ack_of(&f).seq;
+    mark_read(&mut a, &g.conversation, 0).await;
+    let r = expect_body!(
+        o.request(Body::ReceiptsQuery(pb::ReceiptsQuery {
+            conversation: g.conversation.clone(),
+            seq,
+        }))
+        .await,
+        ReceiptsResult
+    );
+    assert_eq!(
+        (r.read_by, r.read_count, r.members),
+        (vec!["wra".to_string()], 1, 2)
+    );
+    server.stop().await;
+}

@@ -69,6 +69,7 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ListConversations(_)
         | Body::MarkRead(_)
         | Body::SetConversationSettings(_)
+        | Body::ReceiptsQuery(_)
         | Body::PresenceQuery(_)
         | Body::GroupOnlineQuery(_) => BodyKind::Request,
         Body::Error(_)
@@ -84,7 +85,8 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::PresenceResult(_)
         | Body::GroupOnlineResult(_)
         | Body::ReadState(_)
-        | Body::ConversationSettings(_) => BodyKind::Response,
+        | Body::ConversationSettings(_)
+        | Body::ReceiptsResult(_) => BodyKind::Response,
         Body::Push(_) | Body::Closing(_) | Body::ReadReceipt(_) | Body::SettingsChanged(_) => {
             BodyKind::Push
         }

@@ -1,4 +1,4 @@
-//! ListConversations, MarkRead, SetConversationSettings.
+//! ListConversations, MarkRead, ReceiptsQuery, SetConversationSettings.
 
 use std::sync::Arc;
 
@@ -43,4 +43,9 @@ pub(crate) async fn set_settings(
     )
     .await;
     reply.result(r.map(Body::ConversationSettings));
+}
+
+pub(crate) async fn receipts(svc: &Arc<Services>, reply: Reply, q: pb::ReceiptsQuery, a: &Authed) {
+    let r = Box::pin(svc.receipts.who_read(&a.user, &q.conversation, q.seq)).await;
+    reply.result(r.map(Body::ReceiptsResult));
 }

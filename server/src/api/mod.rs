@@ -111,6 +111,7 @@ pub(crate) async fn dispatch_authed(
         Body::Pull(p) => messages::pull(svc, reply, p, a, permit),
         Body::ListConversations(l) => conversations::list(svc, reply, l, a, permit),
         Body::MarkRead(m) => conversations::mark_read(svc, reply, m, a).await,
+        Body::ReceiptsQuery(q) => conversations::receipts(svc, reply, q, a).await,
         Body::SetConversationSettings(s) => conversations::set_settings(svc, reply, s, a).await,
         Body::ListMembers(m) => groups::list_members(svc, reply, m, a, permit),
         Body::PresenceQuery(q) => presence::query(svc, reply, q),

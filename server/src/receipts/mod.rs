@@ -86,6 +86,54 @@ impl Receipts {
             unread: last_seq - read_seq,
         })
     }
+
+    /// Who of the other members has read message `seq` of `conv` (names only where
+    /// receipts are sent: 1:1 and write-diffusion groups; counts everywhere).
+    pub(crate) async fn who_read(
+        &self,
+        user: &str,
+        conv: &str,
+        seq: u64,
+    ) -> ServiceResult<pb::ReceiptsResult> {
+        let st = self.convs.member(conv, user)?;
+        let (members, last, read_diffusion) = {
+            let g = st.lock().unwrap();
+            (
+                g.members.keys().cloned().collect::<Vec<_>>(),
+                g.last_seq,
+                g.read_diffusion,
+            )
+        };
+        if seq == 0 || seq > last {
+            return Err(ServiceError::invalid(format!(
+                "seq {seq} is not a message of this conversation (1..={last})"
+            )));
+        }
+        let Some(msg) = self.store.message(conv, seq)? else {
+            tracing::error!(%conv, seq, "timeline entry missing below the last seq");
+            return Err(ServiceError::internal());
+        };
+        let mut read_by = Vec::new();
+        let mut others = 0u32;
+        for m in members.iter().filter(|m| **m != msg.sender) {
+            others += 1;
+            if self.store.read_seq(m, conv)? >= seq {
+                read_by.push(m.clone());
+            }
+        }
+        self.sequencer.barrier().await?;
+        let read_count = read_by.len() as u32;
+        if read_diffusion {
+            read_by.clear();
+        }
+        Ok(pb::ReceiptsResult {
+            conversation: conv.to_string(),
+            seq,
+            read_by,
+            read_count,
+            members: others,
+        })
+    }
 }
 
 #[cfg(test)]

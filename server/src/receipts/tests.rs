@@ -333,3 +333,61 @@ async fn pinned_conversations_come_first_and_muted_ones_stay_out_of_the_total() 
     assert_eq!(e.code, ErrorCode::Forbidden);
     w.stop().await;
 }
+
+#[tokio::test]
+async fn who_read_a_message_names_the_members_at_or_past_it() {
+    let w = World::new();
+    w.users(&["own", "a", "b"]);
+    let conv = w
+        .groups
+        .create_group(
+            "own",
+            pb::CreateGroup {
+                name: "g".into(),
+                members: vec!["a".into(), "b".into()],
+            },
+        )
+        .await
+        .unwrap()
+        .conversation;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    w.messages
+        .send(
+            "own",
+            "d",
+            pb::Send {
+                client_msg_id: "hi".into(),
+                conversation: conv.clone(),
+                body: b"hi".to_vec().into(),
+                ..Default::default()
+            },
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .unwrap();
+    let seq = rx.await.unwrap().unwrap().seq;
+    let r = w.receipts.who_read("own", &conv, seq).await.unwrap();
+    assert_eq!(
+        (r.read_count, r.members),
+        (0, 2),
+        "the sender does not count"
+    );
+    w.receipts.mark_read("b", &conv, 0).await.unwrap();
+    let r = w.receipts.who_read("a", &conv, seq).await.unwrap();
+    assert_eq!(
+        (r.read_by, r.read_count, r.members),
+        (vec!["b".to_string()], 1, 2)
+    );
+    // The creation event was caused by `own`: a and b are the others; b read it too.
+    let r = w.receipts.who_read("own", &conv, 1).await.unwrap();
+    assert_eq!(r.read_by, vec!["b".to_string()]);
+    for bad in [0, seq + 1] {
+        let e = w.receipts.who_read("own", &conv, bad).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+    }
+    w.users(&["eve"]);
+    let e = w.receipts.who_read("eve", &conv, 1).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    w.stop().await;
+}
