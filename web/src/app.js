@@ -10,6 +10,13 @@
 // set (another tab or device of this user, or this one, read) raises readSeq, opening a
 // conversation sends MarkRead up to the newest message shown. Receipts from other members
 // ('read' without own) put a tick on this user's messages up to their read seq.
+//
+// Mute and pin (docs/PROTOCOL.md 9.3): each conversation carries this user's muted and
+// pinned from the list, kept current by 'settings' events (a change made in this tab,
+// another tab or another device). The list shows pinned conversations first (the server's
+// order: pinned, then most recent, then id), marks pinned and muted ones, and leaves a
+// muted conversation's unread out of the total (its own badge stays, greyed). The open
+// chat's header has a Pin and a Mute toggle; each row has the same two as small buttons.
 
 import {
   RULES,
@@ -63,6 +70,8 @@ const el = {
   chatError: $('chat-error'),
   totalUnread: $('total-unread'),
   moreConvs: /** @type {HTMLButtonElement} */ ($('more-convs')),
+  pinToggle: /** @type {HTMLButtonElement} */ ($('pin-toggle')),
+  muteToggle: /** @type {HTMLButtonElement} */ ($('mute-toggle')),
 };
 
 /** Conversations asked for per ListConversations page (`?convPage=N` sets it, 1-1000). */
@@ -75,11 +84,13 @@ const PREVIEW_CHARS = 80;
  * @typedef {{id: string, name: string, kind: 'direct'|'group', peer: string|null,
  *   lastSeq: number, readSeq: number, guessRead: number, listed: boolean, lastTs: number, lastSender: string,
  *   preview: string, readBy: Record<string, number>, markingTo: number,
+ *   muted: boolean, pinned: boolean,
  *   messages: Map<number, Message>, historyLoaded: boolean}} Conv
  *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
  *   ever move forward; unread = lastSeq - readSeq); listed: the server's list had it;
  *   guessRead: until it is listed, a live message's seq - 1 (what came before counts read);
- *   readBy: other members' read positions from receipts; markingTo: a MarkRead in flight
+ *   readBy: other members' read positions from receipts; markingTo: a MarkRead in flight;
+ *   muted / pinned: this user's settings (9.3), from the list and 'settings' events
  * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number}} PendingSend
  */
 
@@ -123,7 +134,7 @@ function saveApp() {
   for (const c of app.convs.values()) {
     convs[c.id] = {
       name: c.name, kind: c.kind, lastTs: c.lastTs, lastSeq: c.lastSeq, readSeq: c.readSeq,
-      lastSender: c.lastSender, preview: c.preview, readBy: c.readBy,
+      lastSender: c.lastSender, preview: c.preview, readBy: c.readBy, muted: c.muted, pinned: c.pinned,
     };
   }
   try {
@@ -144,6 +155,8 @@ function loadApp() {
       conv.readSeq = Math.min(Number(c.readSeq) || 0, conv.lastSeq);
       conv.lastSender = typeof c.lastSender === 'string' ? c.lastSender : '';
       conv.preview = typeof c.preview === 'string' ? c.preview : '';
+      conv.muted = c.muted === true;
+      conv.pinned = c.pinned === true;
       if (c.readBy && typeof c.readBy === 'object') {
         for (const [u, n] of Object.entries(c.readBy)) if (Number.isSafeInteger(n)) conv.readBy[u] = n;
       }
@@ -174,6 +187,8 @@ function ensureConv(id, name) {
       preview: '',
       readBy: {},
       markingTo: 0,
+      muted: false,
+      pinned: false,
       messages: new Map(),
       historyLoaded: false,
     };
@@ -253,7 +268,10 @@ async function refreshConversations(more = false) {
         if (shown) c.preview = previewOf(shown);
       }
       c.readSeq = Math.max(c.readSeq, info.readSeq);
-      listedUnread += info.unread;
+      c.muted = info.muted;
+      c.pinned = info.pinned;
+      // The server's total leaves muted conversations out, so does this sum.
+      if (!info.muted) listedUnread += info.unread;
     }
     app.list.total = page.total;
     app.list.loaded = Math.max(app.list.loaded, offset + page.conversations.length);
@@ -342,6 +360,41 @@ async function loadHistory(c) {
     }
     if (app.open === c.id) el.chatError.textContent = `history: ${errorText(e)}`;
   }
+}
+
+/**
+ * Sets one of this user's settings of `c` (on all their devices); the answer (and the
+ * 'settings' push every tab gets) brings both values as they are now.
+ * @param {Conv} c @param {'muted'|'pinned'} which
+ */
+async function toggleSetting(c, which) {
+  const client = app.client;
+  if (!client) return;
+  try {
+    const s = await client.setConversationSettings(c.id, { [which]: !c[which] });
+    applySettings(s);
+  } catch (e) {
+    // A 1:1 chat with no message yet does not exist on the server (FORBIDDEN).
+    const what = which === 'pinned' ? 'pin' : 'mute';
+    el.chatError.textContent =
+      e instanceof TernError && e.codeName === 'FORBIDDEN' && c.kind === 'direct' && c.lastSeq === 0
+        ? `Send a message first: a chat with no message cannot be ${what === 'pin' ? 'pinned' : 'muted'} yet.`
+        : `${what}: ${errorText(e)}`;
+  }
+}
+
+/** @param {{conversation: string, muted: boolean, pinned: boolean}} s */
+function applySettings(s) {
+  const c = app.convs.get(s.conversation);
+  if (!c) {
+    // Not on this page's list yet: the server's list has it, with its settings.
+    scheduleListRefresh();
+    return;
+  }
+  c.muted = s.muted;
+  c.pinned = s.pinned;
+  saveApp();
+  scheduleRender();
 }
 
 // ---- client lifecycle ----
@@ -440,6 +493,7 @@ function startClient(username, password, device) {
     saveApp();
     scheduleRender();
   });
+  sub('settings', (s) => applySettings(s));
   sub('caught-up', () => {
     /** @type {any} */ (window).__tern.caughtUp += 1;
   });
@@ -519,17 +573,23 @@ function render() {
 }
 
 function renderConvList() {
-  const convs = [...app.convs.values()].sort((a, b) => b.lastTs - a.lastTs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  // The server's order (9.1): pinned first, then most recent, then by id.
+  const convs = [...app.convs.values()].sort(
+    (a, b) => Number(b.pinned) - Number(a.pinned) || b.lastTs - a.lastTs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+  );
   const frag = document.createDocumentFragment();
   let total = app.list.unlistedUnread;
   for (const c of convs) {
     const unread = unreadOf(c);
-    total += unread;
+    // A muted conversation keeps its badge but is left out of the total (9.1).
+    if (!c.muted) total += unread;
     const li = document.createElement('li');
     li.dataset.conv = c.id;
     li.dataset.testid = 'conv';
     li.tabIndex = 0;
     if (c.id === app.open) li.classList.add('active');
+    li.classList.toggle('pinned', c.pinned);
+    li.classList.toggle('muted', c.muted);
     const info = document.createElement('div');
     info.className = 'info';
     const name = document.createElement('span');
@@ -553,9 +613,10 @@ function renderConvList() {
       u.className = 'unread';
       u.dataset.testid = 'unread';
       u.textContent = String(unread);
-      u.title = `${unread} unread`;
+      u.title = c.muted ? `${unread} unread (muted: not in the total)` : `${unread} unread`;
       li.append(u);
     }
+    li.append(rowToggle(c, 'pinned'), rowToggle(c, 'muted'));
     li.addEventListener('click', () => openConv(c.id));
     li.addEventListener('keydown', (e) => {
       if (e.key === 'Enter') openConv(c.id);
@@ -570,6 +631,38 @@ function renderConvList() {
   document.title = total > 0 ? `(${total}) tern` : 'tern';
 }
 
+/** Inline icons (no emoji font needed): a pin, and a bell struck through. */
+const ICONS = {
+  pinned:
+    '<svg viewBox="0 0 24 24" width="1em" height="1em" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">' +
+    '<path d="M12 17v5"/><path d="M5 17h14v-1.8a2 2 0 0 0-1.1-1.8l-1.8-.9A2 2 0 0 1 15 10.8V6h1a2 2 0 0 0 0-4H8a2 2 0 0 0 0 4h1v4.8a2 2 0 0 1-1.1 1.8l-1.8.9A2 2 0 0 0 5 15.2Z"/></svg>',
+  muted:
+    '<svg viewBox="0 0 24 24" width="1em" height="1em" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">' +
+    '<path d="M8.7 3A6 6 0 0 1 18 8c0 2.2.3 3.8.7 5"/><path d="M17 17H3s3-2 3-9c0-.6.1-1.2.3-1.7"/><path d="M10.3 21a1.9 1.9 0 0 0 3.4 0"/><path d="m2 2 20 20"/></svg>',
+};
+
+/**
+ * A row's small pin or mute button: shown (and pressed) when set, else on hover/focus.
+ * @param {Conv} c @param {'muted'|'pinned'} which
+ */
+function rowToggle(c, which) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = `toggle ${which === 'pinned' ? 'pin' : 'mute'}`;
+  b.dataset.testid = which === 'pinned' ? 'row-pin' : 'row-mute';
+  b.innerHTML = ICONS[which];
+  const on = c[which];
+  b.setAttribute('aria-pressed', String(on));
+  b.title = which === 'pinned' ? (on ? 'Pinned: click to unpin' : 'Pin') : on ? 'Muted: click to unmute' : 'Mute';
+  b.setAttribute('aria-label', `${b.title} ${c.name}`);
+  b.addEventListener('click', (e) => {
+    e.stopPropagation();
+    toggleSetting(c, which);
+  });
+  b.addEventListener('keydown', (e) => e.stopPropagation());
+  return b;
+}
+
 /** A time today, else a date. @param {number} ms */
 function dayOrTime(ms) {
   const d = new Date(ms);
@@ -581,12 +674,16 @@ const dateFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numer
 
 function renderChat() {
   const c = app.open ? app.convs.get(app.open) : null;
+  el.pinToggle.hidden = !c;
+  el.muteToggle.hidden = !c;
   if (!c) {
     el.chatTitle.textContent = 'No conversation open';
     el.messages.replaceChildren();
     return;
   }
   el.chatTitle.textContent = c.kind === 'group' ? `# ${c.name}` : c.name;
+  headerToggle(el.pinToggle, 'pinned', c.pinned ? 'Unpin' : 'Pin', c.pinned);
+  headerToggle(el.muteToggle, 'muted', c.muted ? 'Unmute' : 'Mute', c.muted);
   const frag = document.createDocumentFragment();
   const seen = new Set();
   for (const m of [...c.messages.values()].sort((a, b) => a.seq - b.seq)) {
@@ -603,6 +700,18 @@ function renderChat() {
   }
   el.messages.replaceChildren(frag);
   el.messages.scrollTop = el.messages.scrollHeight;
+}
+
+/**
+ * @param {HTMLButtonElement} b @param {'muted'|'pinned'} which @param {string} label
+ * @param {boolean} on
+ */
+function headerToggle(b, which, label, on) {
+  b.innerHTML = ICONS[which];
+  const text = document.createElement('span');
+  text.textContent = label;
+  b.append(text);
+  b.setAttribute('aria-pressed', String(on));
 }
 
 /** @param {Message} m */
@@ -785,6 +894,13 @@ el.logout.addEventListener('click', async () => {
 });
 
 el.moreConvs.addEventListener('click', () => refreshConversations(true));
+
+for (const [button, which] of /** @type {const} */ ([[el.pinToggle, 'pinned'], [el.muteToggle, 'muted']])) {
+  button.addEventListener('click', () => {
+    const c = app.open ? app.convs.get(app.open) : null;
+    if (c) toggleSetting(c, which);
+  });
+}
 
 // Back to a tab left open on a conversation: what arrived meanwhile is read now.
 document.addEventListener('visibilitychange', () => {

@@ -38,6 +38,9 @@
 //                 9.2): own = true: one of this user's devices (this one too) read up to
 //                 readSeq, clear the badge; own = false: `user` read up to readSeq (a
 //                 read receipt for this user's messages)
+//   'settings'    {conversation, muted, pinned}  a settings_changed push (docs/PROTOCOL.md
+//                 9.3): this user muted/pinned a conversation on this device or another;
+//                 both values as they are now (re-sort: pinned first; muted: out of the total)
 //
 // Pushes this SDK does not know (from a newer server) are ignored, as docs/PROTOCOL.md
 // asks of old clients.
@@ -250,6 +253,8 @@ function toAck(a) {
  * @property {string} lastSender
  * @property {string} lastPreview start of the last message's text; empty for non-text
  * @property {'message'|'system'} lastKind 'system' for group events
+ * @property {boolean} muted this user muted it: its unread is not in totalUnread
+ * @property {boolean} pinned this user pinned it: listed before the unpinned ones
  */
 
 /** @param {any} c protobuf ConversationInfo @returns {ConversationInfo} */
@@ -268,6 +273,8 @@ export function toConversationInfo(c) {
     lastSender: c.lastSender ?? '',
     lastPreview: c.lastPreview ?? '',
     lastKind: c.lastKind === MessageKind.SYSTEM ? 'system' : 'message',
+    muted: !!c.muted,
+    pinned: !!c.pinned,
   };
 }
 
@@ -311,6 +318,7 @@ function newClientMsgId() {
  *   | {type: 'send-failed', clientMsgId: string, code: number, message: string}
  *   | {type: 'response', reqId: number, frame: any}
  *   | {type: 'read', conversation: string, user: string, readSeq: number, own: boolean}
+ *   | {type: 'settings', conversation: string, muted: boolean, pinned: boolean}
  *   | {type: 'caught-up'}} EngineEvent
  */
 
@@ -573,6 +581,9 @@ export class Engine {
           readSeq: Number(r.readSeq),
           own: r.user === this.user,
         });
+      } else if (kind === 'settingsChanged') {
+        const c = frame.settingsChanged;
+        this.events.push({ type: 'settings', conversation: c.conversation, muted: !!c.muted, pinned: !!c.pinned });
       }
       // Closing is the client's business; connection-level errors: nothing; pushes of a
       // newer protocol (decoded with no body, or a body not listed here): ignored.
@@ -1027,8 +1038,8 @@ export class TernClient extends EventTarget {
   }
 
   /**
-   * The first page of this user's conversations (at most 1000, most recently active
-   * first), without the totals; see `listConversations`.
+   * The first page of this user's conversations (at most 1000, pinned first, then most
+   * recently active first), without the totals; see `listConversations`.
    * @returns {Promise<ConversationInfo[]>}
    */
   async conversations() {
@@ -1036,11 +1047,12 @@ export class TernClient extends EventTarget {
   }
 
   /**
-   * One page of this user's conversations, most recently active first (docs/PROTOCOL.md
-   * 9.1): `offset` conversations skipped, at most `limit` (0 = all, capped at 1000 by the
-   * server). Each carries the user's `readSeq`, the server's `unread` count and the last
-   * message; `totalUnread` and `total` are over ALL the user's conversations, not only
-   * this page.
+   * One page of this user's conversations, pinned first, then most recently active first
+   * (docs/PROTOCOL.md 9.1): `offset` conversations skipped, at most `limit` (0 = all,
+   * capped at 1000 by the server). Each carries the user's `readSeq`, the server's
+   * `unread` count, the last message and the user's `muted`/`pinned`; `totalUnread`
+   * (muted conversations left out) and `total` are over ALL the user's conversations,
+   * not only this page.
    * @param {{limit?: number, offset?: number}} [page]
    * @returns {Promise<{conversations: ConversationInfo[], totalUnread: number, total: number}>}
    */
@@ -1070,6 +1082,27 @@ export class TernClient extends EventTarget {
     const f = await this.request({ markRead: { conversation, seq } });
     const r = f.readState;
     return { conversation: r.conversation, readSeq: Number(r.readSeq), unread: Number(r.unread) };
+  }
+
+  /**
+   * Mutes/unmutes and pins/unpins `conversation` for this user, on all their devices
+   * (docs/PROTOCOL.md 9.3); a setting left undefined keeps its value. Resolves with both
+   * settings after the call, once durable on the server. When something changed, this
+   * user's devices (this one too) get a 'settings' event. A pinned conversation is listed
+   * first; a muted one's unread is left out of `totalUnread`. A conversation the user is
+   * not in rejects with FORBIDDEN.
+   * @param {string} conversation
+   * @param {{muted?: boolean, pinned?: boolean}} settings
+   * @returns {Promise<{conversation: string, muted: boolean, pinned: boolean}>}
+   */
+  async setConversationSettings(conversation, { muted, pinned } = {}) {
+    /** @type {{conversation: string, muted?: boolean, pinned?: boolean}} */
+    const body = { conversation };
+    if (muted !== undefined) body.muted = !!muted;
+    if (pinned !== undefined) body.pinned = !!pinned;
+    const f = await this.request({ setConversationSettings: body });
+    const r = f.conversationSettings;
+    return { conversation: r.conversation, muted: !!r.muted, pinned: !!r.pinned };
   }
 
   /**
@@ -1399,6 +1432,9 @@ export class TernClient extends EventTarget {
           break;
         case 'read':
           this.emit('read', { conversation: ev.conversation, user: ev.user, readSeq: ev.readSeq, own: ev.own });
+          break;
+        case 'settings':
+          this.emit('settings', { conversation: ev.conversation, muted: ev.muted, pinned: ev.pinned });
           break;
       }
     }

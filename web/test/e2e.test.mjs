@@ -582,3 +582,127 @@ e2e('read state: badges from the server, cleared in a second tab of the same use
   assert.equal(await b3.isVisible('#more-convs'), false, 'no more pages');
   assert.equal(await totalUnreadOf(b3), 1);
 });
+
+/** Waits until the total above the list shows `n` (0: hidden). */
+async function waitTotal(page, n, label) {
+  try {
+    await page.waitForFunction(
+      (want) => {
+        const t = document.querySelector('#total-unread');
+        return t !== null && (t.hidden ? 0 : Number(t.textContent)) === want;
+      },
+      n,
+      { timeout: WAIT_MS },
+    );
+  } catch (e) {
+    throw new Error(`${label}: the total never showed ${n}; it shows ${await totalUnreadOf(page)}`, { cause: e });
+  }
+}
+
+/** Waits until the list shows `order`, top to bottom. */
+async function waitOrder(page, order, label) {
+  try {
+    await page.waitForFunction(
+      (want) => JSON.stringify([...document.querySelectorAll('#conv-list li')].map((e) => e.getAttribute('data-conv'))) === JSON.stringify(want),
+      order,
+      { timeout: WAIT_MS },
+    );
+  } catch (e) {
+    throw new Error(`${label}: the list never showed ${order}; it shows ${await convOrder(page)}`, { cause: e });
+  }
+}
+
+/** [pinned, muted] of a row, from its classes and its toggles' aria-pressed (which must agree). */
+async function rowSettings(page, conv) {
+  return page.$eval(`#conv-list li[data-conv="${conv}"]`, (li) => {
+    const pressed = (t) => li.querySelector(`[data-testid="${t}"]`)?.getAttribute('aria-pressed') === 'true';
+    const pinned = li.classList.contains('pinned');
+    const muted = li.classList.contains('muted');
+    if (pinned !== pressed('row-pin') || muted !== pressed('row-mute')) throw new Error('classes and toggles disagree');
+    return [pinned, muted];
+  });
+}
+
+e2e('mute and pin: a pin in tab 1 reorders tab 2, a mute leaves the count out of the total, the header toggles, a reload keeps them', async (_t, logs) => {
+  const server = await startServer(logs);
+  const ctxB1 = await newContext();
+  const ctxB2 = await newContext();
+  const b1 = await openPage(ctxB1, server.base, logs, 'bob-tab1');
+  const b2 = await openPage(ctxB2, server.base, logs, 'bob-tab2');
+  await signIn(b1, 'bob', { register: true });
+  await signIn(b2, 'bob', { register: false });
+
+  // alice then carol (tern CLI) write to bob: carol's conversation is the most recent.
+  const home = tempDir('tern-web-settings-');
+  const alice = join(home, 'alice.profile.json');
+  const carol = join(home, 'carol.profile.json');
+  for (const [user, profile] of [['alice', alice], ['carol', carol]]) {
+    await cli(server, profile, ['register', user, '--password', PASSWORD], {}, logs);
+    await cli(server, profile, ['login', user, '--password', PASSWORD, '--device', 'cli1'], {}, logs);
+  }
+  await cli(server, alice, ['send', '--to', 'bob', 'a1'], {}, logs);
+  await cli(server, carol, ['send', '--to', 'bob', 'c1'], {}, logs);
+  const convAlice = 'd:alice:bob';
+  const convCarol = 'd:bob:carol';
+  for (const [p, label] of [[b1, 'tab 1'], [b2, 'tab 2']]) {
+    await waitUnread(p, convAlice, 1, label);
+    await waitUnread(p, convCarol, 1, label);
+    await waitOrder(p, [convCarol, convAlice], `${label}: most recent first`);
+    await waitTotal(p, 2, label);
+    assert.deepEqual(await rowSettings(p, convAlice), [false, false]);
+  }
+
+  // Tab 1 pins alice's (older) conversation from its row: both tabs list it first.
+  await b1.click(`#conv-list li[data-conv="${convAlice}"] [data-testid="row-pin"]`);
+  await waitOrder(b2, [convAlice, convCarol], 'tab 2 after the pin (a settings push, no reload)');
+  await waitOrder(b1, [convAlice, convCarol], 'tab 1 after the pin');
+  assert.deepEqual(await rowSettings(b2, convAlice), [true, false]);
+  assert.deepEqual(await rowSettings(b2, convCarol), [false, false]);
+  assert.equal(await totalUnreadOf(b2), 2, 'pinning changes no count');
+  assert.equal(await b1.evaluate(() => window.__tern.app.open), null, 'the row toggle did not open the chat');
+
+  // Tab 1 mutes carol's: her badge stays (1), the total drops to alice's 1, in both tabs.
+  await b1.click(`#conv-list li[data-conv="${convCarol}"] [data-testid="row-mute"]`);
+  await b2.waitForSelector(`#conv-list li[data-conv="${convCarol}"].muted`, { timeout: WAIT_MS });
+  await waitTotal(b2, 1, 'tab 2 after the mute');
+  await waitTotal(b1, 1, 'tab 1 after the mute');
+  assert.equal(await unreadOf(b2, convCarol), 1, 'a muted conversation keeps its badge');
+  assert.deepEqual(await rowSettings(b2, convCarol), [false, true]);
+  // A new message in the muted conversation: its badge grows, the total does not.
+  await cli(server, carol, ['send', '--to', 'bob', 'c2'], {}, logs);
+  await waitUnread(b2, convCarol, 2, 'tab 2: muted conversation, new message');
+  assert.equal(await totalUnreadOf(b2), 1, 'still only alice');
+  assert.deepEqual(await convOrder(b2), [convAlice, convCarol], 'the pinned one stays first');
+  await screenshot(b2, 'settings-list.png');
+
+  // The open chat's header: tab 1 opens alice's conversation (read: total 0), the Pin
+  // toggle is pressed; Unpin puts carol's (more recent) first again, Mute mutes alice's.
+  await b1.click(`#conv-list li[data-conv="${convAlice}"]`);
+  await waitForChat(b1, ['a1']);
+  await waitTotal(b2, 0, 'tab 2 after tab 1 read alice');
+  assert.equal(await b1.getAttribute('#pin-toggle', 'aria-pressed'), 'true');
+  assert.equal(await b1.getAttribute('#mute-toggle', 'aria-pressed'), 'false');
+  await b1.click('#pin-toggle');
+  await waitOrder(b2, [convCarol, convAlice], 'tab 2 after the unpin');
+  await b1.waitForSelector('#pin-toggle[aria-pressed="false"]', { timeout: WAIT_MS });
+  await b1.click('#mute-toggle');
+  await b2.waitForSelector(`#conv-list li[data-conv="${convAlice}"].muted`, { timeout: WAIT_MS });
+  await b1.waitForSelector('#mute-toggle[aria-pressed="true"]', { timeout: WAIT_MS });
+  assert.equal(await b1.textContent('#mute-toggle'), 'Unmute');
+  assert.equal(await b1.textContent('#pin-toggle'), 'Pin');
+  await screenshot(b1, 'settings-header.png');
+
+  // The settings are the server's: a reload of tab 2 lists them the same way.
+  await b2.reload();
+  await b2.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await waitUnread(b2, convCarol, 2, 'tab 2 after reload');
+  await waitOrder(b2, [convCarol, convAlice], 'tab 2 after reload');
+  assert.deepEqual(await rowSettings(b2, convCarol), [false, true]);
+  assert.deepEqual(await rowSettings(b2, convAlice), [false, true]);
+  assert.equal(await totalUnreadOf(b2), 0, 'both muted: nothing in the total');
+
+  // Unmute carol's from tab 2's row: her 2 count in tab 1's total again.
+  await b2.click(`#conv-list li[data-conv="${convCarol}"] [data-testid="row-mute"]`);
+  await waitTotal(b1, 2, 'tab 1 after tab 2 unmuted carol');
+  await waitTotal(b2, 2, 'tab 2 after its unmute');
+});

@@ -599,7 +599,7 @@ test('listConversations pages with limit/offset and returns read state, last mes
   assert.deepEqual(list.conversations[0], {
     conversation: 'd:alice:bob', kind: 'direct', name: 'bob', lastSeq: 5, readDiffusion: false, memberCount: 0,
     role: 'ROLE_UNSPECIFIED', readSeq: 2, unread: 3, lastTimeMs: 1_700_000_000_123, lastSender: 'bob',
-    lastPreview: 'see you', lastKind: 'message',
+    lastPreview: 'see you', lastKind: 'message', muted: false, pinned: false,
   });
   const g = list.conversations[1];
   assert.deepEqual([g.kind, g.role, g.memberCount, g.lastKind, g.lastPreview], ['group', 'OWNER', 3, 'system', '']);
@@ -650,6 +650,77 @@ test('unknown pushes (a newer protocol) are ignored: no event, no error, the con
   assert.deepEqual(ws.sent.filter((f) => f.body !== 'ack'), [], 'nothing sent in answer to an unknown push');
   // Messages keep flowing.
   ws.recv({ push: { inboxSeq: 1, message: msg('d:alice:bob', 1, 'bob') } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [1]);
+  client.close();
+});
+
+test('listConversations carries muted and pinned (docs/PROTOCOL.md 9.1 fields 14, 15)', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p = client.listConversations();
+  const [f] = ws.take('listConversations');
+  ws.recv({
+    reqId: f.reqId,
+    conversationList: {
+      conversations: [
+        { conversation: 'd:alice:bob', kind: 1, name: 'bob', lastSeq: 2, unread: 2, pinned: true },
+        { conversation: 'g:7', kind: 2, name: 'team', lastSeq: 4, unread: 4, muted: true },
+      ],
+      totalUnread: 2,
+      total: 2,
+    },
+  });
+  const list = await p;
+  assert.deepEqual(
+    list.conversations.map((c) => [c.conversation, c.muted, c.pinned]),
+    [['d:alice:bob', false, true], ['g:7', true, false]],
+  );
+  assert.equal(list.totalUnread, 2, "the server's total, the muted one left out");
+  client.close();
+});
+
+test('setConversationSettings sends only the settings given and resolves with both; errors reject', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p = client.setConversationSettings('d:alice:bob', { pinned: true });
+  const [f] = ws.take('setConversationSettings');
+  assert.ok(f, 'a SetConversationSettings went out');
+  assert.notEqual(Number(f.reqId), 0);
+  const s = f.setConversationSettings;
+  assert.equal(s.conversation, 'd:alice:bob');
+  assert.equal(s.pinned, true);
+  assert.equal(s.muted, null, 'muted absent on the wire: the server keeps it');
+  ws.recv({ reqId: f.reqId, conversationSettings: { conversation: 'd:alice:bob', muted: true, pinned: true } });
+  assert.deepEqual(await p, { conversation: 'd:alice:bob', muted: true, pinned: true }, 'both, as they are now');
+  // false is sent as false (present), not left out.
+  const q = client.setConversationSettings('g:7', { muted: false });
+  const [g] = ws.take('setConversationSettings');
+  assert.equal(g.setConversationSettings.muted, false);
+  assert.equal(g.setConversationSettings._muted, 'muted', 'present on the wire');
+  assert.equal(g.setConversationSettings.pinned, null);
+  ws.recv({ reqId: g.reqId, error: { code: ErrorCode.FORBIDDEN, message: 'not a member' } });
+  await assert.rejects(q, (e) => e.codeName === 'FORBIDDEN');
+  client.close();
+});
+
+test("settings_changed pushes become 'settings' events, in order; the response body is not one", () => {
+  const { client, ws, ev } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const settings = [];
+  client.on('settings', (d) => settings.push(d));
+  ws.recv({ settingsChanged: { conversation: 'd:alice:bob', pinned: true } });
+  ws.recv({ settingsChanged: { conversation: 'd:alice:bob', muted: true, pinned: true } });
+  ws.recv({ settingsChanged: { conversation: 'g:7' } });
+  // The same message as a response body (field 113) with req_id 0 is no push.
+  ws.recv({ conversationSettings: { conversation: 'g:8', muted: true } });
+  assert.deepEqual(settings, [
+    { conversation: 'd:alice:bob', muted: false, pinned: true },
+    { conversation: 'd:alice:bob', muted: true, pinned: true },
+    { conversation: 'g:7', muted: false, pinned: false },
+  ]);
+  assert.deepEqual(ws.sent.filter((f) => f.body !== 'ack'), [], 'nothing sent in answer');
+  // Messages keep flowing.
+  ws.recv({ push: { inboxSeq: 1, message: msg('d:alice:bob', 1, 'alice') } });
   assert.deepEqual(ev.messages.map((m) => m.message.seq), [1]);
   client.close();
 });
