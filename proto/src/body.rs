@@ -70,6 +70,7 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::MarkRead(_)
         | Body::SetConversationSettings(_)
         | Body::ReceiptsQuery(_)
+        | Body::Typing(_)
         | Body::PresenceQuery(_)
         | Body::GroupOnlineQuery(_) => BodyKind::Request,
         Body::Error(_)
@@ -87,9 +88,11 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ReadState(_)
         | Body::ConversationSettings(_)
         | Body::ReceiptsResult(_) => BodyKind::Response,
-        Body::Push(_) | Body::Closing(_) | Body::ReadReceipt(_) | Body::SettingsChanged(_) => {
-            BodyKind::Push
-        }
+        Body::Push(_)
+        | Body::Closing(_)
+        | Body::ReadReceipt(_)
+        | Body::SettingsChanged(_)
+        | Body::TypingEvent(_) => BodyKind::Push,
     }
 }
 

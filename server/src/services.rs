@@ -73,7 +73,7 @@ impl Services {
                 store.clone(),
                 sequencer.clone(),
                 devices.clone(),
-                clock,
+                clock.clone(),
                 config.accounts.token_ttl_secs,
                 HashCost {
                     memory_kib: config.accounts.password_hash_memory_kib,
@@ -89,7 +89,7 @@ impl Services {
                 router.clone(),
             ),
             receipts: Receipts::new(store.clone(), convs.clone(), sequencer, router.clone()),
-            presence: Presence::new(convs, router),
+            presence: Presence::new(convs, router, clock.clone()),
             messages,
             hub,
             store_epoch: store.store_epoch(),

@@ -19,6 +19,7 @@ use crate::delivery::router::Router;
 use crate::error::ServiceResult;
 use crate::groups::Groups;
 use crate::messages::{AckInfo, Messages};
+use crate::presence::Presence;
 use crate::receipts::Receipts;
 use crate::sequencer::LocalSequencer;
 use crate::store::{MemoryStore, Store, UserRecord};
@@ -58,6 +59,7 @@ pub(crate) struct World {
     pub(crate) groups: Groups,
     pub(crate) conversations: Conversations,
     pub(crate) receipts: Receipts,
+    pub(crate) presence: Presence,
     pub(crate) accounts: Accounts,
     pub(crate) router: Arc<Recorder>,
     pub(crate) clock: Arc<ManualClock>,
@@ -96,6 +98,7 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
     let conversations =
         Conversations::new(store.clone(), convs.clone(), seq.clone(), router.clone());
     let receipts = Receipts::new(store.clone(), convs.clone(), seq.clone(), router.clone());
+    let presence = Presence::new(convs.clone(), router.clone(), clock.clone());
     let accounts = Accounts::new(
         store.clone(),
         seq.clone(),
@@ -116,6 +119,7 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         groups,
         conversations,
         receipts,
+        presence,
         accounts,
         router,
         clock,

@@ -116,6 +116,7 @@ pub(crate) async fn dispatch_authed(
         Body::ListMembers(m) => groups::list_members(svc, reply, m, a, permit),
         Body::PresenceQuery(q) => presence::query(svc, reply, q),
         Body::GroupOnlineQuery(q) => presence::group_online(svc, reply, q, a),
+        Body::Typing(t) => presence::typing(svc, reply, t, a),
         Body::CreateGroup(g) => groups::create(svc, reply, g, a).await,
         Body::AddMembers(m) => groups::add_members(svc, reply, m, a).await,
         Body::RemoveMembers(m) => groups::remove_members(svc, reply, m, a).await,

@@ -1,4 +1,4 @@
-//! PresenceQuery, GroupOnlineQuery.
+//! PresenceQuery, GroupOnlineQuery, Typing.
 
 use std::sync::Arc;
 
@@ -19,4 +19,9 @@ pub(crate) fn group_online(svc: &Arc<Services>, reply: Reply, q: pb::GroupOnline
             .group_online(&a.user, &q.conversation)
             .map(Body::GroupOnlineResult),
     );
+}
+
+pub(crate) fn typing(svc: &Arc<Services>, reply: Reply, t: pb::Typing, a: &Authed) {
+    let r = svc.presence.typing(&a.user, &t.conversation, t.typing);
+    reply.result(r.map(|_| Body::Ok(pb::Ok {})));
 }

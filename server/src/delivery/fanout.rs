@@ -70,3 +70,14 @@ pub(crate) fn settings_changed(
     });
     router.deliver(user, &frame);
 }
+
+/// A typing signal: one frame, encoded once, to the given online members.
+pub(crate) fn typing(router: &dyn Router, event: &pb::TypingEvent, to: &[String]) {
+    let frame = encode_frame(&Frame {
+        req_id: 0,
+        body: Some(Body::TypingEvent(event.clone())),
+    });
+    for u in to {
+        router.deliver(u, &frame);
+    }
+}

@@ -1,10 +1,13 @@
-//! Presence: which devices of a user are online, and how many members of a group are.
-//! Answered from the delivery router (never stored).
+//! Presence: which devices of a user are online, how many members of a group are, and
+//! who is typing ([`typing`]). Answered from the delivery router; nothing is stored.
+
+pub(crate) mod typing;
 
 use std::sync::Arc;
 
 use tern_proto::pb;
 
+use crate::clock::Clock;
 use crate::conversations::ConvCache;
 use crate::delivery::router::Router;
 use crate::error::{ServiceError, ServiceResult};
@@ -15,11 +18,22 @@ const MAX_USERS_PER_QUERY: usize = 100;
 pub struct Presence {
     convs: Arc<ConvCache>,
     router: Arc<dyn Router>,
+    clock: Arc<dyn Clock>,
+    typing_gate: typing::TypingGate,
 }
 
 impl Presence {
-    pub fn new(convs: Arc<ConvCache>, router: Arc<dyn Router>) -> Self {
-        Self { convs, router }
+    pub(crate) fn new(
+        convs: Arc<ConvCache>,
+        router: Arc<dyn Router>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            convs,
+            router,
+            clock,
+            typing_gate: typing::TypingGate::default(),
+        }
     }
 
     pub fn presence(&self, users: &[String]) -> ServiceResult<pb::PresenceResult> {
@@ -53,3 +67,6 @@ impl Presence {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! Typing on the in-memory store, a manual clock and a recording router.
+
+use bytes::Bytes;
+use tern_proto::pb::{self, ErrorCode};
+use tern_proto::{direct_conversation, Body};
+
+use super::typing::{TYPING_MIN_GAP_MS, TYPING_TTL_MS};
+use crate::testkit::World;
+
+fn typing_events(frames: &[(String, Bytes)]) -> Vec<(String, pb::TypingEvent)> {
+    frames
+        .iter()
+        .filter_map(|(to, f)| {
+            let frame = tern_proto::codec::decode_frame(&mut f.as_ref().into(), 1 << 20)
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            match frame.body {
+                Some(Body::TypingEvent(e)) => Some((to.clone(), e)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn typing_reaches_online_members_only_is_throttled_and_expires_by_the_clock() {
+    let w = World::new();
+    w.users(&["ann", "bob"]);
+    w.send("ann", "bob", "hi").await.unwrap();
+    let conv = direct_conversation("ann", "bob");
+    w.router.delivered.lock().unwrap().clear();
+
+    // Bob offline: nothing is sent (and nothing stored), but the request is fine.
+    assert!(w.presence.typing("ann", &conv, true).unwrap());
+    assert!(typing_events(&w.router.delivered.lock().unwrap()).is_empty());
+
+    w.router
+        .online
+        .lock()
+        .unwrap()
+        .extend(["ann".to_string(), "bob".to_string()]);
+    w.clock.advance(TYPING_MIN_GAP_MS);
+    assert!(w.presence.typing("ann", &conv, true).unwrap());
+    let now = w.clock.now();
+    // A repeat within the gap is dropped; after it, forwarded again.
+    w.clock.advance(TYPING_MIN_GAP_MS - 1);
+    assert!(!w.presence.typing("ann", &conv, true).unwrap());
+    w.clock.advance(1);
+    assert!(w.presence.typing("ann", &conv, true).unwrap());
+    // A stop always goes through.
+    assert!(w.presence.typing("ann", &conv, false).unwrap());
+
+    let got = typing_events(&w.router.delivered.lock().unwrap());
+    let to: Vec<&str> = got.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(to, ["bob", "bob", "bob"], "not to the typist's own devices");
+    assert_eq!(
+        (got[0].1.user.as_str(), got[0].1.typing, got[0].1.expires_ms),
+        ("ann", true, now + TYPING_TTL_MS)
+    );
+    assert!(!got[2].1.typing);
+    assert!(
+        w.store.commit_count().unwrap() <= 1,
+        "typing writes nothing"
+    );
+
+    w.users(&["eve"]);
+    let e = w.presence.typing("eve", &conv, true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    w.stop().await;
+}
