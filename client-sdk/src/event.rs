@@ -10,6 +10,9 @@ use tern_proto::pb::{self, ErrorCode};
 use crate::connect::Transport;
 
 /// Connection state changes and incoming traffic, in order.
+// Messages are by far the most frequent event: boxing them to shrink the rare variants
+// would cost an allocation per message delivered.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A message, exactly once and in order per conversation; `own` for this user's

@@ -297,5 +297,6 @@ pub fn send_body(to: &str, cmid: &str, text: &str) -> pb::Send {
         peer,
         body: text.as_bytes().to_vec().into(),
         content_type: String::new(),
+        ..Default::default()
     }
 }

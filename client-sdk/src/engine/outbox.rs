@@ -48,6 +48,7 @@ impl Outgoing {
                 peer,
                 body: self.body.clone(),
                 content_type: self.content_type.clone(),
+                ..Default::default()
             })),
         }
     }

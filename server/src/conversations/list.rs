@@ -90,6 +90,7 @@ impl Conversations {
             };
             let read_seq = self.store.read_seq(user, &id)?.min(last_seq);
             let settings = self.store.conversation_settings(user, &id)?;
+            let mentions = self.store.mentions_after(user, &id, read_seq)?;
             let last = match last_seq {
                 0 => None,
                 seq => self.store.message_bytes(&id, seq)?,
@@ -117,6 +118,7 @@ impl Conversations {
                 last_kind: MessageKind::try_from(last.kind).unwrap_or_default() as i32,
                 muted: settings.muted,
                 pinned: settings.pinned,
+                mentions,
             });
         }
         all.sort_by(|a, b| {

@@ -199,10 +199,27 @@ impl Messages {
             )));
         }
         let now = self.clock.now_ms();
+        let mentions = check_reply_and_mentions(&st, sender, &req)?;
         let mut extra = Vec::new();
         if !st.exists {
             st.created_ms = now;
             extra.extend(creation_mutations(&conv_id, &st));
+        }
+        // The message gets `last_seq + 1` (we hold the conversation's lock).
+        let seq = st.last_seq + 1;
+        for user in &mentions {
+            extra.push(Mutation::Mention {
+                user: user.clone(),
+                conversation: conv_id.clone(),
+                seq,
+            });
+        }
+        if req.mention_all {
+            extra.push(Mutation::MentionAll {
+                conversation: conv_id.clone(),
+                seq,
+                sender: sender.to_string(),
+            });
         }
         let msg = pb::Message {
             conversation: conv_id,
@@ -215,6 +232,9 @@ impl Messages {
             kind: pb::MessageKind::Unspecified as i32,
             event: None,
             sender_device: device.to_string(),
+            reply_to: req.reply_to,
+            mentions,
+            mention_all: req.mention_all,
         };
         let recipients = st.members.keys().cloned().collect();
         // A duplicate (a racing retry) is answered through `done` as well.
@@ -274,6 +294,52 @@ impl Messages {
     pub(crate) fn clock(&self) -> &dyn crate::clock::Clock {
         &*self.clock
     }
+}
+
+/// Most members one message may mention by name.
+const MAX_MENTIONS: usize = 100;
+
+/// Checks a Send's reply-to and mentions against the conversation (locked); returns the
+/// mentioned users, each once, in the order given, without the sender.
+fn check_reply_and_mentions(
+    st: &ConvState,
+    sender: &str,
+    req: &pb::Send,
+) -> ServiceResult<Vec<String>> {
+    if req.reply_to > st.last_seq {
+        return Err(ServiceError::invalid(format!(
+            "reply_to {} is not a message of this conversation (its last seq is {})",
+            req.reply_to, st.last_seq
+        )));
+    }
+    if req.mentions.len() > MAX_MENTIONS {
+        return Err(ServiceError::invalid(format!(
+            "at most {MAX_MENTIONS} mentions per message"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(req.mentions.len());
+    for m in &req.mentions {
+        if !st.members.contains_key(m) {
+            return Err(ServiceError::invalid(format!(
+                "mentioned user {:?} is not a member of this conversation",
+                crate::conversations::id::truncate(m, 40)
+            )));
+        }
+        if m != sender && !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    if req.mention_all {
+        if st.kind != pb::ConversationKind::Group {
+            return Err(ServiceError::invalid("@all is for groups"));
+        }
+        if !matches!(st.role(sender), Some(pb::Role::Owner | pb::Role::Admin)) {
+            return Err(ServiceError::forbidden(
+                "only the owner or an admin may mention @all",
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The writes that create a conversation: its record and every member.

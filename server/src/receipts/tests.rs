@@ -391,3 +391,103 @@ async fn who_read_a_message_names_the_members_at_or_past_it() {
     assert_eq!(e.code, ErrorCode::Forbidden);
     w.stop().await;
 }
+
+async fn send_to(
+    w: &World,
+    from: &str,
+    conv: &str,
+    cmid: &str,
+    f: impl FnOnce(&mut pb::Send),
+) -> crate::error::ServiceResult<crate::messages::AckInfo> {
+    let mut req = pb::Send {
+        client_msg_id: cmid.into(),
+        conversation: conv.into(),
+        body: cmid.as_bytes().to_vec().into(),
+        ..Default::default()
+    };
+    f(&mut req);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    w.messages.send(
+        from,
+        "d",
+        req,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    )?;
+    rx.await.unwrap()
+}
+
+#[tokio::test]
+async fn replies_and_mentions_are_checked_and_unread_mentions_counted() {
+    let w = World::new();
+    w.users(&["own", "a", "b", "out"]);
+    let conv = w
+        .groups
+        .create_group(
+            "own",
+            pb::CreateGroup {
+                name: "g".into(),
+                members: vec!["a".into(), "b".into()],
+            },
+        )
+        .await
+        .unwrap()
+        .conversation;
+    let mentions = |l: pb::ConversationList| l.conversations[0].mentions;
+    let hi = send_to(&w, "a", &conv, "hi", |r| {
+        r.mentions = vec!["b".into(), "b".into(), "a".into()];
+        r.reply_to = 1;
+    })
+    .await
+    .unwrap();
+    let stored = w.store.message(&conv, hi.seq).unwrap().unwrap();
+    assert_eq!(
+        (stored.reply_to, stored.mentions.clone()),
+        (1, vec!["b".to_string()]),
+        "each once, not the sender"
+    );
+    assert_eq!(mentions(w.conversations.list("b", 0, 0).await.unwrap()), 1);
+    assert_eq!(
+        mentions(w.conversations.list("own", 0, 0).await.unwrap()),
+        0
+    );
+
+    send_to(&w, "own", &conv, "all", |r| r.mention_all = true)
+        .await
+        .unwrap();
+    assert_eq!(mentions(w.conversations.list("b", 0, 0).await.unwrap()), 2);
+    assert_eq!(mentions(w.conversations.list("a", 0, 0).await.unwrap()), 1);
+    assert_eq!(
+        mentions(w.conversations.list("own", 0, 0).await.unwrap()),
+        0,
+        "one's own @all"
+    );
+    w.receipts.mark_read("b", &conv, hi.seq).await.unwrap();
+    assert_eq!(mentions(w.conversations.list("b", 0, 0).await.unwrap()), 1);
+    w.receipts.mark_read("b", &conv, 0).await.unwrap();
+    assert_eq!(mentions(w.conversations.list("b", 0, 0).await.unwrap()), 0);
+
+    // Bad input: refused with its code, nothing stored.
+    let last = w.store.last_seq(&conv).unwrap();
+    let e = send_to(&w, "a", &conv, "x1", |r| r.reply_to = last + 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    let e = send_to(&w, "a", &conv, "x2", |r| r.mentions = vec!["out".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    let e = send_to(&w, "a", &conv, "x3", |r| r.mention_all = true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden, "@all by a plain member");
+    w.send("a", "b", "direct").await.unwrap();
+    let direct = direct_conversation("a", "b");
+    let e = send_to(&w, "a", &direct, "x4", |r| r.mention_all = true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert_eq!(w.store.last_seq(&conv).unwrap(), last);
+    w.stop().await;
+}

@@ -15,6 +15,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     membership_indexes_both_ways(store);
     read_positions_are_per_user_and_conversation(store);
     settings_are_per_user_and_conversation(store);
+    mentions_are_counted_after_a_position(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -256,5 +257,39 @@ fn settings_are_per_user_and_conversation(store: &dyn Store) {
     assert_eq!(
         store.conversation_settings("st.", "d:st:x").unwrap(),
         SettingsRecord::default()
+    );
+}
+
+fn mentions_are_counted_after_a_position(store: &dyn Store) {
+    let conv = "g:00000000000000aa";
+    let named = |user: &str, seq| Mutation::Mention {
+        user: user.into(),
+        conversation: conv.into(),
+        seq,
+    };
+    let all = |sender: &str, seq| Mutation::MentionAll {
+        conversation: conv.into(),
+        seq,
+        sender: sender.into(),
+    };
+    store
+        .commit(&[
+            named("mn", 2),
+            named("mn", 5),
+            named("mn.", 3),
+            all("mo", 4),
+            all("mn", 6),
+        ])
+        .unwrap();
+    // mn: named at 2 and 5, @all at 4 from mo (its own @all at 6 does not count).
+    assert_eq!(store.mentions_after("mn", conv, 0).unwrap(), 3);
+    assert_eq!(store.mentions_after("mn", conv, 2).unwrap(), 2);
+    assert_eq!(store.mentions_after("mn", conv, 5).unwrap(), 0);
+    // mn. is another user (prefix isolation); mo sees mn's @all at 6.
+    assert_eq!(store.mentions_after("mn.", conv, 0).unwrap(), 3);
+    assert_eq!(store.mentions_after("mo", conv, 0).unwrap(), 1);
+    assert_eq!(
+        store.mentions_after("mn", "g:00000000000000ab", 0).unwrap(),
+        0
     );
 }

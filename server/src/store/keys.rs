@@ -19,6 +19,8 @@
 //! | `data` `d`           | sender ++ client_msg_id      | `DedupRecord`          |
 //! | `data` `r`           | user ++ conversation         | `ReadRecord`           |
 //! | `data` `s`           | user ++ conversation         | `SettingsRecord`       |
+//! | `data` `n`           | user ++ conversation ++ seq  | empty (a mention of user) |
+//! | `data` `a`           | conversation ++ seq          | sender (an @all)       |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -43,6 +45,8 @@ pub(crate) const INBOX: Space = Space::new(b'i', "inbox");
 pub(crate) const DEDUP: Space = Space::new(b'd', "dedup");
 pub(crate) const READ: Space = Space::new(b'r', "read");
 pub(crate) const SETTINGS: Space = Space::new(b's', "settings");
+pub(crate) const MENTIONS: Space = Space::new(b'n', "mentions");
+pub(crate) const MENTION_ALL: Space = Space::new(b'a', "mention_all");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -75,6 +79,15 @@ pub(crate) fn key_seq(a: &str, seq: u64) -> Vec<u8> {
 
 pub(crate) fn prefix(a: &str) -> Vec<u8> {
     key2(a, &[])
+}
+
+/// `user ++ conversation ++ seq`: the mentions of one user in one conversation, in seq
+/// order.
+pub(crate) fn user_conv_seq(user: &str, conversation: &str, seq: u64) -> Vec<u8> {
+    let mut k = key2(user, conversation.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// One write to the `data` tree.
@@ -154,6 +167,22 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
         } => out.push(Write::Put(
             SETTINGS.key(&key2(user, conversation.as_bytes())),
             record.encode_to_vec(),
+        )),
+        Mutation::Mention {
+            user,
+            conversation,
+            seq,
+        } => out.push(Write::Put(
+            MENTIONS.key(&user_conv_seq(user, conversation, *seq)),
+            Vec::new(),
+        )),
+        Mutation::MentionAll {
+            conversation,
+            seq,
+            sender,
+        } => out.push(Write::Put(
+            MENTION_ALL.key(&key_seq(conversation, *seq)),
+            sender.as_bytes().to_vec(),
         )),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(

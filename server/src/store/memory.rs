@@ -194,6 +194,32 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn mentions_after(&self, user: &str, conversation: &str, after: u64) -> StoreResult<u64> {
+        if after == u64::MAX {
+            return Ok(0);
+        }
+        let m = self.lock();
+        let range = |lo: Vec<u8>, hi: Vec<u8>| {
+            m.data
+                .range::<Vec<u8>, _>((Bound::Included(lo), Bound::Included(hi)))
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let named = range(
+            MENTIONS.key(&user_conv_seq(user, conversation, after + 1)),
+            MENTIONS.key(&user_conv_seq(user, conversation, u64::MAX)),
+        )
+        .len() as u64;
+        let all = range(
+            MENTION_ALL.key(&key_seq(conversation, after + 1)),
+            MENTION_ALL.key(&key_seq(conversation, u64::MAX)),
+        )
+        .into_iter()
+        .filter(|sender| sender.as_slice() != user.as_bytes())
+        .count() as u64;
+        Ok(named + all)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

@@ -76,6 +76,18 @@ pub enum Mutation {
         conversation: String,
         record: SettingsRecord,
     },
+    /// mentions: user ++ conversation ++ seq -> () (message `seq` mentions `user`)
+    Mention {
+        user: String,
+        conversation: String,
+        seq: u64,
+    },
+    /// mention_all: conversation ++ seq -> sender (message `seq` is an @all)
+    MentionAll {
+        conversation: String,
+        seq: u64,
+        sender: String,
+    },
     /// read: user ++ conversation -> ReadRecord (callers only ever move it forward)
     Read {
         user: String,
@@ -121,6 +133,9 @@ pub trait Store: Send + Sync + 'static {
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>>;
     /// `user`'s settings of `conversation` (default: not muted, not pinned).
     fn conversation_settings(&self, user: &str, conversation: &str) -> StoreResult<SettingsRecord>;
+    /// Messages of `conversation` after `after` that mention `user` by name or are an
+    /// @all from someone else.
+    fn mentions_after(&self, user: &str, conversation: &str, after: u64) -> StoreResult<u64>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

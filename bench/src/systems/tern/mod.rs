@@ -224,6 +224,7 @@ impl Outbox for TernSender {
                 peer: self.peer.clone(),
                 body: body.clone(),
                 content_type: String::new(),
+                ..Default::default()
             })),
         });
         self.tx.send(frame).is_ok()

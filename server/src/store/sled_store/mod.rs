@@ -285,6 +285,30 @@ impl Store for SledStore {
             .unwrap_or_default())
     }
 
+    fn mentions_after(&self, user: &str, conversation: &str, after: u64) -> StoreResult<u64> {
+        if after == u64::MAX {
+            return Ok(0);
+        }
+        let named = self
+            .data
+            .range(
+                MENTIONS.key(&user_conv_seq(user, conversation, after + 1))
+                    ..=MENTIONS.key(&user_conv_seq(user, conversation, u64::MAX)),
+            )
+            .count() as u64;
+        let mut all = 0;
+        for kv in self.data.range(
+            MENTION_ALL.key(&key_seq(conversation, after + 1))
+                ..=MENTION_ALL.key(&key_seq(conversation, u64::MAX)),
+        ) {
+            let (_, sender) = kv.map_err(engine)?;
+            if sender.as_ref() != user.as_bytes() {
+                all += 1;
+            }
+        }
+        Ok(named + all)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
