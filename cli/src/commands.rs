@@ -10,11 +10,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use tern_proto::names;
 use tern_sdk::proto::{direct_conversation, pb};
-use tern_sdk::{ClientError, Credentials, Event, SendTicket, Target};
+use tern_sdk::{ClientError, Credentials, Event, SendOptions, SendTicket, Target};
 use tokio::time::Instant;
 
 use crate::error::Failure;
-use crate::output::{self, AckLine, ConversationLine, MessageLine, ReadEventLine, SettingsLine};
+use crate::output::{
+    self, AckLine, ConversationLine, MessageLine, ReadEventLine, ReceiptsLine, SettingsLine,
+    TypingLine,
+};
 use crate::profile::Profile;
 use crate::session::{
     self, check_device, check_username, resolve, shutdown_signal, stdin_lines, Ctx, Cursors,
@@ -166,15 +169,22 @@ struct Sends {
     /// Those not acknowledged yet.
     unconfirmed: HashSet<String>,
     count: usize,
+    /// What every message of this command carries (reply, mentions).
+    options: SendOptions,
 }
 
 impl Sends {
     fn new() -> Self {
+        Self::with_options(SendOptions::default())
+    }
+
+    fn with_options(options: SendOptions) -> Self {
         Self {
             queue: VecDeque::new(),
             ours: HashSet::new(),
             unconfirmed: HashSet::new(),
             count: 0,
+            options,
         }
     }
 
@@ -185,7 +195,7 @@ impl Sends {
         body: Vec<u8>,
     ) -> Result<()> {
         let ticket = client
-            .send_with(target, Bytes::from(body), "")
+            .send_with_options(target, Bytes::from(body), self.options.clone())
             .await
             .context("cannot queue the message")?;
         self.count += 1;
@@ -218,11 +228,35 @@ impl Sends {
     }
 }
 
-/// `tern send`: queues the message(s), prints one ack line each, in input order.
-pub async fn send(ctx: &Ctx, dest: Dest, text: Option<String>, from_stdin: bool) -> Result<()> {
+/// The mention argument `U1,U2` of `tern send`: user names, `@all` for an @all.
+pub fn mention_options(reply_to: Option<u64>, mention: &[String]) -> Result<SendOptions> {
+    let mut options = SendOptions {
+        reply_to: reply_to.unwrap_or(0),
+        ..Default::default()
+    };
+    for m in mention {
+        if m == "@all" {
+            options.mention_all = true;
+        } else {
+            check_username(m)?;
+            options.mentions.push(m.clone());
+        }
+    }
+    Ok(options)
+}
+
+/// `tern send`: queues the message(s), prints one ack line each, in input order. Each
+/// carries `options` (a reply, mentions).
+pub async fn send(
+    ctx: &Ctx,
+    dest: Dest,
+    text: Option<String>,
+    from_stdin: bool,
+    options: SendOptions,
+) -> Result<()> {
     dest.check()?;
     let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
-    let mut sends = Sends::new();
+    let mut sends = Sends::with_options(options);
     let result = send_loop(
         &client,
         &mut sess,
@@ -331,6 +365,12 @@ fn sync_line(ev: &Event) -> Result<bool> {
             muted,
             pinned,
         } => output::json_line(&SettingsLine::event(conversation, *muted, *pinned))?,
+        Event::Typing {
+            conversation,
+            user,
+            typing,
+            ..
+        } => output::json_line(&TypingLine::new(conversation, user, *typing))?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -495,6 +535,47 @@ pub async fn read(ctx: &Ctx, dest: Dest, seq: Option<u64>) -> Result<()> {
             "{}: read up to seq {}, {} unread",
             state.conversation, state.read_seq, state.unread
         ))
+    }
+}
+
+/// `tern receipts`: who of the other members has read message `seq` of one conversation.
+pub async fn receipts(ctx: &Ctx, dest: Dest, seq: u64) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let conv = dest.conversation(client.username());
+    let result = sess
+        .request(
+            &format!("cannot ask who read {conv} seq {seq}"),
+            true,
+            || client.receipts(&conv, seq),
+        )
+        .await;
+    sess.close(&HashSet::new()).await;
+    let r = no_conversation(result, &dest)?;
+    if ctx.json {
+        output::json_line(&ReceiptsLine::new(&r))
+    } else {
+        output::line(&output::receipts_human(&r))
+    }
+}
+
+/// `tern typing`: one "typing" signal in one conversation (the members online now see it).
+pub async fn typing(ctx: &Ctx, dest: Dest) -> Result<()> {
+    dest.check()?;
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let conv = dest.conversation(client.username());
+    // Transient and throttled by the server: a repeat after a lost connection is harmless.
+    let result = sess
+        .request(&format!("cannot send typing to {conv}"), true, || {
+            client.typing(&conv, true)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    no_conversation(result, &dest)?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({ "conv": conv, "typing": true }))
+    } else {
+        output::line(&format!("{conv}: typing"))
     }
 }
 

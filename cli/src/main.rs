@@ -121,10 +121,17 @@ enum Command {
         /// Send every line of stdin as one message, pipelined, in order.
         #[arg(long)]
         stdin: bool,
+        /// Reply to this message (a seq of the same conversation).
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        reply_to: Option<u64>,
+        /// Mention these members, comma-separated; `@all` mentions everyone (group
+        /// owners and admins only).
+        #[arg(long, value_delimiter = ',', value_name = "U1,U2")]
+        mention: Vec<String>,
     },
     /// Print missed messages (then live ones with --follow) as JSON lines; read positions
     /// that move meanwhile as {"event":"read"|"receipt",...} lines, mute/pin changes as
-    /// {"event":"settings",...} lines.
+    /// {"event":"settings",...} lines, someone typing as {"event":"typing",...} lines.
     Sync {
         /// Keep running and print messages as they come, until Ctrl-C.
         #[arg(long, conflicts_with = "idle_exit")]
@@ -168,6 +175,22 @@ enum Command {
         /// Read up to this seq [default: the latest]. Read positions never move back.
         #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
         seq: Option<u64>,
+    },
+    /// Show who of the other members has read message --seq; prints
+    /// {"conv":..,"seq":N,"read_by":[users],"read_count":N} with --json (read_by is empty
+    /// in large read-diffusion groups: counts only).
+    Receipts {
+        #[command(flatten)]
+        dest: ConvDest,
+        /// The message.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        seq: u64,
+    },
+    /// Tell the members online now that you are typing (one signal; it ends by itself
+    /// after a few seconds).
+    Typing {
+        #[command(flatten)]
+        dest: ConvDest,
     },
     /// Mute a conversation on all your devices: its unread is left out of the total;
     /// prints {"conv":..,"muted":bool,"pinned":bool} with --json.
@@ -278,9 +301,12 @@ async fn run(cli: Cli) -> Result<()> {
             dest: d,
             text,
             stdin,
+            reply_to,
+            mention,
         } => {
             let text = (!stdin).then(|| text.join(" "));
-            commands::send(&ctx, dest(d.to, d.group), text, stdin).await
+            let options = commands::mention_options(reply_to, &mention)?;
+            commands::send(&ctx, dest(d.to, d.group), text, stdin, options).await
         }
         Command::Sync { follow, idle_exit } => commands::sync(&ctx, follow, idle_exit).await,
         Command::History {
@@ -301,6 +327,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Presence { users } => commands::presence(&ctx, users).await,
         Command::Conversations { total } => commands::conversations(&ctx, total).await,
         Command::Read { dest: d, seq } => commands::read(&ctx, dest(d.with, d.group), seq).await,
+        Command::Receipts { dest: d, seq } => {
+            commands::receipts(&ctx, dest(d.with, d.group), seq).await
+        }
+        Command::Typing { dest: d } => commands::typing(&ctx, dest(d.with, d.group)).await,
         Command::Mute { dest: d } => {
             commands::settings(&ctx, dest(d.with, d.group), Some(true), None).await
         }

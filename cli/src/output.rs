@@ -57,6 +57,19 @@ pub struct MessageLine<'a> {
     pub ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<EventJson<'a>>,
+    /// The seq this message answers (absent: not a reply).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reply_to: u64,
+    /// Members mentioned by name (absent: none).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub mentions: &'a [String],
+    /// An @all (absent: not one).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mention_all: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The group event of a SYSTEM message.
@@ -107,12 +120,15 @@ impl<'a> MessageLine<'a> {
                 users: &e.users,
                 name: &e.name,
             }),
+            reply_to: m.reply_to,
+            mentions: &m.mentions,
+            mention_all: m.mention_all,
         }
     }
 }
 
-/// `tern conversations --json`: one per conversation. (The issue's `mentions` is not
-/// printed: the server has no mentions yet, and a made-up value would mislead a script.)
+/// `tern conversations --json`: one per conversation. `mentions`: unread messages that
+/// mention the user or are an @all by someone else.
 #[derive(Debug, Serialize)]
 pub struct ConversationLine<'a> {
     pub conv: &'a str,
@@ -121,6 +137,7 @@ pub struct ConversationLine<'a> {
     pub last_seq: u64,
     pub last_text: &'a str,
     pub unread: u64,
+    pub mentions: u64,
     pub read_seq: u64,
     pub muted: bool,
     pub pinned: bool,
@@ -135,6 +152,7 @@ impl<'a> ConversationLine<'a> {
             last_seq: c.last_seq,
             last_text: &c.last_preview,
             unread: c.unread,
+            mentions: c.mentions,
             read_seq: c.read_seq,
             muted: c.muted,
             pinned: c.pinned,
@@ -155,7 +173,9 @@ pub fn conversation_kind(kind: i32) -> &'static str {
 /// and `[pinned]`/`[muted]` at the end when set.
 /// `  (3) alice       d:alice:bob         2026-11-29 06:30:00  alice: hello  [pinned]`
 pub fn conversation_human(c: &pb::ConversationInfo) -> String {
-    let badge = if c.unread > 0 {
+    let badge = if c.unread > 0 && c.mentions > 0 {
+        format!("@({})", c.unread)
+    } else if c.unread > 0 {
         format!("({})", c.unread)
     } else {
         String::new()
@@ -253,6 +273,60 @@ impl<'a> ReadEventLine<'a> {
     }
 }
 
+/// `tern sync`: someone is typing (or stopped) in a conversation.
+#[derive(Debug, Serialize)]
+pub struct TypingLine<'a> {
+    pub event: &'static str,
+    pub conv: &'a str,
+    pub user: &'a str,
+    pub typing: bool,
+}
+
+impl<'a> TypingLine<'a> {
+    pub fn new(conv: &'a str, user: &'a str, typing: bool) -> Self {
+        Self {
+            event: "typing",
+            conv,
+            user,
+            typing,
+        }
+    }
+}
+
+/// `tern receipts --json`: who of the other members has read message `seq`, in the
+/// documented field order.
+#[derive(Debug, Serialize)]
+pub struct ReceiptsLine<'a> {
+    pub conv: &'a str,
+    pub seq: u64,
+    pub read_by: &'a [String],
+    pub read_count: u32,
+}
+
+impl<'a> ReceiptsLine<'a> {
+    pub fn new(r: &'a pb::ReceiptsResult) -> Self {
+        Self {
+            conv: &r.conversation,
+            seq: r.seq,
+            read_by: &r.read_by,
+            read_count: r.read_count,
+        }
+    }
+}
+
+/// `tern receipts` for people: `g:..: seq 2 read by 1 of 2 (bob)`.
+pub fn receipts_human(r: &pb::ReceiptsResult) -> String {
+    let names = if r.read_by.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.read_by.join(", "))
+    };
+    format!(
+        "{}: seq {} read by {} of {}{names}",
+        r.conversation, r.seq, r.read_count, r.members
+    )
+}
+
 /// The text of a message for people: the body, or a sentence for a group event.
 pub fn human_text(m: &pb::Message) -> String {
     let Some(e) = system_event(m) else {
@@ -273,15 +347,27 @@ pub fn human_text(m: &pb::Message) -> String {
     }
 }
 
-/// `#seq [YYYY-MM-DD HH:MM:SS] from: text` (times in UTC).
+/// `#seq [YYYY-MM-DD HH:MM:SS] from: text` (times in UTC), then ` (reply to #N)` and
+/// ` (mentions a, b)` / ` (mentions @all)` where they apply.
 pub fn history_line(m: &pb::Message) -> String {
-    format!(
+    let mut line = format!(
         "#{} [{}] {}: {}",
         m.seq,
         date_time(m.server_time_ms),
         from_of(m),
         human_text(m)
-    )
+    );
+    if m.reply_to > 0 {
+        line.push_str(&format!(" (reply to #{})", m.reply_to));
+    }
+    let mut mentioned: Vec<&str> = m.mentions.iter().map(String::as_str).collect();
+    if m.mention_all {
+        mentioned.insert(0, "@all");
+    }
+    if !mentioned.is_empty() {
+        line.push_str(&format!(" (mentions {})", mentioned.join(", ")));
+    }
+    line
 }
 
 /// `[HH:MM:SS] from: text` (UTC), as `tern chat` shows a message.
@@ -401,7 +487,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&ConversationLine::new(&c)).unwrap(),
-            r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"third","unread":1,"read_seq":2,"muted":false,"pinned":false}"#
+            r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"third","unread":1,"mentions":0,"read_seq":2,"muted":false,"pinned":false}"#
         );
         assert_eq!(
             conversation_human(&c),
@@ -472,6 +558,66 @@ mod tests {
             serde_json::to_string(&ReadEventLine::new("d:alice:bob", "bob", 2, false)).unwrap(),
             r#"{"event":"receipt","conv":"d:alice:bob","user":"bob","read_seq":2}"#
         );
+    }
+
+    #[test]
+    fn replies_and_mentions_only_where_they_apply() {
+        let m = pb::Message {
+            conversation: "g:1".into(),
+            seq: 3,
+            sender: "alice".into(),
+            body: b"see above".to_vec().into(),
+            server_time_ms: 1_700_000_000_000,
+            reply_to: 2,
+            mentions: vec!["bob".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&MessageLine::new(&m)).unwrap(),
+            r#"{"conv":"g:1","seq":3,"from":"alice","text":"see above","client_msg_id":"","ts":1700000000000,"reply_to":2,"mentions":["bob"]}"#
+        );
+        assert_eq!(
+            history_line(&m),
+            "#3 [2023-11-14 22:13:20] alice: see above (reply to #2) (mentions bob)"
+        );
+        let all = pb::Message {
+            reply_to: 0,
+            mentions: vec![],
+            mention_all: true,
+            ..m.clone()
+        };
+        let line = serde_json::to_string(&MessageLine::new(&all)).unwrap();
+        assert!(
+            line.ends_with(r#""ts":1700000000000,"mention_all":true}"#),
+            "{line}"
+        );
+        assert!(history_line(&all).ends_with("see above (mentions @all)"));
+        let plain = pb::Message {
+            mention_all: false,
+            ..all
+        };
+        let line = serde_json::to_string(&MessageLine::new(&plain)).unwrap();
+        assert!(line.ends_with(r#""ts":1700000000000}"#), "{line}");
+    }
+
+    #[test]
+    fn typing_and_receipts_lines() {
+        assert_eq!(
+            serde_json::to_string(&TypingLine::new("g:1", "bob", true)).unwrap(),
+            r#"{"event":"typing","conv":"g:1","user":"bob","typing":true}"#
+        );
+        let r = pb::ReceiptsResult {
+            conversation: "g:1".into(),
+            seq: 2,
+            read_by: vec!["bob".into()],
+            read_count: 1,
+            members: 2,
+        };
+        assert_eq!(
+            serde_json::to_string(&ReceiptsLine::new(&r)).unwrap(),
+            r#"{"conv":"g:1","seq":2,"read_by":["bob"],"read_count":1}"#
+        );
+        assert_eq!(receipts_human(&r), "g:1: seq 2 read by 1 of 2 (bob)");
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub struct SavedOutgoing {
     pub body: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content_type: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reply_to: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mention_all: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SavedOutgoing {
@@ -80,6 +90,9 @@ impl SavedOutgoing {
             text,
             body,
             content_type: o.content_type.clone(),
+            reply_to: o.reply_to,
+            mentions: o.mentions.clone(),
+            mention_all: o.mention_all,
         }
     }
 
@@ -100,6 +113,9 @@ impl SavedOutgoing {
             target,
             body,
             content_type: self.content_type.clone(),
+            reply_to: self.reply_to,
+            mentions: self.mentions.clone(),
+            mention_all: self.mention_all,
         })
     }
 }
@@ -320,6 +336,9 @@ mod tests {
             target,
             body: Bytes::copy_from_slice(body),
             content_type: String::new(),
+            reply_to: 0,
+            mentions: vec![],
+            mention_all: false,
         }
     }
 

@@ -805,7 +805,7 @@ async fn conversations_unread_read_and_receipts() {
     let list = t.run("bob", &["--json", "conversations"]).ok();
     assert_eq!(
         list.stdout,
-        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"three, the last","unread":3,"read_seq":0,"muted":false,"pinned":false}"#
+        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":3,"last_text":"three, the last","unread":3,"mentions":0,"read_seq":0,"muted":false,"pinned":false}"#
             .to_string()
             + "\n"
     );
@@ -1028,7 +1028,7 @@ async fn mute_and_pin_order_the_list_leave_the_total_and_reach_the_other_device(
     let list = t.run("bob", &["--json", "conversations"]).ok();
     assert_eq!(
         list.stdout.lines().next().unwrap(),
-        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":2,"last_text":"a2","unread":2,"read_seq":0,"muted":false,"pinned":true}"#
+        r#"{"conv":"d:alice:bob","kind":"direct","title":"alice","last_seq":2,"last_text":"a2","unread":2,"mentions":0,"read_seq":0,"muted":false,"pinned":true}"#
     );
     assert_eq!(
         list_settings(&list.json()),
@@ -1169,4 +1169,227 @@ async fn mute_and_pin_order_the_list_leave_the_total_and_reach_the_other_device(
     t.run("bob", &["unmute"]).failed(2);
     t.run("bob", &["pin", "--with", "alice", "--group", &gid])
         .failed(2);
+}
+
+/// The fields of a `tern --json history` line this test is about: seq, from, text and
+/// the reply/mention fields exactly as printed (absent when they do not apply).
+fn reply_fields(v: &Value) -> Value {
+    let mut o = serde_json::Map::new();
+    for k in ["seq", "from", "text", "reply_to", "mentions", "mention_all"] {
+        if let Some(x) = v.get(k) {
+            o.insert(k.to_string(), x.clone());
+        }
+    }
+    Value::Object(o)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_mentions_receipts_and_typing() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    for u in ["alice", "bob", "carol"] {
+        t.account(u);
+    }
+    t.run(
+        "carol2",
+        &[
+            "login",
+            "carol",
+            "--password",
+            PASSWORD,
+            "--device",
+            "carol-phone",
+        ],
+    )
+    .ok();
+    let gid = t
+        .run(
+            "alice",
+            &["group", "create", "team", "--members", "bob,carol"],
+        )
+        .ok()
+        .json()[0]["group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hello = t
+        .run("alice", &["send", "--group", &gid, "hello team"])
+        .ok()
+        .json();
+    assert_eq!(seqs(&hello), vec![2]);
+
+    // Bob answers seq 2 and mentions carol.
+    let reply = t
+        .run(
+            "bob",
+            &[
+                "send",
+                "--group",
+                &gid,
+                "--reply-to",
+                "2",
+                "--mention",
+                "carol",
+                "carol, can you?",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(seqs(&reply), vec![3]);
+
+    // A plain member may not @all (FORBIDDEN, exit 5), nor mention a non-member or
+    // answer a message that does not exist (INVALID_ARGUMENT, exit 2): nothing is stored.
+    let out = t
+        .run(
+            "bob",
+            &[
+                "--json",
+                "send",
+                "--group",
+                &gid,
+                "--mention",
+                "@all",
+                "all of you",
+            ],
+        )
+        .failed(5);
+    assert_eq!(out.error_code(), "FORBIDDEN");
+    let out = t
+        .run(
+            "bob",
+            &["--json", "send", "--group", &gid, "--mention", "dave", "x"],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+    let out = t
+        .run(
+            "bob",
+            &["--json", "send", "--group", &gid, "--reply-to", "9", "x"],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+
+    // The owner may: an @all.
+    let all = t
+        .run(
+            "alice",
+            &["send", "--group", &gid, "--mention", "@all", "meeting at 3"],
+        )
+        .ok()
+        .json();
+    assert_eq!(seqs(&all), vec![4]);
+
+    let history = t
+        .run("carol", &["--json", "history", "--group", &gid])
+        .ok()
+        .json();
+    let got: Vec<Value> = history.iter().skip(1).map(reply_fields).collect();
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!({"seq": 2, "from": "alice", "text": "hello team"}),
+            serde_json::json!({"seq": 3, "from": "bob", "text": "carol, can you?",
+                "reply_to": 2, "mentions": ["carol"]}),
+            serde_json::json!({"seq": 4, "from": "alice", "text": "meeting at 3",
+                "mention_all": true}),
+        ]
+    );
+    let human = t.run("carol", &["history", "--group", &gid]).ok();
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert!(
+        lines[2].ends_with("bob: carol, can you? (reply to #2) (mentions carol)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].ends_with("alice: meeting at 3 (mentions @all)"),
+        "{lines:?}"
+    );
+
+    // Carol: 4 unread, 2 of them mention her (by name, and the @all). Bob: the @all only
+    // (his own message mentions nobody for him). Alice: nothing.
+    let mentions = |user: &str| {
+        let list = t.run(user, &["--json", "conversations"]).ok().json();
+        assert_eq!(list.len(), 1, "{list:?}");
+        (
+            list[0]["unread"].as_u64().unwrap(),
+            list[0]["mentions"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(mentions("carol"), (4, 2));
+    assert_eq!(mentions("bob"), (1, 1));
+    assert_eq!(mentions("alice"), (0, 0));
+
+    // Who read bob's reply (seq 3): of alice and carol, alice (her @all at seq 4 moved
+    // her read position past it).
+    let receipts = t
+        .run(
+            "bob",
+            &["--json", "receipts", "--group", &gid, "--seq", "3"],
+        )
+        .ok();
+    assert_eq!(
+        receipts.stdout,
+        format!("{{\"conv\":\"{gid}\",\"seq\":3,\"read_by\":[\"alice\"],\"read_count\":1}}\n")
+    );
+
+    // Carol reads everything: no mention left.
+    let read = t
+        .run("carol", &["--json", "read", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(read, vec![serde_json::json!({"conv": gid, "read_seq": 4})]);
+    assert_eq!(mentions("carol"), (0, 0));
+
+    let receipts = t
+        .run(
+            "bob",
+            &["--json", "receipts", "--group", &gid, "--seq", "3"],
+        )
+        .ok();
+    assert_eq!(
+        receipts.stdout,
+        format!(
+            "{{\"conv\":\"{gid}\",\"seq\":3,\"read_by\":[\"alice\",\"carol\"],\"read_count\":2}}\n"
+        )
+    );
+    let human = t
+        .run("bob", &["receipts", "--group", &gid, "--seq", "3"])
+        .ok();
+    assert_eq!(
+        human.stdout,
+        format!("{gid}: seq 3 read by 2 of 2 (alice, carol)\n")
+    );
+    let out = t
+        .run(
+            "bob",
+            &["--json", "receipts", "--group", &gid, "--seq", "9"],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+    t.run(
+        "bob",
+        &["receipts", "--group", "g:00000000000000aa", "--seq", "1"],
+    )
+    .failed(5);
+
+    // Typing: carol's other device follows (after its 4 messages), bob types once.
+    let carol2 = Background::spawn(t.cmd("carol2", &["sync", "--follow"]));
+    assert_eq!(
+        seqs(&carol2.next_json(4, Duration::from_secs(15))),
+        vec![1, 2, 3, 4]
+    );
+    let typing = t.run("bob", &["--json", "typing", "--group", &gid]).ok();
+    assert_eq!(
+        typing.stdout,
+        format!("{{\"conv\":\"{gid}\",\"typing\":true}}\n")
+    );
+    assert_eq!(
+        carol2.next_lines(1, Duration::from_secs(10)),
+        vec![format!(
+            "{{\"event\":\"typing\",\"conv\":\"{gid}\",\"user\":\"bob\",\"typing\":true}}"
+        )]
+    );
+    // Not a member: refused.
+    t.run("bob", &["typing", "--group", "g:00000000000000aa"])
+        .failed(5);
 }

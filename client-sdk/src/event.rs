@@ -41,6 +41,15 @@ pub enum Event {
         muted: bool,
         pinned: bool,
     },
+    /// `user`, another member of `conversation`, is typing (`typing`) or stopped (a
+    /// `TypingEvent` push; docs/PROTOCOL.md 10). Without a later event, the typing ends by
+    /// itself at `expires_ms` (server time, Unix ms). Transient: never stored or synced.
+    Typing {
+        conversation: String,
+        user: String,
+        typing: bool,
+        expires_ms: u64,
+    },
     /// A send became durable (also resolves the `send` future). `duplicate` when an
     /// earlier attempt had already landed.
     Acked(pb::SendAck),

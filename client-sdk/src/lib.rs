@@ -102,7 +102,7 @@ pub mod state;
 
 pub use client::{
     login, new_client_msg_id, register, Client, ClientConfig, ClientError, Credentials, Event,
-    Events, SendTicket, TransportMode,
+    Events, SendOptions, SendTicket, TransportMode,
 };
 pub use connect::{connect, ConnectError, ConnectOptions, Connection, Transport, Trust};
 pub use engine::{Cursors, Outgoing, Target};

@@ -81,6 +81,16 @@ struct FileOutgoing {
     body: Vec<u8>,
     #[serde(default)]
     content_type: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    reply_to: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    mention_all: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StateStore for FileStore {
@@ -117,6 +127,9 @@ impl StateStore for FileStore {
                         target,
                         body: Bytes::from(o.body),
                         content_type: o.content_type,
+                        reply_to: o.reply_to,
+                        mentions: o.mentions,
+                        mention_all: o.mention_all,
                     })
                 })
                 .collect(),
@@ -144,6 +157,9 @@ impl StateStore for FileStore {
                     },
                     body: o.body.to_vec(),
                     content_type: o.content_type.clone(),
+                    reply_to: o.reply_to,
+                    mentions: o.mentions.clone(),
+                    mention_all: o.mention_all,
                 })
                 .collect(),
         };
@@ -180,6 +196,9 @@ mod tests {
                 target: Target::Conversation("g:1".into()),
                 body: Bytes::from_static(b"hello"),
                 content_type: String::new(),
+                reply_to: 2,
+                mentions: vec!["carol".into()],
+                mention_all: true,
             }],
         };
         fs.save(&s).unwrap();

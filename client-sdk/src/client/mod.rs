@@ -176,6 +176,20 @@ impl std::future::Future for SendTicket {
     }
 }
 
+/// What a message carries besides its target and body (docs/PROTOCOL.md 8.1); the
+/// default is a plain text message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// MIME type of the body; empty = `text/plain; charset=utf-8`.
+    pub content_type: String,
+    /// The seq (in the same conversation) this message answers; 0 = none.
+    pub reply_to: u64,
+    /// Members mentioned by name (at most 100; repeats and the sender are dropped).
+    pub mentions: Vec<String>,
+    /// An @all: groups only, by an owner or admin.
+    pub mention_all: bool,
+}
+
 /// A new random client_msg_id (128 bits, hex).
 pub fn new_client_msg_id() -> String {
     let v: u128 = rand::thread_rng().gen();
@@ -215,11 +229,35 @@ impl Client {
         body: Bytes,
         content_type: &str,
     ) -> Result<SendTicket, ClientError> {
+        self.send_with_options(
+            target,
+            body,
+            SendOptions {
+                content_type: content_type.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Client::send_with`] with a reply and mentions ([`SendOptions`]; docs/PROTOCOL.md
+    /// 8.1). The server refuses a `reply_to` past the conversation's last seq or a mention
+    /// of a non-member (`INVALID_ARGUMENT`), and an @all by a plain member (`FORBIDDEN`):
+    /// the ticket resolves with that error.
+    pub async fn send_with_options(
+        &self,
+        target: Target,
+        body: Bytes,
+        options: SendOptions,
+    ) -> Result<SendTicket, ClientError> {
         let msg = Outgoing {
             client_msg_id: new_client_msg_id(),
             target,
             body,
-            content_type: content_type.to_string(),
+            content_type: options.content_type,
+            reply_to: options.reply_to,
+            mentions: options.mentions,
+            mention_all: options.mention_all,
         };
         let client_msg_id = msg.client_msg_id.clone();
         let (tx, rx) = oneshot::channel();

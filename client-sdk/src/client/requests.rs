@@ -152,6 +152,44 @@ impl Client {
         }
     }
 
+    /// Who of the other members has read message `seq` of `conversation`: `read_by`
+    /// (sorted; empty in read-diffusion groups, which give the counts only), `read_count`
+    /// of `members` (the members other than the message's sender) (docs/PROTOCOL.md 9.2).
+    /// A `seq` outside 1..=last seq is `INVALID_ARGUMENT`; a conversation the user is not
+    /// in, `FORBIDDEN`.
+    pub async fn receipts(
+        &self,
+        conversation: &str,
+        seq: u64,
+    ) -> Result<pb::ReceiptsResult, ClientError> {
+        match self
+            .request(Body::ReceiptsQuery(pb::ReceiptsQuery {
+                conversation: conversation.into(),
+                seq,
+            }))
+            .await?
+        {
+            Body::ReceiptsResult(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Says this user is typing (`true`) or stopped (`false`) in `conversation`. The
+    /// members online now (not this user's devices) get an
+    /// [`Event::Typing`](crate::Event::Typing); never stored. Send `true` about every 3 s
+    /// while the user types (the server forwards one per 2 s at most, and a "typing" ends
+    /// by itself after 6 s) and `false` when they stop (docs/PROTOCOL.md 10). A
+    /// conversation the user is not in: `FORBIDDEN`.
+    pub async fn typing(&self, conversation: &str, typing: bool) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::Typing(pb::Typing {
+                conversation: conversation.into(),
+                typing,
+            }))
+            .await?,
+        )
+    }
+
     /// Mutes/unmutes (`muted`) and pins/unpins (`pinned`) `conversation` for this user,
     /// on all their devices; `None` keeps a setting as it is. The answer is both settings
     /// after the call, durable when it returns. When something changed, the user's

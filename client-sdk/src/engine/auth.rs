@@ -321,6 +321,9 @@ mod tests {
             target: crate::engine::Target::User("bob".into()),
             body: bytes::Bytes::from_static(b"hi"),
             content_type: String::new(),
+            reply_to: 0,
+            mentions: vec![],
+            mention_all: false,
         });
         e.handle_connect(Transport::Tcp, now);
         let login = sent(&mut e).remove(0);

@@ -287,6 +287,12 @@ impl Engine {
                     muted: s.muted,
                     pinned: s.pinned,
                 }),
+                Body::TypingEvent(t) => self.events.push_back(Event::Typing {
+                    conversation: t.conversation,
+                    user: t.user,
+                    typing: t.typing,
+                    expires_ms: t.expires_ms,
+                }),
                 _ => {}
             }
             return;

@@ -32,6 +32,12 @@ pub struct Outgoing {
     pub target: Target,
     pub body: Bytes,
     pub content_type: String,
+    /// The seq (same conversation) this message answers; 0 = none.
+    pub reply_to: u64,
+    /// Members mentioned by name.
+    pub mentions: Vec<String>,
+    /// An @all (groups, owner/admin only).
+    pub mention_all: bool,
 }
 
 impl Outgoing {
@@ -48,7 +54,9 @@ impl Outgoing {
                 peer,
                 body: self.body.clone(),
                 content_type: self.content_type.clone(),
-                ..Default::default()
+                reply_to: self.reply_to,
+                mentions: self.mentions.clone(),
+                mention_all: self.mention_all,
             })),
         }
     }
@@ -166,6 +174,9 @@ mod tests {
             target: Target::User("bob".into()),
             body: Bytes::from_static(b"hi"),
             content_type: String::new(),
+            reply_to: 0,
+            mentions: vec![],
+            mention_all: false,
         });
         e
     }

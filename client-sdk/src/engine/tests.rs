@@ -36,6 +36,9 @@ fn out(id: &str) -> Outgoing {
         target: Target::User("bob".into()),
         body: Bytes::from_static(b"hi"),
         content_type: String::new(),
+        reply_to: 0,
+        mentions: vec![],
+        mention_all: false,
     }
 }
 
@@ -689,4 +692,85 @@ fn a_conversation_settings_response_is_not_an_event() {
         now,
     );
     assert_eq!(e.poll_event(), None);
+}
+
+fn typing_event(conv: &str, user: &str, typing: bool, expires_ms: u64) -> Frame {
+    Frame {
+        req_id: 0,
+        body: Some(Body::TypingEvent(pb::TypingEvent {
+            conversation: conv.into(),
+            user: user.into(),
+            typing,
+            expires_ms,
+        })),
+    }
+}
+
+#[test]
+fn typing_pushes_become_typing_events_in_order() {
+    let now = Instant::now();
+    let mut e = connected("bob");
+    e.handle_frame(
+        typing_event("d:alice:bob", "alice", true, 1_000_006_000),
+        now,
+    );
+    e.handle_frame(push(1, msg("d:alice:bob", 1, "alice")), now);
+    e.handle_frame(typing_event("d:alice:bob", "alice", false, 0), now);
+    let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(
+        events[0],
+        Event::Typing {
+            conversation: "d:alice:bob".into(),
+            user: "alice".into(),
+            typing: true,
+            expires_ms: 1_000_006_000,
+        }
+    );
+    assert!(matches!(&events[1], Event::Message { message, own: false } if message.seq == 1));
+    assert_eq!(
+        events[2],
+        Event::Typing {
+            conversation: "d:alice:bob".into(),
+            user: "alice".into(),
+            typing: false,
+            expires_ms: 0,
+        }
+    );
+    // Transient: the typing events moved no cursor (only the message did).
+    assert_eq!(e.cursors().inbox, 1);
+}
+
+#[test]
+fn a_send_only_engine_ignores_typing() {
+    let now = Instant::now();
+    let mut e = Engine::new("bob", Cursors::default(), vec![]);
+    e.set_receive(false);
+    e.on_connected("ep");
+    e.handle_frame(typing_event("d:alice:bob", "alice", true, 1), now);
+    assert_eq!(e.poll_event(), None);
+}
+
+/// An outbox entry's reply and mentions go on the wire with it.
+#[test]
+fn a_send_carries_reply_to_and_mentions() {
+    let mut e = connected("bob");
+    e.send(Outgoing {
+        reply_to: 4,
+        mentions: vec!["carol".into()],
+        mention_all: true,
+        ..out("m1")
+    });
+    let frames = drain_tx(&mut e);
+    let send = frames
+        .iter()
+        .find_map(|f| match &f.body {
+            Some(Body::Send(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a Send");
+    assert_eq!(send.client_msg_id, "m1");
+    assert_eq!(send.reply_to, 4);
+    assert_eq!(send.mentions, vec!["carol".to_string()]);
+    assert!(send.mention_all);
 }
