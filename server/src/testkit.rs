@@ -31,6 +31,24 @@ pub(crate) struct Recorder {
     pub(crate) delivered: Mutex<Vec<(String, Bytes)>>,
 }
 
+impl Recorder {
+    /// What was delivered so far, decoded: (user, frame body).
+    pub(crate) fn bodies(&self) -> Vec<(String, tern_proto::Body)> {
+        self.delivered
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(to, f)| {
+                let frame = tern_proto::codec::decode_frame(&mut f.as_ref().into(), 1 << 20)
+                    .expect("a whole frame")
+                    .expect("one frame")
+                    .expect("a valid Frame");
+                (to.clone(), frame.body.expect("a body"))
+            })
+            .collect()
+    }
+}
+
 impl Router for Recorder {
     fn deliver(&self, user: &str, frame: &Bytes) -> usize {
         self.delivered

@@ -24,15 +24,11 @@ async fn a_send_is_sequenced_stamped_by_the_clock_and_pushed_to_online_members()
     assert_eq!(second.server_time_ms, 1_000_005);
     assert_eq!((first.sender_inbox_seq, second.sender_inbox_seq), (1, 2));
     // Only bob is online: two pushes, to bob, naming his inbox seqs.
-    let delivered = w.router.delivered.lock().unwrap().clone();
+    let delivered = w.router.bodies();
     assert_eq!(delivered.len(), 2);
-    for (i, (user, frame)) in delivered.iter().enumerate() {
+    for (i, (user, body)) in delivered.into_iter().enumerate() {
         assert_eq!(user, "bob");
-        let f = tern_proto::codec::decode_frame(&mut frame.as_ref().into(), 1 << 20)
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Some(tern_proto::Body::Push(p)) = f.body else {
+        let tern_proto::Body::Push(p) = body else {
             panic!("not a push")
         };
         assert_eq!(p.inbox_seq, i as u64 + 1);

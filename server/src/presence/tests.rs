@@ -1,24 +1,18 @@
 //! Typing on the in-memory store, a manual clock and a recording router.
 
-use bytes::Bytes;
 use tern_proto::pb::{self, ErrorCode};
 use tern_proto::{direct_conversation, Body};
 
 use super::typing::{TYPING_MIN_GAP_MS, TYPING_TTL_MS};
 use crate::testkit::World;
 
-fn typing_events(frames: &[(String, Bytes)]) -> Vec<(String, pb::TypingEvent)> {
-    frames
-        .iter()
-        .filter_map(|(to, f)| {
-            let frame = tern_proto::codec::decode_frame(&mut f.as_ref().into(), 1 << 20)
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            match frame.body {
-                Some(Body::TypingEvent(e)) => Some((to.clone(), e)),
-                _ => None,
-            }
+fn typing_events(w: &World) -> Vec<(String, pb::TypingEvent)> {
+    w.router
+        .bodies()
+        .into_iter()
+        .filter_map(|(to, body)| match body {
+            Body::TypingEvent(e) => Some((to, e)),
+            _ => None,
         })
         .collect()
 }
@@ -33,7 +27,7 @@ async fn typing_reaches_online_members_only_is_throttled_and_expires_by_the_cloc
 
     // Bob offline: nothing is sent (and nothing stored), but the request is fine.
     assert!(w.presence.typing("ann", &conv, true).unwrap());
-    assert!(typing_events(&w.router.delivered.lock().unwrap()).is_empty());
+    assert!(typing_events(&w).is_empty());
 
     w.router
         .online
@@ -51,7 +45,7 @@ async fn typing_reaches_online_members_only_is_throttled_and_expires_by_the_cloc
     // A stop always goes through.
     assert!(w.presence.typing("ann", &conv, false).unwrap());
 
-    let got = typing_events(&w.router.delivered.lock().unwrap());
+    let got = typing_events(&w);
     let to: Vec<&str> = got.iter().map(|(u, _)| u.as_str()).collect();
     assert_eq!(to, ["bob", "bob", "bob"], "not to the typist's own devices");
     assert_eq!(

@@ -4,25 +4,19 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use tern_proto::pb::{self, ErrorCode};
 use tern_proto::{direct_conversation, Body};
 
 use crate::testkit::World;
 
-fn receipts_in(frames: &[(String, Bytes)]) -> Vec<(String, pb::ReadReceipt)> {
-    frames
-        .iter()
-        .filter_map(|(to, f)| {
-            let frame = tern_proto::codec::decode_frame(&mut f.as_ref().into(), 1 << 20)
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            match frame.body {
-                Some(Body::ReadReceipt(r)) => Some((to.clone(), r)),
-                _ => None,
-            }
+fn receipts_in(w: &World) -> Vec<(String, pb::ReadReceipt)> {
+    w.router
+        .bodies()
+        .into_iter()
+        .filter_map(|(to, body)| match body {
+            Body::ReadReceipt(e) => Some((to, e)),
+            _ => None,
         })
         .collect()
 }
@@ -56,7 +50,7 @@ async fn unread_counts_follow_sends_and_reads_and_receipts_reach_both_sides() {
     w.router.delivered.lock().unwrap().clear();
     let st = w.receipts.mark_read("bob", &conv, 2).await.unwrap();
     assert_eq!((st.read_seq, st.unread), (2, 1));
-    let got = receipts_in(&w.router.delivered.lock().unwrap());
+    let got = receipts_in(&w);
     let mut to: Vec<&str> = got.iter().map(|(u, _)| u.as_str()).collect();
     to.sort_unstable();
     assert_eq!(
@@ -70,7 +64,7 @@ async fn unread_counts_follow_sends_and_reads_and_receipts_reach_both_sides() {
     w.router.delivered.lock().unwrap().clear();
     let st = w.receipts.mark_read("bob", &conv, 1).await.unwrap();
     assert_eq!((st.read_seq, st.unread), (2, 1));
-    assert!(receipts_in(&w.router.delivered.lock().unwrap()).is_empty());
+    assert!(receipts_in(&w).is_empty());
 
     // Beyond the head, or by a non-member: refused, nothing changes.
     let e = w.receipts.mark_read("bob", &conv, 4).await.unwrap_err();
