@@ -72,11 +72,12 @@ impl Messages {
         let sender = a.msg.sender.clone();
         let now = a.msg.server_time_ms;
         let msg_for_push = a.msg.clone();
-        let recipients = a.recipients;
-        let inboxes = if read_diffusion {
-            Vec::new()
+        // Write diffusion: the recipients become inbox entries (and the pushes name
+        // them); read diffusion: no inboxes, one push to every recipient.
+        let (recipients, inboxes) = if read_diffusion {
+            (a.recipients, Vec::new())
         } else {
-            recipients.clone()
+            (Vec::new(), a.recipients)
         };
         let router = self.router.clone();
         let mut extra = a.extra;
