@@ -72,7 +72,11 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ReceiptsQuery(_)
         | Body::Typing(_)
         | Body::PresenceQuery(_)
-        | Body::GroupOnlineQuery(_) => BodyKind::Request,
+        | Body::GroupOnlineQuery(_)
+        | Body::Edit(_)
+        | Body::Recall(_)
+        | Body::DeleteForMe(_)
+        | Body::SetUserSettings(_) => BodyKind::Request,
         Body::Error(_)
         | Body::Ok(_)
         | Body::LoginOk(_)
@@ -87,12 +91,15 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::GroupOnlineResult(_)
         | Body::ReadState(_)
         | Body::ConversationSettings(_)
-        | Body::ReceiptsResult(_) => BodyKind::Response,
+        | Body::ReceiptsResult(_)
+        | Body::UserSettings(_) => BodyKind::Response,
         Body::Push(_)
         | Body::Closing(_)
         | Body::ReadReceipt(_)
         | Body::SettingsChanged(_)
-        | Body::TypingEvent(_) => BodyKind::Push,
+        | Body::TypingEvent(_)
+        | Body::MessageHidden(_)
+        | Body::PresenceEvent(_) => BodyKind::Push,
     }
 }
 

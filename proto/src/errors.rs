@@ -5,7 +5,7 @@ use crate::{Body, Frame};
 
 impl ErrorCode {
     /// Every code, in value order (`ERROR_CODE_UNSPECIFIED` first).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Unspecified,
         ErrorCode::Internal,
         ErrorCode::MalformedFrame,
@@ -26,6 +26,7 @@ impl ErrorCode {
         ErrorCode::ResourceExhausted,
         ErrorCode::Unavailable,
         ErrorCode::CursorTrimmed,
+        ErrorCode::WindowExpired,
     ];
 
     /// Transient: the same request (a `Send` with the same `client_msg_id`) may succeed

@@ -57,6 +57,7 @@ impl Outgoing {
                 reply_to: self.reply_to,
                 mentions: self.mentions.clone(),
                 mention_all: self.mention_all,
+                ttl_secs: 0,
             })),
         }
     }

@@ -236,6 +236,7 @@ impl Messages {
             reply_to: req.reply_to,
             mentions,
             mention_all: req.mention_all,
+            ..Default::default()
         };
         let recipients = st.members.keys().cloned().collect();
         // A duplicate (a racing retry) is answered through `done` as well.
