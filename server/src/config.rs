@@ -185,6 +185,20 @@ settings! {
         max_group_members: u32 = 10_000, "TERN_MAX_GROUP_MEMBERS";
     }
 
+    /// Message changes and lifetimes.
+    [messages: MessageSettings] {
+        /// How long after sending its sender may edit a message, in seconds (48 h)
+        edit_window_secs: u64 = 48 * 3600, "TERN_EDIT_WINDOW_SECS";
+        /// How long after sending its sender may recall a message, in seconds (group
+        /// owners and admins may recall at any time)
+        recall_window_secs: u64 = 120, "TERN_RECALL_WINDOW_SECS";
+        /// Longest time to live a Send may ask for, in seconds (7 days)
+        max_ttl_secs: u64 = 7 * 24 * 3600, "TERN_MAX_TTL_SECS";
+        /// A user's online/offline change is announced to their direct peers after it has
+        /// held this long, in milliseconds (a flapping connection announces nothing)
+        presence_settle_ms: u64 = 2000, "TERN_PRESENCE_SETTLE_MS";
+    }
+
     /// Flood protection: request rates, login throttling, caps.
     [limits: RateLimitSettings] {
         /// Requests per second one connection may make (Ping and Ack are free)
@@ -330,6 +344,9 @@ pub struct MessageLimits {
     pub max_group_members: usize,
     /// Every frame the server sends fits in this (the clients' limit too).
     pub max_frame_bytes: usize,
+    pub edit_window_ms: u64,
+    pub recall_window_ms: u64,
+    pub max_ttl_secs: u64,
 }
 
 /// Room kept in a frame for the envelope around a message body (ids, names, push
@@ -368,6 +385,9 @@ impl Config {
             fanout_threshold: self.groups.group_fanout_threshold as usize,
             max_group_members: self.groups.max_group_members as usize,
             max_frame_bytes: self.session.max_frame_bytes as usize,
+            edit_window_ms: self.messages.edit_window_secs.saturating_mul(1000),
+            recall_window_ms: self.messages.recall_window_secs.saturating_mul(1000),
+            max_ttl_secs: self.messages.max_ttl_secs,
         }
     }
 

@@ -155,6 +155,7 @@ impl Sequencer for LocalSequencer {
                 entry: InboxRecord {
                     conversation: msg.conversation.clone(),
                     seq,
+                    expires_ms: msg.expires_ms,
                 },
             });
             alloc.push((user, h));

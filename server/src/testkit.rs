@@ -89,6 +89,9 @@ pub(crate) const LIMITS: MessageLimits = MessageLimits {
     fanout_threshold: 500,
     max_group_members: 1000,
     max_frame_bytes: 1 << 20,
+    edit_window_ms: 48 * 3600 * 1000,
+    recall_window_ms: 120 * 1000,
+    max_ttl_secs: 7 * 24 * 3600,
 };
 
 /// The domains over `store`, with caches of the given sizes.

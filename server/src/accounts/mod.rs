@@ -1,4 +1,5 @@
-//! Accounts: register, login, resume, revoke.
+//! Accounts: register, login, resume, revoke, and the account settings (read receipts
+//! on/off).
 //!
 //! - [`credentials`]: argon2id password hashes and signed tokens.
 //! - [`devices`]: device records (token epoch, ack cursor), updated under one lock.
@@ -8,7 +9,7 @@ pub(crate) mod devices;
 
 use std::sync::{Arc, OnceLock};
 
-use tern_proto::pb::ErrorCode;
+use tern_proto::pb::{self, ErrorCode};
 
 use self::credentials::{self as auth, TokenClaims, TokenError, TokenSigner};
 use self::devices::Devices;
@@ -40,6 +41,9 @@ pub struct Accounts {
     /// the same time as a wrong password.
     /// Made on first use, on the blocking pool like every hash.
     dummy_hash: Arc<OnceLock<String>>,
+    /// Held across every read-modify-write of a `UserRecord` (revoke-all, settings), so
+    /// one never overwrites the other's change.
+    user_writes: std::sync::Mutex<()>,
 }
 
 /// Runs an argon2id hash off the async threads, at most one per CPU at a time: each
@@ -81,6 +85,7 @@ impl Accounts {
             token_ttl_ms: token_ttl_secs.saturating_mul(1000),
             hash_cost,
             dummy_hash: Arc::new(OnceLock::new()),
+            user_writes: std::sync::Mutex::new(()),
         }
     }
 
@@ -109,6 +114,7 @@ impl Accounts {
             password_hash: hash,
             created_ms: self.clock.now_ms(),
             token_epoch: 0,
+            receipts_off: false,
         };
         if !self.store.create_user(username, &rec)? {
             return Err(taken());
@@ -215,6 +221,7 @@ impl Accounts {
     pub async fn revoke(&self, user: &str, device: Option<&str>) -> ServiceResult<()> {
         match device {
             None => {
+                let _w = self.user_writes.lock().unwrap();
                 let mut rec = self
                     .store
                     .user(user)?
@@ -234,6 +241,33 @@ impl Accounts {
             }
         }
         self.durable().await
+    }
+
+    /// The user's account settings after applying the fields that are set (none: just
+    /// reads them). Durable before it returns.
+    pub async fn user_settings(
+        &self,
+        user: &str,
+        send_receipts: Option<bool>,
+    ) -> ServiceResult<pb::UserSettings> {
+        let rec = {
+            let _w = self.user_writes.lock().unwrap();
+            let mut rec = self
+                .store
+                .user(user)?
+                .ok_or_else(|| ServiceError::not_found("no such user"))?;
+            if let Some(on) = send_receipts {
+                if rec.receipts_off == on {
+                    rec.receipts_off = !on;
+                    self.store.put_user(user, &rec)?;
+                }
+            }
+            rec
+        };
+        self.durable().await?;
+        Ok(pb::UserSettings {
+            send_receipts: !rec.receipts_off,
+        })
     }
 }
 

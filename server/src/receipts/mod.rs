@@ -2,8 +2,9 @@
 //! conversation forward (never back), durably; then the user's devices (to clear their
 //! badges) and the other members (as a receipt: "read up to seq N") get a `ReadReceipt`.
 //! Receipts go to the members of 1:1 conversations and write-diffusion groups; in a
-//! read-diffusion group (above the fan-out threshold) only the user's own devices are
-//! told.
+//! read-diffusion group (above the fan-out threshold), or when the user turned receipts
+//! off (their account setting), only the user's own devices are told, and
+//! `ReceiptsQuery` never counts such a user as having read.
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ impl Receipts {
         seq: u64,
     ) -> ServiceResult<pb::ReadState> {
         let st = self.convs.member(conv, user)?;
+        let receipts_off = self.receipts_off(user)?;
         let (read_seq, last_seq, notify) = {
             // Under the conversation's lock: two devices marking read at once, or a
             // message arriving meanwhile, never move the position back.
@@ -67,7 +69,7 @@ impl Receipts {
                     read_seq: want,
                 }])?;
                 self.sequencer.wrote();
-                let to: Vec<String> = if g.read_diffusion {
+                let to: Vec<String> = if g.read_diffusion || receipts_off {
                     vec![user.to_string()]
                 } else {
                     g.members.keys().cloned().collect()
@@ -85,6 +87,11 @@ impl Receipts {
             read_seq,
             unread: last_seq - read_seq,
         })
+    }
+
+    /// Whether `user` turned read receipts off (their account setting).
+    fn receipts_off(&self, user: &str) -> ServiceResult<bool> {
+        Ok(self.store.user(user)?.is_some_and(|u| u.receipts_off))
     }
 
     /// Who of the other members has read message `seq` of `conv` (names only where
@@ -117,7 +124,8 @@ impl Receipts {
         let mut others = 0u32;
         for m in members.iter().filter(|m| **m != msg.sender) {
             others += 1;
-            if self.store.read_seq(m, conv)? >= seq {
+            // A member who turned receipts off never shows as having read.
+            if self.store.read_seq(m, conv)? >= seq && !self.receipts_off(m)? {
                 read_by.push(m.clone());
             }
         }

@@ -16,6 +16,10 @@ pub(crate) fn run_all(store: &dyn Store) {
     read_positions_are_per_user_and_conversation(store);
     settings_are_per_user_and_conversation(store);
     mentions_are_counted_after_a_position(store);
+    recalled_mentions_are_removed(store);
+    not_counted_entries_are_counted_after_a_position(store);
+    hidden_messages_are_per_user(store);
+    a_rewritten_entry_replaces_the_old_one(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -64,6 +68,7 @@ fn users_are_created_once(store: &dyn Store) {
         password_hash: "h".into(),
         created_ms: 5,
         token_epoch: 0,
+        receipts_off: false,
     };
     assert!(store.create_user("conf_u1", &rec).unwrap());
     let other = UserRecord {
@@ -122,6 +127,7 @@ fn inbox_ranges(store: &dyn Store) {
             entry: InboxRecord {
                 conversation: "d:x:y".into(),
                 seq: i * 2,
+                expires_ms: 0,
             },
         })
         .collect();
@@ -292,4 +298,91 @@ fn mentions_are_counted_after_a_position(store: &dyn Store) {
         store.mentions_after("mn", "g:00000000000000ab", 0).unwrap(),
         0
     );
+}
+
+fn recalled_mentions_are_removed(store: &dyn Store) {
+    let conv = "g:00000000000000ac";
+    store
+        .commit(&[
+            Mutation::Mention {
+                user: "rm".into(),
+                conversation: conv.into(),
+                seq: 3,
+            },
+            Mutation::MentionAll {
+                conversation: conv.into(),
+                seq: 4,
+                sender: "ro".into(),
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.mentions_after("rm", conv, 0).unwrap(), 2);
+    store
+        .commit(&[
+            Mutation::Unmention {
+                user: "rm".into(),
+                conversation: conv.into(),
+                seq: 3,
+            },
+            Mutation::UnmentionAll {
+                conversation: conv.into(),
+                seq: 4,
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.mentions_after("rm", conv, 0).unwrap(), 0);
+}
+
+fn not_counted_entries_are_counted_after_a_position(store: &dyn Store) {
+    let conv = "d:nc:nd";
+    let nc = |seq| Mutation::NotCounted {
+        conversation: conv.into(),
+        seq,
+    };
+    store.commit(&[nc(2), nc(7), nc(9)]).unwrap();
+    store
+        .commit(&[Mutation::NotCounted {
+            conversation: "d:nc:nd.".into(),
+            seq: 8,
+        }])
+        .unwrap();
+    assert_eq!(store.not_counted_after(conv, 0).unwrap(), 3);
+    assert_eq!(store.not_counted_after(conv, 2).unwrap(), 2);
+    assert_eq!(store.not_counted_after(conv, 8).unwrap(), 1);
+    assert_eq!(store.not_counted_after(conv, 9).unwrap(), 0);
+    assert_eq!(store.not_counted_after(conv, u64::MAX).unwrap(), 0);
+    // Marking twice counts once.
+    store.commit(&[nc(7)]).unwrap();
+    assert_eq!(store.not_counted_after(conv, 0).unwrap(), 3);
+}
+
+fn hidden_messages_are_per_user(store: &dyn Store) {
+    let conv = "d:ha:hb";
+    let hide = |user: &str, seq| Mutation::Hide {
+        user: user.into(),
+        conversation: conv.into(),
+        seq,
+    };
+    store
+        .commit(&[hide("ha", 2), hide("ha", 5), hide("hb", 3), hide("ha.", 4)])
+        .unwrap();
+    assert_eq!(store.hidden("ha", conv, 1, 10).unwrap(), vec![2, 5]);
+    assert_eq!(store.hidden("ha", conv, 3, 5).unwrap(), vec![5]);
+    assert_eq!(store.hidden("ha", conv, 5, 5).unwrap(), vec![5]);
+    assert!(store.hidden("ha", conv, 6, 3).unwrap().is_empty());
+    assert_eq!(store.hidden("hb", conv, 1, 10).unwrap(), vec![3]);
+    assert!(store.hidden("ha", "d:ha:hc", 1, 10).unwrap().is_empty());
+}
+
+fn a_rewritten_entry_replaces_the_old_one(store: &dyn Store) {
+    let conv = "d:rw:rx";
+    append(store, conv, 1, "rw", "rw-1");
+    let mut m = store.message(conv, 1).unwrap().unwrap();
+    assert_eq!(&m.body[..], b"body 1");
+    m.body = Default::default();
+    m.recalled = true;
+    store.commit(&[Mutation::Message(m.clone())]).unwrap();
+    assert_eq!(store.message(conv, 1).unwrap(), Some(m.clone()));
+    assert_eq!(store.timeline(conv, 1, 1, 10).unwrap(), vec![m]);
+    assert_eq!(store.last_seq(conv).unwrap(), 1);
 }

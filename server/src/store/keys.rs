@@ -21,6 +21,8 @@
 //! | `data` `s`           | user ++ conversation         | `SettingsRecord`       |
 //! | `data` `n`           | user ++ conversation ++ seq  | empty (a mention of user) |
 //! | `data` `a`           | conversation ++ seq          | sender (an @all)       |
+//! | `data` `x`           | conversation ++ seq          | empty (not counted as unread: EDIT/RECALL entries, recalled messages) |
+//! | `data` `h`           | user ++ conversation ++ seq  | empty (deleted for that user) |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -47,6 +49,8 @@ pub(crate) const READ: Space = Space::new(b'r', "read");
 pub(crate) const SETTINGS: Space = Space::new(b's', "settings");
 pub(crate) const MENTIONS: Space = Space::new(b'n', "mentions");
 pub(crate) const MENTION_ALL: Space = Space::new(b'a', "mention_all");
+pub(crate) const NOT_COUNTED: Space = Space::new(b'x', "not_counted");
+pub(crate) const HIDDEN: Space = Space::new(b'h', "hidden");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -184,6 +188,28 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             MENTION_ALL.key(&key_seq(conversation, *seq)),
             sender.as_bytes().to_vec(),
         )),
+        Mutation::Unmention {
+            user,
+            conversation,
+            seq,
+        } => out.push(Write::Delete(
+            MENTIONS.key(&user_conv_seq(user, conversation, *seq)),
+        )),
+        Mutation::UnmentionAll { conversation, seq } => out.push(Write::Delete(
+            MENTION_ALL.key(&key_seq(conversation, *seq)),
+        )),
+        Mutation::NotCounted { conversation, seq } => out.push(Write::Put(
+            NOT_COUNTED.key(&key_seq(conversation, *seq)),
+            Vec::new(),
+        )),
+        Mutation::Hide {
+            user,
+            conversation,
+            seq,
+        } => out.push(Write::Put(
+            HIDDEN.key(&user_conv_seq(user, conversation, *seq)),
+            Vec::new(),
+        )),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -209,6 +235,11 @@ mod tests {
             INBOX,
             DEDUP,
             READ,
+            SETTINGS,
+            MENTIONS,
+            MENTION_ALL,
+            NOT_COUNTED,
+            HIDDEN,
         ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();

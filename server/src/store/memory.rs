@@ -220,6 +220,31 @@ impl Store for MemoryStore {
         Ok(named + all)
     }
 
+    fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64> {
+        if after == u64::MAX {
+            return Ok(0);
+        }
+        let lo = NOT_COUNTED.key(&key_seq(conversation, after + 1));
+        let hi = NOT_COUNTED.key(&key_seq(conversation, u64::MAX));
+        let m = self.lock();
+        Ok(m.data
+            .range::<Vec<u8>, _>((Bound::Included(lo), Bound::Included(hi)))
+            .count() as u64)
+    }
+
+    fn hidden(&self, user: &str, conversation: &str, from: u64, to: u64) -> StoreResult<Vec<u64>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let lo = HIDDEN.key(&user_conv_seq(user, conversation, from));
+        let hi = HIDDEN.key(&user_conv_seq(user, conversation, to));
+        let m = self.lock();
+        Ok(m.data
+            .range::<Vec<u8>, _>((Bound::Included(lo), Bound::Included(hi)))
+            .map(|(k, _)| seq_of(k))
+            .collect())
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

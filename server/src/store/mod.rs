@@ -88,6 +88,23 @@ pub enum Mutation {
         seq: u64,
         sender: String,
     },
+    /// mentions: removes `user`'s mention at `seq` (a recalled message)
+    Unmention {
+        user: String,
+        conversation: String,
+        seq: u64,
+    },
+    /// mention_all: removes the @all at `seq` (a recalled message)
+    UnmentionAll { conversation: String, seq: u64 },
+    /// not_counted: conversation ++ seq (an entry that is not an unread message: EDIT and
+    /// RECALL entries, recalled messages)
+    NotCounted { conversation: String, seq: u64 },
+    /// hidden: user ++ conversation ++ seq (deleted for that user)
+    Hide {
+        user: String,
+        conversation: String,
+        seq: u64,
+    },
     /// read: user ++ conversation -> ReadRecord (callers only ever move it forward)
     Read {
         user: String,
@@ -136,6 +153,12 @@ pub trait Store: Send + Sync + 'static {
     /// Messages of `conversation` after `after` that mention `user` by name or are an
     /// @all from someone else.
     fn mentions_after(&self, user: &str, conversation: &str, after: u64) -> StoreResult<u64>;
+    /// Entries of `conversation` after `after` that are not counted as unread messages
+    /// (see [`Mutation::NotCounted`]).
+    fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64>;
+    /// The seqs in `from..=to` of `conversation` that `user` deleted for themselves.
+    fn hidden(&self, user: &str, conversation: &str, from: u64, to: u64)
+        -> StoreResult<Vec<u64>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

@@ -12,6 +12,9 @@ pub struct UserRecord {
     /// Bumped to revoke every token of the user.
     #[prost(uint64, tag = "3")]
     pub token_epoch: u64,
+    /// The user turned read receipts off: nobody else hears of their read positions.
+    #[prost(bool, tag = "4")]
+    pub receipts_off: bool,
 }
 
 /// One device of a user: its token epoch and its server-side ack cursor.
@@ -60,6 +63,10 @@ pub struct InboxRecord {
     pub conversation: String,
     #[prost(uint64, tag = "2")]
     pub seq: u64,
+    /// The message's `expires_ms` (0 = never), so Sync can tell an expired entry without
+    /// decoding the message.
+    #[prost(uint64, tag = "3")]
+    pub expires_ms: u64,
 }
 
 /// What a (sender, client_msg_id) was answered with the first time.

@@ -309,6 +309,36 @@ impl Store for SledStore {
         Ok(named + all)
     }
 
+    fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64> {
+        if after == u64::MAX {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for kv in self.data.range(
+            NOT_COUNTED.key(&key_seq(conversation, after + 1))
+                ..=NOT_COUNTED.key(&key_seq(conversation, u64::MAX)),
+        ) {
+            kv.map_err(engine)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn hidden(&self, user: &str, conversation: &str, from: u64, to: u64) -> StoreResult<Vec<u64>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for kv in self.data.range(
+            HIDDEN.key(&user_conv_seq(user, conversation, from))
+                ..=HIDDEN.key(&user_conv_seq(user, conversation, to)),
+        ) {
+            let (k, _) = kv.map_err(engine)?;
+            out.push(seq_of(HIDDEN.name, &k)?);
+        }
+        Ok(out)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
