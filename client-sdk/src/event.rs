@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tern_proto::pb::{self, ErrorCode};
 
 use crate::connect::Transport;
+use crate::engine::Target;
 
 /// Connection state changes and incoming traffic, in order.
 // Messages are by far the most frequent event: boxing them to shrink the rare variants
@@ -49,6 +51,53 @@ pub enum Event {
         user: String,
         typing: bool,
         expires_ms: u64,
+    },
+    /// Message `seq` of `conversation` now reads `body`: `sender` edited it at
+    /// `edited_ms` (server time). Follows the [`Event::Message`] of the EDIT entry
+    /// `entry_seq` that says so (docs/PROTOCOL.md, edit). Show the new text in place of
+    /// the old one, marked edited; a history or pull from now on gives the new text.
+    Edited {
+        conversation: String,
+        seq: u64,
+        entry_seq: u64,
+        sender: String,
+        body: Bytes,
+        content_type: String,
+        edited_ms: u64,
+    },
+    /// Message `seq` of `conversation` was recalled by `by` (its sender, or a group owner
+    /// or admin): drop its content and show a "recalled" placeholder. Follows the
+    /// [`Event::Message`] of the RECALL entry `entry_seq`.
+    Recalled {
+        conversation: String,
+        seq: u64,
+        entry_seq: u64,
+        by: String,
+    },
+    /// Message `seq` of `conversation` reached this device only after its time-to-live:
+    /// its [`Event::Message`] (just before this one) is a tombstone with `expired` set and
+    /// no content. Nothing to show; the seq is accounted for.
+    Expired { conversation: String, seq: u64 },
+    /// This user deleted message `seq` of `conversation` for themselves (on this device or
+    /// another; a `MessageHidden` push, or a tombstone with `deleted` set delivered just
+    /// before): stop showing it. Nobody else is affected.
+    Hidden { conversation: String, seq: u64 },
+    /// `user`, who shares a direct conversation with this user, came online (first
+    /// device) or went offline (last device) at `server_time_ms` (a `PresenceEvent` push,
+    /// coalesced by the server). Transient: ask [`Client::presence`](crate::Client::presence)
+    /// for the state now.
+    Presence {
+        user: String,
+        online: bool,
+        server_time_ms: u64,
+    },
+    /// A send with a time-to-live was still unsent when the TTL passed (offline, or
+    /// waiting to be resent): it left the outbox and was never sent after that. Its
+    /// ticket resolves with [`ClientError::Expired`](crate::ClientError::Expired).
+    SendExpired {
+        client_msg_id: String,
+        target: Target,
+        ttl_secs: u32,
     },
     /// A send became durable (also resolves the `send` future). `duplicate` when an
     /// earlier attempt had already landed.

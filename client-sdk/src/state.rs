@@ -87,6 +87,16 @@ struct FileOutgoing {
     mentions: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     mention_all: bool,
+    /// Time to live (s) from `created_ms`; absent = never dropped.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    ttl_secs: u32,
+    /// When it was queued (Unix ms), so a TTL keeps counting across restarts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    created_ms: u64,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -130,6 +140,8 @@ impl StateStore for FileStore {
                         reply_to: o.reply_to,
                         mentions: o.mentions,
                         mention_all: o.mention_all,
+                        ttl_secs: o.ttl_secs,
+                        created_ms: o.created_ms,
                     })
                 })
                 .collect(),
@@ -160,6 +172,8 @@ impl StateStore for FileStore {
                     reply_to: o.reply_to,
                     mentions: o.mentions.clone(),
                     mention_all: o.mention_all,
+                    ttl_secs: o.ttl_secs,
+                    created_ms: o.created_ms,
                 })
                 .collect(),
         };
@@ -199,6 +213,8 @@ mod tests {
                 reply_to: 2,
                 mentions: vec!["carol".into()],
                 mention_all: true,
+                ttl_secs: 30,
+                created_ms: 1_700_000_000_000,
             }],
         };
         fs.save(&s).unwrap();

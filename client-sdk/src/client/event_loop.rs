@@ -17,7 +17,9 @@ use tern_proto::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{body_result, connect_mode, ClientConfig, ClientError, Command, Event, TransportMode};
+use super::{
+    body_result, connect_mode, now_ms, ClientConfig, ClientError, Command, Event, TransportMode,
+};
 use crate::connect::{BoxWrite, ConnectOptions, Connection, Transport};
 use crate::engine::{Disconnect, Engine};
 use crate::state::SavedState;
@@ -162,11 +164,14 @@ impl EventLoop {
     }
 
     /// Takes commands while disconnected, for `delay`. False when told to close.
+    /// Sends whose TTL passes meanwhile are dropped and reported at once.
     async fn wait_offline(&mut self, delay: Duration) -> bool {
         let until = tokio::time::Instant::now() + delay;
         loop {
+            self.expire_outbox();
+            let wake = self.expiry_wake().map_or(until, |t| t.min(until));
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => return true,
+                _ = tokio::time::sleep_until(wake) => if wake == until { return true },
                 cmd = self.cmd_rx.recv() => match cmd {
                     None => return false,
                     Some(c) => if !self.command(c, None) { return false },
@@ -175,10 +180,29 @@ impl EventLoop {
         }
     }
 
+    /// Drops the outbox entries whose TTL has passed (reported as `SendExpired`, their
+    /// tickets resolved).
+    fn expire_outbox(&mut self) {
+        self.engine.set_now_ms(now_ms());
+        self.engine.expire_outbox();
+        self.drain_events();
+        if self.save_pending {
+            self.save();
+        }
+    }
+
+    /// When the next outbox entry's TTL ends, as a timer deadline.
+    fn expiry_wake(&self) -> Option<tokio::time::Instant> {
+        let end = self.engine.next_expiry_ms()?;
+        let left = Duration::from_millis(end.saturating_sub(now_ms()));
+        Some(tokio::time::Instant::now() + left)
+    }
+
     /// Handles a command; false when the loop must stop.
     fn command(&mut self, cmd: Command, writer: Option<&mpsc::UnboundedSender<Bytes>>) -> bool {
         match cmd {
             Command::Send(msg, tx) => {
+                self.engine.set_now_ms(now_ms());
                 self.send_waiters.insert(msg.client_msg_id.clone(), tx);
                 self.engine.send(msg);
                 if self.config.persist_outbox {
@@ -243,6 +267,7 @@ impl EventLoop {
         let (mut reader, writer, guard) = conn.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
         let writer_task = tokio::spawn(write_loop(writer, wrx));
+        self.engine.set_now_ms(now_ms());
         self.engine.handle_connect(transport, Instant::now());
         let end = loop {
             // What the app should see; then save (a new outbox entry is on disk before it
@@ -269,6 +294,9 @@ impl EventLoop {
                 .engine
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
+                .into_iter()
+                .chain(self.expiry_wake())
+                .min()
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 cmd = self.cmd_rx.recv() => {
@@ -278,7 +306,10 @@ impl EventLoop {
                     }
                 }
                 item = reader.next() => match item {
-                    Some(Ok(Ok(f))) => self.engine.handle_frame(f, Instant::now()),
+                    Some(Ok(Ok(f))) => {
+                        self.engine.set_now_ms(now_ms());
+                        self.engine.handle_frame(f, Instant::now());
+                    }
                     Some(Ok(Err(e))) => {
                         break self
                             .engine
@@ -292,6 +323,8 @@ impl EventLoop {
                     }
                 },
                 _ = tokio::time::sleep_until(sleep_until) => {
+                    self.engine.set_now_ms(now_ms());
+                    self.engine.expire_outbox();
                     self.engine.handle_timeout(Instant::now());
                 }
             }
@@ -331,6 +364,16 @@ impl EventLoop {
                             code: *code,
                             message: message.clone(),
                         }));
+                    }
+                }
+                Event::SendExpired { client_msg_id, .. } => {
+                    if let Some(w) = self.send_waiters.remove(client_msg_id) {
+                        let _ = w.send(Err(ClientError::Expired {
+                            client_msg_id: client_msg_id.clone(),
+                        }));
+                    }
+                    if self.config.persist_outbox {
+                        self.save_pending = true;
                     }
                 }
                 Event::Connected { .. } => {

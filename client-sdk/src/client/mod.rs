@@ -118,6 +118,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// A send with a time-to-live was not sent before the TTL passed: it was dropped
+    /// (see [`Event::SendExpired`]).
+    #[error("message {client_msg_id} expired before it could be sent")]
+    Expired { client_msg_id: String },
 }
 
 impl ClientError {
@@ -188,6 +192,20 @@ pub struct SendOptions {
     pub mentions: Vec<String>,
     /// An @all: groups only, by an owner or admin.
     pub mention_all: bool,
+    /// Time to live in seconds, counted from now (the call); 0 = never dropped (the
+    /// default). A device that would get the message later gets an expired tombstone
+    /// instead; if the SDK itself cannot send it in time (offline), it drops it and the
+    /// ticket resolves with [`ClientError::Expired`]. At most the server's
+    /// `max_ttl_secs`, else `INVALID_ARGUMENT`.
+    pub ttl_secs: u32,
+}
+
+/// The wall-clock time, Unix ms (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A new random client_msg_id (128 bits, hex).
@@ -258,6 +276,8 @@ impl Client {
             reply_to: options.reply_to,
             mentions: options.mentions,
             mention_all: options.mention_all,
+            ttl_secs: options.ttl_secs,
+            created_ms: now_ms(),
         };
         let client_msg_id = msg.client_msg_id.clone();
         let (tx, rx) = oneshot::channel();

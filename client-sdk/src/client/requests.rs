@@ -265,3 +265,126 @@ impl Client {
         }
     }
 }
+
+/// Edit, recall, delete for me, and the user's own settings (docs/PROTOCOL.md, issue 13).
+impl Client {
+    /// Replaces the text of this user's message `seq` of `conversation` with `text`
+    /// (within the server's edit window, 48 h by default). The answer is the ack of the
+    /// EDIT entry the server appended (its `seq`); every member's devices get it as a
+    /// message followed by an [`Event::Edited`](crate::Event::Edited), and history from
+    /// now on gives the new text, marked edited. Not the sender: `FORBIDDEN`; too late:
+    /// `WINDOW_EXPIRED`; no such seq: `NOT_FOUND`; a group event, an edit or recall entry,
+    /// a recalled or expired message, or an empty text: `INVALID_ARGUMENT`.
+    ///
+    /// Not queued in the outbox: a connection lost before the answer fails with
+    /// [`ClientError::ConnectionLost`]. Retry with [`Client::edit_with_id`] and the same
+    /// id to be sure not to edit twice.
+    pub async fn edit(
+        &self,
+        conversation: &str,
+        seq: u64,
+        text: &str,
+    ) -> Result<pb::SendAck, ClientError> {
+        self.edit_with_id(
+            &super::new_client_msg_id(),
+            conversation,
+            seq,
+            bytes::Bytes::copy_from_slice(text.as_bytes()),
+            "",
+        )
+        .await
+    }
+
+    /// [`Client::edit`] with the caller's `client_msg_id` (the server answers a repeat
+    /// with the first ack, `duplicate` set) and any body and content type.
+    pub async fn edit_with_id(
+        &self,
+        client_msg_id: &str,
+        conversation: &str,
+        seq: u64,
+        body: bytes::Bytes,
+        content_type: &str,
+    ) -> Result<pb::SendAck, ClientError> {
+        match self
+            .request(Body::Edit(pb::Edit {
+                client_msg_id: client_msg_id.into(),
+                conversation: conversation.into(),
+                seq,
+                body,
+                content_type: content_type.into(),
+            }))
+            .await?
+        {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Recalls ("unsends") message `seq` of `conversation`: its sender within the recall
+    /// window (2 minutes by default), or a group owner or admin at any time. The content
+    /// is removed from the server; every member's devices get the RECALL entry (whose ack
+    /// this is) followed by an [`Event::Recalled`](crate::Event::Recalled), and history
+    /// shows the message as recalled. Errors: `FORBIDDEN`, `WINDOW_EXPIRED`, `NOT_FOUND`,
+    /// and `INVALID_ARGUMENT` for a message already recalled. Retry with
+    /// [`Client::recall_with_id`] and the same id.
+    pub async fn recall(&self, conversation: &str, seq: u64) -> Result<pb::SendAck, ClientError> {
+        self.recall_with_id(&super::new_client_msg_id(), conversation, seq)
+            .await
+    }
+
+    /// [`Client::recall`] with the caller's `client_msg_id` (a repeat gets the first ack).
+    pub async fn recall_with_id(
+        &self,
+        client_msg_id: &str,
+        conversation: &str,
+        seq: u64,
+    ) -> Result<pb::SendAck, ClientError> {
+        match self
+            .request(Body::Recall(pb::Recall {
+                client_msg_id: client_msg_id.into(),
+                conversation: conversation.into(),
+                seq,
+            }))
+            .await?
+        {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Hides message `seq` of `conversation` for this user only, on all their devices
+    /// (each gets an [`Event::Hidden`](crate::Event::Hidden), this one too); nobody else
+    /// is affected. From then on pull and sync give this user a tombstone (`deleted`)
+    /// for it. Idempotent: safe to repeat.
+    pub async fn delete_for_me(&self, conversation: &str, seq: u64) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::DeleteForMe(pb::DeleteForMe {
+                conversation: conversation.into(),
+                seq,
+            }))
+            .await?,
+        )
+    }
+
+    /// Sets this user's account settings; `None` keeps a setting. The answer is all of
+    /// them after the call. `send_receipts: Some(false)`: the other members no longer get
+    /// this user's read receipts and receipt queries never list them (their own unread
+    /// state is unaffected).
+    pub async fn set_user_settings(
+        &self,
+        send_receipts: Option<bool>,
+    ) -> Result<pb::UserSettings, ClientError> {
+        match self
+            .request(Body::SetUserSettings(pb::SetUserSettings { send_receipts }))
+            .await?
+        {
+            Body::UserSettings(u) => Ok(u),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// This user's account settings (see [`Client::set_user_settings`]).
+    pub async fn user_settings(&self) -> Result<pb::UserSettings, ClientError> {
+        self.set_user_settings(None).await
+    }
+}

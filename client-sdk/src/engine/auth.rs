@@ -324,6 +324,8 @@ mod tests {
             reply_to: 0,
             mentions: vec![],
             mention_all: false,
+            ttl_secs: 0,
+            created_ms: 0,
         });
         e.handle_connect(Transport::Tcp, now);
         let login = sent(&mut e).remove(0);

@@ -62,7 +62,11 @@ impl Engine {
 
     fn deliver(&mut self, message: pb::Message) {
         let own = message.sender == self.user;
+        let follow_up = change_of(&message);
         self.events.push_back(Event::Message { message, own });
+        if let Some(ev) = follow_up {
+            self.events.push_back(ev);
+        }
     }
 
     /// An inbox item (from a push or a Sync page).
@@ -166,5 +170,38 @@ impl Engine {
         if f.cursor < r.last_seq && (!r.complete || !f.buffered.is_empty()) {
             self.start_pull(&conv, 0);
         }
+    }
+}
+
+/// What a delivered message changes besides itself, as the event that follows its
+/// [`Event::Message`]: an EDIT entry (the target's new text; none once recalled), a
+/// RECALL entry, or a tombstone (expired, or deleted by this user on a device).
+pub(super) fn change_of(m: &pb::Message) -> Option<Event> {
+    let kind = pb::MessageKind::try_from(m.kind).unwrap_or(pb::MessageKind::Unspecified);
+    match kind {
+        pb::MessageKind::Edit if !m.recalled && !m.deleted && !m.expired => Some(Event::Edited {
+            conversation: m.conversation.clone(),
+            seq: m.target_seq,
+            entry_seq: m.seq,
+            sender: m.sender.clone(),
+            body: m.body.clone(),
+            content_type: m.content_type.clone(),
+            edited_ms: m.server_time_ms,
+        }),
+        pb::MessageKind::Recall => Some(Event::Recalled {
+            conversation: m.conversation.clone(),
+            seq: m.target_seq,
+            entry_seq: m.seq,
+            by: m.sender.clone(),
+        }),
+        _ if m.deleted => Some(Event::Hidden {
+            conversation: m.conversation.clone(),
+            seq: m.seq,
+        }),
+        _ if m.expired => Some(Event::Expired {
+            conversation: m.conversation.clone(),
+            seq: m.seq,
+        }),
+        _ => None,
     }
 }

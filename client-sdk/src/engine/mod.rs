@@ -23,6 +23,10 @@
 //!   for 1:1 and small groups) and by per-conversation seq (read-diffusion groups). A hole
 //!   is buffered around and repaired with a Sync (inbox) or a Pull (conversation) of
 //!   exactly the missing range.
+//!   What a delivered message changes (an EDIT or RECALL entry, a tombstone) is told to
+//!   the app right after it as an [`Event::Edited`], [`Event::Recalled`],
+//!   [`Event::Expired`] or [`Event::Hidden`]; the entry itself stays an ordinary inbox
+//!   item (delivered, deduplicated and acked like any message).
 //! - [`acks`]: cumulative, batched (every `ACK_EVERY` messages or after `ACK_DELAY`).
 //!
 //! What it guarantees on top of the server's rules is in docs/PROTOCOL.md, section 8.
@@ -97,6 +101,8 @@ pub struct Engine {
     auth: auth::Auth,
     keepalive: Option<keepalive::KeepAlive>,
     disconnect: Option<Disconnect>,
+    /// Wall-clock time (Unix ms) from [`Engine::set_now_ms`], for send TTLs; 0 = unknown.
+    now_ms: u64,
 }
 
 impl Engine {
@@ -136,6 +142,7 @@ impl Engine {
             auth: auth::Auth::default(),
             keepalive: None,
             disconnect: None,
+            now_ms: 0,
         }
     }
 
@@ -292,6 +299,15 @@ impl Engine {
                     user: t.user,
                     typing: t.typing,
                     expires_ms: t.expires_ms,
+                }),
+                Body::MessageHidden(h) => self.events.push_back(Event::Hidden {
+                    conversation: h.conversation,
+                    seq: h.seq,
+                }),
+                Body::PresenceEvent(p) => self.events.push_back(Event::Presence {
+                    user: p.user,
+                    online: p.online,
+                    server_time_ms: p.server_time_ms,
                 }),
                 _ => {}
             }

@@ -4,6 +4,14 @@
 //! ([`ErrorCode::is_retryable`], the rule in tern-proto) is sent again after [`RETRY_DELAY`]
 //! or the server's `Error.retry_after_ms`, whichever is longer; any other leaves the outbox
 //! as [`Event::SendFailed`].
+//!
+//! Expiring sends: an entry with a time-to-live (`ttl_secs`, counted from `created_ms`,
+//! the wall-clock time it was queued) that has not been sent when its TTL passes (queued
+//! offline, waiting for the window or a retry, or cut by a lost connection) is dropped
+//! from the outbox and reported as [`Event::SendExpired`], never sent late. A (re)send
+//! carries the TTL that is left, so the server drops it when the app meant it to. The
+//! engine learns the wall-clock time from [`Engine::set_now_ms`]; until it is told one,
+//! nothing expires.
 
 use std::time::{Duration, Instant};
 
@@ -38,10 +46,32 @@ pub struct Outgoing {
     pub mentions: Vec<String>,
     /// An @all (groups, owner/admin only).
     pub mention_all: bool,
+    /// Time to live in seconds, from `created_ms`; 0 = never dropped.
+    pub ttl_secs: u32,
+    /// When it was queued (Unix ms, wall clock); 0 = unknown (its TTL then counts from
+    /// each send).
+    pub created_ms: u64,
 }
 
 impl Outgoing {
-    fn to_frame(&self, req_id: u64) -> Frame {
+    /// Unix ms after which it must not be sent; None = never expires.
+    pub fn expires_ms(&self) -> Option<u64> {
+        (self.ttl_secs > 0 && self.created_ms > 0)
+            .then(|| self.created_ms + u64::from(self.ttl_secs) * 1000)
+    }
+
+    /// The TTL to send at `now_ms`: what is left of it, rounded up (at least 1 s).
+    fn ttl_left(&self, now_ms: u64) -> u32 {
+        match self.expires_ms() {
+            Some(end) if now_ms > 0 => {
+                let left_ms = end.saturating_sub(now_ms);
+                (left_ms.div_ceil(1000).max(1)).min(u64::from(self.ttl_secs)) as u32
+            }
+            _ => self.ttl_secs,
+        }
+    }
+
+    fn to_frame(&self, req_id: u64, now_ms: u64) -> Frame {
         let (conversation, peer) = match &self.target {
             Target::User(u) => (String::new(), u.clone()),
             Target::Conversation(c) => (c.clone(), String::new()),
@@ -57,7 +87,7 @@ impl Outgoing {
                 reply_to: self.reply_to,
                 mentions: self.mentions.clone(),
                 mention_all: self.mention_all,
-                ttl_secs: 0,
+                ttl_secs: self.ttl_left(now_ms),
             })),
         }
     }
@@ -89,11 +119,55 @@ impl Engine {
         self.fill_window();
     }
 
-    /// Transmits unsent outbox entries, in order, while the window has room.
+    /// Tells the engine the wall-clock time (Unix ms), for send TTLs. The event loop
+    /// calls it before driving the engine; tests call it with the time they want.
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Drops the unsent entries whose TTL has passed (at the time of
+    /// [`Engine::set_now_ms`]), each reported as [`Event::SendExpired`]. An entry in
+    /// flight is left to its answer. Called before every (re)send; the loop also calls it
+    /// while offline so the app hears of an expiry without waiting for a connection.
+    pub fn expire_outbox(&mut self) {
+        let now = self.now_ms;
+        if now == 0 {
+            return;
+        }
+        let mut i = 0;
+        while i < self.outbox.len() {
+            let p = &self.outbox[i];
+            if p.req_id.is_none() && p.msg.expires_ms().is_some_and(|end| end <= now) {
+                let p = self.outbox.remove(i).expect("index in range");
+                self.events.push_back(Event::SendExpired {
+                    client_msg_id: p.msg.client_msg_id,
+                    target: p.msg.target,
+                    ttl_secs: p.msg.ttl_secs,
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The earliest TTL end (Unix ms) of an entry not in flight: when to call
+    /// [`Engine::expire_outbox`] next.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.outbox
+            .iter()
+            .filter(|p| p.req_id.is_none())
+            .filter_map(|p| p.msg.expires_ms())
+            .min()
+    }
+
+    /// Transmits unsent outbox entries, in order, while the window has room (dropping
+    /// expired ones first).
     pub(super) fn fill_window(&mut self) {
+        self.expire_outbox();
         if !self.connected {
             return;
         }
+        let now_ms = self.now_ms;
         let mut in_flight = self.outbox.iter().filter(|p| p.req_id.is_some()).count();
         for i in 0..self.outbox.len() {
             if in_flight >= self.window {
@@ -105,7 +179,7 @@ impl Engine {
             let id = self.req_id();
             let p = &mut self.outbox[i];
             p.req_id = Some(id);
-            self.transmit.push_back(p.msg.to_frame(id));
+            self.transmit.push_back(p.msg.to_frame(id, now_ms));
             self.in_flight
                 .insert(id, InFlight::Send(p.msg.client_msg_id.clone()));
             in_flight += 1;
@@ -178,6 +252,8 @@ mod tests {
             reply_to: 0,
             mentions: vec![],
             mention_all: false,
+            ttl_secs: 0,
+            created_ms: 0,
         });
         e
     }

@@ -39,6 +39,8 @@ fn out(id: &str) -> Outgoing {
         reply_to: 0,
         mentions: vec![],
         mention_all: false,
+        ttl_secs: 0,
+        created_ms: 0,
     }
 }
 
@@ -773,4 +775,279 @@ fn a_send_carries_reply_to_and_mentions() {
     assert_eq!(send.reply_to, 4);
     assert_eq!(send.mentions, vec!["carol".to_string()]);
     assert!(send.mention_all);
+}
+
+fn ttl_out(id: &str, ttl_secs: u32, created_ms: u64) -> Outgoing {
+    Outgoing {
+        ttl_secs,
+        created_ms,
+        ..out(id)
+    }
+}
+
+fn sends(frames: &[Frame]) -> Vec<pb::Send> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            Some(Body::Send(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expired_sends(e: &mut Engine) -> Vec<String> {
+    std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            EngineEvent::SendExpired { client_msg_id, .. } => Some(client_msg_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Queued offline with a 10 s TTL: after 10 s it is dropped and reported, never sent; an
+/// entry without a TTL next to it is sent as usual.
+#[test]
+fn an_expiring_send_queued_offline_is_dropped_after_its_ttl_not_sent() {
+    let t0 = 1_700_000_000_000u64;
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.set_now_ms(t0);
+    e.send(ttl_out("short", 10, t0));
+    e.send(out("durable"));
+    assert_eq!(e.next_expiry_ms(), Some(t0 + 10_000));
+    e.set_now_ms(t0 + 9_999);
+    e.expire_outbox();
+    assert_eq!(e.outbox_len(), 2, "not before its TTL");
+    e.set_now_ms(t0 + 10_000);
+    e.on_connected("ep");
+    assert_eq!(expired_sends(&mut e), vec!["short".to_string()]);
+    let sent: Vec<String> = sends(&drain_tx(&mut e))
+        .into_iter()
+        .map(|s| s.client_msg_id)
+        .collect();
+    assert_eq!(
+        sent,
+        vec!["durable".to_string()],
+        "the expired one never goes out"
+    );
+    assert_eq!(e.outbox_len(), 1);
+    assert!(e.outbox().iter().all(|o| o.client_msg_id != "short"));
+}
+
+/// A resend carries what is left of the TTL (rounded up), so the server drops the message
+/// when the app meant it to, not a full TTL after the reconnect.
+#[test]
+fn a_resend_carries_the_ttl_that_is_left() {
+    let t0 = 1_700_000_000_000u64;
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.set_now_ms(t0);
+    e.on_connected("ep");
+    drain_tx(&mut e);
+    e.send(ttl_out("m", 60, t0));
+    assert_eq!(sends(&drain_tx(&mut e))[0].ttl_secs, 60);
+    // The connection drops before the ack; 20.5 s later it is back.
+    e.on_disconnected();
+    e.set_now_ms(t0 + 20_500);
+    e.on_connected("ep");
+    let again = sends(&drain_tx(&mut e));
+    assert_eq!(
+        (again[0].client_msg_id.as_str(), again[0].ttl_secs),
+        ("m", 40)
+    );
+    assert!(expired_sends(&mut e).is_empty());
+}
+
+/// A send in flight is left to its answer even when its TTL passes meanwhile (it may be
+/// stored already); one refused with a retryable error expires while it waits.
+#[test]
+fn only_unsent_entries_expire() {
+    let t0 = 1_700_000_000_000u64;
+    let now = Instant::now();
+    let mut e = Engine::new("alice", Cursors::default(), vec![]);
+    e.set_receive(false);
+    e.set_now_ms(t0);
+    e.on_connected("ep");
+    e.send(ttl_out("m", 5, t0));
+    let f = drain_tx(&mut e).pop().unwrap();
+    e.set_now_ms(t0 + 6_000);
+    e.expire_outbox();
+    assert_eq!(e.outbox_len(), 1, "in flight: kept");
+    e.handle_frame(
+        Frame {
+            req_id: f.req_id,
+            body: Some(Body::Error(pb::Error {
+                code: ErrorCode::Unavailable as i32,
+                message: "busy".into(),
+                retry_after_ms: 0,
+            })),
+        },
+        now,
+    );
+    assert_eq!(expired_sends(&mut e), vec!["m".to_string()]);
+    assert_eq!(e.outbox_len(), 0);
+    e.handle_timeout(now + RETRY_DELAY);
+    assert!(sends(&drain_tx(&mut e)).is_empty(), "not retried");
+}
+
+/// Without the wall-clock time, or without a TTL, nothing expires (old callers).
+#[test]
+fn nothing_expires_without_a_clock_or_a_ttl() {
+    let mut e = Engine::new("alice", Cursors::default(), vec![ttl_out("m", 1, 1)]);
+    e.expire_outbox();
+    assert_eq!(e.outbox_len(), 1);
+    let mut e2 = Engine::new("alice", Cursors::default(), vec![out("d")]);
+    e2.set_now_ms(u64::MAX / 2);
+    e2.expire_outbox();
+    assert_eq!(e2.outbox_len(), 1);
+}
+
+fn events(e: &mut Engine) -> Vec<EngineEvent> {
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+/// EDIT and RECALL entries are ordinary inbox items (delivered once, in order, the
+/// cursor moves), each followed by the event that says what it changed.
+#[test]
+fn edit_and_recall_entries_are_delivered_then_explained() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    e.handle_frame(push(1, msg("d:alice:bob", 1, "bob")), now);
+    let edit = pb::Message {
+        kind: pb::MessageKind::Edit as i32,
+        target_seq: 1,
+        body: Bytes::from_static(b"fixed"),
+        server_time_ms: 77,
+        ..msg("d:alice:bob", 2, "bob")
+    };
+    e.handle_frame(push(2, edit.clone()), now);
+    e.handle_frame(push(2, edit.clone()), now); // a duplicate: nothing twice
+    let recall = pb::Message {
+        kind: pb::MessageKind::Recall as i32,
+        target_seq: 1,
+        ..msg("d:alice:bob", 3, "bob")
+    };
+    e.handle_frame(push(3, recall.clone()), now);
+    let evs = events(&mut e);
+    assert_eq!(evs.len(), 5, "{evs:?}");
+    assert!(matches!(&evs[0], EngineEvent::Message { message, .. } if message.seq == 1));
+    assert_eq!(
+        evs[1],
+        EngineEvent::Message {
+            message: edit,
+            own: false
+        }
+    );
+    assert_eq!(
+        evs[2],
+        EngineEvent::Edited {
+            conversation: "d:alice:bob".into(),
+            seq: 1,
+            entry_seq: 2,
+            sender: "bob".into(),
+            body: Bytes::from_static(b"fixed"),
+            content_type: String::new(),
+            edited_ms: 77,
+        }
+    );
+    assert!(matches!(&evs[3], EngineEvent::Message { message, .. } if message.seq == 3));
+    assert_eq!(
+        evs[4],
+        EngineEvent::Recalled {
+            conversation: "d:alice:bob".into(),
+            seq: 1,
+            entry_seq: 3,
+            by: "bob".into(),
+        }
+    );
+    assert_eq!(e.cursors().inbox, 3);
+}
+
+/// Tombstones keep the seqs contiguous: an expired or deleted one is delivered (no gap,
+/// no pull loop) and explained; an EDIT entry emptied by a later recall says nothing.
+#[test]
+fn tombstones_and_recalled_edits() {
+    let now = Instant::now();
+    let mut e = connected("alice");
+    let expired = pb::Message {
+        expired: true,
+        ..msg("d:alice:bob", 1, "bob")
+    };
+    let deleted = pb::Message {
+        deleted: true,
+        ..msg("d:alice:bob", 2, "bob")
+    };
+    let dead_edit = pb::Message {
+        kind: pb::MessageKind::Edit as i32,
+        target_seq: 2,
+        recalled: true,
+        ..msg("d:alice:bob", 3, "bob")
+    };
+    for (i, m) in [expired, deleted, dead_edit].into_iter().enumerate() {
+        e.handle_frame(push(i as u64 + 1, m), now);
+    }
+    let evs = events(&mut e);
+    let extra: Vec<&EngineEvent> = evs
+        .iter()
+        .filter(|ev| !matches!(ev, EngineEvent::Message { .. }))
+        .collect();
+    assert_eq!(
+        extra,
+        vec![
+            &EngineEvent::Expired {
+                conversation: "d:alice:bob".into(),
+                seq: 1
+            },
+            &EngineEvent::Hidden {
+                conversation: "d:alice:bob".into(),
+                seq: 2
+            },
+        ]
+    );
+    assert_eq!(evs.len(), 5);
+    assert_eq!(e.cursors().inbox, 3);
+    assert!(sync_req_id(&drain_tx(&mut e)).is_none(), "no gap to repair");
+}
+
+/// MessageHidden and PresenceEvent pushes become events, in order with the rest; a
+/// send-only engine ignores them.
+#[test]
+fn hidden_and_presence_pushes_become_events() {
+    let now = Instant::now();
+    let hidden = Frame {
+        req_id: 0,
+        body: Some(Body::MessageHidden(pb::MessageHidden {
+            conversation: "g:1".into(),
+            seq: 4,
+        })),
+    };
+    let presence = Frame {
+        req_id: 0,
+        body: Some(Body::PresenceEvent(pb::PresenceEvent {
+            user: "bob".into(),
+            online: true,
+            server_time_ms: 9,
+        })),
+    };
+    let mut e = connected("alice");
+    e.handle_frame(hidden.clone(), now);
+    e.handle_frame(presence.clone(), now);
+    assert_eq!(
+        events(&mut e),
+        vec![
+            EngineEvent::Hidden {
+                conversation: "g:1".into(),
+                seq: 4
+            },
+            EngineEvent::Presence {
+                user: "bob".into(),
+                online: true,
+                server_time_ms: 9
+            },
+        ]
+    );
+    let mut quiet = Engine::new("alice", Cursors::default(), vec![]);
+    quiet.set_receive(false);
+    quiet.on_connected("ep");
+    quiet.handle_frame(hidden, now);
+    quiet.handle_frame(presence, now);
+    assert!(events(&mut quiet).is_empty());
 }
