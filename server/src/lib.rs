@@ -20,7 +20,9 @@
 //!   -> a reply. The only place (with `http`) that turns requests into calls.
 //! - Domains, which know no wire and no sockets: [`accounts`] (register, login, tokens,
 //!   devices), [`conversations`] (ids, the state cache, the list), [`messages`] (send,
-//!   sync/pull, ack cursors), [`groups`], [`presence`], [`receipts`] (read positions).
+//!   sync/pull, ack cursors), [`changes`] (edit, recall, delete for me), [`groups`],
+//!   [`presence`] (queries, typing, online/offline pushes), [`receipts`] (read
+//!   positions).
 //! - [`sequencer`]: the seam every append goes through: seq and inbox-seq allocation,
 //!   the atomic batch, "act after durable". One node: over the store and group commit.
 //! - [`delivery`]: group commit (nothing names a seq before it is durable, D1), the
@@ -37,6 +39,7 @@
 pub(crate) mod accounts;
 pub(crate) mod api;
 pub(crate) mod app;
+pub(crate) mod changes;
 pub mod cli;
 pub(crate) mod clock;
 pub mod config;

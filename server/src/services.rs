@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::devices::Devices;
 use crate::accounts::{credentials::HashCost, Accounts};
+use crate::changes::Changes;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SessionLimits};
 use crate::conversations::{ConvCache, Conversations};
@@ -26,6 +27,7 @@ use crate::store::Store;
 pub struct Services {
     pub accounts: Accounts,
     pub messages: Arc<Messages>,
+    pub changes: Changes,
     pub cursors: Cursors,
     pub groups: Groups,
     pub conversations: Conversations,
@@ -68,7 +70,17 @@ impl Services {
             clock.clone(),
             limits.clone(),
         ));
+        let changes = Changes::new(
+            store.clone(),
+            convs.clone(),
+            messages.clone(),
+            sequencer.clone(),
+            router.clone(),
+            clock.clone(),
+            limits.clone(),
+        );
         let services = Arc::new(Services {
+            changes,
             accounts: Accounts::new(
                 store.clone(),
                 sequencer.clone(),
@@ -87,6 +99,7 @@ impl Services {
                 convs.clone(),
                 sequencer.clone(),
                 router.clone(),
+                clock.clone(),
             ),
             receipts: Receipts::new(store.clone(), convs.clone(), sequencer, router.clone()),
             presence: Presence::new(convs, router, clock.clone()),

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use crate::accounts::credentials::HashCost;
 use crate::accounts::devices::Devices;
 use crate::accounts::Accounts;
+use crate::changes::Changes;
 use crate::clock::ManualClock;
 use crate::config::MessageLimits;
 use crate::conversations::ConvCache;
@@ -74,6 +75,7 @@ pub(crate) struct World {
     pub(crate) seq: Arc<LocalSequencer>,
     pub(crate) convs: Arc<ConvCache>,
     pub(crate) messages: Arc<Messages>,
+    pub(crate) changes: Changes,
     pub(crate) groups: Groups,
     pub(crate) conversations: Conversations,
     pub(crate) receipts: Receipts,
@@ -116,8 +118,22 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         LIMITS,
     ));
     let groups = Groups::new(store.clone(), convs.clone(), messages.clone(), LIMITS);
-    let conversations =
-        Conversations::new(store.clone(), convs.clone(), seq.clone(), router.clone());
+    let changes = Changes::new(
+        store.clone(),
+        convs.clone(),
+        messages.clone(),
+        seq.clone(),
+        router.clone(),
+        clock.clone(),
+        LIMITS,
+    );
+    let conversations = Conversations::new(
+        store.clone(),
+        convs.clone(),
+        seq.clone(),
+        router.clone(),
+        clock.clone(),
+    );
     let receipts = Receipts::new(store.clone(), convs.clone(), seq.clone(), router.clone());
     let presence = Presence::new(convs.clone(), router.clone(), clock.clone());
     let accounts = Accounts::new(
@@ -137,6 +153,7 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         seq,
         convs,
         messages,
+        changes,
         groups,
         conversations,
         receipts,
@@ -179,6 +196,18 @@ impl World {
                 let _ = tx.send(r);
             }),
         )?;
+        rx.await.unwrap()
+    }
+
+    /// Runs a send-like call (Send, Edit, Recall) and waits for its ack.
+    pub(crate) async fn acked(
+        &self,
+        call: impl FnOnce(crate::messages::AckCallback) -> ServiceResult<()>,
+    ) -> ServiceResult<AckInfo> {
+        let (tx, rx) = oneshot::channel();
+        call(Box::new(move |r| {
+            let _ = tx.send(r);
+        }))?;
         rx.await.unwrap()
     }
 

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("accounts", 3),
     ("conversations", 3),
     ("messages", 3),
+    ("changes", 3),
     ("groups", 3),
     ("presence", 3),
     ("receipts", 3),
@@ -40,6 +41,7 @@ const DOMAINS: &[&str] = &[
     "accounts",
     "conversations",
     "messages",
+    "changes",
     "groups",
     "presence",
 ];

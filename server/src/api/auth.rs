@@ -188,3 +188,14 @@ pub(crate) async fn revoke(svc: &Arc<Services>, reply: Reply, r: pb::Revoke, a: 
     }
     own.then(|| (CloseReason::Revoked, "token revoked".into()))
 }
+
+/// SetUserSettings -> UserSettings (the account's settings; an empty request reads them).
+pub(crate) async fn user_settings(
+    svc: &Arc<Services>,
+    reply: Reply,
+    s: pb::SetUserSettings,
+    a: &Authed,
+) {
+    let r = Box::pin(svc.accounts.user_settings(&a.user, s.send_receipts)).await;
+    reply.result(r.map(Body::UserSettings));
+}

@@ -12,7 +12,7 @@ use crate::error::ServiceError;
 use crate::messages::AckInfo;
 use crate::services::Services;
 
-fn send_ack(ack: AckInfo) -> pb::SendAck {
+pub(super) fn send_ack(ack: AckInfo) -> pb::SendAck {
     pb::SendAck {
         conversation: ack.conversation,
         seq: ack.seq,

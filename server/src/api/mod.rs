@@ -8,6 +8,7 @@
 //! the rate limit or allowed before login).
 
 pub(crate) mod auth;
+pub(crate) mod changes;
 pub(crate) mod conversations;
 pub(crate) mod groups;
 pub(crate) mod messages;
@@ -109,6 +110,10 @@ pub(crate) async fn dispatch_authed(
         Body::Ack(ack) => messages::ack(svc, reply, ack, a),
         Body::Sync(s) => messages::sync(svc, reply, s, a, permit),
         Body::Pull(p) => messages::pull(svc, reply, p, a, permit),
+        Body::Edit(e) => changes::edit(svc, reply, e, a, permit),
+        Body::Recall(r) => changes::recall(svc, reply, r, a, permit),
+        Body::DeleteForMe(d) => changes::delete_for_me(svc, reply, d, a).await,
+        Body::SetUserSettings(s) => auth::user_settings(svc, reply, s, a).await,
         Body::ListConversations(l) => conversations::list(svc, reply, l, a, permit),
         Body::MarkRead(m) => conversations::mark_read(svc, reply, m, a).await,
         Body::ReceiptsQuery(q) => conversations::receipts(svc, reply, q, a).await,

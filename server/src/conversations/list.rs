@@ -3,9 +3,11 @@
 //! then most recently active first, paged, with the total unread over all conversations
 //! that are not muted.
 //!
-//! Unread = `last_seq - read_seq`: a sender's read position moves to each message they
-//! send (and each group event they cause) in the same batch, so one's own messages never
-//! count, and no timeline is scanned to count.
+//! Unread = `last_seq - read_seq`, less the entries after `read_seq` that are not
+//! messages to read (EDIT/RECALL entries, recalled messages: [`super::view::unread`]). A
+//! sender's read position moves to each message they send (and each group event they
+//! cause) in the same batch, so one's own messages never count, and no timeline is
+//! scanned to count.
 
 use std::sync::Arc;
 
@@ -14,6 +16,8 @@ use tern_proto::pb::{self, ConversationKind, MessageKind, Role};
 
 use super::id::{parse_conversation, ConvId};
 use super::state::ConvCache;
+use super::view;
+use crate::clock::Clock;
 use crate::delivery::router::Router;
 use crate::error::ServiceResult;
 use crate::sequencer::Sequencer;
@@ -29,6 +33,7 @@ pub struct Conversations {
     pub(super) convs: Arc<ConvCache>,
     pub(super) sequencer: Arc<dyn Sequencer>,
     pub(super) router: Arc<dyn Router>,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 /// The start of a message's text: text bodies (no content type, or `text/...`) that are
@@ -47,12 +52,14 @@ impl Conversations {
         convs: Arc<ConvCache>,
         sequencer: Arc<dyn Sequencer>,
         router: Arc<dyn Router>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
             convs,
             sequencer,
             router,
+            clock,
         }
     }
 
@@ -65,6 +72,7 @@ impl Conversations {
         limit: usize,
     ) -> ServiceResult<pb::ConversationList> {
         let mut all = Vec::new();
+        let now = self.clock.now_ms();
         for id in self.store.user_conversations(user)? {
             let (kind, name, last_seq, read_diffusion, member_count, role) = {
                 let st = self.convs.get(&id)?;
@@ -96,12 +104,17 @@ impl Conversations {
                 seq => self.store.message_bytes(&id, seq)?,
             };
             let last = match last {
-                Some(bytes) => pb::Message::decode(bytes).map_err(|e| {
-                    tracing::error!(conv = %id, error = %e, "undecodable timeline entry");
-                    crate::error::ServiceError::internal()
-                })?,
+                Some(bytes) => {
+                    let m = pb::Message::decode(bytes).map_err(|e| {
+                        tracing::error!(conv = %id, error = %e, "undecodable timeline entry");
+                        crate::error::ServiceError::internal()
+                    })?;
+                    let hidden = !self.store.hidden(user, &id, m.seq, m.seq)?.is_empty();
+                    view::for_reader(m, now, hidden)
+                }
                 None => pb::Message::default(),
             };
+            let unread = view::unread(&*self.store, &id, last_seq, read_seq)?;
             all.push(pb::ConversationInfo {
                 conversation: id,
                 kind: kind as i32,
@@ -111,7 +124,7 @@ impl Conversations {
                 member_count,
                 role: role as i32,
                 read_seq,
-                unread: last_seq - read_seq,
+                unread,
                 last_time_ms: last.server_time_ms,
                 last_preview: preview(&last),
                 last_sender: last.sender,

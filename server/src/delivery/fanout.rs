@@ -81,3 +81,15 @@ pub(crate) fn typing(router: &dyn Router, event: &pb::TypingEvent, to: &[String]
         router.deliver(u, &frame);
     }
 }
+
+/// A user deleted a message for themselves: to every device of that user.
+pub(crate) fn message_hidden(router: &dyn Router, user: &str, conversation: &str, seq: u64) {
+    let frame = encode_frame(&Frame {
+        req_id: 0,
+        body: Some(Body::MessageHidden(pb::MessageHidden {
+            conversation: conversation.to_string(),
+            seq,
+        })),
+    });
+    router.deliver(user, &frame);
+}

@@ -24,7 +24,7 @@ use crate::error::ServiceResult;
 use crate::store::Store;
 
 use crate::sequencer::Sequencer;
-pub(crate) use send::AckInfo;
+pub(crate) use send::{AckCallback, AckInfo};
 
 /// The messages service: what Send, Sync and Pull call.
 pub struct Messages {

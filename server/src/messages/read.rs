@@ -7,6 +7,7 @@ use tern_proto::pb;
 use tern_proto::raw::{RawInboxItem, RawSyncResult};
 
 use super::Messages;
+use crate::conversations::view;
 use crate::error::{ServiceError, ServiceResult};
 
 impl Messages {
@@ -50,6 +51,20 @@ impl Messages {
         if from <= to && messages.len() as u64 != to - from + 1 {
             tracing::error!(conv = %req.conversation, from, to, got = messages.len(), "timeline shorter than its last seq");
             return Err(ServiceError::internal());
+        }
+        // As this reader sees them: expired and deleted-for-me entries lose their content.
+        if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
+            let hidden = self
+                .store
+                .hidden(user, &req.conversation, first.seq, last.seq)?;
+            let now = self.clock.now_ms();
+            messages = messages
+                .into_iter()
+                .map(|m| {
+                    let h = hidden.binary_search(&m.seq).is_ok();
+                    view::for_reader(m, now, h)
+                })
+                .collect();
         }
         // Keep the page within one frame: forward pages keep the oldest messages,
         // backward pages the newest (those nearest the position asked for).
@@ -104,6 +119,7 @@ impl Messages {
             )));
         }
         let entries = self.store.inbox(user, after, limit)?;
+        let now = self.clock.now_ms();
         let mut items = Vec::with_capacity(entries.len());
         let mut bytes = 0usize;
         for (expect, (inbox_seq, e)) in (after + 1..).zip(entries) {
@@ -111,10 +127,24 @@ impl Messages {
                 tracing::error!(%user, expected = expect, got = inbox_seq, "inbox hole");
                 return Err(ServiceError::internal());
             }
-            let Some(message) = self.store.message_bytes(&e.conversation, e.seq)? else {
+            let Some(mut message) = self.store.message_bytes(&e.conversation, e.seq)? else {
                 tracing::error!(%user, conv = %e.conversation, seq = e.seq, "inbox points at a missing message");
                 return Err(ServiceError::internal());
             };
+            // The stored bytes go out as they are, unless this reader must get a
+            // tombstone (expired, or deleted for themselves).
+            let expired = view::is_expired(e.expires_ms, now);
+            let hidden = !self
+                .store
+                .hidden(user, &e.conversation, e.seq, e.seq)?
+                .is_empty();
+            if expired || hidden {
+                let m = pb::Message::decode(message).map_err(|err| {
+                    tracing::error!(conv = %e.conversation, seq = e.seq, error = %err, "undecodable timeline entry");
+                    ServiceError::internal()
+                })?;
+                message = view::tombstone(&m, expired, hidden).encode_to_vec().into();
+            }
             // Keep the page within one frame (always at least one item).
             bytes += message.len() + 16;
             if !items.is_empty() && bytes > self.limits.page_budget() {

@@ -39,10 +39,17 @@ pub(crate) struct Append {
     pub extra: Vec<Mutation>,
     /// (sender, client_msg_id) for dedup; none for system messages.
     pub dedup: Option<(String, String)>,
+    /// The sender has read up to this entry (messages and group events: yes; EDIT and
+    /// RECALL entries change an older message and leave the read position alone).
+    pub marks_read: bool,
 }
 
 /// The completion that answers a repeated client_msg_id with the original ack.
-fn duplicate_completion(rec: DedupRecord, cmid: String, done: AckCallback) -> Completion {
+pub(crate) fn duplicate_completion(
+    rec: DedupRecord,
+    cmid: String,
+    done: AckCallback,
+) -> Completion {
     crate::metrics::get().dedup_hits.inc();
     Box::new(move |res| match res {
         Ok(()) => done(Ok(AckInfo {
@@ -85,11 +92,13 @@ impl Messages {
         // `last_seq - read_seq`, never counting one's own messages or the group events
         // one caused). The sequencer gives the message `st.last_seq + 1`: we hold the
         // conversation's lock.
-        extra.push(Mutation::Read {
-            user: sender.clone(),
-            conversation: a.msg.conversation.clone(),
-            read_seq: st.last_seq + 1,
-        });
+        if a.marks_read {
+            extra.push(Mutation::Read {
+                user: sender.clone(),
+                conversation: a.msg.conversation.clone(),
+                read_seq: st.last_seq + 1,
+            });
+        }
         let batch = Batch {
             msg: a.msg,
             expected_last_seq: st.last_seq,
@@ -166,13 +175,17 @@ impl Messages {
                 self.limits.max_body()
             )));
         }
+        if req.ttl_secs as u64 > self.limits.max_ttl_secs {
+            return Err(ServiceError::invalid(format!(
+                "ttl_secs {} is over the server's maximum of {} seconds",
+                req.ttl_secs, self.limits.max_ttl_secs
+            )));
+        }
         // A repeat is answered with the original ack even if the sender has since lost
         // access: it was authorized when it was accepted.
-        if let Some(rec) = self.store.dedup(sender, &req.client_msg_id)? {
-            self.sequencer
-                .after_durable(duplicate_completion(rec, req.client_msg_id, done));
+        let Some(done) = self.replay_duplicate(sender, &req.client_msg_id, done)? else {
             return Ok(());
-        }
+        };
         let conv_id = match (req.conversation.is_empty(), req.peer.is_empty()) {
             (false, true) => req.conversation.clone(),
             (true, false) => {
@@ -236,6 +249,10 @@ impl Messages {
             reply_to: req.reply_to,
             mentions,
             mention_all: req.mention_all,
+            expires_ms: match req.ttl_secs {
+                0 => 0,
+                ttl => now + ttl as u64 * 1000,
+            },
             ..Default::default()
         };
         let recipients = st.members.keys().cloned().collect();
@@ -247,10 +264,32 @@ impl Messages {
                 recipients,
                 extra,
                 dedup: Some((sender.to_string(), req.client_msg_id)),
+                marks_read: true,
             },
             done,
         )?;
         Ok(())
+    }
+
+    /// If `sender` already used `client_msg_id`, queues the original ack for `done`
+    /// (once durable) and returns `None`; otherwise gives `done` back.
+    pub(crate) fn replay_duplicate(
+        &self,
+        sender: &str,
+        client_msg_id: &str,
+        done: AckCallback,
+    ) -> ServiceResult<Option<AckCallback>> {
+        match self.store.dedup(sender, client_msg_id)? {
+            Some(rec) => {
+                self.sequencer.after_durable(duplicate_completion(
+                    rec,
+                    client_msg_id.to_string(),
+                    done,
+                ));
+                Ok(None)
+            }
+            None => Ok(Some(done)),
+        }
     }
 
     /// Appends a SYSTEM message for a group event, applies `apply` to the state under the
@@ -282,6 +321,7 @@ impl Messages {
                     recipients,
                     extra,
                     dedup: None,
+                    marks_read: true,
                 },
                 Box::new(move |r| {
                     let _ = tx.send(r);

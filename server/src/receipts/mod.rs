@@ -85,7 +85,7 @@ impl Receipts {
         Ok(pb::ReadState {
             conversation: conv.to_string(),
             read_seq,
-            unread: last_seq - read_seq,
+            unread: crate::conversations::view::unread(&*self.store, conv, last_seq, read_seq)?,
         })
     }
 

@@ -192,12 +192,14 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             user,
             conversation,
             seq,
-        } => out.push(Write::Delete(
-            MENTIONS.key(&user_conv_seq(user, conversation, *seq)),
-        )),
-        Mutation::UnmentionAll { conversation, seq } => out.push(Write::Delete(
-            MENTION_ALL.key(&key_seq(conversation, *seq)),
-        )),
+        } => out.push(Write::Delete(MENTIONS.key(&user_conv_seq(
+            user,
+            conversation,
+            *seq,
+        )))),
+        Mutation::UnmentionAll { conversation, seq } => {
+            out.push(Write::Delete(MENTION_ALL.key(&key_seq(conversation, *seq))))
+        }
         Mutation::NotCounted { conversation, seq } => out.push(Write::Put(
             NOT_COUNTED.key(&key_seq(conversation, *seq)),
             Vec::new(),

@@ -40,6 +40,9 @@ pub enum StoreError {
 pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// One write of an atomic [`Store::commit`].
+// `Message` is the big one and the common one: boxing it would add an allocation per
+// message for the sake of the rare small variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Mutation {
     /// timeline: conversation ++ seq -> Message
@@ -157,8 +160,7 @@ pub trait Store: Send + Sync + 'static {
     /// (see [`Mutation::NotCounted`]).
     fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64>;
     /// The seqs in `from..=to` of `conversation` that `user` deleted for themselves.
-    fn hidden(&self, user: &str, conversation: &str, from: u64, to: u64)
-        -> StoreResult<Vec<u64>>;
+    fn hidden(&self, user: &str, conversation: &str, from: u64, to: u64) -> StoreResult<Vec<u64>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 
