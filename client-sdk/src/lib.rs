@@ -19,6 +19,9 @@
 //!   rule, close reasons, the outbox (resend in order, same ids), the inbox (dedup,
 //!   order, gap repair), acks. Unit-tested without sockets or sleeping.
 //! - [`event`]: the one [`Event`] enum the engine and the loop emit to the app.
+//! - [`model`]: [`ConversationListModel`], the conversation list ("red dot") a UI binds
+//!   to: loaded once ([`Client::conversation_model`]), then kept current from the events
+//!   (new messages, reads on any device, mute/pin, edits, recalls, deletes), no polling.
 //! - [`raw`]: a bare request/response connection (send a frame, await the frame with
 //!   its req_id, keep pushes), for one-off calls, tests and load generators.
 //! - [`connect`](mod@connect): one framed connection over QUIC or TLS-over-TCP, under
@@ -29,7 +32,8 @@
 //! # Example
 //!
 //! ```no_run
-//! use tern_sdk::{Client, ClientConfig, Credentials, Event, FileStore, Target, Trust};
+//! use tern_sdk::{Client, ClientConfig, ClientError, Credentials, Event, FileStore, SendOptions};
+//! use tern_sdk::{Target, Trust};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let trust = Trust::from_pem_file("tern-data/certs/ca.pem".as_ref())?;
@@ -62,8 +66,24 @@
 //! // Pin it (listed first) on all of alice's devices; mute would leave it out of the total.
 //! let settings = client.pin(&ack.conversation, true).await?;
 //! println!("pinned {}: {}", settings.conversation, settings.pinned);
+//! // Fix a typo (the sender, within 48 h); every device shows the new text, marked edited.
+//! client.edit(&ack.conversation, ack.seq, "hello, bob").await?;
+//! // A message that is worthless after a minute: dropped (and reported) if it cannot be
+//! // sent by then; a device that comes online later gets an "expired" tombstone.
+//! let options = SendOptions { ttl_secs: 60, ..Default::default() };
+//! let ticket = client.send_with_options(Target::User("bob".into()), "ping".into(), options);
+//! match ticket.await?.await {
+//!     Ok(ack) => println!("ping is seq {}", ack.seq),
+//!     Err(ClientError::Expired { .. }) => println!("ping expired unsent"),
+//!     Err(e) => return Err(e.into()),
+//! }
 //!
+//! // A conversation list to bind a UI to: loaded once, then kept current from the events.
+//! let mut model = client.conversation_model().await?;
 //! while let Some(event) = events.next().await {
+//!     if model.apply(&event) {
+//!         println!("redraw: {} unread in all", model.total_unread());
+//!     }
 //!     match event {
 //!         Event::Message { message, own: false } => {
 //!             println!("{}: {}", message.sender, String::from_utf8_lossy(&message.body));
@@ -80,6 +100,15 @@
 //!         Event::SettingsChanged { conversation, muted, pinned } => {
 //!             println!("{conversation}: muted {muted}, pinned {pinned}");
 //!         }
+//!         // Message seq now reads body (its EDIT entry came just before as a Message).
+//!         Event::Edited { conversation, seq, body, .. } => {
+//!             println!("{conversation} #{seq} edited: {}", String::from_utf8_lossy(&body));
+//!         }
+//!         // Show a "recalled" placeholder instead of message seq.
+//!         Event::Recalled { conversation, seq, by, .. } => {
+//!             println!("{conversation} #{seq} recalled by {by}");
+//!         }
+//!         Event::Presence { user, online, .. } => println!("{user} online: {online}"),
 //!         Event::Reconnecting { reason, .. } => eprintln!("reconnecting: {reason}"),
 //!         Event::AuthLost { message, .. } => {
 //!             eprintln!("log in again: {message}");
@@ -97,6 +126,7 @@ pub mod client;
 pub mod connect;
 pub mod engine;
 pub mod event;
+pub mod model;
 pub mod raw;
 pub mod state;
 
@@ -106,6 +136,7 @@ pub use client::{
 };
 pub use connect::{connect, ConnectError, ConnectOptions, Connection, Transport, Trust};
 pub use engine::{Cursors, Outgoing, Target};
+pub use model::ConversationListModel;
 pub use raw::{RawConnection, RawError};
 pub use state::{FileStore, MemoryStore, SavedState, StateStore};
 pub use tern_proto as proto;

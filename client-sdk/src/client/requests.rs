@@ -5,6 +5,7 @@ use tern_proto::pb;
 use tern_proto::Body;
 
 use super::{expect_ok, unexpected, Client, ClientError};
+use crate::model::ConversationListModel;
 
 impl Client {
     /// A page of a conversation's history, newest first up to `before` (0 = from the end),
@@ -126,6 +127,34 @@ impl Client {
             Body::ConversationList(l) => Ok(l),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The whole conversation list (every page) as a [`ConversationListModel`] to bind a
+    /// UI to: hand it every [`Event`](crate::Event) from then on
+    /// ([`ConversationListModel::apply`]) and it stays current without polling.
+    pub async fn conversation_model(&self) -> Result<ConversationListModel, ClientError> {
+        let mut all = self.conversation_list(1000, 0).await?;
+        let mut seen: std::collections::HashSet<String> = all
+            .conversations
+            .iter()
+            .map(|c| c.conversation.clone())
+            .collect();
+        let mut offset = all.conversations.len() as u32;
+        while offset < all.total {
+            let page = self.conversation_list(1000, offset).await?;
+            if page.conversations.is_empty() {
+                break;
+            }
+            offset += page.conversations.len() as u32;
+            all.total_unread = page.total_unread;
+            // A conversation that moved up between two pages is listed once.
+            all.conversations.extend(
+                page.conversations
+                    .into_iter()
+                    .filter(|c| seen.insert(c.conversation.clone())),
+            );
+        }
+        Ok(ConversationListModel::from_list(self.username(), all))
     }
 
     /// Marks `conversation` read up to `seq` (0 = up to its last message). Read positions
