@@ -167,6 +167,11 @@ impl Server {
             self.watermark.clone(),
             flusher_stop.clone(),
         ));
+        let presence_task = {
+            let services = self.services.clone();
+            let stop = flusher_stop.clone();
+            tokio::spawn(async move { services.presence.run_announcer(stop).await })
+        };
         let accept_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -218,6 +223,7 @@ impl Server {
             tracing::warn!("some sessions did not end within the grace period");
         }
         flusher_stop.cancel();
+        let _ = presence_task.await;
         let _ = flusher.await;
         let _ = watermark_task.await;
         if let Some(t) = metrics_task {

@@ -102,7 +102,13 @@ impl Services {
                 clock.clone(),
             ),
             receipts: Receipts::new(store.clone(), convs.clone(), sequencer, router.clone()),
-            presence: Presence::new(convs, router, clock.clone()),
+            presence: Presence::new(
+                store.clone(),
+                convs,
+                router,
+                clock.clone(),
+                std::time::Duration::from_millis(config.messages.presence_settle_ms),
+            ),
             messages,
             hub,
             store_epoch: store.store_epoch(),
@@ -110,6 +116,9 @@ impl Services {
             limits: config.session_limits(),
             limiter: Limiter::new(config.rate_limits()),
         });
+        services
+            .hub
+            .set_presence_listener(services.presence.presence_listener());
         (services, durability)
     }
 }

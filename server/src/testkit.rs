@@ -135,7 +135,13 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         clock.clone(),
     );
     let receipts = Receipts::new(store.clone(), convs.clone(), seq.clone(), router.clone());
-    let presence = Presence::new(convs.clone(), router.clone(), clock.clone());
+    let presence = Presence::new(
+        store.clone(),
+        convs.clone(),
+        router.clone(),
+        clock.clone(),
+        std::time::Duration::from_secs(2),
+    );
     let accounts = Accounts::new(
         store.clone(),
         seq.clone(),

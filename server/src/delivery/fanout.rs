@@ -93,3 +93,18 @@ pub(crate) fn message_hidden(router: &dyn Router, user: &str, conversation: &str
     });
     router.deliver(user, &frame);
 }
+
+/// A user came online or went offline: one frame, encoded once, to the given peers.
+pub(crate) fn presence(router: &dyn Router, user: &str, online: bool, now_ms: u64, to: &[String]) {
+    let frame = encode_frame(&Frame {
+        req_id: 0,
+        body: Some(Body::PresenceEvent(pb::PresenceEvent {
+            user: user.to_string(),
+            online,
+            server_time_ms: now_ms,
+        })),
+    });
+    for u in to {
+        router.deliver(u, &frame);
+    }
+}

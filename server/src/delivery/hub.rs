@@ -98,15 +98,32 @@ impl SessionHandle {
     }
 }
 
+/// Told the name of a user whose first device came online or whose last device went
+/// offline (called under the registry's lock: it must be quick and must not call back).
+pub(crate) type PresenceListener = Box<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Hub {
     shards: Vec<Mutex<HashMap<String, Vec<Arc<SessionHandle>>>>>,
+    presence_listener: std::sync::OnceLock<PresenceListener>,
 }
 
 impl Hub {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            presence_listener: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets who hears of online/offline changes (once; later calls are ignored).
+    pub fn set_presence_listener(&self, listener: PresenceListener) {
+        let _ = self.presence_listener.set(listener);
+    }
+
+    fn presence_changed(&self, user: &str) {
+        if let Some(l) = self.presence_listener.get() {
+            l(user);
         }
     }
 
@@ -129,7 +146,12 @@ impl Hub {
             Some(i) if list[i].id > session.id => Some(session),
             Some(i) => Some(std::mem::replace(&mut list[i], session)),
             None => {
+                let first = list.is_empty();
+                let user = session.user().to_string();
                 list.push(session);
+                if first {
+                    self.presence_changed(&user);
+                }
                 None
             }
         }
@@ -143,6 +165,7 @@ impl Hub {
             list.retain(|s| s.id != session.id);
             if list.is_empty() {
                 map.remove(user);
+                self.presence_changed(user);
             }
         }
     }

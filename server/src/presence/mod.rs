@@ -1,6 +1,8 @@
-//! Presence: which devices of a user are online, how many members of a group are, and
-//! who is typing ([`typing`]). Answered from the delivery router; nothing is stored.
+//! Presence: which devices of a user are online, how many members of a group are, who
+//! is typing ([`typing`]), and online/offline pushes to direct peers ([`announce`]).
+//! Answered from the delivery router; nothing is stored.
 
+pub(crate) mod announce;
 pub(crate) mod typing;
 
 use std::sync::Arc;
@@ -11,28 +13,38 @@ use crate::clock::Clock;
 use crate::conversations::ConvCache;
 use crate::delivery::router::Router;
 use crate::error::{ServiceError, ServiceResult};
+use crate::store::Store;
 
 /// Users one presence query may name.
 const MAX_USERS_PER_QUERY: usize = 100;
 
 pub struct Presence {
+    store: Arc<dyn Store>,
     convs: Arc<ConvCache>,
     router: Arc<dyn Router>,
     clock: Arc<dyn Clock>,
     typing_gate: typing::TypingGate,
+    announcer: announce::SharedAnnouncer,
+    /// How long an online/offline change must hold before it is announced.
+    settle: std::time::Duration,
 }
 
 impl Presence {
     pub(crate) fn new(
+        store: Arc<dyn Store>,
         convs: Arc<ConvCache>,
         router: Arc<dyn Router>,
         clock: Arc<dyn Clock>,
+        settle: std::time::Duration,
     ) -> Self {
         Self {
+            store,
             convs,
             router,
             clock,
             typing_gate: typing::TypingGate::default(),
+            announcer: Default::default(),
+            settle,
         }
     }
 

@@ -63,3 +63,62 @@ async fn typing_reaches_online_members_only_is_throttled_and_expires_by_the_cloc
     assert_eq!(e.code, ErrorCode::Forbidden);
     w.stop().await;
 }
+
+fn presence_events(w: &World) -> Vec<(String, pb::PresenceEvent)> {
+    w.router
+        .bodies()
+        .into_iter()
+        .filter_map(|(to, body)| match body {
+            Body::PresenceEvent(e) => Some((to, e)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn online_changes_reach_direct_peers_once_settled_and_flapping_announces_nothing() {
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let w = World::new();
+    w.users(&["ann", "bob", "cat", "dan"]);
+    w.send("ann", "bob", "hi").await.unwrap();
+    w.send("ann", "cat", "hi").await.unwrap();
+    w.router.delivered.lock().unwrap().clear();
+    let listener = w.presence.presence_listener();
+    let set_online = |users: &[&str]| {
+        *w.router.online.lock().unwrap() = users.iter().map(|u| u.to_string()).collect();
+    };
+    // bob and dan are online; ann comes online.
+    set_online(&["bob", "dan", "ann"]);
+    let t0 = Instant::now();
+    listener("ann");
+    w.presence.announce_due(t0 + Duration::from_millis(1999));
+    assert!(presence_events(&w).is_empty(), "not settled yet");
+    w.presence.announce_due(t0 + Duration::from_secs(3));
+    let got = presence_events(&w);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "bob", "cat is offline; dan shares no direct chat");
+    assert_eq!((got[0].1.user.as_str(), got[0].1.online), ("ann", true));
+
+    // A flap (offline and back) within the settle time: nothing to announce.
+    w.router.delivered.lock().unwrap().clear();
+    let t1 = Instant::now();
+    set_online(&["bob", "dan"]);
+    listener("ann");
+    set_online(&["bob", "dan", "ann"]);
+    listener("ann");
+    w.presence.announce_due(t1 + Duration::from_secs(3));
+    assert!(presence_events(&w).is_empty());
+
+    // Really gone: announced once.
+    let t2 = Instant::now();
+    set_online(&["bob", "dan"]);
+    listener("ann");
+    w.presence.announce_due(t2 + Duration::from_secs(3));
+    w.presence.announce_due(t2 + Duration::from_secs(6));
+    let got = presence_events(&w);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0.as_str(), got[0].1.online), ("bob", false));
+    w.stop().await;
+}
