@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use crate::error::Failure;
 use crate::output::{
-    self, AckLine, ConversationLine, MessageLine, ReadEventLine, ReceiptsLine, SettingsLine,
-    TypingLine,
+    self, AckLine, ChangeLine, ConversationLine, MessageLine, PresenceEventLine, ReadEventLine,
+    ReceiptsLine, SettingsLine, TypingLine,
 };
 use crate::profile::Profile;
 use crate::session::{
@@ -315,6 +315,10 @@ async fn send_loop(
             (n, id, r) = sends.next(), if !sends.is_empty() => match r {
                 Ok(ack) => output::json_line(&AckLine::new(&ack))?,
                 Err(ClientError::Stopped(_)) => return Err(sess.stopped_error().await),
+                Err(e @ ClientError::Expired { .. }) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("message {n} ({id}) was not sent within its --ttl")))
+                }
                 Err(e) => {
                     return Err(anyhow::Error::new(e)
                         .context(format!("message {n} ({id}) was refused")))
@@ -348,12 +352,52 @@ pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()>
     result.and(printed)
 }
 
-/// What `tern sync` prints for an event: a message line, a read event line
-/// (`{"event":"read"|"receipt",...}`) or a settings line (`{"event":"settings",...}`);
-/// true if it printed one.
+/// What `tern sync` prints for an event: a message line, or an event line
+/// (`{"event":"read"|"receipt"|"settings"|"typing"|"presence"|"edit"|"recall"|"expired"|
+/// "hidden",...}`); true if it printed one. An EDIT or RECALL entry, and a tombstone
+/// (expired, deleted), is printed as the event line the SDK's event after it gives,
+/// not as a message line.
 fn sync_line(ev: &Event) -> Result<bool> {
     match ev {
-        Event::Message { message, .. } => output::json_line(&MessageLine::new(message))?,
+        Event::Message { message, .. } => {
+            if output::is_change(message) || message.expired || message.deleted {
+                return Ok(false);
+            }
+            output::json_line(&MessageLine::new(message))?
+        }
+        Event::Edited {
+            conversation,
+            seq,
+            entry_seq,
+            sender,
+            body,
+            edited_ms,
+            ..
+        } => output::json_line(&ChangeLine::edit(
+            conversation,
+            *seq,
+            sender,
+            body,
+            *entry_seq,
+            *edited_ms,
+        ))?,
+        Event::Recalled {
+            conversation,
+            seq,
+            entry_seq,
+            by,
+        } => output::json_line(&ChangeLine::recall(conversation, *seq, by, *entry_seq))?,
+        Event::Expired { conversation, seq } => {
+            output::json_line(&ChangeLine::expired(conversation, *seq))?
+        }
+        Event::Hidden { conversation, seq } => {
+            output::json_line(&ChangeLine::hidden(conversation, *seq))?
+        }
+        Event::Presence {
+            user,
+            online,
+            server_time_ms,
+        } => output::json_line(&PresenceEventLine::new(user, *online, *server_time_ms))?,
         Event::Read {
             conversation,
             user,
@@ -417,7 +461,12 @@ pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> 
         .await;
     sess.close(&HashSet::new()).await;
     let page = no_conversation(result, &dest)?;
-    for m in &page.messages {
+    // Edit and recall entries show in the message they change; deleted ones not at all.
+    for m in page
+        .messages
+        .iter()
+        .filter(|m| !output::is_change(m) && !m.deleted)
+    {
         if ctx.json {
             output::json_line(&MessageLine::new(m))?;
         } else {
@@ -612,6 +661,77 @@ pub async fn settings(
     }
 }
 
+/// What `tern edit|recall|delete` does to a message.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Edit(String),
+    Recall,
+    Delete,
+}
+
+/// `tern edit|recall|delete`: changes message `seq` of one conversation; prints
+/// `{"conv":..,"seq":N,"ok":true}` (`seq` the message changed). Edit and recall carry one
+/// client_msg_id for every attempt, so a retry after a lost connection never edits or
+/// recalls twice (the server answers it with the first ack); delete is idempotent.
+pub async fn change(ctx: &Ctx, dest: Dest, seq: u64, change: Change) -> Result<()> {
+    dest.check()?;
+    if matches!(&change, Change::Edit(t) if t.trim().is_empty()) {
+        return Err(Failure::usage(
+            "the new text is empty (recall the message instead)",
+        ));
+    }
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let conv = dest.conversation(client.username());
+    let id = tern_sdk::new_client_msg_id();
+    let result = match &change {
+        Change::Edit(text) => sess
+            .request(&format!("cannot edit {conv} seq {seq}"), true, || {
+                client.edit_with_id(&id, &conv, seq, Bytes::from(text.clone()), "")
+            })
+            .await
+            .map(|_| "edited"),
+        Change::Recall => sess
+            .request(&format!("cannot recall {conv} seq {seq}"), true, || {
+                client.recall_with_id(&id, &conv, seq)
+            })
+            .await
+            .map(|_| "recalled"),
+        Change::Delete => sess
+            .request(&format!("cannot delete {conv} seq {seq}"), true, || {
+                client.delete_for_me(&conv, seq)
+            })
+            .await
+            .map(|_| "deleted for you"),
+    };
+    sess.close(&HashSet::new()).await;
+    let done = result?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({ "conv": conv, "seq": seq, "ok": true }))
+    } else {
+        output::line(&format!("{conv}: #{seq} {done}"))
+    }
+}
+
+/// `tern settings`: sets what is `Some` of the user's account settings (none: only reads
+/// them) and prints them as they are now.
+pub async fn user_settings(ctx: &Ctx, send_receipts: Option<bool>) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    // Sets a value (no toggle): safe to make again after a lost connection.
+    let result = sess
+        .request("cannot change the settings", true, || {
+            client.set_user_settings(send_receipts)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    let s = result?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({ "send_receipts": s.send_receipts }))
+    } else {
+        let onoff = if s.send_receipts { "on" } else { "off" };
+        output::line(&format!("send_receipts: {onoff}"))
+    }
+}
+
 fn forbidden(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
@@ -754,7 +874,14 @@ pub async fn presence(ctx: &Ctx, users: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// `tern chat`: sends stdin lines to one conversation and shows it live.
+/// How many messages `tern chat` opens with.
+const CHAT_BACKLOG: usize = 20;
+/// History pages `tern chat` reads at most to find them (edit and recall entries and
+/// deleted messages are not shown, so a page may hold fewer).
+const CHAT_BACKLOG_PAGES: usize = 5;
+
+/// `tern chat`: opens with the last messages of one conversation, then sends stdin lines
+/// to it and shows it live; what is shown is marked read.
 pub async fn chat(ctx: &Ctx, dest: Dest) -> Result<()> {
     dest.check()?;
     let (client, mut sess) = Session::start(ctx, Cursors::Save, true).await?;
@@ -765,14 +892,34 @@ pub async fn chat(ctx: &Ctx, dest: Dest) -> Result<()> {
     ));
     let mut sends = Sends::new();
     let mut marker = ReadMarker::new(&client, &conv);
-    let result = chat_loop(&client, &mut sess, &mut sends, &mut marker, &dest, &conv).await;
+    let peer = match &dest {
+        Dest::User(u) => Some(u.clone()),
+        Dest::Group(_) => None,
+    };
+    let mut view = ChatView::new(&conv, peer);
+    let result = async {
+        let early = open_with_history(&client, &mut sess, &dest, &mut view, &mut marker).await?;
+        for ev in early {
+            view.event(&ev, &sends, &mut marker)?;
+        }
+        chat_loop(
+            &client,
+            &mut sess,
+            &mut sends,
+            &mut marker,
+            &mut view,
+            &dest,
+        )
+        .await
+    }
+    .await;
     // What was shown is marked read before the client stops (bounded: a slow server
     // only delays the exit by MARK_FLUSH).
     let _ = tokio::time::timeout(MARK_FLUSH, marker.flush()).await;
     let (rest, dropped) = sess.close(&sends.unconfirmed).await;
     for ev in rest {
         if let Event::Message { message, .. } = ev {
-            show_in_chat(&message, &conv, &sends)?;
+            view.message(&message, &sends, &mut marker)?;
         }
     }
     if dropped > 0 {
@@ -783,23 +930,185 @@ pub async fn chat(ctx: &Ctx, dest: Dest) -> Result<()> {
     result
 }
 
-/// Shows a message in `tern chat`: this conversation's on stdout, others' as a notice on
-/// stderr (chat saves the cursor, so they would not be shown again), and this chat's own
-/// lines not at all (their ack is shown instead).
-fn show_in_chat(message: &pb::Message, conv: &str, sends: &Sends) -> Result<()> {
-    if sends.ours.contains(&message.client_msg_id) {
-        Ok(())
-    } else if message.conversation == conv {
-        output::line(&output::chat_line(message))
-    } else {
-        output::status(&format!(
-            "-- {} in {}: {} --",
-            output::from_of(message),
-            message.conversation,
-            output::human_text(message)
-        ));
+/// Reads the conversation's last [`CHAT_BACKLOG`] messages and shows them (marking read
+/// up to its newest entry). Events that come meanwhile are kept and returned, to be shown
+/// after (the view skips what the history already showed).
+async fn open_with_history(
+    client: &tern_sdk::Client,
+    sess: &mut Session,
+    dest: &Dest,
+    view: &mut ChatView,
+    marker: &mut ReadMarker,
+) -> Result<Vec<Event>> {
+    let conv = view.conv.clone();
+    let mut early = Vec::new();
+    let mut shown: VecDeque<pb::Message> = VecDeque::new();
+    let mut head = 0u64;
+    let mut before = 0u64;
+    for _ in 0..CHAT_BACKLOG_PAGES {
+        let page = match history_page(client, sess, &conv, before, &mut early).await? {
+            Ok(p) => p,
+            // A 1:1 conversation with nothing in it yet.
+            Err(ClientError::Server {
+                code: pb::ErrorCode::Forbidden,
+                ..
+            }) if matches!(dest, Dest::User(_)) => break,
+            Err(e) => {
+                output::status(&format!("-- cannot read the history: {e} --"));
+                break;
+            }
+        };
+        let Some(first) = page.messages.first().map(|m| m.seq) else {
+            break;
+        };
+        head = head.max(page.messages.last().map_or(0, |m| m.seq));
+        for m in page.messages.into_iter().rev() {
+            if !output::is_change(&m) && !m.deleted && !m.expired {
+                shown.push_front(m);
+            }
+        }
+        if shown.len() >= CHAT_BACKLOG || first <= 1 {
+            break;
+        }
+        before = first;
+    }
+    let skip = shown.len().saturating_sub(CHAT_BACKLOG);
+    for m in shown.iter().skip(skip) {
+        output::line(&output::chat_line(m))?;
+    }
+    view.head = head;
+    if head > 0 {
+        marker.shown(head);
+    }
+    Ok(early)
+}
+
+/// One page of history (50 entries before `before`; 0 = the newest), keeping the events
+/// that come while waiting. A page cut by a lost connection is asked again.
+async fn history_page(
+    client: &tern_sdk::Client,
+    sess: &mut Session,
+    conv: &str,
+    before: u64,
+    early: &mut Vec<Event>,
+) -> Result<Result<pb::PullResult, ClientError>> {
+    let deadline = Instant::now() + session::REQUEST_TIMEOUT;
+    let mut fut = Box::pin(client.history(conv, before, 50));
+    loop {
+        tokio::select! {
+            biased;
+            ev = sess.next_event() => early.push(ev?),
+            r = &mut fut => match r {
+                Err(ClientError::ConnectionLost) => fut = Box::pin(client.history(conv, before, 50)),
+                Err(ClientError::Stopped(_)) => return Err(sess.stopped_error().await),
+                r => return Ok(r),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(Err(ClientError::Protocol("no answer in time".into())));
+            }
+        }
+    }
+}
+
+/// What `tern chat` has shown of its conversation, and how it shows what comes.
+struct ChatView {
+    conv: String,
+    /// The peer of a 1:1 chat (whose presence is shown).
+    peer: Option<String>,
+    /// The newest seq of the conversation shown (or skipped as already accounted for):
+    /// anything at or below it is not shown again.
+    head: u64,
+    /// Who was last seen typing, until when (server time, ms).
+    typing: std::collections::HashMap<String, u64>,
+}
+
+impl ChatView {
+    fn new(conv: &str, peer: Option<String>) -> Self {
+        Self {
+            conv: conv.to_string(),
+            peer,
+            head: 0,
+            typing: Default::default(),
+        }
+    }
+
+    /// A message: this conversation's on stdout (edits and recalls as lines of their
+    /// own, tombstones not at all), others' as a notice on stderr (chat saves the cursor,
+    /// so they would not be shown again), and this chat's own lines not at all (their ack
+    /// is shown instead).
+    fn message(&mut self, m: &pb::Message, sends: &Sends, marker: &mut ReadMarker) -> Result<()> {
+        if m.conversation != self.conv {
+            if !output::is_change(m) && !output::content_gone(m) {
+                output::status(&format!(
+                    "-- {} in {}: {} --",
+                    output::from_of(m),
+                    m.conversation,
+                    output::human_text(m)
+                ));
+            }
+            return Ok(());
+        }
+        if m.seq <= self.head {
+            return Ok(()); // shown with the history
+        }
+        self.head = m.seq;
+        marker.shown(m.seq);
+        self.typing.remove(&m.sender);
+        if sends.ours.contains(&m.client_msg_id) || m.deleted || m.expired {
+            return Ok(());
+        }
+        output::line(&output::chat_line(m))
+    }
+
+    /// Any event; receipts, typing, presence and deletes as notices on stderr.
+    fn event(&mut self, ev: &Event, sends: &Sends, marker: &mut ReadMarker) -> Result<()> {
+        match ev {
+            Event::Message { message, .. } => self.message(message, sends, marker)?,
+            // A receipt from the other side(s); this user's own reads need no notice.
+            Event::Read {
+                conversation,
+                user,
+                read_seq,
+                own: false,
+            } if *conversation == self.conv => {
+                output::status(&format!("  -- {user} read up to seq {read_seq} --"));
+            }
+            Event::Typing {
+                conversation,
+                user,
+                typing,
+                expires_ms,
+            } if *conversation == self.conv => {
+                if !typing {
+                    self.typing.remove(user);
+                } else {
+                    // Once per bout of typing, not for every repeat of the signal.
+                    let now = tern_now_ms();
+                    let fresh = !matches!(self.typing.get(user), Some(until) if *until >= now);
+                    self.typing.insert(user.clone(), *expires_ms);
+                    if fresh {
+                        output::status(&format!("  -- {user} is typing... --"));
+                    }
+                }
+            }
+            Event::Presence { user, online, .. } if self.peer.as_ref() == Some(user) => {
+                let state = if *online { "online" } else { "offline" };
+                output::status(&format!("  -- {user} is {state} --"));
+            }
+            Event::Hidden { conversation, seq } if *conversation == self.conv => {
+                output::status(&format!("  -- #{seq} deleted for you --"));
+            }
+            _ => {}
+        }
         Ok(())
     }
+}
+
+/// The wall-clock time, Unix ms.
+fn tern_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How long `tern chat` waits at exit for its last MarkRead.
@@ -887,8 +1196,8 @@ async fn chat_loop(
     sess: &mut Session,
     sends: &mut Sends,
     marker: &mut ReadMarker,
+    view: &mut ChatView,
     dest: &Dest,
-    conv: &str,
 ) -> Result<()> {
     let target = dest.target();
     let mut input = Some(stdin_lines());
@@ -898,19 +1207,7 @@ async fn chat_loop(
     while input.is_some() || !sends.is_empty() {
         tokio::select! {
             biased;
-            ev = sess.next_event() => match ev? {
-                Event::Message { message, .. } => {
-                    show_in_chat(&message, conv, sends)?;
-                    if message.conversation == conv {
-                        marker.shown(message.seq);
-                    }
-                }
-                // A receipt from the other side(s); this user's own reads need no notice.
-                Event::Read { conversation, user, read_seq, own: false } if conversation == conv => {
-                    output::status(&format!("  -- {user} read up to seq {read_seq} --"));
-                }
-                _ => {}
-            },
+            ev = sess.next_event() => view.event(&ev?, sends, marker)?,
             _ = marker.next(), if marker.busy() => {}
             (_, _, r) = sends.next(), if !sends.is_empty() => match r {
                 Ok(ack) => output::status(&format!("  ✓ seq {}", ack.seq)),

@@ -98,7 +98,8 @@ pub fn kind_of_code(code: ErrorCode) -> Kind {
         | ErrorCode::TokenRevoked
         | ErrorCode::Unauthenticated => Kind::Auth,
         ErrorCode::InvalidArgument | ErrorCode::UserExists => Kind::Usage,
-        ErrorCode::Forbidden | ErrorCode::NotFound => Kind::Forbidden,
+        // Editing or recalling too late is refused like editing someone else's message.
+        ErrorCode::Forbidden | ErrorCode::NotFound | ErrorCode::WindowExpired => Kind::Forbidden,
         ErrorCode::Unavailable => Kind::Unreachable,
         _ => Kind::Generic,
     }
@@ -120,6 +121,7 @@ pub fn classify(err: &anyhow::Error) -> (Kind, String) {
                 }
                 ClientError::Stopped(_) => (Kind::Generic, "STOPPED".into()),
                 ClientError::Protocol(_) => (Kind::Generic, "PROTOCOL".into()),
+                ClientError::Expired { .. } => (Kind::Generic, "EXPIRED".into()),
             };
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

@@ -8,7 +8,8 @@
 //! How the modules fit:
 //! - `main.rs` (this file): the clap command line, dispatch, and the exit code.
 //! - [`commands`]: one function per command (register, login, send, sync, history, group,
-//!   presence, conversations, read, mute/unmute/pin/unpin, chat).
+//!   presence, conversations, read, receipts, typing, mute/unmute/pin/unpin,
+//!   edit/recall/delete, settings, chat).
 //! - [`session`]: from global flags to a running SDK client (server address, CA, profile)
 //!   and the watching of its events (first connection, reconnects, lost authentication).
 //! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
@@ -128,10 +129,18 @@ enum Command {
         /// owners and admins only).
         #[arg(long, value_delimiter = ',', value_name = "U1,U2")]
         mention: Vec<String>,
+        /// Time to live: a device that would get the message later than SECS seconds
+        /// from now gets an "expired" mark instead, and if this command cannot send it
+        /// within SECS it gives up (code EXPIRED). Default: never dropped.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+        ttl: Option<u32>,
     },
-    /// Print missed messages (then live ones with --follow) as JSON lines; read positions
-    /// that move meanwhile as {"event":"read"|"receipt",...} lines, mute/pin changes as
-    /// {"event":"settings",...} lines, someone typing as {"event":"typing",...} lines.
+    /// Print missed messages (then live ones with --follow) as JSON lines, and events as
+    /// lines with an "event" field: "read" (your other device read) and "receipt" (another
+    /// member read), "settings" (mute/pin), "typing", "presence" (a contact came online or
+    /// went offline), "edit" (message seq now reads text), "recall" (message seq was taken
+    /// back), "expired" (message seq came after its time to live: no text), "hidden" (you
+    /// deleted message seq for yourself).
     Sync {
         /// Keep running and print messages as they come, until Ctrl-C.
         #[arg(long, conflicts_with = "idle_exit")]
@@ -140,7 +149,11 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<u64>,
     },
-    /// Print a page of a conversation's history, oldest first.
+    /// Print a page of a conversation's history, oldest first. Edited messages show their
+    /// latest text with "edited":true; recalled and expired ones have no text and
+    /// "recalled":true / "expired":true; messages you deleted are left out, and so are the
+    /// edit and recall entries themselves (the message they change shows the result), so
+    /// a page may have fewer lines than --limit.
     History {
         #[command(flatten)]
         dest: ConvDest,
@@ -213,12 +226,60 @@ enum Command {
         #[command(flatten)]
         dest: ConvDest,
     },
-    /// Chat interactively in one conversation (stdin lines are sent; what is shown is
-    /// marked read).
+    /// Replace the text of one of your messages (within the server's edit window, 48 h by
+    /// default); prints {"conv":..,"seq":N,"ok":true} with --json. Too late: exit 5,
+    /// code WINDOW_EXPIRED; not yours: exit 5, FORBIDDEN.
+    Edit {
+        #[command(flatten)]
+        dest: ConvDest,
+        /// The message to edit.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        seq: u64,
+        /// The new text (several words are joined with spaces).
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Take back ("unsend") a message: yours within the recall window (2 minutes by
+    /// default), or anyone's in a group you own or administer. Everyone sees it as
+    /// recalled; its text is gone from the server. Prints {"conv":..,"seq":N,"ok":true}.
+    Recall {
+        #[command(flatten)]
+        dest: ConvDest,
+        /// The message to recall.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        seq: u64,
+    },
+    /// Delete a message for yourself, on all your devices (nobody else is affected);
+    /// prints {"conv":..,"seq":N,"ok":true}.
+    Delete {
+        #[command(flatten)]
+        dest: ConvDest,
+        /// The message to delete.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+        seq: u64,
+    },
+    /// Show your account settings, or change them; prints {"send_receipts":bool} with
+    /// --json. With --send-receipts off, the other members no longer see how far you have
+    /// read ("read" receipts and `tern receipts` leave you out); your own unread counts are
+    /// not affected.
+    Settings {
+        /// Let others see how far you have read.
+        #[arg(long, value_enum, value_name = "on|off")]
+        send_receipts: Option<OnOff>,
+    },
+    /// Chat interactively in one conversation: it opens with the last 20 messages, stdin
+    /// lines are sent, what is shown is marked read; receipts, typing, edits and recalls
+    /// are shown as they come. Lines are `[HH:MM:SS #SEQ] user: text`.
     Chat {
         #[command(flatten)]
         dest: ConvDest,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -303,9 +364,11 @@ async fn run(cli: Cli) -> Result<()> {
             stdin,
             reply_to,
             mention,
+            ttl,
         } => {
             let text = (!stdin).then(|| text.join(" "));
-            let options = commands::mention_options(reply_to, &mention)?;
+            let mut options = commands::mention_options(reply_to, &mention)?;
+            options.ttl_secs = ttl.unwrap_or(0);
             commands::send(&ctx, dest(d.to, d.group), text, stdin, options).await
         }
         Command::Sync { follow, idle_exit } => commands::sync(&ctx, follow, idle_exit).await,
@@ -342,6 +405,20 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Unpin { dest: d } => {
             commands::settings(&ctx, dest(d.with, d.group), None, Some(false)).await
+        }
+        Command::Edit { dest: d, seq, text } => {
+            let change = commands::Change::Edit(text.join(" "));
+            commands::change(&ctx, dest(d.with, d.group), seq, change).await
+        }
+        Command::Recall { dest: d, seq } => {
+            commands::change(&ctx, dest(d.with, d.group), seq, commands::Change::Recall).await
+        }
+        Command::Delete { dest: d, seq } => {
+            commands::change(&ctx, dest(d.with, d.group), seq, commands::Change::Delete).await
+        }
+        Command::Settings { send_receipts } => {
+            let send_receipts = send_receipts.map(|v| matches!(v, OnOff::On));
+            commands::user_settings(&ctx, send_receipts).await
         }
         Command::Chat { dest: d } => commands::chat(&ctx, dest(d.with, d.group)).await,
     }

@@ -46,13 +46,15 @@ impl<'a> AckLine<'a> {
     }
 }
 
-/// `tern sync` and `tern history --json`: one per message.
+/// `tern sync` and `tern history --json`: one per message. `text` is absent when the
+/// content is gone (`recalled`, `expired`); `edited` when the text is an edit's.
 #[derive(Debug, Serialize)]
 pub struct MessageLine<'a> {
     pub conv: &'a str,
     pub seq: u64,
     pub from: &'a str,
-    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     pub client_msg_id: &'a str,
     pub ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +68,25 @@ pub struct MessageLine<'a> {
     /// An @all (absent: not one).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mention_all: bool,
+    /// The text is the latest edit (absent: never edited).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// Taken back by its sender or a group admin: no text (absent: not recalled).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recalled: bool,
+    /// Its time-to-live passed before it reached this device: no text.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
+}
+
+/// The content of a message is gone (recalled, expired, deleted for this user).
+pub fn content_gone(m: &pb::Message) -> bool {
+    m.recalled || m.expired || m.deleted
+}
+
+/// An EDIT or RECALL entry: it changes another message and is not shown as one.
+pub fn is_change(m: &pb::Message) -> bool {
+    m.kind == pb::MessageKind::Edit as i32 || m.kind == pb::MessageKind::Recall as i32
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -111,7 +132,7 @@ impl<'a> MessageLine<'a> {
             conv: &m.conversation,
             seq: m.seq,
             from: from_of(m),
-            text: String::from_utf8_lossy(&m.body).into_owned(),
+            text: (!content_gone(m)).then(|| String::from_utf8_lossy(&m.body).into_owned()),
             client_msg_id: &m.client_msg_id,
             ts: m.server_time_ms,
             event: system_event(m).map(|e| EventJson {
@@ -123,6 +144,96 @@ impl<'a> MessageLine<'a> {
             reply_to: m.reply_to,
             mentions: &m.mentions,
             mention_all: m.mention_all,
+            edited: m.edited && !content_gone(m),
+            recalled: m.recalled,
+            expired: m.expired,
+        }
+    }
+}
+
+/// `tern sync`: an event line about one message of a conversation: `edit` (message `seq`
+/// now reads `text`, by `from`, written as entry `entry_seq`), `recall` (message `seq`
+/// taken back by `from`), `expired` (message `seq` reached this device after its TTL:
+/// nothing to show) or `hidden` (this user deleted message `seq` for themselves).
+#[derive(Debug, Serialize)]
+pub struct ChangeLine<'a> {
+    pub event: &'static str,
+    pub conv: &'a str,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub entry_seq: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ts: u64,
+}
+
+impl<'a> ChangeLine<'a> {
+    fn bare(event: &'static str, conv: &'a str, seq: u64) -> Self {
+        Self {
+            event,
+            conv,
+            seq,
+            from: None,
+            text: None,
+            entry_seq: 0,
+            ts: 0,
+        }
+    }
+
+    pub fn edit(
+        conv: &'a str,
+        seq: u64,
+        from: &'a str,
+        body: &[u8],
+        entry_seq: u64,
+        ts: u64,
+    ) -> Self {
+        Self {
+            from: Some(from),
+            text: Some(String::from_utf8_lossy(body).into_owned()),
+            entry_seq,
+            ts,
+            ..Self::bare("edit", conv, seq)
+        }
+    }
+
+    pub fn recall(conv: &'a str, seq: u64, by: &'a str, entry_seq: u64) -> Self {
+        Self {
+            from: Some(by),
+            entry_seq,
+            ..Self::bare("recall", conv, seq)
+        }
+    }
+
+    pub fn expired(conv: &'a str, seq: u64) -> Self {
+        Self::bare("expired", conv, seq)
+    }
+
+    pub fn hidden(conv: &'a str, seq: u64) -> Self {
+        Self::bare("hidden", conv, seq)
+    }
+}
+
+/// `tern sync`: someone who shares a direct conversation with the user came online or
+/// went offline.
+#[derive(Debug, Serialize)]
+pub struct PresenceEventLine<'a> {
+    pub event: &'static str,
+    pub user: &'a str,
+    pub online: bool,
+    pub ts: u64,
+}
+
+impl<'a> PresenceEventLine<'a> {
+    pub fn new(user: &'a str, online: bool, ts: u64) -> Self {
+        Self {
+            event: "presence",
+            user,
+            online,
+            ts,
         }
     }
 }
@@ -329,8 +440,22 @@ pub fn receipts_human(r: &pb::ReceiptsResult) -> String {
 
 /// The text of a message for people: the body, or a sentence for a group event.
 pub fn human_text(m: &pb::Message) -> String {
+    if m.recalled {
+        return "(recalled)".to_string();
+    }
+    if m.expired {
+        return "(expired)".to_string();
+    }
+    if m.deleted {
+        return "(deleted)".to_string();
+    }
     let Some(e) = system_event(m) else {
-        return String::from_utf8_lossy(&m.body).into_owned();
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        return if m.edited {
+            format!("{text} (edited)")
+        } else {
+            text
+        };
     };
     let users = e.users.join(", ");
     match pb::GroupEventKind::try_from(e.kind) {
@@ -370,14 +495,20 @@ pub fn history_line(m: &pb::Message) -> String {
     line
 }
 
-/// `[HH:MM:SS] from: text` (UTC), as `tern chat` shows a message.
+/// `[HH:MM:SS #seq] from: text` (UTC), as `tern chat` shows a message (the seq is what
+/// `tern edit`, `recall` and `delete` take); an EDIT entry as `... from edited #N: text`,
+/// a RECALL entry as `... from recalled #N`.
 pub fn chat_line(m: &pb::Message) -> String {
-    format!(
-        "[{}] {}: {}",
-        clock(m.server_time_ms),
-        from_of(m),
-        human_text(m)
-    )
+    let head = format!("[{} #{}] {}", clock(m.server_time_ms), m.seq, from_of(m));
+    match pb::MessageKind::try_from(m.kind) {
+        Ok(pb::MessageKind::Edit) => format!(
+            "{head} edited #{}: {}",
+            m.target_seq,
+            String::from_utf8_lossy(&m.body)
+        ),
+        Ok(pb::MessageKind::Recall) => format!("{head} recalled #{}", m.target_seq),
+        _ => format!("{head}: {}", human_text(m)),
+    }
 }
 
 /// `HH:MM:SS` of a Unix time in milliseconds, UTC.
@@ -445,7 +576,7 @@ mod tests {
             text,
             r#"{"conv":"d:alice:bob","seq":3,"from":"alice","text":"café �","client_msg_id":"c1","ts":1700000000000}"#
         );
-        assert_eq!(chat_line(&m), "[22:13:20] alice: café �");
+        assert_eq!(chat_line(&m), "[22:13:20 #3] alice: café �");
         assert_eq!(history_line(&m), "#3 [2023-11-14 22:13:20] alice: café �");
     }
 
@@ -618,6 +749,89 @@ mod tests {
             r#"{"conv":"g:1","seq":2,"read_by":["bob"],"read_count":1}"#
         );
         assert_eq!(receipts_human(&r), "g:1: seq 2 read by 1 of 2 (bob)");
+    }
+
+    #[test]
+    fn edited_recalled_and_expired_messages() {
+        let m = pb::Message {
+            conversation: "d:alice:bob".into(),
+            seq: 3,
+            sender: "alice".into(),
+            body: b"fixed".to_vec().into(),
+            server_time_ms: 1_700_000_000_000,
+            edited: true,
+            edits: vec![4],
+            ..Default::default()
+        };
+        let line = serde_json::to_string(&MessageLine::new(&m)).unwrap();
+        assert!(
+            line.ends_with(
+                r#""text":"fixed","client_msg_id":"","ts":1700000000000,"edited":true}"#
+            ),
+            "{line}"
+        );
+        assert_eq!(
+            history_line(&m),
+            "#3 [2023-11-14 22:13:20] alice: fixed (edited)"
+        );
+        let r = pb::Message {
+            body: Default::default(),
+            recalled: true,
+            ..m.clone()
+        };
+        assert_eq!(
+            serde_json::to_string(&MessageLine::new(&r)).unwrap(),
+            r#"{"conv":"d:alice:bob","seq":3,"from":"alice","client_msg_id":"","ts":1700000000000,"recalled":true}"#
+        );
+        assert_eq!(chat_line(&r), "[22:13:20 #3] alice: (recalled)");
+        let x = pb::Message {
+            body: Default::default(),
+            edited: false,
+            expired: true,
+            ..m.clone()
+        };
+        let v: serde_json::Value = serde_json::to_value(MessageLine::new(&x)).unwrap();
+        assert_eq!((v.get("text"), &v["expired"]), (None, &true.into()));
+        let edit = pb::Message {
+            seq: 4,
+            kind: pb::MessageKind::Edit as i32,
+            target_seq: 3,
+            edited: false,
+            ..m.clone()
+        };
+        assert_eq!(chat_line(&edit), "[22:13:20 #4] alice edited #3: fixed");
+        let recall = pb::Message {
+            seq: 5,
+            kind: pb::MessageKind::Recall as i32,
+            target_seq: 3,
+            ..m
+        };
+        assert_eq!(chat_line(&recall), "[22:13:20 #5] alice recalled #3");
+    }
+
+    #[test]
+    fn change_and_presence_event_lines() {
+        let e = ChangeLine::edit("g:1", 3, "bob", b"new", 7, 1_700_000_000_000);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"edit","conv":"g:1","seq":3,"from":"bob","text":"new","entry_seq":7,"ts":1700000000000}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ChangeLine::recall("g:1", 3, "bob", 8)).unwrap(),
+            r#"{"event":"recall","conv":"g:1","seq":3,"from":"bob","entry_seq":8}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ChangeLine::expired("g:1", 2)).unwrap(),
+            r#"{"event":"expired","conv":"g:1","seq":2}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ChangeLine::hidden("g:1", 2)).unwrap(),
+            r#"{"event":"hidden","conv":"g:1","seq":2}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&PresenceEventLine::new("bob", true, 5)).unwrap(),
+            r#"{"event":"presence","user":"bob","online":true,"ts":5}"#
+        );
     }
 
     #[test]

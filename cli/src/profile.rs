@@ -67,9 +67,19 @@ pub struct SavedOutgoing {
     pub mentions: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mention_all: bool,
+    /// Time to live (s) from `created_ms` (`tern send --ttl`); absent = never dropped.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub ttl_secs: u32,
+    /// When it was queued (Unix ms): a TTL keeps counting across runs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -93,6 +103,8 @@ impl SavedOutgoing {
             reply_to: o.reply_to,
             mentions: o.mentions.clone(),
             mention_all: o.mention_all,
+            ttl_secs: o.ttl_secs,
+            created_ms: o.created_ms,
         }
     }
 
@@ -116,6 +128,8 @@ impl SavedOutgoing {
             reply_to: self.reply_to,
             mentions: self.mentions.clone(),
             mention_all: self.mention_all,
+            ttl_secs: self.ttl_secs,
+            created_ms: self.created_ms,
         })
     }
 }
@@ -339,6 +353,8 @@ mod tests {
             reply_to: 0,
             mentions: vec![],
             mention_all: false,
+            ttl_secs: 0,
+            created_ms: 0,
         }
     }
 
@@ -352,11 +368,15 @@ mod tests {
             },
             outbox: vec![
                 outgoing("m1", Target::User("bob".into()), b"hi bob"),
-                outgoing(
-                    "m2",
-                    Target::Conversation("g:1".into()),
-                    &[0xff, 0x00, 0x41],
-                ),
+                Outgoing {
+                    ttl_secs: 30,
+                    created_ms: 1_700_000_000_000,
+                    ..outgoing(
+                        "m2",
+                        Target::Conversation("g:1".into()),
+                        &[0xff, 0x00, 0x41],
+                    )
+                },
             ],
         }
     }
@@ -380,6 +400,11 @@ mod tests {
         assert_eq!(
             on_disk.outbox[1].body.as_deref(),
             Some(&[0xff, 0x00, 0x41][..])
+        );
+        // A TTL keeps its start across runs.
+        assert_eq!(
+            (on_disk.outbox[1].ttl_secs, on_disk.outbox[1].created_ms),
+            (30, 1_700_000_000_000)
         );
         let mut again = ProfileStore::new(path.clone(), on_disk, true);
         assert_eq!(again.load().unwrap(), state());
