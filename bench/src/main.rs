@@ -7,7 +7,7 @@
 //! gives the parameters, offered and achieved rates, p50/p99/p99.9/max latencies, and the
 //! server's CPU (from `/proc/PID/stat`) and memory (from `/proc/PID/status`).
 //!
-//! Layout: [`scenarios`] (one-to-one, fanout, idle, storm, durability), each written
+//! Layout: [`scenarios`] (one-to-one, fanout, idle, storm, durability, conversations), each written
 //! once against [`systems::Adapter`], which [`systems::tern`] and the peers users would
 //! pick instead implement ([`systems::mqtt`]: mosquitto, [`systems::nats`]: NATS
 //! JetStream, [`systems::xmpp`]: ejabberd, for `bench/compare.sh`); [`engine`] (the
@@ -38,6 +38,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         tern-bench idle --connections 2000 --transport quic --heartbeat-secs 30\n  \
         tern-bench storm --devices 200 --missed 50\n  \
         tern-bench durability --rate 2000 --duration 10\n  \
+        tern-bench conversations --conversations 10000 --direct 1000 --calls 100\n  \
         tern-bench --peer mosquitto --peer-addr 127.0.0.1:1883 --server-pid PID one-to-one --pairs 10 --rate 2000\n\
         Against a running server: --server 127.0.0.1:7443 --ca tern-data/certs/ca.pem --server-pid PID"
 )]
@@ -123,6 +124,11 @@ pub struct Global {
     /// Receivers send a cumulative Ack every this many inbox pushes
     #[arg(long, global = true, default_value_t = 100)]
     ack_every: u64,
+    /// tern: receivers send `MarkRead` up to the message every this many messages they
+    /// receive from others (read receipts: the sender's devices get a ReadReceipt push);
+    /// 0 = never
+    #[arg(long, global = true, default_value_t = 0)]
+    mark_read_every: u64,
     /// Run the scenario against this peer system instead of tern (bench/compare.sh
     /// starts it with a config from bench/peers/); give its pid with --server-pid
     #[arg(long, global = true, value_enum, requires = "peer_addr")]
@@ -206,6 +212,28 @@ pub enum Cmd {
         /// Give up on the storm after this many seconds
         #[arg(long, default_value_t = 60.0)]
         timeout_secs: f64,
+    },
+    /// tern only: ListConversations latency for one user in many conversations (direct
+    /// and groups, some unread, mentioned, pinned, muted)
+    Conversations {
+        /// Conversations the user is in
+        #[arg(long, default_value_t = 10_000)]
+        conversations: usize,
+        /// How many of them are direct (one peer account each); the rest are groups
+        #[arg(long, default_value_t = 1000)]
+        direct: usize,
+        /// Every this many groups gets 1-3 unread messages (the first mentions the user)
+        #[arg(long, default_value_t = 10)]
+        unread_every: usize,
+        /// Every this many groups with unread is muted (0: none)
+        #[arg(long, default_value_t = 5)]
+        mute_every: usize,
+        /// Calls of each list request (first page, last page, whole list)
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        /// Page size of the first and last page
+        #[arg(long, default_value_t = 50)]
+        page: u32,
     },
     /// Print one comparison table (tern's ratio to each peer) from JSON reports, one per
     /// line as --json writes them (bench/compare.sh)
@@ -316,6 +344,24 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             bounded("--duration", *duration, 3600.0)?;
             bounded("--rate", *rate, 1e7)?;
             anyhow::ensure!(rate * duration <= 5e7, "rate x duration above 50M messages");
+        }
+        Cmd::Conversations {
+            conversations,
+            direct,
+            calls,
+            page,
+            ..
+        } => {
+            anyhow::ensure!(
+                (1..=200_000).contains(conversations),
+                "--conversations must be 1..=200000"
+            );
+            anyhow::ensure!(
+                direct <= conversations,
+                "--direct must be <= --conversations"
+            );
+            anyhow::ensure!((1..=100_000).contains(calls), "--calls must be 1..=100000");
+            anyhow::ensure!((1..=1000).contains(page), "--page must be 1..=1000");
         }
         Cmd::CompareTable { .. } => {}
     }

@@ -1,7 +1,9 @@
-//! The five scenarios, each written once against [`Adapter`]: [`one_to_one`],
-//! [`fanout`], [`idle`], [`storm`], and [`durability`] (tern only: it starts its own
-//! servers with group commit on and off). [`run`] picks the system under test.
+//! The scenarios, each written once against [`Adapter`]: [`one_to_one`], [`fanout`],
+//! [`idle`], [`storm`]; and two that are tern only: [`durability`] (it starts its own
+//! servers with group commit on and off) and [`conversations`] (the conversation list
+//! of a user in many conversations). [`run`] picks the system under test.
 
+pub mod conversations;
 pub mod durability;
 pub mod fanout;
 pub mod idle;
@@ -140,6 +142,25 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         {
             return durability::run(ctx, pairs, rate, duration).await;
         }
+        if let Cmd::Conversations {
+            conversations,
+            direct,
+            unread_every,
+            mute_every,
+            calls,
+            page,
+        } = cmd
+        {
+            let args = conversations::ConvArgs {
+                conversations,
+                direct,
+                unread_every,
+                mute_every,
+                calls,
+                page,
+            };
+            return conversations::run(ctx, args).await;
+        }
         let sources = match &cmd {
             Cmd::Idle { connections, .. } => Some(connections.div_ceil(20_000).max(1)),
             _ => None,
@@ -174,6 +195,7 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Idle { .. } => "idle",
         Cmd::Storm { .. } => "storm",
         Cmd::Durability { .. } => "durability",
+        Cmd::Conversations { .. } => "conversations",
         Cmd::CompareTable { .. } => "compare-table",
     };
     if !a.supports(name) {
@@ -224,7 +246,7 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
             };
             storm::run(ctx, Arc::new(a), s).await
         }
-        Cmd::Durability { .. } | Cmd::CompareTable { .. } => {
+        Cmd::Durability { .. } | Cmd::Conversations { .. } | Cmd::CompareTable { .. } => {
             unreachable!("handled by run and main")
         }
     }

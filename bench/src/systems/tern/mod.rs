@@ -147,6 +147,7 @@ impl Tern {
             ping_every: (ok.heartbeat_secs > 0)
                 .then(|| Duration::from_secs(ok.heartbeat_secs as u64)),
             ack_every: self.g.ack_every.max(1),
+            mark_read_every: self.g.mark_read_every,
         }
     }
 
@@ -163,6 +164,21 @@ impl Tern {
             Ok((raw, ok))
         })
         .await
+    }
+
+    /// A logged-in raw connection (connection number `i`), for scenarios that drive
+    /// requests themselves.
+    pub async fn session(
+        &self,
+        i: usize,
+        user: &str,
+        device: &str,
+    ) -> anyhow::Result<RawConnection> {
+        let (raw, _) = self
+            .login(i, user, device)
+            .await
+            .map_err(|e| anyhow::anyhow!("login of {user}/{device}: {e}"))?;
+        Ok(raw)
     }
 
     /// Registers `users`, `--login-concurrency` at a time.
@@ -237,6 +253,9 @@ impl Adapter for Tern {
     fn params(&self, r: &mut Report) {
         r.param("system", self.g.system.as_deref().unwrap_or("tern"));
         r.param("transport", self.transport);
+        if self.g.mark_read_every > 0 {
+            r.param("mark_read_every", self.g.mark_read_every);
+        }
         let srv = self.srv.lock().unwrap();
         let Some(a) = &srv.args else {
             r.param("server", format!("external {}", srv.tcp));

@@ -383,6 +383,9 @@ pub struct LiveOpts {
     pub ping_every: Option<Duration>,
     /// Cumulative Ack every this many inbox pushes.
     pub ack_every: u64,
+    /// `MarkRead` up to the pushed message every this many pushes from others, as a
+    /// client showing each message does (0: never).
+    pub mark_read_every: u64,
 }
 
 impl Live {
@@ -409,7 +412,7 @@ impl Live {
             user,
             tx.clone(),
             req.clone(),
-            opts.ack_every,
+            (opts.ack_every, opts.mark_read_every),
             handler,
             stats,
             alive.clone(),
@@ -493,13 +496,14 @@ async fn read_loop(
     user: String,
     tx: mpsc::UnboundedSender<Bytes>,
     req: Arc<AtomicU64>,
-    ack_every: u64,
+    (ack_every, mark_read_every): (u64, u64),
     handler: Arc<dyn Handler>,
     stats: Arc<Stats>,
     alive: Arc<AtomicBool>,
 ) {
     let mut max_inbox = 0u64;
     let mut since_ack = 0u64;
+    let mut since_read = 0u64;
     loop {
         let item = r.next().await;
         let now = clock::now();
@@ -529,6 +533,19 @@ async fn read_loop(
                             req_id: req.fetch_add(1, Ordering::Relaxed),
                             body: Some(Body::Ack(pb::Ack {
                                 inbox_seq: max_inbox,
+                            })),
+                        }));
+                    }
+                }
+                if let Some(m) = p.message.as_ref().filter(|m| m.sender != user) {
+                    since_read += 1;
+                    if mark_read_every > 0 && since_read >= mark_read_every {
+                        since_read = 0;
+                        let _ = tx.send(encode_frame(&Frame {
+                            req_id: req.fetch_add(1, Ordering::Relaxed),
+                            body: Some(Body::MarkRead(pb::MarkRead {
+                                conversation: m.conversation.clone(),
+                                seq: m.seq,
                             })),
                         }));
                     }
