@@ -1393,3 +1393,433 @@ async fn replies_mentions_receipts_and_typing() {
     t.run("bob", &["typing", "--group", "g:00000000000000aa"])
         .failed(5);
 }
+
+/// `{"conv":..,"seq":N,"ok":true}`, the answer of edit, recall and delete.
+fn change_ok(out: Out, conv: &str, seq: u64) {
+    let v = out.ok().json();
+    assert_eq!(
+        v,
+        vec![serde_json::json!({ "conv": conv, "seq": seq, "ok": true })]
+    );
+}
+
+/// Edit, recall and delete for me, as the CLI surface has them: each prints
+/// `{"conv","seq","ok"}`; history shows the latest text marked edited, a recalled message
+/// without text, and leaves out what the reader deleted (only for them); sync prints the
+/// messages as they are now plus `edit`, `recall` and `hidden` event lines; the refusals
+/// have their codes and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_recall_and_delete_for_me() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    t.run_stdin(
+        "alice",
+        &["send", "--to", "bob", "--stdin"],
+        "helo\nsecret\nthird\n",
+    )
+    .ok();
+    let conv = "d:alice:bob";
+
+    change_ok(
+        t.run(
+            "alice",
+            &[
+                "--json", "edit", "--with", "bob", "--seq", "1", "hello", "bob",
+            ],
+        ),
+        conv,
+        1,
+    );
+    change_ok(
+        t.run(
+            "alice",
+            &["--json", "recall", "--with", "bob", "--seq", "2"],
+        ),
+        conv,
+        2,
+    );
+    change_ok(
+        t.run(
+            "bob",
+            &["--json", "delete", "--with", "alice", "--seq", "3"],
+        ),
+        conv,
+        3,
+    );
+
+    // Refusals: bob edits alice's message, a seq that does not exist, a second recall,
+    // an edit of a recalled message.
+    let out = t
+        .run(
+            "bob",
+            &["--json", "edit", "--with", "alice", "--seq", "1", "mine"],
+        )
+        .failed(5);
+    assert_eq!(out.error_code(), "FORBIDDEN");
+    let out = t
+        .run(
+            "alice",
+            &["--json", "edit", "--with", "bob", "--seq", "99", "x"],
+        )
+        .failed(5);
+    assert_eq!(out.error_code(), "NOT_FOUND");
+    let out = t
+        .run(
+            "alice",
+            &["--json", "recall", "--with", "bob", "--seq", "2"],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+    let out = t
+        .run(
+            "alice",
+            &["--json", "edit", "--with", "bob", "--seq", "2", "back"],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+
+    let bob = t
+        .run("bob", &["--json", "history", "--with", "alice"])
+        .ok()
+        .json();
+    assert_eq!(
+        seqs(&bob),
+        vec![1, 2],
+        "3 deleted for bob; edit/recall entries left out"
+    );
+    assert_eq!(
+        (&bob[0]["text"], &bob[0]["edited"]),
+        (&"hello bob".into(), &true.into())
+    );
+    assert_eq!(bob[1]["recalled"], true);
+    assert!(bob[1].get("text").is_none(), "{bob:?}");
+    let alice = t
+        .run("alice", &["--json", "history", "--with", "bob"])
+        .ok()
+        .json();
+    assert_eq!(seqs(&alice), vec![1, 2, 3], "alice still has 3");
+    assert_eq!(alice[2]["text"], "third");
+    let human = t.run("bob", &["history", "--with", "alice"]).ok().stdout;
+    assert!(human.contains("alice: hello bob (edited)"), "{human}");
+    assert!(human.contains("alice: (recalled)"), "{human}");
+    assert!(
+        !human.contains("secret") && !human.contains("third"),
+        "{human}"
+    );
+
+    // Bob's first sync: the messages as they are now, then what changed them.
+    let lines = t.run("bob", &["--json", "sync"]).ok().json();
+    let events: Vec<(Option<&str>, u64)> = lines
+        .iter()
+        .map(|l| (l["event"].as_str(), l["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (None, 1),
+            (None, 2),
+            (Some("hidden"), 3),
+            (Some("edit"), 1),
+            (Some("recall"), 2),
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["text"], "hello bob");
+    assert_eq!(lines[3]["text"], "hello bob");
+    assert_eq!(
+        (&lines[3]["from"], &lines[3]["entry_seq"]),
+        (&"alice".into(), &4.into())
+    );
+    assert_eq!(
+        (&lines[4]["from"], &lines[4]["entry_seq"]),
+        (&"alice".into(), &5.into())
+    );
+    assert!(lines[1].get("text").is_none());
+}
+
+/// Past the recall window the sender gets WINDOW_EXPIRED (exit 5) and nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn recall_after_the_window_is_refused() {
+    let server = TestServer::start_with(|c| c.messages.recall_window_secs = 1).await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    t.run("alice", &["send", "--to", "bob", "too late"]).ok();
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = t
+        .run(
+            "alice",
+            &["--json", "recall", "--with", "bob", "--seq", "1"],
+        )
+        .failed(5);
+    assert_eq!(out.error_code(), "WINDOW_EXPIRED");
+    let h = t
+        .run("bob", &["--json", "history", "--with", "alice"])
+        .ok()
+        .json();
+    assert_eq!(texts(&h), vec!["too late"]);
+}
+
+/// `tern send --ttl`: a message bob gets only after its TTL is an `expired` event line in
+/// sync and `"expired":true` without text in history; a long TTL arrives as usual; a TTL
+/// past the server's maximum is INVALID_ARGUMENT; a send that cannot go out before its
+/// TTL (no server) gives up with EXPIRED and leaves nothing queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_with_a_ttl() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    let acks = t
+        .run(
+            "alice",
+            &[
+                "--json",
+                "send",
+                "--to",
+                "bob",
+                "--ttl",
+                "1",
+                "now or never",
+            ],
+        )
+        .ok();
+    assert_eq!(seqs(&acks.json()), vec![1]);
+    t.run(
+        "alice",
+        &["send", "--to", "bob", "--ttl", "3600", "within the hour"],
+    )
+    .ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = t.run("bob", &["--json", "sync"]).ok().json();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        serde_json::json!({ "event": "expired", "conv": "d:alice:bob", "seq": 1 })
+    );
+    assert_eq!(lines[1]["text"], "within the hour");
+    let h = t
+        .run("bob", &["--json", "history", "--with", "alice"])
+        .ok()
+        .json();
+    assert_eq!(seqs(&h), vec![1, 2], "the seq stays, as a tombstone");
+    assert_eq!(h[0]["expired"], true);
+    assert!(h[0].get("text").is_none(), "{h:?}");
+
+    let out = t
+        .run(
+            "alice",
+            &["--json", "send", "--to", "bob", "--ttl", "700000", "x"],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+
+    // No server at this address: the SDK drops the message when its TTL passes.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = nobody.local_addr().unwrap().to_string();
+    drop(nobody);
+    let started = Instant::now();
+    let out = run(
+        t.cmd_at(
+            &dead,
+            "alice",
+            &[
+                "--json",
+                "--transport",
+                "tcp",
+                "send",
+                "--to",
+                "bob",
+                "--ttl",
+                "1",
+                "lost",
+            ],
+        ),
+        None,
+    )
+    .failed(1);
+    assert_eq!(out.error_code(), "EXPIRED");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "not the connect timeout"
+    );
+    let who = t.run("alice", &["--json", "whoami"]).ok().json();
+    assert_eq!(who[0]["queued"], 0, "not sent later either");
+    let h = t
+        .run("bob", &["--json", "history", "--with", "alice"])
+        .ok()
+        .json();
+    assert_eq!(h.len(), 2);
+}
+
+/// `tern settings`: reads and sets send_receipts; with it off, bob's reads are not shown
+/// to alice, and on again they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_turn_read_receipts_off() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    let get = |args: &[&str]| t.run("bob", args).ok().json();
+    assert_eq!(
+        get(&["--json", "settings"]),
+        vec![serde_json::json!({ "send_receipts": true })]
+    );
+    assert_eq!(
+        get(&["--json", "settings", "--send-receipts", "off"]),
+        vec![serde_json::json!({ "send_receipts": false })]
+    );
+    assert_eq!(get(&["--json", "settings"])[0]["send_receipts"], false);
+    assert_eq!(
+        t.run("bob", &["settings"]).ok().stdout,
+        "send_receipts: off\n"
+    );
+    t.run("alice", &["send", "--to", "bob", "one"]).ok();
+    let read = get(&["--json", "read", "--with", "alice"]);
+    assert_eq!(read[0]["read_seq"], 1, "bob's own read state still moves");
+    let r = t
+        .run(
+            "alice",
+            &["--json", "receipts", "--with", "bob", "--seq", "1"],
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        (&r[0]["read_by"], &r[0]["read_count"]),
+        (&serde_json::json!([]), &0.into())
+    );
+    get(&["--json", "settings", "--send-receipts", "on"]);
+    t.run("alice", &["send", "--to", "bob", "two"]).ok();
+    get(&["--json", "read", "--with", "alice"]);
+    let r = t
+        .run(
+            "alice",
+            &["--json", "receipts", "--with", "bob", "--seq", "2"],
+        )
+        .ok()
+        .json();
+    assert_eq!(r[0]["read_by"], serde_json::json!(["bob"]));
+    let out = t
+        .run("bob", &["settings", "--send-receipts", "maybe"])
+        .failed(2);
+    assert!(out.stderr.contains("maybe"), "{out:?}");
+}
+
+/// `tern chat` opens with the last 20 messages (#6..#25 of 25), marks them read, and
+/// shows live edits, recalls and typing; `tern sync --follow` prints alice's presence.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_opens_with_the_last_20_and_shows_changes_live() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    // Bob's second device looks at his list while his chat runs (the chat's own device
+    // logging in again elsewhere would replace it).
+    t.run(
+        "bob2",
+        &[
+            "login",
+            "bob",
+            "--password",
+            PASSWORD,
+            "--device",
+            "bob-phone",
+        ],
+    )
+    .ok();
+    let input: String = (1..=25).map(|i| format!("line {i}\n")).collect();
+    t.run_stdin("alice", &["send", "--to", "bob", "--stdin"], &input)
+        .ok();
+    // Alice's sync (she has nothing new) so her later sync --follow shows only what comes.
+    t.run("alice", &["sync"]).ok();
+
+    let follow = Background::spawn(t.cmd("alice", &["--json", "sync", "--follow"]));
+    let mut chat = Background::spawn(t.cmd("bob", &["chat", "--with", "alice"]));
+    let backlog = chat.next_lines(20, Duration::from_secs(15));
+    for (i, line) in backlog.iter().enumerate() {
+        let n = i + 6;
+        assert!(line.starts_with('['), "{line}");
+        assert!(
+            line.ends_with(&format!(" #{n}] alice: line {n}")),
+            "{backlog:?}"
+        );
+    }
+    // Marked read at once (not only at exit).
+    let read = (0..100).any(|_| {
+        let list = t.run("bob2", &["--json", "conversations"]).ok().json();
+        let done = list[0]["read_seq"] == 25 && list[0]["unread"] == 0;
+        if !done {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done
+    });
+    assert!(read, "what the chat showed is read");
+    // Bob is online in a chat for more than the settle time: alice's sync hears of it.
+    // (Bob's receipt comes first: the chat marked what it showed read.)
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let presence = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = follow.lines.recv_timeout(left) else {
+            panic!("no presence line; alice's sync printed {seen:?}");
+        };
+        let line: Value = serde_json::from_str(&line).unwrap();
+        if line["event"] == "presence" {
+            break line;
+        }
+        seen.push(line);
+    };
+    assert_eq!(
+        (&presence["user"], &presence["online"]),
+        (&"bob".into(), &true.into())
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l["event"] == "receipt" && l["read_seq"] == 25),
+        "{seen:?}"
+    );
+
+    t.run(
+        "alice",
+        &["edit", "--with", "bob", "--seq", "25", "line 25, fixed"],
+    )
+    .ok();
+    let live = chat.next_lines(1, Duration::from_secs(10));
+    assert!(
+        live[0].ends_with(" #26] alice edited #25: line 25, fixed"),
+        "{live:?}"
+    );
+    t.run("alice", &["recall", "--with", "bob", "--seq", "24"])
+        .ok();
+    let live = chat.next_lines(1, Duration::from_secs(10));
+    assert!(live[0].ends_with(" #27] alice recalled #24"), "{live:?}");
+    t.run("alice", &["typing", "--with", "bob"]).ok();
+    t.run("alice", &["send", "--to", "bob", "done"]).ok();
+    let live = chat.next_lines(1, Duration::from_secs(10));
+    assert!(live[0].ends_with(" #28] alice: done"), "{live:?}");
+    let (code, stderr) = chat.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("-- alice is typing... --"), "{stderr}");
+    let list = t.run("bob", &["--json", "conversations"]).ok().json();
+    assert_eq!(
+        (&list[0]["read_seq"], &list[0]["unread"]),
+        (&28.into(), &0.into())
+    );
+
+    // A new chat shows the result: #25 edited, #24 recalled, the entries themselves not.
+    let mut again = Background::spawn(t.cmd("bob", &["chat", "--with", "alice"]));
+    let shown = again.next_lines(20, Duration::from_secs(15));
+    assert!(shown[19].ends_with(" #28] alice: done"), "{shown:?}");
+    assert!(
+        shown[18].ends_with(" #25] alice: line 25, fixed (edited)"),
+        "{shown:?}"
+    );
+    assert!(shown[17].ends_with(" #24] alice: (recalled)"), "{shown:?}");
+    assert!(shown[0].ends_with(" #7] alice: line 7"), "{shown:?}");
+    again.input("");
+    let (code, stderr) = again.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{stderr}");
+    drop(follow);
+}
