@@ -228,7 +228,7 @@ async fn a_message_that_expired_before_a_device_came_online_is_a_tombstone() {
     let send = |cmid: &str, ttl_secs: u32| {
         Body::Send(pb::Send {
             ttl_secs,
-            ..send_body("ttb", cmid, cmid)
+            ..send_body("ttb", cmid, &format!("{cmid} text"))
         })
     };
     ack_of(&a.request(send("before", 0)).await);
@@ -254,8 +254,15 @@ async fn a_message_that_expired_before_a_device_came_online_is_a_tombstone() {
     );
     let m = items[1].message.as_ref().unwrap();
     assert!(m.expired && m.body.is_empty(), "{m:?}");
-    assert_eq!(text(items[2].message.as_ref().unwrap()), "after");
+    assert_eq!(text(items[2].message.as_ref().unwrap()), "after text");
+    // The sweeper (every second) erases the content from the store itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut server = server;
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
     server.stop().await;
+    let values = all_values(dir.path());
+    assert!(values.iter().any(|v| contains(v, b"after text")));
+    assert!(!values.iter().any(|v| contains(v, b"brief text")), "erased");
 }
 
 #[tokio::test]

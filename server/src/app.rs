@@ -172,6 +172,11 @@ impl Server {
             let stop = flusher_stop.clone();
             tokio::spawn(async move { services.presence.run_announcer(stop).await })
         };
+        let expiry_task = {
+            let services = self.services.clone();
+            let stop = flusher_stop.clone();
+            tokio::spawn(async move { services.messages.run_expiry_sweeper(stop).await })
+        };
         let accept_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -224,6 +229,7 @@ impl Server {
         }
         flusher_stop.cancel();
         let _ = presence_task.await;
+        let _ = expiry_task.await;
         let _ = flusher.await;
         let _ = watermark_task.await;
         if let Some(t) = metrics_task {

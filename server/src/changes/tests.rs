@@ -344,6 +344,19 @@ async fn an_expired_message_becomes_a_tombstone_in_its_place() {
     assert_eq!(page.items.len(), 3);
     let m = pb::Message::decode(page.items[1].message.clone()).unwrap();
     assert!(m.expired && m.body.is_empty() && m.seq == 2);
+
+    // Until the sweeper runs the content is still on disk (never served); then it is
+    // gone from the store and the message stops counting as unread.
+    assert_eq!(
+        &w.store.message(&conv, 2).unwrap().unwrap().body[..],
+        b"brief"
+    );
+    assert_eq!(info(&w, "bob", &conv).await.unread, 3);
+    assert_eq!(w.messages.sweep_expired().unwrap(), 1);
+    let stored = w.store.message(&conv, 2).unwrap().unwrap();
+    assert!(stored.expired && stored.body.is_empty());
+    assert_eq!(info(&w, "bob", &conv).await.unread, 2);
+    assert_eq!(w.messages.sweep_expired().unwrap(), 0, "each once");
     w.stop().await;
 }
 

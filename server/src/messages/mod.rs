@@ -9,8 +9,10 @@
 //! - [`read`]: Sync (the user's inbox after a cursor) and Pull (a conversation's
 //!   timeline range), each page within one frame.
 //! - [`cursors`]: each device's server-side ack cursor.
+//! - [`expiry`]: the sweeper that erases messages whose time to live passed.
 
 pub(crate) mod cursors;
+pub(crate) mod expiry;
 pub(crate) mod read;
 pub(crate) mod send;
 

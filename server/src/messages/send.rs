@@ -12,7 +12,7 @@ use crate::delivery::durability::Completion;
 use crate::delivery::fanout;
 use crate::error::{ServiceError, ServiceResult};
 use crate::sequencer::{Appended, Batch};
-use crate::store::{DedupRecord, Mutation};
+use crate::store::{DedupRecord, ExpiryEntry, Mutation};
 use crate::validate;
 
 /// What a durable append is answered with.
@@ -228,6 +228,17 @@ impl Messages {
                 seq,
             });
         }
+        let expires_ms = match req.ttl_secs {
+            0 => 0,
+            ttl => now + ttl as u64 * 1000,
+        };
+        if expires_ms > 0 {
+            extra.push(Mutation::Expiry(ExpiryEntry {
+                expires_ms,
+                conversation: conv_id.clone(),
+                seq,
+            }));
+        }
         if req.mention_all {
             extra.push(Mutation::MentionAll {
                 conversation: conv_id.clone(),
@@ -249,10 +260,7 @@ impl Messages {
             reply_to: req.reply_to,
             mentions,
             mention_all: req.mention_all,
-            expires_ms: match req.ttl_secs {
-                0 => 0,
-                ttl => now + ttl as u64 * 1000,
-            },
+            expires_ms,
             ..Default::default()
         };
         let recipients = st.members.keys().cloned().collect();

@@ -20,6 +20,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     not_counted_entries_are_counted_after_a_position(store);
     hidden_messages_are_per_user(store);
     a_rewritten_entry_replaces_the_old_one(store);
+    expiries_come_back_in_time_order_until_now(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -385,4 +386,41 @@ fn a_rewritten_entry_replaces_the_old_one(store: &dyn Store) {
     assert_eq!(store.message(conv, 1).unwrap(), Some(m.clone()));
     assert_eq!(store.timeline(conv, 1, 1, 10).unwrap(), vec![m]);
     assert_eq!(store.last_seq(conv).unwrap(), 1);
+}
+
+fn expiries_come_back_in_time_order_until_now(store: &dyn Store) {
+    let e = |expires_ms, conv: &str, seq| ExpiryEntry {
+        expires_ms,
+        conversation: conv.into(),
+        seq,
+    };
+    store
+        .commit(&[
+            Mutation::Expiry(e(300, "d:ea:eb", 2)),
+            Mutation::Expiry(e(100, "g:00000000000000ee", 9)),
+            Mutation::Expiry(e(200, "d:ea:eb", 1)),
+            Mutation::Expiry(e(301, "d:ea:eb", 3)),
+        ])
+        .unwrap();
+    assert!(store.expired_until(99, 10).unwrap().is_empty());
+    assert_eq!(
+        store.expired_until(300, 10).unwrap(),
+        vec![
+            e(100, "g:00000000000000ee", 9),
+            e(200, "d:ea:eb", 1),
+            e(300, "d:ea:eb", 2)
+        ]
+    );
+    assert_eq!(store.expired_until(300, 1).unwrap().len(), 1);
+    store
+        .commit(&[Mutation::DelExpiry(e(100, "g:00000000000000ee", 9))])
+        .unwrap();
+    assert_eq!(
+        store.expired_until(u64::MAX, 10).unwrap(),
+        vec![
+            e(200, "d:ea:eb", 1),
+            e(300, "d:ea:eb", 2),
+            e(301, "d:ea:eb", 3)
+        ]
+    );
 }

@@ -23,6 +23,7 @@
 //! | `data` `a`           | conversation ++ seq          | sender (an @all)       |
 //! | `data` `x`           | conversation ++ seq          | empty (not counted as unread: EDIT/RECALL entries, recalled messages) |
 //! | `data` `h`           | user ++ conversation ++ seq  | empty (deleted for that user) |
+//! | `data` `e`           | expires_ms(be64) conversation ++ seq | empty (a message with a time to live, until the sweeper erased it) |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -51,6 +52,7 @@ pub(crate) const MENTIONS: Space = Space::new(b'n', "mentions");
 pub(crate) const MENTION_ALL: Space = Space::new(b'a', "mention_all");
 pub(crate) const NOT_COUNTED: Space = Space::new(b'x', "not_counted");
 pub(crate) const HIDDEN: Space = Space::new(b'h', "hidden");
+pub(crate) const EXPIRY: Space = Space::new(b'e', "expiry");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -92,6 +94,27 @@ pub(crate) fn user_conv_seq(user: &str, conversation: &str, seq: u64) -> Vec<u8>
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// `expires_ms(be64) ++ conversation ++ seq`: the expiry index, in expiry order.
+pub(crate) fn expiry_key(expires_ms: u64, conversation: &str, seq: u64) -> Vec<u8> {
+    let mut k = expires_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(&key_seq(conversation, seq));
+    k
+}
+
+/// The parts of an [`expiry_key`] (without the space tag); `None` if malformed.
+pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<super::ExpiryEntry> {
+    let expires_ms = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let rest = k.get(8..)?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let conversation = std::str::from_utf8(&rest[..sep]).ok()?.to_string();
+    let seq = u64::from_be_bytes(rest.get(sep + 1..)?.try_into().ok()?);
+    Some(super::ExpiryEntry {
+        expires_ms,
+        conversation,
+        seq,
+    })
 }
 
 /// One write to the `data` tree.
@@ -212,6 +235,15 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             HIDDEN.key(&user_conv_seq(user, conversation, *seq)),
             Vec::new(),
         )),
+        Mutation::Expiry(e) => out.push(Write::Put(
+            EXPIRY.key(&expiry_key(e.expires_ms, &e.conversation, e.seq)),
+            Vec::new(),
+        )),
+        Mutation::DelExpiry(e) => out.push(Write::Delete(EXPIRY.key(&expiry_key(
+            e.expires_ms,
+            &e.conversation,
+            e.seq,
+        )))),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -242,11 +274,23 @@ mod tests {
             MENTION_ALL,
             NOT_COUNTED,
             HIDDEN,
+            EXPIRY,
         ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();
         tags.dedup();
         assert_eq!(tags.len(), all.len());
+    }
+
+    #[test]
+    fn expiry_keys_sort_by_time_and_parse_back() {
+        assert!(expiry_key(9, "z", 9) < expiry_key(10, "a", 1));
+        let e = parse_expiry_key(&expiry_key(1234, "d:a:b", 77)).unwrap();
+        assert_eq!(
+            (e.expires_ms, e.conversation.as_str(), e.seq),
+            (1234, "d:a:b", 77)
+        );
+        assert!(parse_expiry_key(b"short").is_none());
     }
 
     #[test]

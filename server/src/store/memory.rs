@@ -245,6 +245,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn expired_until(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiryEntry>> {
+        let lo = EXPIRY.key(&[]);
+        let hi = EXPIRY.key(&(now_ms.saturating_add(1)).to_be_bytes());
+        let m = self.lock();
+        m.data
+            .range::<Vec<u8>, _>((Bound::Included(lo), Bound::Excluded(hi)))
+            .take(limit)
+            .map(|(k, _)| {
+                parse_expiry_key(&k[1..]).ok_or(StoreError::Corrupt {
+                    tree: EXPIRY.name,
+                    detail: "malformed key".into(),
+                })
+            })
+            .collect()
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

@@ -108,12 +108,24 @@ pub enum Mutation {
         conversation: String,
         seq: u64,
     },
+    /// expiry: a message with a time to live, to be erased once it expires
+    Expiry(ExpiryEntry),
+    /// expiry: the sweeper erased it
+    DelExpiry(ExpiryEntry),
     /// read: user ++ conversation -> ReadRecord (callers only ever move it forward)
     Read {
         user: String,
         conversation: String,
         read_seq: u64,
     },
+}
+
+/// A message with a time to live, in the expiry index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryEntry {
+    pub expires_ms: u64,
+    pub conversation: String,
+    pub seq: u64,
 }
 
 /// Result of a commit.
@@ -161,6 +173,9 @@ pub trait Store: Send + Sync + 'static {
     fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64>;
     /// The seqs in `from..=to` of `conversation` that `user` deleted for themselves.
     fn hidden(&self, user: &str, conversation: &str, from: u64, to: u64) -> StoreResult<Vec<u64>>;
+    /// Messages whose time to live ended at or before `now_ms`, soonest first, at most
+    /// `limit`.
+    fn expired_until(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiryEntry>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

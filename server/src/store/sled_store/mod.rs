@@ -339,6 +339,20 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn expired_until(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiryEntry>> {
+        let lo = EXPIRY.key(&[]);
+        let hi = EXPIRY.key(&(now_ms.saturating_add(1)).to_be_bytes());
+        let mut out = Vec::new();
+        for kv in self.data.range(lo..hi).take(limit) {
+            let (k, _) = kv.map_err(engine)?;
+            out.push(parse_expiry_key(&k[1..]).ok_or(StoreError::Corrupt {
+                tree: EXPIRY.name,
+                detail: "malformed key".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
