@@ -1736,7 +1736,7 @@ async fn chat_opens_with_the_last_20_and_shows_changes_live() {
     t.run("alice", &["sync"]).ok();
 
     let follow = Background::spawn(t.cmd("alice", &["--json", "sync", "--follow"]));
-    let mut chat = Background::spawn(t.cmd("bob", &["chat", "--with", "alice"]));
+    let chat = Background::spawn(t.cmd("bob", &["chat", "--with", "alice"]));
     let backlog = chat.next_lines(20, Duration::from_secs(15));
     for (i, line) in backlog.iter().enumerate() {
         let n = i + 6;
