@@ -41,6 +41,16 @@
 //   'settings'    {conversation, muted, pinned}  a settings_changed push (docs/PROTOCOL.md
 //                 9.3): this user muted/pinned a conversation on this device or another;
 //                 both values as they are now (re-sort: pinned first; muted: out of the total)
+//   'typing'      {conversation, user, typing, expiresMs}  a TypingEvent push: `user` is
+//                 typing (until expiresMs, server time, unless another event comes) or stopped
+//   'hidden'      {conversation, seq}  a MessageHidden push: this user deleted message `seq`
+//                 for themselves (on this device or another): stop showing it
+//   'presence'    {user, online, serverTimeMs}  a PresenceEvent push: a user who shares a
+//                 direct conversation with this one came online or went offline
+//
+// Edits and recalls are timeline entries like any message: a 'message' event whose
+// message has kind 'edit' (targetSeq now reads `text`) or 'recall' (targetSeq lost its
+// content); apply them to the target, do not show them as messages of their own.
 //
 // Pushes this SDK does not know (from a newer server) are ignored, as docs/PROTOCOL.md
 // asks of old clients.
@@ -146,6 +156,13 @@ export class TernError extends Error {
  * @property {Target} target
  * @property {Uint8Array} body
  * @property {string} contentType
+ * @property {SendOptions} [options]
+ *
+ * @typedef {object} SendOptions What a message may carry besides its body.
+ * @property {number} [replyTo] the seq (same conversation) it answers
+ * @property {string[]} [mentions] members mentioned by name
+ * @property {boolean} [mentionAll] @all (groups; owners and admins only)
+ * @property {number} [ttlSecs] time to live; 0 = never dropped
  *
  * @typedef {object} Cursors
  * @property {string} storeEpoch random id of the server's data; cursors of another epoch are void
@@ -161,9 +178,21 @@ export class TernError extends Error {
  * @property {number} serverTimeMs
  * @property {Uint8Array} body
  * @property {string} contentType
- * @property {'message'|'system'} kind
+ * @property {'message'|'system'|'edit'|'recall'} kind 'edit': message targetSeq now reads
+ *   this body; 'recall': message targetSeq was recalled (apply both to the target)
  * @property {{kind: string, actor: string, users: string[], name: string}|null} event
  * @property {string|null} text the body as text when it is text (content type empty or text/*)
+ * @property {number} replyTo the seq this message answers (0: none)
+ * @property {string[]} mentions members mentioned by name
+ * @property {boolean} mentionAll an @all
+ * @property {number} targetSeq 'edit' / 'recall': the message they change
+ * @property {boolean} edited the body is the latest edit
+ * @property {number} editedMs server time of the latest edit
+ * @property {number[]} edits seqs of this message's EDIT entries, oldest first
+ * @property {boolean} recalled recalled: no content
+ * @property {boolean} expired its time to live passed before it reached this device: no content
+ * @property {boolean} deleted this user deleted it for themselves: no content
+ * @property {number} expiresMs server time after which it is not delivered (0: never)
  *
  * @typedef {object} SendAck
  * @property {string} conversation
@@ -203,6 +232,9 @@ export function toMessage(m) {
   const ct = m.contentType || '';
   const isText = ct === '' || ct.startsWith('text/');
   const system = m.kind === MessageKind.SYSTEM;
+  const kind =
+    m.kind === MessageKind.SYSTEM ? 'system' : m.kind === MessageKind.EDIT ? 'edit' : m.kind === MessageKind.RECALL ? 'recall' : 'message';
+  const gone = !!(m.recalled || m.expired || m.deleted);
   return {
     conversation: m.conversation,
     seq: Number(m.seq),
@@ -212,7 +244,7 @@ export function toMessage(m) {
     serverTimeMs: Number(m.serverTimeMs),
     body,
     contentType: ct,
-    kind: system ? 'system' : 'message',
+    kind: /** @type {Message['kind']} */ (kind),
     event:
       system && m.event
         ? {
@@ -222,7 +254,18 @@ export function toMessage(m) {
             name: m.event.name,
           }
         : null,
-    text: isText ? utf8d.decode(body) : null,
+    text: isText && !gone ? utf8d.decode(body) : null,
+    replyTo: Number(m.replyTo ?? 0),
+    mentions: [...(m.mentions ?? [])],
+    mentionAll: !!m.mentionAll,
+    targetSeq: Number(m.targetSeq ?? 0),
+    edited: !!m.edited,
+    editedMs: Number(m.editedMs ?? 0),
+    edits: (m.edits ?? []).map(Number),
+    recalled: !!m.recalled,
+    expired: !!m.expired,
+    deleted: !!m.deleted,
+    expiresMs: Number(m.expiresMs ?? 0),
   };
 }
 
@@ -255,6 +298,7 @@ function toAck(a) {
  * @property {'message'|'system'} lastKind 'system' for group events
  * @property {boolean} muted this user muted it: its unread is not in totalUnread
  * @property {boolean} pinned this user pinned it: listed before the unpinned ones
+ * @property {number} mentions unread messages that mention this user (or @all)
  */
 
 /** @param {any} c protobuf ConversationInfo @returns {ConversationInfo} */
@@ -275,6 +319,7 @@ export function toConversationInfo(c) {
     lastKind: c.lastKind === MessageKind.SYSTEM ? 'system' : 'message',
     muted: !!c.muted,
     pinned: !!c.pinned,
+    mentions: Number(c.mentions ?? 0),
   };
 }
 
@@ -319,6 +364,9 @@ function newClientMsgId() {
  *   | {type: 'response', reqId: number, frame: any}
  *   | {type: 'read', conversation: string, user: string, readSeq: number, own: boolean}
  *   | {type: 'settings', conversation: string, muted: boolean, pinned: boolean}
+ *   | {type: 'typing', conversation: string, user: string, typing: boolean, expiresMs: number}
+ *   | {type: 'hidden', conversation: string, seq: number}
+ *   | {type: 'presence', user: string, online: boolean, serverTimeMs: number}
  *   | {type: 'caught-up'}} EngineEvent
  */
 
@@ -584,6 +632,21 @@ export class Engine {
       } else if (kind === 'settingsChanged') {
         const c = frame.settingsChanged;
         this.events.push({ type: 'settings', conversation: c.conversation, muted: !!c.muted, pinned: !!c.pinned });
+      } else if (kind === 'typingEvent') {
+        const t = frame.typingEvent;
+        this.events.push({
+          type: 'typing',
+          conversation: t.conversation,
+          user: t.user,
+          typing: !!t.typing,
+          expiresMs: Number(t.expiresMs ?? 0),
+        });
+      } else if (kind === 'messageHidden') {
+        const h = frame.messageHidden;
+        this.events.push({ type: 'hidden', conversation: h.conversation, seq: Number(h.seq) });
+      } else if (kind === 'presenceEvent') {
+        const p = frame.presenceEvent;
+        this.events.push({ type: 'presence', user: p.user, online: !!p.online, serverTimeMs: Number(p.serverTimeMs ?? 0) });
       }
       // Closing is the client's business; connection-level errors: nothing; pushes of a
       // newer protocol (decoded with no body, or a body not listed here): ignored.
@@ -697,6 +760,7 @@ export class Engine {
 /** @param {number} reqId @param {Outgoing} msg */
 function sendFrame(reqId, msg) {
   const t = /** @type {any} */ (msg.target);
+  const o = msg.options ?? {};
   return {
     reqId,
     send: {
@@ -705,8 +769,25 @@ function sendFrame(reqId, msg) {
       peer: t.user ?? '',
       body: msg.body,
       contentType: msg.contentType,
+      // Only what is set goes on the wire (a plain Send stays as it was).
+      ...(o.replyTo ? { replyTo: o.replyTo } : {}),
+      ...(o.mentions?.length ? { mentions: o.mentions } : {}),
+      ...(o.mentionAll ? { mentionAll: true } : {}),
+      ...(o.ttlSecs ? { ttlSecs: o.ttlSecs } : {}),
     },
   };
+}
+
+/** The options worth keeping (and sending): none that are empty. @param {any} o @returns {SendOptions|undefined} */
+function cleanOptions(o) {
+  if (!o || typeof o !== 'object') return undefined;
+  /** @type {SendOptions} */
+  const out = {};
+  if (Number.isSafeInteger(o.replyTo) && o.replyTo > 0) out.replyTo = o.replyTo;
+  if (Array.isArray(o.mentions) && o.mentions.length > 0) out.mentions = o.mentions.filter((u) => typeof u === 'string');
+  if (o.mentionAll === true) out.mentionAll = true;
+  if (Number.isSafeInteger(o.ttlSecs) && o.ttlSecs > 0) out.ttlSecs = o.ttlSecs;
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -748,7 +829,14 @@ export function loadState(username, storage = globalThis.localStorage) {
     .map((o) => {
       const target = o.to ? { user: o.to } : o.conversation ? { conversation: o.conversation } : null;
       if (!target || typeof o.id !== 'string') return null;
-      return { clientMsgId: o.id, target, body: fromBase64(o.body ?? ''), contentType: o.contentType ?? '' };
+      const options = cleanOptions(o.options);
+      return {
+        clientMsgId: o.id,
+        target,
+        body: fromBase64(o.body ?? ''),
+        contentType: o.contentType ?? '',
+        ...(options ? { options } : {}),
+      };
     })
     .filter(Boolean);
   return {
@@ -907,6 +995,7 @@ export class TernClient extends EventTarget {
     return this.engine.outboxMessages().map((m) => ({
       clientMsgId: m.clientMsgId,
       target: m.target,
+      options: m.options ?? {},
       text: m.contentType === '' || m.contentType.startsWith('text/') ? utf8d.decode(m.body) : null,
     }));
   }
@@ -954,14 +1043,19 @@ export class TernClient extends EventTarget {
    * @param {Target} target `{user}` for the 1:1 chat with a user, or `{conversation}`
    * @param {string|Uint8Array} body text (UTF-8) or bytes
    * @param {string} [contentType] empty = text/plain; charset=utf-8
+   * @param {SendOptions} [options] reply-to, mentions, @all, time to live (kept with
+   *   the message in the outbox, so a resend carries them too)
    * @returns {Promise<SendAck> & {clientMsgId: string}}
    */
-  send(target, body, contentType = '') {
+  send(target, body, contentType = '', options = undefined) {
+    const opts = cleanOptions(options);
+    /** @type {Outgoing} */
     const msg = {
       clientMsgId: newClientMsgId(),
       target: 'user' in target ? { user: target.user } : { conversation: target.conversation },
       body: typeof body === 'string' ? utf8.encode(body) : body,
       contentType,
+      ...(opts ? { options: opts } : {}),
     };
     /** @type {any} */
     const p = new Promise((resolve, reject) => {
@@ -979,9 +1073,62 @@ export class TernClient extends EventTarget {
     return p;
   }
 
-  /** @param {Target} target @param {string} text */
-  sendText(target, text) {
-    return this.send(target, text, '');
+  /** @param {Target} target @param {string} text @param {SendOptions} [options] */
+  sendText(target, text, options = undefined) {
+    return this.send(target, text, '', options);
+  }
+
+  /**
+   * Replaces the text of one of this user's messages (the sender only, within the edit
+   * window: WINDOW_EXPIRED after it, FORBIDDEN for someone else's). Resolves with the
+   * SendAck of the EDIT entry once durable; every member's devices get that entry as a
+   * message of kind 'edit'.
+   * @param {string} conversation @param {number} seq @param {string|Uint8Array} body
+   * @param {string} [contentType]
+   * @returns {Promise<SendAck>}
+   */
+  async edit(conversation, seq, body, contentType = '') {
+    const f = await this.request({
+      edit: {
+        clientMsgId: newClientMsgId(),
+        conversation,
+        seq,
+        body: typeof body === 'string' ? utf8.encode(body) : body,
+        contentType,
+      },
+    });
+    return toAck(f.sendAck);
+  }
+
+  /**
+   * Recalls a message (its sender within the recall window, or a group owner/admin at
+   * any time). Resolves with the SendAck of the RECALL entry; every member's devices get
+   * that entry as a message of kind 'recall'.
+   * @param {string} conversation @param {number} seq
+   * @returns {Promise<SendAck>}
+   */
+  async recall(conversation, seq) {
+    const f = await this.request({ recall: { clientMsgId: newClientMsgId(), conversation, seq } });
+    return toAck(f.sendAck);
+  }
+
+  /**
+   * Hides a message for this user only, on all their devices (each gets a 'hidden'
+   * event); history serves it to this user as `deleted`, without content.
+   * @param {string} conversation @param {number} seq
+   */
+  async deleteForMe(conversation, seq) {
+    await this.request({ deleteForMe: { conversation, seq } });
+  }
+
+  /**
+   * Says this user is typing (true) or stopped (false) in `conversation`: the members
+   * online now get a 'typing' event. Send true at most every few seconds while the user
+   * types, and false when they stop or send.
+   * @param {string} conversation @param {boolean} [typing]
+   */
+  async typing(conversation, typing = true) {
+    await this.request({ typing: { conversation, typing } });
   }
 
   // ---- requests ----
@@ -1436,6 +1583,15 @@ export class TernClient extends EventTarget {
         case 'settings':
           this.emit('settings', { conversation: ev.conversation, muted: ev.muted, pinned: ev.pinned });
           break;
+        case 'typing':
+          this.emit('typing', { conversation: ev.conversation, user: ev.user, typing: ev.typing, expiresMs: ev.expiresMs });
+          break;
+        case 'hidden':
+          this.emit('hidden', { conversation: ev.conversation, seq: ev.seq });
+          break;
+        case 'presence':
+          this.emit('presence', { user: ev.user, online: ev.online, serverTimeMs: ev.serverTimeMs });
+          break;
       }
     }
   }
@@ -1537,6 +1693,7 @@ export class TernClient extends EventTarget {
                 ...(t.user ? { to: t.user } : { conversation: t.conversation }),
                 body: toBase64(m.body),
                 contentType: m.contentType,
+                ...(m.options ? { options: m.options } : {}),
               };
             }),
           ),

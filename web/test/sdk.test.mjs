@@ -599,7 +599,7 @@ test('listConversations pages with limit/offset and returns read state, last mes
   assert.deepEqual(list.conversations[0], {
     conversation: 'd:alice:bob', kind: 'direct', name: 'bob', lastSeq: 5, readDiffusion: false, memberCount: 0,
     role: 'ROLE_UNSPECIFIED', readSeq: 2, unread: 3, lastTimeMs: 1_700_000_000_123, lastSender: 'bob',
-    lastPreview: 'see you', lastKind: 'message', muted: false, pinned: false,
+    lastPreview: 'see you', lastKind: 'message', muted: false, pinned: false, mentions: 0,
   });
   const g = list.conversations[1];
   assert.deepEqual([g.kind, g.role, g.memberCount, g.lastKind, g.lastPreview], ['group', 'OWNER', 3, 'system', '']);
@@ -722,5 +722,108 @@ test("settings_changed pushes become 'settings' events, in order; the response b
   // Messages keep flowing.
   ws.recv({ push: { inboxSeq: 1, message: msg('d:alice:bob', 1, 'alice') } });
   assert.deepEqual(ev.messages.map((m) => m.message.seq), [1]);
+  client.close();
+});
+
+test('messages carry reply_to, mentions, edit/recall kinds and the edited/recalled/expired/deleted marks', () => {
+  const { client, ws, ev } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const enc = (t) => new TextEncoder().encode(t);
+  ws.recv({ push: { inboxSeq: 1, message: msg('g:7', 1, 'bob', { replyTo: 0, mentions: ['alice'], mentionAll: false }) } });
+  ws.recv({ push: { inboxSeq: 2, message: msg('g:7', 2, 'bob', { replyTo: 1, mentionAll: true }) } });
+  ws.recv({ push: { inboxSeq: 3, message: msg('g:7', 3, 'bob', { kind: 2, targetSeq: 1, body: enc('fixed') }) } });
+  ws.recv({ push: { inboxSeq: 4, message: msg('g:7', 4, 'bob', { kind: 3, targetSeq: 2, body: new Uint8Array() }) } });
+  // As history serves them: the target rewritten, a recalled one and a deleted one without content.
+  ws.recv({ push: { inboxSeq: 5, message: msg('g:7', 5, 'bob', { edited: true, editedMs: 9, edits: [6, 7], body: enc('v3') }) } });
+  ws.recv({ push: { inboxSeq: 6, message: msg('g:7', 6, 'bob', { recalled: true, body: new Uint8Array() }) } });
+  ws.recv({ push: { inboxSeq: 7, message: msg('g:7', 7, 'bob', { deleted: true, body: new Uint8Array() }) } });
+  ws.recv({ push: { inboxSeq: 8, message: msg('g:7', 8, 'bob', { expired: true, expiresMs: 5, body: new Uint8Array() }) } });
+  const m = ev.messages.map((e) => e.message);
+  assert.deepEqual(m.map((x) => x.kind), ['message', 'message', 'edit', 'recall', 'message', 'message', 'message', 'message']);
+  assert.deepEqual([m[0].mentions, m[0].mentionAll, m[0].replyTo], [['alice'], false, 0]);
+  assert.deepEqual([m[1].mentions, m[1].mentionAll, m[1].replyTo], [[], true, 1]);
+  assert.deepEqual([m[2].targetSeq, m[2].text], [1, 'fixed']);
+  assert.equal(m[3].targetSeq, 2);
+  assert.deepEqual([m[4].edited, m[4].editedMs, m[4].edits, m[4].text], [true, 9, [6, 7], 'v3']);
+  assert.deepEqual([m[5].recalled, m[5].text], [true, null], 'no text for a recalled message');
+  assert.deepEqual([m[6].deleted, m[6].text], [true, null]);
+  assert.deepEqual([m[7].expired, m[7].expiresMs, m[7].text], [true, 5, null]);
+  client.close();
+});
+
+test('send options go on the wire, survive in the saved outbox and are resent; a plain Send carries none', async () => {
+  const storage = new MemStorage();
+  const { client, ws } = makeClient({ storage });
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const ps = [
+    client.sendText({ conversation: 'g:7' }, 'plain'),
+    client.sendText({ conversation: 'g:7' }, '@bob see 3', { replyTo: 3, mentions: ['bob'], ttlSecs: 60 }),
+    client.sendText({ conversation: 'g:7' }, '@all', { mentionAll: true, replyTo: 0, mentions: [] }),
+  ];
+  for (const p of ps) p.catch(() => {}); // closed before the acks: rejected, kept in the outbox
+  const sends = ws.take('send').map((f) => f.send);
+  assert.deepEqual(sends.map((s) => [Number(s.replyTo), s.mentions, s.mentionAll, s.ttlSecs]), [
+    [0, [], false, 0],
+    [3, ['bob'], false, 60],
+    [0, [], true, 0],
+  ]);
+  assert.equal(Object.hasOwn(sends[0], 'replyTo'), false, 'nothing extra on a plain Send');
+  assert.deepEqual(client.pending.map((p) => p.options), [{}, { replyTo: 3, mentions: ['bob'], ttlSecs: 60 }, { mentionAll: true }]);
+  client.close();
+  // A new client (a page reload) resends them with their options.
+  const again = makeClient({ storage });
+  loginAndSync(again.ws);
+  const resent = again.ws.take('send').map((f) => f.send);
+  assert.deepEqual(resent.map((s) => [Number(s.replyTo), s.mentions, s.mentionAll, s.ttlSecs]), [
+    [0, [], false, 0],
+    [3, ['bob'], false, 60],
+    [0, [], true, 0],
+  ]);
+  again.client.close();
+});
+
+test('edit, recall, deleteForMe and typing send their requests and resolve with the answers', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const e = client.edit('g:7', 4, 'new text');
+  const [ef] = ws.take('edit');
+  assert.deepEqual([ef.edit.conversation, Number(ef.edit.seq), new TextDecoder().decode(ef.edit.body)], ['g:7', 4, 'new text']);
+  assert.ok(ef.edit.clientMsgId.length > 0, 'an edit has a client_msg_id');
+  ws.recv({ reqId: ef.reqId, sendAck: { conversation: 'g:7', seq: 9, serverTimeMs: 5, clientMsgId: ef.edit.clientMsgId } });
+  assert.equal((await e).seq, 9);
+  const r = client.recall('g:7', 4);
+  const [rf] = ws.take('recall');
+  assert.deepEqual([rf.recall.conversation, Number(rf.recall.seq)], ['g:7', 4]);
+  ws.recv({ reqId: rf.reqId, error: { code: ErrorCode.WINDOW_EXPIRED, message: 'too late' } });
+  await assert.rejects(r, (x) => x.codeName === 'WINDOW_EXPIRED');
+  const d = client.deleteForMe('g:7', 2);
+  const [df] = ws.take('deleteForMe');
+  assert.deepEqual([df.deleteForMe.conversation, Number(df.deleteForMe.seq)], ['g:7', 2]);
+  ws.recv({ reqId: df.reqId, ok: {} });
+  await d;
+  const t = client.typing('g:7', false);
+  const [tf] = ws.take('typing');
+  assert.deepEqual([tf.typing.conversation, tf.typing.typing], ['g:7', false]);
+  ws.recv({ reqId: tf.reqId, ok: {} });
+  await t;
+  client.close();
+});
+
+test("TypingEvent, MessageHidden and PresenceEvent pushes become 'typing', 'hidden' and 'presence' events", () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const got = [];
+  for (const t of ['typing', 'hidden', 'presence']) client.on(t, (d) => got.push([t, d]));
+  ws.recv({ typingEvent: { conversation: 'g:7', user: 'bob', typing: true, expiresMs: 1234 } });
+  ws.recv({ typingEvent: { conversation: 'g:7', user: 'bob', typing: false } });
+  ws.recv({ messageHidden: { conversation: 'g:7', seq: 3 } });
+  ws.recv({ presenceEvent: { user: 'bob', online: true, serverTimeMs: 77 } });
+  assert.deepEqual(got, [
+    ['typing', { conversation: 'g:7', user: 'bob', typing: true, expiresMs: 1234 }],
+    ['typing', { conversation: 'g:7', user: 'bob', typing: false, expiresMs: 0 }],
+    ['hidden', { conversation: 'g:7', seq: 3 }],
+    ['presence', { user: 'bob', online: true, serverTimeMs: 77 }],
+  ]);
+  assert.deepEqual(ws.sent.filter((f) => f.body !== 'ack'), [], 'nothing sent in answer');
   client.close();
 });
