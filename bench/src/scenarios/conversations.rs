@@ -186,7 +186,7 @@ pub async fn run(ctx: &Ctx, s: ConvArgs) -> anyhow::Result<()> {
             writes.push(send(format!("g{i}.{k}"), g, "", mention));
         }
         exp.unread_convs += 1;
-        if s.mute_every > 0 && exp.unread_convs % s.mute_every == 0 {
+        if s.mute_every > 0 && exp.unread_convs.is_multiple_of(s.mute_every) {
             to_mute.push(g.clone());
             exp.muted += 1;
         } else {
