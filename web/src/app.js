@@ -4,7 +4,7 @@
 // (sdk.js); no framework.
 //
 // Read state: the server's ListConversations gives each conversation's last seq and this
-// user's read seq; the badge is lastSeq - readSeq (the server's own definition), kept
+// user's read seq and unread count; the badge is kept
 // current from events: a delivered message raises lastSeq (and readSeq when it is this
 // user's own, as the server moves the sender's read position), a 'read' event with own
 // set (another tab or device of this user, or this one, read) raises readSeq, opening a
@@ -17,6 +17,20 @@
 // order: pinned, then most recent, then id), marks pinned and muted ones, and leaves a
 // muted conversation's unread out of the total (its own badge stays, greyed). The open
 // chat's header has a Pin and a Mute toggle; each row has the same two as small buttons.
+//
+// Messenger features (issue 13): replies (a quote of the target above the text), mentions
+// (@name of a group member, @all for owners/admins; highlighted, and an @ mark on a row with
+// unread mentions), a typing indicator (Typing sent at most every 3 s while the user types,
+// false on send; "X is typing…" until expires_ms or a stop), edit and recall of one's own
+// messages (recall of anyone's by a group owner/admin), delete for me, edited / recalled /
+// expired messages shown as such (deleted ones not at all), presence dots for direct peers,
+// and groups (create, add/remove members, leave, the member list).
+//
+// Unread counts: EDIT and RECALL entries take seqs but are not messages a person reads, and
+// a recalled or expired message no longer counts, so a badge is no longer lastSeq - readSeq:
+// it is the server's `unread` from the list, plus the countable live messages after it,
+// minus live recalls of unread ones; a read position that moves to the end clears it, one
+// that moves part way is recounted from the messages held here, or asked of the server.
 
 import {
   RULES,
@@ -72,26 +86,52 @@ const el = {
   moreConvs: /** @type {HTMLButtonElement} */ ($('more-convs')),
   pinToggle: /** @type {HTMLButtonElement} */ ($('pin-toggle')),
   muteToggle: /** @type {HTMLButtonElement} */ ($('mute-toggle')),
+  chatPresence: $('chat-presence'),
+  chatSub: $('chat-sub'),
+  membersToggle: /** @type {HTMLButtonElement} */ ($('members-toggle')),
+  membersPanel: $('members-panel'),
+  memberList: $('member-list'),
+  addMemberForm: /** @type {HTMLFormElement} */ ($('add-member-form')),
+  addMember: /** @type {HTMLInputElement} */ ($('add-member')),
+  leaveGroup: /** @type {HTMLButtonElement} */ ($('leave-group')),
+  newGroupToggle: /** @type {HTMLButtonElement} */ ($('new-group-toggle')),
+  newGroupForm: /** @type {HTMLFormElement} */ ($('new-group-form')),
+  groupName: /** @type {HTMLInputElement} */ ($('group-name')),
+  groupMembers: /** @type {HTMLInputElement} */ ($('group-members')),
+  typing: $('typing'),
+  composeContext: $('compose-context'),
+  composeContextText: $('compose-context-text'),
+  composeCancel: /** @type {HTMLButtonElement} */ ($('compose-cancel')),
 };
 
 /** Conversations asked for per ListConversations page (`?convPage=N` sets it, 1-1000). */
 const CONV_PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('convPage')) || 100));
 /** Characters of a last-message preview made on this page (the server's are 80). */
 const PREVIEW_CHARS = 80;
+/** Typing: sent again at most this often while the user types (docs/PROTOCOL.md 10). */
+const TYPING_EVERY_MS = 3000;
+/** The server's windows (defaults): edit 48 h, recall 2 minutes for the sender. */
+const EDIT_WINDOW_MS = 48 * 3600 * 1000;
+const RECALL_WINDOW_MS = 2 * 60 * 1000;
+/** A user name after an @ (the server's name rule, without the length bound). */
+const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
 
 /**
  * @typedef {import('./sdk.js').Message} Message
  * @typedef {{id: string, name: string, kind: 'direct'|'group', peer: string|null,
- *   lastSeq: number, readSeq: number, guessRead: number, listed: boolean, lastTs: number, lastSender: string,
- *   preview: string, readBy: Record<string, number>, markingTo: number,
- *   muted: boolean, pinned: boolean,
- *   messages: Map<number, Message>, historyLoaded: boolean}} Conv
+ *   lastSeq: number, readSeq: number, unread: number, mentions: number, listed: boolean, lastTs: number,
+ *   lastSender: string, preview: string, readBy: Record<string, number>, markingTo: number,
+ *   muted: boolean, pinned: boolean, role: string, members: {username: string, role: string}[]|null,
+ *   gone: boolean, messages: Map<number, Message & {editSeq?: number}>, historyLoaded: boolean}} Conv
  *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
- *   ever move forward; unread = lastSeq - readSeq); listed: the server's list had it;
- *   guessRead: until it is listed, a live message's seq - 1 (what came before counts read);
+ *   ever move forward); unread / mentions: the server's counts, kept current from events
+ *   (see the top of this file); listed: the server's list had it;
  *   readBy: other members' read positions from receipts; markingTo: a MarkRead in flight;
- *   muted / pinned: this user's settings (9.3), from the list and 'settings' events
- * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number}} PendingSend
+ *   muted / pinned: this user's settings (9.3), from the list and 'settings' events;
+ *   role / members: this user's role and the member list (groups); gone: this user left
+ *   or was removed (the chat stays readable, nothing can be sent)
+ * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number,
+ *   options: import('./sdk.js').SendOptions}} PendingSend
  */
 
 const app = {
@@ -108,6 +148,17 @@ const app = {
   unsubscribe: [],
   /** The server's list: how many conversations, pages loaded, and the unread of those not loaded. */
   list: { total: 0, loaded: 0, unlistedUnread: 0 },
+  /** conversation -> user -> local time their "typing" ends. @type {Map<string, Map<string, number>>} */
+  typing: new Map(),
+  /** Direct peers online (true) or not, from PresenceQuery and PresenceEvent. @type {Map<string, boolean>} */
+  presence: new Map(),
+  /** Server time minus local time, from LoginOk. */
+  skewMs: 0,
+  /** What the compose box does: a plain message, a reply to `seq`, or an edit of `seq`. @type {{mode: 'reply'|'edit', conv: string, seq: number}|null} */
+  compose: null,
+  /** The last Typing{true} sent: conversation and when. @type {{conv: string, at: number}|null} */
+  typingSent: null,
+  membersOpen: false,
 };
 
 // Test and debugging hook: what the SDK delivered on this page, and state changes.
@@ -135,10 +186,11 @@ function saveApp() {
     convs[c.id] = {
       name: c.name, kind: c.kind, lastTs: c.lastTs, lastSeq: c.lastSeq, readSeq: c.readSeq,
       lastSender: c.lastSender, preview: c.preview, readBy: c.readBy, muted: c.muted, pinned: c.pinned,
+      unread: c.unread, mentions: c.mentions, role: c.role,
     };
   }
   try {
-    localStorage.setItem(appKey(), JSON.stringify({ v: 2, convs }));
+    localStorage.setItem(appKey(), JSON.stringify({ v: 3, convs }));
   } catch {
     // storage full: the cache just does not survive a reload
   }
@@ -157,6 +209,9 @@ function loadApp() {
       conv.preview = typeof c.preview === 'string' ? c.preview : '';
       conv.muted = c.muted === true;
       conv.pinned = c.pinned === true;
+      conv.unread = Number.isSafeInteger(c.unread) ? c.unread : Math.max(0, conv.lastSeq - conv.readSeq);
+      conv.mentions = Number.isSafeInteger(c.mentions) ? c.mentions : 0;
+      conv.role = typeof c.role === 'string' ? c.role : '';
       if (c.readBy && typeof c.readBy === 'object') {
         for (const [u, n] of Object.entries(c.readBy)) if (Number.isSafeInteger(n)) conv.readBy[u] = n;
       }
@@ -180,7 +235,8 @@ function ensureConv(id, name) {
       peer,
       lastSeq: 0,
       readSeq: 0,
-      guessRead: 0,
+      unread: 0,
+      mentions: 0,
       listed: false,
       lastTs: 0,
       lastSender: '',
@@ -189,6 +245,9 @@ function ensureConv(id, name) {
       markingTo: 0,
       muted: false,
       pinned: false,
+      role: '',
+      members: null,
+      gone: false,
       messages: new Map(),
       historyLoaded: false,
     };
@@ -199,39 +258,169 @@ function ensureConv(id, name) {
   return c;
 }
 
-/** Unread messages of a conversation: the server's definition (9.1), lastSeq - readSeq. @param {Conv} c */
+/** Unread messages of a conversation, as the server counts them (see the top of this file). @param {Conv} c */
 function unreadOf(c) {
-  const read = c.listed ? c.readSeq : Math.max(c.readSeq, c.guessRead);
-  return Math.max(0, c.lastSeq - read);
+  return c.readSeq >= c.lastSeq ? 0 : Math.max(0, c.unread);
+}
+
+/** Whether a message counts as unread for this user when after the read position. @param {Message} m */
+function countable(m) {
+  if (m.kind === 'system') return m.event?.actor !== app.me;
+  return m.kind === 'message' && m.sender !== app.me && !m.recalled && !m.expired && !m.deleted;
+}
+
+/** Whether a message mentions this user (by name, or an @all by someone else). @param {Message} m */
+function mentionsMe(m) {
+  return m.kind === 'message' && m.sender !== app.me && !m.recalled && (m.mentions.includes(app.me) || m.mentionAll);
+}
+
+/**
+ * Moves this user's read position of `c` forward and the counts with it: to the end, none
+ * are left; part way, they are recounted from the messages held here when all of them
+ * are, else asked of the server.
+ * @param {Conv} c @param {number} seq
+ */
+function setRead(c, seq) {
+  if (seq <= c.readSeq) return;
+  c.readSeq = seq;
+  if (c.readSeq >= c.lastSeq) {
+    c.unread = 0;
+    c.mentions = 0;
+    return;
+  }
+  let unread = 0;
+  let mentions = 0;
+  for (let s = c.readSeq + 1; s <= c.lastSeq; s++) {
+    const m = c.messages.get(s);
+    if (!m) {
+      scheduleListRefresh();
+      c.unread = Math.min(c.unread, c.lastSeq - c.readSeq);
+      return;
+    }
+    if (countable(m)) unread++;
+    if (mentionsMe(m)) mentions++;
+  }
+  c.unread = unread;
+  c.mentions = mentions;
 }
 
 /** @param {Message} m */
 function previewOf(m) {
   if (m.kind === 'system') return systemText(m);
+  if (m.recalled) return 'Message recalled';
+  if (m.expired) return 'Message expired';
+  if (m.deleted) return 'Message deleted';
+  if (m.kind === 'recall') return 'Message recalled';
   if (m.text === null) return '';
   return [...m.text].slice(0, PREVIEW_CHARS).join('');
+}
+
+/** The preview of the newest message shown, when this page holds the conversation's last entry. @param {Conv} c */
+function localPreview(c) {
+  if (!c.messages.has(c.lastSeq)) return null;
+  for (let s = c.lastSeq; s > 0; s--) {
+    const m = c.messages.get(s);
+    if (!m) return null;
+    if (m.kind === 'edit' || m.kind === 'recall' || m.deleted) continue;
+    return { preview: previewOf(m), sender: m.kind === 'system' ? m.event?.actor ?? '' : m.sender };
+  }
+  return null;
+}
+
+/** @param {Conv} c */
+function updatePreview(c) {
+  const p = localPreview(c);
+  if (p) {
+    c.preview = p.preview;
+    c.lastSender = p.sender;
+  }
+}
+
+/**
+ * An EDIT or RECALL entry: applied to its target (if this page holds it), never shown
+ * as a message of its own. Older edits than the one shown are skipped (history serves
+ * the target with its latest text and the seqs of its edits).
+ * @param {Conv} c @param {Message} m @param {boolean} live
+ */
+function applyChange(c, m, live) {
+  const t = c.messages.get(m.targetSeq);
+  if (m.kind === 'edit') {
+    if (!t || t.recalled || m.recalled || m.text === null) return;
+    const shown = Math.max(t.editSeq ?? 0, ...t.edits);
+    if (m.seq <= shown) return;
+    t.text = m.text;
+    t.body = m.body;
+    t.contentType = m.contentType;
+    t.edited = true;
+    t.editedMs = m.serverTimeMs;
+    t.editSeq = m.seq;
+    return;
+  }
+  // RECALL
+  if (live && m.targetSeq > c.readSeq) {
+    if (!t) scheduleListRefresh();
+    else if (countable(t)) {
+      c.unread = Math.max(0, c.unread - 1);
+      if (mentionsMe(t)) c.mentions = Math.max(0, c.mentions - 1);
+    }
+  }
+  if (!t) return;
+  t.recalled = true;
+  t.text = null;
+  t.body = new Uint8Array();
+  t.mentions = [];
+  t.mentionAll = false;
 }
 
 /** @param {Message} m @param {boolean} own @param {boolean} live */
 function addMessage(m, own, live) {
   const c = ensureConv(m.conversation, m.kind === 'system' && m.event?.kind === 'CREATED' ? m.event.name : undefined);
-  if (live && !c.listed) {
-    // A conversation the server's list has not shown this page (yet): count what came
-    // before as read until the list (refreshed below) gives the real read position.
-    if (c.lastSeq === 0) c.guessRead = m.seq - 1;
-    scheduleListRefresh();
-  }
+  // A conversation the server's list has not shown this page (yet): the list, refreshed
+  // shortly, brings its real counts.
+  if (live && !c.listed) scheduleListRefresh();
+  const isNew = m.seq > c.lastSeq;
+  const known = c.messages.get(m.seq);
   c.messages.set(m.seq, m);
-  if (m.seq >= c.lastSeq) {
+  if (m.kind === 'edit' || m.kind === 'recall') applyChange(c, m, live && !known);
+  if (m.kind === 'message' && known?.editSeq && !m.edits.length && m.kind === known.kind) m.editSeq = known.editSeq;
+  if (isNew) {
     c.lastSeq = m.seq;
-    c.lastSender = m.sender;
+    if (live && m.seq > c.readSeq) {
+      if (countable(m)) c.unread += 1;
+      if (mentionsMe(m)) c.mentions += 1;
+    }
+  }
+  if (m.seq >= c.lastSeq) {
+    c.lastSender = m.kind === 'system' ? m.event?.actor ?? m.sender : m.sender;
     c.preview = previewOf(m);
+    updatePreview(c);
+  } else if (m.kind === 'edit' || m.kind === 'recall') {
+    updatePreview(c);
   }
   c.lastTs = Math.max(c.lastTs, m.serverTimeMs);
   // The server moves a sender's read position to their own message (9.1).
-  if (own) c.readSeq = Math.max(c.readSeq, m.seq);
+  if (own) setRead(c, m.seq);
   if (own && m.clientMsgId) app.pending.delete(m.clientMsgId);
+  // Whoever wrote has stopped typing.
+  if (live) stopTyper(c.id, m.sender);
+  if (live && m.kind === 'system') groupEvent(c, m);
   if (live && app.open === c.id) scheduleMarkRead(c);
+}
+
+/**
+ * A group event seen live: the member list (and this user's place in it) changed.
+ * @param {Conv} c @param {Message} m
+ */
+function groupEvent(c, m) {
+  const e = m.event;
+  if (!e) return;
+  if ((e.kind === 'MEMBERS_REMOVED' && e.users.includes(app.me)) || (e.kind === 'MEMBER_LEFT' && e.actor === app.me)) {
+    c.gone = true;
+    c.members = null;
+  } else if (e.kind === 'MEMBERS_ADDED' && e.users.includes(app.me)) {
+    c.gone = false;
+  }
+  if (!c.gone && (app.open === c.id || c.members)) loadMembers(c);
 }
 
 /** The server's list (first page, or a page more), merged in. @param {boolean} [more] */
@@ -258,6 +447,8 @@ async function refreshConversations(more = false) {
       const c = ensureConv(info.conversation, info.name);
       c.kind = info.kind;
       c.listed = true;
+      c.gone = false;
+      if (info.kind === 'group') c.role = info.role;
       // Both only move forward; a message or a read that raced the list is kept.
       if (info.lastSeq >= c.lastSeq) {
         c.lastSeq = info.lastSeq;
@@ -266,8 +457,25 @@ async function refreshConversations(more = false) {
         c.preview = info.lastKind === 'system' ? 'group event' : info.lastPreview;
         const shown = c.messages.get(info.lastSeq);
         if (shown) c.preview = previewOf(shown);
+        updatePreview(c);
+        c.unread = info.unread;
+        c.mentions = info.mentions;
+      } else {
+        // Live messages came after the list was read: its counts plus theirs.
+        c.unread = info.unread;
+        c.mentions = info.mentions;
+        for (let s = info.lastSeq + 1; s <= c.lastSeq; s++) {
+          const m = c.messages.get(s);
+          if (!m || s <= Math.max(c.readSeq, info.readSeq)) continue;
+          if (countable(m)) c.unread++;
+          if (mentionsMe(m)) c.mentions++;
+        }
       }
       c.readSeq = Math.max(c.readSeq, info.readSeq);
+      if (c.readSeq >= c.lastSeq) {
+        c.unread = 0;
+        c.mentions = 0;
+      }
       c.muted = info.muted;
       c.pinned = info.pinned;
       // The server's total leaves muted conversations out, so does this sum.
@@ -283,6 +491,7 @@ async function refreshConversations(more = false) {
     if (open) scheduleMarkRead(open);
     saveApp();
     render();
+    queryPresence();
   } catch (e) {
     console.warn('tern: list conversations', e);
   }
@@ -317,7 +526,7 @@ async function markShownRead(c) {
   c.markingTo = newest;
   try {
     const r = await client.markRead(c.id, newest);
-    c.readSeq = Math.max(c.readSeq, r.readSeq);
+    setRead(c, r.readSeq);
     saveApp();
     scheduleRender();
   } catch (e) {
@@ -331,15 +540,209 @@ async function markShownRead(c) {
 function openConv(id) {
   const c = app.convs.get(id);
   if (!c) return;
+  if (app.open !== id) {
+    stopTyping();
+    setCompose(null);
+    app.membersOpen = false;
+  }
   app.open = id;
   scheduleMarkRead(c);
   saveApp();
-  el.compose.disabled = false;
-  el.send.disabled = false;
   el.chatError.textContent = '';
   render();
   el.compose.focus();
   if (!c.historyLoaded) loadHistory(c);
+  if (c.kind === 'group' && !c.gone) loadMembers(c);
+}
+
+/** The member list of a group (and this user's role in it). @param {Conv} c */
+async function loadMembers(c) {
+  const client = app.client;
+  if (!client) return;
+  try {
+    const members = await client.members(c.id);
+    c.members = members;
+    c.role = members.find((m) => m.username === app.me)?.role ?? c.role;
+    c.gone = !members.some((m) => m.username === app.me);
+    scheduleRender();
+  } catch (e) {
+    if (e instanceof TernError && e.codeName === 'FORBIDDEN') {
+      c.gone = true;
+      c.members = null;
+      scheduleRender();
+    } else {
+      console.warn('tern: members', e);
+    }
+  }
+}
+
+/** Asks who of the direct peers is online (those not known yet; PresenceEvents keep it current). */
+async function queryPresence() {
+  const client = app.client;
+  if (!client) return;
+  const peers = [...new Set([...app.convs.values()].map((c) => c.peer).filter((p) => p && !app.presence.has(p)))].slice(0, 100);
+  if (peers.length === 0) return;
+  try {
+    for (const u of await client.presence(/** @type {string[]} */ (peers))) {
+      // A PresenceEvent that came meanwhile is newer than this answer.
+      if (!app.presence.has(u.username)) app.presence.set(u.username, u.onlineDevices.length > 0);
+    }
+    scheduleRender();
+  } catch (e) {
+    console.warn('tern: presence', e);
+  }
+}
+
+// ---- typing ----
+
+/** @type {Map<string, any>} conversation + user -> timer */
+const typerTimers = new Map();
+
+/** `user` types in `conv` until `until` (local time). @param {string} conv @param {string} user @param {number} until */
+function startTyper(conv, user, until) {
+  let m = app.typing.get(conv);
+  if (!m) app.typing.set(conv, (m = new Map()));
+  m.set(user, until);
+  const key = `${conv}\n${user}`;
+  clearTimeout(typerTimers.get(key));
+  typerTimers.set(key, setTimeout(() => stopTyper(conv, user), Math.max(0, until - Date.now())));
+  scheduleRender();
+}
+
+/** @param {string} conv @param {string} user */
+function stopTyper(conv, user) {
+  const key = `${conv}\n${user}`;
+  clearTimeout(typerTimers.get(key));
+  typerTimers.delete(key);
+  const m = app.typing.get(conv);
+  if (!m || !m.delete(user)) return;
+  if (m.size === 0) app.typing.delete(conv);
+  scheduleRender();
+}
+
+/** "bob is typing…", "bob and carol are typing…", or '' @param {string} conv */
+function typingText(conv) {
+  const now = Date.now();
+  const users = [...(app.typing.get(conv) ?? new Map()).entries()].filter(([, t]) => t > now).map(([u]) => u).sort();
+  if (users.length === 0) return '';
+  if (users.length === 1) return `${users[0]} is typing…`;
+  if (users.length <= 3) return `${users.slice(0, -1).join(', ')} and ${users.at(-1)} are typing…`;
+  return `${users.length} people are typing…`;
+}
+
+/** The user typed in the compose box: Typing{true} at most every TYPING_EVERY_MS. */
+function onComposeInput() {
+  const client = app.client;
+  const c = app.open ? app.convs.get(app.open) : null;
+  if (!client || !c || c.gone) return;
+  if (el.compose.value.trim() === '' || app.compose?.mode === 'edit') {
+    stopTyping();
+    return;
+  }
+  // A 1:1 chat that has no message yet does not exist on the server.
+  if (c.kind === 'direct' && c.lastSeq === 0) return;
+  const now = Date.now();
+  if (app.typingSent && app.typingSent.conv === c.id && now - app.typingSent.at < TYPING_EVERY_MS) return;
+  if (app.typingSent && app.typingSent.conv !== c.id) stopTyping();
+  app.typingSent = { conv: c.id, at: now };
+  client.typing(c.id, true).catch((e) => console.warn('tern: typing', e));
+}
+
+/** Typing{false} for the conversation a Typing{true} went to, if one did. */
+function stopTyping() {
+  const t = app.typingSent;
+  app.typingSent = null;
+  if (t && app.client) app.client.typing(t.conv, false).catch((e) => console.warn('tern: typing', e));
+}
+
+// ---- reply, edit, recall, delete ----
+
+/** Sets what the compose box does (null: a plain message). @param {{mode: 'reply'|'edit', conv: string, seq: number}|null} mode */
+function setCompose(mode) {
+  const was = app.compose;
+  app.compose = mode;
+  if (was?.mode === 'edit' && mode?.mode !== 'edit') el.compose.value = '';
+  if (mode?.mode === 'edit') {
+    const m = app.convs.get(mode.conv)?.messages.get(mode.seq);
+    el.compose.value = m?.text ?? '';
+    stopTyping();
+  }
+  renderComposeContext();
+  el.compose.focus();
+}
+
+function renderComposeContext() {
+  const k = app.compose;
+  const c = k ? app.convs.get(k.conv) : null;
+  if (!k || !c || k.conv !== app.open) {
+    el.composeContext.hidden = true;
+    el.send.textContent = 'Send';
+    return;
+  }
+  const m = c.messages.get(k.seq);
+  el.composeContext.hidden = false;
+  el.composeContext.dataset.mode = k.mode;
+  el.composeContextText.textContent =
+    k.mode === 'edit' ? `Editing: ${m?.text ?? ''}` : `Replying to ${m?.sender ?? ''}: ${m ? quoteText(m) : `message ${k.seq}`}`;
+  el.send.textContent = k.mode === 'edit' ? 'Save' : 'Send';
+}
+
+/** @param {Message} m */
+function quoteText(m) {
+  if (m.kind === 'system') return systemText(m);
+  if (m.recalled) return 'Message recalled';
+  if (m.expired) return 'Message expired';
+  if (m.deleted) return 'Message deleted';
+  if (m.text === null) return `(${m.contentType || 'attachment'})`;
+  return [...m.text].slice(0, PREVIEW_CHARS).join('');
+}
+
+/** @param {Conv} c @param {Message} m */
+async function recallMessage(c, m) {
+  const client = app.client;
+  if (!client) return;
+  try {
+    await client.recall(c.id, m.seq);
+    // The RECALL entry comes back as a message too; apply it now.
+    applyChange(c, /** @type {any} */ ({ kind: 'recall', targetSeq: m.seq, seq: 0 }), false);
+    if (app.compose?.seq === m.seq && app.compose.conv === c.id) setCompose(null);
+    updatePreview(c);
+    el.chatError.textContent = '';
+  } catch (e) {
+    el.chatError.textContent =
+      e instanceof TernError && e.codeName === 'WINDOW_EXPIRED' ? 'Too late to recall this message.' : `recall: ${errorText(e)}`;
+  }
+  scheduleRender();
+}
+
+/** @param {Conv} c @param {Message} m */
+async function deleteMessage(c, m) {
+  const client = app.client;
+  if (!client) return;
+  try {
+    await client.deleteForMe(c.id, m.seq);
+    m.deleted = true;
+    m.text = null;
+    updatePreview(c);
+    el.chatError.textContent = '';
+  } catch (e) {
+    el.chatError.textContent = `delete: ${errorText(e)}`;
+  }
+  scheduleRender();
+}
+
+/** What this user may do to `m`, now. @param {Conv} c @param {Message} m */
+function actionsFor(c, m) {
+  const own = m.sender === app.me;
+  const now = Date.now() + app.skewMs;
+  const alive = !m.recalled && !m.expired && !m.deleted;
+  const admin = c.kind === 'group' && (c.role === 'OWNER' || c.role === 'ADMIN');
+  return {
+    reply: alive && !c.gone,
+    edit: alive && own && !c.gone && m.text !== null && now - m.serverTimeMs < EDIT_WINDOW_MS,
+    recall: alive && !c.gone && ((own && now - m.serverTimeMs < RECALL_WINDOW_MS) || admin),
+    delete: !m.deleted,
+  };
 }
 
 /** @param {Conv} c */
@@ -410,6 +813,10 @@ function startClient(username, password, device) {
   app.open = null;
   app.pending.clear();
   app.list = { total: 0, loaded: 0, unlistedUnread: 0 };
+  app.typing.clear();
+  app.presence.clear();
+  app.compose = null;
+  app.typingSent = null;
   loadApp();
   const client = new TernClient({ url: wsUrl(), username, password: password ?? undefined, device });
   app.client = client;
@@ -420,6 +827,7 @@ function startClient(username, password, device) {
     /** @type {any} */ (window).__tern.states.push(s.state);
     showState(s);
     if (s.state === 'connected') {
+      if (client.session?.serverTimeMs) app.skewMs = Number(client.session.serverTimeMs) - Date.now();
       localStorage.setItem(LAST_USER_KEY, username);
       el.authError.textContent = '';
       showChat();
@@ -440,6 +848,11 @@ function startClient(username, password, device) {
       sender: message.sender,
       text: message.text,
       own,
+      kind: message.kind,
+      replyTo: message.replyTo,
+      mentions: message.mentions,
+      mentionAll: message.mentionAll,
+      targetSeq: message.targetSeq,
     });
     addMessage(message, own, true);
     saveApp();
@@ -463,6 +876,17 @@ function startClient(username, password, device) {
         kind: 'message',
         event: null,
         text: p.text,
+        replyTo: p.options.replyTo ?? 0,
+        mentions: p.options.mentions ?? [],
+        mentionAll: !!p.options.mentionAll,
+        targetSeq: 0,
+        edited: false,
+        editedMs: 0,
+        edits: [],
+        recalled: false,
+        expired: false,
+        deleted: false,
+        expiresMs: 0,
       });
     }
     c.lastTs = Math.max(c.lastTs, ack.serverTimeMs);
@@ -471,7 +895,7 @@ function startClient(username, password, device) {
       c.lastSender = app.me;
       c.preview = [...p.text].slice(0, PREVIEW_CHARS).join('');
     }
-    c.readSeq = Math.max(c.readSeq, ack.seq);
+    setRead(c, ack.seq);
     saveApp();
     scheduleRender();
   });
@@ -484,8 +908,8 @@ function startClient(username, password, device) {
     }
     if (r.own) {
       // This tab, another tab or another device of this user read: the badge follows.
-      c.readSeq = Math.max(c.readSeq, r.readSeq);
       c.lastSeq = Math.max(c.lastSeq, r.readSeq);
+      setRead(c, r.readSeq);
     } else {
       // A receipt: r.user read up to r.readSeq.
       c.readBy[r.user] = Math.max(c.readBy[r.user] ?? 0, r.readSeq);
@@ -494,6 +918,34 @@ function startClient(username, password, device) {
     scheduleRender();
   });
   sub('settings', (s) => applySettings(s));
+  sub('typing', (t) => {
+    if (t.user === app.me) return;
+    if (!t.typing) {
+      stopTyper(t.conversation, t.user);
+      return;
+    }
+    // Until expires_ms (server time), on this clock; within sane bounds of a wrong clock.
+    const now = Date.now();
+    const until = t.expiresMs ? t.expiresMs - app.skewMs : now + 6000;
+    startTyper(t.conversation, t.user, Math.min(now + 10_000, Math.max(now + 1000, until)));
+  });
+  sub('hidden', (h) => {
+    const c = app.convs.get(h.conversation);
+    const m = c?.messages.get(h.seq);
+    if (c && m) {
+      m.deleted = true;
+      m.text = null;
+      m.body = new Uint8Array();
+      updatePreview(c);
+    }
+    // The server's counts may have changed (a hidden unread message).
+    if (!c || h.seq > c.readSeq) scheduleListRefresh();
+    scheduleRender();
+  });
+  sub('presence', (p) => {
+    app.presence.set(p.user, p.online);
+    scheduleRender();
+  });
   sub('caught-up', () => {
     /** @type {any} */ (window).__tern.caughtUp += 1;
   });
@@ -507,7 +959,9 @@ function startClient(username, password, device) {
   for (const p of client.pending) {
     const conv = 'user' in p.target ? directConversation(username, p.target.user) : p.target.conversation;
     ensureConv(conv);
-    app.pending.set(p.clientMsgId, { clientMsgId: p.clientMsgId, conv, text: p.text ?? '(binary)', failed: null, ts: Date.now() });
+    app.pending.set(p.clientMsgId, {
+      clientMsgId: p.clientMsgId, conv, text: p.text ?? '(binary)', failed: null, ts: Date.now(), options: p.options ?? {},
+    });
   }
   el.me.textContent = `${username} · ${client.device}`;
   client.start();
@@ -600,7 +1054,22 @@ function renderConvList() {
     preview.dataset.testid = 'preview';
     const who = c.lastSender === app.me ? 'You' : c.kind === 'group' ? c.lastSender : '';
     preview.textContent = c.preview ? (who ? `${who}: ${c.preview}` : c.preview) : c.lastSeq > 0 ? '(attachment)' : 'No messages yet';
+    const typing = typingText(c.id);
+    if (typing) {
+      preview.textContent = typing;
+      preview.classList.add('typing');
+    }
     info.append(name, preview);
+    if (c.kind === 'direct' && c.peer) {
+      // The peer's presence: a dot, from PresenceQuery and PresenceEvent pushes.
+      const online = app.presence.get(c.peer);
+      const dot = document.createElement('span');
+      dot.className = 'presence';
+      dot.dataset.testid = 'presence';
+      dot.dataset.online = String(online === true);
+      dot.title = online === true ? 'online' : online === false ? 'offline' : '';
+      li.append(dot);
+    }
     li.append(info);
     if (c.lastTs > 0) {
       const when = document.createElement('span');
@@ -614,6 +1083,14 @@ function renderConvList() {
       u.dataset.testid = 'unread';
       u.textContent = String(unread);
       u.title = c.muted ? `${unread} unread (muted: not in the total)` : `${unread} unread`;
+      if (c.mentions > 0) {
+        const at = document.createElement('span');
+        at.className = 'mention-mark';
+        at.dataset.testid = 'mention-mark';
+        at.textContent = '@';
+        at.title = `${c.mentions} unread mention${c.mentions > 1 ? 's' : ''}`;
+        li.append(at);
+      }
       li.append(u);
     }
     li.append(rowToggle(c, 'pinned'), rowToggle(c, 'muted'));
@@ -676,23 +1153,44 @@ function renderChat() {
   const c = app.open ? app.convs.get(app.open) : null;
   el.pinToggle.hidden = !c;
   el.muteToggle.hidden = !c;
+  el.membersToggle.hidden = !c || c.kind !== 'group';
+  el.chatPresence.hidden = !c || c.kind !== 'direct';
+  el.compose.disabled = !c || c.gone;
+  el.send.disabled = !c || c.gone;
+  el.compose.placeholder = c?.gone ? 'You are no longer a member of this group' : 'Message';
+  renderComposeContext();
+  renderMembers(c);
   if (!c) {
     el.chatTitle.textContent = 'No conversation open';
+    el.chatSub.textContent = '';
     el.messages.replaceChildren();
+    el.typing.textContent = '';
     return;
   }
   el.chatTitle.textContent = c.kind === 'group' ? `# ${c.name}` : c.name;
+  if (c.kind === 'direct' && c.peer) {
+    const online = app.presence.get(c.peer);
+    el.chatPresence.dataset.online = String(online === true);
+    el.chatPresence.title = online === true ? `${c.peer} is online` : online === false ? `${c.peer} is offline` : '';
+    el.chatSub.textContent = online === true ? 'online' : online === false ? 'offline' : '';
+  } else {
+    el.chatSub.textContent = c.gone ? 'you left' : c.members ? `${c.members.length} members` : '';
+  }
+  el.typing.textContent = typingText(c.id);
   headerToggle(el.pinToggle, 'pinned', c.pinned ? 'Unpin' : 'Pin', c.pinned);
   headerToggle(el.muteToggle, 'muted', c.muted ? 'Unmute' : 'Mute', c.muted);
   const frag = document.createDocumentFragment();
   const seen = new Set();
   for (const m of [...c.messages.values()].sort((a, b) => a.seq - b.seq)) {
     if (m.clientMsgId) seen.add(m.clientMsgId);
-    frag.append(messageItem(m));
+    // Edits and recalls change their target; a message deleted for this user is not shown.
+    if (m.kind === 'edit' || m.kind === 'recall' || m.deleted) continue;
+    frag.append(messageItem(c, m));
   }
   for (const p of app.pending.values()) {
     if (p.conv !== c.id || seen.has(p.clientMsgId)) continue;
     const li = bubble(app.me, p.text, p.failed ? 'failed' : 'sending…', true);
+    if (p.options.replyTo) li.insertBefore(quoteOf(c, p.options.replyTo), li.querySelector('.text'));
     li.classList.add(p.failed ? 'failed' : 'pending');
     li.dataset.cmid = p.clientMsgId;
     if (p.failed) li.title = p.failed;
@@ -714,8 +1212,8 @@ function headerToggle(b, which, label, on) {
   b.setAttribute('aria-pressed', String(on));
 }
 
-/** @param {Message} m */
-function messageItem(m) {
+/** @param {Conv} c @param {Message} m */
+function messageItem(c, m) {
   if (m.kind === 'system') {
     const li = document.createElement('li');
     li.className = 'msg system';
@@ -724,9 +1222,51 @@ function messageItem(m) {
     return li;
   }
   const own = m.sender === app.me;
-  const li = bubble(m.sender, m.text ?? `(${m.contentType}, ${m.body.length} bytes)`, timeFmt.format(new Date(m.serverTimeMs)), own);
+  const text = m.recalled
+    ? 'This message was recalled'
+    : m.expired
+      ? 'This message expired'
+      : m.text ?? `(${m.contentType}, ${m.body.length} bytes)`;
+  const li = bubble(m.sender, text, timeFmt.format(new Date(m.serverTimeMs)), own);
   li.dataset.seq = String(m.seq);
   if (m.clientMsgId) li.dataset.cmid = m.clientMsgId;
+  const body = /** @type {HTMLElement} */ (li.querySelector('.text'));
+  if (m.recalled || m.expired) {
+    li.classList.add(m.recalled ? 'recalled' : 'expired');
+    body.classList.add('placeholder');
+  } else if (m.text !== null && (m.mentions.length > 0 || m.mentionAll)) {
+    body.replaceChildren(...withMentions(m.text, m));
+    if (mentionsMe(m)) li.classList.add('mentions-me');
+  }
+  if (m.replyTo) li.insertBefore(quoteOf(c, m.replyTo), body);
+  if (m.edited && !m.recalled) {
+    const e = document.createElement('span');
+    e.className = 'edited';
+    e.dataset.testid = 'edited';
+    e.textContent = 'edited';
+    if (m.editedMs) e.title = `edited ${timeFmt.format(new Date(m.editedMs))}`;
+    /** @type {HTMLElement} */ (li.querySelector('.meta')).append(e);
+  }
+  const can = actionsFor(c, m);
+  const bar = document.createElement('div');
+  bar.className = 'actions';
+  for (const [action, label] of /** @type {const} */ ([['reply', 'Reply'], ['edit', 'Edit'], ['recall', 'Recall'], ['delete', 'Delete']])) {
+    if (!can[action]) continue;
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.action = action;
+    b.textContent = label;
+    b.title =
+      action === 'delete' ? 'Delete for me (on all my devices)' : action === 'recall' ? 'Recall for everyone' : label;
+    b.addEventListener('click', () => {
+      if (action === 'reply') setCompose({ mode: 'reply', conv: c.id, seq: m.seq });
+      else if (action === 'edit') setCompose({ mode: 'edit', conv: c.id, seq: m.seq });
+      else if (action === 'recall') recallMessage(c, m);
+      else deleteMessage(c, m);
+    });
+    bar.append(b);
+  }
+  if (bar.childElementCount > 0) li.append(bar);
   if (own) {
     const c = app.convs.get(m.conversation);
     const readers = c ? Object.entries(c.readBy).filter(([u, s]) => u !== app.me && s >= m.seq).map(([u]) => u) : [];
@@ -741,6 +1281,102 @@ function messageItem(m) {
     }
   }
   return li;
+}
+
+/**
+ * The text with each @name it mentions (and @all) as a highlighted span.
+ * @param {string} text @param {Message} m
+ */
+function withMentions(text, m) {
+  /** @type {(string|HTMLElement)[]} */
+  const out = [];
+  let at = 0;
+  for (const x of text.matchAll(MENTION_RE)) {
+    const name = x[1];
+    const hit = name === 'all' ? m.mentionAll : m.mentions.includes(name);
+    if (!hit) continue;
+    const i = /** @type {number} */ (x.index);
+    if (i > at) out.push(text.slice(at, i));
+    const span = document.createElement('span');
+    span.className = name === app.me || name === 'all' ? 'mention me' : 'mention';
+    span.dataset.testid = 'mention';
+    span.textContent = x[0];
+    out.push(span);
+    at = i + x[0].length;
+  }
+  if (at < text.length) out.push(text.slice(at));
+  return out;
+}
+
+/** The quote of the message a reply answers. @param {Conv} c @param {number} seq */
+function quoteOf(c, seq) {
+  const q = document.createElement('div');
+  q.className = 'quote';
+  q.dataset.testid = 'quote';
+  q.dataset.replyTo = String(seq);
+  const t = c.messages.get(seq);
+  const who = document.createElement('span');
+  who.className = 'quote-from';
+  who.textContent = t ? (t.kind === 'system' ? 'group' : t.sender) : `message ${seq}`;
+  const what = document.createElement('span');
+  what.className = 'quote-text';
+  what.textContent = t ? quoteText(t) : 'not loaded';
+  q.append(who, what);
+  q.addEventListener('click', () => {
+    el.messages.querySelector(`li[data-seq="${seq}"]`)?.scrollIntoView({ block: 'center' });
+  });
+  return q;
+}
+
+/** The member panel of an open group. @param {Conv|null} c */
+function renderMembers(c) {
+  const show = !!c && c.kind === 'group' && app.membersOpen;
+  el.membersPanel.hidden = !show;
+  el.membersToggle.setAttribute('aria-pressed', String(show));
+  if (!show || !c) return;
+  const admin = !c.gone && (c.role === 'OWNER' || c.role === 'ADMIN');
+  el.addMemberForm.hidden = !admin;
+  el.leaveGroup.hidden = c.gone;
+  const frag = document.createDocumentFragment();
+  const order = { OWNER: 0, ADMIN: 1 };
+  const members = [...(c.members ?? [])].sort(
+    (a, b) => (order[a.role] ?? 2) - (order[b.role] ?? 2) || (a.username < b.username ? -1 : 1),
+  );
+  for (const m of members) {
+    const li = document.createElement('li');
+    li.dataset.user = m.username;
+    li.dataset.testid = 'member';
+    const name = document.createElement('span');
+    name.className = 'member-name';
+    name.textContent = m.username === app.me ? `${m.username} (you)` : m.username;
+    li.append(name);
+    if (m.role === 'OWNER' || m.role === 'ADMIN') {
+      const r = document.createElement('span');
+      r.className = 'role';
+      r.textContent = m.role.toLowerCase();
+      li.append(r);
+    }
+    // An owner removes anyone else; an admin removes plain members (docs/PROTOCOL.md 9).
+    const removable = admin && m.username !== app.me && (c.role === 'OWNER' || m.role === 'MEMBER');
+    if (removable) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'secondary';
+      b.dataset.testid = 'remove-member';
+      b.textContent = 'Remove';
+      b.addEventListener('click', async () => {
+        try {
+          await app.client?.removeMembers(c.id, [m.username]);
+          await loadMembers(c);
+        } catch (e) {
+          el.chatError.textContent = `remove ${m.username}: ${errorText(e)}`;
+        }
+      });
+      li.append(b);
+    }
+    frag.append(li);
+  }
+  el.memberList.replaceChildren(frag);
 }
 
 /** @param {string} from @param {string} text @param {string} meta @param {boolean} own */
@@ -857,15 +1493,66 @@ el.newChatForm.addEventListener('submit', (e) => {
   openConv(id);
 });
 
+/**
+ * The mentions of a message typed in a group: each @name of a member (not this user), and
+ * @all when this user is an owner or admin (for anyone else it is plain text).
+ * @param {Conv} c @param {string} text
+ */
+function mentionsIn(c, text) {
+  if (c.kind !== 'group') return {};
+  const members = new Set((c.members ?? []).map((m) => m.username));
+  const mentions = new Set();
+  let all = false;
+  for (const x of text.matchAll(MENTION_RE)) {
+    if (x[1] === 'all') all = c.role === 'OWNER' || c.role === 'ADMIN';
+    else if (x[1] !== app.me && members.has(x[1])) mentions.add(x[1]);
+  }
+  return { ...(mentions.size ? { mentions: [...mentions].slice(0, 100) } : {}), ...(all ? { mentionAll: true } : {}) };
+}
+
+/** @param {Conv} c @param {number} seq @param {string} text */
+async function saveEdit(c, seq, text) {
+  const client = app.client;
+  if (!client) return;
+  const m = c.messages.get(seq);
+  try {
+    const ack = await client.edit(c.id, seq, text);
+    // The EDIT entry comes back as a message too; show the new text now.
+    if (m && !m.recalled && (m.editSeq ?? 0) < ack.seq) {
+      m.text = text;
+      m.body = new TextEncoder().encode(text);
+      m.edited = true;
+      m.editedMs = ack.serverTimeMs;
+      m.editSeq = ack.seq;
+    }
+    updatePreview(c);
+    el.chatError.textContent = '';
+  } catch (err) {
+    el.chatError.textContent =
+      err instanceof TernError && err.codeName === 'WINDOW_EXPIRED' ? 'Too late to edit this message.' : `edit: ${errorText(err)}`;
+  }
+  scheduleRender();
+}
+
 el.composeForm.addEventListener('submit', (e) => {
   e.preventDefault();
   const client = app.client;
   const c = app.open ? app.convs.get(app.open) : null;
   const text = el.compose.value;
-  if (!client || !c || text.trim() === '') return;
+  if (!client || !c || c.gone || text.trim() === '') return;
+  const k = app.compose?.conv === c.id ? app.compose : null;
+  if (k?.mode === 'edit') {
+    setCompose(null);
+    el.compose.value = '';
+    saveEdit(c, k.seq, text);
+    return;
+  }
   const target = c.kind === 'direct' && c.peer ? { user: c.peer } : { conversation: c.id };
-  const p = client.sendText(target, text);
-  app.pending.set(p.clientMsgId, { clientMsgId: p.clientMsgId, conv: c.id, text, failed: null, ts: Date.now() });
+  const options = { ...mentionsIn(c, text), ...(k?.mode === 'reply' ? { replyTo: k.seq } : {}) };
+  stopTyping();
+  if (k) setCompose(null);
+  const p = client.sendText(target, text, options);
+  app.pending.set(p.clientMsgId, { clientMsgId: p.clientMsgId, conv: c.id, text, failed: null, ts: Date.now(), options });
   p.catch((err) => {
     const q = app.pending.get(p.clientMsgId);
     if (q && !q.failed) q.failed = errorText(err);
@@ -894,6 +1581,108 @@ el.logout.addEventListener('click', async () => {
 });
 
 el.moreConvs.addEventListener('click', () => refreshConversations(true));
+
+el.compose.addEventListener('input', onComposeInput);
+el.compose.addEventListener('blur', () => {
+  if (el.compose.value.trim() === '') stopTyping();
+});
+el.compose.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && app.compose) setCompose(null);
+});
+el.composeCancel.addEventListener('click', () => setCompose(null));
+
+el.newGroupToggle.addEventListener('click', () => {
+  el.newGroupForm.hidden = !el.newGroupForm.hidden;
+  el.newGroupToggle.setAttribute('aria-expanded', String(!el.newGroupForm.hidden));
+  if (!el.newGroupForm.hidden) el.groupName.focus();
+});
+
+/** User names from a comma/space separated list. @param {string} s */
+function userList(s) {
+  return [...new Set(s.split(/[\s,]+/).map((u) => u.trim().toLowerCase()).filter(Boolean))];
+}
+
+el.newGroupForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const client = app.client;
+  if (!client) return;
+  const name = el.groupName.value.trim();
+  const members = userList(el.groupMembers.value).filter((u) => u !== app.me);
+  const bad = members.find((u) => !isValidUsername(u));
+  if (!name || bad) {
+    el.chatError.textContent = bad ? `"${bad}" is not a user name.` : 'Give the group a name.';
+    return;
+  }
+  try {
+    const g = await client.createGroup(name, members);
+    const c = ensureConv(g.conversation, name);
+    c.kind = 'group';
+    c.role = 'OWNER';
+    c.lastSeq = Math.max(c.lastSeq, g.seq);
+    c.readSeq = Math.max(c.readSeq, g.seq);
+    c.lastTs = Math.max(c.lastTs, Date.now() + app.skewMs);
+    el.groupName.value = '';
+    el.groupMembers.value = '';
+    el.newGroupForm.hidden = true;
+    el.chatError.textContent = '';
+    saveApp();
+    openConv(c.id);
+    app.membersOpen = true;
+    render();
+  } catch (err) {
+    el.chatError.textContent = `create group: ${errorText(err)}`;
+  }
+});
+
+el.membersToggle.addEventListener('click', () => {
+  const c = app.open ? app.convs.get(app.open) : null;
+  app.membersOpen = !app.membersOpen;
+  if (app.membersOpen && c && !c.gone) loadMembers(c);
+  render();
+});
+
+el.addMemberForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const c = app.open ? app.convs.get(app.open) : null;
+  const client = app.client;
+  if (!client || !c) return;
+  const users = userList(el.addMember.value).filter((u) => u !== app.me);
+  const bad = users.find((u) => !isValidUsername(u));
+  if (users.length === 0 || bad) {
+    el.chatError.textContent = bad ? `"${bad}" is not a user name.` : 'Enter a user name to add.';
+    return;
+  }
+  try {
+    await client.addMembers(c.id, users);
+    el.addMember.value = '';
+    el.chatError.textContent = '';
+    await loadMembers(c);
+  } catch (err) {
+    el.chatError.textContent = `add ${users.join(', ')}: ${errorText(err)}`;
+  }
+});
+
+el.leaveGroup.addEventListener('click', async () => {
+  const c = app.open ? app.convs.get(app.open) : null;
+  const client = app.client;
+  if (!client || !c || c.kind !== 'group') return;
+  if (!confirm(`Leave "${c.name}"?`)) return;
+  try {
+    stopTyping();
+    await client.leaveGroup(c.id);
+    // Gone from the server's list: gone from this one.
+    app.convs.delete(c.id);
+    app.open = null;
+    app.membersOpen = false;
+    setCompose(null);
+    el.chatError.textContent = '';
+    saveApp();
+    render();
+    scheduleListRefresh();
+  } catch (err) {
+    el.chatError.textContent = `leave: ${errorText(err)}`;
+  }
+});
 
 for (const [button, which] of /** @type {const} */ ([[el.pinToggle, 'pinned'], [el.muteToggle, 'muted']])) {
   button.addEventListener('click', () => {
