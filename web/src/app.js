@@ -322,7 +322,7 @@ function localPreview(c) {
     const m = c.messages.get(s);
     if (!m) return null;
     if (m.kind === 'edit' || m.kind === 'recall' || m.deleted) continue;
-    return { preview: previewOf(m), sender: m.kind === 'system' ? m.event?.actor ?? '' : m.sender };
+    return { preview: previewOf(m), sender: m.kind === 'system' ? '' : m.sender };
   }
   return null;
 }
@@ -391,7 +391,8 @@ function addMessage(m, own, live) {
     }
   }
   if (m.seq >= c.lastSeq) {
-    c.lastSender = m.kind === 'system' ? m.event?.actor ?? m.sender : m.sender;
+    // A group event's text names its actor already.
+    c.lastSender = m.kind === 'system' ? '' : m.sender;
     c.preview = previewOf(m);
     updatePreview(c);
   } else if (m.kind === 'edit' || m.kind === 'recall') {
@@ -454,7 +455,8 @@ async function refreshConversations(more = false) {
         c.lastSeq = info.lastSeq;
         if (info.lastTimeMs) c.lastTs = Math.max(c.lastTs, info.lastTimeMs);
         c.lastSender = info.lastSender;
-        c.preview = info.lastKind === 'system' ? 'group event' : info.lastPreview;
+        c.preview = info.lastKind === 'system' ? `${info.lastSender}: group event` : info.lastPreview;
+        if (info.lastKind === 'system') c.lastSender = '';
         const shown = c.messages.get(info.lastSeq);
         if (shown) c.preview = previewOf(shown);
         updatePreview(c);
@@ -1174,7 +1176,8 @@ function renderChat() {
     el.chatPresence.title = online === true ? `${c.peer} is online` : online === false ? `${c.peer} is offline` : '';
     el.chatSub.textContent = online === true ? 'online' : online === false ? 'offline' : '';
   } else {
-    el.chatSub.textContent = c.gone ? 'you left' : c.members ? `${c.members.length} members` : '';
+    const n = c.members?.length ?? 0;
+    el.chatSub.textContent = c.gone ? 'not a member' : c.members ? `${n} member${n === 1 ? '' : 's'}` : '';
   }
   el.typing.textContent = typingText(c.id);
   headerToggle(el.pinToggle, 'pinned', c.pinned ? 'Unpin' : 'Pin', c.pinned);
@@ -1267,7 +1270,7 @@ function messageItem(c, m) {
     bar.append(b);
   }
   if (bar.childElementCount > 0) li.append(bar);
-  if (own) {
+  if (own && !m.recalled) {
     const c = app.convs.get(m.conversation);
     const readers = c ? Object.entries(c.readBy).filter(([u, s]) => u !== app.me && s >= m.seq).map(([u]) => u) : [];
     if (readers.length > 0) {

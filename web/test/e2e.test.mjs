@@ -706,3 +706,188 @@ e2e('mute and pin: a pin in tab 1 reorders tab 2, a mute leaves the count out of
   await waitTotal(b1, 2, 'tab 1 after tab 2 unmuted carol');
   await waitTotal(b2, 2, 'tab 2 after its unmute');
 });
+
+/** The seq of the message of `conv` with `text` as this page holds it. */
+async function seqOf(page, conv, text) {
+  const seq = await page.evaluate(
+    ([c, t]) => {
+      const m = [...(window.__tern.app.convs.get(c)?.messages.values() ?? [])].find((x) => x.kind === 'message' && x.text === t);
+      return m ? m.seq : 0;
+    },
+    [conv, text],
+  );
+  assert.ok(seq > 0, `no message "${text}" in ${conv}`);
+  return seq;
+}
+
+/** Clicks the hover action `action` (reply, edit, recall, delete) of message `seq`. */
+async function messageAction(page, seq, action) {
+  const li = `#messages li.msg[data-seq="${seq}"]`;
+  await page.hover(li);
+  await page.click(`${li} .actions [data-action="${action}"]`);
+}
+
+/** Waits until `#typing` shows `text` ('' = nobody typing). */
+async function waitTyping(page, text, label) {
+  try {
+    await page.waitForFunction((t) => document.querySelector('#typing')?.textContent === t, text, { timeout: WAIT_MS });
+  } catch (e) {
+    throw new Error(`${label}: the typing line never showed "${text}"; it shows "${await page.textContent('#typing')}"`, { cause: e });
+  }
+}
+
+e2e('groups, replies, mentions, typing, edit, recall, delete for me and presence between two browser users', async (_t, logs) => {
+  const server = await startServer(logs);
+  const ctxA = await newContext();
+  const ctxB = await newContext();
+  const a = await openPage(ctxA, server.base, logs, 'alice');
+  let b = await openPage(ctxB, server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+  const home = tempDir('tern-web-group-');
+  const carol = join(home, 'carol.profile.json');
+  await cli(server, carol, ['register', 'carol', '--password', PASSWORD], {}, logs);
+
+  // Alice creates a group from the sidebar, then adds bob from its member panel.
+  await a.click('#new-group-toggle');
+  await a.fill('#group-name', 'team');
+  await a.click('#create-group');
+  await a.waitForSelector('#conv-list li[data-conv^="g:"].active', { timeout: WAIT_MS });
+  const g = await a.getAttribute('#conv-list li[data-conv^="g:"].active', 'data-conv');
+  assert.equal(await a.textContent('#chat-title'), '# team');
+  await a.waitForSelector('#members-panel:not([hidden]) #member-list li[data-user="alice"]', { timeout: WAIT_MS });
+  await a.fill('#add-member', 'bob');
+  await a.click('#add-member-go');
+  await a.waitForSelector('#member-list li[data-user="bob"]', { timeout: WAIT_MS });
+  await a.waitForSelector('#messages li.msg.system >> text=alice added bob', { timeout: WAIT_MS });
+
+  // Bob: the group appears live with one unread (the event that added him); he opens it.
+  await waitUnread(b, g, 1, 'bob after being added');
+  await b.click(`#conv-list li[data-conv="${g}"]`);
+  await b.waitForSelector('#messages li.msg.system >> text=alice added bob', { timeout: WAIT_MS });
+  await waitUnread(b, g, 0, 'bob after opening the group');
+  await b.waitForFunction(() => /2 members/.test(document.querySelector('#chat-sub')?.textContent ?? ''), null, { timeout: WAIT_MS });
+
+  // Group chat both ways.
+  await sendAndWaitAcked(a, 'hello team');
+  await waitForChat(b, ['hello team']);
+  const hello = await seqOf(b, g, 'hello team');
+
+  // Bob types: alice sees "bob is typing…" (in the chat and on the row)…
+  await b.click('#compose');
+  await b.keyboard.type('@alice hi there', { delay: 20 });
+  await waitTyping(a, 'bob is typing…', 'alice while bob types');
+  assert.equal(await a.textContent(`#conv-list li[data-conv="${g}"] .preview`), 'bob is typing…');
+  await screenshot(a, 'group-typing.png');
+  // …replies to alice's message with a mention; sending ends the typing at once.
+  await messageAction(b, hello, 'reply');
+  await b.waitForSelector('#compose-context:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await b.textContent('#compose-context-text'), 'Replying to alice: hello team');
+  await b.click('#send');
+  await b.waitForSelector('#compose-context', { state: 'hidden', timeout: WAIT_MS });
+  await waitForChat(a, ['hello team', '@alice hi there']);
+  await waitTyping(a, '', 'alice after bob sent');
+  const reply = await seqOf(a, g, '@alice hi there');
+  const replyLi = `#messages li.msg[data-seq="${reply}"]`;
+  assert.equal(await a.textContent(`${replyLi} .quote`), 'alicehello team', 'the reply quotes its target');
+  assert.equal(await a.textContent(`${replyLi} .mention.me`), '@alice', 'the mention of alice is highlighted');
+  const delivered = await a.evaluate((s) => window.__tern.delivered.find((m) => m.seq === s), reply);
+  assert.deepEqual([delivered.replyTo, delivered.mentions], [hello, ['alice']], 'reply_to and mentions on the wire');
+  await screenshot(a, 'group-reply.png');
+
+  // Alice edits her message: bob sees the new text marked edited, also in his reply's quote.
+  await messageAction(a, hello, 'edit');
+  assert.equal(await a.inputValue('#compose'), 'hello team', 'the compose box holds the text to edit');
+  await a.fill('#compose', 'hello everyone');
+  await a.click('#send');
+  await waitForChat(b, ['hello everyone', '@alice hi there']);
+  await b.waitForSelector(`#messages li.msg[data-seq="${hello}"] [data-testid="edited"]`, { timeout: WAIT_MS });
+  assert.equal(await b.textContent(`#messages li.msg[data-seq="${reply}"] .quote-text`), 'hello everyone');
+  await waitForChat(a, ['hello everyone', '@alice hi there']);
+
+  // Alice recalls a message of her own, and (as the owner) bob's reply.
+  await sendAndWaitAcked(a, 'oops');
+  await waitForChat(b, ['hello everyone', '@alice hi there', 'oops']);
+  const oops = await seqOf(a, g, 'oops');
+  await messageAction(a, oops, 'recall');
+  const recalled = 'This message was recalled';
+  await waitForChat(b, ['hello everyone', '@alice hi there', recalled]);
+  await messageAction(a, reply, 'recall');
+  await waitForChat(b, ['hello everyone', recalled, recalled]);
+  await waitForChat(a, ['hello everyone', recalled, recalled]);
+  assert.equal(await b.$$eval('#messages li.msg.recalled', (e) => e.length), 2);
+  // Bob may not edit or recall alice's message, and no longer his recalled one.
+  assert.equal(await b.$(`#messages li.msg[data-seq="${hello}"] [data-action="recall"]`), null);
+  assert.equal(await b.$(`#messages li.msg[data-seq="${hello}"] [data-action="edit"]`), null);
+  assert.equal(await b.$(`#messages li.msg[data-seq="${reply}"] .actions [data-action="edit"]`), null);
+  await screenshot(b, 'group-edit-recall.png');
+
+  // Bob deletes alice's message for himself: gone from his view, still in alice's.
+  await messageAction(b, hello, 'delete');
+  await waitForChat(b, [recalled, recalled]);
+  await new Promise((r) => setTimeout(r, 300));
+  await waitForChat(a, ['hello everyone', recalled, recalled]);
+
+  // Away from the group, bob gets a mention: a badge with an @ mark; alice's edit of it
+  // adds no unread, her recall takes it away.
+  await startChat(b, 'bob', 'alice');
+  await sendAndWaitAcked(a, '@bob look here');
+  const look = await seqOf(a, g, '@bob look here');
+  await waitUnread(b, g, 1, 'bob: a new message');
+  await b.waitForSelector(`#conv-list li[data-conv="${g}"] [data-testid="mention-mark"]`, { timeout: WAIT_MS });
+  await messageAction(a, look, 'edit');
+  await a.fill('#compose', '@bob look here, please');
+  await a.click('#send');
+  await b.waitForFunction(
+    (c) => document.querySelector(`#conv-list li[data-conv="${c}"] .preview`)?.textContent === 'alice: @bob look here, please',
+    g,
+    { timeout: WAIT_MS },
+  );
+  assert.equal(await unreadOf(b, g), 1, 'an edit is not a new unread message');
+  await screenshot(b, 'group-mention-badge.png');
+  await messageAction(a, look, 'recall');
+  await waitUnread(b, g, 0, 'bob after the recall of his only unread message');
+  assert.equal(await b.$(`#conv-list li[data-conv="${g}"] [data-testid="mention-mark"]`), null);
+
+  // Bob's view after a reload is the server's: the deleted message absent, recalls as such.
+  await b.reload();
+  await b.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await b.click(`#conv-list li[data-conv="${g}"]`);
+  await waitForChat(b, [recalled, recalled, recalled]);
+  await waitUnread(b, g, 0, 'bob after reload');
+
+  // Members: alice adds and removes carol; bob leaves.
+  await a.fill('#add-member', 'carol');
+  await a.click('#add-member-go');
+  await a.waitForSelector('#member-list li[data-user="carol"]', { timeout: WAIT_MS });
+  await a.click('#member-list li[data-user="carol"] [data-testid="remove-member"]');
+  await a.waitForSelector('#member-list li[data-user="carol"]', { state: 'detached', timeout: WAIT_MS });
+  await a.waitForSelector('#messages li.msg.system >> text=alice removed carol', { timeout: WAIT_MS });
+  b.once('dialog', (d) => d.accept());
+  await b.click('#members-toggle');
+  await b.waitForSelector('#member-list li[data-user="bob"]', { timeout: WAIT_MS });
+  assert.equal(await b.$('#member-list [data-testid="remove-member"]'), null, 'a plain member removes nobody');
+  assert.equal(await b.isVisible('#add-member-form'), false, 'a plain member adds nobody');
+  await b.click('#leave-group');
+  await b.waitForSelector(`#conv-list li[data-conv="${g}"]`, { state: 'detached', timeout: WAIT_MS });
+  await a.waitForSelector('#messages li.msg.system >> text=bob left', { timeout: WAIT_MS });
+  await a.waitForSelector('#member-list li[data-user="bob"]', { state: 'detached', timeout: WAIT_MS });
+  await screenshot(a, 'group-members.png');
+
+  // Presence: bob writes to alice directly; alice's row shows him online, then offline
+  // when his page closes (a PresenceEvent push).
+  await startChat(b, 'bob', 'alice');
+  await sendAndWaitAcked(b, 'hi in private');
+  const direct = 'd:alice:bob';
+  await a.waitForSelector(`#conv-list li[data-conv="${direct}"] [data-testid="presence"][data-online="true"]`, { timeout: WAIT_MS });
+  await screenshot(a, 'presence-online.png');
+  await b.close();
+  await a.waitForSelector(`#conv-list li[data-conv="${direct}"] [data-testid="presence"][data-online="false"]`, { timeout: WAIT_MS });
+  await a.click(`#conv-list li[data-conv="${direct}"]`);
+  await a.waitForSelector('#chat-presence[data-online="false"]:not([hidden])', { timeout: WAIT_MS });
+  // Back online: the dot turns green again.
+  b = await openPage(ctxB, server.base, logs, 'bob');
+  await b.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await a.waitForSelector('#chat-presence[data-online="true"]', { timeout: WAIT_MS });
+  await screenshot(a, 'presence.png');
+});
