@@ -885,9 +885,26 @@ e2e('groups, replies, mentions, typing, edit, recall, delete for me and presence
   await a.waitForSelector(`#conv-list li[data-conv="${direct}"] [data-testid="presence"][data-online="false"]`, { timeout: WAIT_MS });
   await a.click(`#conv-list li[data-conv="${direct}"]`);
   await a.waitForSelector('#chat-presence[data-online="false"]:not([hidden])', { timeout: WAIT_MS });
-  // Back online: the dot turns green again.
+
+  // Meanwhile carol (tern CLI) sends bob a message with a 1 s time to live, then a durable one.
+  await cli(server, carol, ['login', 'carol', '--password', PASSWORD, '--device', 'cli1'], {}, logs);
+  await cli(server, carol, ['send', '--to', 'bob', '--ttl', '1', 'gone soon'], {}, logs);
+  await cli(server, carol, ['send', '--to', 'bob', 'still here'], {}, logs);
+  await new Promise((r) => setTimeout(r, 2500));
+
+  // Back online: the dot turns green again; the expired message is a tombstone, not unread.
   b = await openPage(ctxB, server.base, logs, 'bob');
   await b.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
   await a.waitForSelector('#chat-presence[data-online="true"]', { timeout: WAIT_MS });
   await screenshot(a, 'presence.png');
+  const convCarol = 'd:bob:carol';
+  await waitUnread(b, convCarol, 1, 'bob: only the durable message is unread');
+  await b.click(`#conv-list li[data-conv="${convCarol}"]`);
+  await waitForChat(b, ['This message expired', 'still here']);
+  assert.equal(await b.$$eval('#messages li.msg.expired', (e) => e.length), 1);
+  assert.ok(
+    !(await b.evaluate(() => window.__tern.delivered.some((m) => m.text === 'gone soon'))),
+    'the expired text never reached the page',
+  );
+  await screenshot(b, 'expired.png');
 });
