@@ -299,6 +299,10 @@ fn mentions_are_counted_after_a_position(store: &dyn Store) {
         store.mentions_after("mn", "g:00000000000000ab", 0).unwrap(),
         0
     );
+    // A message that names mo and is an @all (from mn) is one mention of mo.
+    store.commit(&[named("mo", 6)]).unwrap();
+    assert_eq!(store.mentions_after("mo", conv, 0).unwrap(), 1);
+    assert_eq!(store.mentions_after("mo", conv, 5).unwrap(), 1);
 }
 
 fn recalled_mentions_are_removed(store: &dyn Store) {

@@ -199,25 +199,26 @@ impl Store for MemoryStore {
             return Ok(0);
         }
         let m = self.lock();
-        let range = |lo: Vec<u8>, hi: Vec<u8>| {
-            m.data
-                .range::<Vec<u8>, _>((Bound::Included(lo), Bound::Included(hi)))
-                .map(|(_, v)| v.clone())
-                .collect::<Vec<_>>()
-        };
-        let named = range(
-            MENTIONS.key(&user_conv_seq(user, conversation, after + 1)),
-            MENTIONS.key(&user_conv_seq(user, conversation, u64::MAX)),
-        )
-        .len() as u64;
-        let all = range(
-            MENTION_ALL.key(&key_seq(conversation, after + 1)),
-            MENTION_ALL.key(&key_seq(conversation, u64::MAX)),
-        )
-        .into_iter()
-        .filter(|sender| sender.as_slice() != user.as_bytes())
-        .count() as u64;
-        Ok(named + all)
+        let named: std::collections::BTreeSet<u64> = m
+            .data
+            .range::<Vec<u8>, _>((
+                Bound::Included(MENTIONS.key(&user_conv_seq(user, conversation, after + 1))),
+                Bound::Included(MENTIONS.key(&user_conv_seq(user, conversation, u64::MAX))),
+            ))
+            .map(|(k, _)| seq_of(k))
+            .collect();
+        // An @all that also names the user is one mention, not two.
+        let all = m
+            .data
+            .range::<Vec<u8>, _>((
+                Bound::Included(MENTION_ALL.key(&key_seq(conversation, after + 1))),
+                Bound::Included(MENTION_ALL.key(&key_seq(conversation, u64::MAX))),
+            ))
+            .filter(|(k, sender)| {
+                sender.as_slice() != user.as_bytes() && !named.contains(&seq_of(k))
+            })
+            .count() as u64;
+        Ok(named.len() as u64 + all)
     }
 
     fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64> {

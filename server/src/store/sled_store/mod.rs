@@ -289,24 +289,27 @@ impl Store for SledStore {
         if after == u64::MAX {
             return Ok(0);
         }
-        let named = self
-            .data
-            .range(
-                MENTIONS.key(&user_conv_seq(user, conversation, after + 1))
-                    ..=MENTIONS.key(&user_conv_seq(user, conversation, u64::MAX)),
-            )
-            .count() as u64;
+        let mut named = std::collections::BTreeSet::new();
+        for kv in self.data.range(
+            MENTIONS.key(&user_conv_seq(user, conversation, after + 1))
+                ..=MENTIONS.key(&user_conv_seq(user, conversation, u64::MAX)),
+        ) {
+            let (k, _) = kv.map_err(engine)?;
+            named.insert(seq_of(MENTIONS.name, &k)?);
+        }
+        // An @all that also names the user is one mention, not two.
         let mut all = 0;
         for kv in self.data.range(
             MENTION_ALL.key(&key_seq(conversation, after + 1))
                 ..=MENTION_ALL.key(&key_seq(conversation, u64::MAX)),
         ) {
-            let (_, sender) = kv.map_err(engine)?;
-            if sender.as_ref() != user.as_bytes() {
+            let (k, sender) = kv.map_err(engine)?;
+            if sender.as_ref() != user.as_bytes() && !named.contains(&seq_of(MENTION_ALL.name, &k)?)
+            {
                 all += 1;
             }
         }
-        Ok(named + all)
+        Ok(named.len() as u64 + all)
     }
 
     fn not_counted_after(&self, conversation: &str, after: u64) -> StoreResult<u64> {
