@@ -830,6 +830,8 @@ function startClient(username, password, device) {
     showState(s);
     if (s.state === 'connected') {
       if (client.session?.serverTimeMs) app.skewMs = Number(client.session.serverTimeMs) - Date.now();
+      // Presence changes while disconnected were missed: asked again after the list.
+      app.presence.clear();
       localStorage.setItem(LAST_USER_KEY, username);
       el.authError.textContent = '';
       showChat();
