@@ -21,6 +21,8 @@ pub struct ConvState {
     /// False for a 1:1 conversation before its first message.
     pub exists: bool,
     pub last_seq: u64,
+    /// Server time of the entry at `last_seq` (0: none): the list's "last activity".
+    pub last_time_ms: u64,
     pub read_diffusion: bool,
     pub members: BTreeMap<String, MemberRecord>,
 }
@@ -99,15 +101,23 @@ impl ConvCache {
         }
         let parsed = parse_conversation(id)?;
         let state = match self.store.conversation(id)? {
-            Some(rec) => ConvState {
-                kind: ConversationKind::try_from(rec.kind).unwrap_or(ConversationKind::Group),
-                name: rec.name,
-                created_ms: rec.created_ms,
-                exists: true,
-                last_seq: self.store.last_seq(id)?,
-                read_diffusion: rec.read_diffusion,
-                members: self.store.members(id)?.into_iter().collect(),
-            },
+            Some(rec) => {
+                let last_seq = self.store.last_seq(id)?;
+                let last_time_ms = match last_seq {
+                    0 => 0,
+                    seq => self.store.message(id, seq)?.map_or(0, |m| m.server_time_ms),
+                };
+                ConvState {
+                    kind: ConversationKind::try_from(rec.kind).unwrap_or(ConversationKind::Group),
+                    name: rec.name,
+                    created_ms: rec.created_ms,
+                    exists: true,
+                    last_seq,
+                    last_time_ms,
+                    read_diffusion: rec.read_diffusion,
+                    members: self.store.members(id)?.into_iter().collect(),
+                }
+            }
             None => match parsed {
                 ConvId::Direct(a, b) => {
                     let member = MemberRecord {
@@ -123,6 +133,7 @@ impl ConvCache {
                         created_ms: 0,
                         exists: false,
                         last_seq: 0,
+                        last_time_ms: 0,
                         read_diffusion: false,
                         members,
                     }

@@ -99,6 +99,7 @@ impl Groups {
             created_ms: now,
             exists: false,
             last_seq: 0,
+            last_time_ms: 0,
             read_diffusion: members.len() > self.limits.fanout_threshold,
             members,
         };

@@ -151,6 +151,7 @@ impl Messages {
             Appended::Duplicate(_) => Ok(false),
             Appended::New { seq, .. } => {
                 st.last_seq = seq;
+                st.last_time_ms = now;
                 st.exists = true;
                 Ok(true)
             }

@@ -239,6 +239,14 @@ fn read_positions_are_per_user_and_conversation(store: &dyn Store) {
     assert_eq!(store.read_seq("rd.", "d:rd:x").unwrap(), 7);
     store.commit(&[read("rd", "d:rd:x", 6)]).unwrap();
     assert_eq!(store.read_seq("rd", "d:rd:x").unwrap(), 6);
+    assert_eq!(
+        store.read_positions("rd").unwrap(),
+        vec![("d:rd:x".to_string(), 6), ("d:rd:xy".to_string(), 9)]
+    );
+    assert_eq!(
+        store.read_positions("rd.").unwrap(),
+        vec![("d:rd:x".to_string(), 7)]
+    );
 }
 
 fn settings_are_per_user_and_conversation(store: &dyn Store) {
@@ -261,6 +269,13 @@ fn settings_are_per_user_and_conversation(store: &dyn Store) {
     assert!(s.muted && !s.pinned);
     let s = store.conversation_settings("st", "d:st:xy").unwrap();
     assert!(!s.muted && s.pinned);
+    let all = store.all_conversation_settings("st").unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|(c, s)| (c.as_str(), s.muted, s.pinned))
+            .collect::<Vec<_>>(),
+        [("d:st:x", true, false), ("d:st:xy", false, true)]
+    );
     assert_eq!(
         store.conversation_settings("st.", "d:st:x").unwrap(),
         SettingsRecord::default()

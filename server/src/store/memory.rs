@@ -262,6 +262,23 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn read_positions(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {
+        self.scan(READ, user)
+            .into_iter()
+            .map(|(c, v)| {
+                let r: ReadRecord = decode(READ.name, &v)?;
+                Ok((utf8(READ.name, c)?, r.read_seq))
+            })
+            .collect()
+    }
+
+    fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>> {
+        self.scan(SETTINGS, user)
+            .into_iter()
+            .map(|(c, v)| Ok((utf8(SETTINGS.name, c)?, decode(SETTINGS.name, &v)?)))
+            .collect()
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

@@ -176,6 +176,11 @@ pub trait Store: Send + Sync + 'static {
     /// Messages whose time to live ended at or before `now_ms`, soonest first, at most
     /// `limit`.
     fn expired_until(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiryEntry>>;
+    /// Every read position of `user` (conversations never read are absent).
+    fn read_positions(&self, user: &str) -> StoreResult<Vec<(String, u64)>>;
+    /// Every conversation setting of `user` (conversations with default settings may be
+    /// absent).
+    fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

@@ -356,6 +356,20 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn read_positions(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {
+        self.scan_names(READ, user)?
+            .into_iter()
+            .map(|(c, v)| Ok((c, decode::<ReadRecord>(READ.name, &v)?.read_seq)))
+            .collect()
+    }
+
+    fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>> {
+        self.scan_names(SETTINGS, user)?
+            .into_iter()
+            .map(|(c, v)| Ok((c, decode(SETTINGS.name, &v)?)))
+            .collect()
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
