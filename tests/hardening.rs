@@ -303,6 +303,8 @@ async fn authorization_matrix() {
             }),
             Body::GroupOnlineQuery(pb::GroupOnlineQuery {
                 conversation: conv.into(),
+                watch: true,
+                unwatch: false,
             }),
             Body::AddMembers(pb::AddMembers {
                 conversation: conv.into(),

@@ -296,6 +296,46 @@ async fn a_direct_peer_hears_online_and_offline_once_settled() {
 }
 
 #[tokio::test]
+async fn a_watcher_hears_a_group_members_presence_while_the_watch_lasts() {
+    let server = TestServer::start_with(|c| c.messages.presence_settle_ms = 100).await;
+    let t = Quic;
+    let mut w = server.user(t, "gww", "d").await;
+    let mut reg = server.client(t).await;
+    reg.register("gwm").await;
+    let g = w.create_group("g", &["gwm"]).await;
+    let presence = |b: Body| match b {
+        Body::PresenceEvent(p) => Some((p.user, p.online)),
+        _ => None,
+    };
+    let watch = |watch, unwatch| {
+        Body::GroupOnlineQuery(pb::GroupOnlineQuery {
+            conversation: g.conversation.clone(),
+            watch,
+            unwatch,
+        })
+    };
+    expect_body!(w.request(watch(true, false)).await, GroupOnlineResult);
+    let mut m = server.client(t).await;
+    m.login("gwm", "d").await;
+    assert_eq!(next_where(&mut w, presence).await, ("gwm".into(), true));
+    // Unwatched: gwm going offline is not announced to gww (no direct chat either).
+    expect_body!(w.request(watch(false, true)).await, GroupOnlineResult);
+    m.close().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = w.request(Body::Ping(pb::Ping { client_time_ms: 1 })).await;
+    let heard: Vec<_> = w
+        .pushes()
+        .drain(..)
+        .filter_map(|f| f.body.and_then(presence))
+        .collect();
+    assert!(heard.is_empty(), "{heard:?}");
+    // Not a member: refused.
+    let mut x = server.user(t, "gwx", "d").await;
+    expect_error(&x.request(watch(true, false)).await, ErrorCode::Forbidden);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn with_receipts_off_the_peer_gets_no_receipt() {
     let server = TestServer::start().await;
     let t = Quic;

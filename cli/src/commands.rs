@@ -874,6 +874,57 @@ pub async fn presence(ctx: &Ctx, users: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+#[derive(Serialize)]
+struct GroupPresenceLine<'a> {
+    conv: &'a str,
+    members: u32,
+    online: u32,
+}
+
+/// `tern presence --group`: how many members are online; --watch/--unwatch start or stop
+/// the presence pushes of its members.
+pub async fn group_presence(ctx: &Ctx, group: String, watch: bool, unwatch: bool) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = sess
+        .request(
+            &format!("cannot query the presence of {group}"),
+            true,
+            || async {
+                if watch {
+                    client.watch_group(&group).await
+                } else if unwatch {
+                    client.unwatch_group(&group).await
+                } else {
+                    client.group_online(&group).await
+                }
+            },
+        )
+        .await;
+    sess.close(&HashSet::new()).await;
+    let r = result?;
+    let line = GroupPresenceLine {
+        conv: &r.conversation,
+        members: r.members,
+        online: r.online_members,
+    };
+    if ctx.json {
+        output::json_line(&line)?;
+    } else {
+        output::line(&format!(
+            "{}: {} of {} members online{}",
+            line.conv,
+            line.online,
+            line.members,
+            if watch {
+                " (watching for 10 minutes)"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    Ok(())
+}
+
 /// How many messages `tern chat` opens with.
 const CHAT_BACKLOG: usize = 20;
 /// History pages `tern chat` reads at most to find them (edit and recall entries and

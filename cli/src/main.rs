@@ -167,10 +167,20 @@ enum Command {
     /// Groups: create, add, remove, leave, members.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Show the online devices of users.
+    /// Show the online devices of users, or with --group how many members of a group are
+    /// online ({"conv":..,"members":N,"online":N} with --json). --watch also makes the
+    /// group's members' online/offline changes reach you (as "presence" event lines in
+    /// `tern sync --follow` and in `tern chat`) for the next 10 minutes; --unwatch stops it.
     Presence {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
         users: Vec<String>,
+        /// A group id (g:...)
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, requires = "group", conflicts_with = "unwatch")]
+        watch: bool,
+        #[arg(long, requires = "group")]
+        unwatch: bool,
     },
     /// List your conversations, pinned first, then most recent first, with unread counts
     /// (one JSON line each with --json).
@@ -387,7 +397,15 @@ async fn run(cli: Cli) -> Result<()> {
             };
             commands::group(&ctx, op).await
         }
-        Command::Presence { users } => commands::presence(&ctx, users).await,
+        Command::Presence {
+            users, group: None, ..
+        } => commands::presence(&ctx, users).await,
+        Command::Presence {
+            group: Some(group),
+            watch,
+            unwatch,
+            ..
+        } => commands::group_presence(&ctx, group, watch, unwatch).await,
         Command::Conversations { total } => commands::conversations(&ctx, total).await,
         Command::Read { dest: d, seq } => commands::read(&ctx, dest(d.with, d.group), seq).await,
         Command::Receipts { dest: d, seq } => {

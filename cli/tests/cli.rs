@@ -565,6 +565,26 @@ async fn groups_history_and_presence() {
     assert_eq!(p[1]["online"], false);
     let human = t.run("alice", &["presence", "bob"]).ok();
     assert_eq!(human.stdout, "bob: online (bob-dev)\n");
+    // The group's online count (alice's own command is online too), and a watch.
+    for flags in [&[][..], &["--watch"][..], &["--unwatch"][..]] {
+        let mut args = vec!["--json", "presence", "--group", &gid];
+        args.extend_from_slice(flags);
+        let g = t.run("alice", &args).ok().json();
+        assert_eq!(
+            (&g[0]["conv"], &g[0]["members"], &g[0]["online"]),
+            (
+                &serde_json::json!(gid),
+                &serde_json::json!(3),
+                &serde_json::json!(2)
+            ),
+            "{flags:?}"
+        );
+    }
+    t.run(
+        "alice",
+        &["presence", "--group", &gid, "--watch", "--unwatch"],
+    )
+    .failed(2);
     drop(follow);
 
     // History, ascending, as JSON lines and for people.

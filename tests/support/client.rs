@@ -242,6 +242,7 @@ impl Client {
     pub async fn group_online(&mut self, conv: &str) -> Frame {
         self.request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
             conversation: conv.into(),
+            ..Default::default()
         }))
         .await
     }

@@ -283,9 +283,40 @@ impl Client {
         &self,
         conversation: &str,
     ) -> Result<pb::GroupOnlineResult, ClientError> {
+        self.group_online_query(conversation, false, false).await
+    }
+
+    /// [`Client::group_online`], and from now on for 10 minutes an
+    /// [`Event::Presence`](crate::Event::Presence) whenever a member of the group comes
+    /// online or goes offline (call again to keep watching, e.g. while the group's screen
+    /// is open; [`Client::unwatch_group`] stops it). At most 64 groups at once
+    /// (`RESOURCE_EXHAUSTED`).
+    pub async fn watch_group(
+        &self,
+        conversation: &str,
+    ) -> Result<pb::GroupOnlineResult, ClientError> {
+        self.group_online_query(conversation, true, false).await
+    }
+
+    /// Stops a [`Client::watch_group`].
+    pub async fn unwatch_group(
+        &self,
+        conversation: &str,
+    ) -> Result<pb::GroupOnlineResult, ClientError> {
+        self.group_online_query(conversation, false, true).await
+    }
+
+    async fn group_online_query(
+        &self,
+        conversation: &str,
+        watch: bool,
+        unwatch: bool,
+    ) -> Result<pb::GroupOnlineResult, ClientError> {
         match self
             .request(Body::GroupOnlineQuery(pb::GroupOnlineQuery {
                 conversation: conversation.into(),
+                watch,
+                unwatch,
             }))
             .await?
         {

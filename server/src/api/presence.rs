@@ -16,7 +16,7 @@ pub(crate) fn query(svc: &Arc<Services>, reply: Reply, q: pb::PresenceQuery) {
 pub(crate) fn group_online(svc: &Arc<Services>, reply: Reply, q: pb::GroupOnlineQuery, a: &Authed) {
     reply.result(
         svc.presence
-            .group_online(&a.user, &q.conversation)
+            .group_online(&a.user, &q.conversation, q.watch, q.unwatch)
             .map(Body::GroupOnlineResult),
     );
 }

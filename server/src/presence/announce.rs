@@ -2,6 +2,10 @@
 //! goes offline, the people who share a direct conversation with them and are online get
 //! a `PresenceEvent`. Nobody subscribes; nothing is stored.
 //!
+//! A member of a group may also watch its members for a while (`GroupOnlineQuery.watch`,
+//! [`WATCH_FOR`], renewed by asking again): they hear of every member's change the same
+//! way, as long as they are still a member.
+//!
 //! Coalesced so a flapping mobile connection floods nobody: a change is looked at only
 //! after it has settled for `settle` (the `presence_settle_ms` setting), and then only
 //! the state at that moment is compared with the last one announced. A phone that drops
@@ -24,12 +28,19 @@ use crate::delivery::hub::PresenceListener;
 /// announcer is not running, such as the fuzz target, stays bounded).
 const MAX_PENDING: usize = 1 << 20;
 
+/// How long a group watch lasts without being renewed.
+pub(crate) const WATCH_FOR: Duration = Duration::from_secs(600);
+/// Groups one user may watch at once.
+pub(crate) const MAX_WATCHES_PER_USER: usize = 64;
+
 #[derive(Default)]
 pub(crate) struct Announcer {
     /// User -> when to look at them (one entry however often they flap meanwhile).
     pending: Mutex<HashMap<String, Instant>>,
     /// Users last announced as online (absent: offline, the start state).
     announced: Mutex<HashSet<String>>,
+    /// Group -> the users watching its members' presence, each until a deadline.
+    watches: Mutex<HashMap<String, HashMap<String, Instant>>>,
 }
 
 impl Presence {
@@ -84,24 +95,82 @@ impl Presence {
     }
 
     fn announce(&self, user: &str, online: bool) {
-        let peers = match self.store.user_conversations(user) {
+        let convs = match self.store.user_conversations(user) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(%user, error = %e, "presence: cannot read the user's conversations");
                 return;
             }
         };
-        let peers: Vec<String> = peers
-            .iter()
-            .filter_map(|id| match parse_conversation(id) {
-                Ok(ConvId::Direct(a, b)) => Some(if a == user { b } else { a }),
-                _ => None,
-            })
+        let now = Instant::now();
+        let mut peers: HashSet<String> = HashSet::new();
+        {
+            let watches = self.announcer.watches.lock().unwrap();
+            for id in &convs {
+                match parse_conversation(id) {
+                    Ok(ConvId::Direct(a, b)) => {
+                        peers.insert(if a == user { b } else { a });
+                    }
+                    _ => {
+                        let Some(w) = watches.get(id) else { continue };
+                        // Only watchers who are still members hear of it.
+                        let Ok(st) = self.convs.get(id) else { continue };
+                        let g = st.lock().unwrap();
+                        peers.extend(
+                            w.iter()
+                                .filter(|(u, until)| **until > now && g.members.contains_key(*u))
+                                .map(|(u, _)| u.clone()),
+                        );
+                    }
+                }
+            }
+        }
+        let mut peers: Vec<String> = peers
+            .into_iter()
             .filter(|p| p != user && self.router.is_online(p))
             .collect();
+        peers.sort();
         if !peers.is_empty() {
             fanout::presence(&*self.router, user, online, self.clock.now_ms(), &peers);
         }
+    }
+}
+
+impl Presence {
+    /// `user` (a member of `conv`: checked by the caller) watches the presence of `conv`'s
+    /// members until `WATCH_FOR` from now, or stops watching.
+    pub(crate) fn watch_group(
+        &self,
+        user: &str,
+        conv: &str,
+        watch: bool,
+    ) -> crate::error::ServiceResult<()> {
+        let now = Instant::now();
+        let mut watches = self.announcer.watches.lock().unwrap();
+        // Forget what has lapsed, so the map holds only live watches.
+        watches.retain(|_, w| {
+            w.retain(|_, until| *until > now);
+            !w.is_empty()
+        });
+        if !watch {
+            if let Some(w) = watches.get_mut(conv) {
+                w.remove(user);
+            }
+            return Ok(());
+        }
+        let already = watches.get(conv).is_some_and(|w| w.contains_key(user));
+        let count = watches.values().filter(|w| w.contains_key(user)).count();
+        if !already && count >= MAX_WATCHES_PER_USER {
+            return Err(crate::error::ServiceError::new(
+                tern_proto::pb::ErrorCode::ResourceExhausted,
+                format!("at most {MAX_WATCHES_PER_USER} groups watched at once"),
+            ));
+        }
+        watches
+            .entry(conv.to_string())
+            .or_default()
+            .insert(user.to_string(), now + WATCH_FOR);
+        Ok(())
     }
 }
 

@@ -65,8 +65,19 @@ impl Presence {
         })
     }
 
-    pub fn group_online(&self, user: &str, conv: &str) -> ServiceResult<pb::GroupOnlineResult> {
+    /// The group's online count; with `watch`/`unwatch`, also starts (renews) or stops
+    /// the caller's watch of its members' presence ([`announce`]).
+    pub fn group_online(
+        &self,
+        user: &str,
+        conv: &str,
+        watch: bool,
+        unwatch: bool,
+    ) -> ServiceResult<pb::GroupOnlineResult> {
         let st = self.convs.member(conv, user)?;
+        if watch || unwatch {
+            self.watch_group(user, conv, watch && !unwatch)?;
+        }
         let g = st.lock().unwrap();
         Ok(pb::GroupOnlineResult {
             conversation: conv.to_string(),
