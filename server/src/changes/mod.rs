@@ -123,20 +123,7 @@ impl Changes {
                 "only its sender may edit a message",
             ));
         }
-        if now
-            > target
-                .server_time_ms
-                .saturating_add(self.limits.edit_window_ms)
-        {
-            return Err(ServiceError::new(
-                ErrorCode::WindowExpired,
-                format!(
-                    "message {} can no longer be edited (the edit window is {} s)",
-                    req.seq,
-                    self.limits.edit_window_ms / 1000
-                ),
-            ));
-        }
+        within_window(&target, now, self.limits.edit_window_ms, "edited")?;
         if target.edits.len() >= MAX_EDITS {
             return Err(ServiceError::new(
                 ErrorCode::ResourceExhausted,
@@ -216,20 +203,7 @@ impl Changes {
                     "only its sender, or a group owner or admin, may recall a message",
                 ));
             }
-            if now
-                > target
-                    .server_time_ms
-                    .saturating_add(self.limits.recall_window_ms)
-            {
-                return Err(ServiceError::new(
-                    ErrorCode::WindowExpired,
-                    format!(
-                        "message {} can no longer be recalled (the recall window is {} s)",
-                        req.seq,
-                        self.limits.recall_window_ms / 1000
-                    ),
-                ));
-            }
+            within_window(&target, now, self.limits.recall_window_ms, "recalled")?;
         }
         let entry_seq = st.last_seq + 1;
         let mut extra = Vec::new();
@@ -338,6 +312,21 @@ fn changeable(target: &pb::Message, now: u64) -> ServiceResult<()> {
     }
     if view::is_expired(target.expires_ms, now) {
         return Err(ServiceError::invalid("an expired message cannot be edited"));
+    }
+    Ok(())
+}
+
+/// WINDOW_EXPIRED once `window_ms` has passed since `target` was sent.
+fn within_window(target: &pb::Message, now: u64, window_ms: u64, done: &str) -> ServiceResult<()> {
+    if now > target.server_time_ms.saturating_add(window_ms) {
+        return Err(ServiceError::new(
+            ErrorCode::WindowExpired,
+            format!(
+                "message {} can no longer be {done} (the window is {} s)",
+                target.seq,
+                window_ms / 1000
+            ),
+        ));
     }
     Ok(())
 }
