@@ -468,6 +468,24 @@ pub fn human_text(m: &pb::Message) -> String {
         Ok(pb::GroupEventKind::MembersAdded) => format!("* added {users}"),
         Ok(pb::GroupEventKind::MembersRemoved) => format!("* removed {users}"),
         Ok(pb::GroupEventKind::MemberLeft) => "* left the group".to_string(),
+        Ok(pb::GroupEventKind::RoleChanged) => format!(
+            "* made {users} {}",
+            pb::Role::try_from(e.role)
+                .map(|r| r.as_str_name().to_lowercase())
+                .unwrap_or_default()
+        ),
+        Ok(pb::GroupEventKind::OwnerChanged) => format!("* handed the group to {users}"),
+        Ok(pb::GroupEventKind::GroupUpdated) => {
+            let mut parts = vec![format!("name {:?}", e.name)];
+            if !e.topic.is_empty() {
+                parts.push(format!("topic {:?}", e.topic));
+            }
+            if e.mute_all {
+                parts.push("only admins may post".into());
+            }
+            format!("* updated the group: {}", parts.join(", "))
+        }
+        Ok(pb::GroupEventKind::Dissolved) => "* dissolved the group".to_string(),
         _ => format!("* {}", event_kind(e)),
     }
 }
@@ -590,7 +608,7 @@ mod tests {
                 kind: pb::GroupEventKind::MembersAdded as i32,
                 actor: "alice".into(),
                 users: vec!["carol".into(), "dave".into()],
-                name: String::new(),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -618,6 +618,7 @@ mod tests {
                 actor: "dave".into(),
                 users: vec!["alice".into()],
                 name: "team".into(),
+                ..Default::default()
             }),
             ..msg("g:2", 1, "", "", 4000)
         };

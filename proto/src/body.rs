@@ -76,7 +76,11 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::Edit(_)
         | Body::Recall(_)
         | Body::DeleteForMe(_)
-        | Body::SetUserSettings(_) => BodyKind::Request,
+        | Body::SetUserSettings(_)
+        | Body::SetMemberRole(_)
+        | Body::TransferOwnership(_)
+        | Body::UpdateGroup(_)
+        | Body::DissolveGroup(_) => BodyKind::Request,
         Body::Error(_)
         | Body::Ok(_)
         | Body::LoginOk(_)

@@ -1,4 +1,5 @@
-//! CreateGroup, AddMembers, RemoveMembers, LeaveGroup, ListMembers.
+//! CreateGroup, AddMembers, RemoveMembers, LeaveGroup, ListMembers, SetMemberRole,
+//! TransferOwnership, UpdateGroup, DissolveGroup.
 
 use std::sync::Arc;
 
@@ -50,4 +51,25 @@ pub(crate) fn list_members(
             .await
             .map(Body::MemberList)
     });
+}
+
+pub(crate) async fn set_role(svc: &Arc<Services>, reply: Reply, m: pb::SetMemberRole, a: &Authed) {
+    reply.result(ok(Box::pin(svc.groups.set_member_role(&a.user, m)).await));
+}
+
+pub(crate) async fn transfer(
+    svc: &Arc<Services>,
+    reply: Reply,
+    m: pb::TransferOwnership,
+    a: &Authed,
+) {
+    reply.result(ok(Box::pin(svc.groups.transfer_ownership(&a.user, m)).await));
+}
+
+pub(crate) async fn update(svc: &Arc<Services>, reply: Reply, m: pb::UpdateGroup, a: &Authed) {
+    reply.result(ok(Box::pin(svc.groups.update_group(&a.user, m)).await));
+}
+
+pub(crate) async fn dissolve(svc: &Arc<Services>, reply: Reply, m: pb::DissolveGroup, a: &Authed) {
+    reply.result(ok(Box::pin(svc.groups.dissolve_group(&a.user, m)).await));
 }

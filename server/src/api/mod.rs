@@ -126,6 +126,10 @@ pub(crate) async fn dispatch_authed(
         Body::AddMembers(m) => groups::add_members(svc, reply, m, a).await,
         Body::RemoveMembers(m) => groups::remove_members(svc, reply, m, a).await,
         Body::LeaveGroup(m) => groups::leave(svc, reply, m, a).await,
+        Body::SetMemberRole(m) => groups::set_role(svc, reply, m, a).await,
+        Body::TransferOwnership(m) => groups::transfer(svc, reply, m, a).await,
+        Body::UpdateGroup(m) => groups::update(svc, reply, m, a).await,
+        Body::DissolveGroup(m) => groups::dissolve(svc, reply, m, a).await,
         Body::Logout(_) => return auth::logout(svc, reply, a).await,
         Body::Revoke(r) => return auth::revoke(svc, reply, r, a).await,
         other => {

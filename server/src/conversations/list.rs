@@ -136,7 +136,7 @@ impl Conversations {
         // Pass 2: the details of the page.
         let mut conversations = Vec::with_capacity(limit.min(rows.len()));
         for r in rows.into_iter().skip(offset).take(limit) {
-            let (kind, name, read_diffusion, member_count, role) = {
+            let (kind, name, read_diffusion, member_count, role, topic, mute_all) = {
                 let g = r.state.lock().unwrap();
                 (
                     g.kind,
@@ -144,6 +144,8 @@ impl Conversations {
                     g.read_diffusion,
                     g.members.len() as u32,
                     g.role(user).unwrap_or(Role::Unspecified),
+                    g.topic.clone(),
+                    g.mute_all,
                 )
             };
             let id = r.id;
@@ -194,6 +196,8 @@ impl Conversations {
                 muted: r.muted,
                 pinned: r.pinned,
                 mentions,
+                topic,
+                mute_all,
             });
         }
         self.sequencer.barrier().await?;

@@ -25,6 +25,12 @@ pub struct ConvState {
     pub last_time_ms: u64,
     pub read_diffusion: bool,
     pub members: BTreeMap<String, MemberRecord>,
+    /// Groups: the topic / announcement.
+    pub topic: String,
+    /// Groups: only the owner and admins may send.
+    pub mute_all: bool,
+    /// Groups: this group's member cap (0: the server's).
+    pub max_members: u32,
 }
 
 impl ConvState {
@@ -40,6 +46,9 @@ impl ConvState {
             name: self.name.clone(),
             created_ms: self.created_ms,
             read_diffusion: self.read_diffusion,
+            topic: self.topic.clone(),
+            mute_all: self.mute_all,
+            max_members: self.max_members,
         }
     }
 }
@@ -116,6 +125,9 @@ impl ConvCache {
                     last_time_ms,
                     read_diffusion: rec.read_diffusion,
                     members: self.store.members(id)?.into_iter().collect(),
+                    topic: rec.topic,
+                    mute_all: rec.mute_all,
+                    max_members: rec.max_members,
                 }
             }
             None => match parsed {
@@ -136,6 +148,9 @@ impl ConvCache {
                         last_time_ms: 0,
                         read_diffusion: false,
                         members,
+                        topic: String::new(),
+                        mute_all: false,
+                        max_members: 0,
                     }
                 }
                 ConvId::Group => return Err(ServiceError::not_found(format!("no group {id}"))),

@@ -1,7 +1,10 @@
-//! Groups: create, add and remove members, leave, list members, with owner/admin roles.
+//! Groups: create, add and remove members, leave, list members, with owner/admin roles;
+//! [`admin`]: role changes, ownership transfer, the group profile, dissolving.
 //! Every change is a durable SYSTEM message in the group's timeline, appended on the
 //! message path together with the membership writes, so every member's devices learn it
 //! in order.
+
+pub(crate) mod admin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -101,6 +104,9 @@ impl Groups {
             last_seq: 0,
             last_time_ms: 0,
             read_diffusion: members.len() > self.limits.fanout_threshold,
+            topic: String::new(),
+            mute_all: false,
+            max_members: 0,
             members,
         };
         let extra = creation_mutations(&conv, &state);
@@ -112,6 +118,7 @@ impl Groups {
             actor: owner.to_string(),
             users: others,
             name: req.name,
+            ..Default::default()
         };
         let seq = self
             .messages
@@ -170,13 +177,11 @@ impl Groups {
                 .into_iter()
                 .filter(|u| !st.members.contains_key(u))
                 .collect();
-            if st.members.len() + new.len() > self.limits.max_group_members {
+            let cap = self.member_cap(st.max_members);
+            if st.members.len() + new.len() > cap {
                 return Err(ServiceError::new(
                     ErrorCode::ResourceExhausted,
-                    format!(
-                        "a group has at most {} members",
-                        self.limits.max_group_members
-                    ),
+                    format!("this group has at most {cap} members"),
                 ));
             }
             let now = self.messages.clock().now_ms();
@@ -220,6 +225,7 @@ impl Groups {
             actor: actor.to_string(),
             users: new.clone(),
             name: String::new(),
+            ..Default::default()
         };
         let now = self.messages.clock().now_ms();
         self.messages
@@ -282,6 +288,7 @@ impl Groups {
             actor: actor.to_string(),
             users: gone.clone(),
             name: String::new(),
+            ..Default::default()
         };
         self.messages
             .append_system(&st_arc, &req.conversation, event, recipients, extra, |st| {
@@ -334,6 +341,7 @@ impl Groups {
             actor: user.to_string(),
             users: vec![user.to_string()],
             name: String::new(),
+            ..Default::default()
         };
         self.messages
             .append_system(&st_arc, &req.conversation, event, recipients, extra, |st| {

@@ -166,3 +166,265 @@ async fn a_group_has_a_member_cap_and_unknown_users_are_refused() {
     assert_eq!(e.code, ErrorCode::InvalidArgument);
     w.stop().await;
 }
+
+async fn send_to_group(
+    w: &World,
+    from: &str,
+    conv: &str,
+    cmid: &str,
+) -> crate::error::ServiceResult<u64> {
+    let req = pb::Send {
+        client_msg_id: cmid.into(),
+        conversation: conv.into(),
+        body: cmid.as_bytes().to_vec().into(),
+        ..Default::default()
+    };
+    w.acked(|done| w.messages.send(from, "d", req, done))
+        .await
+        .map(|a| a.seq)
+}
+
+fn last_event(w: &World, conv: &str) -> pb::GroupEvent {
+    let last = w.store.last_seq(conv).unwrap();
+    w.store
+        .message(conv, last)
+        .unwrap()
+        .unwrap()
+        .event
+        .expect("a group event")
+}
+
+#[tokio::test]
+async fn the_owner_changes_roles_and_hands_the_group_over() {
+    let w = World::new();
+    w.users(&["own", "mem", "adm", "out"]);
+    let g = w
+        .groups
+        .create_group("own", create("team", &["mem", "adm"]))
+        .await
+        .unwrap();
+    let conv = g.conversation;
+    let role = |user: &str, role: Role| pb::SetMemberRole {
+        conversation: conv.clone(),
+        user: user.into(),
+        role: role as i32,
+    };
+    w.groups
+        .set_member_role("own", role("adm", Role::Admin))
+        .await
+        .unwrap();
+    let e = last_event(&w, &conv);
+    assert_eq!(e.kind, pb::GroupEventKind::RoleChanged as i32);
+    assert_eq!(
+        (e.users.clone(), e.role),
+        (vec!["adm".to_string()], Role::Admin as i32)
+    );
+    // Only the owner; not to OWNER; not for a non-member; not the owner's own role.
+    let code = |r: crate::error::ServiceResult<()>| r.unwrap_err().code;
+    assert_eq!(
+        code(
+            w.groups
+                .set_member_role("adm", role("mem", Role::Admin))
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(
+            w.groups
+                .set_member_role("own", role("mem", Role::Owner))
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            w.groups
+                .set_member_role("own", role("out", Role::Admin))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            w.groups
+                .set_member_role("own", role("own", Role::Member))
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
+    let before = w.store.last_seq(&conv).unwrap();
+    w.groups
+        .set_member_role("own", role("adm", Role::Admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.store.last_seq(&conv).unwrap(),
+        before,
+        "no change, no event"
+    );
+
+    let transfer = |user: &str| pb::TransferOwnership {
+        conversation: conv.clone(),
+        user: user.into(),
+    };
+    assert_eq!(
+        code(w.groups.transfer_ownership("adm", transfer("mem")).await),
+        ErrorCode::Forbidden
+    );
+    w.groups
+        .transfer_ownership("own", transfer("mem"))
+        .await
+        .unwrap();
+    assert_eq!(
+        roles(&w, "mem", &conv).await,
+        vec![
+            ("adm".to_string(), Role::Admin as i32),
+            ("mem".to_string(), Role::Owner as i32),
+            ("own".to_string(), Role::Admin as i32)
+        ]
+    );
+    assert_eq!(
+        last_event(&w, &conv).kind,
+        pb::GroupEventKind::OwnerChanged as i32
+    );
+    // It survives a reload of the state from the store.
+    w.convs.remove(&conv);
+    assert_eq!(roles(&w, "own", &conv).await[1].1, Role::Owner as i32);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_profile_changes_mute_all_silences_members_and_dissolving_ends_membership() {
+    let w = World::new();
+    w.users(&["own", "mem", "adm", "new", "more"]);
+    let g = w
+        .groups
+        .create_group("own", create("team", &["mem", "adm"]))
+        .await
+        .unwrap();
+    let conv = g.conversation;
+    w.groups
+        .add_members("own", add(&conv, &["adm"], Role::Admin))
+        .await
+        .unwrap();
+    w.groups
+        .set_member_role(
+            "own",
+            pb::SetMemberRole {
+                conversation: conv.clone(),
+                user: "adm".into(),
+                role: Role::Admin as i32,
+            },
+        )
+        .await
+        .unwrap();
+    let update = |name: Option<&str>, topic: Option<&str>, mute_all, max_members| pb::UpdateGroup {
+        conversation: conv.clone(),
+        name: name.map(Into::into),
+        topic: topic.map(Into::into),
+        mute_all,
+        max_members,
+    };
+    assert_eq!(
+        w.groups
+            .update_group("mem", update(Some("x"), None, None, None))
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    w.groups
+        .update_group(
+            "adm",
+            update(Some("renamed"), Some("read the rules"), Some(true), None),
+        )
+        .await
+        .unwrap();
+    let e = last_event(&w, &conv);
+    assert_eq!(e.kind, pb::GroupEventKind::GroupUpdated as i32);
+    assert_eq!(
+        (e.name.as_str(), e.topic.as_str(), e.mute_all),
+        ("renamed", "read the rules", true)
+    );
+    let list = w.conversations.list("mem", 0, 0).await.unwrap();
+    let c = &list.conversations[0];
+    assert_eq!(
+        (c.name.as_str(), c.topic.as_str(), c.mute_all),
+        ("renamed", "read the rules", true)
+    );
+
+    // Muted: a plain member may not send; admins and the owner may.
+    assert_eq!(
+        send_to_group(&w, "mem", &conv, "m1")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    send_to_group(&w, "adm", &conv, "a1").await.unwrap();
+    w.groups
+        .update_group("own", update(None, None, Some(false), Some(3)))
+        .await
+        .unwrap();
+    send_to_group(&w, "mem", &conv, "m2").await.unwrap();
+    // The group's own cap: 3 members, so one more is refused.
+    assert_eq!(
+        w.groups
+            .add_members("own", add(&conv, &["new"], Role::Member))
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::ResourceExhausted
+    );
+    assert_eq!(
+        w.groups
+            .update_group("own", update(None, None, None, Some(2)))
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidArgument,
+        "below the member count"
+    );
+
+    assert_eq!(
+        w.groups
+            .dissolve_group(
+                "adm",
+                pb::DissolveGroup {
+                    conversation: conv.clone()
+                }
+            )
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    w.groups
+        .dissolve_group(
+            "own",
+            pb::DissolveGroup {
+                conversation: conv.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        last_event(&w, &conv).kind,
+        pb::GroupEventKind::Dissolved as i32
+    );
+    for u in ["own", "mem", "adm"] {
+        assert_eq!(
+            send_to_group(&w, u, &conv, "late").await.unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert!(w
+            .conversations
+            .list(u, 0, 0)
+            .await
+            .unwrap()
+            .conversations
+            .is_empty());
+    }
+    w.stop().await;
+}

@@ -213,6 +213,11 @@ impl Messages {
                 "not a member of {conv_id}"
             )));
         }
+        if st.mute_all && !matches!(st.role(sender), Some(pb::Role::Owner | pb::Role::Admin)) {
+            return Err(ServiceError::forbidden(
+                "the group is muted: only the owner and admins may send",
+            ));
+        }
         let now = self.clock.now_ms();
         let mentions = check_reply_and_mentions(&st, sender, &req)?;
         let mut extra = Vec::new();

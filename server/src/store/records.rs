@@ -44,6 +44,14 @@ pub struct ConversationRecord {
     /// inboxes any more; devices follow it with a per-conversation cursor.
     #[prost(bool, tag = "4")]
     pub read_diffusion: bool,
+    #[prost(string, tag = "5")]
+    pub topic: String,
+    /// Only the owner and admins may send.
+    #[prost(bool, tag = "6")]
+    pub mute_all: bool,
+    /// This group's member cap (0: the server's).
+    #[prost(uint32, tag = "7")]
+    pub max_members: u32,
 }
 
 /// A member of a conversation.
