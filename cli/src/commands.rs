@@ -747,11 +747,39 @@ fn forbidden(e: &anyhow::Error) -> bool {
 /// What `tern group` does.
 #[derive(Debug, Clone)]
 pub enum GroupOp {
-    Create { name: String, members: Vec<String> },
-    Add { group: String, users: Vec<String> },
-    Remove { group: String, users: Vec<String> },
-    Leave { group: String },
-    Members { group: String },
+    Create {
+        name: String,
+        members: Vec<String>,
+    },
+    Add {
+        group: String,
+        users: Vec<String>,
+    },
+    Remove {
+        group: String,
+        users: Vec<String>,
+    },
+    Leave {
+        group: String,
+    },
+    Members {
+        group: String,
+    },
+    Role {
+        group: String,
+        user: String,
+        admin: bool,
+    },
+    Transfer {
+        group: String,
+        user: String,
+    },
+    Set {
+        update: pb::UpdateGroup,
+    },
+    Dissolve {
+        group: String,
+    },
 }
 
 pub async fn group(ctx: &Ctx, op: GroupOp) -> Result<()> {
@@ -759,6 +787,7 @@ pub async fn group(ctx: &Ctx, op: GroupOp) -> Result<()> {
         GroupOp::Create { members: users, .. }
         | GroupOp::Add { users, .. }
         | GroupOp::Remove { users, .. } => users.iter().try_for_each(|u| check_username(u))?,
+        GroupOp::Role { user, .. } | GroupOp::Transfer { user, .. } => check_username(user)?,
         _ => {}
     }
     let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
@@ -815,6 +844,45 @@ async fn group_op(
             })
             .await?;
             done(format!("left {group}"))
+        }
+        GroupOp::Role { group, user, admin } => {
+            let role = if admin {
+                pb::Role::Admin
+            } else {
+                pb::Role::Member
+            };
+            sess.request(
+                &format!("cannot change {user}'s role in {group}"),
+                true,
+                || client.set_member_role(&group, &user, role),
+            )
+            .await?;
+            done(format!(
+                "{user} is now {} of {group}",
+                if admin { "an admin" } else { "a member" }
+            ))
+        }
+        GroupOp::Transfer { group, user } => {
+            sess.request(&format!("cannot hand {group} to {user}"), false, || {
+                client.transfer_ownership(&group, &user)
+            })
+            .await?;
+            done(format!("{user} now owns {group}"))
+        }
+        GroupOp::Set { update } => {
+            let group = update.conversation.clone();
+            sess.request(&format!("cannot change {group}"), true, || {
+                client.update_group(update.clone())
+            })
+            .await?;
+            done(format!("updated {group}"))
+        }
+        GroupOp::Dissolve { group } => {
+            sess.request(&format!("cannot dissolve {group}"), false, || {
+                client.dissolve_group(&group)
+            })
+            .await?;
+            done(format!("dissolved {group}"))
         }
         GroupOp::Members { group } => {
             let members = sess

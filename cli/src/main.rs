@@ -348,6 +348,31 @@ enum GroupCommand {
     Leave { group: String },
     /// List a group's members and their roles.
     Members { group: String },
+    /// The owner makes a member an admin, or an admin a plain member.
+    Role {
+        group: String,
+        user: String,
+        #[arg(value_parser = ["member", "admin"])]
+        role: String,
+    },
+    /// The owner hands the group to another member (and becomes an admin).
+    Transfer { group: String, user: String },
+    /// The owner or an admin changes the group's name, topic, mute-all (only the owner and
+    /// admins may send) or member cap (0 = the server's).
+    Set {
+        group: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The topic / announcement ("" clears it)
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, value_parser = ["on", "off"])]
+        mute_all: Option<String>,
+        #[arg(long)]
+        max_members: Option<u32>,
+    },
+    /// The owner dissolves the group: nobody is a member afterwards.
+    Dissolve { group: String },
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -394,6 +419,28 @@ async fn run(cli: Cli) -> Result<()> {
                 GroupCommand::Remove { group, users } => GroupOp::Remove { group, users },
                 GroupCommand::Leave { group } => GroupOp::Leave { group },
                 GroupCommand::Members { group } => GroupOp::Members { group },
+                GroupCommand::Role { group, user, role } => GroupOp::Role {
+                    group,
+                    user,
+                    admin: role == "admin",
+                },
+                GroupCommand::Transfer { group, user } => GroupOp::Transfer { group, user },
+                GroupCommand::Set {
+                    group,
+                    name,
+                    topic,
+                    mute_all,
+                    max_members,
+                } => GroupOp::Set {
+                    update: tern_proto::pb::UpdateGroup {
+                        conversation: group,
+                        name,
+                        topic,
+                        mute_all: mute_all.map(|m| m == "on"),
+                        max_members,
+                    },
+                },
+                GroupCommand::Dissolve { group } => GroupOp::Dissolve { group },
             };
             commands::group(&ctx, op).await
         }

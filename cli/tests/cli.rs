@@ -1843,3 +1843,96 @@ async fn chat_opens_with_the_last_20_and_shows_changes_live() {
     assert_eq!(code, 0, "{stderr}");
     drop(follow);
 }
+
+/// Groups II: roles, handing the group over, the profile with mute-all, dissolving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_roles_profile_mute_all_and_dissolve() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    for u in ["gra", "grb", "grc"] {
+        t.account(u);
+    }
+    let gid = t
+        .run("gra", &["group", "create", "crew", "--members", "grb,grc"])
+        .ok()
+        .json()[0]["group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let roles = |who: &str| -> Vec<(String, String)> {
+        t.run(who, &["--json", "group", "members", &gid])
+            .ok()
+            .json()
+            .iter()
+            .map(|m| {
+                (
+                    m["user"].as_str().unwrap().to_string(),
+                    m["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let ok = serde_json::json!([{ "ok": true }]);
+    let j = |out: Out| serde_json::Value::Array(out.json());
+    assert_eq!(
+        j(
+            t.run("gra", &["--json", "group", "role", &gid, "grb", "admin"])
+                .ok()
+        ),
+        ok
+    );
+    // Only the owner changes roles (FORBIDDEN: exit 5).
+    t.run("grb", &["group", "role", &gid, "grc", "admin"])
+        .failed(5);
+    assert_eq!(
+        j(t.run("gra", &["--json", "group", "transfer", &gid, "grc"])
+            .ok()),
+        ok
+    );
+    assert_eq!(
+        roles("grb"),
+        [
+            ("gra".to_string(), "ADMIN".to_string()),
+            ("grb".to_string(), "ADMIN".to_string()),
+            ("grc".to_string(), "OWNER".to_string())
+        ]
+    );
+    // The new owner makes gra a plain member again; an admin sets the topic and mutes the
+    // group: gra may no longer send (FORBIDDEN), admins still may.
+    t.run("grc", &["group", "role", &gid, "gra", "member"]).ok();
+    t.run(
+        "grb",
+        &[
+            "group",
+            "set",
+            &gid,
+            "--topic",
+            "launch on friday",
+            "--mute-all",
+            "on",
+        ],
+    )
+    .ok();
+    let out = t.run("gra", &["--json", "send", "--group", &gid, "may I?"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    t.run("grb", &["send", "--group", &gid, "admins may"]).ok();
+    let list = t.run("gra", &["--json", "conversations"]).ok().json();
+    assert_eq!(list[0]["title"], "crew");
+    let h = t.run("gra", &["history", "--group", &gid]).ok().stdout;
+    assert!(h.contains("* made grb admin"), "{h}");
+    assert!(h.contains("* handed the group to grc"), "{h}");
+    assert!(
+        h.contains("topic \"launch on friday\", only admins may post"),
+        "{h}"
+    );
+    // Only the owner dissolves; afterwards nobody is a member.
+    t.run("grb", &["group", "dissolve", &gid]).failed(5);
+    t.run("grc", &["group", "dissolve", &gid]).ok();
+    t.run("grb", &["group", "members", &gid]).failed(5);
+    assert!(t
+        .run("gra", &["--json", "conversations"])
+        .ok()
+        .json()
+        .is_empty());
+    server.stop().await;
+}

@@ -87,6 +87,53 @@ impl Client {
         )
     }
 
+    /// The owner makes a member a `MEMBER` or an `ADMIN` (docs/PROTOCOL.md 9).
+    pub async fn set_member_role(
+        &self,
+        conversation: &str,
+        user: &str,
+        role: pb::Role,
+    ) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::SetMemberRole(pb::SetMemberRole {
+                conversation: conversation.into(),
+                user: user.into(),
+                role: role as i32,
+            }))
+            .await?,
+        )
+    }
+
+    /// The owner hands the group to another member and becomes an admin.
+    pub async fn transfer_ownership(
+        &self,
+        conversation: &str,
+        user: &str,
+    ) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::TransferOwnership(pb::TransferOwnership {
+                conversation: conversation.into(),
+                user: user.into(),
+            }))
+            .await?,
+        )
+    }
+
+    /// The owner or an admin changes the group's profile; `None` fields keep their value.
+    pub async fn update_group(&self, update: pb::UpdateGroup) -> Result<(), ClientError> {
+        expect_ok(self.request(Body::UpdateGroup(update)).await?)
+    }
+
+    /// The owner dissolves the group: nobody is a member afterwards.
+    pub async fn dissolve_group(&self, conversation: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::DissolveGroup(pb::DissolveGroup {
+                conversation: conversation.into(),
+            }))
+            .await?,
+        )
+    }
+
     pub async fn members(&self, conversation: &str) -> Result<Vec<pb::Member>, ClientError> {
         match self
             .request(Body::ListMembers(pb::ListMembers {
