@@ -210,6 +210,7 @@ impl EventLoop {
                 }
             }
             Command::Request(body, tx) => {
+                let body = *body;
                 match writer.and_then(|_| self.engine.request(body.clone())) {
                     Some(id) => {
                         self.request_waiters.insert(id, tx);

@@ -136,7 +136,7 @@ impl ClientError {
 /// What the handle asks of the loop.
 enum Command {
     Send(Outgoing, oneshot::Sender<Result<pb::SendAck, ClientError>>),
-    Request(Body, oneshot::Sender<Result<Body, ClientError>>),
+    Request(Box<Body>, oneshot::Sender<Result<Body, ClientError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -299,7 +299,7 @@ impl Client {
     pub async fn request(&self, body: Body) -> Result<Body, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Command::Request(body, tx))
+            .send(Command::Request(Box::new(body), tx))
             .await
             .map_err(|_| ClientError::Stopped("event loop ended".into()))?;
         rx.await
