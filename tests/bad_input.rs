@@ -386,3 +386,89 @@ async fn empty_frames_and_deeply_nested_protobuf_get_errors_and_the_connection_l
     }
     server.stop().await;
 }
+
+/// The frame in `bytes` (a 4-byte length, then the protobuf).
+fn only_frame(bytes: &[u8]) -> Frame {
+    assert!(bytes.len() > 4, "no frame: {bytes:?}");
+    let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+    assert_eq!(bytes.len(), 4 + len, "exactly one frame");
+    Frame::decode(&bytes[4..]).unwrap()
+}
+
+fn protocol_error_closing(f: &Frame, says: &str) {
+    match &f.body {
+        Some(Body::Closing(c)) => {
+            assert_eq!(c.reason, CloseReason::ProtocolError as i32, "{c:?}");
+            assert!(c.message.contains(says), "{c:?}");
+        }
+        other => panic!("not a Closing: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tls_client_that_offers_no_alpn_is_told_why_and_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start().await;
+    let mut cfg = tls::client_config(&server.ca);
+    cfg.alpn_protocols.clear();
+    let tcp = tokio::net::TcpStream::connect(server.tcp).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake itself completes");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
+        .await
+        .expect("the server closes")
+        .expect("a clean close");
+    protocol_error_closing(&only_frame(&got), "ALPN");
+    // A client that offers ALPN tern/1 still gets in.
+    let mut c = server.client(Tcp).await;
+    c.register("alpnok").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_quic_stream_is_answered_and_the_session_goes_on() {
+    let server = TestServer::start().await;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(&server.ca)).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let conn = endpoint
+        .connect(server.quic, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let ping = |id| {
+        encode_frame(&Frame {
+            req_id: id,
+            body: Some(Body::Ping(pb::Ping { client_time_ms: 1 })),
+        })
+    };
+    async fn pong(r: &mut quinn::RecvStream) -> Frame {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).await.unwrap();
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        r.read_exact(&mut buf).await.unwrap();
+        Frame::decode(&buf[..]).unwrap()
+    }
+    let (mut s1, mut r1) = conn.open_bi().await.unwrap();
+    s1.write_all(&ping(1)).await.unwrap();
+    assert!(matches!(pong(&mut r1).await.body, Some(Body::Pong(_))));
+    for _ in 0..3 {
+        let (mut s2, mut r2) = conn.open_bi().await.unwrap();
+        s2.write_all(&ping(2)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), r2.read_to_end(1 << 16))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        protocol_error_closing(&only_frame(&got), "one stream per connection");
+    }
+    s1.write_all(&ping(3)).await.unwrap();
+    let f = pong(&mut r1).await;
+    assert_eq!(f.req_id, 3, "the session's stream still works");
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
+}

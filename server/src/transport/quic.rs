@@ -1,5 +1,6 @@
 //! QUIC: the endpoint (keys derived from the data dir's secret) and the per-connection
-//! handshake and session, one bidirectional stream per session.
+//! handshake and session, one bidirectional stream per session (a further stream is
+//! answered with `Closing{PROTOCOL_ERROR}` and finished).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +35,9 @@ pub(crate) fn endpoint(
     // The idle timeout is the liveness rule of PROTOCOL.md, as the session's own check.
     let idle = tern_proto::liveness_timeout(heartbeat);
     transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle)?));
-    transport.max_concurrent_bidi_streams(1u32.into());
+    // The session's stream, and room for one more that is answered and closed at once
+    // (see `refuse_extra_streams`) instead of leaving its opener waiting for credit.
+    transport.max_concurrent_bidi_streams(2u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
     quic_config.transport_config(Arc::new(transport));
     // The stateless-reset key and the connection-id key come from the data dir's secret,
@@ -100,6 +103,7 @@ impl Handler for Quic {
     }
 
     async fn serve(&self, (conn, send, recv): Self::Ready, peer: SocketAddr) {
+        let extra = tokio::spawn(refuse_extra_streams(conn.clone()));
         let frames = FramedRead::with_capacity(
             recv,
             FrameCodec::new(self.services.limits.max_frame_bytes as usize),
@@ -113,9 +117,28 @@ impl Handler for Quic {
             Some(peer.ip()),
         )
         .await;
+        extra.abort();
         // The stream is finished; give the client a moment to read the last frames and
         // close, then close ourselves.
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
         conn.close(0u32.into(), b"session ended");
+    }
+}
+
+/// A session runs on the connection's first bidirectional stream only. Every further one
+/// gets `Closing{PROTOCOL_ERROR}` saying so and is finished; the session goes on.
+async fn refuse_extra_streams(conn: quinn::Connection) {
+    let frame = tern_proto::encode_frame(&tern_proto::Frame {
+        req_id: 0,
+        body: Some(tern_proto::Body::Closing(tern_proto::pb::Closing {
+            reason: tern_proto::pb::CloseReason::ProtocolError as i32,
+            message: "one stream per connection: the session runs on the first one".into(),
+            retry_after_ms: 0,
+        })),
+    });
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let _ = recv.stop(0u32.into());
+        let _ = send.write_all(&frame).await;
+        let _ = send.finish();
     }
 }

@@ -49,6 +49,10 @@ impl Handler for TlsTcp {
     }
 
     async fn serve(&self, stream: Self::Ready, peer: SocketAddr) {
+        if stream.get_ref().1.alpn_protocol() != Some(tern_proto::ALPN) {
+            refuse_without_alpn(stream).await;
+            return;
+        }
         let (r, w) = tokio::io::split(stream);
         let frames = FramedRead::with_capacity(
             r,
@@ -64,4 +68,22 @@ impl Handler for TlsTcp {
         )
         .await;
     }
+}
+
+/// A TLS client that did not offer ALPN `tern/1` (one that offers only other protocols
+/// is refused by rustls during the handshake with the `no_application_protocol` alert):
+/// it gets `Closing{PROTOCOL_ERROR}` saying why, and the connection ends.
+async fn refuse_without_alpn(mut stream: TlsStream<TcpStream>) {
+    use tokio::io::AsyncWriteExt;
+    let frame = tern_proto::encode_frame(&tern_proto::Frame {
+        req_id: 0,
+        body: Some(tern_proto::Body::Closing(tern_proto::pb::Closing {
+            reason: tern_proto::pb::CloseReason::ProtocolError as i32,
+            message: "the TLS client offered no ALPN: offer tern/1".into(),
+            retry_after_ms: 0,
+        })),
+    });
+    crate::metrics::get().frames_out.inc();
+    let _ = stream.write_all(&frame).await;
+    let _ = stream.shutdown().await;
 }
