@@ -13,11 +13,14 @@
 pub(crate) mod state;
 pub(crate) mod writer;
 
+/// The Closing message after a frame over the size limit (a WebSocket closes with 1009
+/// after it).
+pub(crate) const FRAME_TOO_LARGE_CLOSE: &str = "frame too large";
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tern_proto::codec::Decoded;
 use tern_proto::pb::{self, CloseReason, ErrorCode};
@@ -55,7 +58,7 @@ pub async fn run_session<S, W>(
         services.limits.outbound_queue,
         services.limits.outbound_queue_bytes,
     ));
-    let (finish_tx, finish_rx) = oneshot::channel::<Option<Bytes>>();
+    let (finish_tx, finish_rx) = oneshot::channel::<Option<writer::LastFrame>>();
     let writer_task = tokio::spawn(write_loop(writer, queue.clone(), finish_rx));
     let handle = SessionHandle::new(queue);
     let mut session = Session {
@@ -90,18 +93,22 @@ pub async fn run_session<S, W>(
                 )
                 .await;
             }
-            Some(encode_frame(&Frame {
-                req_id: 0,
-                body: Some(Body::Closing(pb::Closing {
-                    reason: *reason as i32,
-                    message: message.clone(),
-                    retry_after_ms: if *reason == CloseReason::Shutdown {
-                        1000
-                    } else {
-                        0
-                    },
-                })),
-            }))
+            Some(writer::LastFrame {
+                frame: encode_frame(&Frame {
+                    req_id: 0,
+                    body: Some(Body::Closing(pb::Closing {
+                        reason: *reason as i32,
+                        message: message.clone(),
+                        retry_after_ms: if *reason == CloseReason::Shutdown {
+                            1000
+                        } else {
+                            0
+                        },
+                    })),
+                }),
+                reason: *reason,
+                message: message.clone(),
+            })
         }
         None => None,
     };
@@ -174,7 +181,7 @@ impl Session {
                         }
                         Some(Err(CodecError::FrameTooLarge { len, max })) => {
                             self.reply(0).err(ServiceError::new(ErrorCode::FrameTooLarge, format!("frame of {len} bytes exceeds the maximum of {max}")));
-                            return Some((CloseReason::ProtocolError, "frame too large".into()));
+                            return Some((CloseReason::ProtocolError, FRAME_TOO_LARGE_CLOSE.into()));
                         }
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "connection read ended");

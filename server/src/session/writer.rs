@@ -11,6 +11,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use tern_proto::pb::CloseReason;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -23,8 +24,9 @@ pub(crate) const WRITE_BATCH: usize = 64 * 1024;
 pub trait FrameWriter: Send + 'static {
     /// Writes the frames (each with its length prefix), in order, and flushes.
     fn write_frames(&mut self, frames: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
-    /// Ends the transport's output (after the last frame).
-    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+    /// Ends the transport's output (after the last frame); `closing` is why the session
+    /// ended when it sent a Closing (a message transport may say it in its own close).
+    fn finish(&mut self, closing: Option<(CloseReason, &str)>) -> impl Future<Output = ()> + Send;
     /// The queue ran empty: give back buffers an idle connection need not hold.
     fn idle(&mut self) {}
 }
@@ -65,7 +67,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
         self.inner.flush().await
     }
 
-    async fn finish(&mut self) {
+    async fn finish(&mut self, _closing: Option<(CloseReason, &str)>) {
         let _ = self.inner.shutdown().await;
     }
 
@@ -74,14 +76,22 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
     }
 }
 
+/// The Closing frame a session ends with, and why.
+pub(crate) struct LastFrame {
+    pub frame: Bytes,
+    pub reason: CloseReason,
+    pub message: String,
+}
+
 /// Drains `queue` into `w` until `finish` fires; then writes what is queued and the last
 /// frame, and ends the transport. When it returns, the queue refuses further frames.
 pub(crate) async fn write_loop<W: FrameWriter>(
     mut w: W,
     queue: Arc<SendQueue>,
-    mut finish: oneshot::Receiver<Option<Bytes>>,
+    mut finish: oneshot::Receiver<Option<LastFrame>>,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
+    let mut closing: Option<LastFrame> = None;
     loop {
         tokio::select! {
             biased;
@@ -112,7 +122,8 @@ pub(crate) async fn write_loop<W: FrameWriter>(
                     batch.push(b);
                 }
                 if let Ok(Some(last)) = last {
-                    batch.push(last);
+                    batch.push(last.frame.clone());
+                    closing = Some(last);
                 }
                 let _ = w.write_frames(&batch).await;
                 break;
@@ -120,5 +131,6 @@ pub(crate) async fn write_loop<W: FrameWriter>(
         }
     }
     queue.close();
-    w.finish().await;
+    w.finish(closing.as_ref().map(|l| (l.reason, l.message.as_str())))
+        .await;
 }
