@@ -148,3 +148,16 @@ async fn evicted_states_reload_without_reusing_a_seq() {
     let w = Arc::try_unwrap(w).ok().expect("tasks are done");
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_may_message_themselves() {
+    let w = World::new();
+    w.users(&["solo"]);
+    let ack = w.send("solo", "solo", "note").await.unwrap();
+    assert_eq!((ack.conversation.as_str(), ack.seq), ("d:solo:solo", 1));
+    let list = w.conversations.list("solo", 0, 0).await.unwrap();
+    assert_eq!(list.total, 1);
+    assert_eq!(list.conversations[0].member_count, 1);
+    assert_eq!(list.conversations[0].unread, 0);
+    w.stop().await;
+}
