@@ -205,6 +205,7 @@ async fn missing_and_invalid_fields_get_invalid_argument() {
             .request(Body::CreateGroup(pb::CreateGroup {
                 name: String::new(),
                 members: vec![],
+                ..Default::default()
             }))
             .await;
         expect_error(&f, ErrorCode::InvalidArgument);

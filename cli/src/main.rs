@@ -358,7 +358,7 @@ enum GroupCommand {
     /// The owner hands the group to another member (and becomes an admin).
     Transfer { group: String, user: String },
     /// The owner or an admin changes the group's name, topic, mute-all (only the owner and
-    /// admins may send) or member cap (0 = the server's).
+    /// admins may send), member cap (0 = the server's) or history visibility.
     Set {
         group: String,
         #[arg(long)]
@@ -370,6 +370,10 @@ enum GroupCommand {
         mute_all: Option<String>,
         #[arg(long)]
         max_members: Option<u32>,
+        /// Who reads which history: joined (members read from when they were added; the
+        /// default for new groups) or shared (members read it all)
+        #[arg(long, value_parser = ["joined", "shared"])]
+        visibility: Option<String>,
     },
     /// The owner dissolves the group: nobody is a member afterwards.
     Dissolve { group: String },
@@ -431,6 +435,7 @@ async fn run(cli: Cli) -> Result<()> {
                     topic,
                     mute_all,
                     max_members,
+                    visibility,
                 } => GroupOp::Set {
                     update: tern_proto::pb::UpdateGroup {
                         conversation: group,
@@ -438,6 +443,13 @@ async fn run(cli: Cli) -> Result<()> {
                         topic,
                         mute_all: mute_all.map(|m| m == "on"),
                         max_members,
+                        visibility: visibility.map(|v| {
+                            if v == "shared" {
+                                tern_proto::pb::HistoryVisibility::Shared as i32
+                            } else {
+                                tern_proto::pb::HistoryVisibility::Joined as i32
+                            }
+                        }),
                     },
                 },
                 GroupCommand::Dissolve { group } => GroupOp::Dissolve { group },

@@ -483,6 +483,9 @@ pub fn human_text(m: &pb::Message) -> String {
             if e.mute_all {
                 parts.push("only admins may post".into());
             }
+            if e.visibility == pb::HistoryVisibility::Shared as i32 {
+                parts.push("history shared with members".into());
+            }
             format!("* updated the group: {}", parts.join(", "))
         }
         Ok(pb::GroupEventKind::Dissolved) => "* dissolved the group".to_string(),

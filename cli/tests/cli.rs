@@ -1925,6 +1925,10 @@ async fn group_roles_profile_mute_all_and_dissolve() {
         h.contains("topic \"launch on friday\", only admins may post"),
         "{h}"
     );
+    t.run("grb", &["group", "set", &gid, "--visibility", "shared"])
+        .ok();
+    let h = t.run("gra", &["history", "--group", &gid]).ok().stdout;
+    assert!(h.contains("history shared with members"), "{h}");
     // Only the owner dissolves; afterwards nobody is a member.
     t.run("grb", &["group", "dissolve", &gid]).failed(5);
     t.run("grc", &["group", "dissolve", &gid]).ok();

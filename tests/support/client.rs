@@ -252,6 +252,7 @@ impl Client {
             .request(Body::CreateGroup(pb::CreateGroup {
                 name: name.into(),
                 members: members.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             }))
             .await;
         match f.body {

@@ -152,6 +152,7 @@ pub async fn run(ctx: &Ctx, s: ConvArgs) -> anyhow::Result<()> {
             Body::CreateGroup(pb::CreateGroup {
                 name: format!("group {i}"),
                 members: vec![helper.clone()],
+                ..Default::default()
             })
         })
         .collect();

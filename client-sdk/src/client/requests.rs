@@ -40,6 +40,7 @@ impl Client {
             .request(Body::CreateGroup(pb::CreateGroup {
                 name: name.into(),
                 members: members.to_vec(),
+                ..Default::default()
             }))
             .await?
         {

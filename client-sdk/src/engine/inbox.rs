@@ -163,6 +163,16 @@ impl Engine {
             f.pulling = false;
         }
         let Body::PullResult(r) = body else { return };
+        // History before first_seq is not ours to read (the group's history visibility):
+        // the conversation starts there for us, not with a gap.
+        let f = self.follows.entry(conv.clone()).or_default();
+        if r.first_seq > f.cursor + 1 {
+            f.cursor = r.first_seq - 1;
+            let cursor = f.cursor;
+            f.buffered.retain(|s, _| *s > cursor);
+            self.cursors.conversations.insert(conv.clone(), cursor);
+            self.cursors_dirty = true;
+        }
         for m in r.messages {
             self.conv_item(m);
         }

@@ -329,12 +329,55 @@ fn read_diffusion_gap_pulls_the_missing_range() {
                 to_seq: 3,
                 last_seq: 4,
                 complete: true,
+                ..Default::default()
             })),
         },
         now,
     );
     assert_eq!(delivered(&mut e), vec![2, 3, 4]);
     assert_eq!(e.cursors().conversations.get(g), Some(&4));
+}
+
+#[test]
+fn a_group_whose_history_starts_later_for_us_is_not_a_gap() {
+    // A member added at seq 40 of a JOINED group (history visibility) hears of seq 41
+    // first: the pull from 0 is answered from first_seq 40, and nothing loops.
+    let now = Instant::now();
+    let mut e = connected("alice");
+    let g = "g:00000000000000bb";
+    e.handle_frame(push(0, msg(g, 41, "bob")), now);
+    assert!(delivered(&mut e).is_empty());
+    let pull = drain_tx(&mut e)
+        .into_iter()
+        .find_map(|f| match f.body {
+            Some(Body::Pull(p)) => Some((f.req_id, p)),
+            _ => None,
+        })
+        .expect("a pull");
+    assert_eq!(pull.1.after_seq, 0);
+    e.handle_frame(
+        Frame {
+            req_id: pull.0,
+            body: Some(Body::PullResult(pb::PullResult {
+                conversation: g.into(),
+                messages: vec![msg(g, 40, "bob")],
+                from_seq: 40,
+                to_seq: 40,
+                last_seq: 41,
+                complete: true,
+                first_seq: 40,
+            })),
+        },
+        now,
+    );
+    assert_eq!(delivered(&mut e), vec![40, 41]);
+    assert_eq!(e.cursors().conversations.get(g), Some(&41));
+    assert!(
+        !drain_tx(&mut e)
+            .iter()
+            .any(|f| matches!(f.body, Some(Body::Pull(_)))),
+        "no further pull"
+    );
 }
 
 #[test]

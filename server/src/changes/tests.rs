@@ -156,6 +156,7 @@ async fn a_recall_removes_the_content_of_the_message_and_its_edits() {
             pb::CreateGroup {
                 name: "g".into(),
                 members: vec!["mem".into(), "oth".into()],
+                ..Default::default()
             },
         )
         .await

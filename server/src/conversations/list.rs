@@ -136,7 +136,7 @@ impl Conversations {
         // Pass 2: the details of the page.
         let mut conversations = Vec::with_capacity(limit.min(rows.len()));
         for r in rows.into_iter().skip(offset).take(limit) {
-            let (kind, name, read_diffusion, member_count, role, topic, mute_all) = {
+            let (kind, name, read_diffusion, member_count, role, topic, mute_all, visibility) = {
                 let g = r.state.lock().unwrap();
                 (
                     g.kind,
@@ -146,6 +146,7 @@ impl Conversations {
                     g.role(user).unwrap_or(Role::Unspecified),
                     g.topic.clone(),
                     g.mute_all,
+                    g.visibility,
                 )
             };
             let id = r.id;
@@ -198,6 +199,7 @@ impl Conversations {
                 mentions,
                 topic,
                 mute_all,
+                visibility: visibility as i32,
             });
         }
         self.sequencer.barrier().await?;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tern_proto::pb::{ConversationKind, ErrorCode, Role};
+use tern_proto::pb::{self, ConversationKind, ErrorCode, Role};
 
 use super::id::{parse_conversation, truncate, ConvId};
 use crate::error::{ServiceError, ServiceResult};
@@ -31,9 +31,22 @@ pub struct ConvState {
     pub mute_all: bool,
     /// Groups: this group's member cap (0: the server's).
     pub max_members: u32,
+    /// Groups: who reads which part of the history.
+    pub visibility: pb::HistoryVisibility,
 }
 
 impl ConvState {
+    /// The first seq `user` (a member) may read: where they were added in a JOINED
+    /// group, else 1.
+    pub fn first_visible(&self, user: &str) -> u64 {
+        match self.visibility {
+            pb::HistoryVisibility::Joined => {
+                self.members.get(user).map_or(1, |m| m.visible_from.max(1))
+            }
+            _ => 1,
+        }
+    }
+
     pub fn role(&self, user: &str) -> Option<Role> {
         self.members
             .get(user)
@@ -49,6 +62,7 @@ impl ConvState {
             topic: self.topic.clone(),
             mute_all: self.mute_all,
             max_members: self.max_members,
+            visibility: self.visibility as i32,
         }
     }
 }
@@ -128,6 +142,7 @@ impl ConvCache {
                     topic: rec.topic,
                     mute_all: rec.mute_all,
                     max_members: rec.max_members,
+                    visibility: pb::HistoryVisibility::try_from(rec.visibility).unwrap_or_default(),
                 }
             }
             None => match parsed {
@@ -135,6 +150,7 @@ impl ConvCache {
                     let member = MemberRecord {
                         role: Role::Member as i32,
                         joined_ms: 0,
+                        visible_from: 0,
                     };
                     let mut members = BTreeMap::new();
                     members.insert(a, member.clone());
@@ -151,6 +167,7 @@ impl ConvCache {
                         topic: String::new(),
                         mute_all: false,
                         max_members: 0,
+                        visibility: pb::HistoryVisibility::Unspecified,
                     }
                 }
                 ConvId::Group => return Err(ServiceError::not_found(format!("no group {id}"))),

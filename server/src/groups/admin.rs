@@ -1,5 +1,5 @@
 //! The owner's and admins' tools: change a member's role, hand the group over, change the
-//! group's profile (name, topic, mute-all, member cap), dissolve it. Each is a durable
+//! group's profile (name, topic, mute-all, member cap, history visibility), dissolve it. Each is a durable
 //! SYSTEM event on the message path, like every membership change, so every member's
 //! devices learn it in order; the state changes under the same lock as the append.
 
@@ -173,6 +173,14 @@ impl Groups {
             if let Some(m) = req.max_members {
                 rec.max_members = m;
             }
+            if let Some(v) = req.visibility {
+                rec.visibility = match pb::HistoryVisibility::try_from(v) {
+                    Ok(v @ (pb::HistoryVisibility::Joined | pb::HistoryVisibility::Shared)) => {
+                        v as i32
+                    }
+                    _ => return Err(ServiceError::invalid("visibility must be JOINED or SHARED")),
+                };
+            }
             if rec == st.record() {
                 return Ok(());
             }
@@ -185,6 +193,7 @@ impl Groups {
             topic: record.topic.clone(),
             mute_all: record.mute_all,
             max_members: record.max_members,
+            visibility: record.visibility,
             ..Default::default()
         };
         let extra = vec![Mutation::Conversation {
@@ -197,6 +206,8 @@ impl Groups {
                 st.topic = record.topic;
                 st.mute_all = record.mute_all;
                 st.max_members = record.max_members;
+                st.visibility =
+                    pb::HistoryVisibility::try_from(record.visibility).unwrap_or_default();
             })
             .await?;
         Ok(())

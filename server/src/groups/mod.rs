@@ -85,6 +85,7 @@ impl Groups {
             MemberRecord {
                 role: Role::Owner as i32,
                 joined_ms: now,
+                visible_from: 1,
             },
         );
         for u in &others {
@@ -93,9 +94,14 @@ impl Groups {
                 MemberRecord {
                     role: Role::Member as i32,
                     joined_ms: now,
+                    visible_from: 1,
                 },
             );
         }
+        let visibility = match pb::HistoryVisibility::try_from(req.visibility) {
+            Ok(pb::HistoryVisibility::Shared) => pb::HistoryVisibility::Shared,
+            _ => pb::HistoryVisibility::Joined,
+        };
         let state = ConvState {
             kind: ConversationKind::Group,
             name: req.name.clone(),
@@ -107,6 +113,7 @@ impl Groups {
             topic: String::new(),
             mute_all: false,
             max_members: 0,
+            visibility,
             members,
         };
         let extra = creation_mutations(&conv, &state);
@@ -118,6 +125,7 @@ impl Groups {
             actor: owner.to_string(),
             users: others,
             name: req.name,
+            visibility: visibility as i32,
             ..Default::default()
         };
         let seq = self
@@ -184,25 +192,7 @@ impl Groups {
                     format!("this group has at most {cap} members"),
                 ));
             }
-            let now = self.messages.clock().now_ms();
             let mut extra = Vec::new();
-            for u in &new {
-                extra.push(Mutation::PutMember {
-                    conversation: req.conversation.clone(),
-                    user: u.clone(),
-                    record: MemberRecord {
-                        role: role as i32,
-                        joined_ms: now,
-                    },
-                });
-                // A new member starts with what came before as read: their unread count
-                // begins with the event that added them.
-                extra.push(Mutation::Read {
-                    user: u.clone(),
-                    conversation: req.conversation.clone(),
-                    read_seq: st.last_seq,
-                });
-            }
             let read_diffusion =
                 st.read_diffusion || st.members.len() + new.len() > self.limits.fanout_threshold;
             if read_diffusion && !st.read_diffusion {
@@ -228,19 +218,46 @@ impl Groups {
             ..Default::default()
         };
         let now = self.messages.clock().now_ms();
+        let member = |seq: u64| MemberRecord {
+            role: role as i32,
+            joined_ms: now,
+            // In a JOINED group their history starts with the event that adds them.
+            visible_from: seq,
+        };
+        let conv = req.conversation.clone();
+        let added = new.clone();
+        let extra_at = move |seq: u64| {
+            let mut extra = extra;
+            for u in &added {
+                extra.push(Mutation::PutMember {
+                    conversation: conv.clone(),
+                    user: u.clone(),
+                    record: member(seq),
+                });
+                // A new member starts with what came before as read: their unread count
+                // begins with the event that added them.
+                extra.push(Mutation::Read {
+                    user: u.clone(),
+                    conversation: conv.clone(),
+                    read_seq: seq - 1,
+                });
+            }
+            extra
+        };
         self.messages
-            .append_system(&st_arc, &req.conversation, event, recipients, extra, |st| {
-                for u in new {
-                    st.members.insert(
-                        u,
-                        MemberRecord {
-                            role: role as i32,
-                            joined_ms: now,
-                        },
-                    );
-                }
-                st.read_diffusion = read_diffusion;
-            })
+            .append_system_at(
+                &st_arc,
+                &req.conversation,
+                event,
+                recipients,
+                extra_at,
+                |st, seq| {
+                    for u in new {
+                        st.members.insert(u, member(seq));
+                    }
+                    st.read_diffusion = read_diffusion;
+                },
+            )
             .await?;
         Ok(())
     }

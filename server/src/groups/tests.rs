@@ -9,6 +9,7 @@ fn create(name: &str, members: &[&str]) -> pb::CreateGroup {
     pb::CreateGroup {
         name: name.into(),
         members: members.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
     }
 }
 
@@ -325,6 +326,7 @@ async fn the_profile_changes_mute_all_silences_members_and_dissolving_ends_membe
         topic: topic.map(Into::into),
         mute_all,
         max_members,
+        ..Default::default()
     };
     assert_eq!(
         w.groups
@@ -426,5 +428,108 @@ async fn the_profile_changes_mute_all_silences_members_and_dissolving_ends_membe
             .conversations
             .is_empty());
     }
+    w.stop().await;
+}
+
+async fn pulled(w: &World, user: &str, conv: &str, after: u64) -> pb::PullResult {
+    w.messages
+        .pull(
+            user,
+            pb::Pull {
+                conversation: conv.into(),
+                after_seq: after,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn history_visibility_joined_hides_what_came_before_and_the_gap_of_a_readd() {
+    let w = World::new();
+    w.users(&["own", "early", "late"]);
+    let g = w
+        .groups
+        .create_group("own", create("team", &["early"]))
+        .await
+        .unwrap();
+    let conv = g.conversation;
+    for i in 0..3 {
+        send_to_group(&w, "own", &conv, &format!("before{i}"))
+            .await
+            .unwrap();
+    }
+    // seq 1 CREATED, 2-4 messages, 5 MEMBERS_ADDED(late), 6 after.
+    w.groups
+        .add_members("own", add(&conv, &["late"], Role::Member))
+        .await
+        .unwrap();
+    send_to_group(&w, "own", &conv, "after").await.unwrap();
+    let p = pulled(&w, "late", &conv, 0).await;
+    assert_eq!(p.first_seq, 5);
+    assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6]);
+    assert!(p.complete);
+    // Backward paging ends at first_seq too.
+    let back = w
+        .messages
+        .pull(
+            "late",
+            pb::Pull {
+                conversation: conv.clone(),
+                before_seq: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((back.from_seq, back.to_seq, back.complete), (5, 6, true));
+    // The early member reads everything; the list counts only what late may read.
+    assert_eq!(pulled(&w, "early", &conv, 0).await.messages.len(), 6);
+    let l = w.conversations.list("late", 0, 0).await.unwrap();
+    assert_eq!(
+        l.conversations[0].unread, 2,
+        "the add event and one message"
+    );
+
+    // Removed, a message sent while away, added again: the gap stays hidden.
+    w.groups
+        .remove_members(
+            "own",
+            pb::RemoveMembers {
+                conversation: conv.clone(),
+                users: vec!["late".into()],
+            },
+        )
+        .await
+        .unwrap();
+    send_to_group(&w, "own", &conv, "while away").await.unwrap(); // seq 8
+    w.groups
+        .add_members("own", add(&conv, &["late"], Role::Member))
+        .await
+        .unwrap(); // seq 9
+    let p = pulled(&w, "late", &conv, 0).await;
+    assert_eq!(p.first_seq, 9);
+    assert!(p.messages.iter().all(|m| m.seq >= 9));
+
+    // SHARED: members read the whole history.
+    w.groups
+        .update_group(
+            "own",
+            pb::UpdateGroup {
+                conversation: conv.clone(),
+                visibility: Some(pb::HistoryVisibility::Shared as i32),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let p = pulled(&w, "late", &conv, 0).await;
+    assert_eq!((p.first_seq, p.messages[0].seq), (1, 1));
+    let l = w.conversations.list("late", 0, 0).await.unwrap();
+    assert_eq!(
+        l.conversations[0].visibility,
+        pb::HistoryVisibility::Shared as i32
+    );
     w.stop().await;
 }

@@ -14,7 +14,10 @@ impl Messages {
     /// History and gap repair; see PROTOCOL.md "Pull".
     pub async fn pull(&self, user: &str, req: pb::Pull) -> ServiceResult<pb::PullResult> {
         let st = self.convs.member(&req.conversation, user)?;
-        let last = st.lock().unwrap().last_seq;
+        let (last, first) = {
+            let g = st.lock().unwrap();
+            (g.last_seq, g.first_visible(user))
+        };
         let limit = match req.limit {
             0 => 100,
             n => n.min(1000),
@@ -25,15 +28,14 @@ impl Messages {
             } else {
                 last
             };
-            (
-                req.after_seq.saturating_add(1),
-                end.min(req.after_seq.saturating_add(limit)),
-                true,
-            )
+            // History before `first` is not this reader's (history visibility): a
+            // range that starts earlier is served from `first`.
+            let from = req.after_seq.saturating_add(1).max(first);
+            (from, end.min(from.saturating_add(limit - 1)), true)
         } else {
             // Any before_seq past the end means "the newest page".
             let to = (req.before_seq - 1).min(last);
-            (to.saturating_sub(limit - 1).max(1), to, false)
+            (to.saturating_sub(limit - 1).max(first), to, false)
         };
         let mut messages = if from <= to {
             self.store
@@ -92,7 +94,7 @@ impl Messages {
             };
             to_seq.max(req.after_seq) >= end
         } else {
-            from_seq <= 1 || messages.len() as u64 >= limit
+            from_seq <= first || messages.len() as u64 >= limit
         };
         self.barrier().await?;
         Ok(pb::PullResult {
@@ -102,6 +104,7 @@ impl Messages {
             to_seq,
             last_seq: last,
             complete,
+            first_seq: first,
         })
     }
 

@@ -317,9 +317,34 @@ impl Messages {
         extra: Vec<Mutation>,
         apply: impl FnOnce(&mut ConvState),
     ) -> ServiceResult<u64> {
+        self.append_system_at(
+            st_arc,
+            conv,
+            event,
+            recipients,
+            |_| extra,
+            |st, _| apply(st),
+        )
+        .await
+    }
+
+    /// [`Messages::append_system`] for writes that name the event's own seq (a new
+    /// member's history starts at the event that added them): `extra` and `apply` get it,
+    /// under the conversation's lock.
+    pub(crate) async fn append_system_at(
+        &self,
+        st_arc: &SharedState,
+        conv: &str,
+        event: pb::GroupEvent,
+        recipients: Vec<String>,
+        extra: impl FnOnce(u64) -> Vec<Mutation>,
+        apply: impl FnOnce(&mut ConvState, u64),
+    ) -> ServiceResult<u64> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = st_arc.lock().unwrap();
+            // The sequencer gives the event `last_seq + 1`: we hold the lock.
+            let seq = st.last_seq + 1;
             let msg = pb::Message {
                 conversation: conv.to_string(),
                 sender: event.actor.clone(),
@@ -333,7 +358,7 @@ impl Messages {
                 Append {
                     msg,
                     recipients,
-                    extra,
+                    extra: extra(seq),
                     dedup: None,
                     marks_read: true,
                 },
@@ -341,7 +366,7 @@ impl Messages {
                     let _ = tx.send(r);
                 }),
             )?;
-            apply(&mut st);
+            apply(&mut st, seq);
         }
         let ack = rx.await.map_err(|_| ServiceError::internal())??;
         Ok(ack.seq)

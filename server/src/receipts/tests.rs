@@ -95,6 +95,7 @@ async fn group_members_start_unread_at_the_event_that_added_them() {
             pb::CreateGroup {
                 name: "g".into(),
                 members: vec!["a".into()],
+                ..Default::default()
             },
         )
         .await
@@ -160,6 +161,7 @@ async fn unread_counts_match_a_model_under_random_interleavings() {
                 pb::CreateGroup {
                     name: "g".into(),
                     members: vec!["u1".into(), "u2".into()],
+                    ..Default::default()
                 },
             )
             .await
@@ -339,6 +341,7 @@ async fn who_read_a_message_names_the_members_at_or_past_it() {
             pb::CreateGroup {
                 name: "g".into(),
                 members: vec!["a".into(), "b".into()],
+                ..Default::default()
             },
         )
         .await
@@ -423,6 +426,7 @@ async fn replies_and_mentions_are_checked_and_unread_mentions_counted() {
             pb::CreateGroup {
                 name: "g".into(),
                 members: vec!["a".into(), "b".into()],
+                ..Default::default()
             },
         )
         .await

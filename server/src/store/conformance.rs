@@ -178,6 +178,7 @@ fn membership_indexes_both_ways(store: &dyn Store) {
         record: MemberRecord {
             role: role as i32,
             joined_ms: 0,
+            visible_from: 1,
         },
     };
     store

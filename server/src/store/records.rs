@@ -52,6 +52,9 @@ pub struct ConversationRecord {
     /// This group's member cap (0: the server's).
     #[prost(uint32, tag = "7")]
     pub max_members: u32,
+    /// `pb::HistoryVisibility` (0: made before the setting existed, read as SHARED).
+    #[prost(int32, tag = "8")]
+    pub visibility: i32,
 }
 
 /// A member of a conversation.
@@ -62,6 +65,10 @@ pub struct MemberRecord {
     pub role: i32,
     #[prost(uint64, tag = "2")]
     pub joined_ms: u64,
+    /// The seq of the event that (last) added the member: where their history starts in a
+    /// JOINED group (0: added before this was kept, read as 1).
+    #[prost(uint64, tag = "3")]
+    pub visible_from: u64,
 }
 
 /// An inbox entry: a pointer to a timeline entry.

@@ -332,6 +332,7 @@ impl Adapter for Tern {
         let create = Body::CreateGroup(pb::CreateGroup {
             name: name.into(),
             members: members[1..].to_vec(),
+            ..Default::default()
         });
         let conv = match net::request(&mut creator, create)
             .await
