@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tern_proto::pb;
+use tern_proto::Body;
 use tern_sdk::{Client, ClientConfig, Event, Events, SendTicket, Target, Transport, TransportMode};
 use tern_tests::fault::{FrameFaultProxy, TcpFaultProxy, UdpFaultProxy};
 use tern_tests::*;
@@ -762,5 +763,56 @@ async fn close_during_a_hanging_connection_attempt_returns_promptly() {
     assert!(closed, "the Closed event was emitted");
     println!("close() during a hanging handshake returned in {took:?}");
     held.abort();
+    server.stop().await;
+}
+
+/// A member added to a large (read-diffusion) group whose history is JOINED gets, through
+/// the SDK, exactly what was sent from the event that added them on, in order, and the
+/// SDK does not loop pulling the history it may not read.
+#[tokio::test]
+async fn a_late_member_of_a_joined_read_diffusion_group_gets_its_part_once() {
+    let server = TestServer::start_with(|c| c.groups.group_fanout_threshold = 2).await;
+    let mut own = server.user(Tcp, "jvo", "d").await;
+    let mut reg = server.client(Tcp).await;
+    for u in ["jva", "jvb", "jvl"] {
+        reg.register(u).await;
+    }
+    let g = own.create_group("big", &["jva", "jvb"]).await;
+    let send = |cmid: &str| {
+        Body::Send(pb::Send {
+            client_msg_id: cmid.into(),
+            conversation: g.conversation.clone(),
+            body: cmid.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+    };
+    for i in 0..5 {
+        ack_of(&own.request(send(&format!("old{i}"))).await);
+    }
+    expect_ok(
+        &own.request(Body::AddMembers(pb::AddMembers {
+            conversation: g.conversation.clone(),
+            users: vec!["jvl".into()],
+            role: 0,
+        }))
+        .await,
+    );
+    // seq 1 CREATED, 2-6 old, 7 MEMBERS_ADDED, then 8-10 new.
+    for i in 0..3 {
+        ack_of(&own.request(send(&format!("new{i}"))).await);
+    }
+    let (late, events) = Client::start(config(
+        server.tcp,
+        None,
+        &server.ca,
+        "jvl",
+        "d",
+        TransportMode::Tcp,
+    ));
+    let (got, _) = collect(events, 4, Duration::from_secs(20)).await.unwrap();
+    let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [7, 8, 9, 10]);
+    assert!(got.iter().all(|m| !text(m).starts_with("old")));
+    late.close().await;
     server.stop().await;
 }
