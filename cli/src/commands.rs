@@ -943,6 +943,83 @@ pub async fn presence(ctx: &Ctx, users: Vec<String>) -> Result<()> {
 }
 
 #[derive(Serialize)]
+struct ChannelLine<'a> {
+    conv: &'a str,
+    name: &'a str,
+    topic: &'a str,
+    members: u32,
+    broadcast_only: bool,
+    joined: bool,
+}
+
+/// `tern channel create`.
+pub async fn channel_create(ctx: &Ctx, name: String, broadcast_only: bool) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = sess
+        .request("cannot create the channel", false, || {
+            client.create_channel(&name, broadcast_only)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    output::json_line(&serde_json::json!({ "group": result?.conversation }))
+}
+
+/// `tern channel join`.
+pub async fn channel_join(ctx: &Ctx, group: String) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = sess
+        .request(&format!("cannot join {group}"), true, || {
+            client.join_channel(&group)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    result?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({ "ok": true }))
+    } else {
+        output::line(&format!("joined {group}"))
+    }
+}
+
+/// `tern channel list`: the directory.
+pub async fn channel_list(ctx: &Ctx, prefix: String) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = sess
+        .request("cannot list channels", true, || {
+            client.list_channels(&prefix, 0)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    for c in &result? {
+        let line = ChannelLine {
+            conv: &c.conversation,
+            name: &c.name,
+            topic: &c.topic,
+            members: c.member_count,
+            broadcast_only: c.broadcast_only,
+            joined: c.joined,
+        };
+        if ctx.json {
+            output::json_line(&line)?;
+        } else {
+            output::line(&format!(
+                "{}\t{}\t{} member(s){}{}",
+                line.conv,
+                line.name,
+                line.members,
+                if line.broadcast_only {
+                    ", broadcast only"
+                } else {
+                    ""
+                },
+                if line.joined { ", joined" } else { "" }
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
 struct GroupPresenceLine<'a> {
     conv: &'a str,
     members: u32,

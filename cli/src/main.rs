@@ -167,6 +167,9 @@ enum Command {
     /// Groups: create, add, remove, leave, members.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Public channels: create, list (the directory), join, leave.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Show the online devices of users, or with --group how many members of a group are
     /// online ({"conv":..,"members":N,"online":N} with --json). --watch also makes the
     /// group's members' online/offline changes reach you (as "presence" event lines in
@@ -324,6 +327,24 @@ fn dest(user: Option<String>, group: Option<String>) -> Dest {
 }
 
 #[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// Create a public channel; prints {"group":"g:..."}.
+    Create {
+        name: String,
+        /// Only you (the owner) and admins may post
+        #[arg(long)]
+        broadcast_only: bool,
+    },
+    /// The directory: channels whose name starts with PREFIX (all without it); one JSON
+    /// line each with --json: {"conv":..,"name":..,"topic":..,"members":N,"broadcast_only":bool,"joined":bool}.
+    List { prefix: Option<String> },
+    /// Join a public channel.
+    Join { group: String },
+    /// Leave a channel.
+    Leave { group: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum GroupCommand {
     /// Create a group; prints {"group":"g:..."}.
     Create {
@@ -456,6 +477,19 @@ async fn run(cli: Cli) -> Result<()> {
             };
             commands::group(&ctx, op).await
         }
+        Command::Channel(c) => match c {
+            ChannelCommand::Create {
+                name,
+                broadcast_only,
+            } => commands::channel_create(&ctx, name, broadcast_only).await,
+            ChannelCommand::List { prefix } => {
+                commands::channel_list(&ctx, prefix.unwrap_or_default()).await
+            }
+            ChannelCommand::Join { group } => commands::channel_join(&ctx, group).await,
+            ChannelCommand::Leave { group } => {
+                commands::group(&ctx, commands::GroupOp::Leave { group }).await
+            }
+        },
         Command::Presence {
             users, group: None, ..
         } => commands::presence(&ctx, users).await,

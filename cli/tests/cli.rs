@@ -1940,3 +1940,73 @@ async fn group_roles_profile_mute_all_and_dissolve() {
         .is_empty());
     server.stop().await;
 }
+
+/// Public channels: create, the directory, join, broadcast-only, leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_create_list_join_and_leave() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    for u in ["cha", "chb"] {
+        t.account(u);
+    }
+    let gid = t
+        .run(
+            "cha",
+            &["channel", "create", "Rust Jobs", "--broadcast-only"],
+        )
+        .ok()
+        .json()[0]["group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.run("cha", &["send", "--group", &gid, "hiring"]).ok();
+    let list = t
+        .run("chb", &["--json", "channel", "list", "rust"])
+        .ok()
+        .json();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (
+            &list[0]["conv"],
+            &list[0]["name"],
+            &list[0]["members"],
+            &list[0]["broadcast_only"],
+            &list[0]["joined"]
+        ),
+        (
+            &serde_json::json!(gid),
+            &serde_json::json!("Rust Jobs"),
+            &serde_json::json!(1),
+            &serde_json::json!(true),
+            &serde_json::json!(false)
+        )
+    );
+    assert!(t
+        .run("chb", &["--json", "channel", "list", "go"])
+        .ok()
+        .json()
+        .is_empty());
+    // Anyone reads a public channel's history; joining puts it in the list.
+    let h = t
+        .run("chb", &["--json", "history", "--group", &gid])
+        .ok()
+        .json();
+    assert_eq!(seqs(&h), [1, 2], "the CREATED event and the post");
+    assert_eq!(h[1]["text"], "hiring");
+    t.run("chb", &["channel", "join", &gid]).ok();
+    let list = t.run("chb", &["--json", "channel", "list"]).ok().json();
+    assert_eq!(list[0]["joined"], true);
+    assert_eq!(
+        t.run("chb", &["--json", "conversations"]).ok().json().len(),
+        1
+    );
+    // Broadcast-only: members read, do not post (FORBIDDEN: exit 5).
+    t.run("chb", &["send", "--group", &gid, "me?"]).failed(5);
+    t.run("chb", &["channel", "leave", &gid]).ok();
+    assert!(t
+        .run("chb", &["--json", "conversations"])
+        .ok()
+        .json()
+        .is_empty());
+    server.stop().await;
+}

@@ -80,7 +80,10 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::SetMemberRole(_)
         | Body::TransferOwnership(_)
         | Body::UpdateGroup(_)
-        | Body::DissolveGroup(_) => BodyKind::Request,
+        | Body::DissolveGroup(_)
+        | Body::CreateChannel(_)
+        | Body::JoinChannel(_)
+        | Body::ListChannels(_) => BodyKind::Request,
         Body::Error(_)
         | Body::Ok(_)
         | Body::LoginOk(_)
@@ -96,7 +99,8 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ReadState(_)
         | Body::ConversationSettings(_)
         | Body::ReceiptsResult(_)
-        | Body::UserSettings(_) => BodyKind::Response,
+        | Body::UserSettings(_)
+        | Body::ChannelList(_) => BodyKind::Response,
         Body::Push(_)
         | Body::Closing(_)
         | Body::ReadReceipt(_)

@@ -125,6 +125,55 @@ impl Client {
         expect_ok(self.request(Body::UpdateGroup(update)).await?)
     }
 
+    /// Creates a public channel (docs/PROTOCOL.md 9.10): listed in the directory, joined
+    /// by users themselves; `broadcast_only`: only the owner and admins post.
+    pub async fn create_channel(
+        &self,
+        name: &str,
+        broadcast_only: bool,
+    ) -> Result<pb::GroupCreated, ClientError> {
+        match self
+            .request(Body::CreateChannel(pb::CreateChannel {
+                name: name.into(),
+                broadcast_only,
+                ..Default::default()
+            }))
+            .await?
+        {
+            Body::GroupCreated(g) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Joins a public channel (leave it with [`Client::leave_group`]).
+    pub async fn join_channel(&self, conversation: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::JoinChannel(pb::JoinChannel {
+                conversation: conversation.into(),
+            }))
+            .await?,
+        )
+    }
+
+    /// The channel directory: channels whose name starts with `prefix`
+    /// (case-insensitive), at most `limit` (0 = 50, at most 100).
+    pub async fn list_channels(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<pb::ChannelInfo>, ClientError> {
+        match self
+            .request(Body::ListChannels(pb::ListChannels {
+                prefix: prefix.into(),
+                limit,
+            }))
+            .await?
+        {
+            Body::ChannelList(l) => Ok(l.channels),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The owner dissolves the group: nobody is a member afterwards.
     pub async fn dissolve_group(&self, conversation: &str) -> Result<(), ClientError> {
         expect_ok(

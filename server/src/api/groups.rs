@@ -73,3 +73,41 @@ pub(crate) async fn update(svc: &Arc<Services>, reply: Reply, m: pb::UpdateGroup
 pub(crate) async fn dissolve(svc: &Arc<Services>, reply: Reply, m: pb::DissolveGroup, a: &Authed) {
     reply.result(ok(Box::pin(svc.groups.dissolve_group(&a.user, m)).await));
 }
+
+pub(crate) async fn create_channel(
+    svc: &Arc<Services>,
+    reply: Reply,
+    c: pb::CreateChannel,
+    a: &Authed,
+) {
+    let r = Box::pin(svc.groups.create_channel(&a.user, c)).await;
+    reply.result(r.map(Body::GroupCreated));
+}
+
+pub(crate) async fn join_channel(
+    svc: &Arc<Services>,
+    reply: Reply,
+    j: pb::JoinChannel,
+    a: &Authed,
+) {
+    reply.result(ok(Box::pin(
+        svc.groups.join_channel(&a.user, &j.conversation),
+    )
+    .await));
+}
+
+pub(crate) fn list_channels(
+    svc: &Arc<Services>,
+    reply: Reply,
+    l: pb::ListChannels,
+    a: &Authed,
+    permit: OwnedSemaphorePermit,
+) {
+    let (svc, user) = (svc.clone(), a.user.clone());
+    reply.spawn(permit, async move {
+        svc.groups
+            .list_channels(&user, &l.prefix, l.limit)
+            .await
+            .map(Body::ChannelList)
+    });
+}

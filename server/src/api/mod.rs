@@ -130,6 +130,9 @@ pub(crate) async fn dispatch_authed(
         Body::TransferOwnership(m) => groups::transfer(svc, reply, m, a).await,
         Body::UpdateGroup(m) => groups::update(svc, reply, m, a).await,
         Body::DissolveGroup(m) => groups::dissolve(svc, reply, m, a).await,
+        Body::CreateChannel(c) => groups::create_channel(svc, reply, c, a).await,
+        Body::JoinChannel(j) => groups::join_channel(svc, reply, j, a).await,
+        Body::ListChannels(l) => groups::list_channels(svc, reply, l, a, permit),
         Body::Logout(_) => return auth::logout(svc, reply, a).await,
         Body::Revoke(r) => return auth::revoke(svc, reply, r, a).await,
         other => {

@@ -136,7 +136,17 @@ impl Conversations {
         // Pass 2: the details of the page.
         let mut conversations = Vec::with_capacity(limit.min(rows.len()));
         for r in rows.into_iter().skip(offset).take(limit) {
-            let (kind, name, read_diffusion, member_count, role, topic, mute_all, visibility) = {
+            let (
+                kind,
+                name,
+                read_diffusion,
+                member_count,
+                role,
+                topic,
+                mute_all,
+                visibility,
+                channel,
+            ) = {
                 let g = r.state.lock().unwrap();
                 (
                     g.kind,
@@ -147,6 +157,7 @@ impl Conversations {
                     g.topic.clone(),
                     g.mute_all,
                     g.visibility,
+                    g.channel,
                 )
             };
             let id = r.id;
@@ -200,6 +211,7 @@ impl Conversations {
                 topic,
                 mute_all,
                 visibility: visibility as i32,
+                channel,
             });
         }
         self.sequencer.barrier().await?;

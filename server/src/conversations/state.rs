@@ -33,6 +33,8 @@ pub struct ConvState {
     pub max_members: u32,
     /// Groups: who reads which part of the history.
     pub visibility: pb::HistoryVisibility,
+    /// A public channel (listed in the directory, joined by users themselves).
+    pub channel: bool,
 }
 
 impl ConvState {
@@ -63,6 +65,7 @@ impl ConvState {
             mute_all: self.mute_all,
             max_members: self.max_members,
             visibility: self.visibility as i32,
+            channel: self.channel,
         }
     }
 }
@@ -143,6 +146,7 @@ impl ConvCache {
                     mute_all: rec.mute_all,
                     max_members: rec.max_members,
                     visibility: pb::HistoryVisibility::try_from(rec.visibility).unwrap_or_default(),
+                    channel: rec.channel,
                 }
             }
             None => match parsed {
@@ -168,6 +172,7 @@ impl ConvCache {
                         mute_all: false,
                         max_members: 0,
                         visibility: pb::HistoryVisibility::Unspecified,
+                        channel: false,
                     }
                 }
                 ConvId::Group => return Err(ServiceError::not_found(format!("no group {id}"))),
@@ -197,6 +202,24 @@ impl ConvCache {
             }
         }
         Ok(st)
+    }
+
+    /// The conversation's state if `user` may read it: a member, or anyone when it is a
+    /// public channel whose history is PUBLIC. FORBIDDEN otherwise.
+    pub fn reader(&self, id: &str, user: &str) -> ServiceResult<SharedState> {
+        match self.member(id, user) {
+            Err(e) if e.code == ErrorCode::Forbidden => {
+                if let Ok(st) = self.get(id) {
+                    let g = st.lock().unwrap();
+                    if g.exists && g.channel && g.visibility == pb::HistoryVisibility::Public {
+                        drop(g);
+                        return Ok(st);
+                    }
+                }
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// Caches a state made here (a new group).

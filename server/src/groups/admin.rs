@@ -144,7 +144,7 @@ impl Groups {
             }
         }
         let (st_arc, _) = self.group_for_admin(&req.conversation, actor)?;
-        let (record, recipients) = {
+        let (record, recipients, old_name) = {
             let st = st_arc.lock().unwrap();
             if let Some(max) = req.max_members {
                 if max != 0 && (max as usize) < st.members.len() {
@@ -178,13 +178,24 @@ impl Groups {
                     Ok(v @ (pb::HistoryVisibility::Joined | pb::HistoryVisibility::Shared)) => {
                         v as i32
                     }
-                    _ => return Err(ServiceError::invalid("visibility must be JOINED or SHARED")),
+                    Ok(pb::HistoryVisibility::Public) if st.channel => {
+                        pb::HistoryVisibility::Public as i32
+                    }
+                    _ => {
+                        return Err(ServiceError::invalid(
+                            "visibility must be JOINED or SHARED (PUBLIC: channels only)",
+                        ))
+                    }
                 };
             }
             if rec == st.record() {
                 return Ok(());
             }
-            (rec, st.members.keys().cloned().collect::<Vec<_>>())
+            (
+                rec,
+                st.members.keys().cloned().collect::<Vec<_>>(),
+                st.name.clone(),
+            )
         };
         let event = pb::GroupEvent {
             kind: GroupEventKind::GroupUpdated as i32,
@@ -196,10 +207,21 @@ impl Groups {
             visibility: record.visibility,
             ..Default::default()
         };
-        let extra = vec![Mutation::Conversation {
+        let mut extra = vec![Mutation::Conversation {
             conversation: req.conversation.clone(),
             record: record.clone(),
         }];
+        if record.channel && record.name != old_name {
+            // The directory finds a channel by its name.
+            extra.push(Mutation::UnlistChannel {
+                name: old_name,
+                conversation: req.conversation.clone(),
+            });
+            extra.push(Mutation::ListChannel {
+                name: record.name.clone(),
+                conversation: req.conversation.clone(),
+            });
+        }
         self.messages
             .append_system(&st_arc, &req.conversation, event, recipients, extra, |st| {
                 st.name = record.name;
@@ -220,20 +242,36 @@ impl Groups {
         if actor_role != Role::Owner {
             return Err(owner_only());
         }
-        let recipients: Vec<String> = {
+        let (recipients, channel_name) = {
             let st = st_arc.lock().unwrap();
             if st.kind != ConversationKind::Group {
                 return Err(ServiceError::invalid("not a group"));
             }
-            st.members.keys().cloned().collect()
+            (
+                st.members.keys().cloned().collect::<Vec<_>>(),
+                st.channel.then(|| st.name.clone()),
+            )
         };
-        let extra = recipients
+        let mut extra: Vec<Mutation> = recipients
             .iter()
             .map(|u| Mutation::DelMember {
                 conversation: req.conversation.clone(),
                 user: u.clone(),
             })
             .collect();
+        if let Some(name) = channel_name {
+            // Out of the directory, and nobody reads it any more.
+            extra.push(Mutation::UnlistChannel {
+                name,
+                conversation: req.conversation.clone(),
+            });
+            let mut rec = st_arc.lock().unwrap().record();
+            rec.channel = false;
+            extra.push(Mutation::Conversation {
+                conversation: req.conversation.clone(),
+                record: rec,
+            });
+        }
         let event = pb::GroupEvent {
             kind: GroupEventKind::Dissolved as i32,
             actor: actor.to_string(),
@@ -242,6 +280,7 @@ impl Groups {
         self.messages
             .append_system(&st_arc, &req.conversation, event, recipients, extra, |st| {
                 st.members.clear();
+                st.channel = false;
             })
             .await?;
         Ok(())

@@ -5,6 +5,7 @@
 //! in order.
 
 pub(crate) mod admin;
+pub(crate) mod channels;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,13 @@ use crate::messages::send::creation_mutations;
 use crate::messages::Messages;
 use crate::store::{MemberRecord, Mutation, Store};
 use crate::validate;
+
+/// What kind of group [`Groups::create`] makes.
+pub(crate) struct NewGroup {
+    pub(crate) visibility: pb::HistoryVisibility,
+    pub(crate) channel: bool,
+    pub(crate) mute_all: bool,
+}
 
 pub struct Groups {
     store: Arc<dyn Store>,
@@ -72,6 +80,27 @@ impl Groups {
                 ),
             ));
         }
+        let visibility = match pb::HistoryVisibility::try_from(req.visibility) {
+            Ok(pb::HistoryVisibility::Shared) => pb::HistoryVisibility::Shared,
+            _ => pb::HistoryVisibility::Joined,
+        };
+        let kind = NewGroup {
+            visibility,
+            channel: false,
+            mute_all: false,
+        };
+        self.create(owner, req.name, others, kind).await
+    }
+
+    /// Makes a group (or a channel) with `owner` and `others` as its first members, and
+    /// writes its CREATED event.
+    pub(crate) async fn create(
+        &self,
+        owner: &str,
+        name: String,
+        others: Vec<String>,
+        kind: NewGroup,
+    ) -> ServiceResult<pb::GroupCreated> {
         let mut idb = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut idb);
         let conv: String = format!(
@@ -98,25 +127,30 @@ impl Groups {
                 },
             );
         }
-        let visibility = match pb::HistoryVisibility::try_from(req.visibility) {
-            Ok(pb::HistoryVisibility::Shared) => pb::HistoryVisibility::Shared,
-            _ => pb::HistoryVisibility::Joined,
-        };
         let state = ConvState {
             kind: ConversationKind::Group,
-            name: req.name.clone(),
+            name: name.clone(),
             created_ms: now,
             exists: false,
             last_seq: 0,
             last_time_ms: 0,
-            read_diffusion: members.len() > self.limits.fanout_threshold,
+            // Channels are read diffusion whatever their size.
+            read_diffusion: kind.channel || members.len() > self.limits.fanout_threshold,
             topic: String::new(),
-            mute_all: false,
+            mute_all: kind.mute_all,
             max_members: 0,
-            visibility,
+            visibility: kind.visibility,
+            channel: kind.channel,
             members,
         };
-        let extra = creation_mutations(&conv, &state);
+        let mut extra = creation_mutations(&conv, &state);
+        if kind.channel {
+            extra.push(Mutation::ListChannel {
+                name: name.clone(),
+                conversation: conv.clone(),
+            });
+        }
+        let visibility = kind.visibility;
         let recipients: Vec<String> = state.members.keys().cloned().collect();
         let st_arc = Arc::new(Mutex::new(state));
         self.convs.insert(&conv, st_arc.clone());
@@ -124,7 +158,7 @@ impl Groups {
             kind: pb::GroupEventKind::Created as i32,
             actor: owner.to_string(),
             users: others,
-            name: req.name,
+            name,
             visibility: visibility as i32,
             ..Default::default()
         };

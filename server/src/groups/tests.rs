@@ -533,3 +533,170 @@ async fn history_visibility_joined_hides_what_came_before_and_the_gap_of_a_readd
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn channels_are_listed_joined_read_by_anyone_and_left() {
+    let w = World::new();
+    w.users(&["host", "fan", "other", "lurker"]);
+    let news = w
+        .groups
+        .create_channel(
+            "host",
+            pb::CreateChannel {
+                name: "News Daily".into(),
+                broadcast_only: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .conversation;
+    w.groups
+        .create_channel(
+            "other",
+            pb::CreateChannel {
+                name: "newbies".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    w.groups
+        .create_group("host", create("news private", &[]))
+        .await
+        .unwrap();
+    send_to_group(&w, "host", &news, "headline").await.unwrap();
+
+    // The directory: case-insensitive prefix, name order; private groups are not in it.
+    let names = |l: pb::ChannelList| l.channels.into_iter().map(|c| c.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(w.groups.list_channels("fan", "NEW", 0).await.unwrap()),
+        ["newbies", "News Daily"]
+    );
+    assert_eq!(
+        names(w.groups.list_channels("fan", "news", 0).await.unwrap()),
+        ["News Daily"]
+    );
+    // Anyone reads a PUBLIC channel's history without joining.
+    let p = w
+        .messages
+        .pull(
+            "lurker",
+            pb::Pull {
+                conversation: news.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.messages.len(), 2);
+
+    w.groups.join_channel("fan", &news).await.unwrap();
+    w.groups.join_channel("fan", &news).await.unwrap();
+    let l = w.groups.list_channels("fan", "news", 0).await.unwrap();
+    assert!(l.channels[0].joined && l.channels[0].broadcast_only);
+    assert_eq!(l.channels[0].member_count, 2);
+    let st = w.store.last_seq(&news).unwrap();
+    assert_eq!(st, 3, "one MEMBERS_ADDED for the join, none for the repeat");
+    // Broadcast-only: the fan may read but not post.
+    assert_eq!(
+        send_to_group(&w, "fan", &news, "me too")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    let list = w.conversations.list("fan", 0, 0).await.unwrap();
+    assert!(list.conversations[0].channel && list.conversations[0].read_diffusion);
+
+    // A private group cannot be joined (nor can an unknown id).
+    let private = w.conversations.list("host", 0, 0).await.unwrap();
+    let private = private
+        .conversations
+        .iter()
+        .find(|c| !c.channel)
+        .unwrap()
+        .conversation
+        .clone();
+    assert_eq!(
+        w.groups
+            .join_channel("fan", &private)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        w.groups
+            .join_channel("fan", "g:0000000000000000")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    // Leave like any group; rename moves it in the directory; dissolve removes it.
+    w.groups
+        .leave_group(
+            "fan",
+            pb::LeaveGroup {
+                conversation: news.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    w.groups
+        .update_group(
+            "host",
+            pb::UpdateGroup {
+                conversation: news.clone(),
+                name: Some("Zeitung".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(w
+        .groups
+        .list_channels("fan", "news", 0)
+        .await
+        .unwrap()
+        .channels
+        .is_empty());
+    assert_eq!(
+        names(w.groups.list_channels("fan", "zeit", 0).await.unwrap()),
+        ["Zeitung"]
+    );
+    w.groups
+        .dissolve_group(
+            "host",
+            pb::DissolveGroup {
+                conversation: news.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(w
+        .groups
+        .list_channels("fan", "z", 0)
+        .await
+        .unwrap()
+        .channels
+        .is_empty());
+    let e = w
+        .messages
+        .pull(
+            "lurker",
+            pb::Pull {
+                conversation: news,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code,
+        ErrorCode::Forbidden,
+        "a dissolved channel is read by nobody"
+    );
+    w.stop().await;
+}

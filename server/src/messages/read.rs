@@ -13,7 +13,7 @@ use crate::error::{ServiceError, ServiceResult};
 impl Messages {
     /// History and gap repair; see PROTOCOL.md "Pull".
     pub async fn pull(&self, user: &str, req: pb::Pull) -> ServiceResult<pb::PullResult> {
-        let st = self.convs.member(&req.conversation, user)?;
+        let st = self.convs.reader(&req.conversation, user)?;
         let (last, first) = {
             let g = st.lock().unwrap();
             (g.last_seq, g.first_visible(user))

@@ -23,6 +23,7 @@
 //! | `data` `a`           | conversation ++ seq          | sender (an @all)       |
 //! | `data` `x`           | conversation ++ seq          | empty (not counted as unread: EDIT/RECALL entries, recalled messages) |
 //! | `data` `h`           | user ++ conversation ++ seq  | empty (deleted for that user) |
+//! | `data` `p`           | lowercase name ++ conversation | empty (the public channel directory) |
 //! | `data` `e`           | expires_ms(be64) conversation ++ seq | empty (a message with a time to live, until the sweeper erased it) |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
@@ -53,6 +54,7 @@ pub(crate) const MENTION_ALL: Space = Space::new(b'a', "mention_all");
 pub(crate) const NOT_COUNTED: Space = Space::new(b'x', "not_counted");
 pub(crate) const HIDDEN: Space = Space::new(b'h', "hidden");
 pub(crate) const EXPIRY: Space = Space::new(b'e', "expiry");
+pub(crate) const CHANNELS: Space = Space::new(b'p', "channels");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -244,6 +246,13 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             &e.conversation,
             e.seq,
         )))),
+        Mutation::ListChannel { name, conversation } => out.push(Write::Put(
+            CHANNELS.key(&key2(&name.to_lowercase(), conversation.as_bytes())),
+            Vec::new(),
+        )),
+        Mutation::UnlistChannel { name, conversation } => out.push(Write::Delete(
+            CHANNELS.key(&key2(&name.to_lowercase(), conversation.as_bytes())),
+        )),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -275,6 +284,7 @@ mod tests {
             NOT_COUNTED,
             HIDDEN,
             EXPIRY,
+            CHANNELS,
         ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();

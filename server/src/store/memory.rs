@@ -279,6 +279,20 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let p = CHANNELS.key(prefix.as_bytes());
+        let m = self.lock();
+        m.data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .take(limit)
+            .map(|(k, _)| {
+                let at = k.iter().position(|b| *b == 0).unwrap_or(k.len() - 1);
+                utf8(CHANNELS.name, k[at + 1..].to_vec())
+            })
+            .collect()
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

@@ -108,6 +108,10 @@ pub enum Mutation {
         conversation: String,
         seq: u64,
     },
+    /// channels: the directory entry of a public channel (by its name, lowercased)
+    ListChannel { name: String, conversation: String },
+    /// channels: removes a directory entry (renamed or dissolved)
+    UnlistChannel { name: String, conversation: String },
     /// expiry: a message with a time to live, to be erased once it expires
     Expiry(ExpiryEntry),
     /// expiry: the sweeper erased it
@@ -181,6 +185,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every conversation setting of `user` (conversations with default settings may be
     /// absent).
     fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>>;
+    /// Public channels whose lowercased name starts with `prefix` (lowercase), in name
+    /// order, at most `limit`.
+    fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

@@ -55,6 +55,9 @@ pub struct ConversationRecord {
     /// `pb::HistoryVisibility` (0: made before the setting existed, read as SHARED).
     #[prost(int32, tag = "8")]
     pub visibility: i32,
+    /// A public channel: listed in the directory, joined by users themselves.
+    #[prost(bool, tag = "9")]
+    pub channel: bool,
 }
 
 /// A member of a conversation.

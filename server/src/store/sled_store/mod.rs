@@ -370,6 +370,28 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for kv in self
+            .data
+            .scan_prefix(CHANNELS.key(prefix.as_bytes()))
+            .take(limit)
+        {
+            let (k, _) = kv.map_err(engine)?;
+            let at = k.iter().position(|b| *b == 0).ok_or(StoreError::Corrupt {
+                tree: CHANNELS.name,
+                detail: "key without a separator".into(),
+            })?;
+            out.push(
+                String::from_utf8(k[at + 1..].to_vec()).map_err(|e| StoreError::Corrupt {
+                    tree: CHANNELS.name,
+                    detail: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
