@@ -392,8 +392,9 @@ enum GroupCommand {
         #[arg(long)]
         max_members: Option<u32>,
         /// Who reads which history: joined (members read from when they were added; the
-        /// default for new groups) or shared (members read it all)
-        #[arg(long, value_parser = ["joined", "shared"])]
+        /// default for new groups), shared (members read it all), public (channels only:
+        /// anyone reads it all)
+        #[arg(long, value_parser = ["joined", "shared", "public"])]
         visibility: Option<String>,
     },
     /// The owner dissolves the group: nobody is a member afterwards.
@@ -465,11 +466,12 @@ async fn run(cli: Cli) -> Result<()> {
                         mute_all: mute_all.map(|m| m == "on"),
                         max_members,
                         visibility: visibility.map(|v| {
-                            if v == "shared" {
-                                tern_proto::pb::HistoryVisibility::Shared as i32
-                            } else {
-                                tern_proto::pb::HistoryVisibility::Joined as i32
-                            }
+                            use tern_proto::pb::HistoryVisibility as V;
+                            (match v.as_str() {
+                                "shared" => V::Shared,
+                                "public" => V::Public,
+                                _ => V::Joined,
+                            }) as i32
                         }),
                     },
                 },

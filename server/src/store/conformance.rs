@@ -21,6 +21,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     hidden_messages_are_per_user(store);
     a_rewritten_entry_replaces_the_old_one(store);
     expiries_come_back_in_time_order_until_now(store);
+    the_channel_directory_finds_names_by_prefix(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -443,4 +444,31 @@ fn expiries_come_back_in_time_order_until_now(store: &dyn Store) {
             e(301, "d:ea:eb", 3)
         ]
     );
+}
+
+fn the_channel_directory_finds_names_by_prefix(store: &dyn Store) {
+    let list = |name: &str, conv: &str| Mutation::ListChannel {
+        name: name.into(),
+        conversation: conv.into(),
+    };
+    store
+        .commit(&[
+            list("Rust Jobs", "g:00000000000000c1"),
+            list("rustaceans", "g:00000000000000c2"),
+            list("Go", "g:00000000000000c3"),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.channels("rust", 10).unwrap(),
+        ["g:00000000000000c1", "g:00000000000000c2"]
+    );
+    assert_eq!(store.channels("rust", 1).unwrap(), ["g:00000000000000c1"]);
+    assert_eq!(store.channels("", 10).unwrap().len(), 3);
+    store
+        .commit(&[Mutation::UnlistChannel {
+            name: "Rust Jobs".into(),
+            conversation: "g:00000000000000c1".into(),
+        }])
+        .unwrap();
+    assert_eq!(store.channels("r", 10).unwrap(), ["g:00000000000000c2"]);
 }
