@@ -83,6 +83,8 @@ export const CloseReason = pb.CloseReason;
 export const MessageKind = pb.MessageKind;
 export const GroupEventKind = pb.GroupEventKind;
 export const Role = pb.Role;
+/** Who of a group's members reads which part of its history (absent from an older schema: empty). */
+export const HistoryVisibility = pb.HistoryVisibility ?? {};
 export const ConversationKind = pb.ConversationKind;
 /** The generated protobuf classes (`proto.Frame.encode(...)` etc.). */
 export const proto = pb;
@@ -180,7 +182,7 @@ export class TernError extends Error {
  * @property {string} contentType
  * @property {'message'|'system'|'edit'|'recall'} kind 'edit': message targetSeq now reads
  *   this body; 'recall': message targetSeq was recalled (apply both to the target)
- * @property {{kind: string, actor: string, users: string[], name: string}|null} event
+ * @property {GroupEventInfo|null} event
  * @property {string|null} text the body as text when it is text (content type empty or text/*)
  * @property {number} replyTo the seq this message answers (0: none)
  * @property {string[]} mentions members mentioned by name
@@ -193,6 +195,19 @@ export class TernError extends Error {
  * @property {boolean} expired its time to live passed before it reached this device: no content
  * @property {boolean} deleted this user deleted it for themselves: no content
  * @property {number} expiresMs server time after which it is not delivered (0: never)
+ *
+ * @typedef {object} GroupEventInfo What a SYSTEM message says happened (docs/PROTOCOL.md 9).
+ * @property {string} kind CREATED, MEMBERS_ADDED, MEMBERS_REMOVED, MEMBER_LEFT, ROLE_CHANGED,
+ *   OWNER_CHANGED, GROUP_UPDATED, DISSOLVED (or the number of a kind this SDK does not know)
+ * @property {string} actor who did it
+ * @property {string[]} users whom it concerns (ROLE_CHANGED, OWNER_CHANGED: users[0])
+ * @property {string} name CREATED, GROUP_UPDATED: the group's name
+ * @property {string} role ROLE_CHANGED: the new role ('MEMBER' | 'ADMIN'); '' otherwise
+ * @property {string} topic GROUP_UPDATED: the topic after the change
+ * @property {boolean} muteAll GROUP_UPDATED: only the owner and admins may send
+ * @property {number} maxMembers GROUP_UPDATED: the group's member cap (0 = the server's)
+ * @property {string} visibility CREATED, GROUP_UPDATED: 'JOINED' | 'SHARED' |
+ *   'HISTORY_VISIBILITY_UNSPECIFIED' (older groups and servers: read as shared)
  *
  * @typedef {object} SendAck
  * @property {string} conversation
@@ -226,6 +241,11 @@ export function directPeer(conversation, me) {
   return m[1] === me ? m[2] : m[1];
 }
 
+/** @param {any} v HistoryVisibility number @returns {string} */
+function visibilityName(v) {
+  return HistoryVisibility[v ?? 0] ?? (v ? String(v) : 'HISTORY_VISIBILITY_UNSPECIFIED');
+}
+
 /** @param {any} m protobuf Message @returns {Message} */
 export function toMessage(m) {
   const body = m.body instanceof Uint8Array ? m.body : new Uint8Array(m.body ?? []);
@@ -251,7 +271,12 @@ export function toMessage(m) {
             kind: GroupEventKind[m.event.kind] ?? String(m.event.kind),
             actor: m.event.actor,
             users: [...(m.event.users ?? [])],
-            name: m.event.name,
+            name: m.event.name ?? '',
+            role: m.event.role ? (Role[m.event.role] ?? String(m.event.role)) : '',
+            topic: m.event.topic ?? '',
+            muteAll: !!m.event.muteAll,
+            maxMembers: Number(m.event.maxMembers ?? 0),
+            visibility: visibilityName(m.event.visibility),
           }
         : null,
     text: isText && !gone ? utf8d.decode(body) : null,
@@ -267,6 +292,17 @@ export function toMessage(m) {
     deleted: !!m.deleted,
     expiresMs: Number(m.expiresMs ?? 0),
   };
+}
+
+/**
+ * An enum value given by name or number.
+ * @param {Record<string, any>} e generated enum @param {string|number} v @param {string} what
+ */
+function enumValue(e, v, what) {
+  if (typeof v === 'number') return v;
+  const n = e[v];
+  if (typeof n !== 'number') throw new TypeError(`unknown ${what}: ${v}`);
+  return n;
 }
 
 /** @param {any} a protobuf SendAck @returns {SendAck} */
@@ -299,6 +335,10 @@ function toAck(a) {
  * @property {boolean} muted this user muted it: its unread is not in totalUnread
  * @property {boolean} pinned this user pinned it: listed before the unpinned ones
  * @property {number} mentions unread messages that mention this user (or @all)
+ * @property {string} topic groups: the topic / announcement ('' = none)
+ * @property {boolean} muteAll groups: only the owner and admins may send
+ * @property {string} visibility groups: 'JOINED' | 'SHARED' | 'HISTORY_VISIBILITY_UNSPECIFIED'
+ *   (a group made before the setting existed: read as shared)
  */
 
 /** @param {any} c protobuf ConversationInfo @returns {ConversationInfo} */
@@ -320,6 +360,9 @@ export function toConversationInfo(c) {
     muted: !!c.muted,
     pinned: !!c.pinned,
     mentions: Number(c.mentions ?? 0),
+    topic: c.topic ?? '',
+    muteAll: !!c.muteAll,
+    visibility: visibilityName(c.visibility),
   };
 }
 
@@ -557,14 +600,42 @@ export class Engine {
     this.scheduleAck(now);
   }
 
-  /** A message of a read-diffusion conversation (push with inbox_seq 0, or Pull). @param {any} message */
-  convItem(message) {
-    const conv = message.conversation;
+  /** @param {string} conv */
+  followRead(conv) {
     if (!this.readDiffusion.has(conv)) {
       this.readDiffusion.add(conv);
       if (!(conv in this.cursors.conversations)) this.cursors.conversations[conv] = 0;
     }
-    const f = this.follow(conv);
+    return this.follow(conv);
+  }
+
+  /**
+   * History visibility (docs/PROTOCOL.md 9): a PullResult whose first_seq is above the
+   * cursor + 1 says the seqs below first_seq are not this user's to read (they were added
+   * later, to a JOINED group). The cursor moves to first_seq - 1 so that they do not count
+   * as a gap (which would be pulled for ever), and what was buffered above them follows.
+   * @param {string} conv @param {number} firstSeq
+   */
+  skipBefore(conv, firstSeq) {
+    const f = this.followRead(conv);
+    if (firstSeq <= f.cursor + 1) return;
+    f.cursor = firstSeq - 1;
+    const out = [];
+    for (let m; (m = f.buffered.get(f.cursor + 1)) !== undefined; ) {
+      f.buffered.delete(f.cursor + 1);
+      f.cursor += 1;
+      out.push(m);
+    }
+    for (const s of [...f.buffered.keys()]) if (s <= f.cursor) f.buffered.delete(s);
+    this.cursors.conversations[conv] = f.cursor;
+    this.cursorsDirty = true;
+    for (const m of out) this.deliver(m);
+  }
+
+  /** A message of a read-diffusion conversation (push with inbox_seq 0, or Pull). @param {any} message */
+  convItem(message) {
+    const conv = message.conversation;
+    const f = this.followRead(conv);
     const seq = Number(message.seq);
     if (seq <= f.cursor) return;
     if (seq > f.cursor + 1) {
@@ -726,6 +797,7 @@ export class Engine {
         if (f0) f0.pulling = false;
         if (kind !== 'pullResult') return;
         const r = frame.pullResult;
+        this.skipBefore(conv, Number(r.firstSeq ?? 0));
         for (const m of r.messages) this.convItem(m);
         const f = this.follow(conv);
         if (f.cursor < Number(r.lastSeq) && (!r.complete || f.buffered.size > 0)) {
@@ -1254,6 +1326,9 @@ export class TernClient extends EventTarget {
 
   /**
    * A page of history: the `limit` messages just below `before` (0 = the newest), ascending.
+   * `firstSeq` is the first seq this user may read (a group whose history visibility is
+   * JOINED hides what came before they were added): paging back ends there (`fromSeq`
+   * reaching `firstSeq`, or no messages).
    * @param {string} conversation
    * @param {number} [before]
    * @param {number} [limit]
@@ -1276,12 +1351,22 @@ export class TernClient extends EventTarget {
       toSeq: Number(r.toSeq),
       lastSeq: Number(r.lastSeq),
       complete: !!r.complete,
+      // The first seq this user may read (history visibility): no page goes below it.
+      firstSeq: Number(r.firstSeq ?? 0) || 1,
     };
   }
 
-  /** @param {string} name @param {string[]} members users besides the creator */
-  async createGroup(name, members = []) {
-    const f = await this.request({ createGroup: { name, members } });
+  /**
+   * Creates a group; this user becomes its OWNER.
+   * @param {string} name @param {string[]} members users besides the creator
+   * @param {{visibility?: 'JOINED'|'SHARED'|number}} [options] history visibility (unset:
+   *   the server's default, JOINED: members read from when they were added)
+   */
+  async createGroup(name, members = [], { visibility } = {}) {
+    /** @type {any} */
+    const body = { name, members };
+    if (visibility !== undefined) body.visibility = enumValue(HistoryVisibility, visibility, 'visibility');
+    const f = await this.request({ createGroup: body });
     return { conversation: f.groupCreated.conversation, seq: Number(f.groupCreated.seq) };
   }
 
@@ -1298,6 +1383,54 @@ export class TernClient extends EventTarget {
   /** @param {string} conversation */
   async leaveGroup(conversation) {
     await this.request({ leaveGroup: { conversation } });
+  }
+
+  /**
+   * Makes a member an admin or a plain member again (the owner only: FORBIDDEN for
+   * anyone else; NOT_FOUND for a non-member). Every member gets a ROLE_CHANGED event.
+   * @param {string} conversation @param {string} user
+   * @param {'ADMIN'|'MEMBER'|number} role
+   */
+  async setMemberRole(conversation, user, role) {
+    await this.request({ setMemberRole: { conversation, user, role: enumValue(Role, role, 'role') } });
+  }
+
+  /**
+   * Hands the group to another member (the owner only); the caller becomes an admin.
+   * Every member gets an OWNER_CHANGED event.
+   * @param {string} conversation @param {string} user
+   */
+  async transferOwnership(conversation, user) {
+    await this.request({ transferOwnership: { conversation, user } });
+  }
+
+  /**
+   * Changes the group's profile (owner or admin); a field left undefined keeps its value.
+   * Every member gets a GROUP_UPDATED event carrying the whole profile after the change
+   * (none when nothing changed). While `muteAll` is set, plain members' sends are refused
+   * with FORBIDDEN.
+   * @param {string} conversation
+   * @param {{name?: string, topic?: string, muteAll?: boolean, maxMembers?: number,
+   *   visibility?: 'JOINED'|'SHARED'|number}} changes topic '' clears it; maxMembers 0 = the server's cap
+   */
+  async updateGroup(conversation, { name, topic, muteAll, maxMembers, visibility } = {}) {
+    /** @type {any} */
+    const body = { conversation };
+    if (name !== undefined) body.name = name;
+    if (topic !== undefined) body.topic = topic;
+    if (muteAll !== undefined) body.muteAll = !!muteAll;
+    if (maxMembers !== undefined) body.maxMembers = maxMembers;
+    if (visibility !== undefined) body.visibility = enumValue(HistoryVisibility, visibility, 'visibility');
+    await this.request({ updateGroup: body });
+  }
+
+  /**
+   * Dissolves the group (the owner only): every member gets a DISSOLVED event, then
+   * nobody is a member (requests on it are FORBIDDEN; it leaves every conversation list).
+   * @param {string} conversation
+   */
+  async dissolveGroup(conversation) {
+    await this.request({ dissolveGroup: { conversation } });
   }
 
   /** @param {string} conversation */

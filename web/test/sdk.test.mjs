@@ -600,6 +600,7 @@ test('listConversations pages with limit/offset and returns read state, last mes
     conversation: 'd:alice:bob', kind: 'direct', name: 'bob', lastSeq: 5, readDiffusion: false, memberCount: 0,
     role: 'ROLE_UNSPECIFIED', readSeq: 2, unread: 3, lastTimeMs: 1_700_000_000_123, lastSender: 'bob',
     lastPreview: 'see you', lastKind: 'message', muted: false, pinned: false, mentions: 0,
+    topic: '', muteAll: false, visibility: 'HISTORY_VISIBILITY_UNSPECIFIED',
   });
   const g = list.conversations[1];
   assert.deepEqual([g.kind, g.role, g.memberCount, g.lastKind, g.lastPreview], ['group', 'OWNER', 3, 'system', '']);
@@ -825,5 +826,129 @@ test("TypingEvent, MessageHidden and PresenceEvent pushes become 'typing', 'hidd
     ['presence', { user: 'bob', online: true, serverTimeMs: 77 }],
   ]);
   assert.deepEqual(ws.sent.filter((f) => f.body !== 'ack'), [], 'nothing sent in answer');
+  client.close();
+});
+
+test('history visibility: a PullResult whose first_seq is above the cursor moves the cursor, no gap is pulled for ever', () => {
+  const { client, ev, ws, storage } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const g = 'g:00000000000000dd';
+  // Added to a JOINED read-diffusion group at seq 95: the first push is seq 95, cursor 0.
+  ws.recv({ push: { inboxSeq: 0, message: msg(g, 95, 'bob') } });
+  assert.deepEqual(ev.messages.length, 0, 'held above the gap');
+  const [p1] = ws.take('pull');
+  assert.deepEqual([p1.pull.conversation, p1.pull.afterSeq, p1.pull.untilSeq], [g, 0, 94]);
+  // Nothing before 95 is this user's: served from first_seq, i.e. nothing.
+  ws.recv({ reqId: p1.reqId, pullResult: { conversation: g, messages: [], fromSeq: 0, toSeq: 0, lastSeq: 95, complete: true, firstSeq: 95 } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [95]);
+  assert.equal(ws.take('pull').length, 0, 'no second pull of the hidden range');
+  assert.equal(loadState('alice', storage).cursors.conversations[g], 95);
+  assert.equal(ev.caughtUp, 2, 'caught up again once the pull is done');
+  // Later pushes follow on as usual.
+  ws.recv({ push: { inboxSeq: 0, message: msg(g, 96, 'bob') } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [95, 96]);
+  assert.equal(ws.take('pull').length, 0);
+  client.close();
+});
+
+test('history visibility: a Sync head pulls from the cursor and the result starts at first_seq', () => {
+  const { client, ev, ws, storage } = makeClient();
+  const sync = loginAndSync(ws);
+  const g = 'g:00000000000000ee';
+  ws.recv({ ...emptySyncResult(sync), syncResult: { ...emptySyncResult(sync).syncResult, readDiffusion: [{ conversation: g, lastSeq: 12 }] } });
+  const [p1] = ws.take('pull');
+  assert.deepEqual([p1.pull.afterSeq, p1.pull.untilSeq], [0, 12]);
+  // Served from first_seq 10 (this user was added at 10), in a page that is not complete.
+  ws.recv({ reqId: p1.reqId, pullResult: { conversation: g, messages: [msg(g, 10, 'bob'), msg(g, 11, 'bob')], fromSeq: 10, toSeq: 11, lastSeq: 12, complete: false, firstSeq: 10 } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [10, 11]);
+  const [p2] = ws.take('pull');
+  assert.equal(p2.pull.afterSeq, 11, 'the next page goes on from the last seq delivered');
+  ws.recv({ reqId: p2.reqId, pullResult: { conversation: g, messages: [msg(g, 12, 'bob')], fromSeq: 12, toSeq: 12, lastSeq: 12, complete: true, firstSeq: 10 } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [10, 11, 12]);
+  assert.equal(ws.take('pull').length, 0);
+  assert.equal(loadState('alice', storage).cursors.conversations[g], 12);
+  // A first_seq at or below the cursor changes nothing (an ordinary gap is still pulled).
+  ws.recv({ push: { inboxSeq: 0, message: msg(g, 15, 'bob') } });
+  const [p3] = ws.take('pull');
+  assert.deepEqual([p3.pull.afterSeq, p3.pull.untilSeq], [12, 14]);
+  ws.recv({ reqId: p3.reqId, pullResult: { conversation: g, messages: [msg(g, 13, 'bob'), msg(g, 14, 'bob')], fromSeq: 13, toSeq: 14, lastSeq: 15, complete: true, firstSeq: 10 } });
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [10, 11, 12, 13, 14, 15]);
+  client.close();
+});
+
+test('history() returns first_seq (1 when the server does not say)', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const g = 'g:7';
+  const h = client.history(g, 0, 50);
+  const [pf] = ws.take('pull');
+  ws.recv({ reqId: pf.reqId, pullResult: { conversation: g, messages: [msg(g, 40, 'bob')], fromSeq: 40, toSeq: 40, lastSeq: 40, complete: true, firstSeq: 40 } });
+  const r = await h;
+  assert.deepEqual([r.firstSeq, r.fromSeq, r.messages.length], [40, 40, 1]);
+  const h2 = client.history(g, 0, 50);
+  const [pf2] = ws.take('pull');
+  ws.recv({ reqId: pf2.reqId, pullResult: { conversation: g, messages: [], lastSeq: 0, complete: true } });
+  assert.equal((await h2).firstSeq, 1);
+  client.close();
+});
+
+test('group management: setMemberRole, transferOwnership, updateGroup (only the fields given), dissolveGroup', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const g = 'g:7';
+  const r = client.setMemberRole(g, 'bob', 'ADMIN');
+  const [rf] = ws.take('setMemberRole');
+  assert.deepEqual([rf.setMemberRole.conversation, rf.setMemberRole.user, rf.setMemberRole.role], [g, 'bob', proto.Role.ADMIN]);
+  ws.recv({ reqId: rf.reqId, ok: {} });
+  await r;
+  const t = client.transferOwnership(g, 'carol');
+  const [tf] = ws.take('transferOwnership');
+  assert.deepEqual([tf.transferOwnership.conversation, tf.transferOwnership.user], [g, 'carol']);
+  ws.recv({ reqId: tf.reqId, error: { code: ErrorCode.FORBIDDEN, message: 'only the owner' } });
+  await assert.rejects(t, (x) => x.codeName === 'FORBIDDEN');
+  const u = client.updateGroup(g, { topic: '', muteAll: true, visibility: 'SHARED' });
+  const [uf] = ws.take('updateGroup');
+  const ub = uf.updateGroup;
+  assert.equal(ub.conversation, g);
+  assert.ok(!Object.hasOwn(ub, 'name') || ub.name == null, 'a name not given is not sent');
+  assert.ok(Object.hasOwn(ub, 'topic') && ub.topic === '', 'an empty topic is sent (it clears the topic)');
+  assert.equal(ub.muteAll, true);
+  assert.equal(ub.visibility, proto.HistoryVisibility.SHARED);
+  ws.recv({ reqId: uf.reqId, ok: {} });
+  await u;
+  const d = client.dissolveGroup(g);
+  const [df] = ws.take('dissolveGroup');
+  assert.equal(df.dissolveGroup.conversation, g);
+  ws.recv({ reqId: df.reqId, ok: {} });
+  await d;
+  await assert.rejects(client.setMemberRole(g, 'bob', 'OWNERISH'), TypeError);
+  client.close();
+});
+
+test('group events carry role, topic, mute_all and visibility; the list carries topic, mute_all and visibility', async () => {
+  const { client, ev, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const g = 'g:7';
+  const ev1 = { kind: proto.GroupEventKind.ROLE_CHANGED, actor: 'alice', users: ['bob'], role: proto.Role.ADMIN };
+  const ev2 = { kind: proto.GroupEventKind.GROUP_UPDATED, actor: 'bob', name: 'team', topic: 'ship it', muteAll: true, maxMembers: 50, visibility: proto.HistoryVisibility.JOINED };
+  ws.recv({ push: { inboxSeq: 1, message: msg(g, 2, 'alice', { kind: proto.MessageKind.SYSTEM, event: ev1, clientMsgId: '' }) } });
+  ws.recv({ push: { inboxSeq: 2, message: msg(g, 3, 'bob', { kind: proto.MessageKind.SYSTEM, event: ev2, clientMsgId: '' }) } });
+  assert.deepEqual(ev.messages[0].message.event, {
+    kind: 'ROLE_CHANGED', actor: 'alice', users: ['bob'], name: '', role: 'ADMIN', topic: '', muteAll: false, maxMembers: 0, visibility: 'HISTORY_VISIBILITY_UNSPECIFIED',
+  });
+  assert.deepEqual(ev.messages[1].message.event, {
+    kind: 'GROUP_UPDATED', actor: 'bob', users: [], name: 'team', role: '', topic: 'ship it', muteAll: true, maxMembers: 50, visibility: 'JOINED',
+  });
+  const l = client.listConversations();
+  const [lf] = ws.take('listConversations');
+  ws.recv({
+    reqId: lf.reqId,
+    conversationList: {
+      conversations: [{ conversation: g, kind: proto.ConversationKind.GROUP, name: 'team', role: proto.Role.ADMIN, topic: 'ship it', muteAll: true, visibility: proto.HistoryVisibility.SHARED }],
+      total: 1,
+    },
+  });
+  const [c] = (await l).conversations;
+  assert.deepEqual([c.topic, c.muteAll, c.visibility, c.role], ['ship it', true, 'SHARED', 'ADMIN']);
   client.close();
 });
