@@ -33,6 +33,7 @@
 // that moves part way is recounted from the messages held here, or asked of the server.
 
 import {
+  HistoryVisibility,
   RULES,
   TernClient,
   TernError,
@@ -102,7 +103,19 @@ const el = {
   composeContext: $('compose-context'),
   composeContextText: $('compose-context-text'),
   composeCancel: /** @type {HTMLButtonElement} */ ($('compose-cancel')),
+  chatTopic: $('chat-topic'),
+  composeNote: $('compose-note'),
+  groupSettings: /** @type {HTMLFormElement} */ ($('group-settings')),
+  groupEditName: /** @type {HTMLInputElement} */ ($('group-edit-name')),
+  groupEditTopic: /** @type {HTMLInputElement} */ ($('group-edit-topic')),
+  groupEditMuteAll: /** @type {HTMLInputElement} */ ($('group-edit-mute-all')),
+  groupEditVisibility: /** @type {HTMLSelectElement} */ ($('group-edit-visibility')),
+  groupEditVisibilityLabel: $('group-edit-visibility-label'),
+  dissolveGroup: /** @type {HTMLButtonElement} */ ($('dissolve-group')),
 };
+
+/** Whether this page's schema knows history visibility (JOINED / SHARED). */
+const HAS_VISIBILITY = typeof HistoryVisibility.JOINED === 'number';
 
 /** Conversations asked for per ListConversations page (`?convPage=N` sets it, 1-1000). */
 const CONV_PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('convPage')) || 100));
@@ -122,14 +135,18 @@ const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
  *   lastSeq: number, readSeq: number, unread: number, mentions: number, listed: boolean, lastTs: number,
  *   lastSender: string, preview: string, readBy: Record<string, number>, markingTo: number,
  *   muted: boolean, pinned: boolean, role: string, members: {username: string, role: string}[]|null,
- *   gone: boolean, messages: Map<number, Message & {editSeq?: number}>, historyLoaded: boolean}} Conv
+ *   gone: boolean, messages: Map<number, Message & {editSeq?: number}>, historyLoaded: boolean,
+ *   topic: string, muteAll: boolean, visibility: string, profileSeq: number, firstSeq: number}} Conv
  *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
  *   ever move forward); unread / mentions: the server's counts, kept current from events
  *   (see the top of this file); listed: the server's list had it;
  *   readBy: other members' read positions from receipts; markingTo: a MarkRead in flight;
  *   muted / pinned: this user's settings (9.3), from the list and 'settings' events;
  *   role / members: this user's role and the member list (groups); gone: this user left
- *   or was removed (the chat stays readable, nothing can be sent)
+ *   or was removed (the chat stays readable, nothing can be sent);
+ *   topic / muteAll / visibility: the group's profile, from the list and GROUP_UPDATED
+ *   events, as of seq profileSeq (an older event does not undo a newer state);
+ *   firstSeq: the first seq this user may read (history visibility), from history
  * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number,
  *   options: import('./sdk.js').SendOptions}} PendingSend
  */
@@ -187,6 +204,7 @@ function saveApp() {
       name: c.name, kind: c.kind, lastTs: c.lastTs, lastSeq: c.lastSeq, readSeq: c.readSeq,
       lastSender: c.lastSender, preview: c.preview, readBy: c.readBy, muted: c.muted, pinned: c.pinned,
       unread: c.unread, mentions: c.mentions, role: c.role,
+      topic: c.topic, muteAll: c.muteAll, visibility: c.visibility, profileSeq: c.profileSeq,
     };
   }
   try {
@@ -212,6 +230,10 @@ function loadApp() {
       conv.unread = Number.isSafeInteger(c.unread) ? c.unread : Math.max(0, conv.lastSeq - conv.readSeq);
       conv.mentions = Number.isSafeInteger(c.mentions) ? c.mentions : 0;
       conv.role = typeof c.role === 'string' ? c.role : '';
+      conv.topic = typeof c.topic === 'string' ? c.topic : '';
+      conv.muteAll = c.muteAll === true;
+      conv.visibility = typeof c.visibility === 'string' ? c.visibility : '';
+      conv.profileSeq = Number.isSafeInteger(c.profileSeq) ? c.profileSeq : 0;
       if (c.readBy && typeof c.readBy === 'object') {
         for (const [u, n] of Object.entries(c.readBy)) if (Number.isSafeInteger(n)) conv.readBy[u] = n;
       }
@@ -250,6 +272,11 @@ function ensureConv(id, name) {
       gone: false,
       messages: new Map(),
       historyLoaded: false,
+      topic: '',
+      muteAll: false,
+      visibility: '',
+      profileSeq: 0,
+      firstSeq: 1,
     };
     app.convs.set(id, c);
   } else if (name && c.name !== name) {
@@ -374,7 +401,11 @@ function applyChange(c, m, live) {
 
 /** @param {Message} m @param {boolean} own @param {boolean} live */
 function addMessage(m, own, live) {
-  const c = ensureConv(m.conversation, m.kind === 'system' && m.event?.kind === 'CREATED' ? m.event.name : undefined);
+  // A CREATED event names a group this page did not know yet (a later rename wins).
+  const before = app.convs.get(m.conversation);
+  const created = m.kind === 'system' && m.event?.kind === 'CREATED' && (!before || before.profileSeq === 0 || before.name === before.id);
+  const c = ensureConv(m.conversation, created ? m.event?.name : undefined);
+  if (m.kind === 'system' && m.event?.kind === 'GROUP_UPDATED') applyProfile(c, m);
   // A conversation the server's list has not shown this page (yet): the list, refreshed
   // shortly, brings its real counts.
   if (live && !c.listed) scheduleListRefresh();
@@ -409,12 +440,53 @@ function addMessage(m, own, live) {
 }
 
 /**
+ * A GROUP_UPDATED event (live or from history): the group's profile after it, unless this
+ * page already holds a newer one. @param {Conv} c @param {Message} m
+ */
+function applyProfile(c, m) {
+  const e = m.event;
+  if (!e || m.seq <= c.profileSeq) return;
+  c.profileSeq = m.seq;
+  if (e.name) c.name = e.name;
+  c.topic = e.topic;
+  c.muteAll = e.muteAll;
+  if (e.visibility !== 'HISTORY_VISIBILITY_UNSPECIFIED') c.visibility = e.visibility;
+}
+
+/**
+ * The group is gone for this user (dissolved): out of the list, closed if open.
+ * @param {Conv} c @param {string} why shown when it was the open chat
+ */
+function dropGroup(c, why) {
+  if (app.convs.get(c.id) !== c) return;
+  app.convs.delete(c.id);
+  if (app.open === c.id) {
+    app.open = null;
+    app.membersOpen = false;
+    setCompose(null);
+    el.chatError.textContent = why;
+  }
+  stopTypingIn(c.id);
+  saveApp();
+  scheduleRender();
+}
+
+/**
  * A group event seen live: the member list (and this user's place in it) changed.
  * @param {Conv} c @param {Message} m
  */
 function groupEvent(c, m) {
   const e = m.event;
   if (!e) return;
+  if (e.kind === 'DISSOLVED') {
+    dropGroup(c, `${e.actor === app.me ? 'You' : e.actor} dissolved the group "${c.name}".`);
+    return;
+  }
+  if (e.kind === 'ROLE_CHANGED' && e.users[0] === app.me && e.role) c.role = e.role;
+  if (e.kind === 'OWNER_CHANGED') {
+    if (e.users[0] === app.me) c.role = 'OWNER';
+    else if (e.actor === app.me) c.role = 'ADMIN';
+  }
   if ((e.kind === 'MEMBERS_REMOVED' && e.users.includes(app.me)) || (e.kind === 'MEMBER_LEFT' && e.actor === app.me)) {
     c.gone = true;
     c.members = null;
@@ -449,7 +521,16 @@ async function refreshConversations(more = false) {
       c.kind = info.kind;
       c.listed = true;
       c.gone = false;
-      if (info.kind === 'group') c.role = info.role;
+      if (info.kind === 'group') {
+        c.role = info.role;
+        // The list's profile is as of its lastSeq; a newer GROUP_UPDATED seen here wins.
+        if (info.lastSeq >= c.profileSeq) {
+          c.profileSeq = info.lastSeq;
+          c.topic = info.topic;
+          c.muteAll = info.muteAll;
+          c.visibility = info.visibility;
+        }
+      }
       // Both only move forward; a message or a read that raced the list is kept.
       if (info.lastSeq >= c.lastSeq) {
         c.lastSeq = info.lastSeq;
@@ -650,6 +731,12 @@ function onComposeInput() {
   client.typing(c.id, true).catch((e) => console.warn('tern: typing', e));
 }
 
+/** Forgets who types in `conv` (and this user's own typing there, unsent). @param {string} conv */
+function stopTypingIn(conv) {
+  for (const u of [...(app.typing.get(conv)?.keys() ?? [])]) stopTyper(conv, u);
+  if (app.typingSent?.conv === conv) app.typingSent = null;
+}
+
 /** Typing{false} for the conversation a Typing{true} went to, if one did. */
 function stopTyping() {
   const t = app.typingSent;
@@ -754,6 +841,7 @@ async function loadHistory(c) {
   try {
     const h = await client.history(c.id, 0, 50);
     c.historyLoaded = true;
+    c.firstSeq = h.firstSeq;
     for (const m of h.messages) addMessage(m, m.sender === app.me, false);
     if (app.open === c.id) scheduleMarkRead(c);
     render();
@@ -956,6 +1044,8 @@ function startClient(username, password, device) {
   sub('send-failed', (f) => {
     const p = app.pending.get(f.clientMsgId);
     if (p) p.failed = `${f.codeName}: ${f.message}`;
+    // Refused for good (e.g. a muted group, FORBIDDEN): said in the open chat too.
+    if (p && p.conv === app.open) el.chatError.textContent = `Not sent: ${f.message || f.codeName}`;
     scheduleRender();
   });
 
@@ -1159,9 +1249,26 @@ function renderChat() {
   el.muteToggle.hidden = !c;
   el.membersToggle.hidden = !c || c.kind !== 'group';
   el.chatPresence.hidden = !c || c.kind !== 'direct';
-  el.compose.disabled = !c || c.gone;
-  el.send.disabled = !c || c.gone;
-  el.compose.placeholder = c?.gone ? 'You are no longer a member of this group' : 'Message';
+  // Mute-all (docs/PROTOCOL.md 9): only the owner and admins may send; the server refuses
+  // a plain member's send, the page does not offer it.
+  const mutedForMe = !!c && c.kind === 'group' && !c.gone && c.muteAll && c.role !== 'OWNER' && c.role !== 'ADMIN';
+  el.compose.disabled = !c || c.gone || mutedForMe;
+  el.send.disabled = !c || c.gone || mutedForMe;
+  el.compose.placeholder = c?.gone
+    ? 'You are no longer a member of this group'
+    : mutedForMe
+      ? 'The group is muted'
+      : 'Message';
+  const mutedNote = !!c && c.kind === 'group' && !c.gone && c.muteAll;
+  el.composeNote.hidden = !mutedNote;
+  el.composeNote.textContent = mutedForMe
+    ? 'The group is muted: only the owner and admins can send messages.'
+    : mutedNote
+      ? 'The group is muted: only you, the owner and the admins can send messages.'
+      : '';
+  el.chatTopic.hidden = !c || c.kind !== 'group' || !c.topic;
+  el.chatTopic.textContent = c?.kind === 'group' ? c.topic : '';
+  el.chatTopic.title = el.chatTopic.textContent;
   renderComposeContext();
   renderMembers(c);
   if (!c) {
@@ -1185,6 +1292,14 @@ function renderChat() {
   headerToggle(el.pinToggle, 'pinned', c.pinned ? 'Unpin' : 'Pin', c.pinned);
   headerToggle(el.muteToggle, 'muted', c.muted ? 'Unmute' : 'Mute', c.muted);
   const frag = document.createDocumentFragment();
+  if (c.kind === 'group' && c.firstSeq > 1 && c.messages.has(c.firstSeq)) {
+    // History visibility JOINED: what came before this user was added is not theirs.
+    const li = document.createElement('li');
+    li.className = 'msg system hidden-history';
+    li.dataset.testid = 'hidden-history';
+    li.textContent = 'Messages from before you joined are not shown.';
+    frag.append(li);
+  }
   const seen = new Set();
   for (const m of [...c.messages.values()].sort((a, b) => a.seq - b.seq)) {
     if (m.clientMsgId) seen.add(m.clientMsgId);
@@ -1361,27 +1476,84 @@ function renderMembers(c) {
       r.textContent = m.role.toLowerCase();
       li.append(r);
     }
+    const actions = document.createElement('div');
+    actions.className = 'member-actions';
+    const owner = !c.gone && c.role === 'OWNER';
+    // The owner makes members admins and back, and may hand the group over (9).
+    if (owner && m.username !== app.me && m.role !== 'OWNER') {
+      const toAdmin = m.role !== 'ADMIN';
+      actions.append(
+        memberButton(toAdmin ? 'make-admin' : 'make-member', toAdmin ? 'Make admin' : 'Make member', async () => {
+          await app.client?.setMemberRole(c.id, m.username, toAdmin ? 'ADMIN' : 'MEMBER');
+          await loadMembers(c);
+        }, `${toAdmin ? 'make' : 'unmake'} admin ${m.username}`),
+        memberButton('transfer-owner', 'Make owner', async () => {
+          if (!confirm(`Hand "${c.name}" over to ${m.username}? You will be an admin.`)) return;
+          await app.client?.transferOwnership(c.id, m.username);
+          c.role = 'ADMIN';
+          await loadMembers(c);
+        }, `hand over to ${m.username}`),
+      );
+    }
     // An owner removes anyone else; an admin removes plain members (docs/PROTOCOL.md 9).
     const removable = admin && m.username !== app.me && (c.role === 'OWNER' || m.role === 'MEMBER');
     if (removable) {
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.className = 'secondary';
-      b.dataset.testid = 'remove-member';
-      b.textContent = 'Remove';
-      b.addEventListener('click', async () => {
-        try {
-          await app.client?.removeMembers(c.id, [m.username]);
-          await loadMembers(c);
-        } catch (e) {
-          el.chatError.textContent = `remove ${m.username}: ${errorText(e)}`;
-        }
-      });
-      li.append(b);
+      const b = memberButton('remove-member', 'Remove', async () => {
+        await app.client?.removeMembers(c.id, [m.username]);
+        await loadMembers(c);
+      }, `remove ${m.username}`);
+      b.classList.add('danger');
+      actions.append(b);
     }
+    if (actions.childElementCount > 0) li.append(actions);
     frag.append(li);
   }
   el.memberList.replaceChildren(frag);
+  renderGroupSettings(c, admin);
+}
+
+/**
+ * A small button of a member row; a failure shows in the chat's error line.
+ * @param {string} testid @param {string} label @param {() => Promise<void>} action @param {string} what
+ */
+function memberButton(testid, label, action, what) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'secondary';
+  b.dataset.testid = testid;
+  b.textContent = label;
+  b.addEventListener('click', async () => {
+    b.disabled = true;
+    try {
+      await action();
+      el.chatError.textContent = '';
+    } catch (e) {
+      el.chatError.textContent = `${what}: ${errorText(e)}`;
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
+/**
+ * The group's profile form (owner and admins) and the Dissolve button (owner). The inputs
+ * are filled from the group when it (or its profile) changes, not while being edited.
+ * @param {Conv} c @param {boolean} admin
+ */
+function renderGroupSettings(c, admin) {
+  const f = el.groupSettings;
+  f.hidden = !admin;
+  el.dissolveGroup.hidden = c.gone || c.role !== 'OWNER';
+  el.groupEditVisibilityLabel.hidden = !HAS_VISIBILITY;
+  if (!admin) return;
+  const key = `${c.id}@${c.profileSeq}:${c.name}`;
+  if (f.dataset.key === key || f.contains(document.activeElement)) return;
+  f.dataset.key = key;
+  el.groupEditName.value = c.name;
+  el.groupEditTopic.value = c.topic;
+  el.groupEditMuteAll.checked = c.muteAll;
+  el.groupEditVisibility.value = c.visibility === 'JOINED' ? 'JOINED' : 'SHARED';
 }
 
 /** @param {string} from @param {string} text @param {string} meta @param {boolean} own */
@@ -1419,9 +1591,60 @@ function systemText(m) {
       return `${e.actor} removed ${users}`;
     case 'MEMBER_LEFT':
       return `${e.actor} left`;
+    case 'ROLE_CHANGED':
+      return e.role === 'ADMIN' ? `${e.actor} made ${users} an admin` : `${e.actor} made ${users} a member`;
+    case 'OWNER_CHANGED':
+      return `${e.actor} handed the group to ${users}`;
+    case 'GROUP_UPDATED':
+      return `${e.actor} ${profileChange(m)}`;
+    case 'DISSOLVED':
+      return `${e.actor} dissolved the group`;
     default:
       return `${e.kind} by ${e.actor}`;
   }
+}
+
+/**
+ * What a GROUP_UPDATED event changed: it carries the whole profile after the change, so
+ * it is compared with the profile before it (the nearest earlier CREATED or GROUP_UPDATED
+ * this page holds); without one, the profile is described as it now is.
+ * @param {Message} m
+ */
+function profileChange(m) {
+  const e = /** @type {import('./sdk.js').GroupEventInfo} */ (m.event);
+  const c = app.convs.get(m.conversation);
+  let prev = null;
+  for (const x of c?.messages.values() ?? []) {
+    if (x.seq >= m.seq || x.kind !== 'system' || (x.event?.kind !== 'CREATED' && x.event?.kind !== 'GROUP_UPDATED')) continue;
+    if (!prev || x.seq > prev.seq) prev = x;
+  }
+  const vis = (/** @type {string} */ v) =>
+    v === 'JOINED' ? 'made history before joining hidden from new members' : 'made the whole history visible to new members';
+  if (!prev?.event) {
+    const parts = [`updated the group "${e.name}"`];
+    if (e.topic) parts.push(`topic "${e.topic}"`);
+    if (e.muteAll) parts.push('muted: only the owner and admins may send');
+    return parts.join(', ');
+  }
+  const p = prev.event;
+  const isCreated = p.kind === 'CREATED';
+  const before = {
+    name: p.name,
+    topic: isCreated ? '' : p.topic,
+    muteAll: isCreated ? false : p.muteAll,
+    maxMembers: isCreated ? 0 : p.maxMembers,
+    visibility: p.visibility,
+  };
+  const parts = [];
+  if (e.name && e.name !== before.name) parts.push(`renamed the group to "${e.name}"`);
+  if (e.topic !== before.topic) parts.push(e.topic ? `set the topic to "${e.topic}"` : 'cleared the topic');
+  if (e.muteAll !== before.muteAll) parts.push(e.muteAll ? 'muted the group: only the owner and admins may send' : 'unmuted the group');
+  if (e.maxMembers !== before.maxMembers) {
+    parts.push(e.maxMembers ? `set the member limit to ${e.maxMembers}` : "set the member limit to the server's");
+  }
+  const known = (/** @type {string} */ v) => v === 'JOINED' || v === 'SHARED';
+  if (known(e.visibility) && known(before.visibility) && e.visibility !== before.visibility) parts.push(vis(e.visibility));
+  return parts.length > 0 ? parts.join(', ') : 'updated the group';
 }
 
 /** @param {unknown} e */
@@ -1686,6 +1909,57 @@ el.leaveGroup.addEventListener('click', async () => {
     scheduleListRefresh();
   } catch (err) {
     el.chatError.textContent = `leave: ${errorText(err)}`;
+  }
+});
+
+el.groupSettings.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const c = app.open ? app.convs.get(app.open) : null;
+  const client = app.client;
+  if (!client || !c || c.kind !== 'group') return;
+  // Only what changed goes to the server (an absent field keeps its value).
+  /** @type {{name?: string, topic?: string, muteAll?: boolean, visibility?: string}} */
+  const changes = {};
+  const name = el.groupEditName.value.trim();
+  if (!name) {
+    el.chatError.textContent = 'A group needs a name.';
+    return;
+  }
+  if (name !== c.name) changes.name = name;
+  const topic = el.groupEditTopic.value.trim();
+  if (topic !== c.topic) changes.topic = topic;
+  if (el.groupEditMuteAll.checked !== c.muteAll) changes.muteAll = el.groupEditMuteAll.checked;
+  const vis = el.groupEditVisibility.value;
+  if (HAS_VISIBILITY && vis !== (c.visibility === 'JOINED' ? 'JOINED' : 'SHARED')) changes.visibility = vis;
+  if (Object.keys(changes).length === 0) {
+    el.chatError.textContent = 'Nothing to change.';
+    return;
+  }
+  try {
+    await client.updateGroup(c.id, /** @type {any} */ (changes));
+    el.chatError.textContent = '';
+    // The GROUP_UPDATED event (to every member, this page too) brings the new profile;
+    // the form shows it then.
+    if (document.activeElement instanceof HTMLElement && el.groupSettings.contains(document.activeElement)) {
+      document.activeElement.blur();
+    }
+  } catch (err) {
+    el.chatError.textContent = `group settings: ${errorText(err)}`;
+  }
+});
+
+el.dissolveGroup.addEventListener('click', async () => {
+  const c = app.open ? app.convs.get(app.open) : null;
+  const client = app.client;
+  if (!client || !c || c.kind !== 'group') return;
+  if (!confirm(`Dissolve "${c.name}"? Every member loses the group and its history.`)) return;
+  try {
+    stopTypingIn(c.id);
+    await client.dissolveGroup(c.id);
+    dropGroup(c, `You dissolved the group "${c.name}".`);
+    scheduleListRefresh();
+  } catch (err) {
+    el.chatError.textContent = `dissolve: ${errorText(err)}`;
   }
 });
 

@@ -908,3 +908,135 @@ e2e('groups, replies, mentions, typing, edit, recall, delete for me and presence
   );
   await screenshot(b, 'expired.png');
 });
+
+/** Waits for a system line of the open chat with exactly `text`. */
+async function waitSystemLine(page, text, label) {
+  try {
+    await page.waitForFunction(
+      (t) => [...document.querySelectorAll('#messages li.msg.system')].some((e) => e.textContent === t),
+      text,
+      { timeout: WAIT_MS },
+    );
+  } catch (e) {
+    const got = await page.$$eval('#messages li.msg.system', (els) => els.map((x) => x.textContent)).catch(() => 'unavailable');
+    throw new Error(`${label}: no system line ${JSON.stringify(text)}; it shows ${JSON.stringify(got)}`, { cause: e });
+  }
+}
+
+e2e('group management: roles, a topic and mute-all, a muted member, rename, hand-over and dissolve between three browser users', async (_t, logs) => {
+  const server = await startServer(logs);
+  const [a, b, c] = await Promise.all(
+    ['alice', 'bob', 'carol'].map(async (u) => openPage(await newContext(), server.base, logs, u)),
+  );
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+  await signIn(c, 'carol', { register: true });
+
+  // Alice creates "crew" with bob and carol; all three are plain members but her.
+  await a.click('#new-group-toggle');
+  await a.fill('#group-name', 'crew');
+  await a.fill('#group-members', 'bob, carol');
+  await a.click('#create-group');
+  await a.waitForSelector('#conv-list li[data-conv^="g:"].active', { timeout: WAIT_MS });
+  const g = await a.getAttribute('#conv-list li[data-conv^="g:"].active', 'data-conv');
+  const row = `#conv-list li[data-conv="${g}"]`;
+  await a.waitForSelector('#members-panel:not([hidden]) #member-list li[data-user="bob"]', { timeout: WAIT_MS });
+  assert.ok(await a.isVisible('#group-settings'), 'the owner edits the group');
+  assert.ok(await a.isVisible('#dissolve-group'), 'the owner may dissolve it');
+  for (const p of [b, c]) {
+    await p.waitForSelector(row, { timeout: WAIT_MS });
+    await p.click(row);
+    await p.click('#members-toggle');
+    await p.waitForSelector('#member-list li[data-user="alice"]', { timeout: WAIT_MS });
+  }
+  assert.equal(await c.isVisible('#group-settings'), false, 'a plain member does not edit the group');
+  assert.equal(await c.$('#member-list [data-testid="make-admin"]'), null, 'only the owner changes roles');
+
+  // The owner makes bob an admin: everyone sees it, bob gets the settings form.
+  await a.click('#member-list li[data-user="bob"] [data-testid="make-admin"]');
+  for (const [p, who] of [[a, 'alice'], [b, 'bob'], [c, 'carol']]) await waitSystemLine(p, 'alice made bob an admin', who);
+  await a.waitForSelector('#member-list li[data-user="bob"] [data-testid="make-member"]', { timeout: WAIT_MS });
+  await b.waitForSelector('#group-settings:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await b.isVisible('#dissolve-group'), false, 'an admin does not dissolve');
+  assert.equal(await b.$('#member-list [data-testid="transfer-owner"]'), null, 'an admin hands nothing over');
+
+  // Bob (admin) sets a topic and mute-all in one save.
+  await b.fill('#group-edit-topic', 'release on friday');
+  await b.check('#group-edit-mute-all');
+  await b.click('#group-save');
+  const muteLine = 'bob set the topic to "release on friday", muted the group: only the owner and admins may send';
+  for (const [p, who] of [[a, 'alice'], [b, 'bob'], [c, 'carol']]) {
+    await waitSystemLine(p, muteLine, who);
+    await p.waitForFunction(() => document.querySelector('#chat-topic:not([hidden])')?.textContent === 'release on friday', null, {
+      timeout: WAIT_MS,
+    });
+  }
+  // Carol (a plain member) cannot write: the composer is disabled, with a note.
+  await c.waitForSelector('#compose:disabled', { timeout: WAIT_MS });
+  assert.ok(await c.isDisabled('#send'));
+  assert.match(await c.textContent('#compose-note'), /muted: only the owner and admins can send/);
+  assert.ok(await c.isVisible('#compose-note'));
+  assert.ok(!(await b.isDisabled('#compose')), 'an admin still writes');
+  await screenshot(c, 'group-muted-member.png');
+  // A send that slips through anyway (a page that has not seen the mute yet) is refused by
+  // the server, and the page says so.
+  await c.evaluate(() => {
+    const input = /** @type {HTMLInputElement} */ (document.getElementById('compose'));
+    input.disabled = false;
+    input.value = 'can I still talk?';
+    /** @type {HTMLFormElement} */ (document.getElementById('compose-form')).requestSubmit();
+  });
+  await c.waitForSelector('#messages li.msg.own.failed', { timeout: WAIT_MS });
+  await c.waitForFunction(() => /Not sent: .*muted/.test(document.getElementById('chat-error')?.textContent ?? ''), null, { timeout: WAIT_MS });
+  await screenshot(c, 'group-muted-refused.png');
+  await sendAndWaitAcked(b, 'admins only for now');
+  await c.waitForFunction(
+    () => [...document.querySelectorAll('#messages .msg:not(.system) .text')].some((e) => e.textContent === 'admins only for now'),
+    null,
+    { timeout: WAIT_MS },
+  );
+
+  // Alice renames the group and lifts the mute: the titles follow, carol writes again.
+  await a.fill('#group-edit-name', 'release crew');
+  await a.uncheck('#group-edit-mute-all');
+  await a.click('#group-save');
+  const renameLine = 'alice renamed the group to "release crew", unmuted the group';
+  for (const [p, who] of [[a, 'alice'], [b, 'bob'], [c, 'carol']]) {
+    await waitSystemLine(p, renameLine, who);
+    await p.waitForFunction(() => document.getElementById('chat-title')?.textContent === '# release crew', null, { timeout: WAIT_MS });
+  }
+  await c.waitForSelector('#compose:enabled', { timeout: WAIT_MS });
+  assert.equal(await c.isVisible('#compose-note'), false);
+  await sendAndWaitAcked(c, 'thanks');
+
+  // Alice hands the group over to bob (confirmed): bob is the owner, she an admin.
+  a.once('dialog', (d) => d.accept());
+  await a.click('#member-list li[data-user="bob"] [data-testid="transfer-owner"]');
+  for (const [p, who] of [[a, 'alice'], [b, 'bob'], [c, 'carol']]) await waitSystemLine(p, 'alice handed the group to bob', who);
+  await b.waitForSelector('#dissolve-group:not([hidden])', { timeout: WAIT_MS });
+  await b.waitForSelector('#member-list li[data-user="carol"] [data-testid="make-admin"]', { timeout: WAIT_MS });
+  await a.waitForSelector('#dissolve-group', { state: 'hidden', timeout: WAIT_MS });
+  await a.waitForFunction(
+    () => document.querySelector('#member-list li[data-user="bob"] .role')?.textContent === 'owner' &&
+      document.querySelector('#member-list li[data-user="alice"] .role')?.textContent === 'admin',
+    null,
+    { timeout: WAIT_MS },
+  );
+  await screenshot(b, 'group-new-owner.png');
+
+  // Bob dissolves it (confirmed): the group leaves all three lists, the others are told.
+  b.once('dialog', (d) => d.accept());
+  await b.click('#dissolve-group');
+  for (const p of [a, b, c]) await p.waitForSelector(row, { state: 'detached', timeout: WAIT_MS });
+  await a.waitForFunction(() => /bob dissolved the group "release crew"/.test(document.getElementById('chat-error')?.textContent ?? ''), null, {
+    timeout: WAIT_MS,
+  });
+  assert.equal(await c.textContent('#chat-title'), 'No conversation open');
+  await screenshot(a, 'group-dissolved.png');
+  // The server's list agrees after a reload.
+  await c.reload();
+  await c.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await c.waitForFunction(() => window.__tern.caughtUp > 0, null, { timeout: WAIT_MS });
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(await c.$(row), null, 'no dissolved group after a reload');
+});
