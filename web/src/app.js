@@ -104,6 +104,8 @@ const el = {
   composeContextText: $('compose-context-text'),
   composeCancel: /** @type {HTMLButtonElement} */ ($('compose-cancel')),
   chatTopic: $('chat-topic'),
+  groupShared: /** @type {HTMLInputElement} */ ($('group-shared')),
+  groupSharedLabel: $('group-shared-label'),
   composeNote: $('compose-note'),
   groupSettings: /** @type {HTMLFormElement} */ ($('group-settings')),
   groupEditName: /** @type {HTMLInputElement} */ ($('group-edit-name')),
@@ -116,6 +118,7 @@ const el = {
 
 /** Whether this page's schema knows history visibility (JOINED / SHARED). */
 const HAS_VISIBILITY = typeof HistoryVisibility.JOINED === 'number';
+el.groupSharedLabel.hidden = !HAS_VISIBILITY;
 
 /** Conversations asked for per ListConversations page (`?convPage=N` sets it, 1-1000). */
 const CONV_PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('convPage')) || 100));
@@ -483,6 +486,12 @@ function groupEvent(c, m) {
     return;
   }
   if (e.kind === 'ROLE_CHANGED' && e.users[0] === app.me && e.role) c.role = e.role;
+  // History opened to members (SHARED): what was hidden from this user is theirs now.
+  if (e.kind === 'GROUP_UPDATED' && (e.visibility === 'SHARED' || e.visibility === 'PUBLIC') && c.firstSeq > 1) {
+    c.firstSeq = 1;
+    c.historyLoaded = false;
+    if (app.open === c.id) loadHistory(c);
+  }
   if (e.kind === 'OWNER_CHANGED') {
     if (e.users[0] === app.me) c.role = 'OWNER';
     else if (e.actor === app.me) c.role = 'ADMIN';
@@ -1545,9 +1554,10 @@ function renderGroupSettings(c, admin) {
   const f = el.groupSettings;
   f.hidden = !admin;
   el.dissolveGroup.hidden = c.gone || c.role !== 'OWNER';
-  el.groupEditVisibilityLabel.hidden = !HAS_VISIBILITY;
+  // A public channel's history (PUBLIC) is not offered here: joined / shared only.
+  el.groupEditVisibilityLabel.hidden = !HAS_VISIBILITY || c.visibility === 'PUBLIC';
   if (!admin) return;
-  const key = `${c.id}@${c.profileSeq}:${c.name}`;
+  const key = JSON.stringify([c.id, c.profileSeq, c.name, c.topic, c.muteAll, c.visibility]);
   if (f.dataset.key === key || f.contains(document.activeElement)) return;
   f.dataset.key = key;
   el.groupEditName.value = c.name;
@@ -1619,7 +1629,11 @@ function profileChange(m) {
     if (!prev || x.seq > prev.seq) prev = x;
   }
   const vis = (/** @type {string} */ v) =>
-    v === 'JOINED' ? 'made history before joining hidden from new members' : 'made the whole history visible to new members';
+    v === 'JOINED'
+      ? 'made history before joining hidden from new members'
+      : v === 'PUBLIC'
+        ? 'made the history public'
+        : 'made the whole history visible to new members';
   if (!prev?.event) {
     const parts = [`updated the group "${e.name}"`];
     if (e.topic) parts.push(`topic "${e.topic}"`);
@@ -1642,7 +1656,7 @@ function profileChange(m) {
   if (e.maxMembers !== before.maxMembers) {
     parts.push(e.maxMembers ? `set the member limit to ${e.maxMembers}` : "set the member limit to the server's");
   }
-  const known = (/** @type {string} */ v) => v === 'JOINED' || v === 'SHARED';
+  const known = (/** @type {string} */ v) => v === 'JOINED' || v === 'SHARED' || v === 'PUBLIC';
   if (known(e.visibility) && known(before.visibility) && e.visibility !== before.visibility) parts.push(vis(e.visibility));
   return parts.length > 0 ? parts.join(', ') : 'updated the group';
 }
@@ -1842,15 +1856,19 @@ el.newGroupForm.addEventListener('submit', async (e) => {
     return;
   }
   try {
-    const g = await client.createGroup(name, members);
+    const shared = HAS_VISIBILITY && el.groupShared.checked;
+    const g = await client.createGroup(name, members, shared ? { visibility: 'SHARED' } : {});
     const c = ensureConv(g.conversation, name);
     c.kind = 'group';
     c.role = 'OWNER';
+    // The server's default for a new group is JOINED (docs/PROTOCOL.md 9.9).
+    if (HAS_VISIBILITY) c.visibility = shared ? 'SHARED' : 'JOINED';
     c.lastSeq = Math.max(c.lastSeq, g.seq);
     c.readSeq = Math.max(c.readSeq, g.seq);
     c.lastTs = Math.max(c.lastTs, Date.now() + app.skewMs);
     el.groupName.value = '';
     el.groupMembers.value = '';
+    el.groupShared.checked = false;
     el.newGroupForm.hidden = true;
     el.chatError.textContent = '';
     saveApp();
@@ -1930,7 +1948,9 @@ el.groupSettings.addEventListener('submit', async (e) => {
   if (topic !== c.topic) changes.topic = topic;
   if (el.groupEditMuteAll.checked !== c.muteAll) changes.muteAll = el.groupEditMuteAll.checked;
   const vis = el.groupEditVisibility.value;
-  if (HAS_VISIBILITY && vis !== (c.visibility === 'JOINED' ? 'JOINED' : 'SHARED')) changes.visibility = vis;
+  if (HAS_VISIBILITY && c.visibility !== 'PUBLIC' && vis !== (c.visibility === 'JOINED' ? 'JOINED' : 'SHARED')) {
+    changes.visibility = vis;
+  }
   if (Object.keys(changes).length === 0) {
     el.chatError.textContent = 'Nothing to change.';
     return;

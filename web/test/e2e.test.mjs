@@ -1040,3 +1040,46 @@ e2e('group management: roles, a topic and mute-all, a muted member, rename, hand
   await new Promise((r) => setTimeout(r, 500));
   assert.equal(await c.$(row), null, 'no dissolved group after a reload');
 });
+
+e2e('history visibility: a member added later does not see earlier messages (JOINED) until the group shares its history', async (_t, logs) => {
+  const server = await startServer(logs);
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+
+  // A new group reads JOINED by default: alice writes before bob is added.
+  await a.click('#new-group-toggle');
+  await a.fill('#group-name', 'vis');
+  await a.click('#create-group');
+  await a.waitForSelector('#conv-list li[data-conv^="g:"].active', { timeout: WAIT_MS });
+  const g = await a.getAttribute('#conv-list li[data-conv^="g:"].active', 'data-conv');
+  await a.waitForSelector('#members-panel:not([hidden]) #group-settings:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await a.inputValue('#group-edit-visibility'), 'JOINED', 'new groups hide earlier history from new members');
+  await sendAndWaitAcked(a, 'before bob');
+  await a.fill('#add-member', 'bob');
+  await a.click('#add-member-go');
+  await waitSystemLine(a, 'alice added bob', 'alice');
+  await sendAndWaitAcked(a, 'after bob');
+
+  // Bob sees what came from his joining on, and a note that earlier messages are hidden.
+  const row = `#conv-list li[data-conv="${g}"]`;
+  await b.waitForSelector(row, { timeout: WAIT_MS });
+  await b.click(row);
+  await waitSystemLine(b, 'alice added bob', 'bob');
+  await waitForChat(b, ['after bob']);
+  await b.waitForSelector('#messages [data-testid="hidden-history"]', { timeout: WAIT_MS });
+  assert.ok(!(await b.evaluate(() => window.__tern.delivered.some((m) => m.text === 'before bob'))), 'never delivered to bob');
+  await screenshot(b, 'history-joined.png');
+
+  // Alice shares the history: bob's chat fills in without a reload.
+  await a.selectOption('#group-edit-visibility', 'SHARED');
+  await a.click('#group-save');
+  const line = 'alice made the whole history visible to new members';
+  await waitSystemLine(a, line, 'alice');
+  await waitSystemLine(b, line, 'bob');
+  await waitForChat(b, ['before bob', 'after bob']);
+  assert.equal(await b.$('#messages [data-testid="hidden-history"]'), null);
+  await a.waitForFunction(() => document.getElementById('group-edit-visibility')?.value === 'SHARED', null, { timeout: WAIT_MS });
+  await screenshot(b, 'history-shared.png');
+});
