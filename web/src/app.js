@@ -1273,7 +1273,7 @@ function renderChat() {
   el.composeNote.textContent = mutedForMe
     ? 'The group is muted: only the owner and admins can send messages.'
     : mutedNote
-      ? 'The group is muted: only you, the owner and the admins can send messages.'
+      ? 'The group is muted: only the owner and admins (you too) can send messages.'
       : '';
   el.chatTopic.hidden = !c || c.kind !== 'group' || !c.topic;
   el.chatTopic.textContent = c?.kind === 'group' ? c.topic : '';
