@@ -338,7 +338,18 @@ function toAck(a) {
  * @property {string} topic groups: the topic / announcement ('' = none)
  * @property {boolean} muteAll groups: only the owner and admins may send
  * @property {string} visibility groups: 'JOINED' | 'SHARED' | 'HISTORY_VISIBILITY_UNSPECIFIED'
- *   (a group made before the setting existed: read as shared)
+ *   (a group made before the setting existed: read as shared) * @property {boolean} channel a public channel (listed in the directory, docs/PROTOCOL.md 9.10)
+ */
+
+/**
+ * @typedef {object} ChannelInfo One entry of the channel directory (docs/PROTOCOL.md 9.10).
+ * @property {string} conversation
+ * @property {string} name
+ * @property {string} topic
+ * @property {number} memberCount
+ * @property {boolean} broadcastOnly only the owner and admins post
+ * @property {string} visibility 'PUBLIC' | 'JOINED' | 'SHARED'
+ * @property {boolean} joined this user is a member
  */
 
 /** @param {any} c protobuf ConversationInfo @returns {ConversationInfo} */
@@ -363,6 +374,7 @@ export function toConversationInfo(c) {
     topic: c.topic ?? '',
     muteAll: !!c.muteAll,
     visibility: visibilityName(c.visibility),
+    channel: !!c.channel,
   };
 }
 
@@ -1368,6 +1380,52 @@ export class TernClient extends EventTarget {
     if (visibility !== undefined) body.visibility = enumValue(HistoryVisibility, visibility, 'visibility');
     const f = await this.request({ createGroup: body });
     return { conversation: f.groupCreated.conversation, seq: Number(f.groupCreated.seq) };
+  }
+
+  /**
+   * Creates a public channel (docs/PROTOCOL.md 9.10): a group listed in the directory
+   * that users join and leave themselves; this user becomes its OWNER. Always read
+   * diffusion. `broadcastOnly`: only the owner and admins post (mute_all).
+   * @param {string} name 1-128 bytes; the directory searches it by prefix
+   * @param {{broadcastOnly?: boolean, visibility?: 'PUBLIC'|'JOINED'|'SHARED'|number}} [options]
+   *   visibility unset: PUBLIC (anyone may read the whole history, member or not)
+   * @returns {Promise<{conversation: string, seq: number}>}
+   */
+  async createChannel(name, { broadcastOnly = false, visibility } = {}) {
+    /** @type {any} */
+    const body = { name, broadcastOnly: !!broadcastOnly };
+    if (visibility !== undefined) body.visibility = enumValue(HistoryVisibility, visibility, 'visibility');
+    const f = await this.request({ createChannel: body });
+    return { conversation: f.groupCreated.conversation, seq: Number(f.groupCreated.seq) };
+  }
+
+  /**
+   * Joins a public channel as a MEMBER (a MEMBERS_ADDED event with this user as actor and
+   * member). Joining twice is not an error; a private group or an unknown id rejects with
+   * FORBIDDEN. Leave with `leaveGroup`.
+   * @param {string} conversation
+   */
+  async joinChannel(conversation) {
+    await this.request({ joinChannel: { conversation } });
+  }
+
+  /**
+   * The channel directory: channels whose name starts with `prefix` (case-insensitive), in
+   * name order, at most `limit` (0 = 50, capped at 100 by the server).
+   * @param {string} [prefix] @param {number} [limit]
+   * @returns {Promise<ChannelInfo[]>}
+   */
+  async listChannels(prefix = '', limit = 0) {
+    const f = await this.request({ listChannels: { prefix, limit } });
+    return (f.channelList.channels ?? []).map((/** @type {any} */ c) => ({
+      conversation: c.conversation,
+      name: c.name ?? '',
+      topic: c.topic ?? '',
+      memberCount: Number(c.memberCount ?? 0),
+      broadcastOnly: !!c.broadcastOnly,
+      visibility: visibilityName(c.visibility),
+      joined: !!c.joined,
+    }));
   }
 
   /** @param {string} conversation @param {string[]} users @param {number} [role] */

@@ -600,7 +600,7 @@ test('listConversations pages with limit/offset and returns read state, last mes
     conversation: 'd:alice:bob', kind: 'direct', name: 'bob', lastSeq: 5, readDiffusion: false, memberCount: 0,
     role: 'ROLE_UNSPECIFIED', readSeq: 2, unread: 3, lastTimeMs: 1_700_000_000_123, lastSender: 'bob',
     lastPreview: 'see you', lastKind: 'message', muted: false, pinned: false, mentions: 0,
-    topic: '', muteAll: false, visibility: 'HISTORY_VISIBILITY_UNSPECIFIED',
+    topic: '', muteAll: false, visibility: 'HISTORY_VISIBILITY_UNSPECIFIED', channel: false,
   });
   const g = list.conversations[1];
   assert.deepEqual([g.kind, g.role, g.memberCount, g.lastKind, g.lastPreview], ['group', 'OWNER', 3, 'system', '']);
@@ -950,5 +950,66 @@ test('group events carry role, topic, mute_all and visibility; the list carries 
   });
   const [c] = (await l).conversations;
   assert.deepEqual([c.topic, c.muteAll, c.visibility, c.role], ['ship it', true, 'SHARED', 'ADMIN']);
+  client.close();
+});
+
+test('public channels: createChannel, joinChannel, listChannels go on the wire; the list marks channels', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const c = client.createChannel('news', { broadcastOnly: true });
+  const [cf] = ws.take('createChannel');
+  assert.deepEqual([cf.createChannel.name, cf.createChannel.broadcastOnly], ['news', true]);
+  assert.ok(!cf.createChannel.visibility, 'visibility not given: unset on the wire (the server reads PUBLIC)');
+  ws.recv({ reqId: cf.reqId, groupCreated: { conversation: 'g:9', seq: 1 } });
+  assert.deepEqual(await c, { conversation: 'g:9', seq: 1 });
+  const c2 = client.createChannel('talk', { visibility: 'JOINED' });
+  const [cf2] = ws.take('createChannel');
+  assert.deepEqual([cf2.createChannel.name, cf2.createChannel.broadcastOnly, cf2.createChannel.visibility], ['talk', false, proto.HistoryVisibility.JOINED]);
+  ws.recv({ reqId: cf2.reqId, error: { code: ErrorCode.INVALID_ARGUMENT, message: 'name' } });
+  await assert.rejects(c2, (x) => x.codeName === 'INVALID_ARGUMENT');
+  const j = client.joinChannel('g:9');
+  const [jf] = ws.take('joinChannel');
+  assert.equal(jf.joinChannel.conversation, 'g:9');
+  ws.recv({ reqId: jf.reqId, ok: {} });
+  await j;
+  const j2 = client.joinChannel('g:1');
+  const [jf2] = ws.take('joinChannel');
+  ws.recv({ reqId: jf2.reqId, error: { code: ErrorCode.FORBIDDEN, message: 'not a channel' } });
+  await assert.rejects(j2, (x) => x.codeName === 'FORBIDDEN');
+  const l = client.listChannels('ne', 10);
+  const [lf] = ws.take('listChannels');
+  assert.deepEqual([lf.listChannels.prefix, lf.listChannels.limit], ['ne', 10]);
+  ws.recv({
+    reqId: lf.reqId,
+    channelList: {
+      channels: [
+        { conversation: 'g:9', name: 'news', topic: 'daily', memberCount: 3, broadcastOnly: true, visibility: proto.HistoryVisibility.PUBLIC, joined: true },
+        { conversation: 'g:12', name: 'Nerds', memberCount: 1, visibility: proto.HistoryVisibility.SHARED },
+      ],
+    },
+  });
+  assert.deepEqual(await l, [
+    { conversation: 'g:9', name: 'news', topic: 'daily', memberCount: 3, broadcastOnly: true, visibility: 'PUBLIC', joined: true },
+    { conversation: 'g:12', name: 'Nerds', topic: '', memberCount: 1, broadcastOnly: false, visibility: 'SHARED', joined: false },
+  ]);
+  const l2 = client.listChannels();
+  const [lf2] = ws.take('listChannels');
+  assert.deepEqual([lf2.listChannels.prefix, lf2.listChannels.limit], ['', 0], 'defaults: every channel, the server limit');
+  ws.recv({ reqId: lf2.reqId, channelList: {} });
+  assert.deepEqual(await l2, []);
+  const lc = client.listConversations();
+  const [lcf] = ws.take('listConversations');
+  ws.recv({
+    reqId: lcf.reqId,
+    conversationList: {
+      conversations: [
+        { conversation: 'g:9', kind: proto.ConversationKind.GROUP, name: 'news', channel: true, visibility: proto.HistoryVisibility.PUBLIC },
+        { conversation: 'g:7', kind: proto.ConversationKind.GROUP, name: 'team' },
+      ],
+      total: 2,
+    },
+  });
+  const [ch, gr] = (await lc).conversations;
+  assert.deepEqual([ch.channel, ch.visibility, gr.channel], [true, 'PUBLIC', false]);
   client.close();
 });
