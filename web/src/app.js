@@ -114,6 +114,16 @@ const el = {
   groupEditVisibility: /** @type {HTMLSelectElement} */ ($('group-edit-visibility')),
   groupEditVisibilityLabel: $('group-edit-visibility-label'),
   dissolveGroup: /** @type {HTMLButtonElement} */ ($('dissolve-group')),
+  channelsToggle: /** @type {HTMLButtonElement} */ ($('channels-toggle')),
+  channelDir: $('channel-dir'),
+  channelSearch: /** @type {HTMLInputElement} */ ($('channel-search')),
+  channelList: $('channel-list'),
+  channelEmpty: $('channel-empty'),
+  newChannelToggle: /** @type {HTMLButtonElement} */ ($('new-channel-toggle')),
+  newChannelForm: /** @type {HTMLFormElement} */ ($('new-channel-form')),
+  channelName: /** @type {HTMLInputElement} */ ($('channel-name')),
+  channelBroadcast: /** @type {HTMLInputElement} */ ($('channel-broadcast')),
+  joinChannel: /** @type {HTMLButtonElement} */ ($('join-channel')),
 };
 
 /** Whether this page's schema knows history visibility (JOINED / SHARED). */
@@ -139,7 +149,8 @@ const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
  *   lastSender: string, preview: string, readBy: Record<string, number>, markingTo: number,
  *   muted: boolean, pinned: boolean, role: string, members: {username: string, role: string}[]|null,
  *   gone: boolean, messages: Map<number, Message & {editSeq?: number}>, historyLoaded: boolean,
- *   topic: string, muteAll: boolean, visibility: string, profileSeq: number, firstSeq: number}} Conv
+ *   topic: string, muteAll: boolean, visibility: string, profileSeq: number, firstSeq: number,
+ *   channel: boolean, peek: boolean}} Conv
  *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
  *   ever move forward); unread / mentions: the server's counts, kept current from events
  *   (see the top of this file); listed: the server's list had it;
@@ -149,7 +160,9 @@ const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
  *   or was removed (the chat stays readable, nothing can be sent);
  *   topic / muteAll / visibility: the group's profile, from the list and GROUP_UPDATED
  *   events, as of seq profileSeq (an older event does not undo a newer state);
- *   firstSeq: the first seq this user may read (history visibility), from history
+ *   firstSeq: the first seq this user may read (history visibility), from history;
+ *   channel: a public channel (docs/PROTOCOL.md 9.10); peek: a channel opened from the
+ *   directory without joining it (read-only history by Pull, not in the list, no pushes)
  * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number,
  *   options: import('./sdk.js').SendOptions}} PendingSend
  */
@@ -179,6 +192,8 @@ const app = {
   /** The last Typing{true} sent: conversation and when. @type {{conv: string, at: number}|null} */
   typingSent: null,
   membersOpen: false,
+  /** The channel directory (ListChannels): open, the prefix shown, its entries. */
+  dir: { open: false, prefix: '', asked: 0, /** @type {import('./sdk.js').ChannelInfo[]} */ channels: [] },
 };
 
 // Test and debugging hook: what the SDK delivered on this page, and state changes.
@@ -203,11 +218,13 @@ function saveApp() {
   /** @type {Record<string, object>} */
   const convs = {};
   for (const c of app.convs.values()) {
+    if (c.peek) continue;
     convs[c.id] = {
       name: c.name, kind: c.kind, lastTs: c.lastTs, lastSeq: c.lastSeq, readSeq: c.readSeq,
       lastSender: c.lastSender, preview: c.preview, readBy: c.readBy, muted: c.muted, pinned: c.pinned,
       unread: c.unread, mentions: c.mentions, role: c.role,
       topic: c.topic, muteAll: c.muteAll, visibility: c.visibility, profileSeq: c.profileSeq,
+      channel: c.channel,
     };
   }
   try {
@@ -237,6 +254,7 @@ function loadApp() {
       conv.muteAll = c.muteAll === true;
       conv.visibility = typeof c.visibility === 'string' ? c.visibility : '';
       conv.profileSeq = Number.isSafeInteger(c.profileSeq) ? c.profileSeq : 0;
+      conv.channel = c.channel === true;
       if (c.readBy && typeof c.readBy === 'object') {
         for (const [u, n] of Object.entries(c.readBy)) if (Number.isSafeInteger(n)) conv.readBy[u] = n;
       }
@@ -280,6 +298,8 @@ function ensureConv(id, name) {
       visibility: '',
       profileSeq: 0,
       firstSeq: 1,
+      channel: false,
+      peek: false,
     };
     app.convs.set(id, c);
   } else if (name && c.name !== name) {
@@ -530,6 +550,8 @@ async function refreshConversations(more = false) {
       c.kind = info.kind;
       c.listed = true;
       c.gone = false;
+      c.peek = false;
+      c.channel = !!info.channel;
       if (info.kind === 'group') {
         c.role = info.role;
         // The list's profile is as of its lastSeq; a newer GROUP_UPDATED seen here wins.
@@ -611,7 +633,7 @@ function scheduleMarkRead(c) {
 /** @param {Conv} c */
 async function markShownRead(c) {
   const client = app.client;
-  if (!client || app.open !== c.id || document.visibilityState === 'hidden') return;
+  if (!client || app.open !== c.id || c.peek || document.visibilityState === 'hidden') return;
   let newest = 0;
   for (const s of c.messages.keys()) if (s > newest) newest = s;
   if (newest <= c.readSeq || newest <= c.markingTo) return;
@@ -644,7 +666,7 @@ function openConv(id) {
   render();
   el.compose.focus();
   if (!c.historyLoaded) loadHistory(c);
-  if (c.kind === 'group' && !c.gone) loadMembers(c);
+  if (c.kind === 'group' && !c.gone && !c.peek) loadMembers(c);
 }
 
 /** The member list of a group (and this user's role in it). @param {Conv} c */
@@ -858,6 +880,12 @@ async function loadHistory(c) {
     // A 1:1 chat that has no message yet does not exist on the server (FORBIDDEN).
     if (e instanceof TernError && e.codeName === 'FORBIDDEN' && c.kind === 'direct') {
       c.historyLoaded = true;
+      return;
+    }
+    // A channel whose history is not PUBLIC reads for members only.
+    if (e instanceof TernError && e.codeName === 'FORBIDDEN' && c.peek) {
+      c.historyLoaded = true;
+      if (app.open === c.id) el.chatError.textContent = 'Only members read this channel: join it to read along.';
       return;
     }
     if (app.open === c.id) el.chatError.textContent = `history: ${errorText(e)}`;
@@ -1137,6 +1165,8 @@ function renderConvList() {
   const frag = document.createDocumentFragment();
   let total = app.list.unlistedUnread;
   for (const c of convs) {
+    // A channel read from the directory without joining is not one of this user's.
+    if (c.peek) continue;
     const unread = unreadOf(c);
     // A muted conversation keeps its badge but is left out of the total (9.1).
     if (!c.muted) total += unread;
@@ -1147,11 +1177,13 @@ function renderConvList() {
     if (c.id === app.open) li.classList.add('active');
     li.classList.toggle('pinned', c.pinned);
     li.classList.toggle('muted', c.muted);
+    li.classList.toggle('channel', c.channel);
     const info = document.createElement('div');
     info.className = 'info';
     const name = document.createElement('span');
     name.className = 'name';
     name.textContent = c.kind === 'group' ? `# ${c.name}` : c.name;
+    if (c.channel) name.append(channelMark());
     const preview = document.createElement('span');
     preview.className = 'preview';
     preview.dataset.testid = 'preview';
@@ -1254,27 +1286,33 @@ const dateFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numer
 
 function renderChat() {
   const c = app.open ? app.convs.get(app.open) : null;
-  el.pinToggle.hidden = !c;
-  el.muteToggle.hidden = !c;
-  el.membersToggle.hidden = !c || c.kind !== 'group';
+  el.pinToggle.hidden = !c || c.peek;
+  el.muteToggle.hidden = !c || c.peek;
+  el.membersToggle.hidden = !c || c.kind !== 'group' || c.peek;
+  el.joinChannel.hidden = !c || !c.peek;
   el.chatPresence.hidden = !c || c.kind !== 'direct';
   // Mute-all (docs/PROTOCOL.md 9): only the owner and admins may send; the server refuses
   // a plain member's send, the page does not offer it.
-  const mutedForMe = !!c && c.kind === 'group' && !c.gone && c.muteAll && c.role !== 'OWNER' && c.role !== 'ADMIN';
-  el.compose.disabled = !c || c.gone || mutedForMe;
-  el.send.disabled = !c || c.gone || mutedForMe;
-  el.compose.placeholder = c?.gone
-    ? 'You are no longer a member of this group'
+  const peek = !!c && c.peek;
+  const mutedForMe = !!c && c.kind === 'group' && !c.gone && !peek && c.muteAll && c.role !== 'OWNER' && c.role !== 'ADMIN';
+  el.compose.disabled = !c || c.gone || peek || mutedForMe;
+  el.send.disabled = !c || c.gone || peek || mutedForMe;
+  el.compose.placeholder = peek
+    ? 'Join the channel to post'
+    : c?.gone
+      ? 'You are no longer a member of this group'
+      : mutedForMe
+        ? 'The group is muted'
+        : 'Message';
+  const mutedNote = !!c && c.kind === 'group' && !c.gone && !peek && c.muteAll;
+  el.composeNote.hidden = !mutedNote && !peek;
+  el.composeNote.textContent = peek
+    ? 'You are reading this channel without joining it: join to post and to get new messages as they come.'
     : mutedForMe
-      ? 'The group is muted'
-      : 'Message';
-  const mutedNote = !!c && c.kind === 'group' && !c.gone && c.muteAll;
-  el.composeNote.hidden = !mutedNote;
-  el.composeNote.textContent = mutedForMe
-    ? 'The group is muted: only the owner and admins can send messages.'
-    : mutedNote
-      ? 'The group is muted: only the owner and admins (you too) can send messages.'
-      : '';
+      ? 'The group is muted: only the owner and admins can send messages.'
+      : mutedNote
+        ? 'The group is muted: only the owner and admins (you too) can send messages.'
+        : '';
   el.chatTopic.hidden = !c || c.kind !== 'group' || !c.topic;
   el.chatTopic.textContent = c?.kind === 'group' ? c.topic : '';
   el.chatTopic.title = el.chatTopic.textContent;
@@ -1295,7 +1333,13 @@ function renderChat() {
     el.chatSub.textContent = online === true ? 'online' : online === false ? 'offline' : '';
   } else {
     const n = c.members?.length ?? 0;
-    el.chatSub.textContent = c.gone ? 'not a member' : c.members ? `${n} member${n === 1 ? '' : 's'}` : '';
+    el.chatSub.textContent = c.peek
+      ? 'channel · not joined (read only)'
+      : c.gone
+        ? 'not a member'
+        : c.members
+          ? `${c.channel ? 'channel · ' : ''}${n} member${n === 1 ? '' : 's'}`
+          : c.channel ? 'channel' : '';
   }
   el.typing.textContent = typingText(c.id);
   headerToggle(el.pinToggle, 'pinned', c.pinned ? 'Unpin' : 'Pin', c.pinned);
@@ -1466,6 +1510,7 @@ function renderMembers(c) {
   const admin = !c.gone && (c.role === 'OWNER' || c.role === 'ADMIN');
   el.addMemberForm.hidden = !admin;
   el.leaveGroup.hidden = c.gone;
+  el.leaveGroup.textContent = c.channel ? 'Leave channel' : 'Leave group';
   const frag = document.createDocumentFragment();
   const order = { OWNER: 0, ADMIN: 1 };
   const members = [...(c.members ?? [])].sort(
@@ -1596,6 +1641,8 @@ function systemText(m) {
     case 'CREATED':
       return `${e.actor} created "${e.name}"${users ? ` with ${users}` : ''}`;
     case 'MEMBERS_ADDED':
+      // JoinChannel: the joiner is actor and member.
+      if (e.users.length === 1 && e.users[0] === e.actor) return `${e.actor} joined`;
       return `${e.actor} added ${users}`;
     case 'MEMBERS_REMOVED':
       return `${e.actor} removed ${users}`;
@@ -1816,6 +1863,8 @@ el.logout.addEventListener('click', async () => {
   app.convs.clear();
   app.list = { total: 0, loaded: 0, unlistedUnread: 0 };
   app.open = null;
+  app.dir = { open: false, prefix: '', asked: app.dir.asked + 1, channels: [] };
+  renderDirectory();
   showState({ state: 'closed' });
   render();
   el.password.value = '';
@@ -1823,6 +1872,219 @@ el.logout.addEventListener('click', async () => {
 });
 
 el.moreConvs.addEventListener('click', () => refreshConversations(true));
+
+// ---- public channels (docs/PROTOCOL.md 9.10) ----
+
+/** The small "channel" mark after a channel's name. */
+function channelMark() {
+  const m = document.createElement('span');
+  m.className = 'channel-mark';
+  m.dataset.testid = 'channel-mark';
+  m.textContent = 'channel';
+  m.title = 'A public channel: listed in the directory';
+  return m;
+}
+
+let dirTimer = /** @type {any} */ (null);
+
+/** Asks the directory again for the prefix in the search box (the newest answer wins). */
+async function refreshDirectory() {
+  const client = app.client;
+  if (!client || !app.dir.open) return;
+  const prefix = el.channelSearch.value.trim();
+  const asked = ++app.dir.asked;
+  try {
+    const channels = await client.listChannels(prefix, 50);
+    if (client !== app.client || asked !== app.dir.asked) return;
+    app.dir.prefix = prefix;
+    app.dir.channels = channels;
+    renderDirectory();
+  } catch (e) {
+    if (asked === app.dir.asked) el.chatError.textContent = `channels: ${errorText(e)}`;
+  }
+}
+
+function renderDirectory() {
+  el.channelDir.hidden = !app.dir.open;
+  el.channelsToggle.setAttribute('aria-expanded', String(app.dir.open));
+  if (!app.dir.open) return;
+  const frag = document.createDocumentFragment();
+  for (const ch of app.dir.channels) {
+    // This page may know better than the answer (joined or left since).
+    const known = app.convs.get(ch.conversation);
+    const joined = known && !known.peek && !known.gone ? true : ch.joined && !(known?.gone);
+    const li = document.createElement('li');
+    li.dataset.testid = 'channel';
+    li.dataset.conv = ch.conversation;
+    li.dataset.name = ch.name;
+    li.tabIndex = 0;
+    li.title = `Open # ${ch.name}`;
+    const info = document.createElement('div');
+    info.className = 'ch-info';
+    const name = document.createElement('span');
+    name.className = 'ch-name';
+    name.dataset.testid = 'channel-title';
+    name.textContent = `# ${ch.name}`;
+    info.append(name);
+    if (ch.topic) {
+      const topic = document.createElement('span');
+      topic.className = 'ch-topic';
+      topic.dataset.testid = 'channel-topic';
+      topic.textContent = ch.topic;
+      topic.title = ch.topic;
+      info.append(topic);
+    }
+    const meta = document.createElement('span');
+    meta.className = 'ch-meta';
+    meta.dataset.testid = 'channel-meta';
+    meta.textContent = `${ch.memberCount} member${ch.memberCount === 1 ? '' : 's'}${ch.broadcastOnly ? ' · broadcast only' : ''}`;
+    info.append(meta);
+    li.append(info);
+    if (joined) {
+      const j = document.createElement('span');
+      j.className = 'ch-joined';
+      j.dataset.testid = 'channel-joined';
+      j.textContent = 'joined';
+      li.append(j);
+    } else {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.dataset.testid = 'channel-join';
+      b.textContent = 'Join';
+      b.addEventListener('click', (e) => {
+        e.stopPropagation();
+        joinChannel(ch);
+      });
+      b.addEventListener('keydown', (e) => e.stopPropagation());
+      li.append(b);
+    }
+    li.addEventListener('click', () => openChannel(ch));
+    li.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') openChannel(ch);
+    });
+    frag.append(li);
+  }
+  el.channelList.replaceChildren(frag);
+  el.channelEmpty.hidden = app.dir.channels.length > 0;
+  el.channelEmpty.textContent = app.dir.prefix ? `No channel starts with "${app.dir.prefix}"` : 'No channels yet';
+}
+
+/**
+ * Opens a channel of the directory: a joined one as usual, else read-only (its history by
+ * Pull, which PUBLIC history allows without joining) with a Join button.
+ * @param {import('./sdk.js').ChannelInfo} ch
+ */
+function openChannel(ch) {
+  let c = app.convs.get(ch.conversation);
+  if (!c || c.gone) {
+    if (c) app.convs.delete(c.id);
+    c = ensureConv(ch.conversation, ch.name);
+    c.kind = 'group';
+    c.peek = true;
+  }
+  c.channel = true;
+  if (c.peek) {
+    c.topic = ch.topic;
+    c.muteAll = ch.broadcastOnly;
+    c.visibility = ch.visibility;
+  }
+  openConv(c.id);
+}
+
+/** @param {{conversation: string, name: string, topic?: string, broadcastOnly?: boolean, visibility?: string}} ch */
+async function joinChannel(ch) {
+  const client = app.client;
+  if (!client) return;
+  try {
+    await client.joinChannel(ch.conversation);
+    let c = app.convs.get(ch.conversation);
+    if (c?.gone) {
+      app.convs.delete(c.id);
+      c = undefined;
+    }
+    if (!c) {
+      c = ensureConv(ch.conversation, ch.name);
+      c.kind = 'group';
+      c.topic = ch.topic ?? '';
+      c.muteAll = !!ch.broadcastOnly;
+      c.visibility = ch.visibility ?? '';
+    }
+    c.peek = false;
+    c.channel = true;
+    c.gone = false;
+    if (!c.role || c.role === 'ROLE_UNSPECIFIED') c.role = 'MEMBER';
+    c.lastTs = Math.max(c.lastTs, Date.now() + app.skewMs);
+    el.chatError.textContent = '';
+    saveApp();
+    if (app.open === c.id) loadMembers(c);
+    render();
+    renderDirectory();
+    scheduleListRefresh();
+    refreshDirectory();
+  } catch (e) {
+    el.chatError.textContent = `join "${ch.name}": ${errorText(e)}`;
+  }
+}
+
+el.channelsToggle.addEventListener('click', () => {
+  app.dir.open = !app.dir.open;
+  renderDirectory();
+  if (app.dir.open) {
+    refreshDirectory();
+    el.channelSearch.focus();
+  }
+});
+
+el.channelSearch.addEventListener('input', () => {
+  clearTimeout(dirTimer);
+  dirTimer = setTimeout(refreshDirectory, 200);
+});
+
+el.newChannelToggle.addEventListener('click', () => {
+  el.newChannelForm.hidden = !el.newChannelForm.hidden;
+  el.newChannelToggle.setAttribute('aria-expanded', String(!el.newChannelForm.hidden));
+  if (!el.newChannelForm.hidden) el.channelName.focus();
+});
+
+el.newChannelForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const client = app.client;
+  if (!client) return;
+  const name = el.channelName.value.trim();
+  if (!name) {
+    el.chatError.textContent = 'Give the channel a name.';
+    return;
+  }
+  const broadcastOnly = el.channelBroadcast.checked;
+  try {
+    const g = await client.createChannel(name, { broadcastOnly });
+    const c = ensureConv(g.conversation, name);
+    c.kind = 'group';
+    c.role = 'OWNER';
+    c.channel = true;
+    c.peek = false;
+    c.muteAll = broadcastOnly;
+    c.visibility = 'PUBLIC';
+    c.lastSeq = Math.max(c.lastSeq, g.seq);
+    c.readSeq = Math.max(c.readSeq, g.seq);
+    c.lastTs = Math.max(c.lastTs, Date.now() + app.skewMs);
+    el.channelName.value = '';
+    el.channelBroadcast.checked = false;
+    el.newChannelForm.hidden = true;
+    el.newChannelToggle.setAttribute('aria-expanded', 'false');
+    el.chatError.textContent = '';
+    saveApp();
+    openConv(c.id);
+    refreshDirectory();
+  } catch (err) {
+    el.chatError.textContent = `create channel: ${errorText(err)}`;
+  }
+});
+
+el.joinChannel.addEventListener('click', () => {
+  const c = app.open ? app.convs.get(app.open) : null;
+  if (c?.peek) joinChannel({ conversation: c.id, name: c.name, topic: c.topic, broadcastOnly: c.muteAll, visibility: c.visibility });
+});
 
 el.compose.addEventListener('input', onComposeInput);
 el.compose.addEventListener('blur', () => {
@@ -1912,10 +2174,11 @@ el.leaveGroup.addEventListener('click', async () => {
   const c = app.open ? app.convs.get(app.open) : null;
   const client = app.client;
   if (!client || !c || c.kind !== 'group') return;
-  if (!confirm(`Leave "${c.name}"?`)) return;
+  if (!confirm(`Leave ${c.channel ? 'the channel ' : ''}"${c.name}"?`)) return;
   try {
     stopTyping();
     await client.leaveGroup(c.id);
+    if (c.channel) refreshDirectory();
     // Gone from the server's list: gone from this one.
     app.convs.delete(c.id);
     app.open = null;

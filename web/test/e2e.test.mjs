@@ -1083,3 +1083,75 @@ e2e('history visibility: a member added later does not see earlier messages (JOI
   await a.waitForFunction(() => document.getElementById('group-edit-visibility')?.value === 'SHARED', null, { timeout: WAIT_MS });
   await screenshot(b, 'history-shared.png');
 });
+
+e2e('public channels: a broadcast-only channel found by prefix, read before joining, joined, read live, left', async (_t, logs) => {
+  const server = await startServer(logs);
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+
+  // Alice creates a broadcast-only channel (and an open one the prefix leaves out), and posts.
+  await a.click('#channels-toggle');
+  for (const [name, broadcast] of [['random', false], ['Announcements', true]]) {
+    await a.click('#new-channel-toggle');
+    await a.fill('#channel-name', name);
+    if (broadcast) await a.check('#channel-broadcast');
+    await a.click('#create-channel');
+    await a.waitForFunction((n) => document.getElementById('chat-title')?.textContent === `# ${n}`, name, { timeout: WAIT_MS });
+  }
+  const g = await a.getAttribute('#conv-list li[data-conv^="g:"].active', 'data-conv');
+  const row = `#conv-list li[data-conv="${g}"]`;
+  await a.waitForSelector(`${row} [data-testid="channel-mark"]`, { timeout: WAIT_MS });
+  assert.ok(!(await a.isDisabled('#compose')), 'the owner posts in a broadcast-only channel');
+  await sendAndWaitAcked(a, 'welcome aboard');
+
+  // Bob finds it by a prefix (any case): the directory shows it with its member count and
+  // broadcast-only, and a Join button; the other channel does not match.
+  await b.click('#channels-toggle');
+  await b.fill('#channel-search', 'ANN');
+  const entry = `#channel-list li[data-conv="${g}"]`;
+  await b.waitForSelector(`${entry} [data-testid="channel-join"]`, { timeout: WAIT_MS });
+  await b.waitForFunction(() => document.querySelectorAll('#channel-list li').length === 1, null, { timeout: WAIT_MS });
+  assert.equal(await b.textContent(`${entry} [data-testid="channel-title"]`), '# Announcements');
+  assert.equal(await b.textContent(`${entry} [data-testid="channel-meta"]`), '1 member · broadcast only');
+
+  // He reads its history before joining: read only, not in his list, with a Join button.
+  await b.click(`${entry} [data-testid="channel-title"]`);
+  await b.waitForFunction(() => document.getElementById('chat-title')?.textContent === '# Announcements', null, { timeout: WAIT_MS });
+  await waitForChat(b, ['welcome aboard']);
+  assert.ok(await b.isVisible('#join-channel'));
+  assert.ok(await b.isDisabled('#compose'));
+  assert.match(await b.textContent('#compose-note'), /without joining/);
+  assert.equal(await b.$(row), null, 'not in his list before joining');
+  await screenshot(b, 'channel-preview.png');
+
+  // He joins: the channel is in his list, marked; the directory says joined; alice sees it.
+  await b.click('#join-channel');
+  await b.waitForSelector(`${row} [data-testid="channel-mark"]`, { timeout: WAIT_MS });
+  await b.waitForSelector(`${entry} [data-testid="channel-joined"]`, { timeout: WAIT_MS });
+  await b.waitForSelector('#join-channel', { state: 'hidden', timeout: WAIT_MS });
+  await waitSystemLine(a, 'bob joined', 'alice');
+  // Broadcast only: his composer is disabled with the muted-group note.
+  await b.waitForSelector('#compose:disabled', { timeout: WAIT_MS });
+  assert.ok(await b.isDisabled('#send'));
+  await b.waitForFunction(() => /muted: only the owner and admins can send/.test(document.getElementById('compose-note')?.textContent ?? ''), null, {
+    timeout: WAIT_MS,
+  });
+
+  // Alice's next post reaches him live.
+  await sendAndWaitAcked(a, 'second post');
+  await waitForChat(b, ['welcome aboard', 'second post']);
+  assert.ok(await b.evaluate(() => window.__tern.delivered.some((m) => m.text === 'second post')), 'delivered by the SDK, not only pulled');
+  await screenshot(b, 'channel-joined.png');
+
+  // He leaves from the members panel: out of his list, the directory offers Join again.
+  await b.click('#members-toggle');
+  await b.waitForSelector('#member-list li[data-user="alice"]', { timeout: WAIT_MS });
+  assert.equal(await b.textContent('#leave-group'), 'Leave channel');
+  b.once('dialog', (d) => d.accept());
+  await b.click('#leave-group');
+  await b.waitForSelector(row, { state: 'detached', timeout: WAIT_MS });
+  await b.waitForSelector(`${entry} [data-testid="channel-join"]`, { timeout: WAIT_MS });
+  await waitSystemLine(a, 'bob left', 'alice');
+});
