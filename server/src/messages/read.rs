@@ -2,6 +2,8 @@
 //! missed) and Pull (a range of one conversation's timeline, for history and gap
 //! repair). Each page fits in one frame, and neither ever serves a hole silently.
 
+use std::collections::{HashMap, HashSet};
+
 use prost::Message as _;
 use tern_proto::pb;
 use tern_proto::raw::{RawInboxItem, RawSyncResult};
@@ -123,6 +125,22 @@ impl Messages {
         }
         let entries = self.store.inbox(user, after, limit)?;
         let now = self.clock.now_ms();
+        // What this reader deleted for themselves among the page's entries: one range read
+        // per conversation on the page, not one per item.
+        let mut spans: HashMap<&str, (u64, u64)> = HashMap::new();
+        for (_, e) in &entries {
+            let span = spans
+                .entry(e.conversation.as_str())
+                .or_insert((e.seq, e.seq));
+            span.0 = span.0.min(e.seq);
+            span.1 = span.1.max(e.seq);
+        }
+        let mut hidden_on_page: HashSet<(String, u64)> = HashSet::new();
+        for (conv, (lo, hi)) in spans {
+            for seq in self.store.hidden(user, conv, lo, hi)? {
+                hidden_on_page.insert((conv.to_string(), seq));
+            }
+        }
         let mut items = Vec::with_capacity(entries.len());
         let mut bytes = 0usize;
         for (expect, (inbox_seq, e)) in (after + 1..).zip(entries) {
@@ -137,10 +155,8 @@ impl Messages {
             // The stored bytes go out as they are, unless this reader must get a
             // tombstone (expired, or deleted for themselves).
             let expired = view::is_expired(e.expires_ms, now);
-            let hidden = !self
-                .store
-                .hidden(user, &e.conversation, e.seq, e.seq)?
-                .is_empty();
+            let hidden = !hidden_on_page.is_empty()
+                && hidden_on_page.contains(&(e.conversation.clone(), e.seq));
             if expired || hidden {
                 let m = pb::Message::decode(message).map_err(|err| {
                     tracing::error!(conv = %e.conversation, seq = e.seq, error = %err, "undecodable timeline entry");
