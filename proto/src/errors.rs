@@ -75,6 +75,22 @@ pub fn error_frame_retry(
     }
 }
 
+/// The last frame of a connection the server closes (`Closing`, req_id 0).
+pub fn closing_frame(
+    reason: pb::CloseReason,
+    message: impl Into<String>,
+    retry_after_ms: u32,
+) -> Frame {
+    Frame {
+        req_id: 0,
+        body: Some(Body::Closing(pb::Closing {
+            reason: reason as i32,
+            message: message.into(),
+            retry_after_ms,
+        })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ pub mod pb {
 
 pub use body::{body_kind, body_name, BodyKind};
 pub use codec::{decode_frame, encode_frame, CodecError, FrameCodec};
-pub use errors::{error_frame, error_frame_retry};
+pub use errors::{closing_frame, error_frame, error_frame_retry};
 pub use liveness::{heartbeat_timeout, liveness_timeout, HEARTBEAT_MISSES, LIVENESS_GRACE};
 pub use names::NameError;
 pub use pb::frame::Body;

@@ -94,18 +94,15 @@ pub async fn run_session<S, W>(
                 .await;
             }
             Some(writer::LastFrame {
-                frame: encode_frame(&Frame {
-                    req_id: 0,
-                    body: Some(Body::Closing(pb::Closing {
-                        reason: *reason as i32,
-                        message: message.clone(),
-                        retry_after_ms: if *reason == CloseReason::Shutdown {
-                            1000
-                        } else {
-                            0
-                        },
-                    })),
-                }),
+                frame: encode_frame(&tern_proto::closing_frame(
+                    *reason,
+                    message.clone(),
+                    if *reason == CloseReason::Shutdown {
+                        1000
+                    } else {
+                        0
+                    },
+                )),
                 reason: *reason,
                 message: message.clone(),
             })

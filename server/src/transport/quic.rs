@@ -128,14 +128,11 @@ impl Handler for Quic {
 /// A session runs on the connection's first bidirectional stream only. Every further one
 /// gets `Closing{PROTOCOL_ERROR}` saying so and is finished; the session goes on.
 async fn refuse_extra_streams(conn: quinn::Connection) {
-    let frame = tern_proto::encode_frame(&tern_proto::Frame {
-        req_id: 0,
-        body: Some(tern_proto::Body::Closing(tern_proto::pb::Closing {
-            reason: tern_proto::pb::CloseReason::ProtocolError as i32,
-            message: "one stream per connection: the session runs on the first one".into(),
-            retry_after_ms: 0,
-        })),
-    });
+    let frame = tern_proto::encode_frame(&tern_proto::closing_frame(
+        tern_proto::pb::CloseReason::ProtocolError,
+        "one stream per connection: the session runs on the first one",
+        0,
+    ));
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let _ = recv.stop(0u32.into());
         let _ = send.write_all(&frame).await;

@@ -75,14 +75,11 @@ impl Handler for TlsTcp {
 /// it gets `Closing{PROTOCOL_ERROR}` saying why, and the connection ends.
 async fn refuse_without_alpn(mut stream: TlsStream<TcpStream>) {
     use tokio::io::AsyncWriteExt;
-    let frame = tern_proto::encode_frame(&tern_proto::Frame {
-        req_id: 0,
-        body: Some(tern_proto::Body::Closing(tern_proto::pb::Closing {
-            reason: tern_proto::pb::CloseReason::ProtocolError as i32,
-            message: "the TLS client offered no ALPN: offer tern/1".into(),
-            retry_after_ms: 0,
-        })),
-    });
+    let frame = tern_proto::encode_frame(&tern_proto::closing_frame(
+        tern_proto::pb::CloseReason::ProtocolError,
+        "the TLS client offered no ALPN: offer tern/1",
+        0,
+    ));
     crate::metrics::get().frames_out.inc();
     let _ = stream.write_all(&frame).await;
     let _ = stream.shutdown().await;
