@@ -24,6 +24,7 @@ use tern_proto::pb::{self, ErrorCode, MessageKind, Role};
 
 use crate::clock::Clock;
 use crate::config::MessageLimits;
+use crate::conversations::state::SharedState;
 use crate::conversations::{view, ConvCache, ConvState};
 use crate::delivery::fanout;
 use crate::delivery::router::Router;
@@ -68,8 +69,35 @@ impl Changes {
         }
     }
 
-    /// The target of an edit/recall/delete: message `seq` of the locked conversation.
-    fn target(&self, st: &ConvState, conv: &str, seq: u64) -> ServiceResult<pb::Message> {
+    /// The start of an edit or recall: a valid client_msg_id not used before (a repeat
+    /// is answered with its original ack: `None`), and the conversation's state if `user`
+    /// is a member.
+    fn begin(
+        &self,
+        user: &str,
+        client_msg_id: &str,
+        conv: &str,
+        done: AckCallback,
+    ) -> ServiceResult<Option<(SharedState, AckCallback)>> {
+        validate::client_msg_id(client_msg_id)?;
+        let Some(done) = self.messages.replay_duplicate(user, client_msg_id, done)? else {
+            return Ok(None);
+        };
+        Ok(Some((self.convs.member(conv, user)?, done)))
+    }
+
+    /// The target of an edit/recall/delete by `user`: message `seq` of the locked
+    /// conversation, which `user` must (still) be a member of.
+    fn target(
+        &self,
+        st: &ConvState,
+        user: &str,
+        conv: &str,
+        seq: u64,
+    ) -> ServiceResult<pb::Message> {
+        if !st.members.contains_key(user) {
+            return Err(ServiceError::forbidden("not a member of this conversation"));
+        }
         if seq == 0 || seq > st.last_seq {
             return Err(ServiceError::not_found(format!(
                 "no message {seq} in this conversation (its last seq is {})",
@@ -92,31 +120,18 @@ impl Changes {
         req: pb::Edit,
         done: AckCallback,
     ) -> ServiceResult<()> {
-        validate::client_msg_id(&req.client_msg_id)?;
         validate::content_type(&req.content_type)?;
         if req.body.is_empty() {
             return Err(ServiceError::invalid("an edit needs a body"));
         }
-        if req.body.len() > self.limits.max_body() {
-            return Err(ServiceError::invalid(format!(
-                "body of {} bytes is over the limit of {} bytes",
-                req.body.len(),
-                self.limits.max_body()
-            )));
-        }
-        let Some(done) = self
-            .messages
-            .replay_duplicate(user, &req.client_msg_id, done)?
+        self.messages.check_body(&req.body)?;
+        let Some((st_arc, done)) = self.begin(user, &req.client_msg_id, &req.conversation, done)?
         else {
             return Ok(());
         };
-        let st_arc = self.convs.member(&req.conversation, user)?;
         let mut st = st_arc.lock().unwrap();
-        if !st.members.contains_key(user) {
-            return Err(ServiceError::forbidden("not a member of this conversation"));
-        }
         let now = self.clock.now_ms();
-        let target = self.target(&st, &req.conversation, req.seq)?;
+        let target = self.target(&st, user, &req.conversation, req.seq)?;
         changeable(&target, now)?;
         if target.sender != user {
             return Err(ServiceError::forbidden(
@@ -169,21 +184,13 @@ impl Changes {
         req: pb::Recall,
         done: AckCallback,
     ) -> ServiceResult<()> {
-        validate::client_msg_id(&req.client_msg_id)?;
-        let Some(done) = self
-            .messages
-            .replay_duplicate(user, &req.client_msg_id, done)?
-        else {
+        let conv = req.conversation.clone();
+        let Some((st_arc, done)) = self.begin(user, &req.client_msg_id, &conv, done)? else {
             return Ok(());
         };
-        let conv = req.conversation.clone();
-        let st_arc = self.convs.member(&conv, user)?;
         let mut st = st_arc.lock().unwrap();
-        if !st.members.contains_key(user) {
-            return Err(ServiceError::forbidden("not a member of this conversation"));
-        }
         let now = self.clock.now_ms();
-        let target = self.target(&st, &conv, req.seq)?;
+        let target = self.target(&st, user, &conv, req.seq)?;
         if target.recalled {
             return Err(ServiceError::invalid(format!(
                 "message {} is already recalled",
@@ -278,7 +285,7 @@ impl Changes {
         let st_arc = self.convs.member(conv, user)?;
         let fresh = {
             let st = st_arc.lock().unwrap();
-            self.target(&st, conv, seq)?;
+            self.target(&st, user, conv, seq)?;
             if self.store.hidden(user, conv, seq, seq)?.is_empty() {
                 self.store.commit(&[Mutation::Hide {
                     user: user.to_string(),

@@ -169,13 +169,7 @@ impl Messages {
     ) -> ServiceResult<()> {
         validate::client_msg_id(&req.client_msg_id)?;
         validate::content_type(&req.content_type)?;
-        if req.body.len() > self.limits.max_body() {
-            return Err(ServiceError::invalid(format!(
-                "body of {} bytes is over the limit of {} bytes",
-                req.body.len(),
-                self.limits.max_body()
-            )));
-        }
+        self.check_body(&req.body)?;
         if req.ttl_secs as u64 > self.limits.max_ttl_secs {
             return Err(ServiceError::invalid(format!(
                 "ttl_secs {} is over the server's maximum of {} seconds",
@@ -282,6 +276,18 @@ impl Messages {
             },
             done,
         )?;
+        Ok(())
+    }
+
+    /// A body fits: the message pushed with it fits in one frame.
+    pub(crate) fn check_body(&self, body: &[u8]) -> ServiceResult<()> {
+        if body.len() > self.limits.max_body() {
+            return Err(ServiceError::invalid(format!(
+                "body of {} bytes is over the limit of {} bytes",
+                body.len(),
+                self.limits.max_body()
+            )));
+        }
         Ok(())
     }
 
