@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tern_proto::pb::{self, ErrorCode, MessageKind};
-use tern_proto::{direct_conversation, encode_frame, Body, Frame};
+use tern_proto::{direct_conversation, encode_frame, Body};
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
@@ -33,23 +33,6 @@ fn recall(conv: &str, seq: u64, cmid: &str) -> Body {
 
 async fn history(c: &mut Client, conv: &str) -> Vec<pb::Message> {
     expect_pull(&c.pull(conv, 0, 100).await).messages
-}
-
-/// The next unsolicited frame whose body `pick` accepts (others are skipped).
-async fn next_where<T>(c: &mut Client, pick: impl Fn(Body) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match c.next_unsolicited(left).await {
-            Some(Frame { body: Some(b), .. }) => {
-                if let Some(t) = pick(b) {
-                    return t;
-                }
-            }
-            Some(_) => continue,
-            None => panic!("the awaited push did not come within {WAIT:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -192,11 +175,12 @@ async fn delete_for_me_reaches_the_other_device_and_nobody_else() {
             }))
             .await,
     );
-    let hidden = next_where(&mut laptop, |b| match b {
-        Body::MessageHidden(h) => Some(h),
-        _ => None,
-    })
-    .await;
+    let hidden = laptop
+        .next_where(WAIT, |b| match b {
+            Body::MessageHidden(h) => Some(h),
+            _ => None,
+        })
+        .await;
     assert_eq!(
         (hidden.conversation.as_str(), hidden.seq),
         (conv.as_str(), 1)
@@ -277,9 +261,9 @@ async fn a_direct_peer_hears_online_and_offline_once_settled() {
     let mut a = server.user(t, "pra", "d").await;
     // The direct chat exists before pra's coming online has settled.
     ack_of(&a.send_text("prb", "m1", "hi").await);
-    assert_eq!(next_where(&mut b, presence).await, ("pra".into(), true));
+    assert_eq!(b.next_where(WAIT, presence).await, ("pra".into(), true));
     a.close().await;
-    assert_eq!(next_where(&mut b, presence).await, ("pra".into(), false));
+    assert_eq!(b.next_where(WAIT, presence).await, ("pra".into(), false));
     // Back and gone again within the settle time: nothing is announced.
     let mut a = server.client(t).await;
     a.login("pra", "d").await;
@@ -317,7 +301,7 @@ async fn a_watcher_hears_a_group_members_presence_while_the_watch_lasts() {
     expect_body!(w.request(watch(true, false)).await, GroupOnlineResult);
     let mut m = server.client(t).await;
     m.login("gwm", "d").await;
-    assert_eq!(next_where(&mut w, presence).await, ("gwm".into(), true));
+    assert_eq!(w.next_where(WAIT, presence).await, ("gwm".into(), true));
     // Unwatched: gwm going offline is not announced to gww (no direct chat either).
     expect_body!(w.request(watch(false, true)).await, GroupOnlineResult);
     m.close().await;

@@ -32,18 +32,11 @@ async fn mark_read(c: &mut Client, conv: &str, seq: u64) -> pb::ReadState {
 
 /// The next ReadReceipt push, skipping message pushes.
 async fn next_receipt(c: &mut Client) -> pb::ReadReceipt {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match c.next_unsolicited(left).await {
-            Some(Frame {
-                body: Some(Body::ReadReceipt(r)),
-                ..
-            }) => return r,
-            Some(_) => continue,
-            None => panic!("no ReadReceipt within {WAIT:?}"),
-        }
-    }
+    c.next_where(WAIT, |b| match b {
+        Body::ReadReceipt(r) => Some(r),
+        _ => None,
+    })
+    .await
 }
 
 #[tokio::test]
@@ -202,18 +195,12 @@ async fn mute_and_pin_reach_every_device_and_shape_the_list() {
     assert!(s.muted && !s.pinned);
     // The laptop hears both changes, in order, without asking.
     for want in [(cx.clone(), false, true), (cy.clone(), true, false)] {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let got = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match laptop.next_unsolicited(left).await {
-                Some(Frame {
-                    body: Some(Body::SettingsChanged(s)),
-                    ..
-                }) => break s,
-                Some(_) => continue,
-                None => panic!("no settings push"),
-            }
-        };
+        let got = laptop
+            .next_where(WAIT, |b| match b {
+                Body::SettingsChanged(s) => Some(s),
+                _ => None,
+            })
+            .await;
         assert_eq!((got.conversation, got.muted, got.pinned), want);
     }
     let l = list(&mut laptop).await;

@@ -103,6 +103,28 @@ impl Client {
         }
     }
 
+    /// The next unsolicited frame whose body `pick` accepts (others are skipped); panics
+    /// if none comes within `timeout`.
+    pub async fn next_where<T>(
+        &mut self,
+        timeout: Duration,
+        pick: impl Fn(Body) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_unsolicited(left).await {
+                Some(Frame { body: Some(b), .. }) => {
+                    if let Some(t) = pick(b) {
+                        return t;
+                    }
+                }
+                Some(_) => continue,
+                None => panic!("the awaited frame did not come within {timeout:?}"),
+            }
+        }
+    }
+
     /// The next MessagePush (other unsolicited frames are skipped).
     pub async fn next_push(&mut self, timeout: Duration) -> Option<pb::MessagePush> {
         let deadline = tokio::time::Instant::now() + timeout;
