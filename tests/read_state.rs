@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tern_proto::pb;
-use tern_proto::{direct_conversation, Body, Frame};
+use tern_proto::{direct_conversation, Body};
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
