@@ -222,38 +222,15 @@ async fn the_owner_changes_roles_and_hands_the_group_over() {
     );
     // Only the owner; not to OWNER; not for a non-member; not the owner's own role.
     let code = |r: crate::error::ServiceResult<()>| r.unwrap_err().code;
-    assert_eq!(
-        code(
-            w.groups
-                .set_member_role("adm", role("mem", Role::Admin))
-                .await
-        ),
-        ErrorCode::Forbidden
-    );
-    assert_eq!(
-        code(
-            w.groups
-                .set_member_role("own", role("mem", Role::Owner))
-                .await
-        ),
-        ErrorCode::InvalidArgument
-    );
-    assert_eq!(
-        code(
-            w.groups
-                .set_member_role("own", role("out", Role::Admin))
-                .await
-        ),
-        ErrorCode::NotFound
-    );
-    assert_eq!(
-        code(
-            w.groups
-                .set_member_role("own", role("own", Role::Member))
-                .await
-        ),
-        ErrorCode::InvalidArgument
-    );
+    for (actor, user, to, want) in [
+        ("adm", "mem", Role::Admin, ErrorCode::Forbidden),
+        ("own", "mem", Role::Owner, ErrorCode::InvalidArgument),
+        ("own", "out", Role::Admin, ErrorCode::NotFound),
+        ("own", "own", Role::Member, ErrorCode::InvalidArgument),
+    ] {
+        let got = code(w.groups.set_member_role(actor, role(user, to)).await);
+        assert_eq!(got, want, "{actor} sets {user} to {to:?}");
+    }
     let before = w.store.last_seq(&conv).unwrap();
     w.groups
         .set_member_role("own", role("adm", Role::Admin))
