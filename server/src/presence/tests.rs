@@ -122,3 +122,59 @@ async fn online_changes_reach_direct_peers_once_settled_and_flapping_announces_n
     assert_eq!((got[0].0.as_str(), got[0].1.online), ("bob", false));
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_group_watch_reaches_the_watcher_only_while_they_are_a_member() {
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let w = World::new();
+    w.users(&["own", "mem", "watcher"]);
+    let conv = w
+        .groups
+        .create_group(
+            "own",
+            pb::CreateGroup {
+                name: "g".into(),
+                members: vec!["mem".into(), "watcher".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .conversation;
+    let e = w
+        .presence
+        .group_online("mem", "g:0000000000000001", true, false);
+    assert_eq!(e.unwrap_err().code, ErrorCode::Forbidden, "not a member");
+    w.presence
+        .group_online("watcher", &conv, true, false)
+        .unwrap();
+    let listener = w.presence.presence_listener();
+    *w.router.online.lock().unwrap() = vec!["watcher".into(), "mem".into()];
+    w.router.delivered.lock().unwrap().clear();
+    listener("mem");
+    w.presence
+        .announce_due(Instant::now() + Duration::from_secs(3));
+    let to: Vec<String> = presence_events(&w).into_iter().map(|(to, _)| to).collect();
+    assert_eq!(to, ["watcher"]);
+
+    // Removed from the group: the watch no longer reaches them.
+    w.groups
+        .remove_members(
+            "own",
+            pb::RemoveMembers {
+                conversation: conv.clone(),
+                users: vec!["watcher".into()],
+            },
+        )
+        .await
+        .unwrap();
+    w.router.delivered.lock().unwrap().clear();
+    *w.router.online.lock().unwrap() = vec!["watcher".into()];
+    listener("mem");
+    w.presence
+        .announce_due(Instant::now() + Duration::from_secs(3));
+    assert!(presence_events(&w).is_empty());
+    w.stop().await;
+}
