@@ -235,6 +235,14 @@ impl Server {
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
+        if self.durability.failed() {
+            // No final flush: after a failed one, a success would prove nothing, and the
+            // watermark must not count commits that may not be on disk.
+            anyhow::bail!(
+                "stopped after a failed store flush: writes since then were not acknowledged; \
+                 fix the disk, then start the server again (it recovers what is on disk)"
+            );
+        }
         let store = self.store.clone();
         let watermark = self.watermark.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

@@ -73,9 +73,21 @@ impl std::fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
+/// The retry hint while the store refuses writes (an operator has to act: not soon).
+const STORE_FAILED_RETRY_MS: u64 = 5_000;
+
 /// Storage details are logged, never sent: the client learns only that it may retry.
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Failed = e {
+            // Logged once, where the flush failed; every later write lands here.
+            let mut err = Self::new(
+                ErrorCode::Internal,
+                "storage failed: the server accepts no writes until it is restarted; retry later",
+            );
+            err.retry_after_ms = STORE_FAILED_RETRY_MS;
+            return err;
+        }
         tracing::error!(error = %e, "store error");
         Self::internal()
     }

@@ -50,6 +50,10 @@ pub(crate) struct Metrics {
     pub syncs: Counter,
     pub pulls: Counter,
     pub slow_consumer_disconnects: Counter,
+    /// fsync/fdatasync calls that made store flushes durable.
+    pub store_fsyncs: Counter,
+    /// 1 once a store flush failed: writes are refused until a restart.
+    pub store_failed: Gauge,
     pub store_flush_seconds: Histogram,
     pub writes_per_flush: Histogram,
     registry: Registry,
@@ -70,6 +74,8 @@ impl Metrics {
             syncs: Counter::default(),
             pulls: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            store_fsyncs: Counter::default(),
+            store_failed: Gauge::default(),
             // 50 µs .. ~1.6 s
             store_flush_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
             // 1 .. 4096
@@ -98,6 +104,11 @@ impl Metrics {
                 "Sessions closed because their outbound queue was full",
                 &m.slow_consumer_disconnects,
             ),
+            (
+                "store_fsyncs",
+                "fsync/fdatasync calls that made store flushes durable",
+                &m.store_fsyncs,
+            ),
         ];
         let r = &mut m.registry;
         for (name, help, counter) in counters {
@@ -113,6 +124,11 @@ impl Metrics {
             "tls_handshakes",
             "Completed TLS-over-TCP handshakes: full, or resumed with a session ticket",
             m.tls_handshakes.clone(),
+        );
+        r.register(
+            "store_failed",
+            "1 once a store flush failed: no write is acknowledged until the server restarts",
+            m.store_failed.clone(),
         );
         r.register(
             "store_flush_seconds",

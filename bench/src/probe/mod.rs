@@ -120,6 +120,7 @@ pub fn server_metrics(
         ("frames_in", "tern_frames_in_total"),
         ("frames_out", "tern_frames_out_total"),
         ("flushes", "tern_store_flush_seconds_count"),
+        ("fsyncs", "tern_store_fsyncs_total"),
     ]
     .iter()
     .map(|(name, key)| (name.to_string(), d(key)))

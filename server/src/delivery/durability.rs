@@ -6,8 +6,14 @@
 //! task takes everything queued, notes the applied generation, flushes once, publishes
 //! the new durable generation, then runs the queued completions in order. Readers that
 //! answer with stored data call [`Durability::barrier`] first.
+//!
+//! A failed flush latches: from then on no flush is tried, every completion and barrier
+//! fails, and [`Durability::failed`] tells writers to refuse before they write. After a
+//! failed fsync the kernel may have dropped the dirty pages and marked them clean, so a
+//! later flush that "succeeds" proves nothing about the earlier writes (the fsyncgate
+//! lesson); only a restart, which reads back what is really on disk, is safe.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,6 +36,8 @@ pub struct Durability {
     group_commit: bool,
     /// The store's commit count as of the last successful flush (for the watermark).
     durable_commits: AtomicU64,
+    /// Set by the first failed flush; never cleared (see the module doc).
+    failed: AtomicBool,
 }
 
 impl Durability {
@@ -47,12 +55,19 @@ impl Durability {
             failures: watch::channel(0).0,
             group_commit,
             durable_commits: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         })
     }
 
     /// The store's commit count as of the last successful flush.
     pub fn durable_commits(&self) -> u64 {
         self.durable_commits.load(Ordering::SeqCst)
+    }
+
+    /// True once a flush failed: nothing more is made durable or acknowledged until the
+    /// server restarts.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// Records that a write was applied to the store; returns its generation.
@@ -69,6 +84,9 @@ impl Durability {
 
     /// Waits until every write applied before this call is durable.
     pub async fn barrier(&self) -> Result<(), ()> {
+        if self.failed() {
+            return Err(());
+        }
         let target = self.applied.load(Ordering::SeqCst);
         let mut rx = self.durable.subscribe();
         if *rx.borrow() >= target {
@@ -89,8 +107,8 @@ impl Durability {
     }
 
     fn pending(&self) -> bool {
-        self.applied.load(Ordering::SeqCst) > *self.durable.borrow()
-            || !self.queue.lock().unwrap().is_empty()
+        let unflushed = self.applied.load(Ordering::SeqCst) > *self.durable.borrow();
+        (unflushed && !self.failed()) || !self.queue.lock().unwrap().is_empty()
     }
 
     /// Flushes once if anything is waiting; returns how many completions ran.
@@ -106,6 +124,14 @@ impl Durability {
         let generation = self.applied.load(Ordering::SeqCst);
         if batch.is_empty() && generation <= *self.durable.borrow() {
             return 0;
+        }
+        if self.failed() {
+            // Latched: fail what waits, try nothing (see the module doc).
+            let n = batch.len();
+            for completion in batch {
+                completion(Err(()));
+            }
+            return n;
         }
         let store = self.store.clone();
         let started = Instant::now();
@@ -131,7 +157,13 @@ impl Durability {
                 moved
             });
         } else {
-            tracing::error!(?res, "store flush failed: writes are not acknowledged");
+            tracing::error!(
+                ?res,
+                "store flush failed: the writes it covered are not acknowledged, and no write \
+                 will be until the server is restarted (fix the disk: full? failing?)"
+            );
+            self.failed.store(true, Ordering::SeqCst);
+            crate::metrics::get().store_failed.set(1);
             self.failures.send_modify(|n| *n += 1);
         }
         let n = batch.len();

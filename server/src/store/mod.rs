@@ -26,7 +26,7 @@ pub use memory::MemoryStore;
 pub(crate) use records::*;
 pub use sled_store::SledStore;
 
-/// A storage failure. Details are logged; clients only ever see `INTERNAL`.
+/// A storage failure. Details are logged; clients only ever see `INTERNAL` (retryable).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine: {0}")]
@@ -35,6 +35,11 @@ pub enum StoreError {
     Corrupt { tree: &'static str, detail: String },
     #[error("data dir was made by schema version {found}, this server knows {expected}")]
     Schema { found: u32, expected: u32 },
+    /// A flush failed earlier: the store refuses writes until the server restarts.
+    #[error(
+        "the store refuses writes since a flush failed; restart the server once the disk is fixed"
+    )]
+    Failed,
 }
 
 pub(crate) type StoreResult<T> = Result<T, StoreError>;

@@ -14,6 +14,13 @@
 //! for it before acking); `cache_capacity` is set explicitly; commits are serialized by a
 //! mutex so the dedup check and the batch that follows it are one step.
 //!
+//! Power loss: sled's own flush makes its log writes stable with `sync_file_range`, which
+//! persists neither the metadata of a growing file nor the disk's write cache, so a flush
+//! that returned could still lose its writes when the power fails. [`FileSync`] closes
+//! that: after sled's flush it fdatasyncs the log file, fsyncs blob files sled wrote since
+//! the last flush, and fsyncs the directories (sled renames snapshots without syncing
+//! them). Only then does `flush` return, and only then are acks sent.
+//!
 //! The commit count is kept in memory and written to `meta` by every `flush`, after the
 //! commits it counts, so a log cut short anywhere before a flushed count loses that count
 //! too: the watermark check at startup then sees fewer commits than were durable.
@@ -21,6 +28,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+mod file_sync;
+use file_sync::FileSync;
 
 use prost::Message as _;
 use rand::RngCore;
@@ -44,10 +54,18 @@ pub struct SledStore {
     commits: AtomicU64,
     epoch: String,
     signing_key: [u8; 32],
+    /// The fsync step after sled's flush.
+    files: FileSync,
+    /// Set when a flush failed: writes are refused from then on (see `Store::flush`).
+    failed: std::sync::atomic::AtomicBool,
 }
 
 fn engine(e: sled::Error) -> StoreError {
     StoreError::Engine(e.to_string())
+}
+
+fn io_engine(e: std::io::Error) -> StoreError {
+    StoreError::Engine(format!("syncing the store files: {e}"))
 }
 
 fn decode<T: prost::Message + Default>(tree: &'static str, bytes: &[u8]) -> StoreResult<T> {
@@ -138,6 +156,10 @@ impl SledStore {
             None => 0,
         };
         let tree = |name: &str| db.open_tree(name).map_err(engine);
+        // Everything sled wrote while opening (config, a new log, a recovery snapshot)
+        // becomes durable before the store serves anything.
+        let files = FileSync::open(dir).map_err(io_engine)?;
+        files.sync().map_err(io_engine)?;
         Ok(Self {
             meta: meta.clone(),
             users: tree("users")?,
@@ -148,6 +170,8 @@ impl SledStore {
             db,
             epoch,
             signing_key,
+            files,
+            failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -206,6 +230,7 @@ impl Store for SledStore {
     }
 
     fn create_user(&self, name: &str, record: &UserRecord) -> StoreResult<bool> {
+        self.writable()?;
         let res = self
             .users
             .compare_and_swap(
@@ -218,6 +243,7 @@ impl Store for SledStore {
     }
 
     fn put_user(&self, name: &str, record: &UserRecord) -> StoreResult<()> {
+        self.writable()?;
         self.users
             .insert(name.as_bytes(), record.encode_to_vec())
             .map_err(engine)?;
@@ -229,6 +255,7 @@ impl Store for SledStore {
     }
 
     fn put_device(&self, user: &str, device: &str, record: &DeviceRecord) -> StoreResult<()> {
+        self.writable()?;
         self.devices
             .insert(key2(user, device.as_bytes()), record.encode_to_vec())
             .map_err(engine)?;
@@ -446,6 +473,7 @@ impl Store for SledStore {
     }
 
     fn commit(&self, mutations: &[Mutation]) -> StoreResult<CommitOutcome> {
+        self.writable()?;
         let _serial = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         let mut all = Vec::with_capacity(mutations.len() + 2);
@@ -469,17 +497,39 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreResult<usize> {
+        self.writable()?;
+        let res = self.flush_and_sync();
+        if res.is_err() {
+            // Latched: after a failed fsync the kernel may have dropped dirty pages and
+            // marked them clean, so no later write or flush may be trusted.
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
+    fn commit_count(&self) -> StoreResult<u64> {
+        Ok(self.commits.load(Ordering::SeqCst))
+    }
+}
+
+impl SledStore {
+    fn writable(&self) -> StoreResult<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StoreError::Failed);
+        }
+        Ok(())
+    }
+
+    fn flush_and_sync(&self) -> StoreResult<usize> {
         // The count goes into the log after every commit it counts (a commit bumps it only
         // once its batch is in), so the flush below makes both durable together.
         let count = self.commits.load(Ordering::SeqCst);
         self.meta
             .insert(COMMIT_COUNT, &count.to_be_bytes())
             .map_err(engine)?;
-        self.db.flush().map_err(engine)
-    }
-
-    fn commit_count(&self) -> StoreResult<u64> {
-        Ok(self.commits.load(Ordering::SeqCst))
+        let flushed = self.db.flush().map_err(engine)?;
+        self.files.sync().map_err(io_engine)?;
+        Ok(flushed)
     }
 }
 
