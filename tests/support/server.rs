@@ -116,8 +116,20 @@ impl ProcessServer {
     }
 
     /// Starts the server on a given address (to restart it where clients expect it).
-    #[allow(clippy::zombie_processes)]
     pub fn spawn_at(bin: &str, data_dir: &Path, listen: &str) -> Self {
+        Self::try_spawn_with(bin, data_dir, listen, &[]).expect("the server started")
+    }
+
+    /// Starts the server with extra environment variables; `Err` (with its exit status)
+    /// when it exits before listening, e.g. because it refuses a damaged data dir (its
+    /// reason goes to the test's stderr).
+    #[allow(clippy::zombie_processes)]
+    pub fn try_spawn_with(
+        bin: &str,
+        data_dir: &Path,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut child = Command::new(bin)
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
@@ -126,6 +138,7 @@ impl ProcessServer {
                 "RUST_LOG",
                 std::env::var("TERN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -134,10 +147,11 @@ impl ProcessServer {
         let mut lines = BufReader::new(stdout).lines();
         let mut ca = None;
         loop {
-            let line = lines
-                .next()
-                .expect("server printed its addresses")
-                .expect("stdout readable");
+            let Some(line) = lines.next() else {
+                let status = child.wait().expect("wait for the server");
+                return Err(format!("the server exited before listening: {status}"));
+            };
+            let line = line.expect("stdout readable");
             if let Some(rest) = line.strip_prefix("tern-server: dev CA ") {
                 ca = Some(PathBuf::from(rest.split(' ').next().unwrap()));
             }
@@ -158,13 +172,13 @@ impl ProcessServer {
                 }
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines {});
-                return Self {
+                return Ok(Self {
                     child,
                     quic: quic.unwrap(),
                     tcp: tcp.unwrap(),
                     ws: ws.expect("the WebSocket bridge is on"),
                     ca: ca.expect("dev CA line before the listening line"),
-                };
+                });
             }
         }
     }

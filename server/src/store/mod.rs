@@ -4,13 +4,16 @@
 //! [`keys`] is the catalogue of every key space (what maps to what), shared by the
 //! backends; [`records`] are the stored values; [`memory`] is an in-memory backend for
 //! fast domain tests, held to the same [`conformance`] suite as sled; [`watermark`]
-//! detects a store that came back from damage missing acknowledged writes. Values are protobuf (the records below, and the wire `Message` for
-//! timeline entries). Writes that belong together go through [`Store::commit`] as one atomic
+//! detects a store that came back from damage missing acknowledged writes;
+//! [`durable_file`] writes small files (watermark, dev certificates) so that a crash or a
+//! power cut leaves them whole or absent. Values are protobuf (the records below, and the
+//! wire `Message` for timeline entries). Writes that belong together go through [`Store::commit`] as one atomic
 //! unit; nothing is durable until [`Store::flush`] returns (the group-commit flusher in
 //! `durability.rs` calls it).
 //!
 //! `conformance` (test builds only) is the test suite every backend must pass.
 
+pub(crate) mod durable_file;
 pub(crate) mod keys;
 pub(crate) mod memory;
 pub(crate) mod records;

@@ -6,7 +6,6 @@
 //! watermark has lost acknowledged writes: the server refuses to start and says so,
 //! rather than serve holes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -58,20 +57,10 @@ impl Watermark {
         Ok(())
     }
 
-    /// Atomically records `count` (write a temp file, fsync, rename, fsync the dir).
+    /// Atomically and durably records `count`.
     pub(crate) fn write(&self, count: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "tern-watermark-v1 {} {count}", self.epoch)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        let text = format!("tern-watermark-v1 {} {count}\n", self.epoch);
+        crate::store::durable_file::write_durably(&self.path, text.as_bytes(), false)
     }
 }
 

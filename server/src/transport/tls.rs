@@ -10,6 +10,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
+use crate::store::durable_file::{sync_dir, write_durably};
 
 /// Where the dev CA's certificate is written (clients trust it with `--ca`).
 pub fn dev_ca_path(data_dir: &Path) -> PathBuf {
@@ -84,26 +85,21 @@ pub fn make_dev_certs(dir: &Path) -> anyhow::Result<()> {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = params.signed_by(&server_key, &ca_cert, &ca_key)?;
 
-    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-    write_private(&dir.join("server.key"), &server_key.serialize_pem())?;
-    std::fs::write(dir.join("server.pem"), server_cert.pem())?;
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
-    Ok(())
-}
-
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+    // Each file is whole or absent after a crash or power cut; `ca.pem` last, so a
+    // present CA means the rest is there too (load_or_create checks all of them anyway).
+    let write = |name: &str, text: &str, private: bool| {
+        let path = dir.join(name);
+        write_durably(&path, text.as_bytes(), private)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write("ca.key", &ca_key.serialize_pem(), true)?;
+    write("server.key", &server_key.serialize_pem(), true)?;
+    write("server.pem", &server_cert.pem(), false)?;
+    write("ca.pem", &ca_cert.pem(), false)?;
+    // The certs dir's own entry in its parent.
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent).with_context(|| format!("syncing {}", parent.display()))?;
     }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(pem.as_bytes())?;
     Ok(())
 }
 
