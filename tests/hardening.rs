@@ -412,3 +412,203 @@ async fn half_open_quic_handshakes_do_not_keep_real_clients_out() {
     assert!(d.next_push(Duration::from_secs(5)).await.is_some());
     server.stop().await;
 }
+
+/// Token rotation (PROTOCOL.md 5.3), case 3: a Resume answers with a new token, and the
+/// token it answered is taken again (its answer may have been lost) as long as no answer
+/// to it has been used.
+#[tokio::test]
+async fn resume_rotates_and_the_answered_token_is_taken_again_until_an_answer_is_used() {
+    let server = TestServer::start().await;
+    let first = server.user(Tcp, "rotate", "phone").await;
+    let login = first.login.clone().unwrap().token;
+    first.close().await;
+
+    let mut c1 = server.client(Tcp).await;
+    let t1 = expect_body!(c1.resume(&login).await, LoginOk).token;
+    assert_ne!(t1, login, "Resume answers with a new token");
+    // Say t1 never reached the client: the login token works once more, on another
+    // connection, and has another answer.
+    let mut c2 = server.client(Quic).await;
+    let t1b = expect_body!(c2.resume(&login).await, LoginOk).token;
+    assert_ne!(t1b, t1);
+    c1.expect_closed(LONG, pb::CloseReason::Replaced).await;
+    // Either answer is good until one is used: the one this client kept goes on.
+    let mut c3 = server.client(Tcp).await;
+    let t2 = expect_body!(c3.resume(&t1b).await, LoginOk).token;
+    c2.expect_closed(LONG, pb::CloseReason::Replaced).await;
+    let mut c4 = server.client(Tcp).await;
+    expect_body!(c4.resume(&t2).await, LoginOk);
+    c3.expect_closed(LONG, pb::CloseReason::Replaced).await;
+    expect_body!(c4.request(list()).await, ConversationList);
+    server.stop().await;
+}
+
+/// Token rotation, reuse detection: once the answer was used, presenting the token it
+/// replaced revokes the device: its live session is closed as revoked, its newest token
+/// is refused too, and the user's other devices go on.
+#[tokio::test]
+async fn a_replaced_token_revokes_its_device_and_only_that_device() {
+    let server = TestServer::start().await;
+    let first = server.user(Tcp, "stolen", "phone").await;
+    let login = first.login.clone().unwrap().token;
+    first.close().await;
+    let mut laptop = server.client(Quic).await;
+    let laptop_token = laptop.login("stolen", "laptop").await.token;
+    let mut peer = server.user(Tcp, "stolen-peer", "d").await;
+
+    // The phone resumes three times: login -> t1 -> t2 -> t3. Its live session is the one
+    // t2 opened, so t2 is the token it last resumed with, and t1 is replaced.
+    let mut c1 = server.client(Tcp).await;
+    let t1 = expect_body!(c1.resume(&login).await, LoginOk).token;
+    let mut c2 = server.client(Tcp).await;
+    let t2 = expect_body!(c2.resume(&t1).await, LoginOk).token;
+    c1.expect_closed(LONG, pb::CloseReason::Replaced).await;
+    let mut phone = server.client(Tcp).await;
+    let t3 = expect_body!(phone.resume(&t2).await, LoginOk).token;
+    c2.expect_closed(LONG, pb::CloseReason::Replaced).await;
+
+    // A copy of t1 is presented.
+    let mut thief = server.client(Quic).await;
+    let msg = expect_error(&thief.resume(&t1).await, ErrorCode::TokenRevoked);
+    assert!(msg.contains("replaced"), "{msg}");
+    phone.expect_closed(LONG, pb::CloseReason::Revoked).await;
+    // The thief's connection stays unauthenticated.
+    expect_error(&thief.request(list()).await, ErrorCode::Unauthenticated);
+    // Every token of the phone is dead now, the newest (never used) included.
+    for t in [&t3, &t2, &t1, &login] {
+        let mut x = server.client(Tcp).await;
+        expect_error(&x.resume(t).await, ErrorCode::TokenRevoked);
+    }
+
+    // The laptop is untouched: its session goes on and receives; its token resumes.
+    ack_of(&peer.send_text("stolen", "after", "after the alarm").await);
+    assert_eq!(laptop.next_message(LONG).await.client_msg_id, "after");
+    assert!(laptop.closing().is_none() && !laptop.eof());
+    let mut laptop2 = server.client(Tcp).await;
+    expect_body!(laptop2.resume(&laptop_token).await, LoginOk);
+    // The phone comes back with the password.
+    let mut again = server.client(Tcp).await;
+    let fresh = again.login("stolen", "phone").await.token;
+    again.close().await;
+    let mut x = server.client(Tcp).await;
+    expect_body!(x.resume(&fresh).await, LoginOk);
+    server.stop().await;
+}
+
+/// The rotation is kept in the store, not in memory: after kill -9 and a restart, a token
+/// replaced before the crash is still refused (and revokes the device). (That the flush
+/// comes before LoginOk is not visible to kill -9, which keeps written pages; the
+/// accounts code waits for the group-commit flush like every other durable answer.)
+#[tokio::test]
+async fn a_rotation_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tern-test-server");
+    let mut server = ProcessServer::spawn(bin, dir.path());
+    let mut c = server.client(Tcp).await;
+    c.register("durable-rot").await;
+    let login = c.login("durable-rot", "phone").await.token;
+    c.close().await;
+    let mut tokens = vec![login];
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut c = server.client(Tcp).await;
+        let next = expect_body!(c.resume(tokens.last().unwrap()).await, LoginOk).token;
+        tokens.push(next);
+        open.push(c);
+    }
+    // Killed the moment the last LoginOk arrived.
+    server.kill9();
+    drop(open);
+    let server = ProcessServer::spawn_at(bin, dir.path(), &server.tcp.to_string());
+    // tokens[1] was answered by tokens[2], which was used: replaced before the crash.
+    let mut c = server.client(Tcp).await;
+    expect_error(&c.resume(&tokens[1]).await, ErrorCode::TokenRevoked);
+    expect_error(&c.resume(&tokens[3]).await, ErrorCode::TokenRevoked);
+}
+
+/// The next Connected event of an SDK client; a panic on AuthLost.
+async fn sdk_connected(events: &mut tern_sdk::Events) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), events.next()).await {
+            Ok(Some(tern_sdk::Event::Connected { .. })) => return,
+            Ok(Some(tern_sdk::Event::AuthLost { message, .. })) => panic!("auth lost: {message}"),
+            Ok(Some(_)) => {}
+            other => panic!("no reconnect: {other:?}"),
+        }
+    }
+}
+
+/// The SDK saves every new token and resumes with the newest. The server here takes each
+/// token exactly once (no grace), and the client has no password to fall back on: a
+/// reconnect with any older token would end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_resumes_with_the_newest_token_across_reconnects() {
+    use tern_sdk::{
+        Client as Sdk, ConnectOptions, Credentials, Event, MemoryStore, SavedState, StateStore,
+        Target, TransportMode, Trust,
+    };
+    let server = TestServer::start_with(|c| c.accounts.token_rotation_grace_secs = 0).await;
+    let proxy = tern_tests::fault::TcpFaultProxy::start(server.tcp).await;
+    register_all(server.tcp, &server.ca, &["sdk-rot", "sdk-rot-peer"]).await;
+    let mut peer = server.client(Tcp).await;
+    peer.login("sdk-rot-peer", "d").await;
+    let opts = ConnectOptions::new(Trust::from_pem_file(&server.ca).unwrap());
+    let creds = Credentials {
+        username: "sdk-rot".into(),
+        password: Some(PASSWORD.into()),
+        device: "phone".into(),
+    };
+    let login = tern_sdk::login(server.tcp, &opts, TransportMode::Tcp, &creds)
+        .await
+        .unwrap()
+        .token;
+    let mut store = MemoryStore::default();
+    store
+        .save(&SavedState {
+            token: Some(login.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut config = sdk_config(
+        proxy.addr(),
+        &server.ca,
+        "sdk-rot",
+        "phone",
+        TransportMode::Tcp,
+    );
+    config.credentials.password = None;
+    config.store = Box::new(store);
+    config.max_backoff = Duration::from_millis(300);
+    let (client, mut events) = Sdk::start(config);
+    let mut connects = 0;
+    for round in 0..6 {
+        sdk_connected(&mut events).await;
+        connects += 1;
+        let body = format!("m{round}");
+        let ack = tokio::time::timeout(
+            LONG,
+            client.send_text(Target::User("sdk-rot-peer".into()), &body),
+        )
+        .await
+        .expect("acked in time")
+        .expect("acked");
+        assert!(!ack.duplicate);
+        assert_eq!(text(&peer.next_message(LONG).await), body);
+        proxy.cut_all();
+    }
+    sdk_connected(&mut events).await;
+    // Rotated all along: the login token is long replaced, and presenting it revokes the
+    // device, which ends the client's session.
+    let mut x = server.client(Tcp).await;
+    expect_error(&x.resume(&login).await, ErrorCode::TokenRevoked);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+            Ok(Some(Event::AuthLost { .. })) => break,
+            Ok(Some(_)) => {}
+            other => panic!("the revoked client did not stop: {other:?}"),
+        }
+    }
+    eprintln!("sdk rotation: {connects} connections, each resumed with the newest token");
+    client.close().await;
+    server.stop().await;
+}

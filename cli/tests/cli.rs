@@ -2010,3 +2010,49 @@ async fn channels_create_list_join_and_leave() {
         .is_empty());
     server.stop().await;
 }
+
+/// Each command resumes with the profile's token and saves the new one (PROTOCOL.md 5.3).
+/// The server here takes each token once (no grace) and no password is given: a command
+/// that resumed with an older token would fail. A copy of an old profile is a replaced
+/// token: it revokes the device, and the password brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_token_rotates_with_every_command() {
+    let server = TestServer::start_with(|c| c.accounts.token_rotation_grace_secs = 0).await;
+    let t = Tern::new(&server);
+    t.account("alice");
+    t.account("bob");
+    let token = |name: &str| -> String {
+        let p: Value =
+            serde_json::from_str(&std::fs::read_to_string(t.profile(name)).unwrap()).unwrap();
+        p["token"].as_str().expect("a token").to_string()
+    };
+    let mut seen = vec![token("alice")];
+    std::fs::copy(t.profile("alice"), t.profile("alice-old")).unwrap();
+    let commands: [&[&str]; 6] = [
+        &["send", "--to", "bob", "one"],
+        &["presence", "bob"],
+        &["conversations"],
+        &["send", "--to", "bob", "two"],
+        &["history", "--with", "bob"],
+        &["sync"],
+    ];
+    for args in commands {
+        t.run("alice", args).ok();
+        let now = token("alice");
+        assert!(!seen.contains(&now), "{args:?} saved a new token");
+        seen.push(now);
+    }
+    let out = t.run("bob", &["--json", "sync"]).ok();
+    assert_eq!(texts(&out.json()), vec!["one", "two"]);
+
+    // The old copy holds a replaced token: refused, and the device is revoked.
+    let out = t.run("alice-old", &["--json", "presence", "bob"]).failed(3);
+    assert_eq!(out.error_code(), "TOKEN_REVOKED");
+    let out = t.run("alice", &["--json", "presence", "bob"]).failed(3);
+    assert_eq!(out.error_code(), "TOKEN_REVOKED");
+    let mut cmd = t.cmd("alice", &["send", "--to", "bob", "three"]);
+    cmd.env("TERN_PASSWORD", PASSWORD);
+    run(cmd, None).ok();
+    t.run("alice", &["send", "--to", "bob", "four"]).ok();
+    server.stop().await;
+}

@@ -170,6 +170,9 @@ settings! {
     [accounts: AccountSettings] {
         /// Lifetime of a login token, in seconds (30 days)
         token_ttl_secs: u64 = 30 * 24 * 3600, "TERN_TOKEN_TTL_SECS";
+        /// Resume rotates the token; the token a device last resumed with stays accepted
+        /// this long after that Resume (its answer may have been lost), in seconds
+        token_rotation_grace_secs: u64 = 300, "TERN_TOKEN_ROTATION_GRACE_SECS";
         /// argon2id memory of new password hashes, in KiB (OWASP's 19 MiB); lower it only
         /// where logins are cheap on purpose (load tests that log in 100k devices)
         password_hash_memory_kib: u32 = 19456, "TERN_PASSWORD_HASH_MEMORY_KIB";

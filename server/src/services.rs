@@ -87,6 +87,7 @@ impl Services {
                 devices.clone(),
                 clock.clone(),
                 config.accounts.token_ttl_secs,
+                config.accounts.token_rotation_grace_secs,
                 HashCost {
                     memory_kib: config.accounts.password_hash_memory_kib,
                     iterations: config.accounts.password_hash_iterations,

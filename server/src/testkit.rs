@@ -148,6 +148,7 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         Arc::new(Devices::new(store.clone())),
         clock.clone(),
         3600,
+        300,
         // The cheapest argon2id: these tests are about rules, not hashing cost.
         HashCost {
             memory_kib: 8,

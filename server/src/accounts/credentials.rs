@@ -1,8 +1,9 @@
 //! Passwords (argon2id) and session tokens (HMAC-SHA256 over a small protobuf payload).
 //!
 //! Token = base64url(payload) "." base64url(HMAC-SHA256(key, payload)). The payload binds
-//! the token to (user, device), the store epoch, an expiry, and the user's and device's
-//! token epochs at issue time; bumping either epoch in the store revokes it.
+//! the token to (user, device), the store epoch, an expiry, the user's and device's
+//! token epochs at issue time (bumping either epoch in the store revokes it), and its
+//! place in the device's rotation chain (see `rotation`).
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -70,6 +71,12 @@ pub(crate) struct TokenClaims {
     pub user_epoch: u64,
     #[prost(uint64, tag = "6")]
     pub device_epoch: u64,
+    /// The token's generation on its device (rotation.rs; 0: made before rotation).
+    #[prost(uint64, tag = "7")]
+    pub gen: u64,
+    /// The generation of the token whose Resume this one answered (0: made by Login).
+    #[prost(uint64, tag = "8")]
+    pub parent_gen: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]

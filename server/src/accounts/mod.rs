@@ -2,10 +2,14 @@
 //! on/off).
 //!
 //! - [`credentials`]: argon2id password hashes and signed tokens.
-//! - [`devices`]: device records (token epoch, ack cursor), updated under one lock.
+//! - [`devices`]: device records (token epoch, rotation state, ack cursor), updated under
+//!   one lock.
+//! - [`rotation`]: which of a device's tokens Resume accepts (rotation with reuse
+//!   detection), as a pure function of the device record.
 
 pub(crate) mod credentials;
 pub(crate) mod devices;
+pub(crate) mod rotation;
 
 use std::sync::{Arc, OnceLock};
 
@@ -13,11 +17,36 @@ use tern_proto::pb::{self, ErrorCode};
 
 use self::credentials::{self as auth, TokenClaims, TokenError, TokenSigner};
 use self::devices::Devices;
+use self::rotation::{Place, Verdict};
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
 use crate::sequencer::Sequencer;
 use crate::store::{DeviceRecord, Store, UserRecord};
 use crate::validate;
+
+/// A refused Resume.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ServiceError,
+    /// Set when the token had been rotated out: the (user, device) whose tokens were
+    /// revoked because of it.
+    pub reused: Option<(String, String)>,
+}
+
+impl From<ServiceError> for Refused {
+    fn from(error: ServiceError) -> Self {
+        Self {
+            error,
+            reused: None,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
 
 /// An authenticated (user, device) and what LoginOk tells it.
 #[derive(Debug, Clone)]
@@ -36,6 +65,8 @@ pub struct Accounts {
     clock: Arc<dyn Clock>,
     signer: TokenSigner,
     token_ttl_ms: u64,
+    /// How long the token a device last resumed with stays accepted (rotation.rs).
+    rotation_grace_ms: u64,
     hash_cost: auth::HashCost,
     /// A hash to verify against when the user does not exist, so a wrong user name costs
     /// the same time as a wrong password.
@@ -73,6 +104,7 @@ impl Accounts {
         devices: Arc<Devices>,
         clock: Arc<dyn Clock>,
         token_ttl_secs: u64,
+        rotation_grace_secs: u64,
         hash_cost: auth::HashCost,
     ) -> Self {
         let signer = TokenSigner::new(store.signing_key(), store.store_epoch());
@@ -83,6 +115,7 @@ impl Accounts {
             clock,
             signer,
             token_ttl_ms: token_ttl_secs.saturating_mul(1000),
+            rotation_grace_ms: rotation_grace_secs.saturating_mul(1000),
             hash_cost,
             dummy_hash: Arc::new(OnceLock::new()),
             user_writes: std::sync::Mutex::new(()),
@@ -158,14 +191,25 @@ impl Accounts {
             return Err(bad());
         };
         let now = self.clock.now_ms();
+        let mut place = Place { gen: 0, parent: 0 };
         let dev = self.devices.update(username, device, |dev| {
             dev.last_login_ms = now;
+            place = rotation::login(dev);
             Ok::<_, ServiceError>(true)
         })?;
-        Ok(self.issue(username, device, user.token_epoch, &dev))
+        // The token's generation is durable before the token leaves.
+        self.durable().await?;
+        Ok(self.issue(username, device, user.token_epoch, &dev, place))
     }
 
-    fn issue(&self, user: &str, device: &str, user_epoch: u64, dev: &DeviceRecord) -> Authed {
+    fn issue(
+        &self,
+        user: &str,
+        device: &str,
+        user_epoch: u64,
+        dev: &DeviceRecord,
+        place: Place,
+    ) -> Authed {
         let expires_ms = self.clock.now_ms().saturating_add(self.token_ttl_ms);
         let token = self.signer.issue(TokenClaims {
             user: user.to_string(),
@@ -173,6 +217,8 @@ impl Accounts {
             expires_ms,
             user_epoch,
             device_epoch: dev.token_epoch,
+            gen: place.gen,
+            parent_gen: place.parent,
             ..Default::default()
         });
         Authed {
@@ -184,7 +230,17 @@ impl Accounts {
         }
     }
 
-    pub async fn resume(&self, token: &str) -> ServiceResult<Authed> {
+    /// Resume: checks the token, lets `admit` refuse the (user, device) before anything
+    /// changes (the session cap), then rotates (docs/PROTOCOL.md 5.3): the answer carries
+    /// a new token, and the device's rotation state is durable before it returns. A token
+    /// that was already rotated out revokes every token of its device (durably) and is
+    /// refused with TOKEN_REVOKED; [`Refused::reused`] then names the device, whose live
+    /// sessions the caller closes.
+    pub async fn resume(
+        &self,
+        token: &str,
+        admit: impl FnOnce(&str, &str) -> ServiceResult<()>,
+    ) -> Result<Authed, Refused> {
         let claims = self
             .signer
             .verify(token, self.clock.now_ms())
@@ -203,17 +259,52 @@ impl Accounts {
             .user(&claims.user)?
             .ok_or_else(|| ServiceError::new(ErrorCode::InvalidToken, "token is not valid here"))?;
         if user.token_epoch != claims.user_epoch {
-            return Err(revoked());
+            return Err(revoked().into());
         }
+        admit(&claims.user, &claims.device)?;
         let now = self.clock.now_ms();
+        let presented = Place {
+            gen: claims.gen,
+            parent: claims.parent_gen,
+        };
+        let mut outcome = None;
         let dev = self.devices.update(&claims.user, &claims.device, |dev| {
             if dev.token_epoch != claims.device_epoch {
                 return Err(revoked());
             }
-            dev.last_login_ms = now;
+            let verdict = rotation::judge(dev, presented, now, self.rotation_grace_ms);
+            if verdict == Verdict::Reuse {
+                dev.token_epoch += 1;
+                outcome = Some(Err(verdict));
+            } else {
+                dev.last_login_ms = now;
+                outcome = Some(Ok(rotation::accept(dev, presented, verdict, now)));
+            }
             Ok(true)
         })?;
-        Ok(self.issue(&claims.user, &claims.device, user.token_epoch, &dev))
+        self.durable().await?;
+        match outcome {
+            Some(Ok(place)) => {
+                Ok(self.issue(&claims.user, &claims.device, user.token_epoch, &dev, place))
+            }
+            _ => {
+                tracing::warn!(
+                    user = %claims.user,
+                    device = %claims.device,
+                    token_gen = claims.gen,
+                    head_gen = dev.token_used,
+                    "a rotated-out token was presented: all tokens of the device are revoked"
+                );
+                Err(Refused {
+                    error: ServiceError::new(
+                        ErrorCode::TokenRevoked,
+                        "this token was already replaced by a newer one; as a precaution \
+                         every token of this device is revoked: log in again",
+                    ),
+                    reused: Some((claims.user, claims.device)),
+                })
+            }
+        }
     }
 
     /// Revokes one device's tokens, or every token of the user when `device` is None.

@@ -85,6 +85,7 @@ pub(crate) async fn login(
         Err(_) => {}
     }
     crate::metrics::get().login("login", res.is_ok());
+    let res = res.and_then(|a| session_cap(svc, &a.user, &a.device).map(|()| a));
     logged_in(svc, reply, res)
 }
 
@@ -92,13 +93,58 @@ pub(crate) async fn resume(svc: &Arc<Services>, reply: Reply, r: pb::Resume) -> 
     if let Some(c) = check_version(&reply, r.protocol_version) {
         return c;
     }
-    let res = Box::pin(svc.accounts.resume(&r.token)).await;
+    // The session cap is checked before the token rotates: a refused device must be
+    // able to come back later with the token it holds.
+    let admit = |user: &str, device: &str| session_cap(svc, user, device);
+    let res = match Box::pin(svc.accounts.resume(&r.token, admit)).await {
+        Ok(a) => Ok(a),
+        Err(refused) => {
+            if let Some((user, device)) = &refused.reused {
+                close_device(svc, user, Some(device), None);
+            }
+            Err(refused.error)
+        }
+    };
     crate::metrics::get().login("resume", res.is_ok());
     logged_in(svc, reply, res)
 }
 
-/// Completes a login or resume: refuses past the per-user session cap, answers LoginOk,
-/// then registers the session for pushes.
+/// RESOURCE_EXHAUSTED when `user` has the most sessions allowed online on other devices.
+fn session_cap(svc: &Services, user: &str, device: &str) -> ServiceResult<()> {
+    let others = svc
+        .hub
+        .sessions(user)
+        .iter()
+        .filter(|s| s.device() != device)
+        .count();
+    let cap = svc.limiter.settings.max_sessions_per_user;
+    if others >= cap {
+        return Err(ServiceError::new(
+            ErrorCode::ResourceExhausted,
+            format!("{others} devices of this user are online; at most {cap} at once"),
+        ));
+    }
+    Ok(())
+}
+
+/// Closes the live sessions of `user`'s `device` (every device when None) as revoked,
+/// except session `except`; true when `except` was among them.
+fn close_device(svc: &Services, user: &str, device: Option<&str>, except: Option<u64>) -> bool {
+    let mut own = false;
+    for s in svc.hub.sessions(user) {
+        if device.is_none_or(|d| d == s.device()) {
+            if Some(s.id) == except {
+                own = true;
+            } else {
+                s.close(CloseReason::Revoked, "token revoked");
+            }
+        }
+    }
+    own
+}
+
+/// Completes a login or resume (the session cap already checked): answers LoginOk, then
+/// registers the session for pushes.
 fn logged_in(svc: &Arc<Services>, reply: Reply, res: ServiceResult<Authed>) -> AuthOutcome {
     let a = match res {
         Ok(a) => a,
@@ -107,20 +153,6 @@ fn logged_in(svc: &Arc<Services>, reply: Reply, res: ServiceResult<Authed>) -> A
             return AuthOutcome::Unchanged;
         }
     };
-    let others = svc
-        .hub
-        .sessions(&a.user)
-        .iter()
-        .filter(|s| s.device() != a.device)
-        .count();
-    let cap = svc.limiter.settings.max_sessions_per_user;
-    if others >= cap {
-        reply.err(ServiceError::new(
-            ErrorCode::ResourceExhausted,
-            format!("{others} devices of this user are online; at most {cap} at once"),
-        ));
-        return AuthOutcome::Unchanged;
-    }
     let head = match svc.messages.current_inbox_head(&a.user) {
         Ok(h) => h,
         Err(e) => {
@@ -176,16 +208,7 @@ pub(crate) async fn revoke(svc: &Arc<Services>, reply: Reply, r: pb::Revoke, a: 
         return None;
     }
     reply.ok();
-    let mut own = false;
-    for s in svc.hub.sessions(&a.user) {
-        if device.is_none_or(|d| d == s.device()) {
-            if s.id == reply.handle.id {
-                own = true;
-            } else {
-                s.close(CloseReason::Revoked, "token revoked");
-            }
-        }
-    }
+    let own = close_device(svc, &a.user, device, Some(reply.handle.id));
     own.then(|| (CloseReason::Revoked, "token revoked".into()))
 }
 

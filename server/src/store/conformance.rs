@@ -87,6 +87,9 @@ fn devices_round_trip(store: &dyn Store) {
         token_epoch: 2,
         acked_inbox_seq: 9,
         last_login_ms: 1,
+        token_issued: 7,
+        token_used: 5,
+        token_used_ms: 3,
     };
     store.put_device("conf_d", "phone", &d).unwrap();
     store

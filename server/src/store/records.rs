@@ -17,7 +17,8 @@ pub struct UserRecord {
     pub receipts_off: bool,
 }
 
-/// One device of a user: its token epoch and its server-side ack cursor.
+/// One device of a user: its token epoch, its token rotation state and its server-side
+/// ack cursor.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeviceRecord {
     /// Bumped to revoke this device's tokens.
@@ -28,6 +29,16 @@ pub struct DeviceRecord {
     pub acked_inbox_seq: u64,
     #[prost(uint64, tag = "3")]
     pub last_login_ms: u64,
+    /// Token rotation (accounts/rotation.rs): the generation of the newest token issued to
+    /// this device (0: none since rotation exists).
+    #[prost(uint64, tag = "4")]
+    pub token_issued: u64,
+    /// The generation of the token this device last authenticated with by Resume (0: none).
+    #[prost(uint64, tag = "5")]
+    pub token_used: u64,
+    /// When `token_used` was first accepted, Unix ms: its grace window starts here.
+    #[prost(uint64, tag = "6")]
+    pub token_used_ms: u64,
 }
 
 /// A conversation's metadata (not its messages).
