@@ -9,14 +9,18 @@
 //! * [`sdk`]: the SDK's reconnecting client as tests configure it;
 //! * [`tls`]: the rustls configurations of a tern client and server, and a bare TLS-TCP
 //!   connection;
-//! * [`fault`]: fault-injecting TCP, UDP and frame-aware proxies.
+//! * [`fault`]: fault-injecting TCP, UDP and frame-aware proxies;
+//! * [`chat_load`]: the chat workload and checker of the crash tests;
+//! * [`powerfs`]: a FUSE filesystem that simulates power loss (unsynced writes are lost).
 //!
 //! The common items of all but `fault` are re-exported at the crate root (with the
 //! `expect_body!` macro), so a test file starts with `use tern_tests::*;`.
 
+pub mod chat_load;
 pub mod client;
 pub mod expect;
 pub mod fault;
+pub mod powerfs;
 pub mod sdk;
 pub mod server;
 pub mod tls;
