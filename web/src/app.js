@@ -113,6 +113,8 @@ const el = {
   groupEditMuteAll: /** @type {HTMLInputElement} */ ($('group-edit-mute-all')),
   groupEditVisibility: /** @type {HTMLSelectElement} */ ($('group-edit-visibility')),
   groupEditVisibilityLabel: $('group-edit-visibility-label'),
+  groupEditVisibilityPublic: /** @type {HTMLOptionElement} */ ($('group-edit-visibility-public')),
+  groupEditMaxMembers: /** @type {HTMLInputElement} */ ($('group-edit-max-members')),
   dissolveGroup: /** @type {HTMLButtonElement} */ ($('dissolve-group')),
   channelsToggle: /** @type {HTMLButtonElement} */ ($('channels-toggle')),
   channelDir: $('channel-dir'),
@@ -123,12 +125,15 @@ const el = {
   newChannelForm: /** @type {HTMLFormElement} */ ($('new-channel-form')),
   channelName: /** @type {HTMLInputElement} */ ($('channel-name')),
   channelBroadcast: /** @type {HTMLInputElement} */ ($('channel-broadcast')),
+  channelVisibility: /** @type {HTMLSelectElement} */ ($('channel-visibility')),
+  channelVisibilityLabel: $('channel-visibility-label'),
   joinChannel: /** @type {HTMLButtonElement} */ ($('join-channel')),
 };
 
 /** Whether this page's schema knows history visibility (JOINED / SHARED). */
 const HAS_VISIBILITY = typeof HistoryVisibility.JOINED === 'number';
 el.groupSharedLabel.hidden = !HAS_VISIBILITY;
+el.channelVisibilityLabel.hidden = !HAS_VISIBILITY;
 
 /** Conversations asked for per ListConversations page (`?convPage=N` sets it, 1-1000). */
 const CONV_PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('convPage')) || 100));
@@ -149,8 +154,8 @@ const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
  *   lastSender: string, preview: string, readBy: Record<string, number>, markingTo: number,
  *   muted: boolean, pinned: boolean, role: string, members: {username: string, role: string}[]|null,
  *   gone: boolean, messages: Map<number, Message & {editSeq?: number}>, historyLoaded: boolean,
- *   topic: string, muteAll: boolean, visibility: string, profileSeq: number, firstSeq: number,
- *   channel: boolean, peek: boolean}} Conv
+ *   topic: string, muteAll: boolean, visibility: string, maxMembers: number, profileSeq: number,
+ *   firstSeq: number, channel: boolean, peek: boolean}} Conv
  *   lastSeq / readSeq: the conversation's last seq and this user's read position (only
  *   ever move forward); unread / mentions: the server's counts, kept current from events
  *   (see the top of this file); listed: the server's list had it;
@@ -158,8 +163,8 @@ const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
  *   muted / pinned: this user's settings (9.3), from the list and 'settings' events;
  *   role / members: this user's role and the member list (groups); gone: this user left
  *   or was removed (the chat stays readable, nothing can be sent);
- *   topic / muteAll / visibility: the group's profile, from the list and GROUP_UPDATED
- *   events, as of seq profileSeq (an older event does not undo a newer state);
+ *   topic / muteAll / visibility / maxMembers: the group's profile (maxMembers 0: the
+ *   server's cap), from the list and GROUP_UPDATED events, as of seq profileSeq (an older event does not undo a newer state);
  *   firstSeq: the first seq this user may read (history visibility), from history;
  *   channel: a public channel (docs/PROTOCOL.md 9.10); peek: a channel opened from the
  *   directory without joining it (read-only history by Pull, not in the list, no pushes)
@@ -223,8 +228,8 @@ function saveApp() {
       name: c.name, kind: c.kind, lastTs: c.lastTs, lastSeq: c.lastSeq, readSeq: c.readSeq,
       lastSender: c.lastSender, preview: c.preview, readBy: c.readBy, muted: c.muted, pinned: c.pinned,
       unread: c.unread, mentions: c.mentions, role: c.role,
-      topic: c.topic, muteAll: c.muteAll, visibility: c.visibility, profileSeq: c.profileSeq,
-      channel: c.channel,
+      topic: c.topic, muteAll: c.muteAll, visibility: c.visibility, maxMembers: c.maxMembers,
+      profileSeq: c.profileSeq, channel: c.channel,
     };
   }
   try {
@@ -253,6 +258,7 @@ function loadApp() {
       conv.topic = typeof c.topic === 'string' ? c.topic : '';
       conv.muteAll = c.muteAll === true;
       conv.visibility = typeof c.visibility === 'string' ? c.visibility : '';
+      conv.maxMembers = Number.isSafeInteger(c.maxMembers) && c.maxMembers > 0 ? c.maxMembers : 0;
       conv.profileSeq = Number.isSafeInteger(c.profileSeq) ? c.profileSeq : 0;
       conv.channel = c.channel === true;
       if (c.readBy && typeof c.readBy === 'object') {
@@ -296,6 +302,7 @@ function ensureConv(id, name) {
       topic: '',
       muteAll: false,
       visibility: '',
+      maxMembers: 0,
       profileSeq: 0,
       firstSeq: 1,
       channel: false,
@@ -473,6 +480,7 @@ function applyProfile(c, m) {
   if (e.name) c.name = e.name;
   c.topic = e.topic;
   c.muteAll = e.muteAll;
+  c.maxMembers = e.maxMembers;
   if (e.visibility !== 'HISTORY_VISIBILITY_UNSPECIFIED') c.visibility = e.visibility;
 }
 
@@ -560,6 +568,7 @@ async function refreshConversations(more = false) {
           c.topic = info.topic;
           c.muteAll = info.muteAll;
           c.visibility = info.visibility;
+          c.maxMembers = info.maxMembers;
         }
       }
       // Both only move forward; a message or a read that raced the list is kept.
@@ -1599,16 +1608,29 @@ function renderGroupSettings(c, admin) {
   const f = el.groupSettings;
   f.hidden = !admin;
   el.dissolveGroup.hidden = c.gone || c.role !== 'OWNER';
-  // A public channel's history (PUBLIC) is not offered here: joined / shared only.
-  el.groupEditVisibilityLabel.hidden = !HAS_VISIBILITY || c.visibility === 'PUBLIC';
+  el.groupEditVisibilityLabel.hidden = !HAS_VISIBILITY;
+  // PUBLIC (anyone reads, members or not) is for channels only (docs/PROTOCOL.md 9.10).
+  el.groupEditVisibilityPublic.hidden = !c.channel;
+  el.groupEditVisibilityPublic.disabled = !c.channel;
   if (!admin) return;
-  const key = JSON.stringify([c.id, c.profileSeq, c.name, c.topic, c.muteAll, c.visibility]);
+  const key = JSON.stringify([c.id, c.profileSeq, c.name, c.topic, c.muteAll, c.visibility, c.maxMembers, c.channel]);
   if (f.dataset.key === key || f.contains(document.activeElement)) return;
   f.dataset.key = key;
   el.groupEditName.value = c.name;
   el.groupEditTopic.value = c.topic;
   el.groupEditMuteAll.checked = c.muteAll;
-  el.groupEditVisibility.value = c.visibility === 'JOINED' ? 'JOINED' : 'SHARED';
+  el.groupEditVisibility.value = shownVisibility(c);
+  el.groupEditMaxMembers.value = c.maxMembers > 0 ? String(c.maxMembers) : '';
+}
+
+/**
+ * The settings form's value for the group's history visibility (a group made before the
+ * setting existed reads as SHARED). @param {Conv} c
+ */
+function shownVisibility(c) {
+  if (c.visibility === 'JOINED') return 'JOINED';
+  if (c.visibility === 'PUBLIC' && c.channel) return 'PUBLIC';
+  return 'SHARED';
 }
 
 /** @param {string} from @param {string} text @param {string} meta @param {boolean} own */
@@ -1937,7 +1959,11 @@ function renderDirectory() {
     const meta = document.createElement('span');
     meta.className = 'ch-meta';
     meta.dataset.testid = 'channel-meta';
-    meta.textContent = `${ch.memberCount} member${ch.memberCount === 1 ? '' : 's'}${ch.broadcastOnly ? ' · broadcast only' : ''}`;
+    // A channel whose history is not PUBLIC is read by its members only (9.10).
+    const membersOnly = ch.visibility === 'JOINED' || ch.visibility === 'SHARED';
+    meta.textContent = `${ch.memberCount} member${ch.memberCount === 1 ? '' : 's'}${ch.broadcastOnly ? ' · broadcast only' : ''}${
+      membersOnly ? ' · members read it' : ''
+    }`;
     info.append(meta);
     li.append(info);
     if (joined) {
@@ -2016,7 +2042,13 @@ async function joinChannel(ch) {
     c.lastTs = Math.max(c.lastTs, Date.now() + app.skewMs);
     el.chatError.textContent = '';
     saveApp();
-    if (app.open === c.id) loadMembers(c);
+    // A member reads what the channel's visibility gives members (a preview may have
+    // been refused, or shown more than a JOINED member gets): load it again.
+    c.historyLoaded = false;
+    if (app.open === c.id) {
+      loadMembers(c);
+      loadHistory(c);
+    }
     render();
     renderDirectory();
     scheduleListRefresh();
@@ -2056,20 +2088,22 @@ el.newChannelForm.addEventListener('submit', async (e) => {
     return;
   }
   const broadcastOnly = el.channelBroadcast.checked;
+  const visibility = HAS_VISIBILITY ? el.channelVisibility.value : 'PUBLIC';
   try {
-    const g = await client.createChannel(name, { broadcastOnly });
+    const g = await client.createChannel(name, HAS_VISIBILITY ? { broadcastOnly, visibility } : { broadcastOnly });
     const c = ensureConv(g.conversation, name);
     c.kind = 'group';
     c.role = 'OWNER';
     c.channel = true;
     c.peek = false;
     c.muteAll = broadcastOnly;
-    c.visibility = 'PUBLIC';
+    c.visibility = visibility;
     c.lastSeq = Math.max(c.lastSeq, g.seq);
     c.readSeq = Math.max(c.readSeq, g.seq);
     c.lastTs = Math.max(c.lastTs, Date.now() + app.skewMs);
     el.channelName.value = '';
     el.channelBroadcast.checked = false;
+    el.channelVisibility.value = 'PUBLIC';
     el.newChannelForm.hidden = true;
     el.newChannelToggle.setAttribute('aria-expanded', 'false');
     el.chatError.textContent = '';
@@ -2199,7 +2233,7 @@ el.groupSettings.addEventListener('submit', async (e) => {
   const client = app.client;
   if (!client || !c || c.kind !== 'group') return;
   // Only what changed goes to the server (an absent field keeps its value).
-  /** @type {{name?: string, topic?: string, muteAll?: boolean, visibility?: string}} */
+  /** @type {{name?: string, topic?: string, muteAll?: boolean, maxMembers?: number, visibility?: string}} */
   const changes = {};
   const name = el.groupEditName.value.trim();
   if (!name) {
@@ -2211,9 +2245,15 @@ el.groupSettings.addEventListener('submit', async (e) => {
   if (topic !== c.topic) changes.topic = topic;
   if (el.groupEditMuteAll.checked !== c.muteAll) changes.muteAll = el.groupEditMuteAll.checked;
   const vis = el.groupEditVisibility.value;
-  if (HAS_VISIBILITY && c.visibility !== 'PUBLIC' && vis !== (c.visibility === 'JOINED' ? 'JOINED' : 'SHARED')) {
-    changes.visibility = vis;
+  if (HAS_VISIBILITY && vis !== shownVisibility(c)) changes.visibility = vis;
+  // The member limit: empty (or 0) is the server's cap.
+  const limitText = el.groupEditMaxMembers.value.trim();
+  if (!/^\d*$/.test(limitText) || !Number.isSafeInteger(Number(limitText)) || Number(limitText) > 0xffffffff) {
+    el.chatError.textContent = "The member limit is a whole number (empty: the server's limit).";
+    return;
   }
+  const limit = Number(limitText);
+  if (limit !== c.maxMembers) changes.maxMembers = limit;
   if (Object.keys(changes).length === 0) {
     el.chatError.textContent = 'Nothing to change.';
     return;

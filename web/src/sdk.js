@@ -337,8 +337,10 @@ function toAck(a) {
  * @property {number} mentions unread messages that mention this user (or @all)
  * @property {string} topic groups: the topic / announcement ('' = none)
  * @property {boolean} muteAll groups: only the owner and admins may send
- * @property {string} visibility groups: 'JOINED' | 'SHARED' | 'HISTORY_VISIBILITY_UNSPECIFIED'
- *   (a group made before the setting existed: read as shared) * @property {boolean} channel a public channel (listed in the directory, docs/PROTOCOL.md 9.10)
+ * @property {string} visibility groups: 'JOINED' | 'SHARED' | 'PUBLIC' (channels) |
+ *   'HISTORY_VISIBILITY_UNSPECIFIED' (a group made before the setting existed: read as shared)
+ * @property {boolean} channel a public channel (listed in the directory, docs/PROTOCOL.md 9.10)
+ * @property {number} maxMembers groups: the group's own member cap (0 = the server's)
  */
 
 /**
@@ -375,6 +377,7 @@ export function toConversationInfo(c) {
     muteAll: !!c.muteAll,
     visibility: visibilityName(c.visibility),
     channel: !!c.channel,
+    maxMembers: Number(c.maxMembers ?? 0),
   };
 }
 
@@ -1469,7 +1472,8 @@ export class TernClient extends EventTarget {
    * with FORBIDDEN.
    * @param {string} conversation
    * @param {{name?: string, topic?: string, muteAll?: boolean, maxMembers?: number,
-   *   visibility?: 'JOINED'|'SHARED'|number}} changes topic '' clears it; maxMembers 0 = the server's cap
+   *   visibility?: 'JOINED'|'SHARED'|'PUBLIC'|number}} changes topic '' clears it; maxMembers 0 =
+   *   the server's cap; visibility PUBLIC: channels only
    */
   async updateGroup(conversation, { name, topic, muteAll, maxMembers, visibility } = {}) {
     /** @type {any} */

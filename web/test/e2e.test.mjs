@@ -1155,3 +1155,128 @@ e2e('public channels: a broadcast-only channel found by prefix, read before join
   await b.waitForSelector(`${entry} [data-testid="channel-join"]`, { timeout: WAIT_MS });
   await waitSystemLine(a, 'bob left', 'alice');
 });
+
+/** Waits until the chat error line matches `re`. */
+async function waitChatError(page, re, label) {
+  try {
+    await page.waitForFunction((src) => new RegExp(src).test(document.getElementById('chat-error')?.textContent ?? ''), re.source, {
+      timeout: WAIT_MS,
+    });
+  } catch (e) {
+    const got = await page.textContent('#chat-error').catch(() => 'unavailable');
+    throw new Error(`${label}: the chat error ${JSON.stringify(got)} does not match ${re}`, { cause: e });
+  }
+}
+
+e2e('group settings: the owner sets a member limit, the server holds the group to it, a reload shows it, clearing it lifts it', async (_t, logs) => {
+  const server = await startServer(logs);
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+  await cli(server, join(tempDir('tern-web-carol-'), 'carol.json'), ['register', 'carol', '--password', PASSWORD], {}, logs);
+
+  await a.click('#new-group-toggle');
+  await a.fill('#group-name', 'capped');
+  await a.fill('#group-members', 'bob');
+  await a.click('#create-group');
+  await a.waitForSelector('#conv-list li[data-conv^="g:"].active', { timeout: WAIT_MS });
+  const g = await a.getAttribute('#conv-list li[data-conv^="g:"].active', 'data-conv');
+  await a.waitForSelector('#members-panel:not([hidden]) #group-settings:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await a.inputValue('#group-edit-max-members'), '', "no limit of its own: the server's");
+  assert.deepEqual(
+    await a.$eval('#group-edit-visibility-public', (o) => [o.hidden, o.disabled]),
+    [true, true],
+    'PUBLIC history is for channels only',
+  );
+
+  // Alice limits the group to its two members: everyone reads the line.
+  await a.fill('#group-edit-max-members', '2');
+  await a.click('#group-save');
+  const row = `#conv-list li[data-conv="${g}"]`;
+  await b.waitForSelector(row, { timeout: WAIT_MS });
+  await b.click(row);
+  for (const [p, who] of [[a, 'alice'], [b, 'bob']]) await waitSystemLine(p, 'alice set the member limit to 2', who);
+  await a.waitForFunction(() => document.getElementById('group-edit-max-members')?.value === '2', null, { timeout: WAIT_MS });
+
+  // A third member is refused by the server, and the page says why; so is a limit below
+  // the member count.
+  await a.fill('#add-member', 'carol');
+  await a.click('#add-member-go');
+  await waitChatError(a, /^add carol: .*\(RESOURCE_EXHAUSTED\)$/, 'adding past the limit');
+  assert.equal(await a.$('#member-list li[data-user="carol"]'), null);
+  await a.fill('#group-edit-max-members', '1');
+  await a.click('#group-save');
+  await waitChatError(a, /^group settings: .*below the 2 members.*\(INVALID_ARGUMENT\)$/, 'a limit below the member count');
+  await screenshot(a, 'group-member-limit.png');
+
+  // The server's list carries the limit: a reload shows it in the form.
+  await a.reload();
+  await a.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
+  await a.click(row);
+  await a.waitForSelector(`${row}.active`, { timeout: WAIT_MS });
+  await a.click('#members-toggle');
+  await a.waitForSelector('#members-panel:not([hidden]) #group-settings:not([hidden])', { timeout: WAIT_MS });
+  await a.waitForFunction(() => document.getElementById('group-edit-max-members')?.value === '2', null, { timeout: WAIT_MS });
+
+  // Emptied: back to the server's limit, and carol can be added.
+  await a.fill('#group-edit-max-members', '');
+  await a.click('#group-save');
+  for (const [p, who] of [[a, 'alice'], [b, 'bob']]) await waitSystemLine(p, "alice set the member limit to the server's", who);
+  await a.fill('#add-member', 'carol');
+  await a.click('#add-member-go');
+  await waitSystemLine(b, 'alice added carol', 'bob');
+  await a.waitForSelector('#member-list li[data-user="carol"]', { timeout: WAIT_MS });
+});
+
+e2e('new channel history: a JOINED channel is read by members only and from their joining, until it is made public', async (_t, logs) => {
+  const server = await startServer(logs);
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+
+  // Alice creates a channel whose history new members read from their joining on.
+  await a.click('#channels-toggle');
+  await a.click('#new-channel-toggle');
+  assert.equal(await a.inputValue('#channel-visibility'), 'PUBLIC', 'a new channel is public by default');
+  await a.fill('#channel-name', 'insiders');
+  await a.selectOption('#channel-visibility', 'JOINED');
+  await a.click('#create-channel');
+  await a.waitForFunction(() => document.getElementById('chat-title')?.textContent === '# insiders', null, { timeout: WAIT_MS });
+  const g = await a.getAttribute('#conv-list li[data-conv^="g:"].active', 'data-conv');
+  assert.equal(await a.inputValue('#channel-visibility'), 'PUBLIC', 'the form is reset for the next channel');
+  await sendAndWaitAcked(a, 'before bob');
+  await a.click('#members-toggle');
+  await a.waitForSelector('#group-settings:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await a.inputValue('#group-edit-visibility'), 'JOINED', 'created with the history chosen');
+  assert.deepEqual(await a.$eval('#group-edit-visibility-public', (o) => [o.hidden, o.disabled]), [false, false], 'a channel may be made public');
+
+  // Bob finds it: members only, so no preview of its history.
+  await b.click('#channels-toggle');
+  await b.fill('#channel-search', 'ins');
+  const entry = `#channel-list li[data-conv="${g}"]`;
+  await b.waitForSelector(`${entry} [data-testid="channel-join"]`, { timeout: WAIT_MS });
+  assert.equal(await b.textContent(`${entry} [data-testid="channel-meta"]`), '1 member · members read it');
+  await b.click(`${entry} [data-testid="channel-title"]`);
+  await waitChatError(b, /Only members read this channel/, 'preview of a members-only channel');
+  assert.ok(!(await b.evaluate(() => window.__tern.delivered.some((m) => m.text === 'before bob'))));
+
+  // He joins: he reads from his joining on, with the note that earlier history is hidden.
+  await b.click('#join-channel');
+  await waitSystemLine(a, 'bob joined', 'alice');
+  await sendAndWaitAcked(a, 'after bob');
+  await waitForChat(b, ['after bob']);
+  await b.waitForSelector('#messages [data-testid="hidden-history"]', { timeout: WAIT_MS });
+  assert.ok(!(await b.evaluate(() => window.__tern.delivered.some((m) => m.text === 'before bob'))), 'never delivered to bob');
+  await screenshot(b, 'channel-joined-history.png');
+
+  // Alice makes the history public: bob's chat fills in.
+  await a.selectOption('#group-edit-visibility', 'PUBLIC');
+  await a.click('#group-save');
+  await waitSystemLine(a, 'alice made the history public', 'alice');
+  await waitSystemLine(b, 'alice made the history public', 'bob');
+  await waitForChat(b, ['before bob', 'after bob']);
+  assert.equal(await b.$('#messages [data-testid="hidden-history"]'), null);
+  await a.waitForFunction(() => document.getElementById('group-edit-visibility')?.value === 'PUBLIC', null, { timeout: WAIT_MS });
+});

@@ -600,7 +600,7 @@ test('listConversations pages with limit/offset and returns read state, last mes
     conversation: 'd:alice:bob', kind: 'direct', name: 'bob', lastSeq: 5, readDiffusion: false, memberCount: 0,
     role: 'ROLE_UNSPECIFIED', readSeq: 2, unread: 3, lastTimeMs: 1_700_000_000_123, lastSender: 'bob',
     lastPreview: 'see you', lastKind: 'message', muted: false, pinned: false, mentions: 0,
-    topic: '', muteAll: false, visibility: 'HISTORY_VISIBILITY_UNSPECIFIED', channel: false,
+    topic: '', muteAll: false, visibility: 'HISTORY_VISIBILITY_UNSPECIFIED', channel: false, maxMembers: 0,
   });
   const g = list.conversations[1];
   assert.deepEqual([g.kind, g.role, g.memberCount, g.lastKind, g.lastPreview], ['group', 'OWNER', 3, 'system', '']);
@@ -914,8 +914,18 @@ test('group management: setMemberRole, transferOwnership, updateGroup (only the 
   assert.ok(Object.hasOwn(ub, 'topic') && ub.topic === '', 'an empty topic is sent (it clears the topic)');
   assert.equal(ub.muteAll, true);
   assert.equal(ub.visibility, proto.HistoryVisibility.SHARED);
+  assert.ok(!Object.hasOwn(ub, 'maxMembers') || ub.maxMembers == null, 'a member limit not given is not sent');
   ws.recv({ reqId: uf.reqId, ok: {} });
   await u;
+  // A member limit, and back to the server's (0 is sent: it is a value, not an absence).
+  for (const limit of [25, 0]) {
+    const m = client.updateGroup(g, { maxMembers: limit });
+    const [mf] = ws.take('updateGroup');
+    assert.ok(Object.hasOwn(mf.updateGroup, 'maxMembers') && mf.updateGroup.maxMembers === limit, `maxMembers ${limit} is sent`);
+    assert.ok(!Object.hasOwn(mf.updateGroup, 'muteAll') || mf.updateGroup.muteAll == null);
+    ws.recv({ reqId: mf.reqId, ok: {} });
+    await m;
+  }
   const d = client.dissolveGroup(g);
   const [df] = ws.take('dissolveGroup');
   assert.equal(df.dissolveGroup.conversation, g);
@@ -925,7 +935,7 @@ test('group management: setMemberRole, transferOwnership, updateGroup (only the 
   client.close();
 });
 
-test('group events carry role, topic, mute_all and visibility; the list carries topic, mute_all and visibility', async () => {
+test('group events carry role, topic, mute_all and visibility; the list carries topic, mute_all, visibility and max_members', async () => {
   const { client, ev, ws } = makeClient();
   ws.recv(emptySyncResult(loginAndSync(ws)));
   const g = 'g:7';
@@ -944,12 +954,14 @@ test('group events carry role, topic, mute_all and visibility; the list carries 
   ws.recv({
     reqId: lf.reqId,
     conversationList: {
-      conversations: [{ conversation: g, kind: proto.ConversationKind.GROUP, name: 'team', role: proto.Role.ADMIN, topic: 'ship it', muteAll: true, visibility: proto.HistoryVisibility.SHARED }],
+      conversations: [
+        { conversation: g, kind: proto.ConversationKind.GROUP, name: 'team', role: proto.Role.ADMIN, topic: 'ship it', muteAll: true, visibility: proto.HistoryVisibility.SHARED, maxMembers: 50 },
+      ],
       total: 1,
     },
   });
   const [c] = (await l).conversations;
-  assert.deepEqual([c.topic, c.muteAll, c.visibility, c.role], ['ship it', true, 'SHARED', 'ADMIN']);
+  assert.deepEqual([c.topic, c.muteAll, c.visibility, c.role, c.maxMembers], ['ship it', true, 'SHARED', 'ADMIN', 50]);
   client.close();
 });
 

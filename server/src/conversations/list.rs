@@ -146,6 +146,7 @@ impl Conversations {
                 mute_all,
                 visibility,
                 channel,
+                max_members,
             ) = {
                 let g = r.state.lock().unwrap();
                 (
@@ -158,6 +159,7 @@ impl Conversations {
                     g.mute_all,
                     g.visibility,
                     g.channel,
+                    g.max_members,
                 )
             };
             let id = r.id;
@@ -212,6 +214,7 @@ impl Conversations {
                 mute_all,
                 visibility: visibility as i32,
                 channel,
+                max_members,
             });
         }
         self.sequencer.barrier().await?;

@@ -332,6 +332,7 @@ async fn the_profile_changes_mute_all_silences_members_and_dissolving_ends_membe
         (c.name.as_str(), c.topic.as_str(), c.mute_all),
         ("renamed", "read the rules", true)
     );
+    assert_eq!(c.max_members, 0, "no cap of its own yet: the server's");
 
     // Muted: a plain member may not send; admins and the owner may.
     assert_eq!(
@@ -355,6 +356,11 @@ async fn the_profile_changes_mute_all_silences_members_and_dissolving_ends_membe
             .unwrap_err()
             .code,
         ErrorCode::ResourceExhausted
+    );
+    let list = w.conversations.list("mem", 0, 0).await.unwrap();
+    assert_eq!(
+        list.conversations[0].max_members, 3,
+        "the list shows the cap"
     );
     assert_eq!(
         w.groups
