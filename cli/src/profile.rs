@@ -314,10 +314,28 @@ impl ProfileStore {
         let mut next = inner.profile.clone();
         let n = next.forget_outgoing(ids);
         if n > 0 {
-            next.save(&inner.path)?;
-            inner.profile = next;
+            inner.write(next, false)?;
         }
         Ok(n)
+    }
+}
+
+impl Inner {
+    /// Writes `next`. Unless this process got a new token since it last wrote
+    /// (`new_token`), the token is the one in the file now: another `tern` on the same
+    /// profile may have resumed meanwhile, and writing back the token it replaced would
+    /// get the device revoked at its next use (docs/PROTOCOL.md 5.3).
+    fn write(&mut self, mut next: Profile, new_token: bool) -> std::io::Result<()> {
+        if !new_token {
+            if let Ok(Some(disk)) = Profile::load(&self.path) {
+                if disk.username == next.username && disk.device == next.device {
+                    next.token = disk.token;
+                }
+            }
+        }
+        next.save(&self.path)?;
+        self.profile = next;
+        Ok(())
     }
 }
 
@@ -334,9 +352,8 @@ impl StateStore for ProfileStore {
         if next == inner.profile {
             return Ok(());
         }
-        next.save(&inner.path)?;
-        inner.profile = next;
-        Ok(())
+        let new_token = next.token != inner.profile.token;
+        inner.write(next, new_token)
     }
 }
 
@@ -429,6 +446,44 @@ mod tests {
         assert!(p.conversations.is_empty());
         assert_eq!(p.token.as_deref(), Some("tok2"), "fresh token kept");
         assert_eq!(p.outbox.len(), 2, "outbox kept");
+    }
+
+    #[test]
+    fn a_token_another_tern_saved_meanwhile_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        let mut start = logged_in();
+        start.token = Some("t1".into());
+        start.save(&path).unwrap();
+        // `tern chat` and `tern send` on one profile: chat started with t1.
+        let mut chat = ProfileStore::new(path.clone(), start.clone(), true);
+        let mut send = ProfileStore::new(path.clone(), start, false);
+        let with_token = |t: &str| SavedState {
+            token: Some(t.into()),
+            ..state()
+        };
+        // send resumes with t1 and saves t2.
+        send.save(&with_token("t2")).unwrap();
+        // chat saves its cursors with the token it still has (t1): t2 stays.
+        chat.save(&with_token("t1")).unwrap();
+        let p = Profile::load(&path).unwrap().unwrap();
+        assert_eq!(p.token.as_deref(), Some("t2"));
+        assert_eq!(p.inbox, 7, "chat's cursors are saved");
+        // A token this process got is written (also a dropped one).
+        chat.save(&with_token("t3")).unwrap();
+        assert_eq!(
+            Profile::load(&path).unwrap().unwrap().token.as_deref(),
+            Some("t3")
+        );
+        chat.save(&SavedState {
+            token: None,
+            ..state()
+        })
+        .unwrap();
+        assert_eq!(Profile::load(&path).unwrap().unwrap().token, None);
+        // Forgetting a send does not bring an old token back either.
+        send.forget(&["m1".to_string()].into()).unwrap();
+        assert_eq!(Profile::load(&path).unwrap().unwrap().token, None);
     }
 
     #[test]
