@@ -348,7 +348,9 @@ pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()>
     let result = sync_loop(&mut sess, follow, idle_exit.map(Duration::from_secs)).await;
     // Messages delivered while stopping are in the saved cursor: print them as well.
     let (rest, _) = sess.close(&HashSet::new()).await;
-    let printed = rest.iter().try_for_each(|ev| sync_line(ev).map(|_| ()));
+    let printed = rest
+        .iter()
+        .try_for_each(|ev| sync_line(ev, follow).map(|_| ()));
     result.and(printed)
 }
 
@@ -356,9 +358,11 @@ pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()>
 /// (`{"event":"read"|"receipt"|"settings"|"typing"|"presence"|"edit"|"recall"|"expired"|
 /// "hidden",...}`); true if it printed one. An EDIT or RECALL entry, and a tombstone
 /// (expired, deleted), is printed as the event line the SDK's event after it gives,
-/// not as a message line.
-fn sync_line(ev: &Event) -> Result<bool> {
+/// not as a message line. "typing" and "presence" are live state, not something missed:
+/// they are printed only with `--follow` (`live`).
+fn sync_line(ev: &Event, live: bool) -> Result<bool> {
     match ev {
+        Event::Presence { .. } | Event::Typing { .. } if !live => return Ok(false),
         Event::Message { message, .. } => {
             if output::is_change(message) || message.expired || message.deleted {
                 return Ok(false);
@@ -435,7 +439,7 @@ async fn sync_loop(sess: &mut Session, follow: bool, idle: Option<Duration>) -> 
                     None => {}
                 },
                 ev => {
-                    if sync_line(&ev)? {
+                    if sync_line(&ev, follow)? {
                         if let (Some(d), Some(_)) = (idle, idle_until) {
                             idle_until = Some(Instant::now() + d);
                         }

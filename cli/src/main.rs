@@ -137,8 +137,9 @@ enum Command {
     },
     /// Print missed messages (then live ones with --follow) as JSON lines, and events as
     /// lines with an "event" field: "read" (your other device read) and "receipt" (another
-    /// member read), "settings" (mute/pin), "typing", "presence" (a contact came online or
-    /// went offline), "edit" (message seq now reads text), "recall" (message seq was taken
+    /// member read), "settings" (mute/pin), "typing" and "presence" (a contact came online
+    /// or went offline; these two are live state, printed only with --follow), "edit"
+    /// (message seq now reads text), "recall" (message seq was taken
     /// back), "expired" (message seq came after its time to live: no text), "hidden" (you
     /// deleted message seq for yourself).
     Sync {

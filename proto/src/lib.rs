@@ -11,6 +11,9 @@
 //!   `Frame.body`, checked against the compiled descriptor.
 //! - [`errors`]: [`error_frame`], [`error_frame_retry`] and, on [`pb::ErrorCode`],
 //!   `is_retryable()` and `closes_connection()`.
+//! - [`request_errors`]: the error codes each request may be answered with (the Errors
+//!   column of PROTOCOL.md's request table, checked against it by a test and against the
+//!   server's answers by the server).
 //! - [`liveness`]: [`HEARTBEAT_MISSES`] and the timeouts derived from the heartbeat.
 //! - constants: the protocol version, the ALPN id and the default limits.
 //!
@@ -25,6 +28,7 @@ pub mod errors;
 pub mod liveness;
 pub mod names;
 pub mod raw;
+pub mod request_errors;
 #[cfg(test)]
 mod rules_table;
 

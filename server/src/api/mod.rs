@@ -35,11 +35,45 @@ pub(crate) type Close = Option<(CloseReason, String)>;
 pub(crate) struct Reply {
     pub handle: Arc<SessionHandle>,
     pub req_id: u64,
+    /// The request's body name ("" for an answer to no request: a frame that did not
+    /// decode); its error answers are checked against [`tern_proto::request_errors`].
+    request: &'static str,
 }
 
 impl Reply {
     pub(crate) fn new(handle: Arc<SessionHandle>, req_id: u64) -> Self {
-        Self { handle, req_id }
+        Self {
+            handle,
+            req_id,
+            request: "",
+        }
+    }
+
+    /// The same reply, known to answer the request named `request`.
+    pub(crate) fn to(mut self, request: &'static str) -> Self {
+        self.request = request;
+        self
+    }
+
+    /// Every error sent in answer to a request must be one PROTOCOL.md lists for it
+    /// (`tern_proto::request_errors`). A handler that breaks that fails in debug builds,
+    /// so any test or fuzz run reaching it fails; release builds log it.
+    fn check_declared(&self, code: ErrorCode) {
+        if self.request.is_empty() || tern_proto::request_errors::may_answer(self.request, code) {
+            return;
+        }
+        tracing::error!(
+            request = self.request,
+            code = code.as_str_name(),
+            "answered with an error code PROTOCOL.md does not list for this request"
+        );
+        debug_assert!(
+            false,
+            "{} answered with {}, which PROTOCOL.md's request table does not list for it: \
+             add it to tern_proto::request_errors and the table, or fix the handler",
+            self.request,
+            code.as_str_name()
+        );
     }
 
     pub(crate) fn body(&self, body: Body) {
@@ -54,6 +88,7 @@ impl Reply {
     }
 
     pub(crate) fn err(&self, e: ServiceError) {
+        self.check_declared(e.code);
         self.handle.push(encode_frame(&e.to_frame(self.req_id)));
     }
 
@@ -89,7 +124,10 @@ impl Reply {
         tokio::spawn(async move {
             let encoded = match fut.await {
                 Ok(encoded) => encoded,
-                Err(e) => encode_frame(&e.to_frame(self.req_id)),
+                Err(e) => {
+                    self.check_declared(e.code);
+                    encode_frame(&e.to_frame(self.req_id))
+                }
             };
             self.handle.push(encoded);
             drop(permit);

@@ -200,14 +200,14 @@ impl Session {
 
     /// Handles one request. Returns a close reason when the session must end.
     async fn dispatch(&mut self, f: Frame, permit: OwnedSemaphorePermit) -> Close {
-        let reply = self.reply(f.req_id);
         let Some(body) = f.body else {
-            reply.err(ServiceError::new(
+            self.reply(f.req_id).err(ServiceError::new(
                 ErrorCode::UnknownRequest,
                 "frame has no body (or a body this server does not know)",
             ));
             return None;
         };
+        let reply = self.reply(f.req_id).to(tern_proto::body_name(&body));
         let svc = self.services.clone();
         match (classify(&body), &self.authed) {
             (RequestClass::Ping, _) => {
