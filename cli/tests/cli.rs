@@ -291,7 +291,10 @@ fn texts(v: &[Value]) -> Vec<String> {
 /// offline; the receiver's `tern sync` then prints exactly those 200, in order, once.
 #[tokio::test(flavor = "multi_thread")]
 async fn offline_receiver_gets_200_piped_messages_in_order_exactly_once() {
-    let server = TestServer::start().await;
+    // Presence is not what this test is about: when alice's send outlasts the settle time,
+    // her going offline is announced to bob and is a line of his sync output, so the
+    // announcements wait longer than the test runs.
+    let server = TestServer::start_with(|c| c.messages.presence_settle_ms = 600_000).await;
     let t = Tern::new(&server);
     t.account("alice");
     t.account("bob");
