@@ -21,23 +21,11 @@ use std::time::{Duration, Instant};
 use tern_proto::pb::ErrorCode;
 use tern_tests::chat_load::{ChatLoad, Verdict};
 use tern_tests::powerfs::{Cut, Fault, PowerFs};
+use tern_tests::rng::XorShift;
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
 const SKIP_FSYNC: (&str, &str) = ("TERN_UNSAFE_SKIP_FSYNC", "1");
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -95,7 +83,7 @@ struct Run {
 /// `catch_up` to receive every acked message, and returns what the checker found.
 async fn power_cut_run(cycles: usize, seed: u64, env: &[(&str, &str)], catch_up: Duration) -> Run {
     let started = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = XorShift::new(seed);
     let disk = disk();
     let mut server = ProcessServer::try_spawn_with(BIN, &disk.data, "127.0.0.1:0", env).unwrap();
     let listen = server.tcp.to_string();
@@ -106,9 +94,11 @@ async fn power_cut_run(cycles: usize, seed: u64, env: &[(&str, &str)], catch_up:
     for _ in 0..cycles {
         tokio::time::sleep(Duration::from_millis(rng.range(300, 1500))).await;
         server.kill9();
-        let how = if rng.next().is_multiple_of(2) {
+        let how = if rng.next_u64().is_multiple_of(2) {
             torn += 1;
-            Cut::Torn { seed: rng.next() }
+            Cut::Torn {
+                seed: rng.next_u64(),
+            }
         } else {
             Cut::Discard
         };

@@ -16,22 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tern_tests::chat_load::ChatLoad;
+use tern_tests::rng::XorShift;
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_pause_and_restart_keep_every_promise() {
@@ -50,7 +38,7 @@ async fn crash_loop_pause_and_restart_keep_every_promise() {
                 | 1
         });
     eprintln!("torture: {cycles} cycles, seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift::new(seed);
 
     let data = tempfile::tempdir().unwrap();
     let mut server = ProcessServer::spawn(BIN, data.path());

@@ -21,6 +21,7 @@ pub mod client;
 pub mod expect;
 pub mod fault;
 pub mod powerfs;
+pub mod rng;
 pub mod sdk;
 pub mod server;
 pub mod tls;

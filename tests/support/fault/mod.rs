@@ -34,7 +34,7 @@
 //! * Nothing here panics on I/O errors: a failing TCP connection is aborted, a datagram
 //!   that cannot be sent is dropped.
 //!
-//! Layout: `tcp.rs`, `udp.rs` and `frames.rs` hold one proxy each, `rng.rs` the generator;
+//! Layout: `tcp.rs`, `udp.rs` and `frames.rs` hold one proxy each (the generator is `crate::rng`);
 //! this file holds what they share (the cut/stop control channel and the fault settings).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,12 +44,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod frames;
-mod rng;
 mod tcp;
 mod udp;
 
+use crate::rng::{XorShift, DEFAULT_SEED};
 pub use frames::{FrameConn, FrameFaultProxy, FramePredicate};
-use rng::{XorShift, DEFAULT_SEED};
 pub use tcp::TcpFaultProxy;
 pub use udp::UdpFaultProxy;
 

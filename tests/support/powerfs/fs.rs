@@ -175,7 +175,7 @@ impl Shared {
     pub(super) fn cut_power(&self, how: Cut) -> CutReport {
         let mut st = self.lock();
         st.stats.cuts += 1;
-        let mut rng = SplitMix(match how {
+        let mut rng = crate::rng::XorShift::new(match how {
             Cut::Discard => 0,
             Cut::Torn { seed } => seed,
         });
@@ -191,7 +191,7 @@ impl Shared {
                     .ok();
             }
             let torn = match (how, &node.file) {
-                (Cut::Torn { .. }, Some(file)) => vol.apply_torn(file, || rng.next() & 1 == 1),
+                (Cut::Torn { .. }, Some(file)) => vol.apply_torn(file, || rng.next_u64() & 1 == 1),
                 _ => Err(io::Error::other("discard")),
             };
             match torn {
@@ -210,19 +210,6 @@ impl Shared {
             }
         }
         report
-    }
-}
-
-/// splitmix64: the torn cut's reproducible page choices.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 

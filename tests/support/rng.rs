@@ -1,14 +1,15 @@
-//! The fault proxies' random generator: small, fast and reproducible from a seed.
+//! The tests' random generator (fault proxies, crash loops, PowerFs's torn cuts): small,
+//! fast and reproducible from a seed.
 
 /// Seed used until `set_seed` is called.
-pub(super) const DEFAULT_SEED: u64 = 0x7e57_fa17_5eed_0001;
+pub const DEFAULT_SEED: u64 = 0x7e57_fa17_5eed_0001;
 
 /// xorshift64* generator: small, fast, reproducible; not for anything but tests.
 #[derive(Debug)]
-pub(super) struct XorShift(u64);
+pub struct XorShift(u64);
 
 impl XorShift {
-    pub(super) fn new(seed: u64) -> XorShift {
+    pub fn new(seed: u64) -> XorShift {
         // splitmix64 of the seed, so that small or similar seeds give unrelated streams;
         // xorshift must not start from 0.
         let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -18,7 +19,7 @@ impl XorShift {
         XorShift(if z == 0 { DEFAULT_SEED } else { z })
     }
 
-    pub(super) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -27,14 +28,19 @@ impl XorShift {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
+    /// Uniform in [lo, hi) (just `lo` when the range is empty).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi.saturating_sub(lo)).max(1)
+    }
+
     /// Uniform in [0, 1).
-    pub(super) fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// True with probability `p`; does not draw for p <= 0 or p >= 1 (or NaN), so a
     /// disabled fault does not disturb the sequence the enabled ones see.
-    pub(super) fn chance(&mut self, p: f64) -> bool {
+    pub fn chance(&mut self, p: f64) -> bool {
         if p.is_nan() || p <= 0.0 {
             false
         } else if p >= 1.0 {
