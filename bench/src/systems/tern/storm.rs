@@ -81,7 +81,7 @@ pub(super) async fn storm_device(
     connector: &Connector,
     i: usize,
     user: String,
-    token: Option<String>,
+    mut token: Option<String>,
     missed: u64,
     page: u32,
     deadline: tokio::time::Instant,
@@ -104,10 +104,15 @@ pub(super) async fn storm_device(
         let attempt = async {
             let t0 = clock::now();
             let mut raw = connector.connect(i).await?;
-            match &token {
+            let ok = match &token {
                 Some(t) => net::resume(&mut raw, t).await?,
                 None => net::login(&mut raw, &user, "phone").await?,
             };
+            // Tokens rotate: a retry must present the newest one (an older one, once a
+            // newer was used, revokes the device).
+            if token.is_some() {
+                token = Some(ok.token.clone());
+            }
             let auth = clock::now() - t0;
             loop {
                 let sync = Body::Sync(pb::Sync {
