@@ -21,6 +21,7 @@
 //! (bad credentials, not logged in, authentication lost), 4 server unreachable, 5
 //! forbidden or not found.
 
+mod admin;
 mod commands;
 mod error;
 mod output;
@@ -281,6 +282,10 @@ enum Command {
         #[arg(long, value_enum, value_name = "on|off")]
         send_receipts: Option<OnOff>,
     },
+    /// Operate the server over its admin HTTP API (docs/ADMIN_API.md): online users,
+    /// disable/enable/revoke a user, broadcast a notice, figures. Needs the server's
+    /// --admin-listen address and its admin.token file.
+    Admin(AdminArgs),
     /// Chat interactively in one conversation: it opens with the last 20 messages, stdin
     /// lines are sent, what is shown is marked read; receipts, typing, edits and recalls
     /// are shown as they come. Lines are `[HH:MM:SS #SEQ] user: text`.
@@ -288,6 +293,47 @@ enum Command {
         #[command(flatten)]
         dest: ConvDest,
     },
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// The admin API, as the server printed it (admin=http://HOST:PORT/admin/v1/).
+    #[arg(long, env = "TERN_ADMIN_URL", value_name = "URL")]
+    url: String,
+    /// The file holding the bearer token [default: tern-data/admin.token].
+    #[arg(long, env = "TERN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Users online now and their devices; with --json {"count":N,"users":[{"user":..,"devices":[..]}]}.
+    Online,
+    /// One user: disable, enable, revoke, show.
+    #[command(subcommand)]
+    User(AdminUserCommand),
+    /// Send a SYSTEM notice to every user (durable: offline users get it when they sync).
+    Broadcast {
+        /// The notice (several words are joined with spaces).
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// The server's figures: connections, users, groups, messages, store size, uptime.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminUserCommand {
+    /// No Login, no Resume; live sessions are closed at once.
+    Disable { user: String },
+    /// Let a disabled user log in again.
+    Enable { user: String },
+    /// Revoke every token of every device; live sessions are closed at once.
+    Revoke { user: String },
+    /// Profile, devices, created, disabled.
+    Show { user: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -535,6 +581,27 @@ async fn run(cli: Cli) -> Result<()> {
             commands::user_settings(&ctx, send_receipts).await
         }
         Command::Chat { dest: d } => commands::chat(&ctx, dest(d.with, d.group)).await,
+        Command::Admin(a) => {
+            let token_file = a.token_file.unwrap_or_else(admin::default_token_file);
+            let op = match a.command {
+                AdminCommand::Online => admin::AdminOp::Online,
+                AdminCommand::User(AdminUserCommand::Disable { user }) => {
+                    admin::AdminOp::Disable(user)
+                }
+                AdminCommand::User(AdminUserCommand::Enable { user }) => {
+                    admin::AdminOp::Enable(user)
+                }
+                AdminCommand::User(AdminUserCommand::Revoke { user }) => {
+                    admin::AdminOp::Revoke(user)
+                }
+                AdminCommand::User(AdminUserCommand::Show { user }) => admin::AdminOp::Show(user),
+                AdminCommand::Broadcast { text } => admin::AdminOp::Broadcast(text.join(" ")),
+                AdminCommand::Stats => admin::AdminOp::Stats,
+            };
+            admin::Admin::new(&a.url, &token_file, ctx.json)?
+                .run(op)
+                .await
+        }
     }
 }
 

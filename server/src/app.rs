@@ -35,6 +35,7 @@ pub struct Server {
     tcp_addr: SocketAddr,
     ws: Option<(TcpListener, Arc<WsSettings>)>,
     metrics: Option<TcpListener>,
+    admin: Option<crate::http::admin::AdminListener>,
     watermark: Arc<Watermark>,
     dev_ca: Option<PathBuf>,
     data_dir: PathBuf,
@@ -111,9 +112,26 @@ impl Server {
             None => None,
             Some(addr) => Some(bind_tcp(addr).with_context(|| format!("binding metrics {addr}"))?),
         };
+        let admin = match config.network.admin_listen {
+            None => None,
+            Some(addr) => {
+                let (token, token_file) = crate::http::admin::load_or_create_token(
+                    config.network.admin_token_file.as_deref(),
+                    &config.store.data_dir,
+                )?;
+                let listener =
+                    bind_tcp(addr).with_context(|| format!("binding the admin API {addr}"))?;
+                Some(crate::http::admin::AdminListener {
+                    listener,
+                    token,
+                    token_file,
+                })
+            }
+        };
         Ok(Self {
             ws,
             metrics,
+            admin,
             watermark: Arc::new(watermark),
             quic_addr: quic.local_addr()?,
             tcp_addr: tcp.local_addr()?,
@@ -141,6 +159,16 @@ impl Server {
     /// The metrics address, when `--metrics-listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+    /// The admin API address, when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|a| a.listener.local_addr().ok())
+    }
+    /// The file holding the admin API's token, when the admin API is on.
+    pub fn admin_token_file(&self) -> Option<&PathBuf> {
+        self.admin.as_ref().map(|a| &a.token_file)
     }
     pub fn ws_tls(&self) -> bool {
         self.ws.as_ref().is_some_and(|(_, s)| s.tls.is_some())
@@ -209,6 +237,15 @@ impl Server {
             ))
         });
 
+        let admin_task = self.admin.map(|l| {
+            tokio::spawn(crate::http::admin::serve(
+                l,
+                self.services.clone(),
+                self.data_dir.clone(),
+                accept_stop.clone(),
+            ))
+        });
+
         let metrics_task = self
             .metrics
             .map(|l| tokio::spawn(crate::http::metrics::serve(l, flusher_stop.clone())));
@@ -220,6 +257,10 @@ impl Server {
         let _ = quic_task.await;
         if let Some(t) = ws_task {
             let _ = t.await;
+        }
+        if let Some(t) = admin_task {
+            // In-flight admin requests finish while the flusher still runs.
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         self.services.shutdown.cancel();
         tracker.close();

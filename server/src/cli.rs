@@ -67,9 +67,17 @@ pub fn main() -> i32 {
             .metrics_addr()
             .map(|a| format!(" metrics=http://{a}/metrics"))
             .unwrap_or_default();
+        let admin = server
+            .admin_addr()
+            .map(|a| format!(" admin=http://{a}/admin/v1/"))
+            .unwrap_or_default();
+        if let Some(f) = server.admin_token_file() {
+            // The path only: the token itself is never printed or logged.
+            let _ = writeln!(out, "tern-server: admin API token file {}", f.display());
+        }
         let _ = writeln!(
             out,
-            "tern-server: listening quic={} tcp={} alpn=tern/1{ws}{metrics}",
+            "tern-server: listening quic={} tcp={} alpn=tern/1{ws}{metrics}{admin}",
             server.quic_addr(),
             server.tcp_addr()
         );

@@ -132,6 +132,11 @@ settings! {
         web_root: PathBuf = PathBuf::from("web/dist"), "TERN_WEB_ROOT";
         /// Serve Prometheus/OpenMetrics text at http://ADDR/metrics; unset: off
         metrics_listen: SocketAddr = None, "TERN_METRICS_LISTEN", optional;
+        /// Serve the admin HTTP API (docs/ADMIN_API.md) at http://ADDR/admin/v1/; unset: off
+        admin_listen: SocketAddr = None, "TERN_ADMIN_LISTEN", optional;
+        /// File holding the admin API's bearer token; unset: <data_dir>/admin.token, made
+        /// (mode 0600) on first start
+        admin_token_file: PathBuf = None, "TERN_ADMIN_TOKEN_FILE", optional;
     }
 
     /// The data directory and the store.

@@ -21,6 +21,8 @@ pub struct TestServer {
     pub ws: SocketAddr,
     /// The metrics endpoint, when the config set `metrics_listen`.
     pub metrics: Option<SocketAddr>,
+    /// The admin API, when the config set `admin_listen` (its token file: `admin_token`).
+    pub admin: Option<SocketAddr>,
     pub ca: PathBuf,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -51,6 +53,7 @@ impl TestServer {
         let tcp = server.tcp_addr();
         let ws = server.ws_addr().expect("WebSocket bridge on");
         let metrics = server.metrics_addr();
+        let admin = server.admin_addr();
         let ca = server.dev_ca().cloned().expect("dev CA");
         let join = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -60,6 +63,7 @@ impl TestServer {
             tcp,
             ws,
             metrics,
+            admin,
             ca,
             dir,
             stop: Some(stop),
@@ -72,6 +76,15 @@ impl TestServer {
             Transport::Quic => self.quic,
             Transport::Tcp => self.tcp,
         }
+    }
+
+    /// The admin API's token (generated into the data dir on first start).
+    pub fn admin_token(&self) -> String {
+        let path = self.dir.path().join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
     }
 
     pub async fn client(&self, t: Transport) -> Client {

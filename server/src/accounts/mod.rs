@@ -7,6 +7,7 @@
 //! - [`rotation`]: which of a device's tokens Resume accepts (rotation with reuse
 //!   detection), as a pure function of the device record.
 
+pub(crate) mod admin;
 pub(crate) mod credentials;
 pub(crate) mod devices;
 pub(crate) mod rotation;
@@ -132,7 +133,7 @@ impl Accounts {
         validate::username(username)?;
         validate::password(password)?;
         let taken = || ServiceError::new(ErrorCode::UserExists, format!("user {username} exists"));
-        if self.store.user(username)?.is_some() {
+        if username == admin::NOTICE_SENDER || self.store.user(username)?.is_some() {
             return Err(taken());
         }
         let pw = password.to_string();
@@ -148,6 +149,7 @@ impl Accounts {
             created_ms: self.clock.now_ms(),
             token_epoch: 0,
             receipts_off: false,
+            disabled: false,
         };
         if !self.store.create_user(username, &rec)? {
             return Err(taken());
@@ -190,6 +192,12 @@ impl Accounts {
         let Some(user) = user.filter(|_| ok) else {
             return Err(bad());
         };
+        if user.disabled {
+            return Err(ServiceError::new(
+                ErrorCode::InvalidCredentials,
+                "this account is disabled",
+            ));
+        }
         let now = self.clock.now_ms();
         let mut place = Place { gen: 0, parent: 0 };
         let dev = self.devices.update(username, device, |dev| {
@@ -258,7 +266,7 @@ impl Accounts {
             .store
             .user(&claims.user)?
             .ok_or_else(|| ServiceError::new(ErrorCode::InvalidToken, "token is not valid here"))?;
-        if user.token_epoch != claims.user_epoch {
+        if user.token_epoch != claims.user_epoch || user.disabled {
             return Err(revoked().into());
         }
         admit(&claims.user, &claims.device)?;

@@ -170,6 +170,17 @@ impl Hub {
         }
     }
 
+    /// Every user with a live session, sorted (a snapshot; for operators).
+    pub fn online_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().unwrap().keys().cloned().collect::<Vec<_>>())
+            .collect();
+        users.sort();
+        users
+    }
+
     /// The user's live sessions (a snapshot).
     pub fn sessions(&self, user: &str) -> Vec<Arc<SessionHandle>> {
         self.shard(user)

@@ -6,12 +6,22 @@
 use tern_proto::pb::{self, ConversationKind, GroupEventKind, Role};
 
 use super::Groups;
+use crate::conversations::state::SharedState;
 use crate::error::{ServiceError, ServiceResult};
-use crate::store::Mutation;
+use crate::store::{ConversationRecord, MemberRecord, Mutation};
 use crate::validate;
 
 /// Longest topic, in bytes.
 pub(crate) const MAX_TOPIC_BYTES: usize = 1024;
+
+/// A group as an operator sees it (the admin API).
+pub struct GroupView {
+    pub record: ConversationRecord,
+    /// The members with their roles (none: dissolved).
+    pub members: Vec<(String, MemberRecord)>,
+    /// The seq of its newest entry.
+    pub last_seq: u64,
+}
 
 fn owner_only() -> ServiceError {
     ServiceError::forbidden("only the owner may do this")
@@ -242,6 +252,31 @@ impl Groups {
         if actor_role != Role::Owner {
             return Err(owner_only());
         }
+        self.dissolve(st_arc, actor, req).await
+    }
+
+    /// An operator dissolves the group (the admin API): as the owner's DissolveGroup, with
+    /// `actor` (e.g. "admin") named in the event. NOT_FOUND for anything but a live group.
+    pub async fn dissolve_as_operator(&self, conv: &str, actor: &str) -> ServiceResult<()> {
+        let st_arc = self.convs.get(conv)?;
+        {
+            let g = st_arc.lock().unwrap();
+            if g.kind != ConversationKind::Group || !g.exists || g.members.is_empty() {
+                return Err(ServiceError::not_found(format!("no group {conv}")));
+            }
+        }
+        let req = pb::DissolveGroup {
+            conversation: conv.to_string(),
+        };
+        self.dissolve(st_arc, actor, req).await
+    }
+
+    async fn dissolve(
+        &self,
+        st_arc: SharedState,
+        actor: &str,
+        req: pb::DissolveGroup,
+    ) -> ServiceResult<()> {
         let (recipients, channel_name) = {
             let st = st_arc.lock().unwrap();
             if st.kind != ConversationKind::Group {
@@ -284,6 +319,35 @@ impl Groups {
             })
             .await?;
         Ok(())
+    }
+
+    /// Groups (ids `g:...`) after `after`, in id order, at most `limit`, each with its
+    /// members (none: dissolved). For operators (the admin API).
+    pub fn groups_page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> ServiceResult<Vec<(String, ConversationRecord)>> {
+        Ok(self.store.conversations_page("g:", after, limit)?)
+    }
+
+    /// A group as an operator sees it. NOT_FOUND when there is no such group.
+    pub fn operator_view(&self, conv: &str) -> ServiceResult<GroupView> {
+        let st = self.convs.get(conv)?;
+        let g = st.lock().unwrap();
+        if g.kind != ConversationKind::Group || !g.exists {
+            return Err(ServiceError::not_found(format!("no group {conv}")));
+        }
+        let members = g
+            .members
+            .iter()
+            .map(|(u, m)| (u.clone(), m.clone()))
+            .collect();
+        Ok(GroupView {
+            record: g.record(),
+            members,
+            last_seq: g.last_seq,
+        })
     }
 
     /// The member cap of a group: its own, or the server's.

@@ -2,7 +2,9 @@
 //!
 //! - [`web`]: the web chat page and the WebSocket upgrade at `/ws`.
 //! - [`metrics`]: Prometheus/OpenMetrics text at `/metrics`.
+//! - [`admin`]: the admin API at `/admin/v1/` (its own listener, bearer token).
 
+pub(crate) mod admin;
 pub(crate) mod metrics;
 pub(crate) mod web;
 

@@ -11,6 +11,7 @@
 //! - [`cursors`]: each device's server-side ack cursor.
 //! - [`expiry`]: the sweeper that erases messages whose time to live passed.
 
+pub(crate) mod admin;
 pub(crate) mod cursors;
 pub(crate) mod expiry;
 pub(crate) mod read;

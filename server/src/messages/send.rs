@@ -207,6 +207,12 @@ impl Messages {
                 "not a member of {conv_id}"
             )));
         }
+        let notices = crate::accounts::admin::NOTICE_SENDER;
+        if st.kind == pb::ConversationKind::Direct && st.members.contains_key(notices) {
+            return Err(ServiceError::forbidden(
+                "operator notices cannot be answered",
+            ));
+        }
         if st.mute_all && !matches!(st.role(sender), Some(pb::Role::Owner | pb::Role::Admin)) {
             return Err(ServiceError::forbidden(
                 "the group is muted: only the owner and admins may send",

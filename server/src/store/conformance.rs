@@ -22,6 +22,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     a_rewritten_entry_replaces_the_old_one(store);
     expiries_come_back_in_time_order_until_now(store);
     the_channel_directory_finds_names_by_prefix(store);
+    users_and_conversations_are_listed_in_pages(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -71,6 +72,7 @@ fn users_are_created_once(store: &dyn Store) {
         created_ms: 5,
         token_epoch: 0,
         receipts_off: false,
+        disabled: true,
     };
     assert!(store.create_user("conf_u1", &rec).unwrap());
     let other = UserRecord {
@@ -474,4 +476,68 @@ fn the_channel_directory_finds_names_by_prefix(store: &dyn Store) {
         }])
         .unwrap();
     assert_eq!(store.channels("r", 10).unwrap(), ["g:00000000000000c2"]);
+}
+
+fn users_and_conversations_are_listed_in_pages(store: &dyn Store) {
+    let rec = UserRecord {
+        password_hash: "h".into(),
+        ..Default::default()
+    };
+    for u in ["pg-b", "pg-a", "pg-c", "pgx", "ph-a"] {
+        assert!(store.create_user(u, &rec).unwrap());
+    }
+    let names = |prefix: &str, after: &str, limit: usize| -> Vec<String> {
+        let page = store.users_page(prefix, after, limit).unwrap();
+        page.into_iter().map(|(n, _)| n).collect()
+    };
+    assert_eq!(names("pg-", "", 10), ["pg-a", "pg-b", "pg-c"]);
+    assert_eq!(names("pg-", "", 2), ["pg-a", "pg-b"]);
+    assert_eq!(
+        names("pg-", "pg-b", 2),
+        ["pg-c"],
+        "strictly after the cursor"
+    );
+    assert_eq!(names("pg", "pg-c", 10), ["pgx"]);
+    assert_eq!(names("pg-", "pgx", 10), Vec::<String>::new());
+    assert!(names("", "", 1000).len() >= 5);
+    assert_eq!(store.users_page("pg-", "", 1).unwrap()[0].1, rec);
+
+    let conv = |id: &str, name: &str| Mutation::Conversation {
+        conversation: id.into(),
+        record: ConversationRecord {
+            name: name.into(),
+            ..Default::default()
+        },
+    };
+    store
+        .commit(&[
+            conv("g:00000000000000f2", "two"),
+            conv("g:00000000000000f1", "one"),
+            conv("g:00000000000000f3", "three"),
+            conv("d:pg-a:pg-b", ""),
+        ])
+        .unwrap();
+    let ids = |after: &str, limit: usize| -> Vec<String> {
+        let page = store.conversations_page("g:00000000000000f", after, limit);
+        page.unwrap().into_iter().map(|(id, _)| id).collect()
+    };
+    assert_eq!(
+        ids("", 10),
+        [
+            "g:00000000000000f1",
+            "g:00000000000000f2",
+            "g:00000000000000f3"
+        ]
+    );
+    assert_eq!(ids("g:00000000000000f1", 1), ["g:00000000000000f2"]);
+    let page = store
+        .conversations_page("g:00000000000000f3", "", 5)
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].1.name, "three");
+    assert!(store
+        .conversations_page("g:", "", 1000)
+        .unwrap()
+        .iter()
+        .all(|(id, _)| id.starts_with("g:")));
 }

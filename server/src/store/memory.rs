@@ -293,6 +293,48 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, UserRecord)>> {
+        // Strictly after `after` (`after ++ 0x00` is the next possible name), from `prefix`.
+        let start = format!("{after}\0").max(prefix.to_string());
+        let m = self.lock();
+        Ok(m.users
+            .range(start..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn conversations_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, ConversationRecord)>> {
+        let start = CONVERSATIONS.key(prefix.as_bytes()).max(
+            // strictly after `after`: its key ++ 0x00 is the next possible key
+            [CONVERSATIONS.key(after.as_bytes()), vec![0]].concat(),
+        );
+        let p = CONVERSATIONS.key(prefix.as_bytes());
+        let m = self.lock();
+        m.data
+            .range(start..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .take(limit)
+            .map(|(k, v)| {
+                Ok((
+                    utf8(CONVERSATIONS.name, k[1..].to_vec())?,
+                    decode(CONVERSATIONS.name, v)?,
+                ))
+            })
+            .collect()
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

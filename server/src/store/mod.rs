@@ -196,6 +196,22 @@ pub trait Store: Send + Sync + 'static {
     /// Public channels whose lowercased name starts with `prefix` (lowercase), in name
     /// order, at most `limit`.
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>>;
+    /// Users whose name starts with `prefix` and sorts after `after`, in name order, at
+    /// most `limit` (the admin API's paged listing).
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, UserRecord)>>;
+    /// Conversations whose id starts with `prefix` (`g:` for the groups) and sorts after
+    /// `after`, in id order, at most `limit`.
+    fn conversations_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, ConversationRecord)>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
 

@@ -15,6 +15,9 @@ pub struct UserRecord {
     /// The user turned read receipts off: nobody else hears of their read positions.
     #[prost(bool, tag = "4")]
     pub receipts_off: bool,
+    /// An operator disabled the account (admin API): no Login, no Resume.
+    #[prost(bool, tag = "5")]
+    pub disabled: bool,
 }
 
 /// One device of a user: its token epoch, its token rotation state and its server-side

@@ -419,6 +419,51 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, UserRecord)>> {
+        // Strictly after `after` (its key ++ 0x00 is the next possible key), from `prefix`.
+        let start = [after.as_bytes(), &[0]]
+            .concat()
+            .max(prefix.as_bytes().to_vec());
+        let mut out = Vec::new();
+        for kv in self.users.range(start..) {
+            let (k, v) = kv.map_err(engine)?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            out.push((name_after_prefix("users", &k, 0)?, decode("users", &v)?));
+        }
+        Ok(out)
+    }
+
+    fn conversations_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, ConversationRecord)>> {
+        let p = CONVERSATIONS.key(prefix.as_bytes());
+        let start = [CONVERSATIONS.key(after.as_bytes()), vec![0]]
+            .concat()
+            .max(p.clone());
+        let mut out = Vec::new();
+        for kv in self.data.range(start..) {
+            let (k, v) = kv.map_err(engine)?;
+            if !k.starts_with(&p) || out.len() >= limit {
+                break;
+            }
+            out.push((
+                name_after_prefix(CONVERSATIONS.name, &k, 1)?,
+                decode(CONVERSATIONS.name, &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
