@@ -70,6 +70,8 @@ post("/admin/v1/messages", {"broadcast": True, "text": "hello from the fuzzer"})
 PY
 
 set +e
+# From the temp dir: schemathesis keeps a cache in ./.schemathesis.
+cd "$data"
 "$venv/bin/st" run "$base/admin/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
