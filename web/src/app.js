@@ -1657,7 +1657,8 @@ function bubble(from, text, meta, own) {
 /** @param {Message} m */
 function systemText(m) {
   const e = m.event;
-  if (!e) return 'system message';
+  // No event: an operator's notice (docs/ADMIN_API.md); its body is the text.
+  if (!e) return m.text ? `notice: ${m.text}` : 'system message';
   const users = e.users.join(', ');
   switch (e.kind) {
     case 'CREATED':
