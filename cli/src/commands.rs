@@ -736,6 +736,45 @@ pub async fn user_settings(ctx: &Ctx, send_receipts: Option<bool>) -> Result<()>
     }
 }
 
+/// `tern push register`: this device's push target (replaces an earlier one).
+pub async fn push_register(ctx: &Ctx, platform: &str, token: &str, preview: bool) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    // Sets the target (no toggle): safe to make again after a lost connection.
+    let result = sess
+        .request("cannot register the push target", true, || {
+            client.register_push_target(platform, token, preview)
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    result?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({
+            "push": "registered",
+            "platform": platform,
+            "preview": preview,
+        }))
+    } else {
+        output::line(&format!("push notifications on ({platform})"))
+    }
+}
+
+/// `tern push unregister`: no more push notifications to this device.
+pub async fn push_unregister(ctx: &Ctx) -> Result<()> {
+    let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
+    let result = sess
+        .request("cannot remove the push target", true, || {
+            client.unregister_push_target()
+        })
+        .await;
+    sess.close(&HashSet::new()).await;
+    result?;
+    if ctx.json {
+        output::json_line(&serde_json::json!({ "push": "unregistered" }))
+    } else {
+        output::line("push notifications off")
+    }
+}
+
 fn forbidden(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(

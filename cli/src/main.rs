@@ -286,6 +286,9 @@ enum Command {
     /// disable/enable/revoke a user, broadcast a notice, figures. Needs the server's
     /// --admin-listen address and its admin.token file.
     Admin(AdminArgs),
+    /// Offline push: this device's push target (docs/PUSH.md).
+    #[command(subcommand)]
+    Push(PushCommand),
     /// Chat interactively in one conversation: it opens with the last 20 messages, stdin
     /// lines are sent, what is shown is marked read; receipts, typing, edits and recalls
     /// are shown as they come. Lines are `[HH:MM:SS #SEQ] user: text`.
@@ -293,6 +296,26 @@ enum Command {
         #[command(flatten)]
         dest: ConvDest,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PushCommand {
+    /// Wake this device through the server's push gateway while it is offline; prints
+    /// {"push":"registered","platform":..,"preview":bool}. Bad platform or token: exit 2,
+    /// code INVALID_ARGUMENT.
+    Register {
+        /// apns, fcm, webpush or webhook
+        #[arg(long, value_name = "PLATFORM")]
+        platform: String,
+        /// The platform's device token, or the endpoint URL
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// Put the message text into notifications (off: only who wrote where)
+        #[arg(long)]
+        preview: bool,
+    },
+    /// Stop push notifications to this device; prints {"push":"unregistered"}.
+    Unregister,
 }
 
 #[derive(Debug, Args)]
@@ -580,6 +603,12 @@ async fn run(cli: Cli) -> Result<()> {
             let send_receipts = send_receipts.map(|v| matches!(v, OnOff::On));
             commands::user_settings(&ctx, send_receipts).await
         }
+        Command::Push(PushCommand::Register {
+            platform,
+            token,
+            preview,
+        }) => commands::push_register(&ctx, &platform, &token, preview).await,
+        Command::Push(PushCommand::Unregister) => commands::push_unregister(&ctx).await,
         Command::Chat { dest: d } => commands::chat(&ctx, dest(d.with, d.group)).await,
         Command::Admin(a) => {
             let token_file = a.token_file.unwrap_or_else(admin::default_token_file);

@@ -2059,3 +2059,53 @@ async fn the_profile_token_rotates_with_every_command() {
     t.run("alice", &["send", "--to", "bob", "four"]).ok();
     server.stop().await;
 }
+
+/// `tern push register/unregister` (docs/PUSH.md): a JSON line each; a platform the server
+/// does not know is INVALID_ARGUMENT (exit 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn push_register_and_unregister() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("bob");
+    let out = t
+        .run(
+            "bob",
+            &[
+                "--json",
+                "push",
+                "register",
+                "--platform",
+                "fcm",
+                "--token",
+                "tok-1",
+                "--preview",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        out,
+        vec![serde_json::json!({ "push": "registered", "platform": "fcm", "preview": true })]
+    );
+    let out = t
+        .run(
+            "bob",
+            &[
+                "--json",
+                "push",
+                "register",
+                "--platform",
+                "sms",
+                "--token",
+                "tok",
+            ],
+        )
+        .failed(2);
+    assert_eq!(out.error_code(), "INVALID_ARGUMENT");
+    let out = t.run("bob", &["--json", "push", "unregister"]).ok().json();
+    assert_eq!(out, vec![serde_json::json!({ "push": "unregistered" })]);
+    assert_eq!(
+        t.run("bob", &["push", "unregister"]).ok().stdout,
+        "push notifications off\n"
+    );
+}

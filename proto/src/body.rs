@@ -83,7 +83,9 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::DissolveGroup(_)
         | Body::CreateChannel(_)
         | Body::JoinChannel(_)
-        | Body::ListChannels(_) => BodyKind::Request,
+        | Body::ListChannels(_)
+        | Body::RegisterPushTarget(_)
+        | Body::UnregisterPushTarget(_) => BodyKind::Request,
         Body::Error(_)
         | Body::Ok(_)
         | Body::LoginOk(_)

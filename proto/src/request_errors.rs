@@ -39,7 +39,7 @@ pub fn request_errors(request: &str) -> Option<&'static [ErrorCode]> {
             ResourceExhausted,
             AlreadyAuthenticated,
         ],
-        "Ping" | "Logout" | "ListConversations" | "SetUserSettings" => &[],
+        "Ping" | "Logout" | "ListConversations" | "SetUserSettings" | "UnregisterPushTarget" => &[],
         "Revoke" => &[InvalidArgument, NotFound],
         "Send" => &[InvalidArgument, NotFound, Forbidden],
         "Ack" => &[InvalidArgument],
@@ -52,7 +52,9 @@ pub fn request_errors(request: &str) -> Option<&'static [ErrorCode]> {
         "MarkRead" | "ReceiptsQuery" | "SetConversationSettings" | "UpdateGroup" => {
             &[Forbidden, InvalidArgument]
         }
-        "PresenceQuery" | "CreateChannel" | "ListChannels" => &[InvalidArgument],
+        "PresenceQuery" | "CreateChannel" | "ListChannels" | "RegisterPushTarget" => {
+            &[InvalidArgument]
+        }
         "GroupOnlineQuery" => &[Forbidden, ResourceExhausted],
         "SetMemberRole" | "TransferOwnership" => &[Forbidden, NotFound, InvalidArgument],
         "JoinChannel" => &[Forbidden, ResourceExhausted],

@@ -205,6 +205,7 @@ impl Server {
             let stop = flusher_stop.clone();
             tokio::spawn(async move { services.messages.run_expiry_sweeper(stop).await })
         };
+        let push_task = tokio::spawn(self.services.push.clone().run_worker(flusher_stop.clone()));
         let accept_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -271,6 +272,7 @@ impl Server {
         flusher_stop.cancel();
         let _ = presence_task.await;
         let _ = expiry_task.await;
+        let _ = push_task.await;
         let _ = flusher.await;
         let _ = watermark_task.await;
         if let Some(t) = metrics_task {

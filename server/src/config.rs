@@ -207,6 +207,29 @@ settings! {
         presence_settle_ms: u64 = 2000, "TERN_PRESENCE_SETTLE_MS";
     }
 
+    /// Offline push (docs/PUSH.md): notifications for devices without a live session, sent
+    /// to the operator's push gateway (Matrix push gateway API).
+    [push: PushSettings] {
+        /// Push gateway URL (http://host:port/_matrix/push/v1/notify); unset: no push
+        /// notifications are queued
+        push_gateway: String = None, "TERN_PUSH_GATEWAY", optional;
+        /// The app_id sent with each device, followed by ".<platform>" (tern.apns, ...)
+        push_app_id: String = "tern".into(), "TERN_PUSH_APP_ID";
+        /// A notification the gateway has not taken after this long is given up (and
+        /// counted as dropped), in seconds
+        push_max_age_secs: u64 = 24 * 3600, "TERN_PUSH_MAX_AGE_SECS";
+        /// How long one gateway request may take, in milliseconds
+        push_timeout_ms: u64 = 10_000, "TERN_PUSH_TIMEOUT_MS";
+        /// First retry delay after a failed gateway request, in milliseconds (doubled per
+        /// failure, with jitter)
+        push_retry_min_ms: u64 = 1000, "TERN_PUSH_RETRY_MIN_MS";
+        /// Longest retry delay, in milliseconds
+        push_retry_max_ms: u64 = 300_000, "TERN_PUSH_RETRY_MAX_MS";
+        /// Least time between two notifications to one device, in milliseconds: messages
+        /// in between are coalesced into the next one
+        push_interval_ms: u64 = 1000, "TERN_PUSH_INTERVAL_MS";
+    }
+
     /// Flood protection: request rates, login throttling, caps.
     [limits: RateLimitSettings] {
         /// Requests per second one connection may make (Ping and Ack are free)
@@ -246,6 +269,24 @@ impl Config {
                 .parse()
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("ws_listen {a:?}: {e}")),
+        }
+    }
+
+    /// The push gateway URL, or None when push is off (unset or empty).
+    pub fn push_gateway(&self) -> anyhow::Result<Option<hyper::Uri>> {
+        match self.push.push_gateway.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(url) => {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("push_gateway {url:?}: {e}"))?;
+                anyhow::ensure!(
+                    uri.scheme_str() == Some("http") && uri.host().is_some(),
+                    "push_gateway {url:?}: an http:// URL with a host (https is not supported \
+                     yet: put a TLS-terminating proxy in front of the gateway)"
+                );
+                Ok(Some(uri))
+            }
         }
     }
 
@@ -291,6 +332,7 @@ impl Config {
             "password_hash_iterations must be between 1 and 64"
         );
         self.ws_addr()?;
+        self.push_gateway()?;
         Ok(())
     }
 

@@ -28,6 +28,8 @@
 //! - [`delivery`]: group commit (nothing names a seq before it is durable, D1), the
 //!   router seam the domains push through, the one place a push is encoded, the session
 //!   registry ([`delivery::hub`]) and the per-session send queue.
+//! - [`push`]: offline push: devices' push targets, the durable notification queue and
+//!   the worker that sends it to the operator's push gateway (docs/PUSH.md).
 //! - [`store`]: the `Store` trait, the key catalogue, the sled backend, an in-memory
 //!   backend for tests, the conformance suite, the lost-writes watermark.
 //!
@@ -51,6 +53,7 @@ pub(crate) mod http;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod presence;
+pub(crate) mod push;
 pub(crate) mod ratelimit;
 pub(crate) mod receipts;
 pub(crate) mod sequencer;

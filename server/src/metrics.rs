@@ -56,6 +56,21 @@ pub(crate) struct Metrics {
     pub store_failed: Gauge,
     pub store_flush_seconds: Histogram,
     pub writes_per_flush: Histogram,
+    /// Offline push (docs/PUSH.md): notifications queued (one per message and device).
+    pub push_queued: Counter,
+    /// Notifications the gateway took.
+    pub push_sent: Counter,
+    /// Gateway requests that failed (no connection, timeout, error status, garbage).
+    pub push_failed: Counter,
+    /// Failed requests scheduled again.
+    pub push_retried: Counter,
+    /// Notifications given up (too old, or refused by the gateway).
+    pub push_dropped: Counter,
+    /// Pushkeys the gateway rejected (their targets were removed).
+    pub push_rejected: Counter,
+    /// Pending notifications.
+    pub push_queue_depth: Gauge,
+    pub push_gateway_seconds: Histogram,
     registry: Registry,
 }
 
@@ -80,6 +95,15 @@ impl Metrics {
             store_flush_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
             // 1 .. 4096
             writes_per_flush: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            push_queued: Counter::default(),
+            push_sent: Counter::default(),
+            push_failed: Counter::default(),
+            push_retried: Counter::default(),
+            push_dropped: Counter::default(),
+            push_rejected: Counter::default(),
+            push_queue_depth: Gauge::default(),
+            // 1 ms .. ~16 s
+            push_gateway_seconds: Histogram::new(exponential_buckets(1e-3, 2.0, 15)),
             registry: Registry::with_prefix("tern"),
         };
         let counters = [
@@ -109,6 +133,36 @@ impl Metrics {
                 "fsync/fdatasync calls that made store flushes durable",
                 &m.store_fsyncs,
             ),
+            (
+                "push_queued",
+                "Offline push notifications queued (one per message and device)",
+                &m.push_queued,
+            ),
+            (
+                "push_sent",
+                "Push notifications the gateway took",
+                &m.push_sent,
+            ),
+            (
+                "push_failed",
+                "Push gateway requests that failed",
+                &m.push_failed,
+            ),
+            (
+                "push_retried",
+                "Failed push gateway requests scheduled again",
+                &m.push_retried,
+            ),
+            (
+                "push_dropped",
+                "Push notifications given up (older than push_max_age_secs, or refused)",
+                &m.push_dropped,
+            ),
+            (
+                "push_rejected",
+                "Pushkeys the gateway rejected (their targets were removed)",
+                &m.push_rejected,
+            ),
         ];
         let r = &mut m.registry;
         for (name, help, counter) in counters {
@@ -134,6 +188,16 @@ impl Metrics {
             "store_flush_seconds",
             "Duration of one store flush (group commit)",
             m.store_flush_seconds.clone(),
+        );
+        r.register(
+            "push_queue_depth",
+            "Pending push notifications",
+            m.push_queue_depth.clone(),
+        );
+        r.register(
+            "push_gateway_seconds",
+            "Duration of one push gateway request",
+            m.push_gateway_seconds.clone(),
         );
         r.register(
             "writes_per_flush",

@@ -19,6 +19,7 @@ use crate::groups::Groups;
 use crate::messages::cursors::Cursors;
 use crate::messages::Messages;
 use crate::presence::Presence;
+use crate::push::{Push, PushConfig};
 use crate::ratelimit::Limiter;
 use crate::receipts::Receipts;
 use crate::sequencer::{LocalSequencer, Sequencer};
@@ -33,6 +34,8 @@ pub struct Services {
     pub conversations: Conversations,
     pub presence: Presence,
     pub receipts: Receipts,
+    /// Offline push: targets, the notification queue, the gateway worker.
+    pub push: Arc<Push>,
     /// The local session registry (sessions register here; domains see it as a router).
     pub hub: Arc<Hub>,
     pub limits: SessionLimits,
@@ -62,6 +65,13 @@ impl Services {
         let convs = Arc::new(ConvCache::new(store.clone()));
         let devices = Arc::new(Devices::new(store.clone()));
         let limits = config.message_limits();
+        let push = Arc::new(Push::new(
+            store.clone(),
+            sequencer.clone(),
+            router.clone(),
+            clock.clone(),
+            PushConfig::from_config(config),
+        ));
         let messages = Arc::new(Messages::new(
             store.clone(),
             sequencer.clone(),
@@ -69,6 +79,7 @@ impl Services {
             router.clone(),
             clock.clone(),
             limits.clone(),
+            push.clone(),
         ));
         let changes = Changes::new(
             store.clone(),
@@ -111,6 +122,7 @@ impl Services {
                 std::time::Duration::from_millis(config.messages.presence_settle_ms),
             ),
             messages,
+            push,
             hub,
             store_epoch: store.store_epoch(),
             shutdown: CancellationToken::new(),
@@ -120,6 +132,19 @@ impl Services {
         services
             .hub
             .set_presence_listener(services.presence.presence_listener());
+        // The unread count of a notification: the conversation list's total (muted
+        // conversations left out). Weak: the services own the push worker's state.
+        let weak = Arc::downgrade(&services);
+        services.push.set_unread(Box::new(move |user: String| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let Some(svc) = weak.upgrade() else { return 0 };
+                match svc.conversations.list(&user, 0, 1).await {
+                    Ok(l) => l.total_unread,
+                    Err(_) => 0,
+                }
+            })
+        }));
         (services, durability)
     }
 }

@@ -109,6 +109,13 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
     let convs = Arc::new(ConvCache::with_capacity(store.clone(), conv_cache));
     let router = Arc::new(Recorder::default());
     let clock = ManualClock::new(1_000_000);
+    let push = Arc::new(crate::push::Push::new(
+        store.clone(),
+        seq.clone(),
+        router.clone(),
+        clock.clone(),
+        crate::push::PushConfig::off(),
+    ));
     let messages = Arc::new(Messages::new(
         store.clone(),
         seq.clone(),
@@ -116,6 +123,7 @@ pub(crate) fn world_on(store: Arc<dyn Store>, conv_cache: usize, head_cache: usi
         router.clone(),
         clock.clone(),
         LIMITS,
+        push.clone(),
     ));
     let groups = Groups::new(store.clone(), convs.clone(), messages.clone(), LIMITS);
     let changes = Changes::new(

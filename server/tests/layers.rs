@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("presence", 3),
     ("receipts", 3),
     ("delivery", 2),
+    ("push", 2),
     ("sequencer", 2),
     ("validate", 2),
     ("store", 1),

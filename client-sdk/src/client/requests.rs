@@ -544,4 +544,36 @@ impl Client {
     pub async fn user_settings(&self) -> Result<pb::UserSettings, ClientError> {
         self.set_user_settings(None).await
     }
+
+    /// Registers this device's push target (docs/PUSH.md): while the device has no live
+    /// session, messages for the user wake it through the operator's push gateway.
+    /// `platform` is `apns`, `fcm`, `webpush` or `webhook`; `token` is the platform's
+    /// device token or the endpoint URL (1-4096 printable ASCII characters, else
+    /// `INVALID_ARGUMENT`); `include_preview` puts the message text into notifications
+    /// (off: only who wrote where). Replaces an earlier target of this device; kept by the
+    /// server across reconnects and restarts until [`Client::unregister_push_target`],
+    /// logout or revoke. Durable when it returns.
+    pub async fn register_push_target(
+        &self,
+        platform: &str,
+        token: &str,
+        include_preview: bool,
+    ) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::RegisterPushTarget(pb::RegisterPushTarget {
+                platform: platform.into(),
+                token: token.into(),
+                include_preview,
+            }))
+            .await?,
+        )
+    }
+
+    /// Removes this device's push target (Ok also when it had none).
+    pub async fn unregister_push_target(&self) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::UnregisterPushTarget(pb::UnregisterPushTarget {}))
+                .await?,
+        )
+    }
 }

@@ -187,6 +187,13 @@ fn logged_in(svc: &Arc<Services>, reply: Reply, res: ServiceResult<Authed>) -> A
 }
 
 pub(crate) async fn logout(svc: &Arc<Services>, reply: Reply, a: &Authed) -> Close {
+    // The push target goes first, made durable by the revoke's own wait. (A revoke from
+    // elsewhere, e.g. the admin API, leaves it to the push worker, which drops targets
+    // whose token epochs moved.)
+    if let Err(e) = svc.push.forget(&a.user, Some(&a.device)) {
+        reply.err(e);
+        return None;
+    }
     match Box::pin(svc.accounts.revoke(&a.user, Some(&a.device))).await {
         Ok(()) => {
             reply.ok();
@@ -203,6 +210,10 @@ pub(crate) async fn logout(svc: &Arc<Services>, reply: Reply, a: &Authed) -> Clo
 /// opened, this one last.
 pub(crate) async fn revoke(svc: &Arc<Services>, reply: Reply, r: pb::Revoke, a: &Authed) -> Close {
     let device = (!r.device.is_empty()).then_some(r.device.as_str());
+    if let Err(e) = svc.push.forget(&a.user, device) {
+        reply.err(e);
+        return None;
+    }
     if let Err(e) = Box::pin(svc.accounts.revoke(&a.user, device)).await {
         reply.err(e);
         return None;

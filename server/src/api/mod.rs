@@ -13,6 +13,7 @@ pub(crate) mod conversations;
 pub(crate) mod groups;
 pub(crate) mod messages;
 pub(crate) mod presence;
+pub(crate) mod push;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -171,6 +172,8 @@ pub(crate) async fn dispatch_authed(
         Body::CreateChannel(c) => groups::create_channel(svc, reply, c, a).await,
         Body::JoinChannel(j) => groups::join_channel(svc, reply, j, a).await,
         Body::ListChannels(l) => groups::list_channels(svc, reply, l, a, permit),
+        Body::RegisterPushTarget(r) => push::register(svc, reply, r, a).await,
+        Body::UnregisterPushTarget(_) => push::unregister(svc, reply, a).await,
         Body::Logout(_) => return auth::logout(svc, reply, a).await,
         Body::Revoke(r) => return auth::revoke(svc, reply, r, a).await,
         other => {

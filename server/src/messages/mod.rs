@@ -24,6 +24,7 @@ use crate::config::MessageLimits;
 use crate::conversations::ConvCache;
 use crate::delivery::router::Router;
 use crate::error::ServiceResult;
+use crate::push::Push;
 use crate::store::Store;
 
 use crate::sequencer::Sequencer;
@@ -37,6 +38,7 @@ pub struct Messages {
     router: Arc<dyn Router>,
     clock: Arc<dyn Clock>,
     limits: MessageLimits,
+    push: Arc<Push>,
 }
 
 impl Messages {
@@ -47,6 +49,7 @@ impl Messages {
         router: Arc<dyn Router>,
         clock: Arc<dyn Clock>,
         limits: MessageLimits,
+        push: Arc<Push>,
     ) -> Self {
         Self {
             store,
@@ -55,6 +58,7 @@ impl Messages {
             router,
             clock,
             limits,
+            push,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::conversations::ConvState;
 use crate::delivery::durability::Completion;
 use crate::delivery::fanout;
 use crate::error::{ServiceError, ServiceResult};
+use crate::push::Cause;
 use crate::sequencer::{Appended, Batch};
 use crate::store::{DedupRecord, ExpiryEntry, Mutation};
 use crate::validate;
@@ -252,6 +253,23 @@ impl Messages {
                 sender: sender.to_string(),
             });
         }
+        let recipients: Vec<String> = st.members.keys().cloned().collect();
+        // Offline push: the notifications this message causes are written in its batch,
+        // so they are durable exactly when it is (docs/PUSH.md).
+        let pushes = self.push.plan(
+            &Cause {
+                conversation: &conv_id,
+                seq,
+                sender,
+                now_ms: now,
+                direct: st.kind == pb::ConversationKind::Direct,
+                read_diffusion: st.read_diffusion,
+                mentions: &mentions,
+                mention_all: req.mention_all,
+            },
+            &recipients,
+        )?;
+        extra.extend(pushes.iter().cloned().map(Mutation::PushQueue));
         let msg = pb::Message {
             conversation: conv_id,
             seq: 0,
@@ -269,9 +287,8 @@ impl Messages {
             expires_ms,
             ..Default::default()
         };
-        let recipients = st.members.keys().cloned().collect();
         // A duplicate (a racing retry) is answered through `done` as well.
-        self.append(
+        let stored = self.append(
             &mut st,
             Append {
                 msg,
@@ -282,6 +299,15 @@ impl Messages {
             },
             done,
         )?;
+        if stored && !pushes.is_empty() {
+            // Queued after the completions of the append above: once it is durable.
+            let push = self.push.clone();
+            self.sequencer.after_durable(Box::new(move |res| {
+                if res.is_ok() {
+                    push.queued(pushes);
+                }
+            }));
+        }
         Ok(())
     }
 

@@ -22,6 +22,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     a_rewritten_entry_replaces_the_old_one(store);
     expiries_come_back_in_time_order_until_now(store);
     the_channel_directory_finds_names_by_prefix(store);
+    push_targets_and_queue_round_trip(store);
     users_and_conversations_are_listed_in_pages(store);
 }
 
@@ -540,4 +541,86 @@ fn users_and_conversations_are_listed_in_pages(store: &dyn Store) {
         .unwrap()
         .iter()
         .all(|(id, _)| id.starts_with("g:")));
+}
+
+fn push_targets_and_queue_round_trip(store: &dyn Store) {
+    let target = |user: &str, device: &str, token: &str| PushTarget {
+        user: user.into(),
+        device: device.into(),
+        record: PushTargetRecord {
+            platform: "fcm".into(),
+            token: token.into(),
+            include_preview: true,
+            registered_ms: 5,
+            user_epoch: 1,
+            device_epoch: 2,
+        },
+    };
+    let entry = |device: &str, conv: &str, seq: u64| PushEntry {
+        user: "pu-a".into(),
+        device: device.into(),
+        conversation: conv.into(),
+        seq,
+        record: PushQueueRecord {
+            sender: "pu-b".into(),
+            enqueued_ms: seq,
+            mention: seq == 2,
+            direct: true,
+        },
+    };
+    store
+        .commit(&[
+            Mutation::PushTarget(target("pu-b", "d1", "t1")),
+            Mutation::PushTarget(target("pu-a", "d2", "t2")),
+            Mutation::PushTarget(target("pu-a", "d1", "old")),
+            Mutation::PushTarget(target("pu-a", "d1", "t3")),
+            Mutation::PushQueue(entry("d1", "d:pu-a:pu-b", 10)),
+            Mutation::PushQueue(entry("d1", "d:pu-a:pu-b", 2)),
+            Mutation::PushQueue(entry("d1", "g:00000000000000b1", 1)),
+            Mutation::PushQueue(entry("d0", "d:pu-a:pu-b", 3)),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.push_targets().unwrap(),
+        [
+            target("pu-a", "d1", "t3"),
+            target("pu-a", "d2", "t2"),
+            target("pu-b", "d1", "t1")
+        ],
+        "in (user, device) order; a re-register replaces"
+    );
+    assert_eq!(
+        store.push_queue().unwrap(),
+        [
+            entry("d0", "d:pu-a:pu-b", 3),
+            entry("d1", "d:pu-a:pu-b", 2),
+            entry("d1", "d:pu-a:pu-b", 10),
+            entry("d1", "g:00000000000000b1", 1),
+        ]
+    );
+    store
+        .commit(&[
+            Mutation::DelPushTarget {
+                user: "pu-a".into(),
+                device: "d1".into(),
+            },
+            Mutation::DelPushQueue {
+                user: "pu-a".into(),
+                device: "d1".into(),
+                conversation: "d:pu-a:pu-b".into(),
+                seq: 2,
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.push_targets().unwrap().len(), 2);
+    let left: Vec<(String, u64)> = store
+        .push_queue()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.device, e.seq))
+        .collect();
+    assert_eq!(
+        left,
+        [("d0".into(), 3), ("d1".into(), 10), ("d1".into(), 1)]
+    );
 }

@@ -25,6 +25,8 @@
 //! | `data` `h`           | user ++ conversation ++ seq  | empty (deleted for that user) |
 //! | `data` `p`           | lowercase name ++ conversation | empty (the public channel directory) |
 //! | `data` `e`           | expires_ms(be64) conversation ++ seq | empty (a message with a time to live, until the sweeper erased it) |
+//! | `data` `w`           | user ++ device               | `PushTargetRecord` (a device's push target) |
+//! | `data` `q`           | user ++ device ++ conversation ++ seq | `PushQueueRecord` (a pending notification) |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -55,6 +57,8 @@ pub(crate) const NOT_COUNTED: Space = Space::new(b'x', "not_counted");
 pub(crate) const HIDDEN: Space = Space::new(b'h', "hidden");
 pub(crate) const EXPIRY: Space = Space::new(b'e', "expiry");
 pub(crate) const CHANNELS: Space = Space::new(b'p', "channels");
+pub(crate) const PUSH_TARGETS: Space = Space::new(b'w', "push_targets");
+pub(crate) const PUSH_QUEUE: Space = Space::new(b'q', "push_queue");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -116,6 +120,68 @@ pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<super::ExpiryEntry> {
         expires_ms,
         conversation,
         seq,
+    })
+}
+
+/// `user ++ device ++ conversation ++ seq`: a device's pending notifications.
+pub(crate) fn push_queue_key(user: &str, device: &str, conversation: &str, seq: u64) -> Vec<u8> {
+    let mut k = key2(user, device.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&key_seq(conversation, seq));
+    k
+}
+
+fn corrupt(space: Space, detail: &str) -> super::StoreError {
+    super::StoreError::Corrupt {
+        tree: space.name,
+        detail: detail.to_string(),
+    }
+}
+
+/// The `n` 0x00-separated names at the start of `k`, and what follows the last separator.
+fn names(space: Space, k: &[u8], n: usize) -> super::StoreResult<(Vec<String>, &[u8])> {
+    let mut out = Vec::with_capacity(n);
+    let mut rest = k;
+    for _ in 0..n {
+        let at = rest
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| corrupt(space, "key without a separator"))?;
+        let name =
+            std::str::from_utf8(&rest[..at]).map_err(|_| corrupt(space, "key is not UTF-8"))?;
+        out.push(name.to_string());
+        rest = &rest[at + 1..];
+    }
+    Ok((out, rest))
+}
+
+/// A push target from its `data` key (with the space tag) and value.
+pub(crate) fn push_target_from(k: &[u8], v: &[u8]) -> super::StoreResult<super::PushTarget> {
+    let (mut n, device) = names(PUSH_TARGETS, &k[1..], 1)?;
+    let device =
+        std::str::from_utf8(device).map_err(|_| corrupt(PUSH_TARGETS, "key is not UTF-8"))?;
+    Ok(super::PushTarget {
+        user: n.remove(0),
+        device: device.to_string(),
+        record: super::PushTargetRecord::decode(v)
+            .map_err(|e| corrupt(PUSH_TARGETS, &e.to_string()))?,
+    })
+}
+
+/// A pending notification from its `data` key (with the space tag) and value.
+pub(crate) fn push_entry_from(k: &[u8], v: &[u8]) -> super::StoreResult<super::PushEntry> {
+    let (mut n, seq) = names(PUSH_QUEUE, &k[1..], 3)?;
+    let seq: [u8; 8] = seq
+        .try_into()
+        .map_err(|_| corrupt(PUSH_QUEUE, "malformed seq"))?;
+    let (user, device, conversation) = (n.remove(0), n.remove(0), n.remove(0));
+    Ok(super::PushEntry {
+        user,
+        device,
+        conversation,
+        seq: u64::from_be_bytes(seq),
+        record: super::PushQueueRecord::decode(v)
+            .map_err(|e| corrupt(PUSH_QUEUE, &e.to_string()))?,
     })
 }
 
@@ -253,6 +319,28 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
         Mutation::UnlistChannel { name, conversation } => out.push(Write::Delete(
             CHANNELS.key(&key2(&name.to_lowercase(), conversation.as_bytes())),
         )),
+        Mutation::PushTarget(t) => out.push(Write::Put(
+            PUSH_TARGETS.key(&key2(&t.user, t.device.as_bytes())),
+            t.record.encode_to_vec(),
+        )),
+        Mutation::DelPushTarget { user, device } => out.push(Write::Delete(
+            PUSH_TARGETS.key(&key2(user, device.as_bytes())),
+        )),
+        Mutation::PushQueue(e) => out.push(Write::Put(
+            PUSH_QUEUE.key(&push_queue_key(&e.user, &e.device, &e.conversation, e.seq)),
+            e.record.encode_to_vec(),
+        )),
+        Mutation::DelPushQueue {
+            user,
+            device,
+            conversation,
+            seq,
+        } => out.push(Write::Delete(PUSH_QUEUE.key(&push_queue_key(
+            user,
+            device,
+            conversation,
+            *seq,
+        )))),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -285,6 +373,8 @@ mod tests {
             HIDDEN,
             EXPIRY,
             CHANNELS,
+            PUSH_TARGETS,
+            PUSH_QUEUE,
         ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();

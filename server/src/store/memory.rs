@@ -335,6 +335,26 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn push_targets(&self) -> StoreResult<Vec<PushTarget>> {
+        let p = PUSH_TARGETS.key(&[]);
+        let m = self.lock();
+        m.data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(k, v)| push_target_from(k, v))
+            .collect()
+    }
+
+    fn push_queue(&self) -> StoreResult<Vec<PushEntry>> {
+        let p = PUSH_QUEUE.key(&[]);
+        let m = self.lock();
+        m.data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(k, v)| push_entry_from(k, v))
+            .collect()
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?

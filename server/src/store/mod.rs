@@ -130,6 +130,37 @@ pub enum Mutation {
         conversation: String,
         read_seq: u64,
     },
+    /// push_targets: user ++ device -> PushTargetRecord (replaces the device's target)
+    PushTarget(PushTarget),
+    /// push_targets: removes a device's target
+    DelPushTarget { user: String, device: String },
+    /// push_queue: user ++ device ++ conversation ++ seq -> PushQueueRecord
+    PushQueue(PushEntry),
+    /// push_queue: removes one pending notification (sent, given up, or its target gone)
+    DelPushQueue {
+        user: String,
+        device: String,
+        conversation: String,
+        seq: u64,
+    },
+}
+
+/// One device's push target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushTarget {
+    pub user: String,
+    pub device: String,
+    pub record: PushTargetRecord,
+}
+
+/// One pending notification: message `seq` of `conversation` for `user`'s `device`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushEntry {
+    pub user: String,
+    pub device: String,
+    pub conversation: String,
+    pub seq: u64,
+    pub record: PushQueueRecord,
 }
 
 /// A message with a time to live, in the expiry index.
@@ -214,6 +245,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<(String, ConversationRecord)>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
+    /// Every device's push target, in (user, device) order.
+    fn push_targets(&self) -> StoreResult<Vec<PushTarget>>;
+    /// Every pending notification, in (user, device, conversation, seq) order.
+    fn push_queue(&self) -> StoreResult<Vec<PushEntry>>;
 
     /// Timeline entries with `from <= seq <= to`, ascending, at most `limit`.
     fn timeline(

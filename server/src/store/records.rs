@@ -129,3 +129,42 @@ pub struct SettingsRecord {
     #[prost(bool, tag = "2")]
     pub pinned: bool,
 }
+
+/// A device's push target (offline push, docs/PUSH.md).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushTargetRecord {
+    /// "apns", "fcm", "webpush" or "webhook".
+    #[prost(string, tag = "1")]
+    pub platform: String,
+    /// The pushkey: the platform's device token or the endpoint URL.
+    #[prost(string, tag = "2")]
+    pub token: String,
+    /// Notifications carry a preview of the message text.
+    #[prost(bool, tag = "3")]
+    pub include_preview: bool,
+    #[prost(uint64, tag = "4")]
+    pub registered_ms: u64,
+    /// The user's and the device's token epochs at registration: once either moved (a
+    /// revoke, a logout), the target is stale and removed instead of notified.
+    #[prost(uint64, tag = "5")]
+    pub user_epoch: u64,
+    #[prost(uint64, tag = "6")]
+    pub device_epoch: u64,
+}
+
+/// A pending notification of one message to one device (written in the message's batch).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushQueueRecord {
+    #[prost(string, tag = "1")]
+    pub sender: String,
+    /// When the message was stored, Unix ms: the notification is given up past the
+    /// configured age.
+    #[prost(uint64, tag = "2")]
+    pub enqueued_ms: u64,
+    /// The message mentions the device's user (by name or @all).
+    #[prost(bool, tag = "3")]
+    pub mention: bool,
+    /// A 1:1 conversation.
+    #[prost(bool, tag = "4")]
+    pub direct: bool,
+}

@@ -464,6 +464,24 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn push_targets(&self) -> StoreResult<Vec<PushTarget>> {
+        let mut out = Vec::new();
+        for kv in self.data.scan_prefix(PUSH_TARGETS.key(&[])) {
+            let (k, v) = kv.map_err(engine)?;
+            out.push(push_target_from(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn push_queue(&self) -> StoreResult<Vec<PushEntry>> {
+        let mut out = Vec::new();
+        for kv in self.data.scan_prefix(PUSH_QUEUE.key(&[])) {
+            let (k, v) = kv.map_err(engine)?;
+            out.push(push_entry_from(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64> {
         Ok(self
             .get_in::<ReadRecord>(READ, &key2(user, conversation.as_bytes()))?
