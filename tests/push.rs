@@ -10,7 +10,7 @@ use tern_proto::pb::{self, ErrorCode};
 use tern_proto::{direct_conversation, Body};
 use tern_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
 
@@ -45,9 +45,22 @@ struct Gateway {
 
 impl Gateway {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// An https gateway with the certificate and key in `certs` (as made by
+    /// `tern_server::certs::make_dev_certs`: valid for 127.0.0.1).
+    async fn start_tls(certs: &std::path::Path) -> Self {
+        let mut cfg = tern_tests::tls::server_config(certs);
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
-            "http://{}/_matrix/push/v1/notify",
+            "{}://{}/_matrix/push/v1/notify",
+            if tls.is_some() { "https" } else { "http" },
             listener.local_addr().unwrap()
         );
         let mode = Arc::new(Mutex::new(Mode::Ok));
@@ -58,9 +71,15 @@ impl Gateway {
                 let Ok((conn, _)) = listener.accept().await else {
                     return;
                 };
-                let (m, s) = (m.clone(), s.clone());
+                let (m, s, tls) = (m.clone(), s.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let _ = serve(conn, m, s).await;
+                    let _ = match tls {
+                        None => serve(conn, m, s).await,
+                        Some(acceptor) => match acceptor.accept(conn).await {
+                            Ok(conn) => serve(conn, m, s).await,
+                            Err(_) => Ok(()),
+                        },
+                    };
                 });
             }
         });
@@ -121,7 +140,7 @@ impl Drop for Gateway {
 
 /// Reads one HTTP/1 request (headers + Content-Length body) and answers it per `mode`.
 async fn serve(
-    mut conn: TcpStream,
+    mut conn: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     mode: Arc<Mutex<Mode>>,
     seen: Arc<Mutex<Seen>>,
 ) -> std::io::Result<()> {
@@ -184,9 +203,15 @@ async fn serve(
 
 /// A server pushing to `gw`, retrying fast (tests must be quick).
 async fn server(gw: &Gateway) -> TestServer {
+    server_trusting(gw, None).await
+}
+
+/// Same, trusting `ca` (a PEM file) for an https gateway.
+async fn server_trusting(gw: &Gateway, ca: Option<std::path::PathBuf>) -> TestServer {
     let url = gw.url.clone();
     TestServer::start_with(move |c| {
         c.push.push_gateway = Some(url);
+        c.push.push_gateway_ca = ca;
         c.push.push_retry_min_ms = 50;
         c.push.push_retry_max_ms = 200;
         c.push.push_timeout_ms = 300;
@@ -566,4 +591,32 @@ async fn bad_push_targets_are_invalid_arguments() {
     // The longest token is fine, and the session is still usable.
     register_target(&mut bob, "webpush", &"k".repeat(4096), false).await;
     s.stop().await;
+}
+
+/// An https gateway: its certificate must chain to the system roots or to
+/// `push_gateway_ca`. Trusted, the push arrives over TLS; with an unknown CA the server
+/// sends nothing to it (the handshake fails and the notification stays queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gateway_is_reached_only_with_a_trusted_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    tern_server::certs::make_dev_certs(certs.path()).unwrap();
+    for trusted in [true, false] {
+        let gw = Gateway::start_tls(certs.path()).await;
+        assert!(gw.url.starts_with("https://"));
+        let ca = trusted.then(|| certs.path().join("ca.pem"));
+        let s = server_trusting(&gw, ca).await;
+        users(&s, &["alice", "bob"]).await;
+        let mut alice = s.client(Tcp).await;
+        alice.login("alice", "laptop").await;
+        offline_with_target(&s, &mut alice, "bob", "phone", "tok-bob", false).await;
+        ack_of(&alice.send_text("bob", "m1", "over tls").await);
+        if trusted {
+            let n = gw.wait_taken(1, Duration::from_secs(2)).await;
+            assert_eq!(n["devices"][0]["pushkey"], "tok-bob");
+        } else {
+            gw.assert_quiet(0, Duration::from_millis(1500)).await;
+            assert_eq!(gw.attempts(), 0, "no request reached an untrusted gateway");
+        }
+        s.stop().await;
+    }
 }

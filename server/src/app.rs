@@ -70,6 +70,11 @@ impl Server {
     /// Opens the data dir and binds the listeners; nothing is served until `run`.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        if config.push_gateway()?.is_some() {
+            // A bad push_gateway_ca stops the start, not the first notification.
+            crate::push::gateway::client(config.push.push_gateway_ca.as_deref())
+                .context("the push gateway's TLS settings")?;
+        }
         std::fs::create_dir_all(&config.store.data_dir)
             .with_context(|| format!("creating data dir {}", config.store.data_dir.display()))?;
         let store_dir = config.store.data_dir.join("store");

@@ -210,9 +210,11 @@ settings! {
     /// Offline push (docs/PUSH.md): notifications for devices without a live session, sent
     /// to the operator's push gateway (Matrix push gateway API).
     [push: PushSettings] {
-        /// Push gateway URL (http://host:port/_matrix/push/v1/notify); unset: no push
-        /// notifications are queued
+        /// Push gateway URL (https://host/_matrix/push/v1/notify, or http://); unset: no
+        /// push notifications are queued
         push_gateway: String = None, "TERN_PUSH_GATEWAY", optional;
+        /// PEM file of a CA to trust for an https push gateway, besides the system's roots
+        push_gateway_ca: PathBuf = None, "TERN_PUSH_GATEWAY_CA", optional;
         /// The app_id sent with each device, followed by ".<platform>" (tern.apns, ...)
         push_app_id: String = "tern".into(), "TERN_PUSH_APP_ID";
         /// A notification the gateway has not taken after this long is given up (and
@@ -281,9 +283,8 @@ impl Config {
                     .parse()
                     .map_err(|e| anyhow::anyhow!("push_gateway {url:?}: {e}"))?;
                 anyhow::ensure!(
-                    uri.scheme_str() == Some("http") && uri.host().is_some(),
-                    "push_gateway {url:?}: an http:// URL with a host (https is not supported \
-                     yet: put a TLS-terminating proxy in front of the gateway)"
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
+                    "push_gateway {url:?}: an https:// (or http://) URL with a host"
                 );
                 Ok(Some(uri))
             }

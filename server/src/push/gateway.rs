@@ -1,10 +1,14 @@
 //! The push gateway protocol: Matrix's push gateway API (`POST /_matrix/push/v1/notify`),
-//! JSON over HTTP/1 (hyper-util's client). docs/PUSH.md shows the exact JSON.
+//! JSON over HTTP/1 or HTTPS (hyper-util's client, rustls through hyper-rustls, TLS 1.3,
+//! the system's trust roots plus `push_gateway_ca`). docs/PUSH.md shows the exact JSON.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,14 +21,56 @@ const MAX_RESPONSE: usize = 64 << 10;
 /// Characters of message text in a preview.
 const PREVIEW_CHARS: usize = 200;
 
-pub(crate) type HttpClient = Client<HttpConnector, Body>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-pub(crate) fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
+/// The client for `http://` and `https://` gateways. An `https` gateway's certificate
+/// must chain to the system's roots or to a certificate in `extra_ca` (a PEM file).
+pub(crate) fn client(extra_ca: Option<&Path>) -> anyhow::Result<HttpClient> {
+    let tls = tls_config(extra_ca)?;
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    // https URLs reach the connector; hyper-rustls wraps them in TLS.
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+        .build(connector))
+}
+
+/// TLS 1.3 (as everywhere in tern) with the system's roots plus `extra_ca`.
+pub(crate) fn tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading push_gateway_ca {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "push_gateway_ca {}: no certificate in it",
+            path.display()
+        );
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("push_gateway_ca {}", path.display()))?;
+        }
+    } else if added == 0 {
+        tracing::warn!("no system trust roots found: an https push gateway needs push_gateway_ca");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// One notification: the latest pending message of one device.

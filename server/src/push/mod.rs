@@ -45,6 +45,8 @@ pub(crate) const MAX_TOKEN: usize = 4096;
 pub(crate) struct PushConfig {
     /// None: push is off (nothing is queued).
     pub gateway: Option<hyper::Uri>,
+    /// Extra CA (PEM) to trust for an https gateway.
+    pub gateway_ca: Option<std::path::PathBuf>,
     pub app_id: String,
     pub max_age_ms: u64,
     pub timeout: Duration,
@@ -59,6 +61,7 @@ impl PushConfig {
         Self {
             // `Config::validate` rejected a bad URL before the server started.
             gateway: c.push_gateway().ok().flatten(),
+            gateway_ca: p.push_gateway_ca.clone(),
             app_id: p.push_app_id.clone(),
             max_age_ms: p.push_max_age_secs.saturating_mul(1000),
             timeout: Duration::from_millis(p.push_timeout_ms.max(1)),

@@ -58,7 +58,14 @@ impl Push {
             }
         }
         tracing::info!(gateway = %uri, "push worker started");
-        let client = gateway::client();
+        // Checked at startup (`Server::bind`): this only fails if the CA file went away.
+        let client = match gateway::client(self.config.gateway_ca.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "push worker cannot start: no notification is sent");
+                return;
+            }
+        };
         let mut tasks: JoinSet<()> = JoinSet::new();
         loop {
             while tasks.try_join_next().is_some() {}
