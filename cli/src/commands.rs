@@ -356,13 +356,16 @@ pub async fn sync(ctx: &Ctx, follow: bool, idle_exit: Option<u64>) -> Result<()>
 
 /// What `tern sync` prints for an event: a message line, or an event line
 /// (`{"event":"read"|"receipt"|"settings"|"typing"|"presence"|"edit"|"recall"|"expired"|
-/// "hidden",...}`); true if it printed one. An EDIT or RECALL entry, and a tombstone
+/// "hidden"|"profile",...}`); true if it printed one. An EDIT or RECALL entry, and a tombstone
 /// (expired, deleted), is printed as the event line the SDK's event after it gives,
 /// not as a message line. "typing" and "presence" are live state, not something missed:
-/// they are printed only with `--follow` (`live`).
+/// they are printed only with `--follow` (`live`), and so is "profile" (a profile change).
 fn sync_line(ev: &Event, live: bool) -> Result<bool> {
     match ev {
-        Event::Presence { .. } | Event::Typing { .. } if !live => return Ok(false),
+        Event::Presence { .. } | Event::Typing { .. } | Event::ProfileChanged(_) if !live => {
+            return Ok(false)
+        }
+        Event::ProfileChanged(p) => crate::people::event_line(p)?,
         Event::Message { message, .. } => {
             if output::is_change(message) || message.expired || message.deleted {
                 return Ok(false);

@@ -99,7 +99,10 @@ pub fn kind_of_code(code: ErrorCode) -> Kind {
         | ErrorCode::Unauthenticated => Kind::Auth,
         ErrorCode::InvalidArgument | ErrorCode::UserExists => Kind::Usage,
         // Editing or recalling too late is refused like editing someone else's message.
-        ErrorCode::Forbidden | ErrorCode::NotFound | ErrorCode::WindowExpired => Kind::Forbidden,
+        ErrorCode::Forbidden
+        | ErrorCode::NotFound
+        | ErrorCode::WindowExpired
+        | ErrorCode::Blocked => Kind::Forbidden,
         ErrorCode::Unavailable => Kind::Unreachable,
         _ => Kind::Generic,
     }

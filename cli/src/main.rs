@@ -10,8 +10,10 @@
 //! - [`commands`]: one function per command (register, login, send, sync, history, group,
 //!   presence, conversations, read, receipts, typing, mute/unmute/pin/unpin,
 //!   edit/recall/delete, settings, chat).
+//! - [`contacts`]: `tern friend ...`, `tern block`, `tern unblock`.
 //! - [`session`]: from global flags to a running SDK client (server address, CA, profile)
 //!   and the watching of its events (first connection, reconnects, lost authentication).
+//! - [`people`]: `tern profile set|get` (display name, status) and `tern users search`.
 //! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
 //!   `StateStore` over it.
 //! - [`output`]: JSON lines and human formatting.
@@ -23,8 +25,10 @@
 
 mod admin;
 mod commands;
+mod contacts;
 mod error;
 mod output;
+mod people;
 mod profile;
 mod session;
 
@@ -172,6 +176,20 @@ enum Command {
     /// Public channels: create, list (the directory), join, leave.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Friends: request, accept, decline, cancel, remove, list.
+    #[command(subcommand)]
+    Friend(FriendCommand),
+    /// Block a user: no direct messages either way, your presence hidden from them, no
+    /// friend requests from them (they are not told).
+    Block { user: String },
+    /// Lift your block of a user.
+    Unblock { user: String },
+    /// Your profile (display name, status) and other users' profiles.
+    #[command(subcommand, name = "profile")]
+    UserProfile(ProfileCommand),
+    /// Find users by user name or display name prefix.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Show the online devices of users, or with --group how many members of a group are
     /// online ({"conv":..,"members":N,"online":N} with --json). --watch also makes the
     /// group's members' online/offline changes reach you (as "presence" event lines in
@@ -397,6 +415,63 @@ fn dest(user: Option<String>, group: Option<String>) -> Dest {
 }
 
 #[derive(Debug, Subcommand)]
+enum ProfileCommand {
+    /// Set your display name and/or status ("" clears one); prints your profile
+    /// ({"user":..,"name":..,"status":..,"avatar":null} with --json).
+    Set {
+        /// Display name, at most 64 characters
+        #[arg(long)]
+        name: Option<String>,
+        /// Status text, at most 256 characters
+        #[arg(long)]
+        status: Option<String>,
+        /// Not available yet: avatars need blob upload (refused with exit code 2)
+        #[arg(long, value_name = "FILE")]
+        avatar: Option<String>,
+    },
+    /// Show users' profiles; one JSON line each with --json:
+    /// {"user":..,"name":..,"status":..,"avatar":null}. Unknown users are left out.
+    Get {
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Users whose name or display name starts with PREFIX (at least 2 characters,
+    /// case-insensitive); one JSON line each with --json: {"user":..,"name":..}.
+    Search {
+        prefix: String,
+        /// At most this many (the server caps it at 50)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FriendCommand {
+    /// Ask a user to be friends (accepts their request if they asked first).
+    Request {
+        user: String,
+        /// A message shown with the request (at most 256 bytes).
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Accept a user's friend request.
+    Accept { user: String },
+    /// Decline a user's friend request.
+    Decline { user: String },
+    /// Withdraw your friend request to a user.
+    Cancel { user: String },
+    /// End a friendship.
+    Remove { user: String },
+    /// Your contacts; one JSON line each with --json:
+    /// {"user":..,"state":"friend"|"incoming"|"outgoing"|"blocked"}.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 enum ChannelCommand {
     /// Create a public channel; prints {"group":"g:..."}.
     Create {
@@ -549,6 +624,20 @@ async fn run(cli: Cli) -> Result<()> {
             };
             commands::group(&ctx, op).await
         }
+        Command::Friend(f) => {
+            use contacts::Change;
+            let (user, change) = match f {
+                FriendCommand::Request { user, message } => (user, Change::Request(message)),
+                FriendCommand::Accept { user } => (user, Change::Accept),
+                FriendCommand::Decline { user } => (user, Change::Decline),
+                FriendCommand::Cancel { user } => (user, Change::Cancel),
+                FriendCommand::Remove { user } => (user, Change::Remove),
+                FriendCommand::List => return contacts::list(&ctx).await,
+            };
+            contacts::change(&ctx, user, change).await
+        }
+        Command::Block { user } => contacts::change(&ctx, user, contacts::Change::Block).await,
+        Command::Unblock { user } => contacts::change(&ctx, user, contacts::Change::Unblock).await,
         Command::Channel(c) => match c {
             ChannelCommand::Create {
                 name,
@@ -562,6 +651,15 @@ async fn run(cli: Cli) -> Result<()> {
                 commands::group(&ctx, commands::GroupOp::Leave { group }).await
             }
         },
+        Command::UserProfile(ProfileCommand::Set {
+            name,
+            status,
+            avatar,
+        }) => people::set(&ctx, name, status, avatar).await,
+        Command::UserProfile(ProfileCommand::Get { users }) => people::get(&ctx, users).await,
+        Command::Users(UsersCommand::Search { prefix, limit }) => {
+            people::search(&ctx, prefix, limit).await
+        }
         Command::Presence {
             users, group: None, ..
         } => commands::presence(&ctx, users).await,

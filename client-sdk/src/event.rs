@@ -91,6 +91,11 @@ pub enum Event {
         online: bool,
         server_time_ms: u64,
     },
+    /// A user's profile changed (a `ProfileChanged` push): this user's own (from any
+    /// device), or that of someone who shares a direct conversation or a (not large)
+    /// group with this user. Transient: fetch with
+    /// [`Client::get_profiles`](crate::Client::get_profiles) for the state now.
+    ProfileChanged(pb::Profile),
     /// A send with a time-to-live was still unsent when the TTL passed (offline, or
     /// waiting to be resent): it left the outbox and was never sent after that. Its
     /// ticket resolves with [`ClientError::Expired`](crate::ClientError::Expired).

@@ -85,7 +85,18 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::JoinChannel(_)
         | Body::ListChannels(_)
         | Body::RegisterPushTarget(_)
-        | Body::UnregisterPushTarget(_) => BodyKind::Request,
+        | Body::UnregisterPushTarget(_)
+        | Body::SendFriendRequest(_)
+        | Body::AcceptFriendRequest(_)
+        | Body::DeclineFriendRequest(_)
+        | Body::CancelFriendRequest(_)
+        | Body::RemoveFriend(_)
+        | Body::BlockUser(_)
+        | Body::UnblockUser(_)
+        | Body::ListContacts(_)
+        | Body::SetProfile(_)
+        | Body::GetProfiles(_)
+        | Body::SearchUsers(_) => BodyKind::Request,
         Body::Error(_)
         | Body::Ok(_)
         | Body::LoginOk(_)
@@ -102,14 +113,18 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::ConversationSettings(_)
         | Body::ReceiptsResult(_)
         | Body::UserSettings(_)
-        | Body::ChannelList(_) => BodyKind::Response,
+        | Body::ChannelList(_)
+        | Body::ContactList(_)
+        | Body::ProfileList(_)
+        | Body::UserSearchResult(_) => BodyKind::Response,
         Body::Push(_)
         | Body::Closing(_)
         | Body::ReadReceipt(_)
         | Body::SettingsChanged(_)
         | Body::TypingEvent(_)
         | Body::MessageHidden(_)
-        | Body::PresenceEvent(_) => BodyKind::Push,
+        | Body::PresenceEvent(_)
+        | Body::ProfileChanged(_) => BodyKind::Push,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::{Body, Frame};
 
 impl ErrorCode {
     /// Every code, in value order (`ERROR_CODE_UNSPECIFIED` first).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Unspecified,
         ErrorCode::Internal,
         ErrorCode::MalformedFrame,
@@ -27,6 +27,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::CursorTrimmed,
         ErrorCode::WindowExpired,
+        ErrorCode::Blocked,
     ];
 
     /// Transient: the same request (a `Send` with the same `client_msg_id`) may succeed

@@ -41,7 +41,15 @@ pub fn request_errors(request: &str) -> Option<&'static [ErrorCode]> {
         ],
         "Ping" | "Logout" | "ListConversations" | "SetUserSettings" | "UnregisterPushTarget" => &[],
         "Revoke" => &[InvalidArgument, NotFound],
-        "Send" => &[InvalidArgument, NotFound, Forbidden],
+        "Send" => &[InvalidArgument, NotFound, Forbidden, Blocked],
+        "SendFriendRequest" => &[InvalidArgument, NotFound, Forbidden],
+        "AcceptFriendRequest"
+        | "DeclineFriendRequest"
+        | "CancelFriendRequest"
+        | "RemoveFriend"
+        | "BlockUser"
+        | "UnblockUser" => &[InvalidArgument, NotFound],
+        "ListContacts" => &[],
         "Ack" => &[InvalidArgument],
         "Sync" => &[InvalidArgument, CursorTrimmed],
         "Pull" => &[Forbidden, InvalidArgument, CursorTrimmed],
@@ -67,6 +75,7 @@ pub fn request_errors(request: &str) -> Option<&'static [ErrorCode]> {
         ],
         "Recall" => &[Forbidden, NotFound, InvalidArgument, WindowExpired],
         "DeleteForMe" => &[Forbidden, NotFound],
+        "SetProfile" | "GetProfiles" | "SearchUsers" => &[InvalidArgument],
         _ => return None,
     })
 }

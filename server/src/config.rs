@@ -205,6 +205,9 @@ settings! {
         /// A user's online/offline change is announced to their direct peers after it has
         /// held this long, in milliseconds (a flapping connection announces nothing)
         presence_settle_ms: u64 = 2000, "TERN_PRESENCE_SETTLE_MS";
+        /// Who may start or continue a 1:1 conversation: "anyone", or "friends" (a direct
+        /// message to a user who is not a friend is refused with FORBIDDEN)
+        direct_messages: String = "anyone".into(), "TERN_DIRECT_MESSAGES";
     }
 
     /// Offline push (docs/PUSH.md): notifications for devices without a live session, sent
@@ -299,6 +302,11 @@ impl Config {
 
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.messages.direct_messages.as_str(), "anyone" | "friends"),
+            "direct_messages must be \"anyone\" or \"friends\", not {:?}",
+            self.messages.direct_messages
+        );
         let s = &self.session;
         anyhow::ensure!(s.heartbeat_secs >= 1, "heartbeat_secs must be at least 1");
         anyhow::ensure!(
@@ -398,6 +406,8 @@ pub struct MessageLimits {
     pub edit_window_ms: u64,
     pub recall_window_ms: u64,
     pub max_ttl_secs: u64,
+    /// `direct_messages = friends`: 1:1 messages only between friends.
+    pub friends_only_dm: bool,
 }
 
 /// Room kept in a frame for the envelope around a message body (ids, names, push
@@ -439,6 +449,7 @@ impl Config {
             edit_window_ms: self.messages.edit_window_secs.saturating_mul(1000),
             recall_window_ms: self.messages.recall_window_secs.saturating_mul(1000),
             max_ttl_secs: self.messages.max_ttl_secs,
+            friends_only_dm: self.messages.direct_messages == "friends",
         }
     }
 

@@ -21,8 +21,9 @@
 //! - Domains, which know no wire and no sockets: [`accounts`] (register, login, tokens,
 //!   devices), [`conversations`] (ids, the state cache, the list), [`messages`] (send,
 //!   sync/pull, ack cursors), [`changes`] (edit, recall, delete for me), [`groups`],
+//!   [`contacts`] (friend requests, friends, blocks),
 //!   [`presence`] (queries, typing, online/offline pushes), [`receipts`] (read
-//!   positions).
+//!   positions), [`profiles`] (display name, status, user search).
 //! - [`sequencer`]: the seam every append goes through: seq and inbox-seq allocation,
 //!   the atomic batch, "act after durable". One node: over the store and group commit.
 //! - [`delivery`]: group commit (nothing names a seq before it is durable, D1), the
@@ -45,6 +46,7 @@ pub(crate) mod changes;
 pub mod cli;
 pub(crate) mod clock;
 pub mod config;
+pub(crate) mod contacts;
 pub(crate) mod conversations;
 pub(crate) mod delivery;
 pub(crate) mod error;
@@ -53,6 +55,7 @@ pub(crate) mod http;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod presence;
+pub(crate) mod profiles;
 pub(crate) mod push;
 pub(crate) mod ratelimit;
 pub(crate) mod receipts;

@@ -11,6 +11,7 @@ use crate::accounts::{credentials::HashCost, Accounts};
 use crate::changes::Changes;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SessionLimits};
+use crate::contacts::Contacts;
 use crate::conversations::{ConvCache, Conversations};
 use crate::delivery::durability::Durability;
 use crate::delivery::hub::Hub;
@@ -19,6 +20,7 @@ use crate::groups::Groups;
 use crate::messages::cursors::Cursors;
 use crate::messages::Messages;
 use crate::presence::Presence;
+use crate::profiles::Profiles;
 use crate::push::{Push, PushConfig};
 use crate::ratelimit::Limiter;
 use crate::receipts::Receipts;
@@ -29,11 +31,13 @@ pub struct Services {
     pub accounts: Accounts,
     pub messages: Arc<Messages>,
     pub changes: Changes,
+    pub(crate) contacts: Contacts,
     pub cursors: Cursors,
     pub groups: Groups,
     pub conversations: Conversations,
     pub presence: Presence,
     pub receipts: Receipts,
+    pub(crate) profiles: Profiles,
     /// Offline push: targets, the notification queue, the gateway worker.
     pub push: Arc<Push>,
     /// The local session registry (sessions register here; domains see it as a router).
@@ -90,8 +94,16 @@ impl Services {
             clock.clone(),
             limits.clone(),
         );
+        let contacts = Contacts::new(
+            store.clone(),
+            convs.clone(),
+            messages.clone(),
+            sequencer.clone(),
+            clock.clone(),
+        );
         let services = Arc::new(Services {
             changes,
+            contacts,
             accounts: Accounts::new(
                 store.clone(),
                 sequencer.clone(),
@@ -113,7 +125,19 @@ impl Services {
                 router.clone(),
                 clock.clone(),
             ),
-            receipts: Receipts::new(store.clone(), convs.clone(), sequencer, router.clone()),
+            receipts: Receipts::new(
+                store.clone(),
+                convs.clone(),
+                sequencer.clone(),
+                router.clone(),
+            ),
+            profiles: Profiles::new(
+                store.clone(),
+                sequencer,
+                convs.clone(),
+                router.clone(),
+                clock.clone(),
+            ),
             presence: Presence::new(
                 store.clone(),
                 convs,

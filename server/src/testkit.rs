@@ -94,6 +94,7 @@ pub(crate) const LIMITS: MessageLimits = MessageLimits {
     edit_window_ms: 48 * 3600 * 1000,
     recall_window_ms: 120 * 1000,
     max_ttl_secs: 7 * 24 * 3600,
+    friends_only_dm: false,
 };
 
 /// The domains over `store`, with caches of the given sizes.

@@ -23,8 +23,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("conversations", 3),
     ("messages", 3),
     ("changes", 3),
+    ("contacts", 3),
     ("groups", 3),
     ("presence", 3),
+    ("profiles", 3),
     ("receipts", 3),
     ("delivery", 2),
     ("push", 2),
@@ -43,8 +45,10 @@ const DOMAINS: &[&str] = &[
     "conversations",
     "messages",
     "changes",
+    "contacts",
     "groups",
     "presence",
+    "profiles",
 ];
 const ABOVE_DOMAINS: &[&str] = &[
     "session",

@@ -364,6 +364,144 @@ impl Client {
             .await
     }
 
+    /// Changes this user's profile: `None` keeps a field, `Some("")` clears it. Returns
+    /// the profile after the change (display name at most 64 characters, status at most
+    /// 256, no control characters, else `INVALID_ARGUMENT`).
+    pub async fn set_profile(
+        &self,
+        display_name: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<pb::Profile, ClientError> {
+        match self
+            .request(Body::SetProfile(pb::SetProfile {
+                display_name: display_name.map(str::to_string),
+                status: status.map(str::to_string),
+            }))
+            .await?
+        {
+            Body::ProfileList(l) if l.profiles.len() == 1 => {
+                Ok(l.profiles.into_iter().next().expect("one profile"))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The profiles of up to 100 users, in the order asked; unknown users are left out.
+    pub async fn get_profiles(&self, users: &[String]) -> Result<Vec<pb::Profile>, ClientError> {
+        match self
+            .request(Body::GetProfiles(pb::GetProfiles {
+                users: users.to_vec(),
+            }))
+            .await?
+        {
+            Body::ProfileList(l) => Ok(l.profiles),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Users whose name or display name starts with `prefix` (at least 2 characters,
+    /// case-insensitive), at most `limit` (0 = 20, at most 50). Rate-limited per user:
+    /// `RATE_LIMITED` with a retry hint when searching too fast.
+    pub async fn search_users(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<pb::UserMatch>, ClientError> {
+        match self
+            .request(Body::SearchUsers(pb::SearchUsers {
+                prefix: prefix.into(),
+                limit,
+            }))
+            .await?
+        {
+            Body::UserSearchResult(r) => Ok(r.users),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks `user` to be friends, with an optional `message` (at most 256 bytes; "" for
+    /// none). If `user` already asked this user, it accepts their request. Contact changes
+    /// reach every device of both users as SYSTEM messages whose `contact` field says what
+    /// happened ([`Event::Message`](crate::Event::Message)), also devices that were
+    /// offline (docs/PROTOCOL.md 9.13). Errors: an unknown user (or one who blocked this
+    /// user) `NOT_FOUND`; oneself, already friends or requested `INVALID_ARGUMENT`.
+    pub async fn send_friend_request(&self, user: &str, message: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::SendFriendRequest(pb::SendFriendRequest {
+                user: user.into(),
+                message: message.into(),
+            }))
+            .await?,
+        )
+    }
+
+    /// Accepts `user`'s pending friend request (none: `NOT_FOUND`).
+    pub async fn accept_friend_request(&self, user: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::AcceptFriendRequest(pb::AcceptFriendRequest {
+                user: user.into(),
+            }))
+            .await?,
+        )
+    }
+
+    /// Declines `user`'s pending friend request (none: `NOT_FOUND`).
+    pub async fn decline_friend_request(&self, user: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::DeclineFriendRequest(pb::DeclineFriendRequest {
+                user: user.into(),
+            }))
+            .await?,
+        )
+    }
+
+    /// Withdraws this user's pending friend request to `user` (none: `NOT_FOUND`).
+    pub async fn cancel_friend_request(&self, user: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::CancelFriendRequest(pb::CancelFriendRequest {
+                user: user.into(),
+            }))
+            .await?,
+        )
+    }
+
+    /// Ends the friendship with `user` on both sides (not a friend: `NOT_FOUND`).
+    pub async fn remove_friend(&self, user: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::RemoveFriend(pb::RemoveFriend { user: user.into() }))
+                .await?,
+        )
+    }
+
+    /// Blocks `user`: no direct messages either way (`BLOCKED`), this user's presence
+    /// hidden from them, no friend requests from them. They are not told.
+    pub async fn block_user(&self, user: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::BlockUser(pb::BlockUser { user: user.into() }))
+                .await?,
+        )
+    }
+
+    /// Lifts this user's block of `user` (not blocked: `NOT_FOUND`).
+    pub async fn unblock_user(&self, user: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.request(Body::UnblockUser(pb::UnblockUser { user: user.into() }))
+                .await?,
+        )
+    }
+
+    /// This user's contacts in name order: friends, incoming and outgoing requests,
+    /// blocked users.
+    pub async fn contacts(&self) -> Result<Vec<pb::Contact>, ClientError> {
+        match self
+            .request(Body::ListContacts(pb::ListContacts {}))
+            .await?
+        {
+            Body::ContactList(l) => Ok(l.contacts),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     pub async fn presence(&self, users: &[String]) -> Result<Vec<pb::UserPresence>, ClientError> {
         match self
             .request(Body::PresenceQuery(pb::PresenceQuery {

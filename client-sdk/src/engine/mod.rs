@@ -309,6 +309,9 @@ impl Engine {
                     online: p.online,
                     server_time_ms: p.server_time_ms,
                 }),
+                Body::ProfileChanged(tern_proto::pb::ProfileChanged {
+                    profile: Some(profile),
+                }) => self.events.push_back(Event::ProfileChanged(profile)),
                 _ => {}
             }
             return;

@@ -1094,3 +1094,25 @@ fn hidden_and_presence_pushes_become_events() {
     quiet.handle_frame(presence, now);
     assert!(events(&mut quiet).is_empty());
 }
+
+/// A ProfileChanged push becomes an event with the profile; one without a profile is
+/// ignored.
+#[test]
+fn profile_pushes_become_events() {
+    let now = Instant::now();
+    let profile = pb::Profile {
+        user: "bob".into(),
+        display_name: "Bob B".into(),
+        status: "away".into(),
+        avatar: String::new(),
+        updated_ms: 3,
+    };
+    let push = |profile| Frame {
+        req_id: 0,
+        body: Some(Body::ProfileChanged(pb::ProfileChanged { profile })),
+    };
+    let mut e = connected("alice");
+    e.handle_frame(push(None), now);
+    e.handle_frame(push(Some(profile.clone())), now);
+    assert_eq!(events(&mut e), vec![EngineEvent::ProfileChanged(profile)]);
+}

@@ -9,10 +9,12 @@
 
 pub(crate) mod auth;
 pub(crate) mod changes;
+pub(crate) mod contacts;
 pub(crate) mod conversations;
 pub(crate) mod groups;
 pub(crate) mod messages;
 pub(crate) mod presence;
+pub(crate) mod profiles;
 pub(crate) mod push;
 
 use std::future::Future;
@@ -24,6 +26,7 @@ use tern_proto::{encode_frame, Body, Frame};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::accounts::Authed;
+use crate::contacts::Op;
 use crate::delivery::hub::SessionHandle;
 use crate::error::ServiceError;
 use crate::services::Services;
@@ -158,7 +161,7 @@ pub(crate) async fn dispatch_authed(
         Body::ReceiptsQuery(q) => conversations::receipts(svc, reply, q, a).await,
         Body::SetConversationSettings(s) => conversations::set_settings(svc, reply, s, a).await,
         Body::ListMembers(m) => groups::list_members(svc, reply, m, a, permit),
-        Body::PresenceQuery(q) => presence::query(svc, reply, q),
+        Body::PresenceQuery(q) => presence::query(svc, reply, q, a),
         Body::GroupOnlineQuery(q) => presence::group_online(svc, reply, q, a),
         Body::Typing(t) => presence::typing(svc, reply, t, a),
         Body::CreateGroup(g) => groups::create(svc, reply, g, a).await,
@@ -174,6 +177,19 @@ pub(crate) async fn dispatch_authed(
         Body::ListChannels(l) => groups::list_channels(svc, reply, l, a, permit),
         Body::RegisterPushTarget(r) => push::register(svc, reply, r, a).await,
         Body::UnregisterPushTarget(_) => push::unregister(svc, reply, a).await,
+        Body::SendFriendRequest(r) => {
+            contacts::change(svc, reply, a, r.user, Op::Request(r.message)).await
+        }
+        Body::AcceptFriendRequest(r) => contacts::change(svc, reply, a, r.user, Op::Accept).await,
+        Body::DeclineFriendRequest(r) => contacts::change(svc, reply, a, r.user, Op::Decline).await,
+        Body::CancelFriendRequest(r) => contacts::change(svc, reply, a, r.user, Op::Cancel).await,
+        Body::RemoveFriend(r) => contacts::change(svc, reply, a, r.user, Op::Remove).await,
+        Body::BlockUser(r) => contacts::change(svc, reply, a, r.user, Op::Block).await,
+        Body::UnblockUser(r) => contacts::change(svc, reply, a, r.user, Op::Unblock).await,
+        Body::ListContacts(_) => contacts::list(svc, reply, a, permit),
+        Body::SetProfile(p) => profiles::set(svc, reply, p, a).await,
+        Body::GetProfiles(g) => profiles::get(svc, reply, g, permit),
+        Body::SearchUsers(s) => profiles::search(svc, reply, s, a),
         Body::Logout(_) => return auth::logout(svc, reply, a).await,
         Body::Revoke(r) => return auth::revoke(svc, reply, r, a).await,
         other => {

@@ -9,8 +9,12 @@ use super::Reply;
 use crate::accounts::Authed;
 use crate::services::Services;
 
-pub(crate) fn query(svc: &Arc<Services>, reply: Reply, q: pb::PresenceQuery) {
-    reply.result(svc.presence.presence(&q.users).map(Body::PresenceResult));
+pub(crate) fn query(svc: &Arc<Services>, reply: Reply, q: pb::PresenceQuery, a: &Authed) {
+    reply.result(
+        svc.presence
+            .presence(&a.user, &q.users)
+            .map(Body::PresenceResult),
+    );
 }
 
 pub(crate) fn group_online(svc: &Arc<Services>, reply: Reply, q: pb::GroupOnlineQuery, a: &Authed) {

@@ -94,6 +94,19 @@ pub(crate) fn message_hidden(router: &dyn Router, user: &str, conversation: &str
     router.deliver(user, &frame);
 }
 
+/// A user's profile changed: one frame, encoded once, to the given online users.
+pub(crate) fn profile_changed(router: &dyn Router, profile: &pb::Profile, to: &[String]) {
+    let frame = encode_frame(&Frame {
+        req_id: 0,
+        body: Some(Body::ProfileChanged(pb::ProfileChanged {
+            profile: Some(profile.clone()),
+        })),
+    });
+    for u in to {
+        router.deliver(u, &frame);
+    }
+}
+
 /// A user came online or went offline: one frame, encoded once, to the given peers.
 pub(crate) fn presence(router: &dyn Router, user: &str, online: bool, now_ms: u64, to: &[String]) {
     let frame = encode_frame(&Frame {

@@ -214,6 +214,11 @@ impl Messages {
                 "operator notices cannot be answered",
             ));
         }
+        if st.kind == pb::ConversationKind::Direct {
+            if let Some(peer) = st.members.keys().find(|u| u.as_str() != sender) {
+                self.check_direct(sender, peer)?;
+            }
+        }
         if st.mute_all && !matches!(st.role(sender), Some(pb::Role::Owner | pb::Role::Admin)) {
             return Err(ServiceError::forbidden(
                 "the group is muted: only the owner and admins may send",
@@ -307,6 +312,30 @@ impl Messages {
                     push.queued(pushes);
                 }
             }));
+        }
+        Ok(())
+    }
+
+    /// A 1:1 message may pass: neither user blocked the other (BLOCKED, the same answer
+    /// whichever blocked, and no matter whether the peer is online), and with
+    /// `direct_messages = friends` they are friends (FORBIDDEN).
+    pub(crate) fn check_direct(&self, sender: &str, peer: &str) -> ServiceResult<()> {
+        let blocked = pb::ContactState::BlockedUser as i32;
+        let mine = self.store.contact(sender, peer)?;
+        let blocks = |r: &Option<crate::store::ContactRecord>| {
+            r.as_ref().is_some_and(|r| r.state == blocked)
+        };
+        if blocks(&mine) || blocks(&self.store.contact(peer, sender)?) {
+            return Err(ServiceError::new(
+                ErrorCode::Blocked,
+                format!("direct messages with {peer} are blocked"),
+            ));
+        }
+        let friend = pb::ContactState::Friend as i32;
+        if self.limits.friends_only_dm && mine.is_none_or(|r| r.state != friend) {
+            return Err(ServiceError::forbidden(
+                "this server allows direct messages only between friends",
+            ));
         }
         Ok(())
     }

@@ -127,7 +127,7 @@ impl Presence {
         }
         let mut peers: Vec<String> = peers
             .into_iter()
-            .filter(|p| p != user && self.router.is_online(p))
+            .filter(|p| p != user && self.router.is_online(p) && !self.hidden_from(user, p))
             .collect();
         peers.sort();
         if !peers.is_empty() {

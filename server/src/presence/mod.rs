@@ -48,7 +48,17 @@ impl Presence {
         }
     }
 
-    pub fn presence(&self, users: &[String]) -> ServiceResult<pb::PresenceResult> {
+    /// `user` blocked `viewer`: `viewer` sees `user` offline everywhere (queries, pushes,
+    /// group counts). A store error hides nothing (presence is not durable data).
+    pub(crate) fn hidden_from(&self, user: &str, viewer: &str) -> bool {
+        matches!(
+            self.store.contact(user, viewer),
+            Ok(Some(r)) if r.state == pb::ContactState::BlockedUser as i32
+        )
+    }
+
+    /// The presence of `users` as `asker` may see it.
+    pub fn presence(&self, asker: &str, users: &[String]) -> ServiceResult<pb::PresenceResult> {
         if users.len() > MAX_USERS_PER_QUERY {
             return Err(ServiceError::invalid(
                 "at most 100 users per presence query",
@@ -59,7 +69,11 @@ impl Presence {
                 .iter()
                 .map(|u| pb::UserPresence {
                     username: u.clone(),
-                    online_devices: self.router.online_devices(u),
+                    online_devices: if self.hidden_from(u, asker) {
+                        Default::default()
+                    } else {
+                        self.router.online_devices(u)
+                    },
                 })
                 .collect(),
         })
@@ -85,7 +99,7 @@ impl Presence {
             online_members: g
                 .members
                 .keys()
-                .filter(|u| self.router.is_online(u))
+                .filter(|u| self.router.is_online(u) && !self.hidden_from(u, user))
                 .count() as u32,
         })
     }

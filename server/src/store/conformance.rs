@@ -15,6 +15,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     membership_indexes_both_ways(store);
     read_positions_are_per_user_and_conversation(store);
     settings_are_per_user_and_conversation(store);
+    contacts_are_per_user_and_deletable(store);
     mentions_are_counted_after_a_position(store);
     recalled_mentions_are_removed(store);
     not_counted_entries_are_counted_after_a_position(store);
@@ -22,6 +23,7 @@ pub(crate) fn run_all(store: &dyn Store) {
     a_rewritten_entry_replaces_the_old_one(store);
     expiries_come_back_in_time_order_until_now(store);
     the_channel_directory_finds_names_by_prefix(store);
+    profiles_and_the_display_name_index(store);
     push_targets_and_queue_round_trip(store);
     users_and_conversations_are_listed_in_pages(store);
 }
@@ -290,6 +292,40 @@ fn settings_are_per_user_and_conversation(store: &dyn Store) {
     );
 }
 
+fn contacts_are_per_user_and_deletable(store: &dyn Store) {
+    assert_eq!(store.contact("ka", "kb").unwrap(), None);
+    let rec = |state, message: &str| ContactRecord {
+        state,
+        message: message.into(),
+        since_ms: 5,
+    };
+    let put = |user: &str, other: &str, r| Mutation::Contact {
+        user: user.into(),
+        other: other.into(),
+        record: r,
+    };
+    store
+        .commit(&[
+            put("ka", "kb", Some(rec(3, "hi"))),
+            put("kb", "ka", Some(rec(2, "hi"))),
+            put("ka", "kc", Some(rec(4, ""))),
+            put("kab", "kz", Some(rec(1, ""))),
+        ])
+        .unwrap();
+    assert_eq!(store.contact("ka", "kb").unwrap(), Some(rec(3, "hi")));
+    assert_eq!(store.contact("kb", "ka").unwrap(), Some(rec(2, "hi")));
+    let all = store.contacts("ka").unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|(u, r)| (u.as_str(), r.state))
+            .collect::<Vec<_>>(),
+        [("kb", 3), ("kc", 4)]
+    );
+    store.commit(&[put("ka", "kb", None)]).unwrap();
+    assert_eq!(store.contact("ka", "kb").unwrap(), None);
+    assert_eq!(store.contacts("ka").unwrap().len(), 1);
+}
+
 fn mentions_are_counted_after_a_position(store: &dyn Store) {
     let conv = "g:00000000000000aa";
     let named = |user: &str, seq| Mutation::Mention {
@@ -450,6 +486,47 @@ fn expiries_come_back_in_time_order_until_now(store: &dyn Store) {
             e(301, "d:ea:eb", 3)
         ]
     );
+}
+
+fn profiles_and_the_display_name_index(store: &dyn Store) {
+    assert_eq!(store.profile("pa").unwrap(), None);
+    let rec = ProfileRecord {
+        display_name: "Ada L".into(),
+        status: "here".into(),
+        avatar: String::new(),
+        updated_ms: 7,
+    };
+    let list = |name: &str, user: &str| Mutation::ListDisplayName {
+        name: name.into(),
+        user: user.into(),
+    };
+    store
+        .commit(&[
+            Mutation::Profile {
+                user: "pa".into(),
+                record: rec.clone(),
+            },
+            list("Ada L", "pa"),
+            list("ada", "pb"),
+            list("Adb", "pc"),
+            list("bada", "pd"),
+        ])
+        .unwrap();
+    assert_eq!(store.profile("pa").unwrap(), Some(rec));
+    assert_eq!(store.profile("pb").unwrap(), None);
+    // Lowercased, in display name order, bounded, a prefix scan only.
+    assert_eq!(store.display_name_prefix("ada", 10).unwrap(), ["pb", "pa"]);
+    assert_eq!(store.display_name_prefix("ad", 2).unwrap(), ["pb", "pa"]);
+    assert_eq!(store.display_name_prefix("ad", 10).unwrap().len(), 3);
+    assert_eq!(store.display_name_prefix("ada l", 10).unwrap(), ["pa"]);
+    assert!(store.display_name_prefix("x", 10).unwrap().is_empty());
+    store
+        .commit(&[Mutation::UnlistDisplayName {
+            name: "ADA L".into(),
+            user: "pa".into(),
+        }])
+        .unwrap();
+    assert_eq!(store.display_name_prefix("ada", 10).unwrap(), ["pb"]);
 }
 
 fn the_channel_directory_finds_names_by_prefix(store: &dyn Store) {

@@ -27,6 +27,9 @@
 //! | `data` `e`           | expires_ms(be64) conversation ++ seq | empty (a message with a time to live, until the sweeper erased it) |
 //! | `data` `w`           | user ++ device               | `PushTargetRecord` (a device's push target) |
 //! | `data` `q`           | user ++ device ++ conversation ++ seq | `PushQueueRecord` (a pending notification) |
+//! | `data` `o`           | user                         | `ProfileRecord` (display name, status, avatar) |
+//! | `data` `l`           | lowercase display name ++ user | empty (the user-search index by display name) |
+//! | `data` `k`           | user ++ other user           | `ContactRecord` (friend, incoming, outgoing, blocked) |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -59,6 +62,9 @@ pub(crate) const EXPIRY: Space = Space::new(b'e', "expiry");
 pub(crate) const CHANNELS: Space = Space::new(b'p', "channels");
 pub(crate) const PUSH_TARGETS: Space = Space::new(b'w', "push_targets");
 pub(crate) const PUSH_QUEUE: Space = Space::new(b'q', "push_queue");
+pub(crate) const PROFILES: Space = Space::new(b'o', "profiles");
+pub(crate) const DISPLAY_NAMES: Space = Space::new(b'l', "display_names");
+pub(crate) const CONTACTS: Space = Space::new(b'k', "contacts");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -263,6 +269,17 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             SETTINGS.key(&key2(user, conversation.as_bytes())),
             record.encode_to_vec(),
         )),
+        Mutation::Contact {
+            user,
+            other,
+            record,
+        } => {
+            let key = CONTACTS.key(&key2(user, other.as_bytes()));
+            out.push(match record {
+                Some(r) => Write::Put(key, r.encode_to_vec()),
+                None => Write::Delete(key),
+            })
+        }
         Mutation::Mention {
             user,
             conversation,
@@ -341,6 +358,17 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             conversation,
             *seq,
         )))),
+        Mutation::Profile { user, record } => out.push(Write::Put(
+            PROFILES.key(user.as_bytes()),
+            record.encode_to_vec(),
+        )),
+        Mutation::ListDisplayName { name, user } => out.push(Write::Put(
+            DISPLAY_NAMES.key(&key2(&name.to_lowercase(), user.as_bytes())),
+            Vec::new(),
+        )),
+        Mutation::UnlistDisplayName { name, user } => out.push(Write::Delete(
+            DISPLAY_NAMES.key(&key2(&name.to_lowercase(), user.as_bytes())),
+        )),
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -375,6 +403,8 @@ mod tests {
             CHANNELS,
             PUSH_TARGETS,
             PUSH_QUEUE,
+            PROFILES,
+            DISPLAY_NAMES,
         ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();

@@ -279,6 +279,17 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn contact(&self, user: &str, other: &str) -> StoreResult<Option<ContactRecord>> {
+        self.get_in(CONTACTS, &key2(user, other.as_bytes()))
+    }
+
+    fn contacts(&self, user: &str) -> StoreResult<Vec<(String, ContactRecord)>> {
+        self.scan(CONTACTS, user)
+            .into_iter()
+            .map(|(c, v)| Ok((utf8(CONTACTS.name, c)?, decode(CONTACTS.name, &v)?)))
+            .collect()
+    }
+
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
         let p = CHANNELS.key(prefix.as_bytes());
         let m = self.lock();
@@ -289,6 +300,25 @@ impl Store for MemoryStore {
             .map(|(k, _)| {
                 let at = k.iter().position(|b| *b == 0).unwrap_or(k.len() - 1);
                 utf8(CHANNELS.name, k[at + 1..].to_vec())
+            })
+            .collect()
+    }
+
+    fn profile(&self, user: &str) -> StoreResult<Option<ProfileRecord>> {
+        self.get_in(PROFILES, user.as_bytes())
+    }
+
+    fn display_name_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let p = DISPLAY_NAMES.key(prefix.as_bytes());
+        let m = self.lock();
+        m.data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .take(limit)
+            .map(|(k, _)| {
+                // The user is after the last separator (display names hold no 0x00).
+                let at = k.iter().rposition(|b| *b == 0).unwrap_or(k.len() - 1);
+                utf8(DISPLAY_NAMES.name, k[at + 1..].to_vec())
             })
             .collect()
     }

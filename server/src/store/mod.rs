@@ -87,6 +87,12 @@ pub enum Mutation {
         conversation: String,
         record: SettingsRecord,
     },
+    /// contacts: user ++ other -> ContactRecord (`None` deletes it)
+    Contact {
+        user: String,
+        other: String,
+        record: Option<ContactRecord>,
+    },
     /// mentions: user ++ conversation ++ seq -> () (message `seq` mentions `user`)
     Mention {
         user: String,
@@ -136,6 +142,12 @@ pub enum Mutation {
     DelPushTarget { user: String, device: String },
     /// push_queue: user ++ device ++ conversation ++ seq -> PushQueueRecord
     PushQueue(PushEntry),
+    /// profiles: user -> ProfileRecord
+    Profile { user: String, record: ProfileRecord },
+    /// display_names: lowercased display name ++ user (the user-search index)
+    ListDisplayName { name: String, user: String },
+    /// display_names: removes an index entry (the display name changed or was cleared)
+    UnlistDisplayName { name: String, user: String },
     /// push_queue: removes one pending notification (sent, given up, or its target gone)
     DelPushQueue {
         user: String,
@@ -224,6 +236,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every conversation setting of `user` (conversations with default settings may be
     /// absent).
     fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>>;
+    /// What `user` has with `other` (none: no relation).
+    fn contact(&self, user: &str, other: &str) -> StoreResult<Option<ContactRecord>>;
+    /// Every contact relation of `user`, in name order.
+    fn contacts(&self, user: &str) -> StoreResult<Vec<(String, ContactRecord)>>;
     /// Public channels whose lowercased name starts with `prefix` (lowercase), in name
     /// order, at most `limit`.
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>>;
@@ -245,6 +261,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<(String, ConversationRecord)>>;
     /// How far `user` has read `conversation` (0: nothing yet).
     fn read_seq(&self, user: &str, conversation: &str) -> StoreResult<u64>;
+    /// `user`'s profile (`None`: never set).
+    fn profile(&self, user: &str) -> StoreResult<Option<ProfileRecord>>;
+    /// Users whose lowercased display name starts with `prefix` (lowercase), in display
+    /// name order, at most `limit`: a range scan of the display-name index.
+    fn display_name_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>>;
     /// Every device's push target, in (user, device) order.
     fn push_targets(&self) -> StoreResult<Vec<PushTarget>>;
     /// Every pending notification, in (user, device, conversation, seq) order.

@@ -130,6 +130,20 @@ pub struct SettingsRecord {
     pub pinned: bool,
 }
 
+/// One side of a contact relation: what `user` has with `other` (`data` `k`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContactRecord {
+    /// A wire `ContactState` (friend, incoming, outgoing, blocked).
+    #[prost(int32, tag = "1")]
+    pub state: i32,
+    /// The request's message (incoming and outgoing only).
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// Server time the relation took this state.
+    #[prost(uint64, tag = "3")]
+    pub since_ms: u64,
+}
+
 /// A device's push target (offline push, docs/PUSH.md).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PushTargetRecord {
@@ -167,4 +181,18 @@ pub struct PushQueueRecord {
     /// A 1:1 conversation.
     #[prost(bool, tag = "4")]
     pub direct: bool,
+}
+
+/// A user's profile (the `profiles` space; the account itself stays in `users`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProfileRecord {
+    #[prost(string, tag = "1")]
+    pub display_name: String,
+    #[prost(string, tag = "2")]
+    pub status: String,
+    /// The avatar's blob id ("" until blob upload exists).
+    #[prost(string, tag = "3")]
+    pub avatar: String,
+    #[prost(uint64, tag = "4")]
+    pub updated_ms: u64,
 }

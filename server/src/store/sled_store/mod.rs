@@ -397,6 +397,17 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn contact(&self, user: &str, other: &str) -> StoreResult<Option<ContactRecord>> {
+        self.get_in(CONTACTS, &key2(user, other.as_bytes()))
+    }
+
+    fn contacts(&self, user: &str) -> StoreResult<Vec<(String, ContactRecord)>> {
+        self.scan_names(CONTACTS, user)?
+            .into_iter()
+            .map(|(c, v)| Ok((c, decode(CONTACTS.name, &v)?)))
+            .collect()
+    }
+
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
         let mut out = Vec::new();
         for kv in self
@@ -412,6 +423,33 @@ impl Store for SledStore {
             out.push(
                 String::from_utf8(k[at + 1..].to_vec()).map_err(|e| StoreError::Corrupt {
                     tree: CHANNELS.name,
+                    detail: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn profile(&self, user: &str) -> StoreResult<Option<ProfileRecord>> {
+        self.get_in(PROFILES, user.as_bytes())
+    }
+
+    fn display_name_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for kv in self
+            .data
+            .scan_prefix(DISPLAY_NAMES.key(prefix.as_bytes()))
+            .take(limit)
+        {
+            let (k, _) = kv.map_err(engine)?;
+            // The user is after the last separator (display names hold no 0x00).
+            let at = k.iter().rposition(|b| *b == 0).ok_or(StoreError::Corrupt {
+                tree: DISPLAY_NAMES.name,
+                detail: "key without a separator".into(),
+            })?;
+            out.push(
+                String::from_utf8(k[at + 1..].to_vec()).map_err(|e| StoreError::Corrupt {
+                    tree: DISPLAY_NAMES.name,
                     detail: e.to_string(),
                 })?,
             );

@@ -1,0 +1,154 @@
+//! `tern friend ...`, `tern block` and `tern unblock` (the real binary against a real
+//! server on port 0): JSON lines, the contact states on both sides, BLOCKED's exit code.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use tern_tests::TestServer;
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+const PASSWORD: &str = "correct horse battery";
+
+struct Tern {
+    server: String,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout {:?} stderr {:?}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+}
+
+impl Tern {
+    fn new(server: &TestServer) -> Self {
+        Self {
+            server: server.tcp.to_string(),
+            ca: server.ca.clone(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, profile: &str, args: &[&str]) -> Out {
+        let mut c = Command::new(TERN);
+        for var in ["TERN_SERVER", "TERN_CA", "TERN_PROFILE", "TERN_PASSWORD"] {
+            c.env_remove(var);
+        }
+        let out = c
+            .current_dir(self.dir.path())
+            .arg("--server")
+            .arg(&self.server)
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--profile")
+            .arg(self.dir.path().join(format!("{profile}.json")))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tern runs");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn account(&self, user: &str) {
+        self.run(user, &["register", user, "--password", PASSWORD])
+            .ok();
+        self.run(user, &["login", user, "--password", PASSWORD])
+            .ok();
+    }
+}
+
+impl Out {
+    fn code_of_error(&self) -> String {
+        let v = self.json();
+        assert_eq!(
+            v.len(),
+            1,
+            "stdout {:?} stderr {:?}",
+            self.stdout,
+            self.stderr
+        );
+        v[0]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn friends_requests_lists_and_blocks_from_the_command_line() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    {
+        t.account("ann");
+        t.account("bob");
+        let list = |who: &str| t.run(who, &["--json", "friend", "list"]).ok().json();
+        t.run(
+            "ann",
+            &["--json", "friend", "request", "bob", "--message", "hi bob"],
+        )
+        .ok();
+        assert_eq!(
+            list("ann"),
+            [json!({"user": "bob", "state": "outgoing", "message": "hi bob"})]
+        );
+        assert_eq!(
+            list("bob"),
+            [json!({"user": "ann", "state": "incoming", "message": "hi bob"})]
+        );
+        let out = t
+            .run("bob", &["--json", "friend", "accept", "ann"])
+            .ok()
+            .json();
+        assert_eq!(out, [json!({"user": "ann", "done": "accepted"})]);
+        assert_eq!(list("ann"), [json!({"user": "bob", "state": "friend"})]);
+        assert_eq!(list("bob"), [json!({"user": "ann", "state": "friend"})]);
+        // Bad input: exit codes and error codes.
+        let out = t.run("ann", &["--json", "friend", "accept", "nosuch"]);
+        assert_eq!((out.code, out.code_of_error().as_str()), (5, "NOT_FOUND"));
+        let out = t.run("ann", &["--json", "friend", "request", "bob"]);
+        assert_eq!(
+            (out.code, out.code_of_error().as_str()),
+            (2, "INVALID_ARGUMENT")
+        );
+        // Blocked: direct messages refused both ways with BLOCKED (exit 5).
+        t.run("ann", &["block", "bob"]).ok();
+        assert_eq!(list("ann"), [json!({"user": "bob", "state": "blocked"})]);
+        assert!(list("bob").is_empty());
+        let out = t.run("bob", &["--json", "send", "--to", "ann", "hello?"]);
+        assert_eq!((out.code, out.code_of_error().as_str()), (5, "BLOCKED"));
+        t.run("ann", &["unblock", "bob"]).ok();
+        t.run("bob", &["send", "--to", "ann", "hello again"]).ok();
+        // Decline, cancel and remove.
+        t.run("bob", &["friend", "request", "ann"]).ok();
+        t.run("bob", &["friend", "cancel", "ann"]).ok();
+        assert!(list("ann").is_empty());
+        t.run("bob", &["friend", "request", "ann"]).ok();
+        t.run("ann", &["friend", "decline", "bob"]).ok();
+        assert!(list("bob").is_empty());
+        t.run("bob", &["friend", "request", "ann"]).ok();
+        t.run("ann", &["friend", "accept", "bob"]).ok();
+        t.run("ann", &["friend", "remove", "bob"]).ok();
+        assert!(list("bob").is_empty());
+    }
+    server.stop().await;
+}
