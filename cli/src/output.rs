@@ -59,6 +59,9 @@ pub struct MessageLine<'a> {
     pub ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<EventJson<'a>>,
+    /// A contact change (SYSTEM, 1:1): `{"kind":"REQUESTED"|..,"actor":..,"user":..}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ContactJson<'a>>,
     /// The seq this message answers (absent: not a reply).
     #[serde(skip_serializing_if = "is_zero")]
     pub reply_to: u64,
@@ -103,6 +106,31 @@ pub struct EventJson<'a> {
     pub name: &'a str,
 }
 
+/// The contact event of a SYSTEM message (docs/PROTOCOL.md 9.13).
+#[derive(Debug, Serialize)]
+pub struct ContactJson<'a> {
+    pub kind: &'static str,
+    pub actor: &'a str,
+    pub user: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub message: &'a str,
+}
+
+/// The contact event of a message, when it is a SYSTEM message that carries one.
+fn contact_event(m: &pb::Message) -> Option<&pb::ContactEvent> {
+    if m.kind == pb::MessageKind::System as i32 {
+        m.contact.as_ref()
+    } else {
+        None
+    }
+}
+
+fn contact_kind(e: &pb::ContactEvent) -> &'static str {
+    pb::ContactEventKind::try_from(e.kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
 /// The group event of a message, when it is a SYSTEM message that carries one.
 fn system_event(m: &pb::Message) -> Option<&pb::GroupEvent> {
     if m.kind == pb::MessageKind::System as i32 {
@@ -140,6 +168,12 @@ impl<'a> MessageLine<'a> {
                 actor: &e.actor,
                 users: &e.users,
                 name: &e.name,
+            }),
+            contact: contact_event(m).map(|e| ContactJson {
+                kind: contact_kind(e),
+                actor: &e.actor,
+                user: &e.user,
+                message: &e.message,
             }),
             reply_to: m.reply_to,
             mentions: &m.mentions,
@@ -448,6 +482,21 @@ pub fn human_text(m: &pb::Message) -> String {
     }
     if m.deleted {
         return "(deleted)".to_string();
+    }
+    if let Some(c) = contact_event(m) {
+        return match pb::ContactEventKind::try_from(c.kind) {
+            Ok(pb::ContactEventKind::Requested) if c.message.is_empty() => {
+                format!("* asked {} to be friends", c.user)
+            }
+            Ok(pb::ContactEventKind::Requested) => {
+                format!("* asked {} to be friends: {}", c.user, c.message)
+            }
+            Ok(pb::ContactEventKind::Accepted) => format!("* accepted {}'s friend request", c.user),
+            Ok(pb::ContactEventKind::Declined) => format!("* declined {}'s friend request", c.user),
+            Ok(pb::ContactEventKind::Canceled) => "* withdrew the friend request".to_string(),
+            Ok(pb::ContactEventKind::Removed) => format!("* ended the friendship with {}", c.user),
+            _ => format!("* contact change {}", contact_kind(c)),
+        };
     }
     let Some(e) = system_event(m) else {
         let text = String::from_utf8_lossy(&m.body).into_owned();

@@ -115,6 +115,15 @@ async fn friends_requests_lists_and_blocks_from_the_command_line() {
             list("bob"),
             [json!({"user": "ann", "state": "incoming", "message": "hi bob"})]
         );
+        // bob's sync shows the request as a contact event line.
+        let lines = t.run("bob", &["--json", "sync"]).ok().json();
+        let requested: Vec<_> = lines.iter().filter(|l| !l["contact"].is_null()).collect();
+        assert_eq!(requested.len(), 1, "{lines:?}");
+        assert_eq!(
+            requested[0]["contact"],
+            json!({"kind": "REQUESTED", "actor": "ann", "user": "bob", "message": "hi bob"})
+        );
+        assert_eq!(requested[0]["conv"], "d:ann:bob");
         let out = t
             .run("bob", &["--json", "friend", "accept", "ann"])
             .ok()

@@ -128,7 +128,89 @@ const el = {
   channelVisibility: /** @type {HTMLSelectElement} */ ($('channel-visibility')),
   channelVisibilityLabel: $('channel-visibility-label'),
   joinChannel: /** @type {HTMLButtonElement} */ ($('join-channel')),
+  peopleSearch: /** @type {HTMLInputElement} */ ($('people-search')),
+  peopleList: $('people-list'),
+  profileToggle: /** @type {HTMLButtonElement} */ ($('profile-toggle')),
+  profileForm: /** @type {HTMLFormElement} */ ($('profile-form')),
+  profileName: /** @type {HTMLInputElement} */ ($('profile-name')),
+  profileStatus: /** @type {HTMLInputElement} */ ($('profile-status')),
 };
+
+/** Profiles known to this page (docs/PROTOCOL.md 9.12), by user; kept current by 'profile' events. */
+const profiles = {
+  /** @type {Map<string, {user: string, displayName: string, status: string}>} */
+  known: new Map(),
+  /** Users asked for (or queued), so each is fetched once per login. */
+  asked: new Set(),
+  /** @type {string[]} */
+  queue: [],
+  timer: /** @type {any} */ (null),
+};
+
+/** A user as shown: their display name when they set one, else the user name. @param {string} user */
+function shownName(user) {
+  const p = profiles.known.get(user);
+  if (!p && user && !profiles.asked.has(user)) {
+    profiles.asked.add(user);
+    profiles.queue.push(user);
+    if (!profiles.timer) profiles.timer = setTimeout(fetchProfiles, 30);
+  }
+  return p && p.displayName ? p.displayName : user;
+}
+
+/** Fetches the queued profiles (GetProfiles takes up to 100 users at once). */
+async function fetchProfiles() {
+  profiles.timer = null;
+  const client = app.client;
+  const users = profiles.queue.splice(0, 100);
+  if (profiles.queue.length) profiles.timer = setTimeout(fetchProfiles, 30);
+  if (!client || !users.length) return;
+  try {
+    for (const p of await client.getProfiles(users)) profiles.known.set(p.user, p);
+    if (client === app.client) scheduleRender();
+  } catch {
+    // Asked again after the next login; names show as user names meanwhile.
+    for (const u of users) profiles.asked.delete(u);
+  }
+}
+
+/** Users found by the search box (the newest answer wins). */
+let peopleAsked = 0;
+async function searchPeople() {
+  const client = app.client;
+  const prefix = el.peopleSearch.value.trim();
+  const asked = ++peopleAsked;
+  if (!client || [...prefix].length < 2) {
+    el.peopleList.replaceChildren();
+    return;
+  }
+  try {
+    const found = await client.searchUsers(prefix, 20);
+    if (client !== app.client || asked !== peopleAsked) return;
+    const frag = document.createDocumentFragment();
+    for (const u of found) {
+      const li = document.createElement('li');
+      li.dataset.testid = 'person';
+      li.dataset.user = u.user;
+      li.tabIndex = 0;
+      li.textContent = u.displayName ? `${u.displayName} (${u.user})` : u.user;
+      li.title = `Chat with ${u.user}`;
+      li.addEventListener('click', () => {
+        if (u.user === app.me) return;
+        const id = directConversation(app.me, u.user);
+        ensureConv(id, u.user);
+        el.peopleSearch.value = '';
+        el.peopleList.replaceChildren();
+        saveApp();
+        openConv(id);
+      });
+      frag.append(li);
+    }
+    el.peopleList.replaceChildren(frag);
+  } catch (e) {
+    if (asked === peopleAsked) el.chatError.textContent = `search: ${errorText(e)}`;
+  }
+}
 
 /** Whether this page's schema knows history visibility (JOINED / SHARED). */
 const HAS_VISIBILITY = typeof HistoryVisibility.JOINED === 'number';
@@ -322,7 +404,7 @@ function unreadOf(c) {
 
 /** Whether a message counts as unread for this user when after the read position. @param {Message} m */
 function countable(m) {
-  if (m.kind === 'system') return m.event?.actor !== app.me;
+  if (m.kind === 'system') return (m.event?.actor ?? m.contact?.actor) !== app.me;
   return m.kind === 'message' && m.sender !== app.me && !m.recalled && !m.expired && !m.deleted;
 }
 
@@ -951,6 +1033,9 @@ function startClient(username, password, device) {
   app.list = { total: 0, loaded: 0, unlistedUnread: 0 };
   app.typing.clear();
   app.presence.clear();
+  profiles.known.clear();
+  profiles.asked.clear();
+  profiles.queue.length = 0;
   app.compose = null;
   app.typingSent = null;
   loadApp();
@@ -995,6 +1080,7 @@ function startClient(username, password, device) {
     addMessage(message, own, true);
     saveApp();
     scheduleRender();
+    if (message.contact) refreshFriends();
   });
   sub('acked', (ack) => {
     const p = app.pending.get(ack.clientMsgId);
@@ -1082,6 +1168,10 @@ function startClient(username, password, device) {
   });
   sub('presence', (p) => {
     app.presence.set(p.user, p.online);
+    scheduleRender();
+  });
+  sub('profile', (p) => {
+    profiles.known.set(p.user, p);
     scheduleRender();
   });
   sub('caught-up', () => {
@@ -1191,7 +1281,7 @@ function renderConvList() {
     info.className = 'info';
     const name = document.createElement('span');
     name.className = 'name';
-    name.textContent = c.kind === 'group' ? `# ${c.name}` : c.name;
+    name.textContent = c.kind === 'group' ? `# ${c.name}` : shownName(c.name);
     if (c.channel) name.append(channelMark());
     const preview = document.createElement('span');
     preview.className = 'preview';
@@ -1409,7 +1499,7 @@ function messageItem(c, m) {
     : m.expired
       ? 'This message expired'
       : m.text ?? `(${m.contentType}, ${m.body.length} bytes)`;
-  const li = bubble(m.sender, text, timeFmt.format(new Date(m.serverTimeMs)), own);
+  const li = bubble(shownName(m.sender), text, timeFmt.format(new Date(m.serverTimeMs)), own);
   li.dataset.seq = String(m.seq);
   if (m.clientMsgId) li.dataset.cmid = m.clientMsgId;
   const body = /** @type {HTMLElement} */ (li.querySelector('.text'));
@@ -1657,6 +1747,7 @@ function bubble(from, text, meta, own) {
 /** @param {Message} m */
 function systemText(m) {
   const e = m.event;
+  if (!e && m.contact) return contactText(m.contact);
   // No event: an operator's notice (docs/ADMIN_API.md); its body is the text.
   if (!e) return m.text ? `notice: ${m.text}` : 'system message';
   const users = e.users.join(', ');
@@ -1788,6 +1879,46 @@ el.register.addEventListener('click', async () => {
     return;
   }
   startClient(cred.username, cred.password, cred.device);
+});
+
+let peopleTimer = /** @type {any} */ (null);
+el.peopleSearch.addEventListener('input', () => {
+  clearTimeout(peopleTimer);
+  peopleTimer = setTimeout(searchPeople, 300);
+});
+
+el.profileToggle.addEventListener('click', async () => {
+  el.profileForm.hidden = !el.profileForm.hidden;
+  el.profileToggle.setAttribute('aria-expanded', String(!el.profileForm.hidden));
+  if (el.profileForm.hidden || !app.client) return;
+  let mine = profiles.known.get(app.me);
+  if (!mine) {
+    try {
+      [mine] = await app.client.getProfiles([app.me]);
+      if (mine) profiles.known.set(mine.user, mine);
+    } catch (err) {
+      el.chatError.textContent = `profile: ${errorText(err)}`;
+    }
+  }
+  el.profileName.value = mine?.displayName ?? '';
+  el.profileStatus.value = mine?.status ?? '';
+  el.profileName.focus();
+});
+
+el.profileForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const client = app.client;
+  if (!client) return;
+  try {
+    const p = await client.setProfile({ displayName: el.profileName.value, status: el.profileStatus.value });
+    profiles.known.set(p.user, p);
+    el.profileForm.hidden = true;
+    el.profileToggle.setAttribute('aria-expanded', 'false');
+    el.chatError.textContent = '';
+    scheduleRender();
+  } catch (err) {
+    el.chatError.textContent = `profile: ${errorText(err)}`;
+  }
 });
 
 el.newChatForm.addEventListener('submit', (e) => {
@@ -2058,6 +2189,151 @@ async function joinChannel(ch) {
     el.chatError.textContent = `join "${ch.name}": ${errorText(e)}`;
   }
 }
+
+// ---- friends (docs/PROTOCOL.md 9.13): the list, incoming requests, the request form ----
+
+/** @type {{open: boolean, contacts: import('./sdk.js').Contact[], asked: number}} */
+const friends = { open: false, contacts: [], asked: 0 };
+const friendsEl = {
+  toggle: /** @type {HTMLButtonElement} */ ($('friends-toggle')),
+  incoming: $('friends-incoming'),
+  section: $('friends'),
+  form: /** @type {HTMLFormElement} */ ($('friend-request-form')),
+  user: /** @type {HTMLInputElement} */ ($('friend-user')),
+  message: /** @type {HTMLInputElement} */ ($('friend-message')),
+  list: $('friend-list'),
+  empty: $('friends-empty'),
+};
+
+/** What a contact event says, as a line in the chat. @param {import('./sdk.js').ContactEventInfo} c */
+function contactText(c) {
+  const who = c.actor === app.me ? 'You' : c.actor;
+  const whom = c.user === app.me ? 'you' : c.user;
+  switch (c.kind) {
+    case 'REQUESTED':
+      return `${who} asked ${whom} to be friends${c.message ? `: "${c.message}"` : ''}`;
+    case 'ACCEPTED':
+      return `${who} accepted: ${c.actor === app.me ? `you and ${c.user}` : `you and ${c.actor}`} are friends`;
+    case 'DECLINED':
+      return `${who} declined the friend request`;
+    case 'CANCELED':
+      return `${who} withdrew the friend request`;
+    case 'REMOVED':
+      return `${who} ended the friendship`;
+    default:
+      return `${c.kind} by ${c.actor}`;
+  }
+}
+
+/** Asks the server for the contact list (the newest answer wins). */
+async function refreshFriends() {
+  const client = app.client;
+  if (!client) return;
+  const asked = ++friends.asked;
+  try {
+    const contacts = await client.contacts();
+    if (client !== app.client || asked !== friends.asked) return;
+    friends.contacts = contacts;
+    renderFriends();
+  } catch (e) {
+    if (asked === friends.asked) el.chatError.textContent = `friends: ${errorText(e)}`;
+  }
+}
+
+/** Runs one contact change, then shows the list as it is now. @param {() => Promise<void>} call @param {string} what */
+async function friendAction(call, what) {
+  try {
+    await call();
+    el.chatError.textContent = '';
+  } catch (e) {
+    el.chatError.textContent = `${what}: ${errorText(e)}`;
+  }
+  refreshFriends();
+}
+
+const STATE_LABEL = { friend: 'friend', incoming: 'wants to be friends', outgoing: 'request sent', blocked: 'blocked' };
+
+function renderFriends() {
+  const incoming = friends.contacts.filter((c) => c.state === 'incoming').length;
+  friendsEl.incoming.textContent = String(incoming);
+  friendsEl.incoming.hidden = incoming === 0;
+  friendsEl.section.hidden = !friends.open;
+  friendsEl.toggle.setAttribute('aria-expanded', String(friends.open));
+  if (!friends.open) return;
+  const client = app.client;
+  const frag = document.createDocumentFragment();
+  for (const c of friends.contacts) {
+    const li = document.createElement('li');
+    li.dataset.testid = 'friend';
+    li.dataset.user = c.user;
+    li.dataset.state = c.state;
+    const name = document.createElement('span');
+    name.className = 'friend-name';
+    name.textContent = c.user;
+    const state = document.createElement('span');
+    state.className = 'friend-state';
+    state.dataset.testid = 'friend-state';
+    state.textContent = /** @type {any} */ (STATE_LABEL)[c.state] ?? c.state;
+    li.append(name, ' ', state);
+    if (c.message) {
+      const msg = document.createElement('q');
+      msg.dataset.testid = 'friend-message-text';
+      msg.textContent = c.message;
+      li.append(' ', msg);
+    }
+    /** @param {string} label @param {string} testid @param {() => Promise<void>} call */
+    const button = (label, testid, call) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'secondary';
+      b.textContent = label;
+      b.dataset.testid = testid;
+      b.addEventListener('click', () => friendAction(call, `${label.toLowerCase()} ${c.user}`));
+      li.append(' ', b);
+    };
+    if (!client) continue;
+    if (c.state === 'incoming') {
+      button('Accept', 'friend-accept', () => client.acceptFriendRequest(c.user));
+      button('Decline', 'friend-decline', () => client.declineFriendRequest(c.user));
+    } else if (c.state === 'outgoing') {
+      button('Cancel', 'friend-cancel', () => client.cancelFriendRequest(c.user));
+    } else if (c.state === 'friend') {
+      button('Remove', 'friend-remove', () => client.removeFriend(c.user));
+    }
+    if (c.state === 'blocked') {
+      button('Unblock', 'friend-unblock', () => client.unblockUser(c.user));
+    } else {
+      button('Block', 'friend-block', () => client.blockUser(c.user));
+    }
+    frag.append(li);
+  }
+  friendsEl.list.replaceChildren(frag);
+  friendsEl.empty.hidden = friends.contacts.length > 0;
+}
+
+friendsEl.toggle.addEventListener('click', () => {
+  friends.open = !friends.open;
+  renderFriends();
+  if (friends.open) {
+    refreshFriends();
+    friendsEl.user.focus();
+  }
+});
+
+friendsEl.form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const client = app.client;
+  const user = friendsEl.user.value.trim().toLowerCase();
+  if (!client) return;
+  if (!isValidUsername(user)) {
+    el.chatError.textContent = 'Enter a user name to send a friend request.';
+    return;
+  }
+  const message = friendsEl.message.value;
+  friendsEl.user.value = '';
+  friendsEl.message.value = '';
+  friendAction(() => client.sendFriendRequest(user, message), `friend request to ${user}`);
+});
 
 el.channelsToggle.addEventListener('click', () => {
   app.dir.open = !app.dir.open;

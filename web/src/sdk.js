@@ -47,6 +47,9 @@
 //                 for themselves (on this device or another): stop showing it
 //   'presence'    {user, online, serverTimeMs}  a PresenceEvent push: a user who shares a
 //                 direct conversation with this one came online or went offline
+//   'profile'     {user, displayName, status, avatar, updatedMs}  a ProfileChanged push:
+//                 this user's profile (from any device) or that of a direct peer or group
+//                 member changed (docs/PROTOCOL.md 9.12)
 //
 // Edits and recalls are timeline entries like any message: a 'message' event whose
 // message has kind 'edit' (targetSeq now reads `text`) or 'recall' (targetSeq lost its
@@ -82,6 +85,9 @@ export const ErrorCode = pb.ErrorCode;
 export const CloseReason = pb.CloseReason;
 export const MessageKind = pb.MessageKind;
 export const GroupEventKind = pb.GroupEventKind;
+/** Contact events and states (absent from an older schema: empty). */
+export const ContactEventKind = pb.ContactEventKind ?? {};
+const CONTACT_STATES = ['', 'friend', 'incoming', 'outgoing', 'blocked'];
 export const Role = pb.Role;
 /** Who of a group's members reads which part of its history (absent from an older schema: empty). */
 export const HistoryVisibility = pb.HistoryVisibility ?? {};
@@ -183,6 +189,7 @@ export class TernError extends Error {
  * @property {'message'|'system'|'edit'|'recall'} kind 'edit': message targetSeq now reads
  *   this body; 'recall': message targetSeq was recalled (apply both to the target)
  * @property {GroupEventInfo|null} event
+ * @property {ContactEventInfo|null} contact a contact change (SYSTEM, 1:1 only; docs/PROTOCOL.md 9.13)
  * @property {string|null} text the body as text when it is text (content type empty or text/*)
  * @property {number} replyTo the seq this message answers (0: none)
  * @property {string[]} mentions members mentioned by name
@@ -208,6 +215,18 @@ export class TernError extends Error {
  * @property {number} maxMembers GROUP_UPDATED: the group's member cap (0 = the server's)
  * @property {string} visibility CREATED, GROUP_UPDATED: 'JOINED' | 'SHARED' |
  *   'HISTORY_VISIBILITY_UNSPECIFIED' (older groups and servers: read as shared)
+ *
+ * @typedef {object} ContactEventInfo What a contact SYSTEM message says happened.
+ * @property {string} kind REQUESTED, ACCEPTED, DECLINED, CANCELED, REMOVED
+ * @property {string} actor who did it
+ * @property {string} user the other user
+ * @property {string} message REQUESTED: the request's message
+ *
+ * @typedef {object} Contact One of this user's contacts (`contacts()`).
+ * @property {string} user
+ * @property {string} state 'friend' | 'incoming' | 'outgoing' | 'blocked'
+ * @property {string} message incoming/outgoing: the request's message
+ * @property {number} sinceMs
  *
  * @typedef {object} SendAck
  * @property {string} conversation
@@ -277,6 +296,15 @@ export function toMessage(m) {
             muteAll: !!m.event.muteAll,
             maxMembers: Number(m.event.maxMembers ?? 0),
             visibility: visibilityName(m.event.visibility),
+          }
+        : null,
+    contact:
+      system && m.contact
+        ? {
+            kind: ContactEventKind[m.contact.kind] ?? String(m.contact.kind),
+            actor: m.contact.actor ?? '',
+            user: m.contact.user ?? '',
+            message: m.contact.message ?? '',
           }
         : null,
     text: isText && !gone ? utf8d.decode(body) : null,
@@ -425,8 +453,25 @@ function newClientMsgId() {
  *   | {type: 'typing', conversation: string, user: string, typing: boolean, expiresMs: number}
  *   | {type: 'hidden', conversation: string, seq: number}
  *   | {type: 'presence', user: string, online: boolean, serverTimeMs: number}
+ *   | {type: 'profile', profile: Profile}
  *   | {type: 'caught-up'}} EngineEvent
  */
+
+/**
+ * A user's profile (docs/PROTOCOL.md 9.12); `avatar` is a blob id, '' until blobs exist.
+ * @typedef {{user: string, displayName: string, status: string, avatar: string, updatedMs: number}} Profile
+ */
+
+/** @param {any} p @returns {Profile} */
+function profileOf(p) {
+  return {
+    user: p.user,
+    displayName: p.displayName ?? '',
+    status: p.status ?? '',
+    avatar: p.avatar ?? '',
+    updatedMs: Number(p.updatedMs ?? 0),
+  };
+}
 
 export class Engine {
   /**
@@ -733,6 +778,10 @@ export class Engine {
       } else if (kind === 'presenceEvent') {
         const p = frame.presenceEvent;
         this.events.push({ type: 'presence', user: p.user, online: !!p.online, serverTimeMs: Number(p.serverTimeMs ?? 0) });
+      } else if (kind === 'profileChanged') {
+        if (frame.profileChanged.profile) {
+          this.events.push({ type: 'profile', profile: profileOf(frame.profileChanged.profile) });
+        }
       }
       // Closing is the client's business; connection-level errors: nothing; pushes of a
       // newer protocol (decoded with no body, or a body not listed here): ignored.
@@ -1504,6 +1553,94 @@ export class TernClient extends EventTarget {
     }));
   }
 
+  /**
+   * Changes this user's profile: an undefined field keeps its value, '' clears it (display
+   * name at most 64 characters, status at most 256, no control characters).
+   * @param {{displayName?: string, status?: string}} change
+   * @returns {Promise<Profile>} the profile after the change
+   */
+  async setProfile(change) {
+    /** @type {any} */
+    const req = {};
+    if (change.displayName !== undefined) req.displayName = change.displayName;
+    if (change.status !== undefined) req.status = change.status;
+    const f = await this.request({ setProfile: req });
+    return profileOf(f.profileList.profiles[0]);
+  }
+
+  /**
+   * Profiles of up to 100 users, in the order asked; unknown users are left out.
+   * @param {string[]} users @returns {Promise<Profile[]>}
+   */
+  async getProfiles(users) {
+    const f = await this.request({ getProfiles: { users } });
+    return (f.profileList.profiles ?? []).map(profileOf);
+  }
+
+  /**
+   * Users whose name or display name starts with `prefix` (at least 2 characters,
+   * case-insensitive), at most `limit` (0 = 20, at most 50). Rate-limited by the server.
+   * @param {string} prefix @param {number} [limit]
+   * @returns {Promise<{user: string, displayName: string}[]>}
+   */
+  async searchUsers(prefix, limit = 0) {
+    const f = await this.request({ searchUsers: { prefix, limit } });
+    return (f.userSearchResult.users ?? []).map((/** @type {any} */ u) => ({
+      user: u.user,
+      displayName: u.displayName ?? '',
+    }));
+  }
+
+  /**
+   * Asks `user` to be friends (accepts their request if they asked first). Contact changes
+   * reach every device of both users as system messages with `contact` set
+   * (docs/PROTOCOL.md 9.13). @param {string} user @param {string} [message]
+   */
+  async sendFriendRequest(user, message = '') {
+    await this.request({ sendFriendRequest: { user, message } });
+  }
+
+  /** @param {string} user */
+  async acceptFriendRequest(user) {
+    await this.request({ acceptFriendRequest: { user } });
+  }
+
+  /** @param {string} user */
+  async declineFriendRequest(user) {
+    await this.request({ declineFriendRequest: { user } });
+  }
+
+  /** @param {string} user */
+  async cancelFriendRequest(user) {
+    await this.request({ cancelFriendRequest: { user } });
+  }
+
+  /** @param {string} user */
+  async removeFriend(user) {
+    await this.request({ removeFriend: { user } });
+  }
+
+  /** Blocks `user` (they are not told). @param {string} user */
+  async blockUser(user) {
+    await this.request({ blockUser: { user } });
+  }
+
+  /** @param {string} user */
+  async unblockUser(user) {
+    await this.request({ unblockUser: { user } });
+  }
+
+  /** This user's contacts, in name order. @returns {Promise<Contact[]>} */
+  async contacts() {
+    const f = await this.request({ listContacts: {} });
+    return (f.contactList.contacts ?? []).map((/** @type {any} */ c) => ({
+      user: c.user,
+      state: CONTACT_STATES[c.state ?? 0] ?? String(c.state),
+      message: c.message ?? '',
+      sinceMs: Number(c.sinceMs ?? 0),
+    }));
+  }
+
   /** Online devices of each user. @param {string[]} users */
   async presence(users) {
     const f = await this.request({ presenceQuery: { users } });
@@ -1786,6 +1923,9 @@ export class TernClient extends EventTarget {
           break;
         case 'presence':
           this.emit('presence', { user: ev.user, online: ev.online, serverTimeMs: ev.serverTimeMs });
+          break;
+        case 'profile':
+          this.emit('profile', ev.profile);
           break;
       }
     }

@@ -1280,3 +1280,85 @@ e2e('new channel history: a JOINED channel is read by members only and from thei
   assert.equal(await b.$('#messages [data-testid="hidden-history"]'), null);
   await a.waitForFunction(() => document.getElementById('group-edit-visibility')?.value === 'PUBLIC', null, { timeout: WAIT_MS });
 });
+
+e2e('profiles: a display name set in the form is found by the people search, shown in the list and on messages, and reaches the peer live', async (_t, logs) => {
+  const server = await startServer(logs);
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+
+  // Alice sets her display name and status.
+  await a.click('#profile-toggle');
+  await a.fill('#profile-name', 'Alice Liddell');
+  await a.fill('#profile-status', 'down the rabbit hole');
+  await a.click('#profile-save');
+  await a.waitForSelector('#profile-form[hidden]', { state: 'attached', timeout: WAIT_MS });
+
+  // Bob finds her by her display name (case-insensitive) and opens the chat from the result.
+  await b.fill('#people-search', 'alice l');
+  const person = '#people-list li[data-user="alice"]';
+  await b.waitForSelector(person, { timeout: WAIT_MS });
+  assert.equal(await b.textContent(person), 'Alice Liddell (alice)');
+  await b.click(person);
+  const conv = 'd:alice:bob';
+  await b.waitForSelector(`#conv-list li[data-conv="${conv}"].active`, { timeout: WAIT_MS });
+  await b.waitForFunction(
+    (c) => document.querySelector(`#conv-list li[data-conv="${c}"] .name`)?.textContent?.startsWith('Alice Liddell'),
+    conv,
+    { timeout: WAIT_MS },
+  );
+  await sendAndWaitAcked(b, 'hello alice');
+
+  // Alice answers; bob sees her display name on her message. Then she renames herself and
+  // bob's page follows live (a ProfileChanged push to a direct peer).
+  await startChat(a, 'alice', 'bob');
+  await waitForChat(a, ['hello alice']);
+  await sendAndWaitAcked(a, 'hi bob');
+  const fromAlice = (name) =>
+    b.waitForFunction(
+      (n) => [...document.querySelectorAll('#messages .msg:not(.own) .from')].some((e) => e.textContent === n),
+      name,
+      { timeout: WAIT_MS },
+    );
+  await fromAlice('Alice Liddell');
+  await a.click('#profile-toggle');
+  await a.waitForFunction(() => /** @type {HTMLInputElement} */ (document.querySelector('#profile-name')).value === 'Alice Liddell', null, { timeout: WAIT_MS });
+  await a.fill('#profile-name', 'Alice L.');
+  await a.click('#profile-save');
+  await fromAlice('Alice L.');
+});
+
+e2e('friends: a request sent from the form reaches the other page live, is accepted there, and block/unblock update both lists', async (_t, logs) => {
+  const server = await startServer(logs);
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+
+  await a.click('#friends-toggle');
+  await a.fill('#friend-user', 'bob');
+  await a.fill('#friend-message', 'hi bob');
+  await a.click('#friend-request');
+  await a.waitForSelector('#friend-list li[data-user="bob"][data-state="outgoing"]', { timeout: WAIT_MS });
+
+  // Bob's page counts the incoming request before he opens the list.
+  await b.waitForSelector('#friends-incoming:not([hidden])', { timeout: WAIT_MS });
+  assert.equal(await b.textContent('#friends-incoming'), '1');
+  await b.click('#friends-toggle');
+  const row = '#friend-list li[data-user="alice"][data-state="incoming"]';
+  await b.waitForSelector(row, { timeout: WAIT_MS });
+  assert.equal(await b.textContent(`${row} [data-testid="friend-message-text"]`), 'hi bob');
+  await b.click(`${row} [data-testid="friend-accept"]`);
+  await b.waitForSelector('#friend-list li[data-user="alice"][data-state="friend"]', { timeout: WAIT_MS });
+  await b.waitForSelector('#friends-incoming[hidden]', { state: 'attached', timeout: WAIT_MS });
+  // Alice's open list follows live (the ACCEPTED event).
+  await a.waitForSelector('#friend-list li[data-user="bob"][data-state="friend"]', { timeout: WAIT_MS });
+
+  // Alice blocks bob: her list says so, bob's list just loses her.
+  await a.click('#friend-list li[data-user="bob"] [data-testid="friend-block"]');
+  await a.waitForSelector('#friend-list li[data-user="bob"][data-state="blocked"]', { timeout: WAIT_MS });
+  await b.waitForSelector('#friends-empty:not([hidden])', { timeout: WAIT_MS });
+  await a.click('#friend-list li[data-user="bob"] [data-testid="friend-unblock"]');
+  await a.waitForSelector('#friends-empty:not([hidden])', { timeout: WAIT_MS });
+});

@@ -1025,3 +1025,90 @@ test('public channels: createChannel, joinChannel, listChannels go on the wire; 
   assert.deepEqual([ch.channel, ch.visibility, gr.channel], [true, 'PUBLIC', false]);
   client.close();
 });
+
+test('profiles: SetProfile sends only the fields given, GetProfiles/SearchUsers map answers, ProfileChanged is an event', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  /** @type {any[]} */
+  const seen = [];
+  client.on('profile', (p) => seen.push(p));
+  const set = client.setProfile({ status: 'away' });
+  const [sp] = ws.take('setProfile');
+  assert.equal(sp.setProfile.status, 'away');
+  assert.ok(sp.setProfile.displayName == null, 'an absent field keeps its value');
+  const mine = { user: 'alice', displayName: 'Alice', status: 'away', avatar: '', updatedMs: 5 };
+  ws.recv({ reqId: sp.reqId, profileList: { profiles: [mine] } });
+  assert.deepEqual(await set, mine);
+  const get = client.getProfiles(['bob']);
+  const [gp] = ws.take('getProfiles');
+  assert.deepEqual(gp.getProfiles.users, ['bob']);
+  ws.recv({ reqId: gp.reqId, profileList: { profiles: [{ user: 'bob' }] } });
+  assert.deepEqual(await get, [{ user: 'bob', displayName: '', status: '', avatar: '', updatedMs: 0 }]);
+  const found = client.searchUsers('bo', 5);
+  const [su] = ws.take('searchUsers');
+  assert.deepEqual([su.searchUsers.prefix, su.searchUsers.limit], ['bo', 5]);
+  ws.recv({ reqId: su.reqId, userSearchResult: { users: [{ user: 'bob', displayName: 'Bob B' }] } });
+  assert.deepEqual(await found, [{ user: 'bob', displayName: 'Bob B' }]);
+  ws.recv({ reqId: 0, profileChanged: { profile: { user: 'bob', displayName: 'Bobby', updatedMs: 9 } } });
+  await until(() => seen.length === 1, 'the profile event');
+  assert.deepEqual(seen[0], { user: 'bob', displayName: 'Bobby', status: '', avatar: '', updatedMs: 9 });
+  client.close();
+});
+
+test('contacts: requests go on the wire, contacts() maps states, contact system messages carry `contact`', async () => {
+  const { client, ws, ev } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const p = client.sendFriendRequest('bob', 'hi bob');
+  const [f] = ws.take('sendFriendRequest');
+  assert.deepEqual([f.sendFriendRequest.user, f.sendFriendRequest.message], ['bob', 'hi bob']);
+  ws.recv({ reqId: f.reqId, ok: {} });
+  await p;
+  for (const [call, kind] of [
+    ['acceptFriendRequest', 'acceptFriendRequest'],
+    ['declineFriendRequest', 'declineFriendRequest'],
+    ['cancelFriendRequest', 'cancelFriendRequest'],
+    ['removeFriend', 'removeFriend'],
+    ['blockUser', 'blockUser'],
+    ['unblockUser', 'unblockUser'],
+  ]) {
+    const q = client[call]('carl');
+    const [g] = ws.take(kind);
+    assert.ok(g, `${kind} went out`);
+    assert.equal(g[kind].user, 'carl');
+    ws.recv({ reqId: g.reqId, error: { code: ErrorCode.NOT_FOUND, message: 'no user carl' } });
+    await assert.rejects(q, (e) => e.codeName === 'NOT_FOUND');
+  }
+  const l = client.contacts();
+  const [h] = ws.take('listContacts');
+  ws.recv({
+    reqId: h.reqId,
+    contactList: {
+      contacts: [
+        { user: 'bob', state: 3, message: 'hi bob', sinceMs: 5 },
+        { user: 'dan', state: 1 },
+        { user: 'eve', state: 2, message: 'me?' },
+        { user: 'zed', state: 4 },
+      ],
+    },
+  });
+  assert.deepEqual(
+    (await l).map((c) => [c.user, c.state, c.message]),
+    [['bob', 'outgoing', 'hi bob'], ['dan', 'friend', ''], ['eve', 'incoming', 'me?'], ['zed', 'blocked', '']],
+  );
+  ws.recv({
+    push: {
+      inboxSeq: 1,
+      message: msg('d:alice:bob', 1, 'bob', {
+        kind: 1,
+        body: new Uint8Array(),
+        contact: { kind: 2, actor: 'bob', user: 'alice' },
+      }),
+    },
+  });
+  const m = ev.messages.map((e) => e.message);
+  assert.equal(m.length, 1);
+  assert.equal(m[0].kind, 'system');
+  assert.deepEqual(m[0].contact, { kind: 'ACCEPTED', actor: 'bob', user: 'alice', message: '' });
+  assert.equal(m[0].event, null);
+  client.close();
+});
