@@ -241,11 +241,25 @@ async fn a_block_refuses_direct_messages_both_ways_and_hides_presence() {
     let g = c.create_group("g", &[ann, bob]).await;
 
     ok(&mut b, block(ann)).await;
-    // ann sees an ordinary removal; bob's list shows the block, ann's nothing.
-    assert_eq!(
-        next_event_by(&mut a, bob).await,
-        ev(Ev::Removed, bob, ann, "")
-    );
+    // ann sees an ordinary removal, and bob (online all along) going offline.
+    let (mut removed, mut offline) = (None, false);
+    while removed.is_none() || !offline {
+        let got = a
+            .next_where(WAIT, |body| match body {
+                Body::Push(p) => p
+                    .message
+                    .filter(|m| m.contact.as_ref().is_some_and(|e| e.actor == bob))
+                    .map(Some),
+                Body::PresenceEvent(p) if p.user == bob && !p.online => Some(None),
+                _ => None,
+            })
+            .await;
+        match got {
+            Some(m) => removed = Some(event(&m)),
+            None => offline = true,
+        }
+    }
+    assert_eq!(removed.unwrap(), ev(Ev::Removed, bob, ann, ""));
     assert_eq!(
         contacts(&mut b).await,
         [(ann.into(), S::BlockedUser, "".into())]
@@ -303,6 +317,8 @@ async fn a_block_refuses_direct_messages_both_ways_and_hides_presence() {
 
     // Unblocked: messages pass again (they are no longer friends).
     ok(&mut b, unblock(ann)).await;
+    // ann sees bob online again at once.
+    assert!(a.next_where(WAIT, presence).await);
     assert!(contacts(&mut b).await.is_empty());
     ack_of(&a.send_text(bob, "m5", "hello again").await);
     assert_eq!(devices(a.presence(&[bob]).await), 1);

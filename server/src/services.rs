@@ -99,6 +99,7 @@ impl Services {
             convs.clone(),
             messages.clone(),
             sequencer.clone(),
+            router.clone(),
             clock.clone(),
         );
         let services = Arc::new(Services {

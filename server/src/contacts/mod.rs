@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::conversations::ConvCache;
+use crate::delivery::fanout;
+use crate::delivery::router::Router;
 use crate::error::{ServiceError, ServiceResult};
 use crate::messages::send::{creation_mutations, Append};
 use crate::messages::Messages;
@@ -186,6 +188,7 @@ pub(crate) struct Contacts {
     convs: Arc<ConvCache>,
     messages: Arc<Messages>,
     sequencer: Arc<dyn Sequencer>,
+    router: Arc<dyn Router>,
     clock: Arc<dyn Clock>,
 }
 
@@ -195,6 +198,7 @@ impl Contacts {
         convs: Arc<ConvCache>,
         messages: Arc<Messages>,
         sequencer: Arc<dyn Sequencer>,
+        router: Arc<dyn Router>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -202,6 +206,7 @@ impl Contacts {
             convs,
             messages,
             sequencer,
+            router,
             clock,
         }
     }
@@ -217,12 +222,15 @@ impl Contacts {
         }
         let conv = direct_conversation(me, other);
         let st_arc = self.convs.get(&conv)?;
+        // A new block or unblock changes what `other` may see of the caller's presence.
+        let presence_changed;
         let waiting = {
             let mut st = st_arc.lock().unwrap();
             let now = self.clock.now_ms();
             let mine = self.store.contact(me, other)?;
             let theirs = self.store.contact(other, me)?;
             let p = plan(other, &op, state(&mine), state(&theirs), now)?;
+            presence_changed = matches!(op, Op::Block | Op::Unblock) && p.mine.is_some();
             let mut writes = Vec::new();
             if let Some(r) = p.mine {
                 writes.push(Mutation::Contact {
@@ -285,10 +293,17 @@ impl Contacts {
         match waiting {
             Some(rx) => {
                 rx.await.map_err(|_| ServiceError::internal())??;
-                Ok(())
             }
-            None => self.sequencer.barrier().await,
+            None => self.sequencer.barrier().await?,
         }
+        // Told after the change is durable, like any presence push: a blocked user who saw
+        // the caller online sees them go offline; an unblocked one sees them again.
+        if presence_changed && self.router.is_online(me) && self.router.is_online(other) {
+            let online = matches!(op, Op::Unblock);
+            let now = self.clock.now_ms();
+            fanout::presence(&*self.router, me, online, now, &[other.to_string()]);
+        }
+        Ok(())
     }
 
     /// Every relation of `user`, in name order.
