@@ -228,7 +228,9 @@ impl Profiles {
     /// groups. Members of read-diffusion (large) groups are not told: they fetch profiles
     /// with GetProfiles when they show them. Only users online now, each once.
     ///
-    /// This is the seam for contacts: friends join the set once friendships exist.
+    /// Friends (and pending requests) are in it through their direct conversation: every
+    /// contact change is a message in the pair's 1:1 conversation (`contacts`), so a
+    /// friendship always comes with one.
     pub(crate) fn audience(&self, user: &str) -> ServiceResult<Vec<String>> {
         let mut to: BTreeSet<String> = BTreeSet::new();
         to.insert(user.to_string());
