@@ -1,98 +1,11 @@
 //! `tern friend ...`, `tern block` and `tern unblock` (the real binary against a real
 //! server on port 0): JSON lines, the contact states on both sides, BLOCKED's exit code.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
 
-use serde_json::{json, Value};
+use common::*;
+use serde_json::json;
 use tern_tests::TestServer;
-
-const TERN: &str = env!("CARGO_BIN_EXE_tern");
-const PASSWORD: &str = "correct horse battery";
-
-struct Tern {
-    server: String,
-    ca: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout {:?} stderr {:?}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-    fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-            .collect()
-    }
-}
-
-impl Tern {
-    fn new(server: &TestServer) -> Self {
-        Self {
-            server: server.tcp.to_string(),
-            ca: server.ca.clone(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, profile: &str, args: &[&str]) -> Out {
-        let mut c = Command::new(TERN);
-        for var in ["TERN_SERVER", "TERN_CA", "TERN_PROFILE", "TERN_PASSWORD"] {
-            c.env_remove(var);
-        }
-        let out = c
-            .current_dir(self.dir.path())
-            .arg("--server")
-            .arg(&self.server)
-            .arg("--ca")
-            .arg(&self.ca)
-            .arg("--profile")
-            .arg(self.dir.path().join(format!("{profile}.json")))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("tern runs");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn account(&self, user: &str) {
-        self.run(user, &["register", user, "--password", PASSWORD])
-            .ok();
-        self.run(user, &["login", user, "--password", PASSWORD])
-            .ok();
-    }
-}
-
-impl Out {
-    fn code_of_error(&self) -> String {
-        let v = self.json();
-        assert_eq!(
-            v.len(),
-            1,
-            "stdout {:?} stderr {:?}",
-            self.stdout,
-            self.stderr
-        );
-        v[0]["code"].as_str().unwrap_or_default().to_string()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn friends_requests_lists_and_blocks_from_the_command_line() {
