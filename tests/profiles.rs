@@ -15,6 +15,7 @@ fn set(name: Option<&str>, status: Option<&str>) -> Body {
     Body::SetProfile(pb::SetProfile {
         display_name: name.map(str::to_string),
         status: status.map(str::to_string),
+        avatar: None,
     })
 }
 

@@ -39,6 +39,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         tern-bench storm --devices 200 --missed 50\n  \
         tern-bench durability --rate 2000 --duration 10\n  \
         tern-bench conversations --conversations 10000 --direct 1000 --calls 100\n  \
+        tern-bench soak --pairs 10 --rate 500 --duration 240 --inbox-entries 1000 --timeline-entries 1000\n  \
         tern-bench --peer mosquitto --peer-addr 127.0.0.1:1883 --server-pid PID one-to-one --pairs 10 --rate 2000\n\
         Against a running server: --server 127.0.0.1:7443 --ca tern-data/certs/ca.pem --server-pid PID"
 )]
@@ -235,12 +236,51 @@ pub enum Cmd {
         #[arg(long, default_value_t = 50)]
         page: u32,
     },
+    /// tern only: SearchMessages latency over an index of --messages messages (sent by
+    /// --writers users to one user, who then searches); waits until all are searchable
+    Search {
+        /// Messages to send (and index) first
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// Users sending them, each over its own pipelined connection
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Searches of each kind
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+    },
     /// Print one comparison table (tern's ratio to each peer) from JSON reports, one per
     /// line as --json writes them (bench/compare.sh)
     CompareTable {
         /// Files of JSON reports ("-" = stdin)
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// tern only: a steady-state 1:1 soak with retention on, reading the data dir's size
+    /// on disk after every sample (it should level off)
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Seconds in all
+        #[arg(long, default_value_t = 240.0)]
+        duration: f64,
+        /// Seconds per sample (the data dir is measured after each)
+        #[arg(long, default_value_t = 20.0)]
+        sample_secs: f64,
+        /// --retention-inbox-max-entries of the server
+        #[arg(long, default_value_t = 1000)]
+        inbox_entries: u64,
+        /// --retention-timeline-max-entries of the server
+        #[arg(long, default_value_t = 1000)]
+        timeline_entries: u64,
+        /// --retention-sweep-interval-ms of the server
+        #[arg(long, default_value_t = 2000)]
+        sweep_ms: u64,
+        /// The same soak with retention off (for contrast)
+        #[arg(long)]
+        retention_off: bool,
     },
     /// The same 1:1 load with group commit on, then with --group-commit false
     Durability {
@@ -362,6 +402,37 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             );
             anyhow::ensure!((1..=100_000).contains(calls), "--calls must be 1..=100000");
             anyhow::ensure!((1..=1000).contains(page), "--page must be 1..=1000");
+        }
+        Cmd::Soak {
+            pairs,
+            rate,
+            duration,
+            sample_secs,
+            inbox_entries,
+            timeline_entries,
+            sweep_ms,
+            ..
+        } => {
+            anyhow::ensure!(*pairs >= 1, "--pairs must be >= 1");
+            bounded("--duration", *duration, 24.0 * 3600.0)?;
+            bounded("--sample-secs", *sample_secs, *duration)?;
+            bounded("--rate", *rate, 1e6)?;
+            anyhow::ensure!(
+                *inbox_entries >= 1 && *timeline_entries >= 1 && *sweep_ms >= 10,
+                "--inbox-entries and --timeline-entries must be >= 1, --sweep-ms >= 10"
+            );
+        }
+        Cmd::Search {
+            messages,
+            writers,
+            calls,
+        } => {
+            anyhow::ensure!(
+                (1..=20_000_000).contains(messages),
+                "--messages must be 1..=20000000"
+            );
+            anyhow::ensure!((1..=256).contains(writers), "--writers must be 1..=256");
+            anyhow::ensure!((1..=100_000).contains(calls), "--calls must be 1..=100000");
         }
         Cmd::CompareTable { .. } => {}
     }

@@ -14,6 +14,7 @@
 //! - [`session`]: from global flags to a running SDK client (server address, CA, profile)
 //!   and the watching of its events (first connection, reconnects, lost authentication).
 //! - [`people`]: `tern profile set|get` (display name, status) and `tern users search`.
+//! - [`search`]: `tern search` (full-text history search).
 //! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
 //!   `StateStore` over it.
 //! - [`output`]: JSON lines and human formatting.
@@ -30,6 +31,7 @@ mod error;
 mod output;
 mod people;
 mod profile;
+mod search;
 mod session;
 
 use std::io::Write;
@@ -190,6 +192,26 @@ enum Command {
     /// Find users by user name or display name prefix.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Search the history of your conversations for messages with every word of QUERY
+    /// (case-insensitive; Chinese, Japanese and Korean text matches its characters in
+    /// order: "世界" finds "你好世界"). Prints hits newest first, as `tern history` prints
+    /// them (the same JSON lines with --json).
+    Search {
+        /// Words to find, all required (no operators: punctuation is ignored)
+        query: String,
+        /// Only the 1:1 conversation with this user.
+        #[arg(long = "with", value_name = "USER", conflicts_with = "group")]
+        with: Option<String>,
+        /// Only this group (its id, g:...).
+        #[arg(long, value_name = "GID")]
+        group: Option<String>,
+        /// Only messages this user sent.
+        #[arg(long, value_name = "USER")]
+        from: Option<String>,
+        /// At most this many hits.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
     /// Show the online devices of users, or with --group how many members of a group are
     /// online ({"conv":..,"members":N,"online":N} with --json). --watch also makes the
     /// group's members' online/offline changes reach you (as "presence" event lines in
@@ -660,6 +682,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Users(UsersCommand::Search { prefix, limit }) => {
             people::search(&ctx, prefix, limit).await
         }
+        Command::Search {
+            query,
+            with,
+            group,
+            from,
+            limit,
+        } => search::search(&ctx, query, with, group, from, limit).await,
         Command::Presence {
             users, group: None, ..
         } => commands::presence(&ctx, users).await,

@@ -39,6 +39,10 @@ pub struct Profile {
     /// Read-diffusion conversations: highest contiguous seq printed.
     #[serde(default)]
     pub conversations: BTreeMap<String, u64>,
+    /// Per conversation, the highest seq printed (the SDK's dedup and its recovery from a
+    /// trimmed cursor start there).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivered: BTreeMap<String, u64>,
     /// Sends not yet acknowledged by the server, oldest first.
     #[serde(default)]
     pub outbox: Vec<SavedOutgoing>,
@@ -73,6 +77,9 @@ pub struct SavedOutgoing {
     /// When it was queued (Unix ms): a TTL keeps counting across runs.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub created_ms: u64,
+    /// An image or file message (`tern send --file`): the blob id and the file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<(String, String)>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -105,6 +112,10 @@ impl SavedOutgoing {
             mention_all: o.mention_all,
             ttl_secs: o.ttl_secs,
             created_ms: o.created_ms,
+            attachment: o
+                .attachment
+                .as_ref()
+                .map(|a| (a.blob_id.clone(), a.name.clone())),
         }
     }
 
@@ -130,6 +141,13 @@ impl SavedOutgoing {
             mention_all: self.mention_all,
             ttl_secs: self.ttl_secs,
             created_ms: self.created_ms,
+            attachment: self.attachment.as_ref().map(|(blob_id, name)| {
+                tern_proto::pb::Attachment {
+                    blob_id: blob_id.clone(),
+                    name: name.clone(),
+                    ..Default::default()
+                }
+            }),
         })
     }
 }
@@ -191,6 +209,7 @@ impl Profile {
                 store_epoch: self.store_epoch.clone(),
                 inbox: self.inbox,
                 conversations: self.conversations.clone(),
+                delivered: self.delivered.clone(),
             },
             outbox: self
                 .outbox
@@ -212,6 +231,7 @@ impl Profile {
             self.store_epoch = state.cursors.store_epoch.clone();
             self.inbox = state.cursors.inbox;
             self.conversations = state.cursors.conversations.clone();
+            self.delivered = state.cursors.delivered.clone();
         }
     }
 
@@ -372,6 +392,7 @@ mod tests {
             mention_all: false,
             ttl_secs: 0,
             created_ms: 0,
+            attachment: None,
         }
     }
 
@@ -382,6 +403,7 @@ mod tests {
                 store_epoch: "ep".into(),
                 inbox: 7,
                 conversations: [("g:00000000000000aa".to_string(), 3)].into(),
+                delivered: Default::default(),
             },
             outbox: vec![
                 outgoing("m1", Target::User("bob".into()), b"hi bob"),

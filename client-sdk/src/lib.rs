@@ -10,7 +10,9 @@
 //! - [`client`]: the [`Client`] handle, its configuration and errors, and the event
 //!   loop task that does the I/O: connect (QUIC, TLS-TCP or `Auto`), move frames between
 //!   the socket and the engine, keep the engine's timer, reconnect with backoff and
-//!   jitter. Also the one-off [`register`] and [`login`]. Start here.
+//!   jitter. Also the one-off [`register`] and [`login`]. Start here. Its request
+//!   methods include history ([`Client::history`]) and full-text history search
+//!   ([`Client::search`] with [`SearchOptions`]).
 //! - [`state`]: where token, cursors and outbox are kept across restarts
 //!   ([`MemoryStore`], [`FileStore`], or your own [`StateStore`]).
 //! - [`engine`]: every protocol decision, as a sans-IO state machine driven with an
@@ -134,6 +136,8 @@ pub use client::{
     login, new_client_msg_id, register, Client, ClientConfig, ClientError, Credentials, Event,
     Events, SendOptions, SendTicket, TransportMode,
 };
+pub use client::blobs::{blob_id_of, AttachmentRef};
+pub use client::requests::SearchOptions;
 pub use connect::{connect, ConnectError, ConnectOptions, Connection, Transport, Trust};
 pub use engine::{Cursors, Outgoing, Target};
 pub use model::ConversationListModel;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tern_proto::pb;
 
 use crate::engine::{Cursors, Outgoing, Target};
 
@@ -66,6 +67,9 @@ struct FileState {
     inbox: u64,
     #[serde(default)]
     conversations: BTreeMap<String, u64>,
+    /// Per conversation, the highest seq delivered (absent in files of older SDKs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    delivered: BTreeMap<String, u64>,
     #[serde(default)]
     outbox: Vec<FileOutgoing>,
 }
@@ -93,6 +97,9 @@ struct FileOutgoing {
     /// When it was queued (Unix ms), so a TTL keeps counting across restarts.
     #[serde(default, skip_serializing_if = "is_zero")]
     created_ms: u64,
+    /// An image or file message: the blob id and the file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attachment: Option<(String, String)>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -122,6 +129,7 @@ impl StateStore for FileStore {
                 store_epoch: f.store_epoch,
                 inbox: f.inbox,
                 conversations: f.conversations,
+                delivered: f.delivered,
             },
             outbox: f
                 .outbox
@@ -142,6 +150,11 @@ impl StateStore for FileStore {
                         mention_all: o.mention_all,
                         ttl_secs: o.ttl_secs,
                         created_ms: o.created_ms,
+                        attachment: o.attachment.map(|(blob_id, name)| pb::Attachment {
+                            blob_id,
+                            name,
+                            ..Default::default()
+                        }),
                     })
                 })
                 .collect(),
@@ -154,6 +167,7 @@ impl StateStore for FileStore {
             store_epoch: s.cursors.store_epoch.clone(),
             inbox: s.cursors.inbox,
             conversations: s.cursors.conversations.clone(),
+            delivered: s.cursors.delivered.clone(),
             outbox: s
                 .outbox
                 .iter()
@@ -174,6 +188,10 @@ impl StateStore for FileStore {
                     mention_all: o.mention_all,
                     ttl_secs: o.ttl_secs,
                     created_ms: o.created_ms,
+                    attachment: o
+                        .attachment
+                        .as_ref()
+                        .map(|a| (a.blob_id.clone(), a.name.clone())),
                 })
                 .collect(),
         };
@@ -204,6 +222,7 @@ mod tests {
                 store_epoch: "e".into(),
                 inbox: 12,
                 conversations: [("g:1".to_string(), 3)].into_iter().collect(),
+                delivered: [("d:a:b".to_string(), 5)].into_iter().collect(),
             },
             outbox: vec![Outgoing {
                 client_msg_id: "m".into(),
@@ -215,6 +234,7 @@ mod tests {
                 mention_all: true,
                 ttl_secs: 30,
                 created_ms: 1_700_000_000_000,
+                attachment: None,
             }],
         };
         fs.save(&s).unwrap();

@@ -94,9 +94,15 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::BlockUser(_)
         | Body::UnblockUser(_)
         | Body::ListContacts(_)
+        | Body::SearchMessages(_)
         | Body::SetProfile(_)
         | Body::GetProfiles(_)
-        | Body::SearchUsers(_) => BodyKind::Request,
+        | Body::SearchUsers(_)
+        | Body::UploadBegin(_)
+        | Body::UploadChunk(_)
+        | Body::UploadFinish(_)
+        | Body::Download(_)
+        | Body::GetBlobUrl(_) => BodyKind::Request,
         Body::Error(_)
         | Body::Ok(_)
         | Body::LoginOk(_)
@@ -115,8 +121,13 @@ pub fn body_kind(body: &Body) -> BodyKind {
         | Body::UserSettings(_)
         | Body::ChannelList(_)
         | Body::ContactList(_)
+        | Body::SearchResult(_)
         | Body::ProfileList(_)
-        | Body::UserSearchResult(_) => BodyKind::Response,
+        | Body::UserSearchResult(_)
+        | Body::UploadState(_)
+        | Body::BlobInfo(_)
+        | Body::BlobChunk(_)
+        | Body::BlobUrl(_) => BodyKind::Response,
         Body::Push(_)
         | Body::Closing(_)
         | Body::ReadReceipt(_)

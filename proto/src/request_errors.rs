@@ -75,7 +75,11 @@ pub fn request_errors(request: &str) -> Option<&'static [ErrorCode]> {
         ],
         "Recall" => &[Forbidden, NotFound, InvalidArgument, WindowExpired],
         "DeleteForMe" => &[Forbidden, NotFound],
-        "SetProfile" | "GetProfiles" | "SearchUsers" => &[InvalidArgument],
+        "SetProfile" => &[InvalidArgument, NotFound],
+        "GetProfiles" | "SearchUsers" => &[InvalidArgument],
+        "SearchMessages" => &[InvalidArgument, Forbidden],
+        "UploadBegin" => &[InvalidArgument, ResourceExhausted],
+        "UploadChunk" | "UploadFinish" | "Download" | "GetBlobUrl" => &[InvalidArgument, NotFound],
         _ => return None,
     })
 }

@@ -88,6 +88,11 @@ impl Server {
         let tls_config = Arc::new(tls::server_tls_config(&tls_material)?);
 
         let (services, durability) = Services::new(&config, store.clone());
+        let search_dir = config.store.data_dir.join("search");
+        services
+            .search
+            .open_dir(&search_dir)
+            .with_context(|| format!("opening the search index in {}", search_dir.display()))?;
 
         let (udp, tcp) = bind_both(config.quic_addr(), config.tcp_addr())?;
         let quic = crate::transport::quic::endpoint(
@@ -211,6 +216,17 @@ impl Server {
             tokio::spawn(async move { services.messages.run_expiry_sweeper(stop).await })
         };
         let push_task = tokio::spawn(self.services.push.clone().run_worker(flusher_stop.clone()));
+        let blob_collector = tokio::spawn(
+            self.services
+                .blobs
+                .clone()
+                .run_collector(flusher_stop.clone()),
+        );
+        let search_indexer = self.services.search.run_indexer();
+        let retention_task = tokio::spawn(self.services.messages.clone().run_retention_sweeper(
+            self.services.retention.clone(),
+            flusher_stop.clone(),
+        ));
         let accept_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -275,9 +291,15 @@ impl Server {
             tracing::warn!("some sessions did not end within the grace period");
         }
         flusher_stop.cancel();
+        self.services.search.stop();
+        if let Some(t) = search_indexer {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         let _ = presence_task.await;
         let _ = expiry_task.await;
+        let _ = retention_task.await;
         let _ = push_task.await;
+        let _ = blob_collector.await;
         let _ = flusher.await;
         let _ = watermark_task.await;
         if let Some(t) = metrics_task {

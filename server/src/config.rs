@@ -210,6 +210,37 @@ settings! {
         direct_messages: String = "anyone".into(), "TERN_DIRECT_MESSAGES";
     }
 
+    /// Blobs: the files of image and file messages and avatars (docs/PROTOCOL.md 9.14).
+    [blobs: BlobSettings] {
+        /// Largest blob, in bytes (100 MiB)
+        max_blob_bytes: u64 = 100 << 20, "TERN_MAX_BLOB_BYTES";
+        /// Bytes of blobs one user may have stored, in bytes (1 GiB); a blob counts for
+        /// each user who uploaded it
+        blob_quota_bytes: u64 = 1 << 30, "TERN_BLOB_QUOTA_BYTES";
+        /// A blob no message or avatar references is removed this long after its upload
+        /// (or after its last reference went), in seconds; unfinished uploads too
+        blob_grace_secs: u64 = 24 * 3600, "TERN_BLOB_GRACE_SECS";
+        /// Lifetime of a signed blob URL (GetBlobUrl), in seconds
+        blob_url_ttl_secs: u64 = 300, "TERN_BLOB_URL_TTL_SECS";
+    }
+
+    /// History search (docs/PROTOCOL.md 9.15): a full-text index of the messages in
+    /// <data_dir>/search/, derived from the timelines (rebuilt when missing or corrupt).
+    [search: SearchSettings] {
+        /// Keep the index and answer SearchMessages (false: no index is kept, searches get
+        /// UNAVAILABLE)
+        search_enabled: bool = true, "TERN_SEARCH_ENABLED";
+        /// Longest a durable message waits to become searchable, in milliseconds (the index
+        /// commits in batches)
+        search_commit_ms: u64 = 200, "TERN_SEARCH_COMMIT_MS";
+        /// The index commits at once when this many timeline entries wait
+        search_commit_entries: u32 = 20_000, "TERN_SEARCH_COMMIT_ENTRIES";
+        /// Searches per second one user may make, sustained
+        search_rate: u32 = 2, "TERN_SEARCH_RATE";
+        /// Searches one user may make at once before search_rate applies
+        search_burst: u32 = 10, "TERN_SEARCH_BURST";
+    }
+
     /// Offline push (docs/PUSH.md): notifications for devices without a live session, sent
     /// to the operator's push gateway (Matrix push gateway API).
     [push: PushSettings] {
@@ -233,6 +264,27 @@ settings! {
         /// Least time between two notifications to one device, in milliseconds: messages
         /// in between are coalesced into the next one
         push_interval_ms: u64 = 1000, "TERN_PUSH_INTERVAL_MS";
+    }
+
+    /// Retention (docs/PROTOCOL.md 8.11): trims old inbox entries and, optionally, old
+    /// timeline entries. 0 = off; everything is off by default (nothing is ever trimmed).
+    [retention: RetentionSettings] {
+        /// Inbox entries older than this are trimmed, in seconds (the messages stay in
+        /// their conversations' timelines); 0: off
+        retention_inbox_max_age_secs: u64 = 0, "TERN_RETENTION_INBOX_MAX_AGE_SECS";
+        /// Each user keeps at most this many newest inbox entries; 0: off
+        retention_inbox_max_entries: u64 = 0, "TERN_RETENTION_INBOX_MAX_ENTRIES";
+        /// Timeline entries (the history) older than this are deleted, in seconds; a
+        /// conversation's newest message is always kept; 0: off
+        retention_timeline_max_age_secs: u64 = 0, "TERN_RETENTION_TIMELINE_MAX_AGE_SECS";
+        /// Each conversation keeps at most this many newest timeline entries; 0: off
+        retention_timeline_max_entries: u64 = 0, "TERN_RETENTION_TIMELINE_MAX_ENTRIES";
+        /// Neither timeline rule trims an entry younger than this, in seconds: within it a
+        /// client's retry of a send still gets the original ack (the dedup record goes
+        /// with the entry)
+        retention_timeline_min_age_secs: u64 = 86_400, "TERN_RETENTION_TIMELINE_MIN_AGE_SECS";
+        /// How often the retention sweeper runs (when a rule is on), in milliseconds
+        retention_sweep_interval_ms: u64 = 60_000, "TERN_RETENTION_SWEEP_INTERVAL_MS";
     }
 
     /// Flood protection: request rates, login throttling, caps.
@@ -340,6 +392,10 @@ impl Config {
             (1..=64).contains(&a.password_hash_iterations),
             "password_hash_iterations must be between 1 and 64"
         );
+        anyhow::ensure!(
+            self.retention.retention_sweep_interval_ms >= 10,
+            "retention_sweep_interval_ms must be at least 10"
+        );
         self.ws_addr()?;
         self.push_gateway()?;
         Ok(())
@@ -410,6 +466,28 @@ pub struct MessageLimits {
     pub friends_only_dm: bool,
 }
 
+/// The retention rules, from the config (0 / `None`: that rule is off).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetentionPolicy {
+    pub inbox_max_age_ms: Option<u64>,
+    pub inbox_max_entries: Option<u64>,
+    pub timeline_max_age_ms: Option<u64>,
+    pub timeline_max_entries: Option<u64>,
+    /// No timeline entry younger than this is trimmed (0: no minimum).
+    pub timeline_min_age_ms: u64,
+    pub sweep_interval: Duration,
+}
+
+impl RetentionPolicy {
+    /// Any rule on (else the sweeper does not run).
+    pub fn any(&self) -> bool {
+        self.inbox_max_age_ms.is_some()
+            || self.inbox_max_entries.is_some()
+            || self.timeline_max_age_ms.is_some()
+            || self.timeline_max_entries.is_some()
+    }
+}
+
 /// Room kept in a frame for the envelope around a message body (ids, names, push
 /// fields): 4096 bytes, or a quarter of a (test-sized) small frame.
 fn envelope(max_frame: usize) -> usize {
@@ -450,6 +528,19 @@ impl Config {
             recall_window_ms: self.messages.recall_window_secs.saturating_mul(1000),
             max_ttl_secs: self.messages.max_ttl_secs,
             friends_only_dm: self.messages.direct_messages == "friends",
+        }
+    }
+
+    pub fn retention_policy(&self) -> RetentionPolicy {
+        let r = &self.retention;
+        let on = |v: u64| (v > 0).then_some(v);
+        RetentionPolicy {
+            inbox_max_age_ms: on(r.retention_inbox_max_age_secs.saturating_mul(1000)),
+            inbox_max_entries: on(r.retention_inbox_max_entries),
+            timeline_max_age_ms: on(r.retention_timeline_max_age_secs.saturating_mul(1000)),
+            timeline_max_entries: on(r.retention_timeline_max_entries),
+            timeline_min_age_ms: r.retention_timeline_min_age_secs.saturating_mul(1000),
+            sweep_interval: Duration::from_millis(r.retention_sweep_interval_ms),
         }
     }
 

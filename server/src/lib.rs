@@ -23,7 +23,9 @@
 //!   sync/pull, ack cursors), [`changes`] (edit, recall, delete for me), [`groups`],
 //!   [`contacts`] (friend requests, friends, blocks),
 //!   [`presence`] (queries, typing, online/offline pushes), [`receipts`] (read
-//!   positions), [`profiles`] (display name, status, user search).
+//!   positions), [`profiles`] (display name, status, user search), [`search`] (history
+//!   search: a tantivy index that follows the timelines, queried with the caller's
+//!   visibility rules).
 //! - [`sequencer`]: the seam every append goes through: seq and inbox-seq allocation,
 //!   the atomic batch, "act after durable". One node: over the store and group commit.
 //! - [`delivery`]: group commit (nothing names a seq before it is durable, D1), the
@@ -42,6 +44,7 @@
 pub(crate) mod accounts;
 pub(crate) mod api;
 pub(crate) mod app;
+pub(crate) mod blobs;
 pub(crate) mod changes;
 pub mod cli;
 pub(crate) mod clock;
@@ -59,6 +62,7 @@ pub(crate) mod profiles;
 pub(crate) mod push;
 pub(crate) mod ratelimit;
 pub(crate) mod receipts;
+pub(crate) mod search;
 pub(crate) mod sequencer;
 pub(crate) mod services;
 pub(crate) mod session;
@@ -80,3 +84,11 @@ pub use config::Config;
 pub use services::Services;
 pub use session::{run_session, StreamWriter};
 pub use store::{MemoryStore, SledStore, Store};
+
+/// For the fuzz targets (fuzz/): decoders of untrusted uploads. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::blobs::image::{
+        sniff_image, summarize_bytes, ImageError, ImageSummary, THUMBNAIL_MAX_SIDE,
+    };
+}

@@ -28,6 +28,12 @@ pub(crate) struct LoginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RetentionLabel {
+    /// "inbox" or "timeline".
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HandshakeLabel {
     /// "full" or "resumed" (a TLS session ticket from an earlier connection).
     pub kind: String,
@@ -71,6 +77,17 @@ pub(crate) struct Metrics {
     /// Pending notifications.
     pub push_queue_depth: Gauge,
     pub push_gateway_seconds: Histogram,
+    /// Retention (PROTOCOL.md 8.11): entries trimmed, by kind (inbox, timeline).
+    pub retention_trimmed: Family<RetentionLabel, Counter>,
+    /// Sync and Pull requests answered CURSOR_TRIMMED.
+    pub retention_cursor_trimmed: Counter,
+    /// Unix time (seconds) the last complete retention sweep ended (0: none yet).
+    pub retention_last_sweep: Gauge,
+    /// History search: timeline entries applied to the index.
+    pub search_indexed: Counter,
+    /// Timeline entries stored but not yet searchable.
+    pub search_index_lag: Gauge,
+    pub search_seconds: Histogram,
     registry: Registry,
 }
 
@@ -104,6 +121,13 @@ impl Metrics {
             push_queue_depth: Gauge::default(),
             // 1 ms .. ~16 s
             push_gateway_seconds: Histogram::new(exponential_buckets(1e-3, 2.0, 15)),
+            retention_trimmed: Family::default(),
+            retention_cursor_trimmed: Counter::default(),
+            retention_last_sweep: Gauge::default(),
+            search_indexed: Counter::default(),
+            search_index_lag: Gauge::default(),
+            // 100 µs .. ~3 s
+            search_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             registry: Registry::with_prefix("tern"),
         };
         let counters = [
@@ -168,6 +192,36 @@ impl Metrics {
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
         }
+        r.register(
+            "search_indexed",
+            "Timeline entries applied to the search index (messages, edits, recalls, events)",
+            m.search_indexed.clone(),
+        );
+        r.register(
+            "search_index_lag",
+            "Timeline entries stored but not yet searchable",
+            m.search_index_lag.clone(),
+        );
+        r.register(
+            "search_seconds",
+            "Duration of one SearchMessages query (index and store reads)",
+            m.search_seconds.clone(),
+        );
+        r.register(
+            "retention_trimmed",
+            "Entries deleted by retention, by kind (inbox, timeline)",
+            m.retention_trimmed.clone(),
+        );
+        r.register(
+            "retention_cursor_trimmed",
+            "Sync and Pull requests answered CURSOR_TRIMMED (a position below what retention kept)",
+            m.retention_cursor_trimmed.clone(),
+        );
+        r.register(
+            "retention_last_sweep_timestamp_seconds",
+            "Unix time the last complete retention sweep ended (0: none yet)",
+            m.retention_last_sweep.clone(),
+        );
         r.register(
             "connections",
             "Open connections by transport (quic, tcp, ws)",
@@ -241,6 +295,14 @@ impl Metrics {
                 kind: if resumed { "resumed" } else { "full" }.to_string(),
             })
             .inc();
+    }
+
+    pub(crate) fn retention_trimmed(&self, kind: &str, n: u64) {
+        self.retention_trimmed
+            .get_or_create(&RetentionLabel {
+                kind: kind.to_string(),
+            })
+            .inc_by(n);
     }
 
     pub(crate) fn flushed(&self, took: Duration, writes: usize) {

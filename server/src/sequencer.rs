@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tern_proto::pb::{self, ErrorCode};
 
@@ -68,6 +68,14 @@ pub trait Sequencer: Send + Sync + 'static {
     fn barrier(&self) -> BoxFuture<'_, ServiceResult<()>>;
 }
 
+/// Told of every appended entry once it is durable: the search index follows the
+/// timelines through it ([`LocalSequencer::set_tap`]). It runs in the flusher's completion
+/// loop, so it must be cheap and never block (note the position, do the work elsewhere).
+pub(crate) trait DurableTap: Send + Sync {
+    /// Entry `seq` of `conversation` (a message, an edit, a recall, an event) is durable.
+    fn durable(&self, conversation: &str, seq: u64);
+}
+
 /// The message every failed flush answers with.
 pub(crate) fn flush_failed() -> ServiceError {
     ServiceError::new(ErrorCode::Internal, "storage flush failed; retry")
@@ -89,6 +97,9 @@ pub(crate) struct LocalSequencer {
     durability: Arc<Durability>,
     heads: Mutex<HashMap<String, u64>>,
     head_cache: usize,
+    /// Told of each durable append (the search index); unset: nobody is. Weak: the
+    /// listener may itself hold the sequencer.
+    tap: OnceLock<Weak<dyn DurableTap>>,
 }
 
 impl LocalSequencer {
@@ -107,7 +118,14 @@ impl LocalSequencer {
             durability,
             heads: Mutex::new(HashMap::new()),
             head_cache,
+            tap: OnceLock::new(),
         }
+    }
+
+    /// Sets who is told of every durable append from now on (once; later calls are
+    /// ignored).
+    pub(crate) fn set_tap(&self, tap: &Arc<dyn DurableTap>) {
+        let _ = self.tap.set(Arc::downgrade(tap));
     }
 
     fn head(&self, heads: &mut HashMap<String, u64>, user: &str) -> ServiceResult<u64> {
@@ -177,6 +195,7 @@ impl Sequencer for LocalSequencer {
                 },
             });
         }
+        let conversation = self.tap.get().map(|_| msg.conversation.clone());
         muts.push(Mutation::Message(msg));
         let appended = match self.store.commit(&muts)? {
             CommitOutcome::Duplicate(rec) => Appended::Duplicate(rec),
@@ -195,7 +214,22 @@ impl Sequencer for LocalSequencer {
             }
         };
         // Still under `heads`: completions are queued in commit order.
-        self.durability.after_durable(then(&appended));
+        let done = then(&appended);
+        let tap = self.tap.get().and_then(Weak::upgrade);
+        let done: Completion = match (tap, conversation, &appended) {
+            (Some(tap), Some(conv), Appended::New { seq, .. }) => {
+                let seq = *seq;
+                Box::new(move |r| {
+                    // First: whoever hears of the ack may then look for the entry.
+                    if r.is_ok() {
+                        tap.durable(&conv, seq);
+                    }
+                    done(r);
+                })
+            }
+            _ => done,
+        };
+        self.durability.after_durable(done);
         Ok(appended)
     }
 

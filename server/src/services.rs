@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::devices::Devices;
 use crate::accounts::{credentials::HashCost, Accounts};
+use crate::blobs::{BlobLimits, Blobs};
 use crate::changes::Changes;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SessionLimits};
@@ -24,6 +25,7 @@ use crate::profiles::Profiles;
 use crate::push::{Push, PushConfig};
 use crate::ratelimit::Limiter;
 use crate::receipts::Receipts;
+use crate::search::Search;
 use crate::sequencer::{LocalSequencer, Sequencer};
 use crate::store::Store;
 
@@ -38,6 +40,10 @@ pub struct Services {
     pub presence: Presence,
     pub receipts: Receipts,
     pub(crate) profiles: Profiles,
+    /// History search: the index (opened by the app over the data dir) and its queries.
+    pub(crate) search: Arc<Search>,
+    /// Image and file blobs: uploads, downloads, signed URLs, the collector.
+    pub(crate) blobs: Arc<Blobs>,
     /// Offline push: targets, the notification queue, the gateway worker.
     pub push: Arc<Push>,
     /// The local session registry (sessions register here; domains see it as a router).
@@ -47,6 +53,8 @@ pub struct Services {
     /// Cancelled when the server stops: sessions close with reason SHUTDOWN.
     pub shutdown: CancellationToken,
     pub limiter: Limiter,
+    /// The retention rules the sweeper applies (docs/PROTOCOL.md 8.11).
+    pub retention: crate::config::RetentionPolicy,
 }
 
 impl Services {
@@ -62,8 +70,8 @@ impl Services {
         clock: Arc<dyn Clock>,
     ) -> (Arc<Services>, Arc<Durability>) {
         let durability = Durability::with_group_commit(store.clone(), config.store.group_commit);
-        let sequencer: Arc<dyn Sequencer> =
-            Arc::new(LocalSequencer::new(store.clone(), durability.clone()));
+        let local = Arc::new(LocalSequencer::new(store.clone(), durability.clone()));
+        let sequencer: Arc<dyn Sequencer> = local.clone();
         let hub = Arc::new(Hub::new());
         let router: Arc<dyn Router> = hub.clone();
         let convs = Arc::new(ConvCache::new(store.clone()));
@@ -76,15 +84,31 @@ impl Services {
             clock.clone(),
             PushConfig::from_config(config),
         ));
-        let messages = Arc::new(Messages::new(
+        let blobs = Arc::new(Blobs::new(
             store.clone(),
             sequencer.clone(),
             convs.clone(),
-            router.clone(),
             clock.clone(),
-            limits.clone(),
-            push.clone(),
+            BlobLimits {
+                max_blob_bytes: config.blobs.max_blob_bytes,
+                quota_bytes: config.blobs.blob_quota_bytes,
+                grace_ms: config.blobs.blob_grace_secs.saturating_mul(1000),
+                url_ttl_ms: config.blobs.blob_url_ttl_secs.saturating_mul(1000),
+            },
+            &config.store.data_dir,
         ));
+        let messages = Arc::new(
+            Messages::new(
+                store.clone(),
+                sequencer.clone(),
+                convs.clone(),
+                router.clone(),
+                clock.clone(),
+                limits.clone(),
+                push.clone(),
+            )
+            .with_blobs(blobs.clone()),
+        );
         let changes = Changes::new(
             store.clone(),
             convs.clone(),
@@ -102,7 +126,16 @@ impl Services {
             router.clone(),
             clock.clone(),
         );
+        let search = Arc::new(Search::new(
+            store.clone(),
+            convs.clone(),
+            sequencer.clone(),
+            clock.clone(),
+            config.search.clone(),
+        ));
+        local.set_tap(&(search.clone() as Arc<dyn crate::sequencer::DurableTap>));
         let services = Arc::new(Services {
+            search,
             changes,
             contacts,
             accounts: Accounts::new(
@@ -138,7 +171,9 @@ impl Services {
                 convs.clone(),
                 router.clone(),
                 clock.clone(),
-            ),
+            )
+            .with_blobs(blobs.clone()),
+            blobs,
             presence: Presence::new(
                 store.clone(),
                 convs,
@@ -153,6 +188,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             limits: config.session_limits(),
             limiter: Limiter::new(config.rate_limits()),
+            retention: config.retention_policy(),
         });
         services
             .hub

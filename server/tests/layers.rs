@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("api", 5),
     ("services", 4),
     ("accounts", 3),
+    ("blobs", 3),
     ("conversations", 3),
     ("messages", 3),
     ("changes", 3),
@@ -28,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("presence", 3),
     ("profiles", 3),
     ("receipts", 3),
+    ("search", 3),
     ("delivery", 2),
     ("push", 2),
     ("sequencer", 2),
@@ -42,6 +44,7 @@ const LAYERS: &[(&str, u32)] = &[
 
 const DOMAINS: &[&str] = &[
     "accounts",
+    "blobs",
     "conversations",
     "messages",
     "changes",
@@ -49,6 +52,7 @@ const DOMAINS: &[&str] = &[
     "groups",
     "presence",
     "profiles",
+    "search",
 ];
 const ABOVE_DOMAINS: &[&str] = &[
     "session",

@@ -265,6 +265,11 @@ impl Server {
         }
     }
 
+    /// The data dir of a server this process started (None: an external one).
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("data"))
+    }
+
     /// The last lines of the server's stderr log.
     pub fn log_tail(&self, n: usize) -> String {
         let Some(p) = &self.log else {

@@ -1,13 +1,16 @@
 //! The scenarios, each written once against [`Adapter`]: [`one_to_one`], [`fanout`],
-//! [`idle`], [`storm`]; and two that are tern only: [`durability`] (it starts its own
-//! servers with group commit on and off) and [`conversations`] (the conversation list
-//! of a user in many conversations). [`run`] picks the system under test.
+//! [`idle`], [`storm`]; and three that are tern only: [`durability`] (it starts its own
+//! servers with group commit on and off), [`conversations`] (the conversation list
+//! of a user in many conversations), [`soak`] (disk use under retention) and [`search`]
+//! (history search latency over a big index). [`run`] picks the system under test.
 
 pub mod conversations;
 pub mod durability;
 pub mod fanout;
 pub mod idle;
 pub mod one_to_one;
+pub mod search;
+pub mod soak;
 pub mod storm;
 
 use std::sync::Arc;
@@ -142,6 +145,29 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         {
             return durability::run(ctx, pairs, rate, duration).await;
         }
+        if let Cmd::Soak {
+            pairs,
+            rate,
+            duration,
+            sample_secs,
+            inbox_entries,
+            timeline_entries,
+            sweep_ms,
+            retention_off,
+        } = cmd
+        {
+            let args = soak::SoakArgs {
+                pairs,
+                rate,
+                duration,
+                sample_secs,
+                inbox_entries,
+                timeline_entries,
+                sweep_ms,
+                retention_off,
+            };
+            return soak::run(ctx, args).await;
+        }
         if let Cmd::Conversations {
             conversations,
             direct,
@@ -160,6 +186,19 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 page,
             };
             return conversations::run(ctx, args).await;
+        }
+        if let Cmd::Search {
+            messages,
+            writers,
+            calls,
+        } = cmd
+        {
+            let args = search::SearchArgs {
+                messages,
+                writers,
+                calls,
+            };
+            return search::run(ctx, args).await;
         }
         let sources = match &cmd {
             Cmd::Idle { connections, .. } => Some(connections.div_ceil(20_000).max(1)),
@@ -196,6 +235,8 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Storm { .. } => "storm",
         Cmd::Durability { .. } => "durability",
         Cmd::Conversations { .. } => "conversations",
+        Cmd::Soak { .. } => "soak",
+        Cmd::Search { .. } => "search",
         Cmd::CompareTable { .. } => "compare-table",
     };
     if !a.supports(name) {
@@ -246,7 +287,11 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
             };
             storm::run(ctx, Arc::new(a), s).await
         }
-        Cmd::Durability { .. } | Cmd::Conversations { .. } | Cmd::CompareTable { .. } => {
+        Cmd::Durability { .. }
+        | Cmd::Conversations { .. }
+        | Cmd::Soak { .. }
+        | Cmd::Search { .. }
+        | Cmd::CompareTable { .. } => {
             unreachable!("handled by run and main")
         }
     }

@@ -204,7 +204,7 @@ impl EventLoop {
             Command::Send(msg, tx) => {
                 self.engine.set_now_ms(now_ms());
                 self.send_waiters.insert(msg.client_msg_id.clone(), tx);
-                self.engine.send(msg);
+                self.engine.send(*msg);
                 if self.config.persist_outbox {
                     self.save_pending = true;
                 }

@@ -23,6 +23,7 @@ use crate::connect::{connect, ConnectError, ConnectOptions, Transport, Trust};
 use crate::engine::{Outgoing, Target};
 use crate::state::StateStore;
 
+pub mod blobs;
 mod event_loop;
 pub mod one_shot;
 pub mod requests;
@@ -135,7 +136,7 @@ impl ClientError {
 
 /// What the handle asks of the loop.
 enum Command {
-    Send(Outgoing, oneshot::Sender<Result<pb::SendAck, ClientError>>),
+    Send(Box<Outgoing>, oneshot::Sender<Result<pb::SendAck, ClientError>>),
     Request(Box<Body>, oneshot::Sender<Result<Body, ClientError>>),
     Close(oneshot::Sender<()>),
 }
@@ -198,6 +199,9 @@ pub struct SendOptions {
     /// ticket resolves with [`ClientError::Expired`]. At most the server's
     /// `max_ttl_secs`, else `INVALID_ARGUMENT`.
     pub ttl_secs: u32,
+    /// An image or file message: a blob uploaded with [`Client::upload_file`] (or
+    /// `upload_bytes`) and the file name to show; the body is then an optional caption.
+    pub attachment: Option<blobs::AttachmentRef>,
 }
 
 /// The wall-clock time, Unix ms (0 if the clock is before 1970).
@@ -278,11 +282,16 @@ impl Client {
             mention_all: options.mention_all,
             ttl_secs: options.ttl_secs,
             created_ms: now_ms(),
+            attachment: options.attachment.map(|a| pb::Attachment {
+                blob_id: a.blob_id,
+                name: a.name,
+                ..Default::default()
+            }),
         };
         let client_msg_id = msg.client_msg_id.clone();
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Command::Send(msg, tx))
+            .send(Command::Send(Box::new(msg), tx))
             .await
             .map_err(|_| ClientError::Stopped("event loop ended".into()))?;
         Ok(SendTicket { client_msg_id, rx })

@@ -7,6 +7,21 @@ use tern_proto::Body;
 use super::{expect_ok, unexpected, Client, ClientError};
 use crate::model::ConversationListModel;
 
+/// Where [`Client::search`] looks and which page it returns; the default: every
+/// conversation, any sender, 20 hits, the newest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchOptions {
+    /// Only this conversation (a 1:1 id from [`tern_proto::direct_conversation`], or a
+    /// group id); "" = every conversation of the user.
+    pub conversation: String,
+    /// Only messages this user sent; "" = anyone.
+    pub sender: String,
+    /// Hits per page: 0 = 20, at most 100.
+    pub limit: u32,
+    /// `next_page` of the previous result; "" = the newest hits.
+    pub page: String,
+}
+
 impl Client {
     /// A page of a conversation's history, newest first up to `before` (0 = from the end),
     /// returned in ascending order.
@@ -376,6 +391,25 @@ impl Client {
             .request(Body::SetProfile(pb::SetProfile {
                 display_name: display_name.map(str::to_string),
                 status: status.map(str::to_string),
+                avatar: None,
+            }))
+            .await?
+        {
+            Body::ProfileList(l) if l.profiles.len() == 1 => {
+                Ok(l.profiles.into_iter().next().expect("one profile"))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets this user's avatar to an image blob they uploaded (or may read); "" removes
+    /// it. Anyone may then download it. `INVALID_ARGUMENT` for a blob that is not an
+    /// image, `NOT_FOUND` for one the user may not read. Returns the profile.
+    pub async fn set_avatar(&self, blob_id: &str) -> Result<pb::Profile, ClientError> {
+        match self
+            .request(Body::SetProfile(pb::SetProfile {
+                avatar: Some(blob_id.to_string()),
+                ..Default::default()
             }))
             .await?
         {
@@ -415,6 +449,39 @@ impl Client {
             .await?
         {
             Body::UserSearchResult(r) => Ok(r.users),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Full-text search over the messages this user can read, newest first
+    /// (docs/PROTOCOL.md 9.15). Every word of `query` must occur (case-insensitive,
+    /// whole words); a run of Chinese, Japanese or Korean characters matches where those
+    /// characters occur in that order ("世界" finds "你好世界"). Narrow it with
+    /// [`SearchOptions`]: one conversation, one sender, the page size (0 = 20, at most 100)
+    /// and the page (`next_page` of the previous result; "" = the newest hits).
+    ///
+    /// The hits are the messages as history serves them now (an edited one with its
+    /// current text; recalled, expired and deleted-for-me ones are never hits). Messages
+    /// become searchable shortly after their ack: `index_lag` in the result counts those
+    /// not yet searchable. Errors: `INVALID_ARGUMENT` for an empty query, one over 256
+    /// bytes or with nothing searchable (only punctuation or operators); `FORBIDDEN` for a
+    /// conversation the user may not read; `RATE_LIMITED` when searching too fast.
+    pub async fn search(
+        &self,
+        query: &str,
+        options: SearchOptions,
+    ) -> Result<pb::SearchResult, ClientError> {
+        match self
+            .request(Body::SearchMessages(pb::SearchMessages {
+                query: query.into(),
+                conversation: options.conversation,
+                sender: options.sender,
+                limit: options.limit,
+                page: options.page,
+            }))
+            .await?
+        {
+            Body::SearchResult(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

@@ -326,6 +326,7 @@ mod tests {
             mention_all: false,
             ttl_secs: 0,
             created_ms: 0,
+            attachment: None,
         });
         e.handle_connect(Transport::Tcp, now);
         let login = sent(&mut e).remove(0);

@@ -21,7 +21,7 @@ pub(super) struct ConvFollow {
 
 impl Engine {
     pub(super) fn start_sync(&mut self) {
-        if self.syncing || !self.connected || !self.receive {
+        if self.syncing || !self.connected || !self.receive || self.recovery.is_some() {
             return;
         }
         self.syncing = true;
@@ -60,7 +60,21 @@ impl Engine {
         });
     }
 
-    fn deliver(&mut self, message: pb::Message) {
+    /// Emits `message` unless this device delivered its (conversation, seq) already
+    /// (see [`super::Cursors::delivered`]).
+    pub(super) fn deliver(&mut self, message: pb::Message) {
+        if message.seq > 0 {
+            let have = self
+                .cursors
+                .delivered
+                .entry(message.conversation.clone())
+                .or_insert(0);
+            if message.seq <= *have {
+                return;
+            }
+            *have = message.seq;
+            self.cursors_dirty = true;
+        }
         let own = message.sender == self.user;
         let follow_up = change_of(&message);
         self.events.push_back(Event::Message { message, own });
@@ -126,8 +140,16 @@ impl Engine {
     /// The answer to a Sync.
     pub(super) fn on_sync_response(&mut self, body: Body, now: Instant) {
         self.syncing = false;
-        // A failed sync is retried on the next gap or connection.
-        let Body::SyncResult(r) = body else { return };
+        // A failed sync is retried on the next gap or connection; a trimmed cursor is
+        // rebuilt from the conversations (8.11).
+        let r = match body {
+            Body::SyncResult(r) => r,
+            Body::Error(e) if e.code == pb::ErrorCode::CursorTrimmed as i32 => {
+                self.start_recovery(&e.message);
+                return;
+            }
+            _ => return,
+        };
         for item in r.items {
             if let Some(m) = item.message {
                 self.inbox_item(item.inbox_seq, m, now);
@@ -162,7 +184,32 @@ impl Engine {
         if let Some(f) = self.follows.get_mut(&conv) {
             f.pulling = false;
         }
-        let Body::PullResult(r) = body else { return };
+        let r = match body {
+            Body::PullResult(r) => r,
+            Body::Error(e) if e.code == pb::ErrorCode::CursorTrimmed as i32 => {
+                // Retention trimmed the timeline past this cursor: follow on from its
+                // first retained seq (a Pull from 0 is served from there, first_seq says
+                // where), at most once per answer so a failing server cannot loop us.
+                let f = self.follows.entry(conv.clone()).or_default();
+                if f.cursor > 0 && !f.pulling {
+                    f.pulling = true;
+                    let id = self.req_id();
+                    self.in_flight.insert(id, InFlight::Pull(conv.clone()));
+                    self.transmit.push_back(Frame {
+                        req_id: id,
+                        body: Some(Body::Pull(pb::Pull {
+                            conversation: conv,
+                            after_seq: 0,
+                            until_seq: 0,
+                            limit: 500,
+                            before_seq: 0,
+                        })),
+                    });
+                }
+                return;
+            }
+            _ => return,
+        };
         // History before first_seq is not ours to read (the group's history visibility):
         // the conversation starts there for us, not with a gap.
         let f = self.follows.entry(conv.clone()).or_default();

@@ -42,6 +42,7 @@ pub mod close;
 pub mod inbox;
 pub mod keepalive;
 pub mod outbox;
+pub mod recovery;
 #[cfg(test)]
 mod tests;
 
@@ -63,6 +64,10 @@ pub struct Cursors {
     pub inbox: u64,
     /// Per read-diffusion conversation: highest contiguous seq delivered.
     pub conversations: BTreeMap<String, u64>,
+    /// Per conversation (any kind): highest seq delivered to the app. Nothing at or below
+    /// it is delivered again; a recovery from CURSOR_TRIMMED pulls from it
+    /// ([`recovery`]).
+    pub delivered: BTreeMap<String, u64>,
 }
 
 /// What a request in flight on this connection was.
@@ -71,6 +76,9 @@ enum InFlight {
     Send(String),
     Sync,
     Pull(String),
+    /// A recovery's ListConversations / Pull ([`recovery`]).
+    RecoveryList,
+    RecoveryPull(String),
     Ping,
     App,
 }
@@ -95,6 +103,8 @@ pub struct Engine {
     syncing: bool,
     read_diffusion: HashSet<String>,
     follows: HashMap<String, inbox::ConvFollow>,
+    /// Rebuilding after a CURSOR_TRIMMED (no Sync meanwhile).
+    recovery: Option<recovery::Recovery>,
     acked_sent: u64,
     ack_due: Option<Instant>,
     cursors_dirty: bool,
@@ -137,6 +147,7 @@ impl Engine {
             buffered: BTreeMap::new(),
             syncing: false,
             follows,
+            recovery: None,
             ack_due: None,
             cursors_dirty: false,
             auth: auth::Auth::default(),
@@ -213,6 +224,7 @@ impl Engine {
                 self.read_diffusion.clear();
                 self.cursors.inbox = 0;
                 self.cursors.conversations.clear();
+                self.cursors.delivered.clear();
                 self.acked_sent = 0;
             }
             self.cursors.store_epoch = store_epoch.to_string();
@@ -221,6 +233,7 @@ impl Engine {
         self.connected = true;
         self.in_flight.clear();
         self.syncing = false;
+        self.recovery = None;
         for f in self.follows.values_mut() {
             f.pulling = false;
         }
@@ -319,11 +332,16 @@ impl Engine {
         let Some(what) = self.in_flight.remove(&frame.req_id) else {
             return; // an Ack's Ok, or a response from before a reconnect
         };
-        let catch_up = matches!(what, InFlight::Sync | InFlight::Pull(_));
+        let catch_up = matches!(
+            what,
+            InFlight::Sync | InFlight::Pull(_) | InFlight::RecoveryList | InFlight::RecoveryPull(_)
+        );
         match what {
             InFlight::Send(cmid) => self.on_send_response(cmid, body, now),
             InFlight::Sync => self.on_sync_response(body, now),
             InFlight::Pull(conv) => self.on_pull_response(conv, body),
+            InFlight::RecoveryList => self.on_recovery_list(body, now),
+            InFlight::RecoveryPull(conv) => self.on_recovery_pull(conv, body, now),
             InFlight::Ping => {} // the Pong: its arrival already counted as a sign of life
             InFlight::App => self.responses.push_back(Frame {
                 req_id: frame.req_id,
@@ -332,6 +350,7 @@ impl Engine {
         }
         if catch_up
             && !self.syncing
+            && self.recovery.is_none()
             && self.buffered.is_empty()
             && self
                 .follows

@@ -51,6 +51,9 @@ pub struct Outgoing {
     /// When it was queued (Unix ms, wall clock); 0 = unknown (its TTL then counts from
     /// each send).
     pub created_ms: u64,
+    /// An image or file message: the uploaded blob and the file name to show (only
+    /// `blob_id` and `name` are sent; the server fills in the rest).
+    pub attachment: Option<pb::Attachment>,
 }
 
 impl Outgoing {
@@ -88,6 +91,7 @@ impl Outgoing {
                 mentions: self.mentions.clone(),
                 mention_all: self.mention_all,
                 ttl_secs: self.ttl_left(now_ms),
+                attachment: self.attachment.clone(),
             })),
         }
     }
@@ -254,6 +258,7 @@ mod tests {
             mention_all: false,
             ttl_secs: 0,
             created_ms: 0,
+            attachment: None,
         });
         e
     }

@@ -41,6 +41,7 @@ fn out(id: &str) -> Outgoing {
         mention_all: false,
         ttl_secs: 0,
         created_ms: 0,
+        attachment: None,
     }
 }
 
@@ -386,6 +387,7 @@ fn a_new_store_epoch_voids_old_cursors() {
         store_epoch: "old".into(),
         inbox: 42,
         conversations: [("g:1".to_string(), 9)].into_iter().collect(),
+        delivered: Default::default(),
     };
     let mut e = Engine::new("alice", cursors, vec![]);
     e.on_connected("new");

@@ -8,6 +8,7 @@
 //! the rate limit or allowed before login).
 
 pub(crate) mod auth;
+pub(crate) mod blobs;
 pub(crate) mod changes;
 pub(crate) mod contacts;
 pub(crate) mod conversations;
@@ -16,6 +17,7 @@ pub(crate) mod messages;
 pub(crate) mod presence;
 pub(crate) mod profiles;
 pub(crate) mod push;
+pub(crate) mod search;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -190,6 +192,12 @@ pub(crate) async fn dispatch_authed(
         Body::SetProfile(p) => profiles::set(svc, reply, p, a).await,
         Body::GetProfiles(g) => profiles::get(svc, reply, g, permit),
         Body::SearchUsers(s) => profiles::search(svc, reply, s, a),
+        Body::SearchMessages(s) => search::messages(svc, reply, s, a, permit),
+        Body::UploadBegin(b) => blobs::begin(svc, reply, b, a).await,
+        Body::UploadChunk(c) => blobs::chunk(svc, reply, c, a).await,
+        Body::UploadFinish(f) => blobs::finish(svc, reply, f, a, permit),
+        Body::Download(d) => blobs::download(svc, reply, d, a, permit),
+        Body::GetBlobUrl(g) => blobs::url(svc, reply, g, a),
         Body::Logout(_) => return auth::logout(svc, reply, a).await,
         Body::Revoke(r) => return auth::revoke(svc, reply, r, a).await,
         other => {

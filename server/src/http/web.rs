@@ -55,6 +55,14 @@ fn router(state: AppState) -> Router {
     let files = tower_http::services::ServeDir::new(root).fallback(not_built);
     Router::new()
         .route("/ws", get(ws_handler))
+        .route(
+            "/blob/{id}",
+            get(
+                |State(state): State<AppState>, path, query, req| async move {
+                    super::blob::get_blob(state.services, path, query, req).await
+                },
+            ),
+        )
         .fallback_service(files)
         // Rebuilt assets must not be served from a stale browser cache.
         .layer(axum::middleware::map_response(

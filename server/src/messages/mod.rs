@@ -10,15 +10,18 @@
 //!   timeline range), each page within one frame.
 //! - [`cursors`]: each device's server-side ack cursor.
 //! - [`expiry`]: the sweeper that erases messages whose time to live passed.
+//! - [`retention`]: the sweeper that trims old inbox and timeline entries (8.11).
 
 pub(crate) mod admin;
 pub(crate) mod cursors;
 pub(crate) mod expiry;
 pub(crate) mod read;
+pub(crate) mod retention;
 pub(crate) mod send;
 
 use std::sync::Arc;
 
+use crate::blobs::Blobs;
 use crate::clock::Clock;
 use crate::config::MessageLimits;
 use crate::conversations::ConvCache;
@@ -39,6 +42,8 @@ pub struct Messages {
     clock: Arc<dyn Clock>,
     limits: MessageLimits,
     push: Arc<Push>,
+    /// Where attachments are checked; `None`: this instance stores no blobs (domain tests).
+    blobs: Option<Arc<Blobs>>,
 }
 
 impl Messages {
@@ -59,7 +64,14 @@ impl Messages {
             clock,
             limits,
             push,
+            blobs: None,
         }
+    }
+
+    /// Lets messages carry attachments (image and file messages) stored in `blobs`.
+    pub(crate) fn with_blobs(mut self, blobs: Arc<Blobs>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// The user's highest inbox seq (committed; durable once a barrier passed).

@@ -16,15 +16,24 @@ impl Messages {
     /// History and gap repair; see PROTOCOL.md "Pull".
     pub async fn pull(&self, user: &str, req: pb::Pull) -> ServiceResult<pb::PullResult> {
         let st = self.convs.reader(&req.conversation, user)?;
-        let (last, first) = {
+        let (last, visible) = {
             let g = st.lock().unwrap();
             (g.last_seq, g.first_visible(user))
         };
+        // Retention (8.11): below the first retained seq nothing is left. A forward pull
+        // that continues from a position below it (after_seq > 0) lost messages it would
+        // have read: CURSOR_TRIMMED. From 0, and backward, it is served from there.
+        let retained = self.store.first_retained_seq(&req.conversation)?;
+        let first = visible.max(retained);
+        let forward = req.after_seq > 0 || req.before_seq == 0;
+        if forward && req.after_seq > 0 && req.after_seq + 1 < retained && retained > visible {
+            return Err(pull_trimmed(&req.conversation, retained));
+        }
         let limit = match req.limit {
             0 => 100,
             n => n.min(1000),
         } as u64;
-        let (from, to, forward) = if req.after_seq > 0 || req.before_seq == 0 {
+        let (from, to, forward) = if forward {
             let end = if req.until_seq > 0 {
                 req.until_seq.min(last)
             } else {
@@ -48,11 +57,20 @@ impl Messages {
         // Never silently serve a hole: the timeline is contiguous by construction.
         for (i, m) in messages.iter().enumerate() {
             if m.seq != from + i as u64 {
+                let retained = self.store.first_retained_seq(&req.conversation)?;
+                if retained > from {
+                    return Err(pull_trimmed(&req.conversation, retained));
+                }
                 tracing::error!(conv = %req.conversation, expected = from + i as u64, got = m.seq, "timeline hole");
                 return Err(ServiceError::internal());
             }
         }
         if from <= to && messages.len() as u64 != to - from + 1 {
+            // The retention sweeper may have trimmed the front of the range meanwhile.
+            let retained = self.store.first_retained_seq(&req.conversation)?;
+            if retained > from {
+                return Err(pull_trimmed(&req.conversation, retained));
+            }
             tracing::error!(conv = %req.conversation, from, to, got = messages.len(), "timeline shorter than its last seq");
             return Err(ServiceError::internal());
         }
@@ -123,6 +141,11 @@ impl Messages {
                 "after_inbox_seq {after} is beyond the inbox head {head}"
             )));
         }
+        // Retention (8.11): entries below the first retained inbox seq are gone.
+        let retained = self.store.first_retained_inbox_seq(user)?;
+        if after + 1 < retained {
+            return Err(sync_trimmed(after, retained, head));
+        }
         let entries = self.store.inbox(user, after, limit)?;
         let now = self.clock.now_ms();
         // What this reader deleted for themselves among the page's entries: one range read
@@ -145,10 +168,31 @@ impl Messages {
         let mut bytes = 0usize;
         for (expect, (inbox_seq, e)) in (after + 1..).zip(entries) {
             if inbox_seq != expect {
+                // The retention sweeper may have trimmed the front meanwhile.
+                let retained = self.store.first_retained_inbox_seq(user)?;
+                if retained > expect {
+                    return Err(sync_trimmed(after, retained, head));
+                }
                 tracing::error!(%user, expected = expect, got = inbox_seq, "inbox hole");
                 return Err(ServiceError::internal());
             }
             let Some(mut message) = self.store.message_bytes(&e.conversation, e.seq)? else {
+                if e.seq < self.store.first_retained_seq(&e.conversation)? {
+                    // Timeline retention deleted the entry this inbox entry points at:
+                    // served as an erased tombstone, so the inbox stays contiguous.
+                    let m = pb::Message {
+                        conversation: e.conversation.clone(),
+                        seq: e.seq,
+                        expired: true,
+                        ..Default::default()
+                    };
+                    bytes += m.encoded_len() + 16;
+                    items.push(RawInboxItem {
+                        inbox_seq,
+                        message: m.encode_to_vec().into(),
+                    });
+                    continue;
+                }
                 tracing::error!(%user, conv = %e.conversation, seq = e.seq, "inbox points at a missing message");
                 return Err(ServiceError::internal());
             };
@@ -197,6 +241,30 @@ impl Messages {
             read_diffusion,
         })
     }
+}
+
+/// CURSOR_TRIMMED for a Sync after `after`: the message names the first retained inbox
+/// seq and the head in the words PROTOCOL.md 8.11 gives.
+fn sync_trimmed(after: u64, retained: u64, head: u64) -> ServiceError {
+    crate::metrics::get().retention_cursor_trimmed.inc();
+    ServiceError::new(
+        pb::ErrorCode::CursorTrimmed,
+        format!(
+            "inbox trimmed by retention: after_inbox_seq {after} is below the first retained inbox seq {retained} (inbox head {head}); rebuild from the conversations"
+        ),
+    )
+}
+
+/// CURSOR_TRIMMED for a Pull from below the conversation's first retained seq.
+fn pull_trimmed(conversation: &str, retained: u64) -> ServiceError {
+    crate::metrics::get().retention_cursor_trimmed.inc();
+    ServiceError::new(
+        pb::ErrorCode::CursorTrimmed,
+        format!(
+            "timeline of {} trimmed by retention: the first retained seq is {retained}; pull from after_seq 0",
+            crate::conversations::id::truncate(conversation, 80)
+        ),
+    )
 }
 
 /// How many items (from the front, or from the back when `!from_front`) fit in `budget`

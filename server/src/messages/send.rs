@@ -202,6 +202,21 @@ impl Messages {
         } else {
             self.convs.get(&conv_id)?
         };
+        // An image or file message: the blob must be one the sender may read; the guard
+        // keeps the blob collector off it until the message is committed (below). Checked
+        // before the conversation is locked: the check may read other conversations.
+        let (attachment, _blob_guard) = match (&req.attachment, &self.blobs) {
+            (None, _) => (None, None),
+            (Some(_), None) => {
+                return Err(ServiceError::invalid(
+                    "this server does not store attachments",
+                ))
+            }
+            (Some(a), Some(blobs)) => {
+                let (a, g) = blobs.attach(sender, a)?;
+                (Some(a), Some(g))
+            }
+        };
         let mut st = st_arc.lock().unwrap();
         if !st.members.contains_key(sender) {
             return Err(ServiceError::forbidden(format!(
@@ -251,6 +266,14 @@ impl Messages {
                 seq,
             }));
         }
+        if let Some(a) = &attachment {
+            extra.push(Mutation::BlobRef {
+                blob: a.blob_id.clone(),
+                holder: conv_id.clone(),
+                seq,
+                present: true,
+            });
+        }
         if req.mention_all {
             extra.push(Mutation::MentionAll {
                 conversation: conv_id.clone(),
@@ -290,6 +313,7 @@ impl Messages {
             mentions,
             mention_all: req.mention_all,
             expires_ms,
+            attachment,
             ..Default::default()
         };
         // A duplicate (a racing retry) is answered through `done` as well.

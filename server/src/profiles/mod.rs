@@ -1,5 +1,5 @@
-//! Profiles: a user's display name and status text (the avatar is a blob id, empty until
-//! blob upload exists), read for many users at once, and user search.
+//! Profiles: a user's display name, status text and avatar (an image blob the user may
+//! read; anyone may then read it), read for many users at once, and user search.
 //!
 //! - [`Profiles::set`]: validates, writes the profile and its entry in the display-name
 //!   index in one commit, waits until it is durable, then pushes `ProfileChanged` to the
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tern_proto::pb;
 
+use crate::blobs::Blobs;
 use crate::clock::Clock;
 use crate::conversations::id::{parse_conversation, ConvId};
 use crate::conversations::ConvCache;
@@ -64,6 +65,8 @@ pub(crate) struct Profiles {
     write: Mutex<()>,
     /// Per user: the search bucket and when it was last used.
     search_buckets: Mutex<HashMap<String, (Bucket, Instant)>>,
+    /// Where avatars are checked; `None`: avatars are refused (domain tests).
+    blobs: Option<Arc<Blobs>>,
 }
 
 impl Profiles {
@@ -82,7 +85,14 @@ impl Profiles {
             clock,
             write: Mutex::new(()),
             search_buckets: Mutex::new(HashMap::new()),
+            blobs: None,
         }
+    }
+
+    /// Lets profiles carry avatars stored in `blobs`.
+    pub(crate) fn with_blobs(mut self, blobs: Arc<Blobs>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Changes the fields given (`None` keeps a value, "" clears it) and returns the
@@ -92,12 +102,23 @@ impl Profiles {
         user: &str,
         display_name: Option<String>,
         status: Option<String>,
+        avatar: Option<String>,
     ) -> ServiceResult<pb::Profile> {
         let display_name = display_name
             .map(|s| text("display_name", s, DISPLAY_NAME_MAX))
             .transpose()?;
         let status = status.map(|s| text("status", s, STATUS_MAX)).transpose()?;
+        // A new avatar must be an image the user may read; the guard keeps the blob
+        // collector off it until the profile naming it is committed.
         let (record, changed) = {
+            let _avatar_guard = match (&avatar, &self.blobs) {
+                (Some(a), _) if a.is_empty() => None,
+                (Some(_), None) => {
+                    return Err(ServiceError::invalid("this server does not store avatars"))
+                }
+                (Some(a), Some(blobs)) => Some(blobs.check_avatar(user, a)?),
+                (None, _) => None,
+            };
             let _g = self.write.lock().unwrap();
             let old = self.store.profile(user)?.unwrap_or_default();
             let mut new = old.clone();
@@ -106,6 +127,9 @@ impl Profiles {
             }
             if let Some(s) = status {
                 new.status = s;
+            }
+            if let Some(a) = avatar {
+                new.avatar = a;
             }
             let changed = new != old;
             if changed {
@@ -123,6 +147,20 @@ impl Profiles {
                             name: new.display_name.clone(),
                             user: user.to_string(),
                         });
+                    }
+                }
+                if old.avatar != new.avatar {
+                    // The avatar's reference: anyone may read a user's current avatar.
+                    let holder = format!("{}{user}", crate::blobs::AVATAR_HOLDER);
+                    for (blob, present) in [(&old.avatar, false), (&new.avatar, true)] {
+                        if !blob.is_empty() {
+                            batch.push(Mutation::BlobRef {
+                                blob: blob.clone(),
+                                holder: holder.clone(),
+                                seq: 0,
+                                present,
+                            });
+                        }
                     }
                 }
                 batch.push(Mutation::Profile {

@@ -39,7 +39,10 @@ async fn a_change_is_stored_indexed_and_told_to_the_online_peers_only() {
     *w.router.online.lock().unwrap() = vec!["pa".into(), "pb".into(), "px".into()];
     let p = profiles(&w);
 
-    let got = p.set("pa", Some(" Ada L ".into()), None).await.unwrap();
+    let got = p
+        .set("pa", Some(" Ada L ".into()), None, None)
+        .await
+        .unwrap();
     assert_eq!(
         (got.display_name.as_str(), got.status.as_str()),
         ("Ada L", "")
@@ -51,9 +54,9 @@ async fn a_change_is_stored_indexed_and_told_to_the_online_peers_only() {
     );
 
     // Status only: the name is kept; then the name is cleared and leaves the index.
-    p.set("pa", None, Some("busy".into())).await.unwrap();
+    p.set("pa", None, Some("busy".into()), None).await.unwrap();
     assert_eq!(p.search("pc", "ada", 0).unwrap().users.len(), 1);
-    let got = p.set("pa", Some(String::new()), None).await.unwrap();
+    let got = p.set("pa", Some(String::new()), None, None).await.unwrap();
     assert_eq!(
         (got.display_name.as_str(), got.status.as_str()),
         ("", "busy")
@@ -62,7 +65,7 @@ async fn a_change_is_stored_indexed_and_told_to_the_online_peers_only() {
 
     // Nothing changed: nothing pushed.
     let before = told(&w).len();
-    p.set("pa", None, Some("busy".into())).await.unwrap();
+    p.set("pa", None, Some("busy".into()), None).await.unwrap();
     assert_eq!(told(&w).len(), before);
 
     let list = p
@@ -90,7 +93,7 @@ async fn bad_fields_are_invalid_and_change_nothing() {
         (Some("evil\u{202E}txt".into()), None),
         (Some("nul\0".into()), None),
     ] {
-        let e = p.set("pa", name, status).await.unwrap_err();
+        let e = p.set("pa", name, status, None).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
     }
     assert_eq!(w.store.profile("pa").unwrap(), None);

@@ -26,6 +26,8 @@ pub(crate) fn run_all(store: &dyn Store) {
     profiles_and_the_display_name_index(store);
     push_targets_and_queue_round_trip(store);
     users_and_conversations_are_listed_in_pages(store);
+    blobs_refs_grants_and_uploads(store);
+    retention_trims_and_remembers_the_first_retained(store);
 }
 
 pub(crate) fn append(store: &dyn Store, conv: &str, seq: u64, sender: &str, cmid: &str) {
@@ -700,4 +702,235 @@ fn push_targets_and_queue_round_trip(store: &dyn Store) {
         left,
         [("d0".into(), 3), ("d1".into(), 10), ("d1".into(), 1)]
     );
+}
+
+/// Retention (`y`, `z`): trimmed entries are gone, the first retained positions are kept,
+/// and the heads never go down, even with every entry trimmed.
+fn retention_trims_and_remembers_the_first_retained(store: &dyn Store) {
+    let conv = "d:ret:x";
+    for seq in 1..=5 {
+        append(store, conv, seq, "ret", &format!("r{seq}"));
+    }
+    store
+        .commit(&[
+            Mutation::NotCounted {
+                conversation: conv.into(),
+                seq: 2,
+            },
+            Mutation::MentionAll {
+                conversation: conv.into(),
+                seq: 2,
+                sender: "ret".into(),
+            },
+        ])
+        .unwrap();
+    for inbox_seq in 1..=5 {
+        store
+            .commit(&[Mutation::Inbox {
+                user: "ret_u".into(),
+                inbox_seq,
+                entry: InboxRecord {
+                    conversation: conv.into(),
+                    seq: inbox_seq,
+                    expires_ms: 0,
+                },
+            }])
+            .unwrap();
+    }
+    assert_eq!(store.first_retained_seq(conv).unwrap(), 1);
+    assert_eq!(store.first_retained_inbox_seq("ret_u").unwrap(), 1);
+
+    store
+        .commit(&[Mutation::TrimTimeline {
+            conversation: conv.into(),
+            from: 1,
+            below: 4,
+        }])
+        .unwrap();
+    let left: Vec<u64> = store
+        .timeline(conv, 1, 10, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(left, vec![4, 5]);
+    assert_eq!(store.first_retained_seq(conv).unwrap(), 4);
+    assert_eq!(store.not_counted_after(conv, 0).unwrap(), 0);
+    assert_eq!(store.mentions_after("other", conv, 0).unwrap(), 0);
+    assert_eq!(store.last_seq(conv).unwrap(), 5);
+    assert!(store.dedup("ret", "r1").unwrap().is_some());
+    store
+        .commit(&[Mutation::DelDedup {
+            sender: "ret".into(),
+            client_msg_id: "r1".into(),
+        }])
+        .unwrap();
+    assert!(store.dedup("ret", "r1").unwrap().is_none());
+    assert!(store.dedup("ret", "r2").unwrap().is_some());
+    // Every entry trimmed: the head stays where it was.
+    store
+        .commit(&[Mutation::TrimTimeline {
+            conversation: conv.into(),
+            from: 4,
+            below: 6,
+        }])
+        .unwrap();
+    assert!(store.timeline(conv, 1, 10, 10).unwrap().is_empty());
+    assert_eq!(store.last_seq(conv).unwrap(), 5);
+    assert_eq!(store.first_retained_seq("d:ret:other").unwrap(), 1);
+
+    store
+        .commit(&[Mutation::TrimInbox {
+            user: "ret_u".into(),
+            from: 1,
+            below: 3,
+        }])
+        .unwrap();
+    let left: Vec<u64> = store
+        .inbox("ret_u", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(left, vec![3, 4, 5]);
+    assert_eq!(store.first_retained_inbox_seq("ret_u").unwrap(), 3);
+    store
+        .commit(&[Mutation::TrimInbox {
+            user: "ret_u".into(),
+            from: 3,
+            below: 6,
+        }])
+        .unwrap();
+    assert!(store.inbox("ret_u", 0, 10).unwrap().is_empty());
+    assert_eq!(store.last_inbox_seq("ret_u").unwrap(), 5);
+    assert_eq!(store.first_retained_inbox_seq("ret_u").unwrap(), 6);
+    // "ret_u" is a prefix of no other user's entries: a neighbour is untouched.
+    assert_eq!(store.first_retained_inbox_seq("ret_u2").unwrap(), 1);
+}
+
+fn blobs_refs_grants_and_uploads(store: &dyn Store) {
+    let (a, b) = ("bl0b-a", "bl0b-b");
+    let rec = |size| BlobRecord {
+        size,
+        mime: "image/png".into(),
+        width: 3,
+        thumbnail: vec![1, 2, 3],
+        uploaders: vec!["bl-ann".into()],
+        ..Default::default()
+    };
+    store
+        .commit(&[
+            Mutation::Blob {
+                id: a.into(),
+                record: Some(rec(10)),
+            },
+            Mutation::Blob {
+                id: b.into(),
+                record: Some(rec(20)),
+            },
+            Mutation::BlobRef {
+                blob: a.into(),
+                holder: "g:bl".into(),
+                seq: 7,
+                present: true,
+            },
+            Mutation::BlobRef {
+                blob: a.into(),
+                holder: "avatar:bl-ann".into(),
+                seq: 0,
+                present: true,
+            },
+            Mutation::BlobRef {
+                blob: b.into(),
+                holder: "g:bl".into(),
+                seq: 8,
+                present: true,
+            },
+            Mutation::BlobGrant {
+                user: "bl-ann".into(),
+                blob: a.into(),
+                record: Some(BlobGrantRecord {
+                    size: 10,
+                    created_ms: 5,
+                }),
+            },
+            Mutation::Upload {
+                user: "bl-ann".into(),
+                blob: b.into(),
+                record: Some(UploadRecord {
+                    size: 20,
+                    mime: "text/plain".into(),
+                    created_ms: 6,
+                }),
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.blob(a).unwrap(), Some(rec(10)));
+    assert_eq!(store.blob("bl0b-c").unwrap(), None);
+    let page: Vec<String> = store
+        .blobs_after("bl0b-", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| id.starts_with("bl0b-"))
+        .collect();
+    assert_eq!(page, vec![a.to_string(), b.to_string()]);
+    let after_a: Vec<String> = store
+        .blobs_after(a, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!after_a.contains(&a.to_string()) && after_a.contains(&b.to_string()));
+    assert_eq!(
+        store.blob_refs(a, 10).unwrap(),
+        vec![("avatar:bl-ann".to_string(), 0), ("g:bl".to_string(), 7)]
+    );
+    assert_eq!(store.blob_refs(a, 1).unwrap().len(), 1);
+    assert_eq!(
+        store.blob_refs(b, 10).unwrap(),
+        vec![("g:bl".to_string(), 8)]
+    );
+    let grants = store.blob_grants("bl-ann").unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!((grants[0].0.as_str(), grants[0].1.size), (a, 10));
+    assert!(store.blob_grants("bl-bob").unwrap().is_empty());
+    assert_eq!(store.upload("bl-ann", b).unwrap().unwrap().size, 20);
+    assert!(store.upload("bl-ann", a).unwrap().is_none());
+    assert!(store
+        .uploads()
+        .unwrap()
+        .iter()
+        .any(|(u, id, r)| u == "bl-ann" && id == b && r.created_ms == 6));
+    store
+        .commit(&[
+            Mutation::BlobRef {
+                blob: a.into(),
+                holder: "g:bl".into(),
+                seq: 7,
+                present: false,
+            },
+            Mutation::Blob {
+                id: b.into(),
+                record: None,
+            },
+            Mutation::BlobGrant {
+                user: "bl-ann".into(),
+                blob: a.into(),
+                record: None,
+            },
+            Mutation::Upload {
+                user: "bl-ann".into(),
+                blob: b.into(),
+                record: None,
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        store.blob_refs(a, 10).unwrap(),
+        vec![("avatar:bl-ann".to_string(), 0)]
+    );
+    assert_eq!(store.blob(b).unwrap(), None);
+    assert!(store.blob_grants("bl-ann").unwrap().is_empty());
+    assert!(store.upload("bl-ann", b).unwrap().is_none());
 }

@@ -30,6 +30,12 @@
 //! | `data` `o`           | user                         | `ProfileRecord` (display name, status, avatar) |
 //! | `data` `l`           | lowercase display name ++ user | empty (the user-search index by display name) |
 //! | `data` `k`           | user ++ other user           | `ContactRecord` (friend, incoming, outgoing, blocked) |
+//! | `data` `b`           | blob id (hex sha256)         | `BlobRecord` (size, type, thumbnail; the bytes are a file) |
+//! | `data` `f`           | blob id ++ holder ++ seq     | empty (message seq of conversation holder, or `avatar:<user>` 0, carries the blob) |
+//! | `data` `g`           | user ++ blob id              | `BlobGrantRecord` (the user uploaded it: quota, may read) |
+//! | `data` `v`           | user ++ blob id              | `UploadRecord` (an upload in progress; bytes in a part file) |
+//! | `data` `y`           | conversation                 | be64 first retained seq (timeline retention trimmed below it) |
+//! | `data` `z`           | user                         | be64 first retained inbox seq (inbox retention trimmed below it) |
 //!
 //! Everything one [`super::Store::commit`] writes lives in the `data` tree, under a one-byte
 //! space tag, so a commit is one atomic batch. New domains add a space here (one tag per
@@ -65,6 +71,12 @@ pub(crate) const PUSH_QUEUE: Space = Space::new(b'q', "push_queue");
 pub(crate) const PROFILES: Space = Space::new(b'o', "profiles");
 pub(crate) const DISPLAY_NAMES: Space = Space::new(b'l', "display_names");
 pub(crate) const CONTACTS: Space = Space::new(b'k', "contacts");
+pub(crate) const BLOBS: Space = Space::new(b'b', "blobs");
+pub(crate) const BLOB_REFS: Space = Space::new(b'f', "blob_refs");
+pub(crate) const BLOB_GRANTS: Space = Space::new(b'g', "blob_grants");
+pub(crate) const UPLOADS: Space = Space::new(b'v', "uploads");
+pub(crate) const TIMELINE_RETAINED: Space = Space::new(b'y', "timeline_retained");
+pub(crate) const INBOX_RETAINED: Space = Space::new(b'z', "inbox_retained");
 
 impl Space {
     const fn new(tag: u8, name: &'static str) -> Self {
@@ -196,6 +208,29 @@ pub(crate) fn push_entry_from(k: &[u8], v: &[u8]) -> super::StoreResult<super::P
 pub(crate) enum Write {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+}
+
+fn put_or_delete<T: prost::Message>(key: Vec<u8>, record: Option<&T>) -> Write {
+    match record {
+        Some(r) => Write::Put(key, r.encode_to_vec()),
+        None => Write::Delete(key),
+    }
+}
+
+/// The (holder, seq) of a `blob_refs` key after `blob id ++ 0x00`; `None` if malformed.
+pub(crate) fn parse_blob_ref(rest: &[u8]) -> Option<(String, u64)> {
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let holder = std::str::from_utf8(&rest[..sep]).ok()?.to_string();
+    let seq = u64::from_be_bytes(rest.get(sep + 1..)?.try_into().ok()?);
+    Some((holder, seq))
+}
+
+/// The (user, blob id) of a key `user ++ 0x00 ++ id` (no space tag); `None` if malformed.
+pub(crate) fn parse_key2(k: &[u8]) -> Option<(String, String)> {
+    let sep = k.iter().position(|b| *b == 0)?;
+    let a = std::str::from_utf8(&k[..sep]).ok()?.to_string();
+    let b = std::str::from_utf8(&k[sep + 1..]).ok()?.to_string();
+    Some((a, b))
 }
 
 /// The key a `Dedup` mutation claims: a commit that finds it taken writes nothing.
@@ -358,6 +393,30 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
             conversation,
             *seq,
         )))),
+        Mutation::Blob { id, record } => {
+            out.push(put_or_delete(BLOBS.key(id.as_bytes()), record.as_ref()))
+        }
+        Mutation::BlobRef {
+            blob,
+            holder,
+            seq,
+            present,
+        } => {
+            let key = BLOB_REFS.key(&user_conv_seq(blob, holder, *seq));
+            out.push(if *present {
+                Write::Put(key, Vec::new())
+            } else {
+                Write::Delete(key)
+            });
+        }
+        Mutation::BlobGrant { user, blob, record } => out.push(put_or_delete(
+            BLOB_GRANTS.key(&key2(user, blob.as_bytes())),
+            record.as_ref(),
+        )),
+        Mutation::Upload { user, blob, record } => out.push(put_or_delete(
+            UPLOADS.key(&key2(user, blob.as_bytes())),
+            record.as_ref(),
+        )),
         Mutation::Profile { user, record } => out.push(Write::Put(
             PROFILES.key(user.as_bytes()),
             record.encode_to_vec(),
@@ -369,6 +428,37 @@ pub(crate) fn writes(m: &Mutation, out: &mut Vec<Write>) {
         Mutation::UnlistDisplayName { name, user } => out.push(Write::Delete(
             DISPLAY_NAMES.key(&key2(&name.to_lowercase(), user.as_bytes())),
         )),
+        Mutation::DelDedup {
+            sender,
+            client_msg_id,
+        } => out.push(Write::Delete(
+            DEDUP.key(&key2(sender, client_msg_id.as_bytes())),
+        )),
+        Mutation::TrimInbox { user, from, below } => {
+            for seq in *from..*below {
+                out.push(Write::Delete(INBOX.key(&key_seq(user, seq))));
+            }
+            out.push(Write::Put(
+                INBOX_RETAINED.key(user.as_bytes()),
+                below.to_be_bytes().to_vec(),
+            ));
+        }
+        Mutation::TrimTimeline {
+            conversation,
+            from,
+            below,
+        } => {
+            for seq in *from..*below {
+                let k = key_seq(conversation, seq);
+                out.push(Write::Delete(TIMELINE.key(&k)));
+                out.push(Write::Delete(NOT_COUNTED.key(&k)));
+                out.push(Write::Delete(MENTION_ALL.key(&k)));
+            }
+            out.push(Write::Put(
+                TIMELINE_RETAINED.key(conversation.as_bytes()),
+                below.to_be_bytes().to_vec(),
+            ));
+        }
         Mutation::DelMember { conversation, user } => {
             out.push(Write::Delete(
                 MEMBERS.key(&key2(conversation, user.as_bytes())),
@@ -405,6 +495,9 @@ mod tests {
             PUSH_QUEUE,
             PROFILES,
             DISPLAY_NAMES,
+            CONTACTS,
+            TIMELINE_RETAINED,
+            INBOX_RETAINED,
         ];
         let mut tags: Vec<u8> = all.iter().map(|s| s.tag).collect();
         tags.sort_unstable();

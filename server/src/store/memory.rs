@@ -75,6 +75,15 @@ impl MemoryStore {
             .collect()
     }
 
+    /// A first-retained position (`y` / `z`): 1 when nothing was trimmed.
+    fn retained(&self, space: Space, owner: &str) -> u64 {
+        self.lock()
+            .data
+            .get(&space.key(owner.as_bytes()))
+            .filter(|v| v.len() == 8)
+            .map_or(1, |v| seq_of(v).max(1))
+    }
+
     fn last_in_prefix(&self, space: Space, owner: &str) -> u64 {
         let p = space.key(&prefix(owner));
         let mut end = p.clone();
@@ -177,11 +186,21 @@ impl Store for MemoryStore {
     }
 
     fn last_seq(&self, conversation: &str) -> StoreResult<u64> {
-        Ok(self.last_in_prefix(TIMELINE, conversation))
+        let last = self.last_in_prefix(TIMELINE, conversation);
+        Ok(last.max(self.first_retained_seq(conversation)? - 1))
     }
 
     fn last_inbox_seq(&self, user: &str) -> StoreResult<u64> {
-        Ok(self.last_in_prefix(INBOX, user))
+        let last = self.last_in_prefix(INBOX, user);
+        Ok(last.max(self.first_retained_inbox_seq(user)? - 1))
+    }
+
+    fn first_retained_seq(&self, conversation: &str) -> StoreResult<u64> {
+        Ok(self.retained(TIMELINE_RETAINED, conversation))
+    }
+
+    fn first_retained_inbox_seq(&self, user: &str) -> StoreResult<u64> {
+        Ok(self.retained(INBOX_RETAINED, user))
     }
 
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>> {
@@ -361,6 +380,68 @@ impl Store for MemoryStore {
                     utf8(CONVERSATIONS.name, k[1..].to_vec())?,
                     decode(CONVERSATIONS.name, v)?,
                 ))
+            })
+            .collect()
+    }
+
+    fn blob(&self, id: &str) -> StoreResult<Option<BlobRecord>> {
+        self.get_in(BLOBS, id.as_bytes())
+    }
+
+    fn blobs_after(&self, after: &str, limit: usize) -> StoreResult<Vec<(String, BlobRecord)>> {
+        let p = BLOBS.key(&[]);
+        let mut start = BLOBS.key(after.as_bytes());
+        start.push(0);
+        let m = self.lock();
+        m.data
+            .range(start..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .take(limit)
+            .map(|(k, v)| {
+                Ok((
+                    utf8(BLOBS.name, k[p.len()..].to_vec())?,
+                    decode(BLOBS.name, v)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn blob_refs(&self, id: &str, limit: usize) -> StoreResult<Vec<(String, u64)>> {
+        self.scan(BLOB_REFS, id)
+            .into_iter()
+            .take(limit)
+            .map(|(rest, _)| {
+                parse_blob_ref(&rest).ok_or(StoreError::Corrupt {
+                    tree: BLOB_REFS.name,
+                    detail: "malformed key".into(),
+                })
+            })
+            .collect()
+    }
+
+    fn blob_grants(&self, user: &str) -> StoreResult<Vec<(String, BlobGrantRecord)>> {
+        self.scan(BLOB_GRANTS, user)
+            .into_iter()
+            .map(|(b, v)| Ok((utf8(BLOB_GRANTS.name, b)?, decode(BLOB_GRANTS.name, &v)?)))
+            .collect()
+    }
+
+    fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>> {
+        self.get_in(UPLOADS, &key2(user, id.as_bytes()))
+    }
+
+    fn uploads(&self) -> StoreResult<Vec<(String, String, UploadRecord)>> {
+        let p = UPLOADS.key(&[]);
+        let m = self.lock();
+        m.data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(k, v)| {
+                let (user, id) = parse_key2(&k[p.len()..]).ok_or(StoreError::Corrupt {
+                    tree: UPLOADS.name,
+                    detail: "malformed key".into(),
+                })?;
+                Ok((user, id, decode(UPLOADS.name, v)?))
             })
             .collect()
     }

@@ -148,6 +148,50 @@ pub enum Mutation {
     ListDisplayName { name: String, user: String },
     /// display_names: removes an index entry (the display name changed or was cleared)
     UnlistDisplayName { name: String, user: String },
+    /// dedup: removes a (sender, client_msg_id) record (its message was trimmed by
+    /// retention, past the retry window)
+    DelDedup {
+        sender: String,
+        client_msg_id: String,
+    },
+    /// inbox retention: deletes `user`'s inbox entries `from..below` and records `below`
+    /// as the first retained inbox seq (`inbox_retained`). Callers keep `below - from`
+    /// bounded (one batch) and never pass `below` past the inbox head + 1.
+    TrimInbox { user: String, from: u64, below: u64 },
+    /// timeline retention: deletes the timeline entries `from..below` of `conversation`
+    /// with their not_counted and mention_all records, and records `below` as the first
+    /// retained seq (`timeline_retained`). Mentions, expiries and pending notifications
+    /// are keyed by user or time: the caller removes them with their own mutations.
+    TrimTimeline {
+        conversation: String,
+        from: u64,
+        below: u64,
+    },
+    /// blobs: blob id -> BlobRecord (`None` deletes it)
+    Blob {
+        id: String,
+        record: Option<BlobRecord>,
+    },
+    /// blob_refs: blob id ++ holder ++ seq -> () (message `seq` of conversation `holder`
+    /// carries the blob; holder `avatar:<user>` with seq 0: a user's avatar)
+    BlobRef {
+        blob: String,
+        holder: String,
+        seq: u64,
+        present: bool,
+    },
+    /// blob_grants: user ++ blob id -> BlobGrantRecord (`None` deletes it)
+    BlobGrant {
+        user: String,
+        blob: String,
+        record: Option<BlobGrantRecord>,
+    },
+    /// uploads: user ++ blob id -> UploadRecord (`None` deletes it)
+    Upload {
+        user: String,
+        blob: String,
+        record: Option<UploadRecord>,
+    },
     /// push_queue: removes one pending notification (sent, given up, or its target gone)
     DelPushQueue {
         user: String,
@@ -213,10 +257,16 @@ pub trait Store: Send + Sync + 'static {
     fn members(&self, conversation: &str) -> StoreResult<Vec<(String, MemberRecord)>>;
     fn user_conversations(&self, user: &str) -> StoreResult<Vec<String>>;
 
-    /// Highest seq in the conversation's timeline (0 if empty).
+    /// Highest seq in the conversation's timeline (0 if empty). Retention never lowers
+    /// it: with every entry trimmed it is the first retained seq - 1.
     fn last_seq(&self, conversation: &str) -> StoreResult<u64>;
-    /// Highest inbox seq of the user (0 if empty).
+    /// Highest inbox seq of the user (0 if empty). Retention never lowers it: with every
+    /// entry trimmed it is the first retained inbox seq - 1.
     fn last_inbox_seq(&self, user: &str) -> StoreResult<u64>;
+    /// The lowest seq of `conversation` that timeline retention kept (1: nothing trimmed).
+    fn first_retained_seq(&self, conversation: &str) -> StoreResult<u64>;
+    /// The lowest inbox seq of `user` that inbox retention kept (1: nothing trimmed).
+    fn first_retained_inbox_seq(&self, user: &str) -> StoreResult<u64>;
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>>;
     /// `user`'s settings of `conversation` (default: not muted, not pinned).
     fn conversation_settings(&self, user: &str, conversation: &str) -> StoreResult<SettingsRecord>;
@@ -270,6 +320,19 @@ pub trait Store: Send + Sync + 'static {
     fn push_targets(&self) -> StoreResult<Vec<PushTarget>>;
     /// Every pending notification, in (user, device, conversation, seq) order.
     fn push_queue(&self) -> StoreResult<Vec<PushEntry>>;
+
+    /// A stored blob's record.
+    fn blob(&self, id: &str) -> StoreResult<Option<BlobRecord>>;
+    /// Blob records with an id after `after`, in id order, at most `limit` (the sweeper).
+    fn blobs_after(&self, after: &str, limit: usize) -> StoreResult<Vec<(String, BlobRecord)>>;
+    /// What holds blob `id`: (conversation or `avatar:<user>`, seq), at most `limit`.
+    fn blob_refs(&self, id: &str, limit: usize) -> StoreResult<Vec<(String, u64)>>;
+    /// Every blob `user` uploaded, in id order.
+    fn blob_grants(&self, user: &str) -> StoreResult<Vec<(String, BlobGrantRecord)>>;
+    /// `user`'s upload in progress of blob `id`.
+    fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>>;
+    /// Every upload in progress: (user, blob id, record), in (user, id) order.
+    fn uploads(&self) -> StoreResult<Vec<(String, String, UploadRecord)>>;
 
     /// Timeline entries with `from <= seq <= to`, ascending, at most `limit`.
     fn timeline(

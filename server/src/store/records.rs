@@ -196,3 +196,52 @@ pub struct ProfileRecord {
     #[prost(uint64, tag = "4")]
     pub updated_ms: u64,
 }
+
+/// A stored blob (the `blobs` space): what the server learned of its content when the
+/// upload finished. The bytes live in a file under `<data-dir>/blobs/` named by the id.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobRecord {
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+    #[prost(string, tag = "2")]
+    pub mime: String,
+    /// Images: pixels (0 for other files).
+    #[prost(uint32, tag = "3")]
+    pub width: u32,
+    #[prost(uint32, tag = "4")]
+    pub height: u32,
+    /// Images: the server-made JPEG thumbnail.
+    #[prost(bytes = "vec", tag = "5")]
+    pub thumbnail: Vec<u8>,
+    #[prost(uint32, tag = "6")]
+    pub thumbnail_width: u32,
+    #[prost(uint32, tag = "7")]
+    pub thumbnail_height: u32,
+    /// When the first upload finished, Unix ms: the unreferenced grace period starts here.
+    #[prost(uint64, tag = "8")]
+    pub created_ms: u64,
+    /// The users who uploaded this content (each is charged its size).
+    #[prost(string, repeated, tag = "9")]
+    pub uploaders: Vec<String>,
+}
+
+/// A user's claim on a blob they uploaded (the `blob_grants` space): counts against
+/// their quota and lets them read and send it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobGrantRecord {
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+    #[prost(uint64, tag = "2")]
+    pub created_ms: u64,
+}
+
+/// An upload in progress (the `uploads` space); its bytes so far are in a part file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UploadRecord {
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+    #[prost(string, tag = "2")]
+    pub mime: String,
+    #[prost(uint64, tag = "3")]
+    pub created_ms: u64,
+}

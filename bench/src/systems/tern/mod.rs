@@ -142,6 +142,11 @@ impl Tern {
         })
     }
 
+    /// The started server's data dir (None: an external server).
+    pub fn data_dir(&self) -> Option<std::path::PathBuf> {
+        self.srv.lock().unwrap().data_dir()
+    }
+
     fn live_opts(&self, ok: &pb::LoginOk) -> LiveOpts {
         LiveOpts {
             ping_every: (ok.heartbeat_secs > 0)

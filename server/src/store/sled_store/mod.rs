@@ -205,6 +205,14 @@ impl SledStore {
         Ok(out)
     }
 
+    /// A first-retained position (`y` / `z`): 1 when nothing was trimmed.
+    fn retained(&self, space: Space, owner: &str) -> StoreResult<u64> {
+        match self.data.get(space.key(owner.as_bytes())).map_err(engine)? {
+            Some(v) => Ok(seq_of(space.name, &v)?.max(1)),
+            None => Ok(1),
+        }
+    }
+
     fn last_in_prefix(&self, space: Space, owner: &str) -> StoreResult<u64> {
         match self.data.scan_prefix(space.key(&prefix(owner))).next_back() {
             Some(kv) => {
@@ -295,11 +303,21 @@ impl Store for SledStore {
     }
 
     fn last_seq(&self, conversation: &str) -> StoreResult<u64> {
-        self.last_in_prefix(TIMELINE, conversation)
+        let last = self.last_in_prefix(TIMELINE, conversation)?;
+        Ok(last.max(self.first_retained_seq(conversation)? - 1))
     }
 
     fn last_inbox_seq(&self, user: &str) -> StoreResult<u64> {
-        self.last_in_prefix(INBOX, user)
+        let last = self.last_in_prefix(INBOX, user)?;
+        Ok(last.max(self.first_retained_inbox_seq(user)? - 1))
+    }
+
+    fn first_retained_seq(&self, conversation: &str) -> StoreResult<u64> {
+        self.retained(TIMELINE_RETAINED, conversation)
+    }
+
+    fn first_retained_inbox_seq(&self, user: &str) -> StoreResult<u64> {
+        self.retained(INBOX_RETAINED, user)
     }
 
     fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>> {
@@ -432,6 +450,66 @@ impl Store for SledStore {
 
     fn profile(&self, user: &str) -> StoreResult<Option<ProfileRecord>> {
         self.get_in(PROFILES, user.as_bytes())
+    }
+
+    fn blob(&self, id: &str) -> StoreResult<Option<BlobRecord>> {
+        self.get_in(BLOBS, id.as_bytes())
+    }
+
+    fn blobs_after(&self, after: &str, limit: usize) -> StoreResult<Vec<(String, BlobRecord)>> {
+        let p = BLOBS.key(&[]);
+        let mut start = BLOBS.key(after.as_bytes());
+        start.push(0);
+        let mut out = Vec::new();
+        for kv in self.data.range(start..).take(limit) {
+            let (k, v) = kv.map_err(engine)?;
+            if !k.starts_with(&p) {
+                break;
+            }
+            out.push((
+                name_after_prefix(BLOBS.name, &k, p.len())?,
+                decode(BLOBS.name, &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn blob_refs(&self, id: &str, limit: usize) -> StoreResult<Vec<(String, u64)>> {
+        let p = BLOB_REFS.key(&prefix(id));
+        let mut out = Vec::new();
+        for kv in self.data.scan_prefix(&p).take(limit) {
+            let (k, _) = kv.map_err(engine)?;
+            out.push(parse_blob_ref(&k[p.len()..]).ok_or(StoreError::Corrupt {
+                tree: BLOB_REFS.name,
+                detail: "malformed key".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn blob_grants(&self, user: &str) -> StoreResult<Vec<(String, BlobGrantRecord)>> {
+        self.scan_names(BLOB_GRANTS, user)?
+            .into_iter()
+            .map(|(b, v)| Ok((b, decode(BLOB_GRANTS.name, &v)?)))
+            .collect()
+    }
+
+    fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>> {
+        self.get_in(UPLOADS, &key2(user, id.as_bytes()))
+    }
+
+    fn uploads(&self) -> StoreResult<Vec<(String, String, UploadRecord)>> {
+        let p = UPLOADS.key(&[]);
+        let mut out = Vec::new();
+        for kv in self.data.scan_prefix(&p) {
+            let (k, v) = kv.map_err(engine)?;
+            let (user, id) = parse_key2(&k[p.len()..]).ok_or(StoreError::Corrupt {
+                tree: UPLOADS.name,
+                detail: "malformed key".into(),
+            })?;
+            out.push((user, id, decode(UPLOADS.name, &v)?));
+        }
+        Ok(out)
     }
 
     fn display_name_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
