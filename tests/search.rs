@@ -9,7 +9,7 @@
 //! sleep taken as proof.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use tern_proto::pb::{self, ErrorCode};
@@ -267,8 +267,8 @@ async fn pages_go_newest_first_and_cover_every_hit_once() {
     server.stop().await;
 }
 
-async fn start_in(dir: &PathBuf) -> TestServer {
-    let dir = dir.clone();
+async fn start_in(dir: &Path) -> TestServer {
+    let dir = dir.to_path_buf();
     TestServer::start_with(move |c| {
         c.store.data_dir = dir.clone();
         c.search.search_rate = 1000;

@@ -85,7 +85,7 @@ fn text(k: usize) -> String {
         .collect();
     words.push(format!("tag{}", k % 1000));
     words.push(format!("id{k}"));
-    if k % 3 == 0 {
+    if k.is_multiple_of(3) {
         words.push(PHRASES[(r() % 16) as usize].to_string());
     }
     words.join(" ")
@@ -218,7 +218,7 @@ pub async fn run(ctx: &Ctx, s: SearchArgs) -> anyhow::Result<()> {
         if r.index_lag == 0 && !r.messages.is_empty() {
             break;
         }
-        if r.index_lag != last_lag && t1.elapsed().as_secs() % 10 == 0 {
+        if r.index_lag != last_lag && t1.elapsed().as_secs().is_multiple_of(10) {
             eprintln!("tern-bench: index lag {}", r.index_lag);
         }
         last_lag = r.index_lag;
