@@ -251,7 +251,8 @@ const MENTION_RE = /@([a-z0-9][a-z0-9_.-]*)/g;
  *   channel: a public channel (docs/PROTOCOL.md 9.10); peek: a channel opened from the
  *   directory without joining it (read-only history by Pull, not in the list, no pushes)
  * @typedef {{clientMsgId: string, conv: string, text: string, failed: string|null, ts: number,
- *   options: import('./sdk.js').SendOptions}} PendingSend
+ *   options: import('./sdk.js').SendOptions, attachment?: import('./sdk.js').Attachment}} PendingSend
+ *   attachment: an image or file message's attachment as uploaded (shown until the message comes back)
  */
 
 const app = {
@@ -450,6 +451,7 @@ function previewOf(m) {
   if (m.expired) return 'Message expired';
   if (m.deleted) return 'Message deleted';
   if (m.kind === 'recall') return 'Message recalled';
+  if (m.attachment) return [...(attachmentPreview(m) ?? '')].slice(0, PREVIEW_CHARS).join('');
   if (m.text === null) return '';
   return [...m.text].slice(0, PREVIEW_CHARS).join('');
 }
@@ -904,6 +906,7 @@ function quoteText(m) {
   if (m.recalled) return 'Message recalled';
   if (m.expired) return 'Message expired';
   if (m.deleted) return 'Message deleted';
+  if (m.attachment) return [...(attachmentPreview(m) ?? '')].slice(0, PREVIEW_CHARS).join('');
   if (m.text === null) return `(${m.contentType || 'attachment'})`;
   return [...m.text].slice(0, PREVIEW_CHARS).join('');
 }
@@ -1036,6 +1039,7 @@ function startClient(username, password, device) {
   profiles.known.clear();
   profiles.asked.clear();
   profiles.queue.length = 0;
+  resetBlobs();
   app.compose = null;
   app.typingSent = null;
   loadApp();
@@ -1111,6 +1115,7 @@ function startClient(username, password, device) {
         expired: false,
         deleted: false,
         expiresMs: 0,
+        attachment: p.attachment ?? null,
       });
     }
     c.lastTs = Math.max(c.lastTs, ack.serverTimeMs);
@@ -1118,6 +1123,7 @@ function startClient(username, password, device) {
       c.lastSeq = ack.seq;
       c.lastSender = app.me;
       c.preview = [...p.text].slice(0, PREVIEW_CHARS).join('');
+      if (p.options.attachment) c.preview = `File: ${p.options.attachment.name}`;
     }
     setRead(c, ack.seq);
     saveApp();
@@ -1396,6 +1402,7 @@ function renderChat() {
   const mutedForMe = !!c && c.kind === 'group' && !c.gone && !peek && c.muteAll && c.role !== 'OWNER' && c.role !== 'ADMIN';
   el.compose.disabled = !c || c.gone || peek || mutedForMe;
   el.send.disabled = !c || c.gone || peek || mutedForMe;
+  renderBlobControls(c);
   el.compose.placeholder = peek
     ? 'Join the channel to post'
     : c?.gone
@@ -1463,11 +1470,13 @@ function renderChat() {
     if (p.conv !== c.id || seen.has(p.clientMsgId)) continue;
     const li = bubble(app.me, p.text, p.failed ? 'failed' : 'sending…', true);
     if (p.options.replyTo) li.insertBefore(quoteOf(c, p.options.replyTo), li.querySelector('.text'));
+    decoratePending(li, p);
     li.classList.add(p.failed ? 'failed' : 'pending');
     li.dataset.cmid = p.clientMsgId;
     if (p.failed) li.title = p.failed;
     frag.append(li);
   }
+  uploadBubbles(c, frag);
   el.messages.replaceChildren(frag);
   el.messages.scrollTop = el.messages.scrollHeight;
 }
@@ -1511,6 +1520,7 @@ function messageItem(c, m) {
     if (mentionsMe(m)) li.classList.add('mentions-me');
   }
   if (m.replyTo) li.insertBefore(quoteOf(c, m.replyTo), body);
+  decorateMessage(li, m);
   if (m.edited && !m.recalled) {
     const e = document.createElement('span');
     e.className = 'edited';
@@ -1902,6 +1912,7 @@ el.profileToggle.addEventListener('click', async () => {
   }
   el.profileName.value = mine?.displayName ?? '';
   el.profileStatus.value = mine?.status ?? '';
+  showOwnAvatar();
   el.profileName.focus();
 });
 
@@ -2574,6 +2585,427 @@ for (const [button, which] of /** @type {const} */ ([[el.pinToggle, 'pinned'], [
 document.addEventListener('visibilitychange', () => {
   const c = app.open ? app.convs.get(app.open) : null;
   if (c && document.visibilityState === 'visible') scheduleMarkRead(c);
+});
+
+// ---- images and files (docs/PROTOCOL.md 9.14) ----
+//
+// The composer's attach button uploads the chosen file with the SDK (uploadBlob: its type
+// from its content, so a PNG/JPEG/GIF/WebP is an image message whatever its name, anything
+// else a file message), shown meanwhile as an own bubble with a progress bar, then sends
+// the message with the attachment. An image message shows the thumbnail the server made
+// (in the message: JPEG bytes -> a blob: URL) at once; a click opens the full image by a
+// signed URL (GetBlobUrl) in an overlay. A file message shows its name, size and a download
+// link (a signed URL, fetched again when it is about to expire). Avatars: set from an image
+// in "My profile"; shown next to other users' messages and in the header of a direct chat.
+
+const blobs = {
+  /** blob id -> blob: URL of its thumbnail (made once per page). @type {Map<string, string>} */
+  thumbs: new Map(),
+  /** blob id -> signed URL, its expiry (server time), or the request in flight. @type {Map<string, {url: string, expiresMs: number, failedAt: number, asking: Promise<string|null>|null}>} */
+  urls: new Map(),
+  /** Uploads in progress on this page. @type {Map<number, {id: number, conv: string, name: string, sent: number, total: number}>} */
+  uploads: new Map(),
+  nextUpload: 1,
+};
+/** Test hook: every progress report of this page's uploads. */
+/** @type {any} */ (window).__tern.uploads = [];
+
+const blobEl = {
+  attach: $('attach'),
+  attachInput: /** @type {HTMLInputElement} */ ($('attach-input')),
+  lightbox: $('lightbox'),
+  lightboxImg: /** @type {HTMLImageElement} */ ($('lightbox-img')),
+  lightboxName: $('lightbox-name'),
+  lightboxDownload: /** @type {HTMLAnchorElement} */ ($('lightbox-download')),
+  lightboxClose: /** @type {HTMLButtonElement} */ ($('lightbox-close')),
+  avatarInput: /** @type {HTMLInputElement} */ ($('profile-avatar')),
+  avatarImg: /** @type {HTMLImageElement} */ ($('profile-avatar-img')),
+  avatarRemove: /** @type {HTMLButtonElement} */ ($('profile-avatar-remove')),
+};
+
+/** A document icon (the page ships no emoji font). */
+const FILE_ICON =
+  '<svg viewBox="0 0 24 24" width="1.2em" height="1.2em" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">' +
+  '<path d="M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8z"/><path d="M14 2v6h6"/></svg>';
+
+/** A signed URL is asked again when it has less than this left. */
+const URL_MARGIN_MS = 60_000;
+
+/** Forgets the blob state of the previous user (startClient). */
+function resetBlobs() {
+  for (const u of blobs.thumbs.values()) URL.revokeObjectURL(u);
+  blobs.thumbs.clear();
+  blobs.urls.clear();
+  blobs.uploads.clear();
+  closeLightbox();
+}
+
+/** A file name the server takes: no '/' or control characters, at most 255 bytes. @param {string} name */
+function attachmentName(name) {
+  // eslint-disable-next-line no-control-regex
+  let n = (name || 'file').replace(/[\u0000-\u001f\u007f-\u009f/]/g, '_');
+  const enc = new TextEncoder();
+  while (enc.encode(n).length > 255) n = [...n].slice(0, -1).join('');
+  return n || 'file';
+}
+
+/** @param {number} n bytes */
+function sizeText(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** The blob: URL of an image attachment's thumbnail, or null. @param {import('./sdk.js').Attachment} a */
+function thumbUrl(a) {
+  if (!a.thumbnail || a.thumbnail.length === 0) return null;
+  let u = blobs.thumbs.get(a.blobId);
+  if (!u) {
+    u = URL.createObjectURL(new Blob([a.thumbnail], { type: 'image/jpeg' }));
+    blobs.thumbs.set(a.blobId, u);
+  }
+  return u;
+}
+
+/**
+ * A signed URL of the blob that is good for a while yet: the one held, or a new one
+ * (GetBlobUrl). Null when the server refuses (the blob is gone, or not this user's to read).
+ * @param {string} blobId
+ * @returns {Promise<string|null>}
+ */
+function signedUrl(blobId) {
+  const now = Date.now() + app.skewMs;
+  const held = blobs.urls.get(blobId);
+  if (held?.asking) return held.asking;
+  if (held?.url && held.expiresMs - now > URL_MARGIN_MS) return Promise.resolve(held.url);
+  const client = app.client;
+  if (!client) return Promise.resolve(null);
+  const entry = held ?? { url: '', expiresMs: 0, failedAt: 0, asking: null };
+  blobs.urls.set(blobId, entry);
+  entry.asking = client.blobUrl(blobId).then(
+    (u) => {
+      entry.url = u.url;
+      entry.expiresMs = u.expiresMs;
+      entry.asking = null;
+      return u.url;
+    },
+    () => {
+      entry.asking = null;
+      entry.failedAt = Date.now();
+      return null;
+    },
+  );
+  return entry.asking;
+}
+
+/**
+ * The signed URL held for the blob if it is still good; else null, and one is asked for
+ * (the page renders again when it comes). A refusal is not asked again for a minute.
+ * @param {string} blobId
+ */
+function heldUrl(blobId) {
+  const now = Date.now() + app.skewMs;
+  const held = blobs.urls.get(blobId);
+  if (held?.url && held.expiresMs - now > URL_MARGIN_MS) return held.url;
+  if (held?.asking || (held?.failedAt && Date.now() - held.failedAt < 60_000)) return null;
+  signedUrl(blobId).then((u) => {
+    if (u) scheduleRender();
+  });
+  return null;
+}
+
+/**
+ * What an image or file message shows above its caption.
+ * @param {import('./sdk.js').Attachment} a
+ */
+function attachmentView(a) {
+  if (a.image) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'thumb';
+    b.dataset.testid = 'thumb';
+    b.dataset.blob = a.blobId;
+    b.title = `${a.name} (${a.width}×${a.height}, ${sizeText(a.size)}): open`;
+    const src = thumbUrl(a);
+    if (src) {
+      const img = document.createElement('img');
+      img.src = src;
+      img.alt = a.name;
+      if (a.thumbnailWidth && a.thumbnailHeight) {
+        img.width = a.thumbnailWidth;
+        img.height = a.thumbnailHeight;
+      }
+      b.append(img);
+    } else {
+      b.textContent = `Photo: ${a.name}`;
+    }
+    b.addEventListener('click', () => openImage(a));
+    return b;
+  }
+  const box = document.createElement('div');
+  box.className = 'file';
+  box.dataset.testid = 'file';
+  box.dataset.blob = a.blobId;
+  const name = document.createElement('span');
+  name.className = 'file-name';
+  name.dataset.testid = 'file-name';
+  name.textContent = a.name || 'file';
+  const icon = document.createElement('span');
+  icon.className = 'file-icon';
+  icon.innerHTML = FILE_ICON;
+  const size = document.createElement('span');
+  size.className = 'file-size';
+  size.dataset.testid = 'file-size';
+  size.textContent = sizeText(a.size);
+  size.title = `${a.size} bytes, ${a.mime}`;
+  box.append(icon, name, size, downloadLink(a.blobId, a.name, 'file-link'));
+  return box;
+}
+
+/**
+ * A download link of a blob by its signed URL; a click on one that is about to expire
+ * asks for a new URL first. @param {string} blobId @param {string} name @param {string} testid
+ */
+function downloadLink(blobId, name, testid) {
+  const link = document.createElement('a');
+  link.dataset.testid = testid;
+  link.textContent = 'Download';
+  link.download = name || 'file';
+  const url = heldUrl(blobId);
+  if (url) link.href = url;
+  link.addEventListener('click', async (e) => {
+    if (heldUrl(blobId) === link.href) return;
+    e.preventDefault();
+    const fresh = await signedUrl(blobId);
+    if (!fresh) {
+      el.chatError.textContent = `${name}: the file is no longer available`;
+      return;
+    }
+    link.href = fresh;
+    link.click();
+  });
+  return link;
+}
+
+/** Opens the full image in the overlay. @param {import('./sdk.js').Attachment} a */
+async function openImage(a) {
+  blobEl.lightboxName.textContent = `${a.name} · ${a.width}×${a.height} · ${sizeText(a.size)}`;
+  blobEl.lightboxImg.removeAttribute('src');
+  blobEl.lightboxImg.alt = a.name;
+  blobEl.lightboxImg.dataset.blob = a.blobId;
+  blobEl.lightboxDownload.removeAttribute('href');
+  blobEl.lightboxDownload.download = a.name || 'image';
+  blobEl.lightbox.hidden = false;
+  const url = await signedUrl(a.blobId);
+  if (blobEl.lightboxImg.dataset.blob !== a.blobId || blobEl.lightbox.hidden) return;
+  if (!url) {
+    blobEl.lightboxName.textContent = `${a.name}: the image is no longer available`;
+    return;
+  }
+  blobEl.lightboxImg.src = url;
+  blobEl.lightboxDownload.href = url;
+}
+
+function closeLightbox() {
+  blobEl.lightbox.hidden = true;
+  blobEl.lightboxImg.removeAttribute('src');
+  delete blobEl.lightboxImg.dataset.blob;
+}
+
+/** A user's avatar as a small image, when they have one and its URL is at hand. @param {string} user */
+function avatarOf(user, big = false) {
+  const p = /** @type {any} */ (profiles.known.get(user));
+  if (!p?.avatar) return null;
+  const url = heldUrl(p.avatar);
+  if (!url) return null;
+  const img = document.createElement('img');
+  img.className = big ? 'avatar big' : 'avatar';
+  img.dataset.testid = 'avatar';
+  img.dataset.user = user;
+  img.alt = '';
+  img.src = url;
+  return img;
+}
+
+/**
+ * Hook of messageItem: the attachment above the caption, and the sender's avatar.
+ * @param {HTMLElement} li @param {Message} m
+ */
+function decorateMessage(li, m) {
+  const body = /** @type {HTMLElement} */ (li.querySelector('.text'));
+  if (m.attachment && !m.recalled && !m.expired && !m.deleted) {
+    li.classList.add(m.attachment.image ? 'has-image' : 'has-file');
+    li.insertBefore(attachmentView(m.attachment), body);
+    if (!m.text) body.hidden = true;
+  }
+  if (m.sender !== app.me) {
+    const av = avatarOf(m.sender);
+    if (av) li.querySelector('.meta')?.prepend(av);
+  }
+}
+
+/**
+ * Hook of renderChat's pending sends: an attachment still being sent shows its name
+ * (and the thumbnail it will have). @param {HTMLElement} li @param {PendingSend} p
+ */
+function decoratePending(li, p) {
+  const ref = p.options.attachment;
+  if (!ref) return;
+  const body = /** @type {HTMLElement} */ (li.querySelector('.text'));
+  // After a reload only the reference is left (the outbox keeps no thumbnail).
+  if (p.attachment) li.insertBefore(attachmentView(p.attachment), body);
+  else li.insertBefore(document.createTextNode(`File: ${ref.name}`), body);
+  if (!p.text) body.hidden = true;
+}
+
+/**
+ * Hook of renderChat: the attach button goes with the send button; the direct peer's
+ * avatar in the header. @param {Conv|null} c
+ */
+function renderBlobControls(c) {
+  const off = el.send.disabled || !c;
+  blobEl.attachInput.disabled = off;
+  blobEl.attach.classList.toggle('disabled', off);
+  document.querySelector('#chat-head > .avatar')?.remove();
+  if (c?.kind === 'direct' && c.peer) {
+    const av = avatarOf(c.peer, true);
+    if (av) el.chatPresence.after(av);
+  }
+}
+
+/** Hook of renderChat: the uploads into the open conversation, each with its progress. @param {Conv} c @param {DocumentFragment} frag */
+function uploadBubbles(c, frag) {
+  for (const u of blobs.uploads.values()) {
+    if (u.conv !== c.id) continue;
+    const pct = u.total ? Math.floor((u.sent / u.total) * 100) : 0;
+    const li = bubble(app.me, '', `uploading… ${pct}%`, true);
+    li.classList.add('pending', 'uploading');
+    li.dataset.testid = 'upload';
+    const body = /** @type {HTMLElement} */ (li.querySelector('.text'));
+    body.textContent = `${u.name} · ${sizeText(u.total)}`;
+    const bar = document.createElement('progress');
+    bar.dataset.testid = 'upload-progress';
+    bar.max = Math.max(1, u.total);
+    bar.value = u.sent;
+    bar.dataset.percent = String(pct);
+    li.append(bar);
+    frag.append(li);
+  }
+}
+
+/**
+ * Uploads `file` and sends it to the open conversation `c` as an image or file message.
+ * @param {Conv} c @param {File} file
+ */
+async function sendFile(c, file) {
+  const client = app.client;
+  if (!client || c.gone || c.peek) return;
+  if (file.size === 0) {
+    el.chatError.textContent = `${file.name}: the file is empty`;
+    return;
+  }
+  const name = attachmentName(file.name);
+  const target = c.kind === 'direct' && c.peer ? { user: c.peer } : { conversation: c.id };
+  const u = { id: blobs.nextUpload++, conv: c.id, name, sent: 0, total: file.size };
+  blobs.uploads.set(u.id, u);
+  el.chatError.textContent = '';
+  scheduleRender();
+  let info;
+  try {
+    info = await client.uploadBlob(file, '', (sent, total) => {
+      u.sent = sent;
+      u.total = total;
+      /** @type {any} */ (window).__tern.uploads.push({ name, sent, total });
+      scheduleRender();
+    });
+  } catch (err) {
+    if (client === app.client) el.chatError.textContent = `upload ${name}: ${errorText(err)}`;
+    return;
+  } finally {
+    blobs.uploads.delete(u.id);
+    scheduleRender();
+  }
+  if (client !== app.client) return;
+  const attachment = { blobId: info.blobId, name };
+  const p = client.sendAttachment(target, attachment);
+  app.pending.set(p.clientMsgId, {
+    clientMsgId: p.clientMsgId, conv: c.id, text: '', failed: null, ts: Date.now(), options: { attachment },
+    attachment: { ...info, name, image: info.width > 0 },
+  });
+  p.catch((err) => {
+    const q = app.pending.get(p.clientMsgId);
+    if (q && !q.failed) q.failed = errorText(err);
+    scheduleRender();
+  });
+  scheduleRender();
+}
+
+/** What a message with an attachment says in a preview or a quote. @param {Message} m */
+function attachmentPreview(m) {
+  const a = m.attachment;
+  if (!a) return null;
+  const label = a.image ? `Photo: ${a.name}` : `File: ${a.name}`;
+  return m.text ? `${label} ${m.text}` : label;
+}
+
+blobEl.attachInput.addEventListener('change', () => {
+  const c = app.open ? app.convs.get(app.open) : null;
+  const files = [...(blobEl.attachInput.files ?? [])];
+  blobEl.attachInput.value = '';
+  if (!c) return;
+  for (const f of files) sendFile(c, f);
+});
+
+blobEl.lightboxClose.addEventListener('click', closeLightbox);
+blobEl.lightbox.addEventListener('click', (e) => {
+  if (e.target === blobEl.lightbox) closeLightbox();
+});
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && !blobEl.lightbox.hidden) closeLightbox();
+});
+
+/** The avatar preview in the profile form. */
+function showOwnAvatar() {
+  const p = /** @type {any} */ (profiles.known.get(app.me));
+  const url = p?.avatar ? heldUrl(p.avatar) : null;
+  blobEl.avatarImg.hidden = !url;
+  if (url) blobEl.avatarImg.src = url;
+  blobEl.avatarRemove.hidden = !p?.avatar;
+  if (p?.avatar && !url) signedUrl(p.avatar).then((u) => u && showOwnAvatar());
+}
+
+blobEl.avatarInput.addEventListener('change', async () => {
+  const client = app.client;
+  const file = blobEl.avatarInput.files?.[0];
+  blobEl.avatarInput.value = '';
+  if (!client || !file) return;
+  try {
+    const info = await client.uploadBlob(file);
+    if (!info.width) {
+      el.chatError.textContent = `avatar: ${file.name} is not a PNG, JPEG, GIF or WebP image`;
+      return;
+    }
+    const p = await client.setAvatar(info.blobId);
+    profiles.known.set(p.user, p);
+    el.chatError.textContent = '';
+    showOwnAvatar();
+    scheduleRender();
+  } catch (err) {
+    el.chatError.textContent = `avatar: ${errorText(err)}`;
+  }
+});
+
+blobEl.avatarRemove.addEventListener('click', async () => {
+  const client = app.client;
+  if (!client) return;
+  try {
+    const p = await client.setAvatar('');
+    profiles.known.set(p.user, p);
+    showOwnAvatar();
+    scheduleRender();
+  } catch (err) {
+    el.chatError.textContent = `avatar: ${errorText(err)}`;
+  }
 });
 
 // ---- boot: resume the last user's session if its token is saved ----

@@ -51,6 +51,13 @@
 //                 this user's profile (from any device) or that of a direct peer or group
 //                 member changed (docs/PROTOCOL.md 9.12)
 //
+// Image and file messages (docs/PROTOCOL.md 9.14): `uploadBlob` sends the bytes first
+// (sha256 named up front, 512 KiB chunks in order, resumed from the server's offset after a
+// reconnect, as client-sdk/src/client/blobs.rs does), then `send` carries the blob as
+// `options.attachment` ({blobId, name}); a delivered message has `attachment` set (with the
+// server-made thumbnail of an image). `download` reads a blob back, checked against its id
+// (the sha256); `blobUrl` gives a short-lived signed http(s) URL for <img src> or a link.
+//
 // Edits and recalls are timeline entries like any message: a 'message' event whose
 // message has kind 'edit' (targetSeq now reads `text`) or 'recall' (targetSeq lost its
 // content); apply them to the target, do not show them as messages of their own.
@@ -171,6 +178,34 @@ export class TernError extends Error {
  * @property {string[]} [mentions] members mentioned by name
  * @property {boolean} [mentionAll] @all (groups; owners and admins only)
  * @property {number} [ttlSecs] time to live; 0 = never dropped
+ * @property {AttachmentRef} [attachment] an image or file message: the uploaded blob
+ *   (`uploadBlob`) and the file name to show; the body is then an optional caption
+ *
+ * @typedef {object} AttachmentRef A blob to attach to a message.
+ * @property {string} blobId the id `uploadBlob` returned (lowercase hex sha256)
+ * @property {string} name file name to show (at most 255 bytes, no '/' or control characters)
+ *
+ * @typedef {object} Attachment The file a delivered message carries (the server fills it in).
+ * @property {string} blobId
+ * @property {string} name
+ * @property {number} size bytes
+ * @property {string} mime e.g. image/png, application/pdf
+ * @property {number} width images: pixels (0 for other files)
+ * @property {number} height
+ * @property {Uint8Array} thumbnail images: a JPEG made by the server (longest side <= 320)
+ * @property {number} thumbnailWidth
+ * @property {number} thumbnailHeight
+ * @property {boolean} image an image message (the server decoded it: width is set)
+ *
+ * @typedef {object} BlobInfo What the server stored (`uploadBlob`).
+ * @property {string} blobId
+ * @property {number} size
+ * @property {string} mime the server's type (for images, the one it found in the bytes)
+ * @property {number} width images: pixels (0 for other files)
+ * @property {number} height
+ * @property {Uint8Array} thumbnail images: server-made JPEG
+ * @property {number} thumbnailWidth
+ * @property {number} thumbnailHeight
  *
  * @typedef {object} Cursors
  * @property {string} storeEpoch random id of the server's data; cursors of another epoch are void
@@ -202,6 +237,8 @@ export class TernError extends Error {
  * @property {boolean} expired its time to live passed before it reached this device: no content
  * @property {boolean} deleted this user deleted it for themselves: no content
  * @property {number} expiresMs server time after which it is not delivered (0: never)
+ * @property {Attachment|null} attachment an image or file message: the blob it carries
+ *   (`text` is then its caption, possibly empty)
  *
  * @typedef {object} GroupEventInfo What a SYSTEM message says happened (docs/PROTOCOL.md 9).
  * @property {string} kind CREATED, MEMBERS_ADDED, MEMBERS_REMOVED, MEMBER_LEFT, ROLE_CHANGED,
@@ -319,6 +356,44 @@ export function toMessage(m) {
     expired: !!m.expired,
     deleted: !!m.deleted,
     expiresMs: Number(m.expiresMs ?? 0),
+    attachment: m.attachment && m.attachment.blobId && !gone ? toAttachment(m.attachment) : null,
+  };
+}
+
+/** @param {any} b protobuf bytes (Uint8Array, or a Buffer in Node) @returns {Uint8Array} */
+function bytesOf(b) {
+  if (!b) return new Uint8Array();
+  return b instanceof Uint8Array ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : new Uint8Array(b);
+}
+
+/** @param {any} a protobuf Attachment @returns {Attachment} */
+function toAttachment(a) {
+  const width = Number(a.width ?? 0);
+  return {
+    blobId: a.blobId,
+    name: a.name ?? '',
+    size: Number(a.size ?? 0),
+    mime: a.mime ?? '',
+    width,
+    height: Number(a.height ?? 0),
+    thumbnail: bytesOf(a.thumbnail),
+    thumbnailWidth: Number(a.thumbnailWidth ?? 0),
+    thumbnailHeight: Number(a.thumbnailHeight ?? 0),
+    image: width > 0,
+  };
+}
+
+/** @param {any} b protobuf BlobInfo @returns {BlobInfo} */
+function toBlobInfo(b) {
+  return {
+    blobId: b.blobId,
+    size: Number(b.size ?? 0),
+    mime: b.mime ?? '',
+    width: Number(b.width ?? 0),
+    height: Number(b.height ?? 0),
+    thumbnail: bytesOf(b.thumbnail),
+    thumbnailWidth: Number(b.thumbnailWidth ?? 0),
+    thumbnailHeight: Number(b.thumbnailHeight ?? 0),
   };
 }
 
@@ -426,6 +501,89 @@ function fromBase64(b64) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------
+// Blobs (docs/PROTOCOL.md 9.14): helpers
+// ---------------------------------------------------------------------------------------
+
+/** Largest chunk of an upload or a download (the server's limit): 512 KiB. */
+export const BLOB_CHUNK = 512 * 1024;
+/** How many times in a row a transfer may lose its connection before it gives up. */
+const BLOB_RETRIES = 20;
+
+/** @param {Uint8Array} b */
+function hexOf(b) {
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * The sha256 of `data` (crypto.subtle: pages served over https or from localhost).
+ * @param {Uint8Array} data @returns {Promise<Uint8Array>}
+ */
+async function sha256(data) {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) {
+    throw new TernError('protocol', 'crypto.subtle is missing: blobs need a secure context (https, or localhost)');
+  }
+  return new Uint8Array(await subtle.digest('SHA-256', data));
+}
+
+/**
+ * A blob's id: the lowercase hex sha256 of its bytes.
+ * @param {Uint8Array} data @returns {Promise<string>}
+ */
+export async function blobIdOf(data) {
+  return hexOf(await sha256(data));
+}
+
+/**
+ * The image type the first bytes show (PNG, JPEG, GIF, WebP: the types the server decodes
+ * and thumbnails), or null.
+ * @param {Uint8Array} head at least the first 12 bytes
+ * @returns {'image/png'|'image/jpeg'|'image/gif'|'image/webp'|null}
+ */
+export function sniffImage(head) {
+  const at = (/** @type {number} */ i, /** @type {number[]} */ sig) => sig.every((b, k) => head[i + k] === b);
+  const ascii = (/** @type {string} */ t) => [...t].map((c) => c.charCodeAt(0));
+  if (at(0, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return 'image/png';
+  if (at(0, [0xff, 0xd8, 0xff])) return 'image/jpeg';
+  if (at(0, ascii('GIF87a')) || at(0, ascii('GIF89a'))) return 'image/gif';
+  if (at(0, ascii('RIFF')) && at(8, ascii('WEBP'))) return 'image/webp';
+  return null;
+}
+
+const MIME_RE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+$/;
+const DECODED_IMAGES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+
+/**
+ * The type to announce for these bytes: the image type their content shows; else the
+ * declared one (e.g. File.type) when it is a plain type the server takes and not one of
+ * the decoded image types (which the bytes would have to be); else application/octet-stream.
+ * @param {Uint8Array} data @param {string} [declared]
+ */
+export function blobMime(data, declared = '') {
+  const image = sniffImage(data.subarray(0, 16));
+  if (image) return image;
+  const d = (declared || '').trim().toLowerCase();
+  if (d.length <= 127 && MIME_RE.test(d) && !DECODED_IMAGES.has(d)) return d;
+  return 'application/octet-stream';
+}
+
+/** @param {File|Blob|Uint8Array|ArrayBuffer|ArrayBufferView} data @returns {Promise<Uint8Array>} */
+async function bytesFrom(data) {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (data && typeof (/** @type {any} */ (data).arrayBuffer) === 'function') {
+    return new Uint8Array(await /** @type {Blob} */ (data).arrayBuffer());
+  }
+  throw new TypeError('uploadBlob: a File, Blob, Uint8Array or ArrayBuffer');
+}
+
+/** A lost connection or an answer that did not come: the transfer asks again. @param {any} e */
+function transientTransfer(e) {
+  return e instanceof TernError && (e.code === 'connection-lost' || e.code === 'timeout');
+}
+
 function newClientMsgId() {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
   // Non-secure contexts (plain http on a non-localhost host) have no randomUUID.
@@ -458,7 +616,7 @@ function newClientMsgId() {
  */
 
 /**
- * A user's profile (docs/PROTOCOL.md 9.12); `avatar` is a blob id, '' until blobs exist.
+ * A user's profile (docs/PROTOCOL.md 9.12); `avatar` is a blob id ('' = none): an image anyone may read.
  * @typedef {{user: string, displayName: string, status: string, avatar: string, updatedMs: number}} Profile
  */
 
@@ -910,6 +1068,7 @@ function sendFrame(reqId, msg) {
       ...(o.mentions?.length ? { mentions: o.mentions } : {}),
       ...(o.mentionAll ? { mentionAll: true } : {}),
       ...(o.ttlSecs ? { ttlSecs: o.ttlSecs } : {}),
+      ...(o.attachment ? { attachment: { blobId: o.attachment.blobId, name: o.attachment.name } } : {}),
     },
   };
 }
@@ -923,6 +1082,12 @@ function cleanOptions(o) {
   if (Array.isArray(o.mentions) && o.mentions.length > 0) out.mentions = o.mentions.filter((u) => typeof u === 'string');
   if (o.mentionAll === true) out.mentionAll = true;
   if (Number.isSafeInteger(o.ttlSecs) && o.ttlSecs > 0) out.ttlSecs = o.ttlSecs;
+  // {blobId, name}; {blob_id, name} (the wire's spelling) is taken too.
+  const a = o.attachment;
+  const blobId = a && typeof a === 'object' ? (a.blobId ?? a.blob_id) : undefined;
+  if (typeof blobId === 'string' && blobId !== '') {
+    out.attachment = { blobId, name: typeof a.name === 'string' ? a.name : '' };
+  }
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
@@ -1212,6 +1377,16 @@ export class TernClient extends EventTarget {
   /** @param {Target} target @param {string} text @param {SendOptions} [options] */
   sendText(target, text, options = undefined) {
     return this.send(target, text, '', options);
+  }
+
+  /**
+   * An image or file message: `attachment` is a blob uploaded with `uploadBlob` and the file
+   * name to show; `caption` is the (optional) text. Like `send` (outbox, resends).
+   * @param {Target} target @param {AttachmentRef} attachment @param {string} [caption]
+   * @param {SendOptions} [options]
+   */
+  sendAttachment(target, attachment, caption = '', options = undefined) {
+    return this.send(target, caption, '', { ...(options ?? {}), attachment });
   }
 
   /**
@@ -1556,7 +1731,8 @@ export class TernClient extends EventTarget {
   /**
    * Changes this user's profile: an undefined field keeps its value, '' clears it (display
    * name at most 64 characters, status at most 256, no control characters).
-   * @param {{displayName?: string, status?: string}} change
+   * @param {{displayName?: string, status?: string, avatar?: string}} change avatar: a blob
+   *   id of an image (see `setAvatar`), '' removes it
    * @returns {Promise<Profile>} the profile after the change
    */
   async setProfile(change) {
@@ -1564,8 +1740,157 @@ export class TernClient extends EventTarget {
     const req = {};
     if (change.displayName !== undefined) req.displayName = change.displayName;
     if (change.status !== undefined) req.status = change.status;
+    if (change.avatar !== undefined) req.avatar = change.avatar;
     const f = await this.request({ setProfile: req });
     return profileOf(f.profileList.profiles[0]);
+  }
+
+  /**
+   * Sets (or with '' removes) this user's avatar: a blob id of an image this user uploaded
+   * (`uploadBlob`) or may read; anyone may then read it. @param {string} blobId
+   * @returns {Promise<Profile>}
+   */
+  async setAvatar(blobId) {
+    return this.setProfile({ avatar: blobId });
+  }
+
+  // ---- blobs: images and files (docs/PROTOCOL.md 9.14) ----
+
+  /**
+   * Uploads bytes as a blob and resolves with what the server stored (for images: size and
+   * thumbnail). The content is named first (sha256 and size: UploadBegin), so the server
+   * checks its limits before any byte goes out; then 512 KiB chunks in order, then
+   * UploadFinish. If the connection drops, it asks the server again once reconnected and
+   * goes on from the offset the server has stored; content this user already stored is
+   * not sent again. Attach the result with `send(target, caption, '', {attachment: {blobId, name}})`.
+   * @param {File|Blob|Uint8Array|ArrayBuffer} data
+   * @param {string} [mime] the type; default: `blobMime` of the bytes and the File's type
+   * @param {(sent: number, total: number) => void} [onProgress] bytes stored on the server
+   * @returns {Promise<BlobInfo>}
+   */
+  async uploadBlob(data, mime = '', onProgress = () => {}) {
+    const bytes = await bytesFrom(data);
+    const type = mime || blobMime(bytes, /** @type {any} */ (data).type);
+    const sha = await sha256(bytes);
+    const size = bytes.length;
+    let retries = 0;
+    /** Runs a request; null when it may be asked again (from UploadBegin). @param {object} body */
+    const ask = async (body) => {
+      try {
+        return await this.request(body);
+      } catch (e) {
+        if (transientTransfer(e) && retries < BLOB_RETRIES) {
+          retries++;
+          return null;
+        }
+        throw e;
+      }
+    };
+    for (;;) {
+      const b = await ask({ uploadBegin: { sha256: sha, size, mime: type } });
+      if (!b) continue;
+      const state = b.uploadState;
+      if (state.blob) {
+        onProgress(size, size);
+        return toBlobInfo(state.blob);
+      }
+      const id = state.uploadId;
+      let offset = Number(state.offset);
+      onProgress(offset, size);
+      let again = false;
+      while (offset < size) {
+        const chunk = bytes.subarray(offset, Math.min(size, offset + BLOB_CHUNK));
+        let f;
+        try {
+          f = await this.request({ uploadChunk: { uploadId: id, offset, data: chunk } });
+        } catch (e) {
+          // Lost: the chunk may or may not have landed; INVALID_ARGUMENT: someone else (another
+          // device of this user) moved the upload on. Either way, ask where the server is.
+          const moved = e instanceof TernError && e.code === ErrorCode.INVALID_ARGUMENT;
+          if ((transientTransfer(e) || moved) && retries < BLOB_RETRIES) {
+            retries++;
+            again = true;
+            break;
+          }
+          throw e;
+        }
+        offset = Number(f.uploadState.offset);
+        retries = 0;
+        onProgress(offset, size);
+      }
+      if (again) continue;
+      // It may have finished before a lost answer: UploadBegin then answers with the blob.
+      const fin = await ask({ uploadFinish: { uploadId: id } });
+      if (!fin) continue;
+      return toBlobInfo(fin.blobInfo);
+    }
+  }
+
+  /**
+   * Downloads a blob this user may read (an upload of theirs, an attachment of a message
+   * they can see, anyone's avatar) whole, in 512 KiB chunks, going on from the bytes it
+   * has after a reconnect; rejects unless the bytes hash to `blobId`.
+   * @param {string} blobId
+   * @param {(received: number, total: number) => void} [onProgress]
+   * @returns {Promise<{bytes: Uint8Array, mime: string}>}
+   */
+  async download(blobId, onProgress = () => {}) {
+    /** @type {Uint8Array|null} */
+    let out = null;
+    let mime = '';
+    let offset = 0;
+    let retries = 0;
+    for (;;) {
+      let f;
+      try {
+        f = await this.request({ download: { blobId, offset, length: BLOB_CHUNK } });
+      } catch (e) {
+        if (transientTransfer(e) && retries < BLOB_RETRIES) {
+          retries++;
+          continue;
+        }
+        throw e;
+      }
+      retries = 0;
+      const c = f.blobChunk;
+      const size = Number(c.size);
+      const data = bytesOf(c.data);
+      if (Number(c.offset) !== offset) throw new TernError('protocol', `chunk at ${c.offset}, asked for ${offset}`);
+      if (!out) {
+        out = new Uint8Array(size);
+        mime = c.mime ?? '';
+      }
+      if (out.length !== size) throw new TernError('protocol', `blob size changed from ${out.length} to ${size}`);
+      if (data.length === 0 && offset < size) throw new TernError('protocol', `empty chunk at ${offset} of ${size}`);
+      if (offset + data.length > size) throw new TernError('protocol', `chunk past the end (${size} bytes)`);
+      out.set(data, offset);
+      offset += data.length;
+      if (data.length > 0) onProgress(offset, size);
+      if (offset >= size) break;
+    }
+    if ((await blobIdOf(out)) !== blobId) {
+      throw new TernError('protocol', `downloaded bytes do not hash to ${blobId}`);
+    }
+    return { bytes: out, mime };
+  }
+
+  /**
+   * A short-lived signed URL of a blob this user may read, for a plain HTTP GET (an
+   * <img src>, a download link): the server's web listener (the http(s) origin of this
+   * client's ws(s) URL) + the path GetBlobUrl answers. Refused after `expiresMs` (server
+   * time; compare with `session.serverTimeMs`, not the local clock).
+   * @param {string} blobId
+   * @returns {Promise<{url: string, path: string, expiresMs: number}>}
+   */
+  async blobUrl(blobId) {
+    const f = await this.request({ getBlobUrl: { blobId } });
+    const u = new URL(this.url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    return {
+      url: new URL(f.blobUrl.path, u.origin).href,
+      path: f.blobUrl.path,
+      expiresMs: Number(f.blobUrl.expiresMs ?? 0),
+    };
   }
 
   /**
