@@ -24,7 +24,12 @@ const {
   isValidDevice,
   isValidPassword,
   livenessTimeoutMs,
+  sniffImage,
+  blobMime,
+  blobIdOf,
+  BLOB_CHUNK,
 } = await import('../src/sdk.js');
+const { createHash } = await import('node:crypto');
 
 class MemStorage {
   constructor() {
@@ -1110,5 +1115,210 @@ test('contacts: requests go on the wire, contacts() maps states, contact system 
   assert.equal(m[0].kind, 'system');
   assert.deepEqual(m[0].contact, { kind: 'ACCEPTED', actor: 'bob', user: 'alice', message: '' });
   assert.equal(m[0].event, null);
+  client.close();
+});
+
+// ---- blobs: images and files (docs/PROTOCOL.md 9.14) ----
+
+/** Waits for the client's next request of `kind` on `ws` and takes it. */
+async function nextRequest(ws, kind) {
+  await until(() => ws.sent.some((f) => f.body === kind), `a ${kind} request`);
+  const f = ws.sent.find((x) => x.body === kind);
+  ws.sent = ws.sent.filter((x) => x !== f);
+  return f;
+}
+
+/** Seeded bytes. */
+function noise(n, seed = 7) {
+  const b = new Uint8Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    b[i] = s >>> 24;
+  }
+  return b;
+}
+
+const hexSha = (b) => createHash('sha256').update(b).digest('hex');
+
+test('blob helpers: images are sniffed from their bytes, the announced type follows, ids are sha256', async () => {
+  const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]);
+  const riff = new TextEncoder().encode('RIFF\0\0\0\0WEBPVP8 ');
+  assert.equal(sniffImage(png), 'image/png');
+  assert.equal(sniffImage(Uint8Array.from([0xff, 0xd8, 0xff, 0xe0])), 'image/jpeg');
+  assert.equal(sniffImage(new TextEncoder().encode('GIF89a....')), 'image/gif');
+  assert.equal(sniffImage(riff), 'image/webp');
+  assert.equal(sniffImage(new TextEncoder().encode('%PDF-1.4')), null);
+  assert.equal(blobMime(png, 'application/octet-stream'), 'image/png', 'the content decides for images');
+  assert.equal(blobMime(new TextEncoder().encode('%PDF-1.4'), 'application/pdf'), 'application/pdf');
+  assert.equal(blobMime(new TextEncoder().encode('not a png'), 'image/png'), 'application/octet-stream', 'no image type for non-image bytes');
+  assert.equal(blobMime(new TextEncoder().encode('x'), 'text/plain; charset=utf-8'), 'application/octet-stream', 'only plain types');
+  assert.equal(blobMime(new TextEncoder().encode('x'), ''), 'application/octet-stream');
+  assert.equal(await blobIdOf(new TextEncoder().encode('abc')), hexSha('abc'));
+});
+
+test('uploadBlob: named by sha256 first, 512 KiB chunks in order, resumed from the server offset after a reconnect', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const data = noise(BLOB_CHUNK * 2 + 1000);
+  const id = hexSha(data);
+  /** @type {[number, number][]} */
+  const progress = [];
+  const done = client.uploadBlob(data, 'application/pdf', (sent, total) => progress.push([sent, total]));
+  const begin = await nextRequest(ws, 'uploadBegin');
+  assert.equal(Buffer.from(begin.uploadBegin.sha256).toString('hex'), id);
+  assert.deepEqual([begin.uploadBegin.size, begin.uploadBegin.mime], [data.length, 'application/pdf']);
+  ws.recv({ reqId: begin.reqId, uploadState: { uploadId: id, offset: 0, size: data.length } });
+  const c1 = await nextRequest(ws, 'uploadChunk');
+  assert.deepEqual([c1.uploadChunk.uploadId, c1.uploadChunk.offset, c1.uploadChunk.data.length], [id, 0, BLOB_CHUNK]);
+  assert.ok(Buffer.from(c1.uploadChunk.data).equals(Buffer.from(data.subarray(0, BLOB_CHUNK))));
+  ws.recv({ reqId: c1.reqId, uploadState: { uploadId: id, offset: BLOB_CHUNK, size: data.length } });
+  const c2 = await nextRequest(ws, 'uploadChunk');
+  assert.equal(c2.uploadChunk.offset, BLOB_CHUNK);
+  // The connection drops before the answer (the chunk did land): after the reconnect the
+  // client asks where the server is and goes on from there.
+  ws.serverClose();
+  await until(() => FakeWS.all.length === 2, 'a reconnect');
+  const ws2 = FakeWS.last();
+  ws2.open();
+  ws2.recv(emptySyncResult(loginAndSync(ws2)));
+  const again = await nextRequest(ws2, 'uploadBegin');
+  assert.equal(Buffer.from(again.uploadBegin.sha256).toString('hex'), id);
+  ws2.recv({ reqId: again.reqId, uploadState: { uploadId: id, offset: BLOB_CHUNK * 2, size: data.length } });
+  const c3 = await nextRequest(ws2, 'uploadChunk');
+  assert.deepEqual([c3.uploadChunk.offset, c3.uploadChunk.data.length], [BLOB_CHUNK * 2, 1000]);
+  assert.ok(Buffer.from(c3.uploadChunk.data).equals(Buffer.from(data.subarray(BLOB_CHUNK * 2))));
+  ws2.recv({ reqId: c3.reqId, uploadState: { uploadId: id, offset: data.length, size: data.length } });
+  const fin = await nextRequest(ws2, 'uploadFinish');
+  assert.equal(fin.uploadFinish.uploadId, id);
+  ws2.recv({ reqId: fin.reqId, blobInfo: { blobId: id, size: data.length, mime: 'application/pdf' } });
+  const info = await done;
+  assert.equal(info.blobId, id);
+  assert.equal(info.size, data.length);
+  assert.equal(info.width, 0);
+  assert.deepEqual(progress, [
+    [0, data.length],
+    [BLOB_CHUNK, data.length],
+    [BLOB_CHUNK * 2, data.length],
+    [data.length, data.length],
+  ]);
+  assert.equal(ws.sent.filter((f) => f.body === 'uploadChunk').length + ws2.sent.filter((f) => f.body === 'uploadChunk').length, 0);
+  client.close();
+});
+
+test('uploadBlob: content already stored sends no chunk; a refusal rejects; an image comes back with its thumbnail', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const data = noise(10);
+  const progress = [];
+  const p = client.uploadBlob(data, '', (s, t) => progress.push([s, t]));
+  const b = await nextRequest(ws, 'uploadBegin');
+  assert.equal(b.uploadBegin.mime, 'application/octet-stream', 'no type given: from the content');
+  const thumb = Uint8Array.from([0xff, 0xd8, 0xff, 1, 2, 3]);
+  ws.recv({
+    reqId: b.reqId,
+    uploadState: {
+      uploadId: 'x', offset: 10, size: 10,
+      blob: { blobId: hexSha(data), size: 10, mime: 'image/png', width: 64, height: 48, thumbnail: thumb, thumbnailWidth: 64, thumbnailHeight: 48 },
+    },
+  });
+  const info = await p;
+  assert.deepEqual([info.width, info.height, info.thumbnailWidth, [...info.thumbnail]], [64, 48, 64, [...thumb]]);
+  assert.ok(info.thumbnail instanceof Uint8Array);
+  assert.deepEqual(progress, [[10, 10]]);
+  assert.equal(ws.sent.filter((f) => f.body === 'uploadChunk').length, 0);
+  const q = client.uploadBlob(data, 'application/pdf');
+  const b2 = await nextRequest(ws, 'uploadBegin');
+  ws.recv({ reqId: b2.reqId, error: { code: ErrorCode.RESOURCE_EXHAUSTED, message: 'quota exceeded' } });
+  await assert.rejects(q, (e) => e.codeName === 'RESOURCE_EXHAUSTED');
+  client.close();
+});
+
+test('download: chunks in order, checked against the blob id; bytes that do not hash to it reject', async () => {
+  const { client, ws } = makeClient();
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const data = noise(BLOB_CHUNK + 5, 3);
+  const id = hexSha(data);
+  /** Serves the next Download request from `bytes`. */
+  const serve = async (bytes) => {
+    const d = await nextRequest(ws, 'download');
+    assert.equal(d.download.blobId, id);
+    const off = Number(d.download.offset);
+    const chunk = bytes.subarray(off, off + Math.min(d.download.length || BLOB_CHUNK, BLOB_CHUNK));
+    ws.recv({ reqId: d.reqId, blobChunk: { blobId: id, offset: off, data: chunk, size: bytes.length, mime: 'application/pdf' } });
+    return off;
+  };
+  const progress = [];
+  const p = client.download(id, (got, total) => progress.push([got, total]));
+  assert.deepEqual([await serve(data), await serve(data)], [0, BLOB_CHUNK]);
+  const got = await p;
+  assert.equal(got.mime, 'application/pdf');
+  assert.ok(Buffer.from(got.bytes).equals(Buffer.from(data)));
+  assert.deepEqual(progress, [[BLOB_CHUNK, data.length], [data.length, data.length]]);
+  const bad = Uint8Array.from(data);
+  bad[7] ^= 1;
+  const q = client.download(id);
+  await serve(bad);
+  await serve(bad);
+  await assert.rejects(q, /do not hash/);
+  client.close();
+});
+
+test('attachments: Send carries {blobId, name}, kept in the saved outbox; messages carry the attachment; blobUrl and setAvatar', async () => {
+  const storage = new MemStorage();
+  const { client, ws } = makeClient({ storage });
+  ws.recv(emptySyncResult(loginAndSync(ws)));
+  const id = 'ab'.repeat(32);
+  const sent = client.sendAttachment({ user: 'bob' }, { blobId: id, name: 'report.pdf' });
+  sent.catch(() => {});
+  const viaWire = client.send({ user: 'bob' }, 'caption', '', { attachment: { blob_id: id, name: 'x.png' } });
+  viaWire.catch(() => {});
+  const [s1, s2] = ws.take('send').map((f) => f.send);
+  assert.deepEqual([s1.attachment.blobId, s1.attachment.name, s1.peer], [id, 'report.pdf', 'bob']);
+  assert.deepEqual([s2.attachment.blobId, s2.attachment.name], [id, 'x.png'], 'blob_id is taken too');
+  assert.deepEqual(loadState('alice', storage).outbox.map((m) => m.options), [
+    { attachment: { blobId: id, name: 'report.pdf' } },
+    { attachment: { blobId: id, name: 'x.png' } },
+  ]);
+  // A delivered image message.
+  const got = [];
+  client.on('message', (d) => got.push(d.message));
+  const thumb = Uint8Array.from([0xff, 0xd8, 0xff, 9]);
+  ws.recv({
+    reqId: 0,
+    push: {
+      inboxSeq: 1,
+      message: msg('d:alice:bob', 1, 'bob', {
+        body: new Uint8Array(),
+        attachment: { blobId: id, name: 'cat.png', size: 900, mime: 'image/png', width: 640, height: 480, thumbnail: thumb, thumbnailWidth: 320, thumbnailHeight: 240 },
+      }),
+    },
+  });
+  ws.recv({ reqId: 0, push: { inboxSeq: 2, message: msg('d:alice:bob', 2, 'bob') } });
+  await until(() => got.length === 2, 'two messages');
+  const a = got[0].attachment;
+  assert.deepEqual(
+    [a.blobId, a.name, a.size, a.mime, a.width, a.height, a.thumbnailWidth, a.thumbnailHeight, a.image, got[0].text],
+    [id, 'cat.png', 900, 'image/png', 640, 480, 320, 240, true, ''],
+  );
+  assert.deepEqual([...a.thumbnail], [...thumb]);
+  assert.equal(got[1].attachment, null, 'a text message has none');
+  // A signed URL on the ws URL's host, as http.
+  const u = client.blobUrl(id);
+  const [g] = ws.take('getBlobUrl');
+  assert.equal(g.getBlobUrl.blobId, id);
+  ws.recv({ reqId: g.reqId, blobUrl: { path: `/blob/${id}?e=5&s=ff`, expiresMs: 5 } });
+  assert.deepEqual(await u, { url: `http://test/blob/${id}?e=5&s=ff`, path: `/blob/${id}?e=5&s=ff`, expiresMs: 5 });
+  const av = client.setAvatar(id);
+  const [sp] = ws.take('setProfile');
+  assert.equal(sp.setProfile.avatar, id);
+  assert.ok(sp.setProfile.displayName == null && sp.setProfile.status == null, 'only the avatar changes');
+  ws.recv({ reqId: sp.reqId, profileList: { profiles: [{ user: 'alice', avatar: id }] } });
+  assert.equal((await av).avatar, id);
+  const rm = client.setAvatar('');
+  const [sp2] = ws.take('setProfile');
+  assert.ok(Object.hasOwn(sp2.setProfile, 'avatar') && sp2.setProfile.avatar === '', "'' removes the avatar");
+  ws.recv({ reqId: sp2.reqId, profileList: { profiles: [{ user: 'alice' }] } });
+  assert.equal((await rm).avatar, '');
   client.close();
 });
