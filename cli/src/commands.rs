@@ -32,7 +32,7 @@ pub enum Dest {
 }
 
 impl Dest {
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         match self {
             Dest::User(u) => check_username(u),
             Dest::Group(g) if g.is_empty() => Err(Failure::usage("--group needs a group id")),
@@ -40,7 +40,7 @@ impl Dest {
         }
     }
 
-    fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         match self {
             Dest::User(u) => Target::User(u.clone()),
             Dest::Group(g) => Target::Conversation(g.clone()),

@@ -28,6 +28,7 @@ mod admin;
 mod commands;
 mod contacts;
 mod error;
+mod files;
 mod output;
 mod people;
 mod profile;
@@ -123,12 +124,17 @@ enum Command {
     Send {
         #[command(flatten)]
         dest: SendDest,
-        /// The message (several words are joined with spaces).
-        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        /// The message (several words are joined with spaces); with --file, its caption.
+        #[arg(required_unless_present_any = ["stdin", "file"], conflicts_with = "stdin")]
         text: Vec<String>,
         /// Send every line of stdin as one message, pipelined, in order.
         #[arg(long)]
         stdin: bool,
+        /// Send this file: an image message for a PNG, JPEG, GIF or WebP (by content),
+        /// a file message otherwise. Uploaded first (resumed across reconnects, with a
+        /// progress line on a terminal); the ack line adds "blob", "size" and "sha256".
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["stdin", "reply_to", "mention", "ttl"])]
+        file: Option<std::path::PathBuf>,
         /// Reply to this message (a seq of the same conversation).
         #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
         reply_to: Option<u64>,
@@ -141,6 +147,15 @@ enum Command {
         /// within SECS it gives up (code EXPIRED). Default: never dropped.
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
         ttl: Option<u32>,
+    },
+    /// Download a blob (an image or file a message carries, its "blob" field) into a
+    /// file, checked against its sha256; prints {"blob":..,"size":N,"sha256":..,"mime":..}.
+    Download {
+        /// The blob id: 64 hex digits
+        blob: String,
+        /// Where to write it (written whole or not at all)
+        #[arg(long, short, value_name = "PATH")]
+        output: std::path::PathBuf,
     },
     /// Print missed messages (then live ones with --follow) as JSON lines, and events as
     /// lines with an "event" field: "read" (your other device read) and "receipt" (another
@@ -447,7 +462,7 @@ enum ProfileCommand {
         /// Status text, at most 256 characters
         #[arg(long)]
         status: Option<String>,
-        /// Not available yet: avatars need blob upload (refused with exit code 2)
+        /// Avatar: a PNG, JPEG, GIF or WebP image file, uploaded ("" removes it)
         #[arg(long, value_name = "FILE")]
         avatar: Option<String>,
     },
@@ -589,16 +604,24 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Send {
             dest: d,
             text,
+            file: Some(path),
+            ..
+        } => files::send_file(&ctx, dest(d.to, d.group), path, text.join(" ")).await,
+        Command::Send {
+            dest: d,
+            text,
             stdin,
             reply_to,
             mention,
             ttl,
+            file: None,
         } => {
             let text = (!stdin).then(|| text.join(" "));
             let mut options = commands::mention_options(reply_to, &mention)?;
             options.ttl_secs = ttl.unwrap_or(0);
             commands::send(&ctx, dest(d.to, d.group), text, stdin, options).await
         }
+        Command::Download { blob, output } => files::download(&ctx, blob, output).await,
         Command::Sync { follow, idle_exit } => commands::sync(&ctx, follow, idle_exit).await,
         Command::History {
             dest: d,

@@ -80,6 +80,16 @@ pub struct MessageLine<'a> {
     /// Its time-to-live passed before it reached this device: no text.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub expired: bool,
+    /// An image or file message: the blob id (`tern download`), the file name, its size
+    /// and type; `text` is then the caption.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime: Option<&'a str>,
 }
 
 /// The content of a message is gone (recalled, expired, deleted for this user).
@@ -181,6 +191,10 @@ impl<'a> MessageLine<'a> {
             edited: m.edited && !content_gone(m),
             recalled: m.recalled,
             expired: m.expired,
+            blob: m.attachment.as_ref().map(|a| a.blob_id.as_str()),
+            name: m.attachment.as_ref().map(|a| a.name.as_str()),
+            size: m.attachment.as_ref().map(|a| a.size),
+            mime: m.attachment.as_ref().map(|a| a.mime.as_str()),
         }
     }
 }
@@ -499,7 +513,26 @@ pub fn human_text(m: &pb::Message) -> String {
         };
     }
     let Some(e) = system_event(m) else {
-        let text = String::from_utf8_lossy(&m.body).into_owned();
+        let mut text = String::from_utf8_lossy(&m.body).into_owned();
+        if let Some(a) = &m.attachment {
+            let kind = if a.width > 0 { "image" } else { "file" };
+            let what = format!(
+                "[{kind} {} {} KiB{}, blob {}]",
+                a.name,
+                a.size.div_ceil(1024),
+                if a.width > 0 {
+                    format!(" {}x{}", a.width, a.height)
+                } else {
+                    String::new()
+                },
+                a.blob_id
+            );
+            text = if text.is_empty() {
+                what
+            } else {
+                format!("{what} {text}")
+            };
+        }
         return if m.edited {
             format!("{text} (edited)")
         } else {

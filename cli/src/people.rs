@@ -1,6 +1,5 @@
-//! `tern profile set|get` and `tern users search`: display names, status texts and user
-//! search (docs/PROTOCOL.md 9.12). Avatars need blob upload, which does not exist yet:
-//! `--avatar` is refused with a usage error that says so.
+//! `tern profile set|get` and `tern users search`: display names, status texts, avatars
+//! (an uploaded image, see [`crate::files`]) and user search (docs/PROTOCOL.md 9.12).
 
 use std::collections::HashSet;
 
@@ -54,24 +53,29 @@ pub async fn set(
     status: Option<String>,
     avatar: Option<String>,
 ) -> Result<()> {
-    if avatar.is_some() {
+    if name.is_none() && status.is_none() && avatar.is_none() {
         return Err(Failure::usage(
-            "avatars need blob upload, which is not available yet; set --name or --status",
-        ));
-    }
-    if name.is_none() && status.is_none() {
-        return Err(Failure::usage(
-            "nothing to set: give --name and/or --status",
+            "nothing to set: give --name, --status and/or --avatar",
         ));
     }
     let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
-    let result = sess
-        .request("cannot set the profile", true, || {
-            client.set_profile(name.as_deref(), status.as_deref())
-        })
-        .await;
+    let mut result = Ok(None);
+    if name.is_some() || status.is_some() {
+        result = sess
+            .request("cannot set the profile", true, || {
+                client.set_profile(name.as_deref(), status.as_deref())
+            })
+            .await
+            .map(Some);
+    }
+    if let (Ok(_), Some(file)) = (&result, &avatar) {
+        result = crate::files::set_avatar(&mut sess, &client, file)
+            .await
+            .map(Some);
+    }
     sess.close(&HashSet::new()).await;
-    print_profile(ctx, &result?)
+    let profile = result?.expect("something was set");
+    print_profile(ctx, &profile)
 }
 
 /// `tern profile get USER...`: one line per user that exists, in the order given.

@@ -1,5 +1,5 @@
 //! `tern profile set|get` and `tern users search` (the real binary against a real
-//! server on port 0): JSON lines, the avatar refusal, errors and their exit codes.
+//! server on port 0): JSON lines, errors and their exit codes (avatars: files.rs).
 
 mod common;
 
@@ -78,17 +78,13 @@ async fn profiles_are_set_shown_and_users_found() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn avatars_and_bad_input_are_refused_with_exit_code_2() {
+async fn a_missing_avatar_file_and_bad_input_are_refused_with_exit_code_2() {
     let server = TestServer::start().await;
     let t = Tern::new(&server);
     t.account("pic");
     let out = t.run("pic", &["profile", "set", "--avatar", "me.png"]);
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("avatars need blob upload"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("cannot read me.png"), "{}", out.stderr);
     assert_eq!(t.run("pic", &["profile", "set"]).code, 2, "nothing to set");
     assert_eq!(
         t.run("pic", &["users", "search", "p"]).code,

@@ -76,6 +76,11 @@ impl Tern {
         }
     }
 
+    /// The working directory the commands run in (files for `--file` go here).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn account(&self, user: &str) {
         self.run(user, &["register", user, "--password", PASSWORD])
             .ok();
