@@ -130,6 +130,8 @@ const el = {
   joinChannel: /** @type {HTMLButtonElement} */ ($('join-channel')),
   peopleSearch: /** @type {HTMLInputElement} */ ($('people-search')),
   peopleList: $('people-list'),
+  messageSearch: /** @type {HTMLInputElement} */ ($('message-search')),
+  messageHits: $('message-hits'),
   profileToggle: /** @type {HTMLButtonElement} */ ($('profile-toggle')),
   profileForm: /** @type {HTMLFormElement} */ ($('profile-form')),
   profileName: /** @type {HTMLInputElement} */ ($('profile-name')),
@@ -209,6 +211,57 @@ async function searchPeople() {
     el.peopleList.replaceChildren(frag);
   } catch (e) {
     if (asked === peopleAsked) el.chatError.textContent = `search: ${errorText(e)}`;
+  }
+}
+
+/** Messages found by the message search box (the newest answer wins). */
+let hitsAsked = 0;
+async function searchHistory() {
+  const client = app.client;
+  const query = el.messageSearch.value.trim();
+  const asked = ++hitsAsked;
+  if (!client || !query) {
+    el.messageHits.replaceChildren();
+    return;
+  }
+  /** @param {string} text @param {string} testid */
+  const note = (text, testid) => {
+    const li = document.createElement('li');
+    li.className = 'hint';
+    li.dataset.testid = testid;
+    li.textContent = text;
+    return li;
+  };
+  try {
+    const found = await client.searchMessages(query, { limit: 20 });
+    if (client !== app.client || asked !== hitsAsked) return;
+    const frag = document.createDocumentFragment();
+    for (const m of found.messages) {
+      const c = app.convs.get(m.conversation);
+      const where = c ? c.name : directPeer(m.conversation, app.me) || m.conversation;
+      const li = document.createElement('li');
+      li.dataset.testid = 'message-hit';
+      li.dataset.conv = m.conversation;
+      li.dataset.seq = String(m.seq);
+      li.tabIndex = 0;
+      const who = document.createElement('b');
+      who.textContent = m.sender === app.me ? 'you' : m.sender;
+      const when = new Date(m.serverTimeMs).toLocaleString();
+      li.append(who, ` in ${where}: `, m.text ?? (m.attachment ? m.attachment.name : ''));
+      li.title = `${when}: open the chat`;
+      li.addEventListener('click', () => {
+        ensureConv(m.conversation, c?.name);
+        el.messageSearch.value = '';
+        el.messageHits.replaceChildren();
+        openConv(m.conversation);
+      });
+      frag.append(li);
+    }
+    if (found.messages.length === 0) frag.append(note('No messages found', 'message-hits-none'));
+    if (found.indexLag > 0) frag.append(note(`${found.indexLag} newest not searchable yet`, 'message-hits-lag'));
+    el.messageHits.replaceChildren(frag);
+  } catch (e) {
+    if (asked === hitsAsked) el.messageHits.replaceChildren(note(`search: ${errorText(e)}`, 'message-hits-error'));
   }
 }
 
@@ -1889,6 +1942,12 @@ el.register.addEventListener('click', async () => {
     return;
   }
   startClient(cred.username, cred.password, cred.device);
+});
+
+let hitsTimer = /** @type {any} */ (null);
+el.messageSearch.addEventListener('input', () => {
+  clearTimeout(hitsTimer);
+  hitsTimer = setTimeout(searchHistory, 300);
 });
 
 let peopleTimer = /** @type {any} */ (null);

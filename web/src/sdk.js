@@ -1917,6 +1917,30 @@ export class TernClient extends EventTarget {
   }
 
   /**
+   * Full-text search over the messages this user can read, newest first
+   * (docs/PROTOCOL.md 9.15): every word of `query` must occur (case-insensitive, whole
+   * words); Chinese, Japanese and Korean text matches its characters in order ("世界" finds
+   * "你好世界"). `conversation` keeps to one conversation, `sender` to one sender's messages;
+   * `limit` 0 = 20 (at most 100); `page` is the `nextPage` of the previous answer ("" = the
+   * newest hits). The hits are the messages as history serves them now (an edited one with
+   * its current text; recalled, expired and deleted ones are never hits). `indexLag`:
+   * messages stored but not yet searchable. Errors: INVALID_ARGUMENT for an empty query, one
+   * over 256 bytes or with nothing to search for; RATE_LIMITED when searching too fast.
+   * @param {string} query
+   * @param {{conversation?: string, sender?: string, limit?: number, page?: string}} [opts]
+   * @returns {Promise<{messages: Message[], nextPage: string, indexLag: number}>}
+   */
+  async searchMessages(query, { conversation = '', sender = '', limit = 0, page = '' } = {}) {
+    const f = await this.request({ searchMessages: { query, conversation, sender, limit, page } });
+    const r = f.searchResult;
+    return {
+      messages: (r.messages ?? []).map(toMessage),
+      nextPage: r.nextPage ?? '',
+      indexLag: Number(r.indexLag ?? 0),
+    };
+  }
+
+  /**
    * Asks `user` to be friends (accepts their request if they asked first). Contact changes
    * reach every device of both users as system messages with `contact` set
    * (docs/PROTOCOL.md 9.13). @param {string} user @param {string} [message]
