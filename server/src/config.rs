@@ -217,8 +217,8 @@ settings! {
         /// Bytes of blobs one user may have stored, in bytes (1 GiB); a blob counts for
         /// each user who uploaded it
         blob_quota_bytes: u64 = 1 << 30, "TERN_BLOB_QUOTA_BYTES";
-        /// A blob no message or avatar references is removed this long after its upload
-        /// (or after its last reference went), in seconds; unfinished uploads too
+        /// A blob no live message or avatar references is removed once this long has
+        /// passed since its upload, in seconds; unfinished uploads too
         blob_grace_secs: u64 = 24 * 3600, "TERN_BLOB_GRACE_SECS";
         /// Lifetime of a signed blob URL (GetBlobUrl), in seconds
         blob_url_ttl_secs: u64 = 300, "TERN_BLOB_URL_TTL_SECS";
