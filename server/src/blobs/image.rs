@@ -681,7 +681,7 @@ mod tests {
 
         std::fs::write(&path, b"text, not an image").unwrap();
         assert!(matches!(summarize_file(&path), Err(ImageError::NotAnImage)));
-        std::fs::write(&path, &png_claiming(20_000, 20_000)).unwrap();
+        std::fs::write(&path, png_claiming(20_000, 20_000)).unwrap();
         assert!(matches!(
             summarize_file(&path),
             Err(ImageError::TooLarge { .. })
