@@ -4,210 +4,28 @@
 //
 // Needs: `cargo build -p tern-server -p tern-cli` (binaries in ../target/debug, or set
 // TERN_SERVER_BIN / TERN_CLI_BIN), `npm run build` (web/dist), and Chromium
-// (`apt-get install chromium`, or set CHROMIUM_BIN).
+// (`apt-get install chromium`, or set CHROMIUM_BIN). Harness (server, browser, cleanups,
+// sign-in): ./support.mjs.
 
-import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-
-const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const REPO = resolve(WEB, '..');
-const DIST = join(WEB, 'dist');
-const RESULTS = join(WEB, 'test-results');
-const SERVER_BIN = process.env.TERN_SERVER_BIN || join(REPO, 'target', 'debug', 'tern-server');
-const CLI_BIN = process.env.TERN_CLI_BIN || join(REPO, 'target', 'debug', 'tern');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const PASSWORD = 'correct horse battery';
-/** Bound on every single wait in these tests. */
-const WAIT_MS = 15_000;
-const TEST_TIMEOUT_MS = 120_000;
-
-/** @type {import('playwright-core').Browser} */
-let browser;
-/** Cleanups of the running test, run last-in first-out. @type {(() => Promise<void>|void)[]} */
-let cleanups = [];
-
-function requireFile(path, what) {
-  if (!existsSync(path)) throw new Error(`${what} not found at ${path}`);
-}
-
-before(async () => {
-  if (!existsSync(SERVER_BIN)) {
-    throw new Error(
-      `tern-server binary not found at ${SERVER_BIN}. Build it first: ` +
-        `(cd ${REPO} && cargo build -p tern-server -p tern-cli), or set TERN_SERVER_BIN.`,
-    );
-  }
-  if (!existsSync(join(DIST, 'index.html')) || !existsSync(join(DIST, 'app.js'))) {
-    throw new Error(`the web page is not built (${DIST}): run \`npm run build\` in ${WEB} first.`);
-  }
-  requireFile(CHROMIUM, 'Chromium (install it with `apt-get install -y chromium`, or set CHROMIUM_BIN)');
-  mkdirSync(RESULTS, { recursive: true });
-  // launch() gives the browser a fresh temporary profile (--user-data-dir) and removes it
-  // on close; each test uses its own isolated browser contexts.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    chromiumSandbox: false,
-    timeout: 30_000,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-/** Runs a test body with its cleanups, printing server and page logs when it fails. */
-function e2e(name, body) {
-  test(name, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    cleanups = [];
-    /** @type {string[]} */
-    const logs = [];
-    try {
-      await body(t, logs);
-    } catch (e) {
-      console.error(`--- logs of "${name}" ---\n${logs.slice(-200).join('\n')}\n--- end of logs ---`);
-      throw e;
-    } finally {
-      for (const c of cleanups.reverse()) {
-        try {
-          await c();
-        } catch (e) {
-          console.error('cleanup failed:', e);
-        }
-      }
-      cleanups = [];
-    }
-  });
-}
-
-/** A temp dir removed when the test ends. */
-function tempDir(prefix) {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  cleanups.push(() => rmSync(d, { recursive: true, force: true }));
-  return d;
-}
-
-/**
- * Starts tern-server on free ports (or on `ports` from an earlier run), serving web/dist.
- * @param {string[]} logs
- * @param {{dataDir?: string, ports?: {quic: string, tcp: string, ws: string}}} [opts]
- */
-async function startServer(logs, opts = {}) {
-  const dataDir = opts.dataDir ?? tempDir('tern-web-e2e-');
-  const addrs = opts.ports
-    ? ['--listen', opts.ports.tcp, '--quic-listen', opts.ports.quic, '--tcp-listen', opts.ports.tcp, '--ws-listen', opts.ports.ws]
-    : ['--listen', '127.0.0.1:0', '--ws-listen', '127.0.0.1:0'];
-  const child = spawn(SERVER_BIN, [...addrs, '--data-dir', dataDir, '--web-root', DIST], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
-  });
-  const server = {
-    child,
-    dataDir,
-    exited: false,
-    /** @type {string} */ ca: '',
-    /** @type {string} */ tcp: '',
-    /** @type {string} */ quic: '',
-    /** @type {string} */ ws: '',
-    /** @type {string} */ base: '',
-    async stop() {
-      if (server.exited) return;
-      const done = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 8000);
-      await done;
-      clearTimeout(t);
-    },
-  };
-  child.on('exit', () => (server.exited = true));
-  cleanups.push(() => server.stop());
-  createInterface({ input: child.stderr }).on('line', (l) => logs.push(`[server] ${l}`));
-  const lines = createInterface({ input: child.stdout });
-  await new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tern-server did not report its addresses within ${WAIT_MS} ms`)), WAIT_MS);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`tern-server exited early (code ${code}); see the logs`));
-    });
-    lines.on('line', (l) => {
-      logs.push(`[server] ${l}`);
-      const ca = /^tern-server: dev CA (\S+)/.exec(l);
-      if (ca) server.ca = ca[1];
-      const m = /^tern-server: listening quic=(\S+) tcp=(\S+) alpn=tern\/1 ws=ws:\/\/(\S+)\/ws/.exec(l);
-      if (m) {
-        clearTimeout(timer);
-        [, server.quic, server.tcp, server.ws] = m;
-        server.base = `http://${server.ws}`;
-        resolvePromise(undefined);
-      }
-    });
-  });
-  assert.ok(server.ca && existsSync(server.ca), `dev CA line missing or file absent (${server.ca})`);
-  return server;
-}
-
-/** A new isolated browser context (own localStorage), closed when the test ends. */
-async function newContext() {
-  const ctx = await browser.newContext({ viewport: { width: 1000, height: 640 } });
-  ctx.setDefaultTimeout(WAIT_MS);
-  cleanups.push(() => ctx.close());
-  return ctx;
-}
-
-/** Opens the page in `ctx`, forwarding console errors to the logs. */
-async function openPage(ctx, base, logs, label) {
-  const page = await ctx.newPage();
-  page.on('console', (m) => logs.push(`[${label} console.${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => logs.push(`[${label} pageerror] ${e.stack || e}`));
-  await page.goto(`${base}/`, { timeout: WAIT_MS });
-  return page;
-}
-
-/** Registers (or logs in) through the form and waits for the connected state. */
-async function signIn(page, user, { register }) {
-  await page.fill('#username', user);
-  await page.fill('#password', PASSWORD);
-  await page.click(register ? '#register' : '#login');
-  await page.waitForSelector('#state[data-state="connected"]', { timeout: WAIT_MS });
-  await page.waitForSelector('#chat-view:not([hidden])', { timeout: WAIT_MS });
-}
-
-/** Opens (or starts) the 1:1 chat with `peer` through the new-chat input. */
-async function startChat(page, me, peer) {
-  await page.fill('#new-chat', peer);
-  await page.press('#new-chat', 'Enter');
-  const conv = me < peer ? `d:${me}:${peer}` : `d:${peer}:${me}`;
-  await page.waitForSelector(`#conv-list li[data-conv="${conv}"].active`, { timeout: WAIT_MS });
-  return conv;
-}
-
-/** Types and sends a message, then waits until it is acked (no longer pending). */
-async function sendAndWaitAcked(page, text) {
-  await page.fill('#compose', text);
-  await page.click('#send');
-  await page.waitForFunction(
-    (t) => [...document.querySelectorAll('#messages .msg.own')].some((m) => !m.classList.contains('pending') && m.querySelector('.text')?.textContent === t),
-    text,
-    { timeout: WAIT_MS },
-  );
-}
+import { dirname, join } from 'node:path';
+import {
+  CLI_BIN,
+  PASSWORD,
+  REPO,
+  WAIT_MS,
+  e2e,
+  newContext,
+  openPage,
+  requireFile,
+  screenshot,
+  sendAndWaitAcked,
+  signIn,
+  startChat,
+  startServer,
+  tempDir,
+} from './support.mjs';
 
 /** Texts of the message bubbles in the open chat, in display order. */
 function chatTexts(page) {
@@ -236,13 +54,6 @@ async function waitForChat(page, texts) {
 async function unreadOf(page, conv) {
   const el = await page.$(`#conv-list li[data-conv="${conv}"] .unread`);
   return el ? Number(await el.textContent()) : 0;
-}
-
-async function screenshot(page, file) {
-  const path = join(RESULTS, file);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`screenshot: ${path}`);
-  return path;
 }
 
 /** Runs the tern CLI (bounded), returning stdout lines; fails on a non-zero exit. */

@@ -21,6 +21,7 @@ export const REPO = resolve(WEB, '..');
 const DIST = join(WEB, 'dist');
 export const RESULTS = join(WEB, 'test-results');
 const SERVER_BIN = process.env.TERN_SERVER_BIN || join(REPO, 'target', 'debug', 'tern-server');
+export const CLI_BIN = process.env.TERN_CLI_BIN || join(REPO, 'target', 'debug', 'tern');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 export const PASSWORD = 'correct horse battery';
 /** Bound on every single wait in these tests. */
@@ -29,6 +30,11 @@ const TEST_TIMEOUT_MS = 120_000;
 
 /** @type {import('playwright-core').Browser} */
 let browser;
+
+/** Fails with a message naming `what` when `path` is absent. @param {string} path @param {string} what */
+export function requireFile(path, what) {
+  if (!existsSync(path)) throw new Error(`${what} not found at ${path}`);
+}
 /** Cleanups of the running test, run last-in first-out. @type {(() => Promise<void>|void)[]} */
 let cleanups = [];
 
@@ -42,10 +48,10 @@ before(async () => {
   if (!existsSync(join(DIST, 'index.html')) || !existsSync(join(DIST, 'app.js'))) {
     throw new Error(`the web page is not built (${DIST}): run \`npm run build\` in ${WEB} first.`);
   }
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM} (install it with \`apt-get install -y chromium\`, or set CHROMIUM_BIN)`);
-  }
+  requireFile(CHROMIUM, 'Chromium (install it with `apt-get install -y chromium`, or set CHROMIUM_BIN)');
   mkdirSync(RESULTS, { recursive: true });
+  // launch() gives the browser a fresh temporary profile (--user-data-dir) and removes it
+  // on close; each test uses its own isolated browser contexts.
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -84,19 +90,36 @@ export function e2e(name, body) {
   });
 }
 
-/** Starts tern-server on free ports with a temp data dir, serving web/dist. @param {string[]} logs */
-export async function startServer(logs) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tern-web-e2e-'));
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-  const child = spawn(
-    SERVER_BIN,
-    ['--listen', '127.0.0.1:0', '--ws-listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-root', DIST],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' } },
-  );
+/** A temp dir removed when the test ends. @param {string} prefix */
+export function tempDir(prefix) {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/**
+ * Starts tern-server on free ports (or on `ports` from an earlier run), serving web/dist;
+ * stopped when the test ends.
+ * @param {string[]} logs
+ * @param {{dataDir?: string, ports?: {quic: string, tcp: string, ws: string}}} [opts]
+ */
+export async function startServer(logs, opts = {}) {
+  const dataDir = opts.dataDir ?? tempDir('tern-web-e2e-');
+  const addrs = opts.ports
+    ? ['--listen', opts.ports.tcp, '--quic-listen', opts.ports.quic, '--tcp-listen', opts.ports.tcp, '--ws-listen', opts.ports.ws]
+    : ['--listen', '127.0.0.1:0', '--ws-listen', '127.0.0.1:0'];
+  const child = spawn(SERVER_BIN, [...addrs, '--data-dir', dataDir, '--web-root', DIST], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
   const server = {
     child,
     dataDir,
     exited: false,
+    /** @type {string} */ ca: '',
+    /** @type {string} */ tcp: '',
+    /** @type {string} */ quic: '',
+    /** @type {string} */ ws: '',
     /** @type {string} http://HOST:PORT of the web listener */ base: '',
     async stop() {
       if (server.exited) return;
@@ -119,15 +142,18 @@ export async function startServer(logs) {
     });
     lines.on('line', (l) => {
       logs.push(`[server] ${l}`);
-      const m = /^tern-server: listening .* ws=ws:\/\/(\S+)\/ws/.exec(l);
+      const ca = /^tern-server: dev CA (\S+)/.exec(l);
+      if (ca) server.ca = ca[1];
+      const m = /^tern-server: listening quic=(\S+) tcp=(\S+) alpn=tern\/1 ws=ws:\/\/(\S+)\/ws/.exec(l);
       if (m) {
         clearTimeout(timer);
-        server.base = `http://${m[1]}`;
+        [, server.quic, server.tcp, server.ws] = m;
+        server.base = `http://${server.ws}`;
         resolvePromise(undefined);
       }
     });
   });
-  assert.ok(server.base, 'the server reported its web listener');
+  assert.ok(server.ca && existsSync(server.ca), `dev CA line missing or file absent (${server.ca})`);
   return server;
 }
 
@@ -166,6 +192,18 @@ export async function startChat(page, me, peer) {
   return conv;
 }
 
+/** Types and sends a message, then waits until it is acked (no longer pending). */
+export async function sendAndWaitAcked(page, text) {
+  await page.fill('#compose', text);
+  await page.click('#send');
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages .msg.own')].some((m) => !m.classList.contains('pending') && m.querySelector('.text')?.textContent === t),
+    text,
+    { timeout: WAIT_MS },
+  );
+}
+
+/** Saves a full-page screenshot under web/test-results/ and prints its path. */
 export async function screenshot(page, file) {
   const path = join(RESULTS, file);
   await page.screenshot({ path, fullPage: true });
