@@ -3,12 +3,13 @@
 // PDF-like file; Bob's page shows the server-made thumbnail inline at once, opens the full
 // image by its signed URL, and downloads the file by its link, both compared byte for byte
 // with what Alice sent; Alice's upload progress reaches 100%; an avatar set from an image
-// shows next to Alice's messages on Bob's page. Harness: ./support.mjs.
+// shows next to Alice's messages on Bob's page. An upload cut by a kill -9 of the server
+// goes on after the restart from the offset the server had stored. Harness: ./support.mjs.
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
-import { WAIT_MS, e2e, newContext, openPage, screenshot, signIn, startChat, startServer } from './support.mjs';
+import { WAIT_MS, e2e, newContext, openPage, screenshot, signIn, startChat, startServer, tempDir } from './support.mjs';
 
 /** @param {Buffer} b */
 function crc32(b) {
@@ -177,4 +178,63 @@ e2e('images and files: thumbnail inline at once, full image and download by sign
   await b.waitForSelector(`${file} [data-testid="file-link"][href]`);
   const link2 = await b.$eval(`${file} [data-testid="file-link"]`, (l) => l.href);
   assert.equal((await fetchInPage(b, link2)).sha, sha(doc));
+});
+
+e2e('an upload cut by kill -9 of the server resumes from the stored offset after the restart, and arrives whole', async (_t, logs) => {
+  const dataDir = tempDir('tern-web-blob-restart-');
+  let server = await startServer(logs, { dataDir });
+  const ports = { quic: server.quic, tcp: server.tcp, ws: server.ws };
+  const a = await openPage(await newContext(), server.base, logs, 'alice');
+  const b = await openPage(await newContext(), server.base, logs, 'bob');
+  await signIn(a, 'alice', { register: true });
+  await signIn(b, 'bob', { register: true });
+  const conv = await startChat(a, 'alice', 'bob');
+
+  // The server is frozen (SIGSTOP) as soon as the page reports 1 MiB stored, then killed:
+  // 16 MB is 32 chunks, so the upload is cut in the middle.
+  const doc = pdfLike(16_000_000);
+  let frozen = false;
+  await a.exposeFunction('__freezeServer', () => {
+    if (frozen) return;
+    frozen = true;
+    process.kill(server.child.pid, 'SIGSTOP');
+  });
+  await a.evaluate(() => {
+    const list = window.__tern.uploads;
+    const push = list.push.bind(list);
+    list.push = (p) => {
+      const n = push(p);
+      if (p.sent >= 1 << 20) window.__freezeServer();
+      return n;
+    };
+  });
+  await a.setInputFiles('#attach-input', { name: 'big.pdf', mimeType: 'application/pdf', buffer: doc });
+  await a.waitForFunction(() => window.__tern.uploads.some((p) => p.sent >= 1 << 20), null, { timeout: WAIT_MS });
+  await a.waitForSelector('#messages [data-testid="upload"] [data-testid="upload-progress"]');
+  const before = await a.evaluate(() => window.__tern.uploads.map((p) => p.sent));
+  const stopped = Math.max(...before);
+  assert.ok(stopped < doc.length, `the upload was cut in the middle (${stopped} of ${doc.length})`);
+  const exited = new Promise((r) => server.child.once('exit', r));
+  server.child.kill('SIGKILL');
+  await exited;
+  await a.waitForSelector('#state[data-state="reconnecting"]');
+
+  // Same data, same addresses: the page reconnects and asks where the upload stands.
+  server = await startServer(logs, { dataDir, ports });
+  await a.waitForSelector('#messages .msg.own.has-file[data-seq] [data-testid="file"]', { timeout: 60_000 });
+  const all = await a.evaluate(() => window.__tern.uploads.map((p) => p.sent));
+  const after = all.slice(before.length);
+  assert.ok(after.length > 0, 'progress went on after the restart');
+  assert.ok(after[0] >= stopped && after[0] > 0, `resumed from the stored offset, not from 0: ${after[0]} after ${stopped}`);
+  assert.equal(all[all.length - 1], doc.length, 'the upload reached 100%');
+  assert.ok(all.length <= 33 + 2, `no chunk sent twice over (${all.length} reports for 32 chunks)`);
+  console.log(`upload cut at ${stopped} of ${doc.length} bytes, resumed at ${after[0]}; ${all.length} progress reports`);
+
+  // Bob gets exactly those bytes.
+  await b.waitForSelector('#state[data-state="connected"]');
+  await b.click(`#conv-list li[data-conv="${conv}"]`);
+  const file = '#messages .msg:not(.own) [data-testid="file"]';
+  await b.waitForSelector(`${file} [data-testid="file-link"][href]`);
+  const href = await b.$eval(`${file} [data-testid="file-link"]`, (l) => l.href);
+  assert.deepEqual(await fetchInPage(b, href), { status: 200, type: 'application/pdf', size: doc.length, sha: sha(doc) });
 });
