@@ -516,15 +516,83 @@ function hexOf(b) {
 }
 
 /**
- * The sha256 of `data` (crypto.subtle: pages served over https or from localhost).
+ * The sha256 of `data`: crypto.subtle where the page has it (https, localhost), else
+ * `sha256Js` (a page opened over plain http on another host has no crypto.subtle).
  * @param {Uint8Array} data @returns {Promise<Uint8Array>}
  */
 async function sha256(data) {
   const subtle = globalThis.crypto?.subtle;
-  if (!subtle) {
-    throw new TernError('protocol', 'crypto.subtle is missing: blobs need a secure context (https, or localhost)');
-  }
+  if (!subtle) return sha256Js(data);
   return new Uint8Array(await subtle.digest('SHA-256', data));
+}
+
+const SHA256_K = Uint32Array.from([
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+]);
+
+/**
+ * SHA-256 in plain JavaScript (FIPS 180-4), for pages without crypto.subtle.
+ * @param {Uint8Array} data @returns {Uint8Array}
+ */
+export function sha256Js(data) {
+  const h = Uint32Array.from([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+  const w = new Uint32Array(64);
+  // The message, 0x80, zeros, and the bit length (big-endian 64-bit): whole 64-byte blocks.
+  const total = Math.ceil((data.length + 9) / 64) * 64;
+  const tail = new Uint8Array(total - Math.floor(data.length / 64) * 64);
+  const rest = data.length % 64;
+  tail.set(data.subarray(data.length - rest));
+  tail[rest] = 0x80;
+  const bits = data.length * 8;
+  const tv = new DataView(tail.buffer);
+  tv.setUint32(tail.length - 8, Math.floor(bits / 0x100000000));
+  tv.setUint32(tail.length - 4, bits >>> 0);
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const full = data.length - rest;
+  const rotr = (/** @type {number} */ x, /** @type {number} */ n) => (x >>> n) | (x << (32 - n));
+  for (let off = 0; off < total; off += 64) {
+    const [v, at] = off < full ? [dv, off] : [tv, off - full];
+    for (let i = 0; i < 16; i++) w[i] = v.getUint32(at + i * 4);
+    for (let i = 16; i < 64; i++) {
+      const x = w[i - 15];
+      const y = w[i - 2];
+      const s0 = rotr(x, 7) ^ rotr(x, 18) ^ (x >>> 3);
+      const s1 = rotr(y, 17) ^ rotr(y, 19) ^ (y >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+    }
+    let [a, b, c, d, e, f, g, k] = h;
+    for (let i = 0; i < 64; i++) {
+      const t1 = (k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i]) | 0;
+      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      k = g;
+      g = f;
+      f = e;
+      e = (d + t1) | 0;
+      d = c;
+      c = b;
+      b = a;
+      a = (t1 + t2) | 0;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += k;
+  }
+  const out = new Uint8Array(32);
+  const ov = new DataView(out.buffer);
+  for (let i = 0; i < 8; i++) ov.setUint32(i * 4, h[i]);
+  return out;
 }
 
 /**

@@ -27,6 +27,7 @@ const {
   sniffImage,
   blobMime,
   blobIdOf,
+  sha256Js,
   BLOB_CHUNK,
 } = await import('../src/sdk.js');
 const { createHash } = await import('node:crypto');
@@ -1155,6 +1156,17 @@ test('blob helpers: images are sniffed from their bytes, the announced type foll
   assert.equal(blobMime(new TextEncoder().encode('x'), 'text/plain; charset=utf-8'), 'application/octet-stream', 'only plain types');
   assert.equal(blobMime(new TextEncoder().encode('x'), ''), 'application/octet-stream');
   assert.equal(await blobIdOf(new TextEncoder().encode('abc')), hexSha('abc'));
+});
+
+test('sha256Js (pages without crypto.subtle) agrees with sha256 at every padding boundary', () => {
+  for (const n of [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 1000, 65_537]) {
+    const d = noise(n, n + 1);
+    assert.equal(Buffer.from(sha256Js(d)).toString('hex'), hexSha(d), `${n} bytes`);
+    // A view into a larger buffer hashes its own bytes only.
+    const big = noise(n + 7, n + 1);
+    assert.equal(Buffer.from(sha256Js(big.subarray(3, 3 + n))).toString('hex'), hexSha(big.subarray(3, 3 + n)), `view of ${n}`);
+  }
+  assert.equal(Buffer.from(sha256Js(new TextEncoder().encode('abc'))).toString('hex'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
 });
 
 test('uploadBlob: named by sha256 first, 512 KiB chunks in order, resumed from the server offset after a reconnect', async () => {
