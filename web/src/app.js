@@ -2654,7 +2654,8 @@ document.addEventListener('visibilitychange', () => {
 // the message with the attachment. An image message shows the thumbnail the server made
 // (in the message: JPEG bytes -> a blob: URL) at once; a click opens the full image by a
 // signed URL (GetBlobUrl) in an overlay. A file message shows its name, size and a download
-// link (a signed URL, fetched again when it is about to expire). Avatars: set from an image
+// link (a signed URL, fetched again when it is about to expire). Files dropped on the chat or
+// pasted into the composer go the same way. Avatars: set from an image
 // in "My profile"; shown next to other users' messages and in the header of a direct chat.
 
 const blobs = {
@@ -3013,6 +3014,28 @@ blobEl.attachInput.addEventListener('change', () => {
   blobEl.attachInput.value = '';
   if (!c) return;
   for (const f of files) sendFile(c, f);
+});
+
+/** Files dropped on the chat or pasted into the composer are sent like attached ones. @param {File[]} files */
+function sendFiles(files) {
+  const c = app.open ? app.convs.get(app.open) : null;
+  if (!c || blobEl.attachInput.disabled) return;
+  for (const f of files) sendFile(c, f);
+}
+$('chat').addEventListener('dragover', (e) => {
+  if (e.dataTransfer?.types.includes('Files') && !blobEl.attachInput.disabled) e.preventDefault();
+});
+$('chat').addEventListener('drop', (e) => {
+  const files = [...(e.dataTransfer?.files ?? [])];
+  if (files.length === 0) return;
+  e.preventDefault();
+  sendFiles(files);
+});
+el.compose.addEventListener('paste', (e) => {
+  const files = [...(e.clipboardData?.files ?? [])];
+  if (files.length === 0) return;
+  e.preventDefault();
+  sendFiles(files);
 });
 
 blobEl.lightboxClose.addEventListener('click', closeLightbox);

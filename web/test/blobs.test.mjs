@@ -169,6 +169,18 @@ e2e('images and files: thumbnail inline at once, full image and download by sign
   await screenshot(b, 'blob-messages.png');
   await screenshot(a, 'blob-sender.png');
 
+  // A file dropped on Bob's chat is sent like an attached one.
+  await b.evaluate(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new TextEncoder().encode('dropped notes')], 'notes.txt', { type: 'text/plain' }));
+    document.getElementById('chat').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await a.waitForFunction(
+    () => [...document.querySelectorAll('#messages .msg:not(.own) [data-testid="file-name"]')].some((n) => n.textContent === 'notes.txt'),
+    null,
+    { timeout: WAIT_MS },
+  );
+
   // After a reload Bob's history brings both messages back the same way.
   await b.reload();
   await b.waitForSelector('#state[data-state="connected"]');
