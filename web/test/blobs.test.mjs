@@ -223,6 +223,7 @@ e2e('an upload cut by kill -9 of the server resumes from the stored offset after
   await a.setInputFiles('#attach-input', { name: 'big.pdf', mimeType: 'application/pdf', buffer: doc });
   await a.waitForFunction(() => window.__tern.uploads.some((p) => p.sent >= 1 << 20), null, { timeout: WAIT_MS });
   await a.waitForSelector('#messages [data-testid="upload"] [data-testid="upload-progress"]');
+  await screenshot(a, 'blob-upload-progress.png');
   const before = await a.evaluate(() => window.__tern.uploads.map((p) => p.sent));
   const stopped = Math.max(...before);
   assert.ok(stopped < doc.length, `the upload was cut in the middle (${stopped} of ${doc.length})`);
