@@ -1342,6 +1342,7 @@ function renderConvList() {
     name.className = 'name';
     name.textContent = c.kind === 'group' ? `# ${c.name}` : shownName(c.name);
     if (c.channel) name.append(channelMark());
+    if (c.kind === 'direct') rowAvatar(name, c.name);
     const preview = document.createElement('span');
     preview.className = 'preview';
     preview.dataset.testid = 'preview';
@@ -2656,7 +2657,8 @@ document.addEventListener('visibilitychange', () => {
 // signed URL (GetBlobUrl) in an overlay. A file message shows its name, size and a download
 // link (a signed URL, fetched again when it is about to expire). Files dropped on the chat or
 // pasted into the composer go the same way. Avatars: set from an image
-// in "My profile"; shown next to other users' messages and in the header of a direct chat.
+// in "My profile"; shown next to other users' messages, in the header of a direct chat and on
+// its row in the list.
 
 const blobs = {
   /** blob id -> blob: URL of its thumbnail (made once per page). @type {Map<string, string>} */
@@ -2885,6 +2887,12 @@ function avatarOf(user, big = false) {
   img.alt = '';
   img.src = url;
   return img;
+}
+
+/** Hook of renderConvList: a direct peer's avatar before their name. @param {HTMLElement} name @param {string} peer */
+function rowAvatar(name, peer) {
+  const av = avatarOf(peer);
+  if (av) name.prepend(av);
 }
 
 /**

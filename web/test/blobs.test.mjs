@@ -166,6 +166,8 @@ e2e('images and files: thumbnail inline at once, full image and download by sign
   const av = await loadedImage(b, '#messages .msg:not(.own) [data-testid="avatar"]', "alice's avatar on bob's page");
   assert.deepEqual([av.w, av.h], [40, 40]);
   assert.ok(av.src.includes(`/blob/${sha(face)}?`), av.src);
+  await loadedImage(b, `#conv-list li[data-conv="${conv}"] .name [data-testid="avatar"]`, "alice's avatar on bob's list row");
+  assert.equal((await b.textContent(`#conv-list li[data-conv="${conv}"] .name`)).trim(), 'alice');
   await screenshot(b, 'blob-messages.png');
   await screenshot(a, 'blob-sender.png');
 
