@@ -11,7 +11,10 @@
 //! ([`ImageError::TooLarge`]); the decoded buffer must fit in [`MAX_DECODE_BYTES`], which is
 //! also given to the decoder as `image::Limits::max_alloc` together with the side limits.
 //! So the work and the memory of one call are bounded by 40 megapixels whatever the file
-//! claims; truncated or malformed data is [`ImageError::Corrupt`].
+//! claims (about 0.3-1.5 s of one core in a release build for the worst cases); and past
+//! one megapixel the file must have a byte per [`MAX_PIXELS_PER_BYTE`] pixels, so that a
+//! tiny file cannot buy that much work. Truncated or malformed data is
+//! [`ImageError::Corrupt`]; a JPEG must reach its end-of-image marker.
 //!
 //! The thumbnail: the first frame of an animated GIF or WebP (the default image of an
 //! APNG), scaled down with its aspect ratio kept so that its longest side is at most
@@ -38,6 +41,14 @@ pub(crate) const MAX_SIDE: u32 = 16_384;
 pub(crate) const MAX_PIXELS: u64 = 40_000_000;
 /// Most bytes the decoder may allocate at once (the decoded pixels included).
 pub(crate) const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+/// Pixels an image may have whatever its size in bytes: cheap to decode (tens of ms).
+pub(crate) const FREE_PIXELS: u64 = 1 << 20;
+/// Past [`FREE_PIXELS`], most pixels per byte of the file. Decompression bombs claim far
+/// more: a 35-byte GIF can declare a 40-megapixel canvas, which costs a second or more of
+/// CPU to fill and scale. Real images are far below: a flat-colour 40-megapixel RGBA PNG
+/// compressed as hard as deflate can is about 150 KB (~260 pixels per byte), a photo
+/// several bits per pixel.
+pub(crate) const MAX_PIXELS_PER_BYTE: u64 = 1024;
 
 /// What the server learned from an uploaded image.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +75,8 @@ pub enum ImageError {
     #[error("unsupported image: {0}")]
     Unsupported(&'static str),
     /// The header claims more than [`MAX_SIDE`] on a side or [`MAX_PIXELS`] in all, or its
-    /// pixels would need more than [`MAX_DECODE_BYTES`]. Nothing was decoded.
+    /// pixels would need more than [`MAX_DECODE_BYTES`], or (past [`FREE_PIXELS`]) more
+    /// than [`MAX_PIXELS_PER_BYTE`] pixels per byte of the file. Nothing was decoded.
     #[error("image too large: {width}x{height}")]
     TooLarge { width: u32, height: u32 },
     /// Truncated or malformed data.
@@ -109,9 +121,10 @@ pub(crate) fn summarize_file(path: &Path) -> Result<ImageSummary, ImageError> {
         drop(file);
         let bytes = std::fs::read(path)?;
         check_complete_jpeg(&bytes)?;
-        return summarize(Cursor::new(&bytes[..]), format, true);
+        return summarize(Cursor::new(&bytes[..]), bytes.len() as u64, format, true);
     }
-    summarize(file, format, true)
+    let len = file.get_ref().metadata()?.len();
+    summarize(file, len, format, true)
 }
 
 /// [`summarize_file`] over bytes in memory.
@@ -120,7 +133,7 @@ pub fn summarize_bytes(bytes: &[u8]) -> Result<ImageSummary, ImageError> {
     if format.0 == ImageFormat::Jpeg {
         check_complete_jpeg(bytes)?;
     }
-    summarize(Cursor::new(bytes), format, false)
+    summarize(Cursor::new(bytes), bytes.len() as u64, format, false)
 }
 
 /// A JPEG must reach its end-of-image marker. The JPEG decoder is lenient: it decodes a
@@ -175,6 +188,7 @@ fn check_complete_jpeg(bytes: &[u8]) -> Result<(), ImageError> {
 
 fn summarize<R: BufRead + Seek>(
     reader: R,
+    len: u64,
     (format, mime): (ImageFormat, &'static str),
     from_file: bool,
 ) -> Result<ImageSummary, ImageError> {
@@ -191,17 +205,22 @@ fn summarize<R: BufRead + Seek>(
     if width == 0 || height == 0 {
         return Err(ImageError::Corrupt(format!("empty image {width}x{height}")));
     }
-    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+    let pixels = u64::from(width) * u64::from(height);
+    if width > MAX_SIDE
+        || height > MAX_SIDE
+        || pixels > MAX_PIXELS
+        || pixels > FREE_PIXELS.max(len.saturating_mul(MAX_PIXELS_PER_BYTE))
+    {
         return Err(ImageError::TooLarge { width, height });
     }
-    let pixels = decoder.total_bytes();
-    if pixels > MAX_DECODE_BYTES {
+    let buffer = decoder.total_bytes();
+    if buffer > MAX_DECODE_BYTES {
         return Err(ImageError::TooLarge { width, height });
     }
     // The strict side limits, and what the decoder may allocate beside the pixel buffer
     // (as `ImageReader::decode` does).
     decoder
-        .set_limits(limits(MAX_DECODE_BYTES - pixels))
+        .set_limits(limits(MAX_DECODE_BYTES - buffer))
         .map_err(|e| convert(e, dims, from_file))?;
     let image = DynamicImage::from_decoder(decoder).map_err(|e| convert(e, dims, from_file))?;
     let (thumbnail_width, thumbnail_height) = thumbnail_size(width, height);
@@ -564,6 +583,12 @@ mod tests {
 
     /// A PNG signature + an IHDR (8-bit RGBA) with a correct CRC + a few bytes of IDAT.
     fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        png_claiming_padded(width, height, 0)
+    }
+
+    /// [`png_claiming`] with an ancillary chunk of `padding` bytes before the IDAT (so the
+    /// file is big enough for its pixel count).
+    fn png_claiming_padded(width: u32, height: u32, padding: usize) -> Vec<u8> {
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
         let mut chunk = |kind: &[u8], data: &[u8]| {
             out.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -577,6 +602,9 @@ mod tests {
         ihdr.extend_from_slice(&height.to_be_bytes());
         ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
         chunk(b"IHDR", &ihdr);
+        if padding > 0 {
+            chunk(b"teSt", &vec![0; padding]);
+        }
         chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]);
         chunk(b"IEND", &[]);
         out
@@ -603,11 +631,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // 40 megapixels exactly pass the size check, then the data is missing.
+        // 40 megapixels exactly pass the size checks (with 40 KB of file: 1000 pixels
+        // a byte), then the data is missing.
         assert!(matches!(
-            summarize_bytes(&png_claiming(10_000, 4_000)),
+            summarize_bytes(&png_claiming_padded(10_000, 4_000, 40_000)),
             Err(ImageError::Corrupt(_))
         ));
+        // The same claim from a 70-byte file: a decompression bomb, refused unread.
+        assert!(matches!(
+            summarize_bytes(&png_claiming(10_000, 4_000)),
+            Err(ImageError::TooLarge {
+                width: 10_000,
+                height: 4_000
+            })
+        ));
+        // A 35-byte GIF whose one 1x1 frame sits on a 6324 x 6324 canvas.
+        let mut gif = b"GIF89a".to_vec();
+        gif.extend_from_slice(&6324u16.to_le_bytes());
+        gif.extend_from_slice(&6324u16.to_le_bytes());
+        gif.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 255, 255, 255]);
+        gif.extend_from_slice(&[0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x4C, 0x01, 0, 0x3B]);
+        assert!(matches!(
+            summarize_bytes(&gif),
+            Err(ImageError::TooLarge {
+                width: 6324,
+                height: 6324
+            })
+        ));
+        // Up to a megapixel, any size of file is accepted.
+        let mut small = gif.clone();
+        small[6..10].copy_from_slice(&[0, 4, 0, 4]); // 1024 x 1024
+        let s = summarize_bytes(&small).unwrap();
+        assert_eq!((s.width, s.height, s.thumbnail_width), (1024, 1024, 320));
         assert!(matches!(
             summarize_bytes(&png_claiming(10_000, 4_001)),
             Err(ImageError::TooLarge {
