@@ -249,6 +249,16 @@ pub enum Cmd {
         #[arg(long, default_value_t = 200)]
         calls: usize,
     },
+    /// tern only: upload and download throughput of a --mib MiB file over the
+    /// --transport under test (pipelined 512 KiB chunks; the download checked by sha256)
+    Blobs {
+        /// File size in MiB
+        #[arg(long, default_value_t = 50)]
+        mib: usize,
+        /// Files uploaded and downloaded, one after the other
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Print one comparison table (tern's ratio to each peer) from JSON reports, one per
     /// line as --json writes them (bench/compare.sh)
     CompareTable {
@@ -433,6 +443,10 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             );
             anyhow::ensure!((1..=256).contains(writers), "--writers must be 1..=256");
             anyhow::ensure!((1..=100_000).contains(calls), "--calls must be 1..=100000");
+        }
+        Cmd::Blobs { mib, rounds } => {
+            anyhow::ensure!((1..=4096).contains(mib), "--mib must be 1..=4096");
+            anyhow::ensure!((1..=100).contains(rounds), "--rounds must be 1..=100");
         }
         Cmd::CompareTable { .. } => {}
     }

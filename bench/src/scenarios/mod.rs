@@ -2,8 +2,10 @@
 //! [`idle`], [`storm`]; and three that are tern only: [`durability`] (it starts its own
 //! servers with group commit on and off), [`conversations`] (the conversation list
 //! of a user in many conversations), [`soak`] (disk use under retention) and [`search`]
-//! (history search latency over a big index). [`run`] picks the system under test.
+//! (history search latency over a big index) and [`blobs`] (upload and
+//! download throughput of a big file). [`run`] picks the system under test.
 
+pub mod blobs;
 pub mod conversations;
 pub mod durability;
 pub mod fanout;
@@ -187,6 +189,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             };
             return conversations::run(ctx, args).await;
         }
+        if let Cmd::Blobs { mib, rounds } = cmd {
+            return blobs::run(ctx, blobs::BlobArgs { mib, rounds }).await;
+        }
         if let Cmd::Search {
             messages,
             writers,
@@ -237,6 +242,7 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Conversations { .. } => "conversations",
         Cmd::Soak { .. } => "soak",
         Cmd::Search { .. } => "search",
+        Cmd::Blobs { .. } => "blobs",
         Cmd::CompareTable { .. } => "compare-table",
     };
     if !a.supports(name) {
@@ -291,6 +297,7 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
         | Cmd::Conversations { .. }
         | Cmd::Soak { .. }
         | Cmd::Search { .. }
+        | Cmd::Blobs { .. }
         | Cmd::CompareTable { .. } => {
             unreachable!("handled by run and main")
         }

@@ -88,6 +88,9 @@ pub(crate) struct Blobs {
     /// One lock per upload in progress: chunks of one upload (from two connections, say)
     /// are written one at a time, in order.
     upload_locks: Mutex<HashMap<(String, String), UploadLock>>,
+    /// Serializes read-change-write of blob records (two users finishing uploads of the
+    /// same content at once both end up in its uploaders). Never held across an await.
+    records: Mutex<()>,
 }
 
 /// Keeps the collector off a blob until the message that carries it is committed.
@@ -120,6 +123,7 @@ impl Blobs {
             url_key,
             collector: RwLock::new(()),
             upload_locks: Mutex::new(HashMap::new()),
+            records: Mutex::new(()),
         }
     }
 
@@ -329,6 +333,7 @@ impl Blobs {
         let now = self.clock.now_ms();
         let rec = {
             let _c = self.collector.read().unwrap();
+            let _r = self.records.lock().unwrap();
             let mut rec = self.store.blob(upload_id)?.unwrap_or_else(|| {
                 let mut r = BlobRecord {
                     size: up.size,
