@@ -255,3 +255,86 @@ impl Messages {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::RetentionPolicy;
+    use crate::testkit::World;
+
+    fn policy() -> RetentionPolicy {
+        RetentionPolicy {
+            sweep_interval: Duration::from_secs(1),
+            ..Default::default()
+        }
+    }
+
+    /// The timeline count rule waits for the minimum age (a retry within it is still a
+    /// duplicate), then trims with the dedup record; the newest entry always stays.
+    #[tokio::test]
+    async fn the_minimum_age_holds_timeline_entries_and_their_dedup_records() {
+        let w = World::new();
+        w.users(&["ann", "bob"]);
+        let mut conv = String::new();
+        for i in 1..=5 {
+            conv = w
+                .send("ann", "bob", &format!("m{i}"))
+                .await
+                .unwrap()
+                .conversation;
+        }
+        let p = RetentionPolicy {
+            timeline_max_entries: Some(1),
+            timeline_min_age_ms: 60_000,
+            ..policy()
+        };
+        let stop = CancellationToken::new();
+        assert_eq!(w.messages.sweep_retention(&p, &stop).unwrap().timeline, 0);
+        assert!(
+            w.send("ann", "bob", "m1").await.unwrap().duplicate,
+            "D4 holds"
+        );
+        w.clock.advance(60_001);
+        let t = w.messages.sweep_retention(&p, &stop).unwrap();
+        assert_eq!(t.timeline, 4);
+        assert_eq!(w.store.first_retained_seq(&conv).unwrap(), 5);
+        assert!(w.store.dedup("ann", "m1").unwrap().is_none());
+        assert!(
+            w.store.dedup("ann", "m5").unwrap().is_some(),
+            "the newest stays"
+        );
+        // Nothing is left to trim: the newest entry is kept even at max_entries 1.
+        assert_eq!(w.messages.sweep_retention(&p, &stop).unwrap().timeline, 0);
+        assert_eq!(w.store.last_seq(&conv).unwrap(), 5);
+        w.stop().await;
+    }
+
+    /// The inbox age rule trims what is older than the age, oldest first; the timeline
+    /// keeps everything.
+    #[tokio::test]
+    async fn the_inbox_age_rule_trims_only_old_entries() {
+        let w = World::new();
+        w.users(&["ann", "bob"]);
+        for i in 1..=3 {
+            w.send("ann", "bob", &format!("old{i}")).await.unwrap();
+        }
+        w.clock.advance(10_000);
+        let conv = w.send("ann", "bob", "new").await.unwrap().conversation;
+        let p = RetentionPolicy {
+            inbox_max_age_ms: Some(5_000),
+            ..policy()
+        };
+        let t = w
+            .messages
+            .sweep_retention(&p, &CancellationToken::new())
+            .unwrap();
+        assert_eq!(t.inbox, 6, "three entries each of ann and bob");
+        assert_eq!(w.store.first_retained_inbox_seq("bob").unwrap(), 4);
+        assert_eq!(w.store.inbox("bob", 0, 10).unwrap().len(), 1);
+        assert_eq!(w.store.timeline(&conv, 1, 10, 10).unwrap().len(), 4);
+        w.stop().await;
+    }
+}
