@@ -263,6 +263,13 @@ async fn the_sdk_uploads_and_sends_a_photo_that_arrives_with_its_thumbnail() {
         "the thumbnail rides in the message"
     );
     assert_eq!(fetch(&mut b, &info.blob_id).await, photo);
+    // The conversation list says what it is.
+    let list = expect_body!(
+        b.request(Body::ListConversations(pb::ListConversations::default()))
+            .await,
+        ConversationList
+    );
+    assert_eq!(list.conversations[0].last_preview, "[photo] look");
     a.close().await;
     server.stop().await;
 }

@@ -74,3 +74,18 @@ mod tests {
         assert_eq!(direct_conversation("alice", "bob"), "d:alice:bob");
     }
 }
+
+/// How an image or file message reads in a conversation list or a notification:
+/// `[photo] caption`, or `[file NAME] caption` (just the label without a caption).
+pub fn attachment_label(a: &pb::Attachment, caption: &str) -> String {
+    let label = if a.width > 0 {
+        "[photo]".to_string()
+    } else {
+        format!("[file {}]", a.name)
+    };
+    if caption.is_empty() {
+        label
+    } else {
+        format!("{label} {caption}")
+    }
+}

@@ -38,13 +38,19 @@ pub struct Conversations {
 }
 
 /// The start of a message's text: text bodies (no content type, or `text/...`) that are
-/// UTF-8; empty for anything else.
+/// UTF-8; an image or file message is `[photo]` or `[file NAME]` before its caption;
+/// empty for anything else.
 pub(crate) fn preview(msg: &pb::Message) -> String {
     let texty = msg.content_type.is_empty() || msg.content_type.starts_with("text/");
-    match (texty, std::str::from_utf8(&msg.body)) {
-        (true, Ok(text)) => text.chars().take(PREVIEW_CHARS).collect(),
-        _ => String::new(),
-    }
+    let text = match (texty, std::str::from_utf8(&msg.body)) {
+        (true, Ok(text)) => text,
+        _ => "",
+    };
+    let full = match &msg.attachment {
+        Some(a) => tern_proto::attachment_label(a, text),
+        None => text.to_string(),
+    };
+    full.chars().take(PREVIEW_CHARS).collect()
 }
 
 impl Conversations {

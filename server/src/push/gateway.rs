@@ -118,7 +118,11 @@ pub(crate) fn preview_text(msg: &tern_proto::pb::Message, now_ms: u64) -> Option
         return None;
     }
     let text = std::str::from_utf8(&msg.body).ok()?;
-    Some(text.chars().take(PREVIEW_CHARS).collect())
+    let full = match &msg.attachment {
+        Some(a) => tern_proto::attachment_label(a, text),
+        None => text.to_string(),
+    };
+    Some(full.chars().take(PREVIEW_CHARS).collect())
 }
 
 /// Why a request did not go through.
