@@ -75,6 +75,18 @@ impl MemoryStore {
             .collect()
     }
 
+    /// Every record of `space` under `owner ++ 0x00`, by the name after the prefix.
+    fn scan_records<T: prost::Message + Default>(
+        &self,
+        space: Space,
+        owner: &str,
+    ) -> StoreResult<Vec<(String, T)>> {
+        self.scan(space, owner)
+            .into_iter()
+            .map(|(k, v)| Ok((utf8(space.name, k)?, decode(space.name, &v)?)))
+            .collect()
+    }
+
     /// A first-retained position (`y` / `z`): 1 when nothing was trimmed.
     fn retained(&self, space: Space, owner: &str) -> u64 {
         self.lock()
@@ -292,10 +304,7 @@ impl Store for MemoryStore {
     }
 
     fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>> {
-        self.scan(SETTINGS, user)
-            .into_iter()
-            .map(|(c, v)| Ok((utf8(SETTINGS.name, c)?, decode(SETTINGS.name, &v)?)))
-            .collect()
+        self.scan_records(SETTINGS, user)
     }
 
     fn contact(&self, user: &str, other: &str) -> StoreResult<Option<ContactRecord>> {
@@ -303,10 +312,7 @@ impl Store for MemoryStore {
     }
 
     fn contacts(&self, user: &str) -> StoreResult<Vec<(String, ContactRecord)>> {
-        self.scan(CONTACTS, user)
-            .into_iter()
-            .map(|(c, v)| Ok((utf8(CONTACTS.name, c)?, decode(CONTACTS.name, &v)?)))
-            .collect()
+        self.scan_records(CONTACTS, user)
     }
 
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
@@ -420,10 +426,7 @@ impl Store for MemoryStore {
     }
 
     fn blob_grants(&self, user: &str) -> StoreResult<Vec<(String, BlobGrantRecord)>> {
-        self.scan(BLOB_GRANTS, user)
-            .into_iter()
-            .map(|(b, v)| Ok((utf8(BLOB_GRANTS.name, b)?, decode(BLOB_GRANTS.name, &v)?)))
-            .collect()
+        self.scan_records(BLOB_GRANTS, user)
     }
 
     fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>> {

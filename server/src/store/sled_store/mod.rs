@@ -213,6 +213,18 @@ impl SledStore {
         }
     }
 
+    /// Every record of `space` under `owner ++ 0x00`, by the name after the prefix.
+    fn scan_records<T: prost::Message + Default>(
+        &self,
+        space: Space,
+        owner: &str,
+    ) -> StoreResult<Vec<(String, T)>> {
+        self.scan_names(space, owner)?
+            .into_iter()
+            .map(|(name, v)| Ok((name, decode(space.name, &v)?)))
+            .collect()
+    }
+
     fn last_in_prefix(&self, space: Space, owner: &str) -> StoreResult<u64> {
         match self.data.scan_prefix(space.key(&prefix(owner))).next_back() {
             Some(kv) => {
@@ -288,10 +300,7 @@ impl Store for SledStore {
     }
 
     fn members(&self, conversation: &str) -> StoreResult<Vec<(String, MemberRecord)>> {
-        self.scan_names(MEMBERS, conversation)?
-            .into_iter()
-            .map(|(user, v)| Ok((user, decode(MEMBERS.name, &v)?)))
-            .collect()
+        self.scan_records(MEMBERS, conversation)
     }
 
     fn user_conversations(&self, user: &str) -> StoreResult<Vec<String>> {
@@ -409,10 +418,7 @@ impl Store for SledStore {
     }
 
     fn all_conversation_settings(&self, user: &str) -> StoreResult<Vec<(String, SettingsRecord)>> {
-        self.scan_names(SETTINGS, user)?
-            .into_iter()
-            .map(|(c, v)| Ok((c, decode(SETTINGS.name, &v)?)))
-            .collect()
+        self.scan_records(SETTINGS, user)
     }
 
     fn contact(&self, user: &str, other: &str) -> StoreResult<Option<ContactRecord>> {
@@ -420,10 +426,7 @@ impl Store for SledStore {
     }
 
     fn contacts(&self, user: &str) -> StoreResult<Vec<(String, ContactRecord)>> {
-        self.scan_names(CONTACTS, user)?
-            .into_iter()
-            .map(|(c, v)| Ok((c, decode(CONTACTS.name, &v)?)))
-            .collect()
+        self.scan_records(CONTACTS, user)
     }
 
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
@@ -488,10 +491,7 @@ impl Store for SledStore {
     }
 
     fn blob_grants(&self, user: &str) -> StoreResult<Vec<(String, BlobGrantRecord)>> {
-        self.scan_names(BLOB_GRANTS, user)?
-            .into_iter()
-            .map(|(b, v)| Ok((b, decode(BLOB_GRANTS.name, &v)?)))
-            .collect()
+        self.scan_records(BLOB_GRANTS, user)
     }
 
     fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>> {
