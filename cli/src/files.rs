@@ -43,10 +43,10 @@ pub fn sniff_mime(head: &[u8]) -> &'static str {
 
 fn file_head(path: &Path) -> Result<(Vec<u8>, u64)> {
     let mut f = std::fs::File::open(path)
-        .map_err(|e| Failure::usage(&format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     let size = f.metadata()?.len();
     if size == 0 {
-        return Err(Failure::usage(&format!("{} is empty", path.display())));
+        return Err(Failure::usage(format!("{} is empty", path.display())));
     }
     let mut head = vec![0u8; 16];
     let n = f.read(&mut head)?;
@@ -234,7 +234,7 @@ pub async fn set_avatar(
     let (head, _) = file_head(&path)?;
     let mime = sniff_mime(&head);
     if !mime.starts_with("image/") {
-        return Err(Failure::usage(&format!(
+        return Err(Failure::usage(format!(
             "{file} is not a PNG, JPEG, GIF or WebP image"
         )));
     }

@@ -132,12 +132,12 @@ pub mod model;
 pub mod raw;
 pub mod state;
 
+pub use client::blobs::{blob_id_of, AttachmentRef};
+pub use client::requests::SearchOptions;
 pub use client::{
     login, new_client_msg_id, register, Client, ClientConfig, ClientError, Credentials, Event,
     Events, SendOptions, SendTicket, TransportMode,
 };
-pub use client::blobs::{blob_id_of, AttachmentRef};
-pub use client::requests::SearchOptions;
 pub use connect::{connect, ConnectError, ConnectOptions, Connection, Transport, Trust};
 pub use engine::{Cursors, Outgoing, Target};
 pub use model::ConversationListModel;

@@ -64,17 +64,6 @@ pub fn direct_conversation(a: &str, b: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn direct_conversation_is_symmetric() {
-        assert_eq!(direct_conversation("bob", "alice"), "d:alice:bob");
-        assert_eq!(direct_conversation("alice", "bob"), "d:alice:bob");
-    }
-}
-
 /// How an image or file message reads in a conversation list or a notification:
 /// `[photo] caption`, or `[file NAME] caption` (just the label without a caption).
 pub fn attachment_label(a: &pb::Attachment, caption: &str) -> String {
@@ -87,5 +76,16 @@ pub fn attachment_label(a: &pb::Attachment, caption: &str) -> String {
         label
     } else {
         format!("{label} {caption}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_conversation_is_symmetric() {
+        assert_eq!(direct_conversation("bob", "alice"), "d:alice:bob");
+        assert_eq!(direct_conversation("alice", "bob"), "d:alice:bob");
     }
 }

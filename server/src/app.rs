@@ -223,10 +223,12 @@ impl Server {
                 .run_collector(flusher_stop.clone()),
         );
         let search_indexer = self.services.search.run_indexer();
-        let retention_task = tokio::spawn(self.services.messages.clone().run_retention_sweeper(
-            self.services.retention.clone(),
-            flusher_stop.clone(),
-        ));
+        let retention_task = tokio::spawn(
+            self.services
+                .messages
+                .clone()
+                .run_retention_sweeper(self.services.retention.clone(), flusher_stop.clone()),
+        );
         let accept_stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 

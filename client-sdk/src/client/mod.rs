@@ -136,7 +136,10 @@ impl ClientError {
 
 /// What the handle asks of the loop.
 enum Command {
-    Send(Box<Outgoing>, oneshot::Sender<Result<pb::SendAck, ClientError>>),
+    Send(
+        Box<Outgoing>,
+        oneshot::Sender<Result<pb::SendAck, ClientError>>,
+    ),
     Request(Box<Body>, oneshot::Sender<Result<Body, ClientError>>),
     Close(oneshot::Sender<()>),
 }

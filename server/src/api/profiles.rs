@@ -11,7 +11,8 @@ use crate::accounts::Authed;
 use crate::services::Services;
 
 pub(crate) async fn set(svc: &Arc<Services>, reply: Reply, p: pb::SetProfile, a: &Authed) {
-    let r = svc.profiles
+    let r = svc
+        .profiles
         .set(&a.user, p.display_name, p.status, p.avatar)
         .await;
     reply.result(r.map(|p| Body::ProfileList(pb::ProfileList { profiles: vec![p] })));
