@@ -16,7 +16,10 @@
 //   per-conversation seq for read-diffusion pushes, inbox_seq 0); a hole is buffered
 //   around and repaired with a Sync from the cursor (inbox) or a Pull of exactly the
 //   missing range (read diffusion). Each (re)connect Syncs from the saved cursor, pages
-//   until complete, then Pulls read-diffusion heads.
+//   until complete, then Pulls read-diffusion heads. A Sync answered CURSOR_TRIMMED
+//   (server retention, docs/PROTOCOL.md 8.11) is rebuilt from ListConversations and a
+//   Pull per conversation from the last seq delivered of it, then syncs on from the first
+//   retained inbox seq: nothing delivered twice, nothing retained missed.
 // - Acks are cumulative and batched (every 50 messages or 300 ms). A new store_epoch
 //   voids all cursors. A Ping (with its own non-zero req_id, like every request) goes out
 //   every heartbeat_secs; a server silent for the liveness timeout (3 x heartbeat + 2 s)
@@ -211,6 +214,8 @@ export class TernError extends Error {
  * @property {string} storeEpoch random id of the server's data; cursors of another epoch are void
  * @property {number} inbox highest contiguous inbox seq delivered
  * @property {Record<string, number>} conversations read-diffusion groups: highest contiguous seq
+ * @property {Record<string, number>} [delivered] every conversation: highest seq delivered to the
+ *   app (no (conversation, seq) is delivered twice; a CURSOR_TRIMMED recovery pulls from here)
  *
  * @typedef {object} Message A delivered message (plain object).
  * @property {string} conversation
@@ -667,7 +672,8 @@ function newClientMsgId() {
 // ---------------------------------------------------------------------------------------
 
 /**
- * @typedef {{kind: 'send', id: string} | {kind: 'sync'} | {kind: 'pull', conv: string} | {kind: 'app'}} InFlight
+ * @typedef {{kind: 'send', id: string} | {kind: 'sync'} | {kind: 'pull', conv: string} | {kind: 'app'}
+ *   | {kind: 'recovery-list'} | {kind: 'recovery-pull', conv: string}} InFlight
  * @typedef {{msg: Outgoing, reqId: number|null, retryAt: number|null}} Pending
  * @typedef {{cursor: number, buffered: Map<number, any>, pulling: boolean}} ConvFollow
  * @typedef {{type: 'message', message: any, own: boolean}
@@ -724,7 +730,14 @@ export class Engine {
       storeEpoch: cursors.storeEpoch ?? '',
       inbox: cursors.inbox ?? 0,
       conversations: { ...(cursors.conversations ?? {}) },
+      delivered: { ...(cursors.delivered ?? {}) },
     };
+    /**
+     * A CURSOR_TRIMMED recovery in progress (docs/PROTOCOL.md 8.11), or null.
+     * @type {null | {resumeAfter: number, listed: number, listing: boolean, todo: Map<string, number>,
+     *   pulling: Set<string>, restart: Set<string>, restarted: Set<string>}}
+     */
+    this.recovery = null;
     /** @type {Map<number, any>} inbox seq -> message, above a hole */
     this.buffered = new Map();
     this.syncing = false;
@@ -800,6 +813,7 @@ export class Engine {
         this.readDiffusion.clear();
         this.cursors.inbox = 0;
         this.cursors.conversations = {};
+        this.cursors.delivered = {};
         this.ackedSent = 0;
       }
       this.cursors.storeEpoch = storeEpoch;
@@ -808,6 +822,7 @@ export class Engine {
     this.connected = true;
     this.inFlight.clear();
     this.syncing = false;
+    this.recovery = null; // its requests are gone: the Sync below finds the trim again
     for (const f of this.follows.values()) f.pulling = false;
     this.startSync();
     for (const p of this.outbox) {
@@ -824,12 +839,13 @@ export class Engine {
     const lost = [];
     for (const [id, w] of this.inFlight) if (w.kind === 'app') lost.push(id);
     this.inFlight.clear();
+    this.recovery = null;
     for (const p of this.outbox) p.reqId = null;
     return lost;
   }
 
   startSync() {
-    if (this.syncing || !this.connected) return;
+    if (this.syncing || !this.connected || this.recovery) return;
     this.syncing = true;
     const id = this.reqId();
     this.inFlight.set(id, { kind: 'sync' });
@@ -861,8 +877,18 @@ export class Engine {
     return f;
   }
 
-  /** @param {any} message */
+  /**
+   * Emits `message` unless its (conversation, seq) was delivered already (`cursors.delivered`).
+   * @param {any} message
+   */
   deliver(message) {
+    const seq = Number(message.seq ?? 0);
+    if (seq > 0 && message.conversation) {
+      const d = /** @type {Record<string, number>} */ (this.cursors.delivered);
+      if (seq <= (d[message.conversation] ?? 0)) return;
+      d[message.conversation] = seq;
+      this.cursorsDirty = true;
+    }
     this.events.push({ type: 'message', message, own: message.sender === this.user });
   }
 
@@ -1016,11 +1042,12 @@ export class Engine {
     const what = this.inFlight.get(reqId);
     if (!what) return; // an Ack's Ok, a Pong, or a response from before a reconnect
     this.inFlight.delete(reqId);
-    const catchUp = what.kind === 'sync' || what.kind === 'pull';
+    const catchUp = what.kind === 'sync' || what.kind === 'pull' || what.kind === 'recovery-list' || what.kind === 'recovery-pull';
     this.handleResponse(reqId, what, frame, now);
     if (
       catchUp &&
       !this.syncing &&
+      !this.recovery &&
       this.buffered.size === 0 &&
       [...this.follows.values()].every((f) => !f.pulling && f.buffered.size === 0)
     ) {
@@ -1061,6 +1088,11 @@ export class Engine {
       }
       case 'sync': {
         this.syncing = false;
+        if (kind === 'error' && frame.error.code === ErrorCode.CURSOR_TRIMMED) {
+          // Retention trimmed the inbox below the cursor: rebuild from the conversations.
+          this.startRecovery(frame.error.message ?? '');
+          return;
+        }
         if (kind !== 'syncResult') return; // retried on the next gap or connection
         const r = frame.syncResult;
         for (const item of r.items) {
@@ -1095,10 +1127,129 @@ export class Engine {
         }
         return;
       }
+      case 'recovery-list':
+        this.onRecoveryList(frame, now);
+        return;
+      case 'recovery-pull':
+        this.onRecoveryPull(what.conv, frame, now);
+        return;
       case 'app':
         this.events.push({ type: 'response', reqId, frame });
         return;
     }
+  }
+
+  // ---- Recovery from CURSOR_TRIMMED (docs/PROTOCOL.md 8.11; client-sdk/src/engine/recovery.rs) ----
+  // 1. The Sync's error names the first retained inbox seq F.
+  // 2. ListConversations (every page): each write-diffusion conversation whose last_seq is
+  //    past what this page delivered of it (cursors.delivered) is pulled forward from
+  //    there up to that last_seq; on CURSOR_TRIMMED from its first retained seq (after 0).
+  // 3. The inbox cursor moves to F - 1 and syncing goes on; deliver() skips what the
+  //    pulls delivered already. F was read before the list, so nothing retained is missed.
+
+  /** @param {string} message the CURSOR_TRIMMED text */
+  startRecovery(message) {
+    const first = firstRetainedInboxSeq(message);
+    // Not a message this SDK understands: nothing safe to do until the next connection.
+    if (first === null) return;
+    this.recovery = {
+      resumeAfter: Math.max(first - 1, this.cursors.inbox),
+      listed: 0,
+      listing: true,
+      todo: new Map(),
+      pulling: new Set(),
+      restart: new Set(),
+      restarted: new Set(),
+    };
+    this.recoveryList(0);
+  }
+
+  /** @param {number} offset */
+  recoveryList(offset) {
+    const id = this.reqId();
+    this.inFlight.set(id, { kind: 'recovery-list' });
+    this.transmit.push({ reqId: id, listConversations: { limit: RECOVERY_LIST_PAGE, offset } });
+  }
+
+  /** @param {any} frame @param {number} now */
+  onRecoveryList(frame, now) {
+    const r = this.recovery;
+    if (!r) return;
+    if (frame.body !== 'conversationList') {
+      this.recovery = null; // failed: the next connection syncs (and recovers) again
+      return;
+    }
+    const list = frame.conversationList;
+    const convs = list.conversations ?? [];
+    const delivered = /** @type {Record<string, number>} */ (this.cursors.delivered);
+    for (const c of convs) {
+      if (c.readDiffusion || this.readDiffusion.has(c.conversation)) continue; // its own cursor
+      const last = Number(c.lastSeq ?? 0);
+      if (last > (delivered[c.conversation] ?? 0)) r.todo.set(c.conversation, last);
+    }
+    r.listed += convs.length;
+    if (convs.length === RECOVERY_LIST_PAGE && r.listed < Number(list.total ?? 0)) {
+      this.recoveryList(r.listed);
+    } else {
+      r.listing = false;
+      this.pumpRecovery(now);
+    }
+  }
+
+  /** @param {string} conv @param {any} frame @param {number} now */
+  onRecoveryPull(conv, frame, now) {
+    const r = this.recovery;
+    if (!r) return;
+    r.pulling.delete(conv);
+    if (frame.body === 'pullResult') {
+      const p = frame.pullResult;
+      const until = r.todo.get(conv) ?? 0;
+      const msgs = [...(p.messages ?? [])].sort((a, b) => Number(a.seq) - Number(b.seq));
+      for (const m of msgs) this.deliver(m);
+      const have = /** @type {Record<string, number>} */ (this.cursors.delivered)[conv] ?? 0;
+      // Done when the listed last seq is reached, or nothing more came.
+      if (have >= until || Number(p.toSeq ?? 0) === 0 || p.complete) r.todo.delete(conv);
+    } else if (frame.body === 'error' && frame.error.code === ErrorCode.CURSOR_TRIMMED && !r.restarted.has(conv)) {
+      // The timeline was trimmed too: from its first retained seq.
+      r.restarted.add(conv);
+      r.restart.add(conv);
+    } else {
+      r.todo.delete(conv); // FORBIDDEN (left meanwhile) or anything else: nothing to rebuild
+    }
+    this.pumpRecovery(now);
+  }
+
+  /** Sends the next Pulls; once nothing is left, ends the recovery and syncs on. @param {number} now */
+  pumpRecovery(now) {
+    const r = this.recovery;
+    if (!r || r.listing) return;
+    for (const [conv, until] of r.todo) {
+      if (r.pulling.size >= RECOVERY_PARALLEL_PULLS) return;
+      if (r.pulling.has(conv)) continue;
+      r.pulling.add(conv);
+      const after = r.restart.delete(conv) ? 0 : (/** @type {Record<string, number>} */ (this.cursors.delivered)[conv] ?? 0);
+      const id = this.reqId();
+      this.inFlight.set(id, { kind: 'recovery-pull', conv });
+      this.transmit.push({
+        reqId: id,
+        pull: { conversation: conv, afterSeq: after, untilSeq: until, limit: PAGE, beforeSeq: 0 },
+      });
+    }
+    if (r.todo.size > 0 || r.pulling.size > 0) return;
+    this.recovery = null;
+    if (r.resumeAfter > this.cursors.inbox) {
+      this.cursors.inbox = r.resumeAfter;
+      this.cursorsDirty = true;
+      this.scheduleAck(now);
+    }
+    // Pushes that arrived meanwhile: those at or below the new cursor are covered.
+    for (const s of [...this.buffered.keys()]) if (s <= this.cursors.inbox) this.buffered.delete(s);
+    for (let m; (m = this.buffered.get(this.cursors.inbox + 1)) !== undefined; ) {
+      this.buffered.delete(this.cursors.inbox + 1);
+      this.deliver(m);
+      this.cursors.inbox += 1;
+    }
+    this.startSync();
   }
 
   /** The next time handleTimeout wants to run, or null. */
@@ -1117,6 +1268,22 @@ export class Engine {
     for (const p of this.outbox) if (p.retryAt !== null && p.retryAt <= now) p.retryAt = null;
     this.fillWindow();
   }
+}
+
+/** Conversations per ListConversations page, and recovery Pulls in flight at once. */
+const RECOVERY_LIST_PAGE = 500;
+const RECOVERY_PARALLEL_PULLS = 8;
+
+/**
+ * The first retained inbox seq named in a Sync's CURSOR_TRIMMED message
+ * ("... first retained inbox seq F ...", docs/PROTOCOL.md 8.11), or null.
+ * @param {string} message
+ * @returns {number|null}
+ */
+export function firstRetainedInboxSeq(message) {
+  const m = /first retained inbox seq (\d+)/.exec(message ?? '');
+  const n = m ? Number(m[1]) : 0;
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
 }
 
 /** @param {number} reqId @param {Outgoing} msg */
@@ -1215,6 +1382,9 @@ export function loadState(username, storage = globalThis.localStorage) {
       storeEpoch: typeof s.storeEpoch === 'string' ? s.storeEpoch : '',
       inbox: Number.isSafeInteger(s.inbox) ? s.inbox : 0,
       conversations: s.conversations && typeof s.conversations === 'object' ? s.conversations : {},
+      delivered: Object.fromEntries(
+        Object.entries(s.delivered && typeof s.delivered === 'object' ? s.delivered : {}).filter(([, v]) => Number.isSafeInteger(v)),
+      ),
     },
     outbox: /** @type {Outgoing[]} */ (outbox),
   };
@@ -1356,7 +1526,7 @@ export class TernClient extends EventTarget {
   /** Cursors as saved (a copy). @returns {Cursors} */
   get cursors() {
     const c = this.engine.cursors;
-    return { storeEpoch: c.storeEpoch, inbox: c.inbox, conversations: { ...c.conversations } };
+    return { storeEpoch: c.storeEpoch, inbox: c.inbox, conversations: { ...c.conversations }, delivered: { ...c.delivered } };
   }
 
   /** Sends without a SendAck yet, in order (survive reconnects and page reloads). */
@@ -2431,6 +2601,7 @@ export class TernClient extends EventTarget {
           storeEpoch: c.storeEpoch,
           inbox: c.inbox,
           conversations: c.conversations,
+          delivered: c.delivered,
         }),
       );
       this.engine.cursorsDirty = false;

@@ -1334,3 +1334,141 @@ test('attachments: Send carries {blobId, name}, kept in the saved outbox; messag
   assert.equal((await rm).avatar, '');
   client.close();
 });
+
+test('CURSOR_TRIMMED (retention, docs/PROTOCOL.md 8.11): rebuilt from the conversations, each retained message once and in order, then the inbox goes on from F', async () => {
+  const storage = new MemStorage();
+  const dm = 'd:alice:bob';
+  const g = 'g:00000000000000aa';
+  // Delivered before: dm 1..2, g 1 (inbox cursor 3).
+  storage.setItem(
+    storageKey('alice') + 'state',
+    JSON.stringify({ token: 'tok-0', device: 'web-test', storeEpoch: 'E1', inbox: 3, conversations: {}, delivered: { [dm]: 2, [g]: 1 } }),
+  );
+  const { client, ev, ws } = makeClient({ storage });
+  const sync = loginAndSync(ws);
+  assert.equal(sync.sync.afterInboxSeq, 3);
+  ws.recv({
+    reqId: sync.reqId,
+    error: {
+      code: ErrorCode.CURSOR_TRIMMED,
+      message: 'inbox trimmed by retention: after_inbox_seq 3 is below the first retained inbox seq 10 (inbox head 12); rebuild',
+    },
+  });
+  const [list] = ws.take('listConversations');
+  assert.ok(list, 'a ListConversations after CURSOR_TRIMMED');
+  assert.deepEqual([list.listConversations.limit, list.listConversations.offset], [500, 0]);
+  assert.equal(ws.take('sync').length, 0, 'no Sync while rebuilding');
+  // A push arriving meanwhile waits (no Sync, no delivery).
+  ws.recv({ push: { inboxSeq: 13, message: msg(dm, 7, 'bob') } });
+  assert.equal(ws.take('sync').length, 0);
+  assert.equal(ev.messages.length, 0);
+  ws.recv({
+    reqId: list.reqId,
+    conversationList: {
+      conversations: [
+        { conversation: dm, lastSeq: 5 },
+        { conversation: g, lastSeq: 4 },
+        { conversation: 'd:alice:carol', lastSeq: 0 }, // nothing in it
+        { conversation: 'g:00000000000000bb', lastSeq: 9, readDiffusion: true }, // its own cursor
+      ],
+      total: 4,
+    },
+  });
+  const pulls = ws.take('pull');
+  assert.deepEqual(
+    pulls.map((f) => [f.pull.conversation, f.pull.afterSeq, f.pull.untilSeq]),
+    [
+      [dm, 2, 5],
+      [g, 1, 4],
+    ],
+    'each conversation pulled from what was delivered of it, up to its listed last_seq',
+  );
+  ws.recv({
+    reqId: pulls[0].reqId,
+    pullResult: { conversation: dm, messages: [3, 4, 5].map((s) => msg(dm, s, 'bob')), fromSeq: 3, toSeq: 5, lastSeq: 5, complete: true, firstSeq: 1 },
+  });
+  // The group's timeline was trimmed too: from its first retained seq (after 0).
+  ws.recv({ reqId: pulls[1].reqId, error: { code: ErrorCode.CURSOR_TRIMMED, message: 'the first retained seq is 3' } });
+  const [again] = ws.take('pull');
+  assert.deepEqual([again.pull.conversation, again.pull.afterSeq], [g, 0]);
+  assert.equal(ws.take('sync').length, 0, 'no Sync until every conversation is pulled');
+  assert.equal(ev.caughtUp, 0, 'not caught up while rebuilding');
+  ws.recv({
+    reqId: again.reqId,
+    pullResult: { conversation: g, messages: [3, 4].map((s) => msg(g, s, 'carol')), fromSeq: 3, toSeq: 4, lastSeq: 4, complete: true, firstSeq: 3 },
+  });
+  // Done: the inbox cursor continues from F - 1.
+  const [next] = ws.take('sync');
+  assert.ok(next, 'a Sync after the rebuild');
+  assert.equal(next.sync.afterInboxSeq, 9);
+  ws.recv({
+    reqId: next.reqId,
+    syncResult: {
+      items: [
+        { inboxSeq: 10, message: msg(dm, 5, 'bob') }, // pulled already
+        { inboxSeq: 11, message: msg(g, 4, 'carol') }, // pulled already
+        { inboxSeq: 12, message: msg(dm, 6, 'bob') },
+        { inboxSeq: 13, message: msg(dm, 7, 'bob') }, // also pushed meanwhile
+      ],
+      fromInboxSeq: 9,
+      toInboxSeq: 13,
+      inboxHead: 13,
+      complete: true,
+    },
+  });
+  assert.deepEqual(
+    ev.messages.map((m) => `${m.message.conversation}#${m.message.seq}`),
+    [`${dm}#3`, `${dm}#4`, `${dm}#5`, `${g}#3`, `${g}#4`, `${dm}#6`, `${dm}#7`],
+    'every retained message once, in order per conversation, none delivered before',
+  );
+  assert.equal(ev.caughtUp, 1);
+  const saved = loadState('alice', storage);
+  assert.equal(saved.cursors.inbox, 13, 'the inbox cursor went on after the rebuild');
+  assert.deepEqual(saved.cursors.delivered, { [dm]: 7, [g]: 4 });
+  await until(() => ws.sent.some((f) => f.body === 'ack'), 'the Ack');
+  assert.deepEqual(ws.take('ack').map((f) => f.ack.inboxSeq), [13]);
+  client.close();
+});
+
+test('CURSOR_TRIMMED: a rebuild cut by a reconnect starts again; a message without F leaves the cursor alone', async () => {
+  const storage = new MemStorage();
+  const dm = 'd:alice:bob';
+  storage.setItem(
+    storageKey('alice') + 'state',
+    JSON.stringify({ token: 'tok-0', device: 'web-test', storeEpoch: 'E1', inbox: 2, conversations: {}, delivered: { [dm]: 2 } }),
+  );
+  const { client, ev, ws } = makeClient({ storage });
+  const sync = loginAndSync(ws);
+  const trimmed = { code: ErrorCode.CURSOR_TRIMMED, message: 'after_inbox_seq 2 is below the first retained inbox seq 6 (inbox head 8)' };
+  ws.recv({ reqId: sync.reqId, error: trimmed });
+  const [list] = ws.take('listConversations');
+  ws.recv({ reqId: list.reqId, conversationList: { conversations: [{ conversation: dm, lastSeq: 6 }], total: 1 } });
+  const [pull] = ws.take('pull');
+  assert.equal(pull.pull.afterSeq, 2);
+  ws.serverClose(); // the Pull's answer never comes
+  await until(() => FakeWS.all.length === 2, 'a reconnect', 2000);
+  const ws2 = FakeWS.last();
+  ws2.open();
+  const sync2 = loginAndSync(ws2);
+  assert.equal(sync2.sync.afterInboxSeq, 2, 'the cursor did not move: the rebuild did not finish');
+  ws2.recv({ reqId: sync2.reqId, error: trimmed });
+  const [list2] = ws2.take('listConversations');
+  ws2.recv({ reqId: list2.reqId, conversationList: { conversations: [{ conversation: dm, lastSeq: 6 }], total: 1 } });
+  const [pull2] = ws2.take('pull');
+  assert.equal(pull2.pull.afterSeq, 2);
+  ws2.recv({
+    reqId: pull2.reqId,
+    pullResult: { conversation: dm, messages: [3, 4, 5, 6].map((s) => msg(dm, s, 'bob')), fromSeq: 3, toSeq: 6, lastSeq: 6, complete: true, firstSeq: 1 },
+  });
+  const [sync3] = ws2.take('sync');
+  assert.equal(sync3.sync.afterInboxSeq, 5);
+  ws2.recv(emptySyncResult(sync3, 5));
+  assert.deepEqual(ev.messages.map((m) => m.message.seq), [3, 4, 5, 6]);
+  // A CURSOR_TRIMMED this SDK cannot read (no F): no rebuild, no moved cursor.
+  ws2.recv({ push: { inboxSeq: 9, message: msg(dm, 8, 'bob') } });
+  const [gap] = ws2.take('sync');
+  ws2.recv({ reqId: gap.reqId, error: { code: ErrorCode.CURSOR_TRIMMED, message: 'cursor trimmed' } });
+  assert.equal(ws2.take('listConversations').length, 0);
+  assert.equal(client.cursors.inbox, 5);
+  client.close();
+});
