@@ -26,7 +26,13 @@ async function sendAndWaitAcked(page, text) {
 async function searchUntil(page, query, n) {
   const until = Date.now() + WAIT_MS;
   for (;;) {
+    // Clear first and wait until the old hits are gone: the box searches 300 ms after the
+    // last keystroke, so checking at once would read the previous query's hits (and typing
+    // again at once would keep postponing the search).
     await page.fill('#message-search', '');
+    await page.waitForFunction(() => document.querySelectorAll('#message-hits li').length === 0, null, {
+      timeout: WAIT_MS,
+    });
     await page.fill('#message-search', query);
     const want = n === 0 ? '[data-testid="message-hits-none"]' : `[data-testid="message-hit"]:nth-child(${n})`;
     try {
