@@ -781,6 +781,8 @@ fn inspect(
     if declared.starts_with("image/") && is_inspected_image(declared) || sniffed.is_some() {
         match image::summarize_file(part) {
             Ok(s) => return Ok(Ok((s.mime.to_string(), Some(s)))),
+            // The server could not read its own file: not the client's fault (INTERNAL).
+            Err(image::ImageError::Io(e)) => return Err(e),
             Err(e) if declared.starts_with("image/") && is_inspected_image(declared) => {
                 return Ok(Err(format!("not a usable image: {e}")))
             }
