@@ -17,7 +17,7 @@ use std::path::Path;
 
 use tantivy::collector::{Collector, DocSetCollector, SegmentCollector};
 use tantivy::columnar::Column;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value,
     STORED, STRING,
@@ -270,6 +270,30 @@ impl Engine {
             d.add_u64(self.f.seq, seq);
             w.add_document(d)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the documents of `conv`'s messages below seq `first` (retention trimmed
+    /// them): an index under retention stays as small as what is kept.
+    pub(crate) fn delete_below(
+        &self,
+        w: &IndexWriter,
+        conv: &str,
+        first: u64,
+    ) -> tantivy::Result<()> {
+        let in_conv = TermQuery::new(
+            Term::from_field_text(self.f.conv, conv),
+            IndexRecordOption::Basic,
+        );
+        let below = RangeQuery::new(
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Excluded(Term::from_field_u64(self.f.seq, first)),
+        );
+        let q = BooleanQuery::new(vec![
+            (Occur::Must, Box::new(in_conv) as Box<dyn Query>),
+            (Occur::Must, Box::new(below)),
+        ]);
+        w.delete_query(Box::new(q))?;
         Ok(())
     }
 

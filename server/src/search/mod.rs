@@ -449,6 +449,9 @@ struct Indexer {
     uncommitted: u64,
     since: Option<Instant>,
     lag: u64,
+    /// conversation -> the first retained seq whose lower documents were deleted (absent:
+    /// none deleted by this run; 1 means nothing was trimmed).
+    trimmed: HashMap<String, u64>,
 }
 
 impl Indexer {
@@ -468,6 +471,7 @@ impl Indexer {
             uncommitted: 0,
             since: None,
             lag: 0,
+            trimmed: HashMap::new(),
         }
     }
 
@@ -593,6 +597,14 @@ impl Indexer {
                 }
                 MessageKind::System => {}
             }
+        }
+        // Retention trimmed the start of the timeline: its documents go too, so the index
+        // does not keep growing under retention (deletes apply with the next commit).
+        let first = store.first_retained_seq(conv)?;
+        if first > self.trimmed.get(conv).copied().unwrap_or(1) {
+            self.engine.delete_below(&self.writer, conv, first)?;
+            self.trimmed.insert(conv.to_string(), first);
+            self.since.get_or_insert_with(Instant::now);
         }
         crate::metrics::get().search_indexed.inc_by(to - mark);
         self.uncommitted += to - mark;

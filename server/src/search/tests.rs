@@ -166,6 +166,34 @@ async fn an_index_started_later_catches_up_from_the_timelines() {
     w.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_of_entries_trimmed_by_retention_leave_the_index() {
+    let w = World::new();
+    w.users(&["a", "b"]);
+    let (s, t) = search_over(&w, true);
+    let conv = tern_proto::direct_conversation("a", "b");
+    for i in 1..=10 {
+        send(&w, "a", "b", &format!("t{i}"), &format!("note {i}")).await;
+    }
+    docs_become(&s, 10).await;
+    // Retention trims seqs 1..=7 (what the sweeper commits).
+    w.store
+        .commit(&[crate::store::Mutation::TrimTimeline {
+            conversation: conv.clone(),
+            from: 1,
+            below: 8,
+        }])
+        .unwrap();
+    // The next entry of the conversation lets the indexer see the trim.
+    send(&w, "b", "a", "t11", "note 11").await;
+    docs_become(&s, 4).await;
+    let hits = settled(&s, "a", "note").await;
+    assert_eq!(hits, ["note 11", "note 10", "note 9", "note 8"]);
+    s.stop();
+    t.join().unwrap();
+    w.stop().await;
+}
+
 #[tokio::test]
 async fn bad_queries_and_page_tokens_are_invalid_arguments() {
     let w = World::new();
