@@ -292,7 +292,10 @@ async fn a_block_refuses_direct_messages_both_ways_and_hides_presence() {
     assert_eq!(online(a.group_online(&g.conversation).await), 2, "ann, cat");
     assert_eq!(online(c.group_online(&g.conversation).await), 3);
     // bob goes offline and comes back: cat hears it, ann does not. (What came before is
-    // read up to a ping's answer and dropped.)
+    // read up to a ping's answer and dropped.) bob's coming online must have settled and
+    // been announced first: gone within the settle time of logging in, nothing would be
+    // announced at all (this test can reach here in less than the 100 ms settle time).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for x in [&mut a, &mut c] {
         let _ = x.request(Body::Ping(pb::Ping { client_time_ms: 1 })).await;
         x.pushes().clear();
