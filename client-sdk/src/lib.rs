@@ -135,12 +135,12 @@ pub mod state;
 pub use client::blobs::{blob_id_of, AttachmentRef};
 pub use client::requests::SearchOptions;
 pub use client::{
-    login, new_client_msg_id, register, Client, ClientConfig, ClientError, Credentials, Event,
-    Events, SendOptions, SendTicket, TransportMode,
+    login, new_client_msg_id, register, Client, ClientConfig, ClientError, ConfirmMode,
+    Credentials, Event, Events, SendOptions, SendTicket, TransportMode,
 };
 pub use connect::{connect, ConnectError, ConnectOptions, Connection, Transport, Trust};
 pub use engine::{Cursors, Outgoing, Target};
 pub use model::ConversationListModel;
 pub use raw::{RawConnection, RawError};
-pub use state::{FileStore, MemoryStore, SavedState, StateStore};
+pub use state::{FileStore, MemoryStore, SavedState, SqliteStore, StateStore, StoredConversation};
 pub use tern_proto as proto;

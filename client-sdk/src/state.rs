@@ -1,6 +1,11 @@
 //! Persistence of what a device must not forget across app restarts: its token, its
 //! cursors (so it does not download again what it has) and, optionally, its outbox (so
-//! unacknowledged sends are sent again after a restart).
+//! unacknowledged sends are sent again after a restart); for a store that keeps more, the
+//! messages delivered too ([`StateStore::commit`]).
+//!
+//! Stores that come with the SDK: [`MemoryStore`] (tests), [`FileStore`] (one JSON file)
+//! and [`SqliteStore`] (the device's local copy in SQLite: conversations, history, read
+//! state, with schema migrations; [`sqlite`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use tern_proto::pb;
 
 use crate::engine::{Cursors, Outgoing, Target};
+
+pub mod sqlite;
+pub use sqlite::{SqliteStore, StoredConversation};
 
 /// Everything a [`StateStore`] keeps.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +32,31 @@ pub struct SavedState {
 pub trait StateStore: Send + 'static {
     fn load(&mut self) -> std::io::Result<SavedState>;
     fn save(&mut self, state: &SavedState) -> std::io::Result<()>;
+
+    /// Keeps `messages` (just delivered, in order) together with `state`, whose cursors
+    /// cover them, in one atomic write: after a crash either both are there or neither.
+    /// The default keeps no messages and saves `state`.
+    ///
+    /// With [`ConfirmMode::Store`](crate::ConfirmMode::Store) the client calls this before
+    /// the app sees the messages, and a successful commit is their confirmation; an error
+    /// leaves them unconfirmed (they come again after a restart).
+    fn commit(&mut self, state: &SavedState, messages: &[pb::Message]) -> std::io::Result<()> {
+        let _ = messages;
+        self.save(state)
+    }
+
+    /// True for a store whose [`StateStore::commit`] keeps messages (the client then
+    /// commits every delivery, whatever its confirm mode). Default false.
+    fn keeps_messages(&self) -> bool {
+        false
+    }
+
+    /// This user has read `conversation` up to `read_seq` (on any of their devices). The
+    /// default keeps nothing.
+    fn record_read(&mut self, conversation: &str, read_seq: u64) -> std::io::Result<()> {
+        let _ = (conversation, read_seq);
+        Ok(())
+    }
 }
 
 /// Keeps state for the life of the process only.

@@ -18,7 +18,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    body_result, connect_mode, now_ms, ClientConfig, ClientError, Command, Event, TransportMode,
+    body_result, connect_mode, now_ms, ClientConfig, ClientError, Command, ConfirmMode, Event,
+    TransportMode,
 };
 use crate::connect::{BoxWrite, ConnectOptions, Connection, Transport};
 use crate::engine::{Disconnect, Engine};
@@ -58,6 +59,9 @@ impl EventLoop {
         opts.server_name = config.server_name.clone();
         let mut engine = Engine::new(&config.credentials.username, saved.cursors, saved.outbox);
         engine.set_receive(config.receive);
+        if config.confirm != ConfirmMode::Delivered {
+            engine.require_confirm();
+        }
         engine.set_credentials(config.credentials.clone(), saved.token);
         Self {
             opts,
@@ -81,16 +85,22 @@ impl EventLoop {
         let _ = self.events.send(e);
     }
 
-    fn save(&mut self) {
-        let state = SavedState {
+    /// The state to save, with these cursors.
+    fn state_with(&self, cursors: crate::engine::Cursors) -> SavedState {
+        SavedState {
             token: self.engine.token().map(str::to_string),
-            cursors: self.engine.cursors().clone(),
+            cursors,
             outbox: if self.config.persist_outbox {
                 self.engine.outbox()
             } else {
                 Vec::new()
             },
-        };
+        }
+    }
+
+    fn save(&mut self) {
+        // With a confirm mode, only as far as the app (or the store) confirmed.
+        let state = self.state_with(self.engine.durable_cursors());
         if let Err(e) = self.config.store.save(&state) {
             tracing::warn!(error = %e, "could not save client state");
         }
@@ -217,6 +227,12 @@ impl EventLoop {
                     }
                     None => self.queued_requests.push_back((body, tx)),
                 }
+            }
+            Command::Confirm(conversation, seq, tx) => {
+                self.engine.confirm(&conversation, seq, Instant::now());
+                let _ = self.engine.take_cursors_dirty();
+                self.save();
+                let _ = tx.send(());
             }
             Command::Close(tx) => {
                 self.engine.flush_ack();
@@ -345,7 +361,15 @@ impl EventLoop {
                 let _ = w.send(body_result(f));
             }
         }
+        let mut events = Vec::new();
         while let Some(ev) = self.engine.poll_event() {
+            events.push(ev);
+        }
+        if events.is_empty() {
+            return;
+        }
+        self.commit_messages(&events);
+        for ev in events {
             match &ev {
                 Event::Acked(ack) => {
                     if let Some(w) = self.send_waiters.remove(&ack.client_msg_id) {
@@ -387,6 +411,67 @@ impl EventLoop {
                 _ => {}
             }
             self.emit(ev);
+        }
+    }
+
+    /// Hands the messages among `events` to a store that keeps them (or, with
+    /// [`ConfirmMode::Store`], to any store) together with the cursors that cover them,
+    /// in one write, before the app sees them. With `Store`, a successful write confirms
+    /// them; a failed one leaves them unconfirmed (delivered again after a restart).
+    fn commit_messages(&mut self, events: &[Event]) {
+        let store_mode = self.config.confirm == ConfirmMode::Store;
+        let keeps = self.config.store.keeps_messages();
+        if !store_mode && !keeps {
+            return;
+        }
+        if keeps {
+            for ev in events {
+                if let Event::Read {
+                    conversation,
+                    read_seq,
+                    own: true,
+                    ..
+                } = ev
+                {
+                    if let Err(e) = self.config.store.record_read(conversation, *read_seq) {
+                        tracing::warn!(error = %e, "could not keep the read position");
+                    }
+                }
+            }
+        }
+        let messages: Vec<pb::Message> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        if messages.is_empty() {
+            return;
+        }
+        let confirms: Vec<(String, u64)> = if store_mode {
+            messages
+                .iter()
+                .map(|m| (m.conversation.clone(), m.seq))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let state = self.state_with(self.engine.durable_cursors_if_confirmed(&confirms));
+        match self.config.store.commit(&state, &messages) {
+            Ok(()) => {
+                let now = Instant::now();
+                for (conversation, seq) in &confirms {
+                    self.engine.confirm(conversation, *seq, now);
+                }
+                // What was just written is the whole state as it is now.
+                let _ = self.engine.take_cursors_dirty();
+                self.last_save = now;
+                self.save_pending = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, n = messages.len(), "could not keep messages");
+            }
         }
     }
 

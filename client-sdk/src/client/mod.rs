@@ -53,6 +53,25 @@ impl std::str::FromStr for TransportMode {
     }
 }
 
+/// When a message counts as processed, so that the SDK acks it to the server and saves
+/// cursors past it (exactly once to the app, across crashes; see [`Client::confirm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfirmMode {
+    /// When it is handed to the app (the default): a crash of the app right after may
+    /// lose it for that device (the cursors saved already cover it).
+    #[default]
+    Delivered,
+    /// When the app says so with [`Client::confirm`]: until then it is neither acked nor
+    /// covered by the saved cursors, so if the app dies first it is delivered again, once,
+    /// after the restart.
+    App,
+    /// When the store has kept it: the client hands each batch of messages to
+    /// [`StateStore::commit`] with the cursors that cover them, in one write (one
+    /// transaction with [`SqliteStore`](crate::SqliteStore)), before the app sees them.
+    /// If that write fails they stay unconfirmed (delivered again after a restart).
+    Store,
+}
+
 /// Everything the client needs.
 pub struct ClientConfig {
     /// The server (TLS-TCP, and QUIC unless `quic_server` says otherwise).
@@ -76,6 +95,8 @@ pub struct ClientConfig {
     /// Receive messages (sync, pushes, acks). False for a client that only sends and
     /// makes requests: it downloads nothing and leaves the cursors where they are.
     pub receive: bool,
+    /// When a message counts as processed ([`ConfirmMode`]); default `Delivered`.
+    pub confirm: ConfirmMode,
 }
 
 impl ClientConfig {
@@ -98,6 +119,7 @@ impl ClientConfig {
             quic_deadline: Duration::from_millis(1500),
             persist_outbox: true,
             receive: true,
+            confirm: ConfirmMode::Delivered,
         }
     }
 }
@@ -142,6 +164,8 @@ enum Command {
     ),
     Request(Box<Body>, oneshot::Sender<Result<Body, ClientError>>),
     Close(oneshot::Sender<()>),
+    /// [`Client::confirm`]: answered once the cursors it allows are saved.
+    Confirm(String, u64, oneshot::Sender<()>),
 }
 
 /// A cheap handle to the client's event loop. Clone it freely.
@@ -316,6 +340,22 @@ impl Client {
             .map_err(|_| ClientError::Stopped("event loop ended".into()))?;
         rx.await
             .unwrap_or_else(|_| Err(ClientError::Stopped("event loop ended".into())))
+    }
+
+    /// With [`ConfirmMode::App`]: the app has processed every message of `conversation`
+    /// up to `seq` (cumulative, like an ack: confirming the latest [`Event::Message`] of a
+    /// conversation confirms the ones before it; confirm EDIT and RECALL entries and
+    /// tombstones too, they are messages). Resolves once the cursors that this allows are
+    /// saved: a message confirmed is not delivered again after a crash, one not confirmed
+    /// is, once. The acks to the server follow. A no-op in the other modes.
+    pub async fn confirm(&self, conversation: &str, seq: u64) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Confirm(conversation.to_string(), seq, tx))
+            .await
+            .map_err(|_| ClientError::Stopped("event loop ended".into()))?;
+        rx.await
+            .map_err(|_| ClientError::Stopped("event loop ended".into()))
     }
 
     /// Acks what was received, saves state, closes the connection and stops the loop.

@@ -1,4 +1,6 @@
-//! Acks: cumulative over the inbox, batched, so a burst of messages costs one Ack.
+//! Acks: cumulative over the inbox, batched, so a burst of messages costs one Ack. With
+//! confirmation on ([`Engine::require_confirm`]) they stop before the first message the app
+//! has not confirmed.
 
 use std::time::{Duration, Instant};
 
@@ -14,26 +16,28 @@ pub const ACK_DELAY: Duration = Duration::from_millis(300);
 
 impl Engine {
     pub(super) fn schedule_ack(&mut self, now: Instant) {
-        if self.cursors.inbox >= self.acked_sent + ACK_EVERY {
+        let inbox = self.ackable_inbox();
+        if inbox >= self.acked_sent + ACK_EVERY {
             self.send_ack();
-        } else if self.cursors.inbox > self.acked_sent && self.ack_due.is_none() {
+        } else if inbox > self.acked_sent && self.ack_due.is_none() {
             self.ack_due = Some(now + ACK_DELAY);
         }
     }
 
     pub(super) fn send_ack(&mut self) {
         self.ack_due = None;
-        if !self.connected || self.cursors.inbox <= self.acked_sent {
+        // With confirmation on, only what the app confirmed (the server keeps the rest
+        // for the next sync).
+        let inbox = self.ackable_inbox();
+        if !self.connected || inbox <= self.acked_sent {
             return;
         }
-        self.acked_sent = self.cursors.inbox;
+        self.acked_sent = inbox;
         let id = self.req_id();
         // The Ok response needs no handling; an error only means it is sent again later.
         self.transmit.push_back(Frame {
             req_id: id,
-            body: Some(Body::Ack(pb::Ack {
-                inbox_seq: self.cursors.inbox,
-            })),
+            body: Some(Body::Ack(pb::Ack { inbox_seq: inbox })),
         });
     }
 

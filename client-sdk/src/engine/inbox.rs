@@ -3,13 +3,24 @@
 //! (pushes with inbox seq 0, Pull pages) follow a cursor each. A hole is buffered around
 //! and repaired with a Sync or a Pull of exactly the missing range.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use tern_proto::pb;
 use tern_proto::{Body, Frame};
 
-use super::{Engine, Event, InFlight};
+use super::{Cursors, Engine, Event, InFlight};
+
+/// Exactly once to the app: the messages the app has confirmed, so that the cursors
+/// saved and the acks sent never go past one it has not (see [`Engine::require_confirm`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Confirm {
+    /// Per conversation, every seq up to this one is confirmed (cumulative).
+    confirmed: BTreeMap<String, u64>,
+    /// Inbox items delivered but not yet confirmed: (inbox seq, conversation, seq), in
+    /// inbox order. The durable inbox cursor stops just before the first.
+    waiting: VecDeque<(u64, String, u64)>,
+}
 
 /// How far one read-diffusion conversation has been delivered.
 #[derive(Debug, Default)]
@@ -83,6 +94,106 @@ impl Engine {
         }
     }
 
+    /// [`Engine::deliver`] for inbox item `inbox_seq`; with confirmation on, the item
+    /// holds the durable inbox cursor back until its message is confirmed.
+    fn deliver_inbox(&mut self, inbox_seq: u64, message: pb::Message) {
+        if let Some(c) = &mut self.confirm {
+            let done = c.confirmed.get(&message.conversation).copied().unwrap_or(0);
+            if message.seq > done {
+                c.waiting
+                    .push_back((inbox_seq, message.conversation.clone(), message.seq));
+            }
+        }
+        self.deliver(message);
+    }
+
+    /// Exactly once to the app: from now on the cursors to save
+    /// ([`Engine::durable_cursors`]) and the acks sent cover only messages confirmed with
+    /// [`Engine::confirm`]. Call before the first connection; what the loaded cursors
+    /// cover counts as confirmed. Delivery to the app is unchanged (once per run; the
+    /// unconfirmed come again only after a restart, from the saved cursors).
+    pub fn require_confirm(&mut self) {
+        if self.confirm.is_none() {
+            self.confirm = Some(Confirm {
+                confirmed: self.cursors.delivered.clone(),
+                waiting: VecDeque::new(),
+            });
+        }
+    }
+
+    /// Whether [`Engine::require_confirm`] is on.
+    pub fn confirm_required(&self) -> bool {
+        self.confirm.is_some()
+    }
+
+    /// The app has processed every message of `conversation` up to `seq` (cumulative;
+    /// clamped to what was delivered). No-op unless [`Engine::require_confirm`].
+    pub fn confirm(&mut self, conversation: &str, seq: u64, now: Instant) {
+        let delivered = self
+            .cursors
+            .delivered
+            .get(conversation)
+            .copied()
+            .unwrap_or(0);
+        let Some(c) = &mut self.confirm else { return };
+        Self::apply_confirm(c, conversation, seq.min(delivered));
+        self.cursors_dirty = true;
+        self.schedule_ack(now);
+    }
+
+    fn apply_confirm(c: &mut Confirm, conversation: &str, seq: u64) {
+        let level = c.confirmed.entry(conversation.to_string()).or_insert(0);
+        if seq <= *level {
+            return;
+        }
+        *level = seq;
+        let confirmed = &c.confirmed;
+        c.waiting
+            .retain(|(_, conv, s)| *s > confirmed.get(conv).copied().unwrap_or(0));
+    }
+
+    /// The cursors to persist: [`Engine::cursors`], except that with confirmation on they
+    /// stop before the first message the app has not confirmed (so after a restart it
+    /// comes again; the confirmed ones do not).
+    pub fn durable_cursors(&self) -> Cursors {
+        self.durable_cursors_if_confirmed(&[])
+    }
+
+    /// [`Engine::durable_cursors`] as they would be after confirming `(conversation,
+    /// seq)` for each of `confirms` (for a store that commits messages and cursors in one
+    /// write, before the confirmation is final).
+    pub fn durable_cursors_if_confirmed(&self, confirms: &[(String, u64)]) -> Cursors {
+        let mut out = self.cursors.clone();
+        let Some(c) = &self.confirm else { return out };
+        let mut c = c.clone();
+        for (conv, seq) in confirms {
+            let delivered = self.cursors.delivered.get(conv).copied().unwrap_or(0);
+            Self::apply_confirm(&mut c, conv, (*seq).min(delivered));
+        }
+        if let Some((first, _, _)) = c.waiting.front() {
+            out.inbox = out.inbox.min(first - 1);
+        }
+        for (conv, d) in out.delivered.iter_mut() {
+            let done = c.confirmed.get(conv).copied().unwrap_or(0);
+            if *d > done {
+                *d = done;
+                if let Some(f) = out.conversations.get_mut(conv) {
+                    *f = (*f).min(done);
+                }
+            }
+        }
+        out
+    }
+
+    /// The inbox cursor acks may cover: everything delivered, or with confirmation on,
+    /// everything confirmed.
+    pub(super) fn ackable_inbox(&self) -> u64 {
+        match self.confirm.as_ref().and_then(|c| c.waiting.front()) {
+            Some((first, _, _)) => self.cursors.inbox.min(first - 1),
+            None => self.cursors.inbox,
+        }
+    }
+
     /// An inbox item (from a push or a Sync page).
     pub(super) fn inbox_item(&mut self, inbox_seq: u64, message: pb::Message, now: Instant) {
         if inbox_seq <= self.cursors.inbox {
@@ -93,10 +204,10 @@ impl Engine {
             self.start_sync();
             return;
         }
-        self.deliver(message);
+        self.deliver_inbox(inbox_seq, message);
         self.cursors.inbox = inbox_seq;
         while let Some(m) = self.buffered.remove(&(self.cursors.inbox + 1)) {
-            self.deliver(m);
+            self.deliver_inbox(self.cursors.inbox + 1, m);
             self.cursors.inbox += 1;
         }
         // Anything left buffered below the cursor is stale.

@@ -108,6 +108,8 @@ pub struct Engine {
     acked_sent: u64,
     ack_due: Option<Instant>,
     cursors_dirty: bool,
+    /// Exactly once to the app ([`Engine::require_confirm`]): what the app has confirmed.
+    confirm: Option<inbox::Confirm>,
     auth: auth::Auth,
     keepalive: Option<keepalive::KeepAlive>,
     disconnect: Option<Disconnect>,
@@ -150,6 +152,7 @@ impl Engine {
             recovery: None,
             ack_due: None,
             cursors_dirty: false,
+            confirm: None,
             auth: auth::Auth::default(),
             keepalive: None,
             disconnect: None,
@@ -226,6 +229,9 @@ impl Engine {
                 self.cursors.conversations.clear();
                 self.cursors.delivered.clear();
                 self.acked_sent = 0;
+                if let Some(c) = &mut self.confirm {
+                    *c = inbox::Confirm::default();
+                }
             }
             self.cursors.store_epoch = store_epoch.to_string();
             self.cursors_dirty = true;
