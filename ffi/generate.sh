@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Generates the tern bindings: ffi/generate.sh [python|kotlin|swift|all] OUTDIR
+#
+# Builds the library (cargo build -p tern-ffi; PROFILE=release for a release build),
+# then runs uniffi's generator (this crate's `uniffi-bindgen` binary, the same uniffi
+# version as the library) on it in library mode. Writes into OUTDIR:
+#   python: tern_ffi.py, plus libtern_ffi.so copied beside it (import tern_ffi from OUTDIR)
+#   kotlin: uniffi/tern_ffi/tern_ffi.kt (package uniffi.tern_ffi; needs JNA at run time)
+#   swift:  tern_ffi.swift, tern_ffiFFI.h (the C header), tern_ffiFFI.modulemap
+# No formatter is run (ktlint / swift-format are not needed).
+set -euo pipefail
+
+usage() { echo "usage: $0 [python|kotlin|swift|all] OUTDIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+case "$1" in
+  python|kotlin|swift) langs=("$1") ;;
+  all) langs=(python kotlin swift) ;;
+  *) usage ;;
+esac
+out=$2
+root=$(cd "$(dirname "$0")/.." && pwd)
+profile=${PROFILE:-debug}
+flags=()
+[ "$profile" = release ] && flags=(--release)
+
+cd "$root"
+cargo build -p tern-ffi --lib --bin uniffi-bindgen "${flags[@]}"
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo "$root/target")
+case "$(uname -s)" in
+  Darwin) lib="$target/$profile/libtern_ffi.dylib" ;;
+  *) lib="$target/$profile/libtern_ffi.so" ;;
+esac
+[ -f "$lib" ] || { echo "$lib not built" >&2; exit 1; }
+
+mkdir -p "$out"
+args=()
+for l in "${langs[@]}"; do args+=(--language "$l"); done
+"$target/$profile/uniffi-bindgen" generate --library "$lib" "${args[@]}" --no-format --out-dir "$out"
+for l in "${langs[@]}"; do
+  if [ "$l" = python ]; then cp "$lib" "$out/"; fi
+done
+echo "generated ${langs[*]} bindings in $out"

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Two Python clients chat through the generated tern_ffi module and a real server.
+
+Run by ffi/tests/python.rs (`cargo test -p tern-ffi`), which generates the module,
+starts the server and does the faults this script asks for on stdout ("CTRL kill",
+"CTRL restart"; it answers "<what> done" on stdin). Environment: TERN_FFI_MODULE_DIR
+(tern_ffi.py + libtern_ffi.so), TERN_SERVER (host:port), TERN_CA (the server's CA PEM),
+TERN_STATE_DIR (a writable directory).
+
+What it checks, as a user would notice it:
+1. alice sends N messages to bob; the server is killed with SIGKILL after the first half
+   was queued and restarted while the second half is queued: every send is acked, bob
+   gets all N exactly once and in order, and the server stored each once (history);
+2. four Python threads send through the same client object at once: all delivered once;
+3. a listener that raises does not stop delivery (counted in listener_failures); one that
+   blocks stalls only its own events: requests and sends of that client go on, and the
+   held-back events arrive in order when it returns;
+4. errors carry the protocol's code; bad options are refused at construction;
+5. groups, members, presence, conversation list;
+6. bob closes, alice sends, bob restarts from his state file without a password
+   (resume): he gets only what he missed.
+"""
+
+import asyncio
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.environ["TERN_FFI_MODULE_DIR"])
+import tern_ffi as t  # noqa: E402
+
+SERVER = os.environ["TERN_SERVER"]
+CA = os.environ["TERN_CA"]
+STATE = os.environ["TERN_STATE_DIR"]
+PASSWORD = "correct horse battery"
+N = 200
+TIMEOUT = 60.0
+
+
+def log(*args):
+    print("test_chat:", *args, file=sys.stderr, flush=True)
+
+
+def control(what):
+    """Asks the Rust harness for a fault and waits until it is done."""
+    print(f"CTRL {what}", flush=True)
+    answer = sys.stdin.readline().strip()
+    assert answer == f"{what} done", f"harness answered {answer!r} to {what!r}"
+
+
+class Recorder(t.EventListener):
+    """Keeps every event; can raise on or block at a given message text."""
+
+    def __init__(self, name):
+        self.name = name
+        self.events = []
+        self.cond = threading.Condition()
+        self.raise_on = set()
+        self.block_on = None
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+
+    def on_event(self, event):
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+        if event.is_MESSAGE() and not event.own:
+            text = event.message.text
+            if text in self.raise_on:
+                raise RuntimeError(f"{self.name}: listener fails on {text!r} on purpose")
+            if text == self.block_on:
+                self.blocked.set()
+                self.release.wait(TIMEOUT)
+
+    async def wait(self, what, pred):
+        """Waits until pred(events) holds (bounded)."""
+
+        def check():
+            with self.cond:
+                return self.cond.wait_for(lambda: pred(self.events), TIMEOUT)
+
+        if not await asyncio.to_thread(check):
+            raise AssertionError(f"{self.name}: timed out waiting for {what}")
+
+    def texts(self):
+        """Texts of the messages from others, in delivery order."""
+        with self.cond:
+            return [e.message.text for e in self.events if e.is_MESSAGE() and not e.own]
+
+    def count(self, pred):
+        with self.cond:
+            return sum(1 for e in self.events if pred(e))
+
+
+def options(user, **kw):
+    args = dict(
+        server=SERVER,
+        ca_cert_path=CA,
+        username=user,
+        password=PASSWORD,
+        device="py",
+        state_path=os.path.join(STATE, f"{user}.json"),
+    )
+    args.update(kw)
+    return t.ClientOptions(**args)
+
+
+def user(name):
+    return t.FfiTarget.USER(username=name)
+
+
+async def timed(aw):
+    return await asyncio.wait_for(aw, TIMEOUT)
+
+
+async def send_all(client, target, texts):
+    return [await timed(client.send(target, s.encode(), t.FfiSendOptions())) for s in texts]
+
+
+def acked_ids(events):
+    return {e.ack.client_msg_id for e in events if e.is_ACKED()}
+
+
+async def end_marker(alice, ra, rb, marker):
+    """Everything alice sent to bob before `marker` reached bob before it (in order)."""
+    await timed(alice.send_text(user("bob"), marker))
+    await rb.wait(f"marker {marker}", lambda evs: any(
+        e.is_MESSAGE() and e.message.text == marker for e in evs))
+
+
+async def main():
+    for name in ("alice", "bob"):
+        await timed(t.register(SERVER, CA, name, PASSWORD))
+    try:
+        await timed(t.register(SERVER, CA, "alice", PASSWORD))
+        raise AssertionError("registering alice twice succeeded")
+    except t.FfiError.Server as e:
+        assert e.code == "USER_EXISTS", e
+        log("register twice:", e)
+    try:
+        t.TernClient(options("alice", server="not an address"), Recorder("x"))
+        raise AssertionError("a bad address was accepted")
+    except t.FfiError.InvalidArgument as e:
+        log("bad address:", e)
+    try:
+        t.TernClient(options("alice", ca_cert_path="/nonexistent/ca.pem"), Recorder("x"))
+        raise AssertionError("a missing CA file was accepted")
+    except t.FfiError.InvalidArgument as e:
+        log("missing CA:", e)
+    ok = await timed(t.login(SERVER, CA, "alice", PASSWORD, "check"))
+    assert ok.username == "alice", ok
+
+    ra, rb = Recorder("alice"), Recorder("bob")
+    alice = t.TernClient(options("alice"), ra)
+    bob = t.TernClient(options("bob", transport=t.FfiTransport.TCP), rb)
+    for r in (ra, rb):
+        await r.wait("connected", lambda evs: any(e.is_CONNECTED() for e in evs))
+
+    # 1. A kill -9 in the middle of a stream.
+    first = await send_all(alice, user("bob"), [f"m{i}" for i in range(N // 2)])
+    control("kill")
+    acked_before_restart = len(acked_ids(ra.events))
+    second = await send_all(alice, user("bob"), [f"m{i}" for i in range(N // 2, N)])
+    control("restart")
+    ids = first + second
+    assert len(set(ids)) == N
+    await ra.wait(f"{N} acks", lambda evs: acked_ids(evs) >= set(ids))
+    assert ra.count(lambda e: e.is_SEND_FAILED()) == 0
+    assert ra.count(lambda e: e.is_RECONNECTING()) >= 1, "alice never saw the server go"
+    assert rb.count(lambda e: e.is_RECONNECTING()) >= 1, "bob never saw the server go"
+    await end_marker(alice, ra, rb, "end1")
+    expected = [f"m{i}" for i in range(N)] + ["end1"]
+    got = rb.texts()
+    assert got == expected, f"bob got {len(got)} texts; first differences: " + str(
+        [(i, a, b) for i, (a, b) in enumerate(zip(got, expected)) if a != b][:5])
+    conv = next(e.message.conversation for e in rb.events if e.is_MESSAGE())
+    seqs = [e.message.seq for e in rb.events if e.is_MESSAGE() and not e.own]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seqs not contiguous"
+    page = await timed(bob.history(conv, 0, 1000))
+    stored = [m.text for m in page.messages]
+    assert stored == expected, f"the server stored {len(stored)} messages, not {len(expected)}"
+    log(f"kill -9: {N} sent, {acked_before_restart} acked before the restart, "
+        f"{len(acked_ids(ra.events))} acked in the end, bob got {len(got) - 1} + marker, "
+        f"duplicate acks {ra.count(lambda e: e.is_ACKED() and e.ack.duplicate)}")
+
+    # 2. Several threads at once on one client object.
+    def sender(k):
+        async def run():
+            for j in range(10):
+                await timed(alice.send_text(user("bob"), f"t{k}-{j}"))
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(TIMEOUT)
+        assert not th.is_alive(), "a sending thread hung"
+    await end_marker(alice, ra, rb, "end2")
+    got = rb.texts()[len(expected):]
+    assert got[-1] == "end2" and sorted(got[:-1]) == sorted(
+        f"t{k}-{j}" for k in range(4) for j in range(10)), got
+    for k in range(4):
+        mine = [s for s in got if s.startswith(f"t{k}-")]
+        assert mine == [f"t{k}-{j}" for j in range(10)], mine
+    log("4 threads x 10 sends on one client: delivered once each, in each thread's order")
+
+    # 3. A listener that raises, then one that blocks.
+    rb.raise_on.add("boom")
+    await end_marker(alice, ra, rb, "boom")
+    await end_marker(alice, ra, rb, "after-boom")
+    assert bob.listener_failures() == 1, bob.listener_failures()
+    rb.block_on = "block"
+    await timed(alice.send_text(user("bob"), "block"))
+    assert await asyncio.to_thread(rb.blocked.wait, TIMEOUT), "bob's listener never blocked"
+    for i in range(3):
+        await timed(alice.send_text(user("bob"), f"held{i}"))
+    # Bob's requests and sends go on while his listener is stuck.
+    page = await timed(bob.history(conv, 0, 5))
+    assert [m.text for m in page.messages][-3:] == ["held0", "held1", "held2"]
+    ack = await timed(bob.send_text(user("alice"), "bob is not stuck"))
+    assert ack.seq > 0
+    assert "held0" not in rb.texts(), "an event passed the blocked listener"
+    rb.release.set()
+    await end_marker(alice, ra, rb, "end3")
+    assert rb.texts()[-5:] == ["block", "held0", "held1", "held2", "end3"], rb.texts()[-6:]
+    log("listener raising: counted, delivery went on; blocking: requests went on, "
+        "held events came after, in order")
+
+    # 4. Errors carry the protocol's code.
+    try:
+        await timed(alice.history("g:00000000000000ff", 0, 10))
+        raise AssertionError("history of a group alice is not in succeeded")
+    except t.FfiError.Server as e:
+        assert e.code in ("NOT_FOUND", "FORBIDDEN", "INVALID_ARGUMENT"), e
+        log("history of a foreign group:", e.code, e.code_number, e.reason)
+    try:
+        await timed(alice.send_text(user("nobody-by-this-name"), "hello?"))
+        raise AssertionError("a send to nobody was acked")
+    except t.FfiError.Server as e:
+        log("send to no such user:", e.code, e.reason)
+
+    # 5. Groups, presence, the conversation list.
+    group = await timed(alice.create_group("py group", ["bob"]))
+    await timed(alice.send_text(t.FfiTarget.CONVERSATION(id=group.conversation), "hi group"))
+    await rb.wait("the group message", lambda evs: any(
+        e.is_MESSAGE() and e.message.text == "hi group" for e in evs))
+    members = await timed(bob.members(group.conversation))
+    assert sorted((m.username, m.role) for m in members) == [
+        ("alice", "OWNER"), ("bob", "MEMBER")], members
+    presence = await timed(alice.presence(["bob"]))
+    assert presence[0].online_devices == ["py"], presence
+    listed = await timed(bob.conversations(50, 0))
+    assert {c.conversation for c in listed.conversations} >= {conv, group.conversation}
+    read = await timed(bob.mark_read(conv, 0))
+    assert read.unread == 0, read
+
+    # 6. Close, miss a message, resume from the state file without a password.
+    await timed(bob.close())
+    await rb.wait("closed", lambda evs: any(e.is_CLOSED() for e in evs))
+    await timed(alice.send_text(user("bob"), "while you were away"))
+    rb2 = Recorder("bob2")
+    bob2 = t.TernClient(options("bob", password=None, transport=t.FfiTransport.TCP), rb2)
+    await end_marker(alice, ra, rb2, "end4")
+    assert rb2.texts() == ["while you were away", "end4"], rb2.texts()
+    await timed(bob2.close())
+    await timed(alice.close())
+    await ra.wait("closed", lambda evs: any(e.is_CLOSED() for e in evs))
+    log("resume from the state file: only the missed message came")
+    log("PASS")
+
+
+asyncio.run(main())

@@ -1,0 +1,439 @@
+//! [`TernClient`]: the SDK's [`Client`] behind a uniffi object, plus the one-off
+//! [`register`] and [`login`]. Every method takes `&self` (the object is shared as an
+//! `Arc` by the foreign side), so any number of threads may call it at once; each call
+//! runs on the binding's runtime ([`crate::runtime`]).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_sdk::{
+    Client, ClientConfig, ConnectOptions, Credentials, FileStore, MemoryStore, SearchOptions,
+    StateStore, Target, TransportMode, Trust,
+};
+
+use crate::error::invalid;
+use crate::events::{start_delivery, EventListener};
+use crate::runtime::{on_runtime, runtime};
+use crate::types::*;
+use crate::FfiError;
+
+/// One user on one device, connected (and reconnecting) in the background.
+#[derive(uniffi::Object)]
+pub struct TernClient {
+    client: Client,
+    listener_failures: Arc<AtomicU64>,
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, FfiError> {
+    addr.to_socket_addrs()
+        .map_err(|e| invalid(format!("server address {addr:?}: {e}")))?
+        .next()
+        .ok_or_else(|| invalid(format!("server address {addr:?} resolves to nothing")))
+}
+
+fn trust(ca_cert_path: &str) -> Result<Trust, FfiError> {
+    Trust::from_pem_file(Path::new(ca_cert_path)).map_err(invalid)
+}
+
+#[uniffi::export]
+impl TernClient {
+    /// Starts the client: it connects, logs in (or resumes with the saved token), syncs
+    /// and reconnects by itself, reporting to `listener`. Returns at once; errors here are
+    /// only about the options (address, CA file).
+    #[uniffi::constructor]
+    pub fn new(
+        options: ClientOptions,
+        listener: Arc<dyn EventListener>,
+    ) -> Result<Arc<Self>, FfiError> {
+        let server = resolve(&options.server)?;
+        let quic_server = options.quic_server.as_deref().map(resolve).transpose()?;
+        let trust = trust(&options.ca_cert_path)?;
+        if options.username.is_empty() {
+            return Err(invalid("username is empty"));
+        }
+        let store: Box<dyn StateStore> = match &options.state_path {
+            Some(p) => Box::new(FileStore::new(p)),
+            None => Box::new(MemoryStore::default()),
+        };
+        let credentials = Credentials {
+            username: options.username.clone(),
+            password: options.password.clone(),
+            device: options.device.clone(),
+        };
+        let mut config = ClientConfig::new(server, trust, credentials, store);
+        config.quic_server = quic_server;
+        config.server_name = options.server_name.clone();
+        config.transport = options
+            .transport
+            .map(TransportMode::from)
+            .unwrap_or(TransportMode::Auto);
+        config.receive = options.receive;
+        let (client, events) = {
+            let _rt = runtime().enter();
+            Client::start(config)
+        };
+        let queue = match options.event_queue {
+            0 => 1024,
+            n => n as usize,
+        };
+        let name = format!("{}/{}", options.username, options.device);
+        let listener_failures =
+            start_delivery(events, listener, queue, name).map_err(|e| FfiError::Internal {
+                detail: format!("cannot start the event thread: {e}"),
+            })?;
+        Ok(Arc::new(TernClient {
+            client,
+            listener_failures,
+        }))
+    }
+
+    pub fn username(&self) -> String {
+        self.client.username().to_string()
+    }
+
+    pub fn device(&self) -> String {
+        self.client.device().to_string()
+    }
+
+    /// How many `on_event` calls threw or panicked so far (each was caught; delivery went on).
+    pub fn listener_failures(&self) -> u64 {
+        self.listener_failures.load(Ordering::Relaxed)
+    }
+
+    /// Queues a message and returns its client_msg_id at once. The SDK sends it (again
+    /// after reconnects, with the same id, so it is stored once) until the server acks:
+    /// the outcome arrives as an `Acked`, `SendFailed` or `SendExpired` event.
+    pub async fn send(
+        &self,
+        target: FfiTarget,
+        body: Vec<u8>,
+        options: FfiSendOptions,
+    ) -> Result<String, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            let ticket = client
+                .send_with_options(Target::from(target), Bytes::from(body), options.into())
+                .await?;
+            Ok(ticket.client_msg_id.clone())
+        })
+        .await
+    }
+
+    /// Sends a text message and waits for its durable ack (across reconnects).
+    pub async fn send_text(&self, target: FfiTarget, text: String) -> Result<FfiSendAck, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.send_text(target.into(), &text).await?.into()) }).await
+    }
+
+    /// [`TernClient::send`] and wait for the ack.
+    pub async fn send_and_wait(
+        &self,
+        target: FfiTarget,
+        body: Vec<u8>,
+        options: FfiSendOptions,
+    ) -> Result<FfiSendAck, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            let ticket = client
+                .send_with_options(Target::from(target), Bytes::from(body), options.into())
+                .await?;
+            Ok(ticket.await?.into())
+        })
+        .await
+    }
+
+    /// A page of `conversation`'s history: up to `limit` messages before seq `before`
+    /// (0 = the newest), in ascending order.
+    pub async fn history(
+        &self,
+        conversation: String,
+        before: u64,
+        limit: u32,
+    ) -> Result<FfiHistoryPage, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.history(&conversation, before, limit).await?.into()) })
+            .await
+    }
+
+    /// Full-text search of this user's history ("" conversation = all of them).
+    pub async fn search(
+        &self,
+        query: String,
+        conversation: String,
+        limit: u32,
+    ) -> Result<Vec<FfiMessage>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            let options = SearchOptions {
+                conversation,
+                limit,
+                ..Default::default()
+            };
+            let result = client.search(&query, options).await?;
+            Ok(result.messages.into_iter().map(Into::into).collect())
+        })
+        .await
+    }
+
+    /// One page of the conversation list: pinned first, then the most recent.
+    pub async fn conversations(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<FfiConversationList, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.conversation_list(limit, offset).await?.into()) }).await
+    }
+
+    /// Marks `conversation` read up to `seq` (0 = its last message).
+    pub async fn mark_read(
+        &self,
+        conversation: String,
+        seq: u64,
+    ) -> Result<FfiReadState, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.mark_read(&conversation, seq).await?.into()) }).await
+    }
+
+    pub async fn typing(&self, conversation: String, typing: bool) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.typing(&conversation, typing).await?) }).await
+    }
+
+    pub async fn mute(
+        &self,
+        conversation: String,
+        muted: bool,
+    ) -> Result<FfiConversationSettings, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.mute(&conversation, muted).await?.into()) }).await
+    }
+
+    pub async fn pin(
+        &self,
+        conversation: String,
+        pinned: bool,
+    ) -> Result<FfiConversationSettings, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.pin(&conversation, pinned).await?.into()) }).await
+    }
+
+    /// Replaces the text of this user's message `seq` (within the server's edit window).
+    pub async fn edit(
+        &self,
+        conversation: String,
+        seq: u64,
+        text: String,
+    ) -> Result<FfiSendAck, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.edit(&conversation, seq, &text).await?.into()) }).await
+    }
+
+    pub async fn recall(&self, conversation: String, seq: u64) -> Result<FfiSendAck, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.recall(&conversation, seq).await?.into()) }).await
+    }
+
+    pub async fn delete_for_me(&self, conversation: String, seq: u64) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.delete_for_me(&conversation, seq).await?) }).await
+    }
+
+    /// Creates a group with this user as owner and `members` as members.
+    pub async fn create_group(
+        &self,
+        name: String,
+        members: Vec<String>,
+    ) -> Result<FfiGroupCreated, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            let g = client.create_group(&name, &members).await?;
+            Ok(FfiGroupCreated {
+                conversation: g.conversation,
+                seq: g.seq,
+            })
+        })
+        .await
+    }
+
+    pub async fn add_members(
+        &self,
+        conversation: String,
+        users: Vec<String>,
+        role: FfiRole,
+    ) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .add_members(&conversation, &users, role.into())
+                .await?)
+        })
+        .await
+    }
+
+    pub async fn remove_members(
+        &self,
+        conversation: String,
+        users: Vec<String>,
+    ) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.remove_members(&conversation, &users).await?) }).await
+    }
+
+    pub async fn leave_group(&self, conversation: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.leave_group(&conversation).await?) }).await
+    }
+
+    pub async fn members(&self, conversation: String) -> Result<Vec<FfiMember>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .members(&conversation)
+                .await?
+                .into_iter()
+                .map(crate::types::member)
+                .collect())
+        })
+        .await
+    }
+
+    /// Who of `users` is online now, and on which devices.
+    pub async fn presence(&self, users: Vec<String>) -> Result<Vec<FfiPresence>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .presence(&users)
+                .await?
+                .into_iter()
+                .map(|p| FfiPresence {
+                    username: p.username,
+                    online_devices: p.online_devices,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn get_profiles(&self, users: Vec<String>) -> Result<Vec<FfiProfile>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .get_profiles(&users)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+        .await
+    }
+
+    /// Sets this user's display name and/or status (`None` keeps one as it is).
+    pub async fn set_profile(
+        &self,
+        display_name: Option<String>,
+        status: Option<String>,
+    ) -> Result<FfiProfile, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .set_profile(display_name.as_deref(), status.as_deref())
+                .await?
+                .into())
+        })
+        .await
+    }
+
+    pub async fn contacts(&self) -> Result<Vec<FfiContact>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .contacts()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn send_friend_request(&self, user: String, message: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.send_friend_request(&user, &message).await?) }).await
+    }
+
+    pub async fn accept_friend_request(&self, user: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.accept_friend_request(&user).await?) }).await
+    }
+
+    /// Acks what was received, saves the state, closes the connection; a `Closed` event
+    /// is the last one. Unacknowledged sends stay in the state file for the next start.
+    pub async fn close(&self) {
+        let client = self.client.clone();
+        let _ = on_runtime(async move {
+            client.close().await;
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Creates an account (a connection of its own; no client needed).
+#[uniffi::export]
+pub async fn register(
+    server: String,
+    ca_cert_path: String,
+    username: String,
+    password: String,
+) -> Result<(), FfiError> {
+    let addr = resolve(&server)?;
+    let opts = ConnectOptions::new(trust(&ca_cert_path)?);
+    on_runtime(async move {
+        Ok(tern_sdk::register(addr, &opts, TransportMode::Auto, &username, &password).await?)
+    })
+    .await
+}
+
+/// What a successful login says.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiLoginOk {
+    pub username: String,
+    pub device: String,
+    pub token_expires_ms: u64,
+    pub inbox_head: u64,
+    pub server_time_ms: u64,
+}
+
+/// Checks credentials with a one-off login (a connection of its own). A `TernClient`
+/// logs in by itself; this is for a login screen that wants the answer first.
+#[uniffi::export]
+pub async fn login(
+    server: String,
+    ca_cert_path: String,
+    username: String,
+    password: String,
+    device: String,
+) -> Result<FfiLoginOk, FfiError> {
+    let addr = resolve(&server)?;
+    let opts = ConnectOptions::new(trust(&ca_cert_path)?);
+    on_runtime(async move {
+        let creds = Credentials {
+            username,
+            password: Some(password),
+            device,
+        };
+        let ok = tern_sdk::login(addr, &opts, TransportMode::Auto, &creds).await?;
+        Ok(FfiLoginOk {
+            username: ok.username,
+            device: ok.device,
+            token_expires_ms: ok.token_expires_ms,
+            inbox_head: ok.inbox_head,
+            server_time_ms: ok.server_time_ms,
+        })
+    })
+    .await
+}

@@ -1,0 +1,459 @@
+//! The records and enums that cross the FFI: plain copies of the SDK's protobuf types with
+//! the fields an app shows, and their conversions. Protocol enums (message kind, role,
+//! contact state) cross as their `ErrorCode`-style upper-case names (`"EDIT"`, `"ADMIN"`,
+//! `"FRIEND"`), so a value added to the protocol later reaches old apps as a new string
+//! instead of failing to decode.
+
+use tern_proto::pb;
+use tern_sdk::{SendOptions, Target, TransportMode};
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiTarget {
+    /// The 1:1 conversation with this user (created on first message).
+    User { username: String },
+    /// An existing conversation: `g:…` (group) or `d:…:…` (1:1).
+    Conversation { id: String },
+}
+
+impl From<FfiTarget> for Target {
+    fn from(t: FfiTarget) -> Self {
+        match t {
+            FfiTarget::User { username } => Target::User(username),
+            FfiTarget::Conversation { id } => Target::Conversation(id),
+        }
+    }
+}
+
+impl From<Target> for FfiTarget {
+    fn from(t: Target) -> Self {
+        match t {
+            Target::User(username) => FfiTarget::User { username },
+            Target::Conversation(id) => FfiTarget::Conversation { id },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiTransport {
+    /// QUIC first, TLS over TCP when UDP does not get through.
+    Auto,
+    Quic,
+    Tcp,
+}
+
+impl From<FfiTransport> for TransportMode {
+    fn from(t: FfiTransport) -> Self {
+        match t {
+            FfiTransport::Auto => TransportMode::Auto,
+            FfiTransport::Quic => TransportMode::Quic,
+            FfiTransport::Tcp => TransportMode::Tcp,
+        }
+    }
+}
+
+/// A role given to members added to a group (owners are made by a transfer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiRole {
+    Member,
+    Admin,
+}
+
+impl From<FfiRole> for pb::Role {
+    fn from(r: FfiRole) -> Self {
+        match r {
+            FfiRole::Member => pb::Role::Member,
+            FfiRole::Admin => pb::Role::Admin,
+        }
+    }
+}
+
+/// How to reach the server and who to be. `TernClient::new` takes it.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ClientOptions {
+    /// `host:port` of the server (TLS over TCP, and QUIC unless `quic_server` is set).
+    pub server: String,
+    /// The PEM file of the CA that signed the server's certificate (a dev server writes
+    /// its own: `tern-data/certs/ca.pem`).
+    pub ca_cert_path: String,
+    pub username: String,
+    /// Used when there is no saved token (first login, or the token expired); `None` with
+    /// no valid saved token ends the client with an `AuthLost` event.
+    #[uniffi(default = None)]
+    pub password: Option<String>,
+    /// This device's name; one connection per user and device.
+    #[uniffi(default = "default")]
+    pub device: String,
+    /// JSON file for the token, cursors and unacknowledged sends, so that a restarted app
+    /// resumes where it stopped and resends what was not acked. `None` = memory only.
+    #[uniffi(default = None)]
+    pub state_path: Option<String>,
+    /// `None` = `Auto`.
+    #[uniffi(default = None)]
+    pub transport: Option<FfiTransport>,
+    /// QUIC `host:port` when the server listens for QUIC elsewhere than for TCP.
+    #[uniffi(default = None)]
+    pub quic_server: Option<String>,
+    /// The name the server's certificate must carry.
+    #[uniffi(default = "localhost")]
+    pub server_name: String,
+    /// False: a client that only sends and asks (no messages, no cursors moved).
+    #[uniffi(default = true)]
+    pub receive: bool,
+    /// Events waiting for the listener at most; when full, the SDK keeps further events
+    /// in its own (unbounded) queue until the listener catches up: nothing is dropped.
+    /// 0 = 1024.
+    #[uniffi(default = 0)]
+    pub event_queue: u32,
+}
+
+/// What a message carries besides its target and body (docs/PROTOCOL.md 8.1).
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct FfiSendOptions {
+    /// MIME type of the body; "" = `text/plain; charset=utf-8`.
+    #[uniffi(default = "")]
+    pub content_type: String,
+    /// The seq (same conversation) this message answers; 0 = none.
+    #[uniffi(default = 0)]
+    pub reply_to: u64,
+    /// Members mentioned by name.
+    #[uniffi(default = [])]
+    pub mentions: Vec<String>,
+    /// @all (groups; owners and admins only).
+    #[uniffi(default = false)]
+    pub mention_all: bool,
+    /// Seconds to live from now; 0 = forever.
+    #[uniffi(default = 0)]
+    pub ttl_secs: u32,
+}
+
+impl From<FfiSendOptions> for SendOptions {
+    fn from(o: FfiSendOptions) -> Self {
+        SendOptions {
+            content_type: o.content_type,
+            reply_to: o.reply_to,
+            mentions: o.mentions,
+            mention_all: o.mention_all,
+            ttl_secs: o.ttl_secs,
+            attachment: None,
+        }
+    }
+}
+
+/// A send made durable by the server.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiSendAck {
+    pub conversation: String,
+    pub seq: u64,
+    pub server_time_ms: u64,
+    pub client_msg_id: String,
+    /// An earlier attempt with the same client_msg_id had already landed.
+    pub duplicate: bool,
+}
+
+impl From<pb::SendAck> for FfiSendAck {
+    fn from(a: pb::SendAck) -> Self {
+        FfiSendAck {
+            conversation: a.conversation,
+            seq: a.seq,
+            server_time_ms: a.server_time_ms,
+            client_msg_id: a.client_msg_id,
+            duplicate: a.duplicate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiAttachment {
+    pub blob_id: String,
+    pub name: String,
+    pub size: u64,
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// One timeline entry of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiMessage {
+    pub conversation: String,
+    /// Contiguous per conversation, from 1.
+    pub seq: u64,
+    pub sender: String,
+    pub sender_device: String,
+    pub client_msg_id: String,
+    pub server_time_ms: u64,
+    pub body: Vec<u8>,
+    /// `body` as text when the content type is text ("" or `text/…`), else "".
+    pub text: String,
+    pub content_type: String,
+    /// `MESSAGE_KIND_UNSPECIFIED` (an ordinary message), `SYSTEM`, `EDIT` or `RECALL`.
+    pub kind: String,
+    pub reply_to: u64,
+    pub mentions: Vec<String>,
+    pub mention_all: bool,
+    /// EDIT and RECALL entries: the message they change.
+    pub target_seq: u64,
+    pub edited: bool,
+    pub edited_ms: u64,
+    pub recalled: bool,
+    /// Reached this device after its time-to-live: no content.
+    pub expired: bool,
+    /// Deleted by this user for themselves: no content.
+    pub deleted: bool,
+    pub attachment: Option<FfiAttachment>,
+}
+
+fn kind_name(k: i32) -> String {
+    pb::MessageKind::try_from(k)
+        .map(|k| k.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("UNKNOWN_{k}"))
+}
+
+fn role_name(r: i32) -> String {
+    pb::Role::try_from(r)
+        .map(|r| r.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("UNKNOWN_{r}"))
+}
+
+impl From<pb::Message> for FfiMessage {
+    fn from(m: pb::Message) -> Self {
+        let text = if m.content_type.is_empty() || m.content_type.starts_with("text/") {
+            String::from_utf8_lossy(&m.body).into_owned()
+        } else {
+            String::new()
+        };
+        FfiMessage {
+            conversation: m.conversation,
+            seq: m.seq,
+            sender: m.sender,
+            sender_device: m.sender_device,
+            client_msg_id: m.client_msg_id,
+            server_time_ms: m.server_time_ms,
+            body: m.body.to_vec(),
+            text,
+            content_type: m.content_type,
+            kind: kind_name(m.kind),
+            reply_to: m.reply_to,
+            mentions: m.mentions,
+            mention_all: m.mention_all,
+            target_seq: m.target_seq,
+            edited: m.edited,
+            edited_ms: m.edited_ms,
+            recalled: m.recalled,
+            expired: m.expired,
+            deleted: m.deleted,
+            attachment: m.attachment.map(|a| FfiAttachment {
+                blob_id: a.blob_id,
+                name: a.name,
+                size: a.size,
+                mime: a.mime,
+                width: a.width,
+                height: a.height,
+            }),
+        }
+    }
+}
+
+/// A page of history, in ascending seq order.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiHistoryPage {
+    pub conversation: String,
+    pub messages: Vec<FfiMessage>,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    /// The conversation's last seq when read.
+    pub last_seq: u64,
+    /// The first seq this user may read.
+    pub first_seq: u64,
+    pub complete: bool,
+}
+
+impl From<pb::PullResult> for FfiHistoryPage {
+    fn from(r: pb::PullResult) -> Self {
+        FfiHistoryPage {
+            conversation: r.conversation,
+            messages: r.messages.into_iter().map(Into::into).collect(),
+            from_seq: r.from_seq,
+            to_seq: r.to_seq,
+            last_seq: r.last_seq,
+            first_seq: r.first_seq,
+            complete: r.complete,
+        }
+    }
+}
+
+/// A row of the conversation list.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiConversation {
+    pub conversation: String,
+    /// `DIRECT` or `GROUP`.
+    pub kind: String,
+    /// The group's name, or the peer's for a 1:1.
+    pub name: String,
+    pub last_seq: u64,
+    pub member_count: u32,
+    /// This user's role (`MEMBER`, `ADMIN`, `OWNER`; groups).
+    pub role: String,
+    pub read_seq: u64,
+    pub unread: u64,
+    pub mentions: u64,
+    pub last_time_ms: u64,
+    pub last_sender: String,
+    pub last_preview: String,
+    pub muted: bool,
+    pub pinned: bool,
+    pub topic: String,
+    pub channel: bool,
+}
+
+impl From<pb::ConversationInfo> for FfiConversation {
+    fn from(c: pb::ConversationInfo) -> Self {
+        FfiConversation {
+            kind: pb::ConversationKind::try_from(c.kind)
+                .map(|k| k.as_str_name().to_string())
+                .unwrap_or_else(|_| format!("UNKNOWN_{}", c.kind)),
+            role: role_name(c.role),
+            conversation: c.conversation,
+            name: c.name,
+            last_seq: c.last_seq,
+            member_count: c.member_count,
+            read_seq: c.read_seq,
+            unread: c.unread,
+            mentions: c.mentions,
+            last_time_ms: c.last_time_ms,
+            last_sender: c.last_sender,
+            last_preview: c.last_preview,
+            muted: c.muted,
+            pinned: c.pinned,
+            topic: c.topic,
+            channel: c.channel,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiConversationList {
+    pub conversations: Vec<FfiConversation>,
+    /// Over all the user's conversations (muted ones left out), not only this page.
+    pub total_unread: u64,
+    pub total: u32,
+}
+
+impl From<pb::ConversationList> for FfiConversationList {
+    fn from(l: pb::ConversationList) -> Self {
+        FfiConversationList {
+            conversations: l.conversations.into_iter().map(Into::into).collect(),
+            total_unread: l.total_unread,
+            total: l.total,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiReadState {
+    pub conversation: String,
+    pub read_seq: u64,
+    pub unread: u64,
+}
+
+impl From<pb::ReadState> for FfiReadState {
+    fn from(r: pb::ReadState) -> Self {
+        FfiReadState {
+            conversation: r.conversation,
+            read_seq: r.read_seq,
+            unread: r.unread,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiConversationSettings {
+    pub conversation: String,
+    pub muted: bool,
+    pub pinned: bool,
+}
+
+impl From<pb::ConversationSettings> for FfiConversationSettings {
+    fn from(s: pb::ConversationSettings) -> Self {
+        FfiConversationSettings {
+            conversation: s.conversation,
+            muted: s.muted,
+            pinned: s.pinned,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiGroupCreated {
+    /// `g:<id>`
+    pub conversation: String,
+    /// The seq of its CREATED system message.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiMember {
+    pub username: String,
+    /// `MEMBER`, `ADMIN` or `OWNER`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiPresence {
+    pub username: String,
+    /// Empty = offline.
+    pub online_devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiProfile {
+    pub user: String,
+    pub display_name: String,
+    pub status: String,
+    /// The avatar's blob id ("" = none).
+    pub avatar: String,
+    pub updated_ms: u64,
+}
+
+impl From<pb::Profile> for FfiProfile {
+    fn from(p: pb::Profile) -> Self {
+        FfiProfile {
+            user: p.user,
+            display_name: p.display_name,
+            status: p.status,
+            avatar: p.avatar,
+            updated_ms: p.updated_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiContact {
+    pub user: String,
+    /// `FRIEND`, `INCOMING`, `OUTGOING` or `BLOCKED_USER`.
+    pub state: String,
+    /// A request's message.
+    pub message: String,
+    pub since_ms: u64,
+}
+
+impl From<pb::Contact> for FfiContact {
+    fn from(c: pb::Contact) -> Self {
+        FfiContact {
+            state: pb::ContactState::try_from(c.state)
+                .map(|s| s.as_str_name().to_string())
+                .unwrap_or_else(|_| format!("UNKNOWN_{}", c.state)),
+            user: c.user,
+            message: c.message,
+            since_ms: c.since_ms,
+        }
+    }
+}
+
+pub(crate) fn member(m: pb::Member) -> FfiMember {
+    FfiMember {
+        role: role_name(m.role),
+        username: m.username,
+    }
+}
