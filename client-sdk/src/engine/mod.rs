@@ -115,6 +115,9 @@ pub struct Engine {
     disconnect: Option<Disconnect>,
     /// Wall-clock time (Unix ms) from [`Engine::set_now_ms`], for send TTLs; 0 = unknown.
     now_ms: u64,
+    /// After a retryable send refusal: no send goes out before this (then the outbox
+    /// goes again from its oldest entry, in order).
+    send_paused_until: Option<Instant>,
 }
 
 impl Engine {
@@ -157,6 +160,7 @@ impl Engine {
             keepalive: None,
             disconnect: None,
             now_ms: 0,
+            send_paused_until: None,
         }
     }
 
@@ -246,8 +250,9 @@ impl Engine {
         self.start_sync();
         for p in &mut self.outbox {
             p.req_id = None;
-            p.retry_at = None;
         }
+        // A new connection has no fence: the outbox goes again at once, in order.
+        self.send_paused_until = None;
         self.fill_window();
     }
 
@@ -369,10 +374,9 @@ impl Engine {
 
     /// The next time [`Engine::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let retry = self.outbox.iter().filter_map(|p| p.retry_at).min();
         [
             self.ack_due,
-            retry,
+            self.send_paused_until,
             self.auth.deadline(),
             self.keepalive.as_ref().map(|k| k.due()),
         ]
@@ -390,10 +394,8 @@ impl Engine {
             return;
         }
         self.keepalive_timeout(now);
-        for p in &mut self.outbox {
-            if p.retry_at.is_some_and(|t| t <= now) {
-                p.retry_at = None;
-            }
+        if self.send_paused_until.is_some_and(|t| t <= now) {
+            self.send_paused_until = None;
         }
         self.fill_window();
     }

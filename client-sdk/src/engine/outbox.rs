@@ -1,9 +1,12 @@
 //! The outbox: sends waiting for their durable ack. Each keeps its client_msg_id for
 //! life; on every new connection the unacknowledged ones are sent again, in their original
 //! order, at most `window` in flight. A retryable refusal
-//! ([`ErrorCode::is_retryable`], the rule in tern-proto) is sent again after [`RETRY_DELAY`]
-//! or the server's `Error.retry_after_ms`, whichever is longer; any other leaves the outbox
-//! as [`Event::SendFailed`].
+//! ([`ErrorCode::is_retryable`], the rule in tern-proto) pauses all sending for
+//! [`RETRY_DELAY`] or the server's `Error.retry_after_ms`, whichever is longer; then the
+//! outbox is sent again from its oldest entry, in order. Never a later entry before an
+//! earlier one: the server refuses the sends pipelined behind a refused one (its send
+//! fence, PROTOCOL.md 8.2), and they go again behind it. Any other refusal leaves the
+//! outbox as [`Event::SendFailed`].
 //!
 //! Expiring sends: an entry with a time-to-live (`ttl_secs`, counted from `created_ms`,
 //! the wall-clock time it was queued) that has not been sent when its TTL passes (queued
@@ -102,16 +105,11 @@ pub(super) struct Pending {
     pub(super) msg: Outgoing,
     /// req_id of the attempt on the current connection, if sent on it.
     pub(super) req_id: Option<u64>,
-    pub(super) retry_at: Option<Instant>,
 }
 
 impl Pending {
     pub(super) fn new(msg: Outgoing) -> Self {
-        Self {
-            msg,
-            req_id: None,
-            retry_at: None,
-        }
+        Self { msg, req_id: None }
     }
 }
 
@@ -165,21 +163,29 @@ impl Engine {
     }
 
     /// Transmits unsent outbox entries, in order, while the window has room (dropping
-    /// expired ones first).
+    /// expired ones first); nothing while paused after a refusal, and nothing past an
+    /// entry still in flight behind one it sends again.
     pub(super) fn fill_window(&mut self) {
         self.expire_outbox();
-        if !self.connected {
+        if !self.connected || self.send_paused_until.is_some() {
             return;
         }
         let now_ms = self.now_ms;
         let mut in_flight = self.outbox.iter().filter(|p| p.req_id.is_some()).count();
+        let mut sent = false;
         for i in 0..self.outbox.len() {
             if in_flight >= self.window {
                 break;
             }
-            if self.outbox[i].req_id.is_some() || self.outbox[i].retry_at.is_some() {
+            if self.outbox[i].req_id.is_some() {
+                // Still in flight behind one just sent again (after a refusal): its
+                // answer may be a refusal too, and then it must go before what follows.
+                if sent {
+                    break;
+                }
                 continue;
             }
+            sent = true;
             let id = self.req_id();
             let p = &mut self.outbox[i];
             p.req_id = Some(id);
@@ -204,10 +210,16 @@ impl Engine {
                 let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
                 if let Some(i) = self.outbox.iter().position(|p| p.msg.client_msg_id == cmid) {
                     if code.is_retryable() {
+                        // Nothing more goes out until the pause ends: then the outbox is
+                        // sent again from its oldest entry, so this one stays ahead of
+                        // every later one (those in flight come back refused too).
                         let wait = RETRY_DELAY.max(Duration::from_millis(e.retry_after_ms));
-                        let p = &mut self.outbox[i];
-                        p.req_id = None;
-                        p.retry_at = Some(now + wait);
+                        self.outbox[i].req_id = None;
+                        let until = now + wait;
+                        self.send_paused_until = Some(match self.send_paused_until {
+                            Some(t) if t > until => t,
+                            _ => until,
+                        });
                     } else {
                         self.outbox.remove(i);
                         self.events.push_back(Event::SendFailed {
@@ -244,12 +256,9 @@ mod tests {
         );
     }
 
-    fn engine_with_one_send() -> Engine {
-        let mut e = Engine::new("alice", Cursors::default(), vec![]);
-        e.set_receive(false);
-        e.on_connected("ep");
-        e.send(Outgoing {
-            client_msg_id: "m".into(),
+    fn outgoing(id: &str) -> Outgoing {
+        Outgoing {
+            client_msg_id: id.into(),
             target: Target::User("bob".into()),
             body: Bytes::from_static(b"hi"),
             content_type: String::new(),
@@ -259,8 +268,104 @@ mod tests {
             ttl_secs: 0,
             created_ms: 0,
             attachment: None,
-        });
+        }
+    }
+
+    fn engine_with_one_send() -> Engine {
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.set_receive(false);
+        e.on_connected("ep");
+        e.send(outgoing("m"));
         e
+    }
+
+    /// The (req_id, client_msg_id) of every Send transmitted since the last call.
+    fn transmitted(e: &mut Engine) -> Vec<(u64, String)> {
+        std::iter::from_fn(|| e.poll_transmit())
+            .filter_map(|f| match f.body {
+                Some(Body::Send(s)) => Some((f.req_id, s.client_msg_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer_error(e: &mut Engine, req_id: u64, code: ErrorCode, now: Instant) {
+        e.handle_frame(
+            Frame {
+                req_id,
+                body: Some(Body::Error(pb::Error {
+                    code: code as i32,
+                    message: "no".into(),
+                    retry_after_ms: 0,
+                })),
+            },
+            now,
+        );
+    }
+
+    fn ids(sent: &[(u64, String)]) -> Vec<&str> {
+        sent.iter().map(|(_, id)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn after_a_retryable_refusal_nothing_overtakes_the_refused_send() {
+        let now = Instant::now();
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.set_receive(false);
+        e.on_connected("ep");
+        for id in ["m1", "m2", "m3"] {
+            e.send(outgoing(id));
+        }
+        let first = transmitted(&mut e);
+        assert_eq!(ids(&first), ["m1", "m2", "m3"]);
+        answer_error(&mut e, first[0].0, ErrorCode::RateLimited, now);
+        // Queued after the refusal: it waits behind m1.
+        e.send(outgoing("m4"));
+        assert!(transmitted(&mut e).is_empty(), "paused");
+        // The server's fence refused what was pipelined behind m1.
+        answer_error(&mut e, first[1].0, ErrorCode::Unavailable, now);
+        answer_error(&mut e, first[2].0, ErrorCode::Unavailable, now);
+        e.handle_timeout(now + RETRY_DELAY - Duration::from_millis(1));
+        assert!(transmitted(&mut e).is_empty(), "not before the pause ends");
+        e.handle_timeout(now + RETRY_DELAY);
+        assert_eq!(ids(&transmitted(&mut e)), ["m1", "m2", "m3", "m4"]);
+    }
+
+    #[test]
+    fn a_resend_stops_at_a_send_whose_answer_has_not_come() {
+        let now = Instant::now();
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.set_receive(false);
+        e.on_connected("ep");
+        for id in ["m1", "m2", "m3"] {
+            e.send(outgoing(id));
+        }
+        let first = transmitted(&mut e);
+        answer_error(&mut e, first[0].0, ErrorCode::Internal, now);
+        answer_error(&mut e, first[1].0, ErrorCode::Unavailable, now);
+        e.send(outgoing("m4"));
+        // m3's answer is late: m1 and m2 go again, m4 must wait for m3's fate.
+        e.handle_timeout(now + RETRY_DELAY);
+        assert_eq!(ids(&transmitted(&mut e)), ["m1", "m2"]);
+        let later = now + RETRY_DELAY;
+        answer_error(&mut e, first[2].0, ErrorCode::Unavailable, later);
+        e.handle_timeout(later + RETRY_DELAY);
+        assert_eq!(ids(&transmitted(&mut e)), ["m3", "m4"]);
+    }
+
+    #[test]
+    fn a_new_connection_resends_at_once_in_order() {
+        let now = Instant::now();
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.set_receive(false);
+        e.on_connected("ep");
+        e.send(outgoing("m1"));
+        e.send(outgoing("m2"));
+        let first = transmitted(&mut e);
+        answer_error(&mut e, first[0].0, ErrorCode::RateLimited, now);
+        e.on_disconnected();
+        e.on_connected("ep");
+        assert_eq!(ids(&transmitted(&mut e)), ["m1", "m2"]);
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub(super) fn send_ack(ack: AckInfo) -> pb::SendAck {
     }
 }
 
-/// Sequenced inline (so pipelined sends keep their order), answered once durable.
+/// Sequenced inline (so pipelined sends keep their order), answered once durable. A
+/// retryable refusal closes the session's send fence (`delivery::send_order`).
 pub(crate) fn send(
     svc: &Arc<Services>,
     reply: Reply,
@@ -31,12 +32,19 @@ pub(crate) fn send(
     a: &Authed,
     permit: OwnedSemaphorePermit,
 ) {
+    let fence = &reply.handle.send_fence;
+    if let Err(e) = fence.admit(&s.client_msg_id) {
+        reply.err(e);
+        return;
+    }
+    let cmid = s.client_msg_id.clone();
     let answer = reply.clone();
     let done = Box::new(move |r: Result<AckInfo, ServiceError>| {
         answer.result(r.map(|ack| Body::SendAck(send_ack(ack))));
         drop(permit);
     });
     if let Err(e) = svc.messages.send(&a.user, &a.device, s, done) {
+        reply.handle.send_fence.refused(&cmid, e.code);
         reply.err(e);
     }
 }

@@ -15,6 +15,7 @@ use tern_proto::pb::CloseReason;
 use tokio_util::sync::CancellationToken;
 
 use super::router::Router;
+use super::send_order::SendFence;
 use super::send_queue::{PushError, SendQueue};
 
 const SHARDS: usize = 32;
@@ -29,6 +30,8 @@ pub struct SessionHandle {
     queue: Arc<SendQueue>,
     close: CancellationToken,
     reason: OnceLock<(CloseReason, String)>,
+    /// Keeps this connection's `Send`s in order across retryable refusals.
+    pub send_fence: SendFence,
 }
 
 impl SessionHandle {
@@ -40,6 +43,7 @@ impl SessionHandle {
             queue,
             close: CancellationToken::new(),
             reason: OnceLock::new(),
+            send_fence: SendFence::default(),
         })
     }
 

@@ -13,4 +13,5 @@ pub(crate) mod durability;
 pub(crate) mod fanout;
 pub(crate) mod hub;
 pub(crate) mod router;
+pub(crate) mod send_order;
 pub(crate) mod send_queue;

@@ -265,6 +265,9 @@ impl Session {
                 let a = a.clone();
                 if rate_limited {
                     if let Some(e) = self.over_rate(&a.user) {
+                        if let Body::Send(s) = &body {
+                            self.handle.send_fence.refused(&s.client_msg_id, e.code);
+                        }
                         reply.err(e);
                         return None;
                     }
