@@ -5,9 +5,12 @@
 //! that nobody classified cannot go unnoticed.
 use std::fmt::Write as _;
 
+mod web_schema_gen;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=tern.proto");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=web_schema_gen.rs");
     let fds = protox::compile(["tern.proto"], ["."])?;
 
     // The fields of Frame's `body` oneof. (Read inline: prost-types is not a direct
@@ -38,6 +41,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("frame_body.rs"), frame_body_rs(&bodies))?;
+
+    // The browser SDK's wire schema (src/web_schema.rs; web/src/schema.js).
+    let mut package = String::new();
+    let mut messages = Vec::new();
+    let mut enums = Vec::new();
+    for file in &fds.file {
+        package = file.package().to_string();
+        for m in &file.message_type {
+            if !m.nested_type.is_empty() || !m.enum_type.is_empty() {
+                return Err(format!("{}: nested types are not in the web schema", m.name()).into());
+            }
+            let fields = m
+                .field
+                .iter()
+                .map(|f| web_schema_gen::Field {
+                    name: f.name().to_string(),
+                    number: f.number(),
+                    kind: f.r#type.unwrap_or_default(),
+                    type_name: f.type_name().to_string(),
+                    repeated: f.label == Some(3),
+                    optional: f.proto3_optional(),
+                    oneof: f
+                        .oneof_index
+                        .filter(|_| !f.proto3_optional())
+                        .and_then(|i| m.oneof_decl.get(i as usize))
+                        .map(|o| o.name().to_string()),
+                    packed: f.options.as_ref().and_then(|o| o.packed),
+                })
+                .collect();
+            messages.push(web_schema_gen::Message {
+                name: m.name().to_string(),
+                fields,
+            });
+        }
+        for e in &file.enum_type {
+            enums.push(web_schema_gen::Enum {
+                name: e.name().to_string(),
+                values: e
+                    .value
+                    .iter()
+                    .map(|v| (v.name().to_string(), v.number()))
+                    .collect(),
+            });
+        }
+    }
+    let schema = web_schema_gen::render(&package, &messages, &enums)?;
+    std::fs::write(out.join("web_schema.js"), schema)?;
     prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
     Ok(())
 }

@@ -18,7 +18,8 @@
 //! - constants: the protocol version, the ALPN id and the default limits.
 //!
 //! The web SDK cannot link this crate; it reads the same rules from
-//! `web/src/protocol-rules.json`, which a unit test here keeps equal to the Rust values.
+//! `web/src/protocol-rules.json`, which a unit test here keeps equal to the Rust values,
+//! and its wire schema from `web/src/schema.js` ([`web_schema`], likewise kept current).
 //!
 //! `docs/PROTOCOL.md` at the repository root is the full text of the contract.
 
@@ -31,6 +32,7 @@ pub mod raw;
 pub mod request_errors;
 #[cfg(test)]
 mod rules_table;
+pub mod web_schema;
 
 /// Generated protobuf types (package `tern.v1`).
 #[allow(clippy::all, missing_docs, rustdoc::invalid_html_tags)]
@@ -45,6 +47,7 @@ pub use liveness::{heartbeat_timeout, liveness_timeout, HEARTBEAT_MISSES, LIVENE
 pub use names::NameError;
 pub use pb::frame::Body;
 pub use pb::Frame;
+pub use web_schema::web_schema;
 
 /// The protocol version a client states in Register, Login and Resume.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -68,11 +68,8 @@
 // Pushes this SDK does not know (from a newer server) are ignored, as docs/PROTOCOL.md
 // asks of old clients.
 
-import './pb.js'; // first: 64-bit fields as numbers, before the generated code loads
-import { tern } from './gen/tern.js';
+import { proto as pb } from './wire.js';
 import rules from './protocol-rules.json' with { type: 'json' };
-
-const pb = tern.v1;
 
 /**
  * The protocol rules written once in tern-proto (retryable codes, liveness, name rules),
@@ -102,7 +99,7 @@ export const Role = pb.Role;
 /** Who of a group's members reads which part of its history (absent from an older schema: empty). */
 export const HistoryVisibility = pb.HistoryVisibility ?? {};
 export const ConversationKind = pb.ConversationKind;
-/** The generated protobuf classes (`proto.Frame.encode(...)` etc.). */
+/** The protobuf messages and enums of ./wire.js (`proto.Frame.encode(obj).finish()`, `proto.Frame.decode(bytes)`). */
 export const proto = pb;
 
 /** Codes after which the same request may succeed later (tern-proto `is_retryable`). */

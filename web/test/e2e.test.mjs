@@ -1,10 +1,11 @@
 // End-to-end tests of the web chat page and the browser SDK: a real tern-server (its
-// WebSocket bridge serving web/dist), real headless Chromium (playwright-core driving
-// the system's /usr/bin/chromium), and the real `tern` CLI for interop.
+// WebSocket bridge serving the page embedded in the binary), real headless Chromium
+// (playwright-core driving the system's /usr/bin/chromium), and the real `tern` CLI for
+// interop.
 //
 // Needs: `cargo build -p tern-server -p tern-cli` (binaries in ../target/debug, or set
-// TERN_SERVER_BIN / TERN_CLI_BIN), `npm run build` (web/dist), and Chromium
-// (`apt-get install chromium`, or set CHROMIUM_BIN). Harness (server, browser, cleanups,
+// TERN_SERVER_BIN / TERN_CLI_BIN) and Chromium (`apt-get install chromium`, or set
+// CHROMIUM_BIN). Harness (server, browser, cleanups,
 // sign-in): ./support.mjs.
 
 import assert from 'node:assert/strict';

@@ -1,15 +1,13 @@
 // End-to-end test of the browser SDK's recovery from CURSOR_TRIMMED (docs/PROTOCOL.md
 // 8.11): a real tern-server with small retention settings (each inbox keeps its 5 newest
-// entries, a sweep every 200 ms), the SDK (src/sdk.js, bundled here) in headless Chromium.
+// entries, a sweep every 200 ms), the SDK (src/sdk.js, as the server serves it) in headless Chromium.
 // Bob's page delivered two messages and went away; Alice sent more (1:1 and in a new
 // group) than his inbox keeps. When Bob's page comes back its Sync is trimmed: the SDK
 // rebuilds from the conversations and delivers each message he had not seen once, in
 // order, then goes on live. Harness: ./support.mjs.
 
 import assert from 'node:assert/strict';
-import { build } from 'esbuild';
-import { join } from 'node:path';
-import { WAIT_MS, WEB, e2e, newContext, openPage, startServer } from './support.mjs';
+import { WAIT_MS, e2e, newContext, openPage, startServer } from './support.mjs';
 
 // The server reads these (support.mjs passes the environment on).
 Object.assign(process.env, {
@@ -18,25 +16,14 @@ Object.assign(process.env, {
   TERN_RETENTION_SWEEP_INTERVAL_MS: '200',
 });
 
-/** src/sdk.js as a script that sets window.Tern. */
-async function sdkScript() {
-  const out = await build({
-    entryPoints: [join(WEB, 'src', 'sdk.js')],
-    bundle: true,
-    write: false,
-    format: 'iife',
-    globalName: 'Tern',
-    platform: 'browser',
-    logLevel: 'warning',
-  });
-  return out.outputFiles[0].text;
-}
-
 e2e('a trimmed inbox: the page gets every message it had not seen once, in order, then live ones', async (_t, logs) => {
   const server = await startServer(logs);
   const ctx = await newContext();
   const page = await openPage(ctx, server.base, logs, 'page');
-  await page.addScriptTag({ content: await sdkScript() });
+  // The SDK module the page itself loads, as window.Tern.
+  await page.evaluate(async () => {
+    /** @type {any} */ (window).Tern = await import('/sdk.js');
+  });
   const ws = `ws://${server.ws}/ws`;
 
   // Bob delivers d1, d2 and goes away (his cursors stay in localStorage).

@@ -1,10 +1,13 @@
 // The harness of the end-to-end test files (*.test.mjs beside it): a real tern-server on
-// free ports with a temporary data directory, serving web/dist; headless Chromium
+// free ports with a temporary data directory, serving the page built into its binary
+// (no --web-root; started in an empty working directory, so nothing of web/ on disk is
+// served: what is tested is what ships); headless Chromium
 // (playwright-core driving the system's Chromium); per-test cleanups. Not a test file
 // itself (`npm test` runs test/*.test.mjs).
 //
-// Needs: `cargo build -p tern-server -p tern-cli` (or TERN_SERVER_BIN), `npm run build`
-// (web/dist), and Chromium (`apt-get install chromium`, or CHROMIUM_BIN).
+// Needs: `cargo build -p tern-server -p tern-cli` (or TERN_SERVER_BIN; rebuild it after
+// editing web/src, which it embeds) and Chromium (`apt-get install chromium`, or
+// CHROMIUM_BIN).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,9 +21,8 @@ import { chromium } from 'playwright-core';
 
 export const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO = resolve(WEB, '..');
-const DIST = join(WEB, 'dist');
 export const RESULTS = join(WEB, 'test-results');
-const SERVER_BIN = process.env.TERN_SERVER_BIN || join(REPO, 'target', 'debug', 'tern-server');
+export const SERVER_BIN = process.env.TERN_SERVER_BIN || join(REPO, 'target', 'debug', 'tern-server');
 export const CLI_BIN = process.env.TERN_CLI_BIN || join(REPO, 'target', 'debug', 'tern');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 export const PASSWORD = 'correct horse battery';
@@ -44,9 +46,6 @@ before(async () => {
       `tern-server binary not found at ${SERVER_BIN}. Build it first: ` +
         `(cd ${REPO} && cargo build -p tern-server -p tern-cli), or set TERN_SERVER_BIN.`,
     );
-  }
-  if (!existsSync(join(DIST, 'index.html')) || !existsSync(join(DIST, 'app.js'))) {
-    throw new Error(`the web page is not built (${DIST}): run \`npm run build\` in ${WEB} first.`);
   }
   requireFile(CHROMIUM, 'Chromium (install it with `apt-get install -y chromium`, or set CHROMIUM_BIN)');
   mkdirSync(RESULTS, { recursive: true });
@@ -98,8 +97,8 @@ export function tempDir(prefix) {
 }
 
 /**
- * Starts tern-server on free ports (or on `ports` from an earlier run), serving web/dist;
- * stopped when the test ends.
+ * Starts tern-server on free ports (or on `ports` from an earlier run), serving its
+ * built-in page, in an empty temporary working directory; stopped when the test ends.
  * @param {string[]} logs
  * @param {{dataDir?: string, ports?: {quic: string, tcp: string, ws: string}}} [opts]
  */
@@ -108,7 +107,8 @@ export async function startServer(logs, opts = {}) {
   const addrs = opts.ports
     ? ['--listen', opts.ports.tcp, '--quic-listen', opts.ports.quic, '--tcp-listen', opts.ports.tcp, '--ws-listen', opts.ports.ws]
     : ['--listen', '127.0.0.1:0', '--ws-listen', '127.0.0.1:0'];
-  const child = spawn(SERVER_BIN, [...addrs, '--data-dir', dataDir, '--web-root', DIST], {
+  const child = spawn(SERVER_BIN, [...addrs, '--data-dir', dataDir], {
+    cwd: tempDir('tern-web-cwd-'),
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
   });
