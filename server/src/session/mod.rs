@@ -266,7 +266,7 @@ impl Session {
                 if rate_limited {
                     if let Some(e) = self.over_rate(&a.user) {
                         if let Body::Send(s) = &body {
-                            self.handle.send_fence.refused(&s.client_msg_id, e.code);
+                            self.handle.send_fence.refused(&s.client_msg_id, &e);
                         }
                         reply.err(e);
                         return None;
