@@ -18,11 +18,17 @@ What it checks, as a user would notice it:
 4. errors carry the protocol's code; bad options are refused at construction;
 5. groups, members, presence, conversation list;
 6. bob closes, alice sends, bob restarts from his state file without a password
-   (resume): he gets only what he missed.
+   (resume): he gets only what he missed;
+7. carol's app (a child process) is killed with SIGKILL while her listener is stuck in a
+   message: after her restart that message and the ones queued behind it come again,
+   once each and in order (the binding confirms a message only after its listener
+   returned), and nothing she had confirmed comes again.
 """
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import threading
 
@@ -33,7 +39,7 @@ SERVER = os.environ["TERN_SERVER"]
 CA = os.environ["TERN_CA"]
 STATE = os.environ["TERN_STATE_DIR"]
 PASSWORD = "correct horse battery"
-N = 200
+N = 600
 TIMEOUT = 60.0
 
 
@@ -158,6 +164,7 @@ async def main():
 
     # 1. A kill -9 in the middle of a stream.
     first = await send_all(alice, user("bob"), [f"m{i}" for i in range(N // 2)])
+    await ra.wait("the first acks", lambda evs: len(acked_ids(evs)) >= 30)
     control("kill")
     acked_before_restart = len(acked_ids(ra.events))
     second = await send_all(alice, user("bob"), [f"m{i}" for i in range(N // 2, N)])
@@ -267,7 +274,67 @@ async def main():
     await timed(alice.close())
     await ra.wait("closed", lambda evs: any(e.is_CLOSED() for e in evs))
     log("resume from the state file: only the missed message came")
+
+    # 7. The app killed with SIGKILL while its listener holds a message.
+    await timed(t.register(SERVER, CA, "carol", PASSWORD))
+    ra = Recorder("alice")
+    alice = t.TernClient(options("alice"), ra)
+    child = subprocess.Popen([sys.executable, __file__, "carol-child"],
+                             stdout=subprocess.PIPE, text=True)
+    lines = []
+
+    async def child_says(what):
+        while True:
+            line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), TIMEOUT)
+            assert line, f"carol's app ended before saying {what!r}; said {lines}"
+            lines.append(line.strip())
+            if line.strip() == what:
+                return
+
+    await child_says("READY")
+    for text in ("c1", "c2"):
+        await timed(alice.send_text(user("carol"), text))
+    await child_says("GOT c2")
+    for text in ("hold", "c3", "c4"):
+        await timed(alice.send_text(user("carol"), text))
+    await child_says("HOLDING")
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(TIMEOUT)
+    rc = Recorder("carol")
+    carol = t.TernClient(options("carol"), rc)
+    await timed(alice.send_text(user("carol"), "end5"))
+    await rc.wait("end5", lambda evs: any(
+        e.is_MESSAGE() and e.message.text == "end5" for e in evs))
+    again = rc.texts()
+    tail = ["hold", "c3", "c4", "end5"]
+    # c2 is confirmed when carol's queue ran empty after it (before "hold" was sent);
+    # everything from "hold" on was never confirmed: it comes again, once, in order.
+    assert again == tail, f"after the kill carol got {again}; before it: {lines}"
+    await timed(carol.close())
+    await timed(alice.close())
+    log(f"app killed inside its listener: before {lines[1:]}, after the restart {again}")
     log("PASS")
 
 
-asyncio.run(main())
+def carol_child():
+    """Carol's app: says what it gets on stdout; holds forever inside "hold"."""
+
+    class Printer(t.EventListener):
+        def on_event(self, event):
+            if event.is_CAUGHT_UP():
+                print("READY", flush=True)
+            if event.is_MESSAGE() and not event.own:
+                print(f"GOT {event.message.text}", flush=True)
+                if event.message.text == "hold":
+                    print("HOLDING", flush=True)
+                    threading.Event().wait()
+
+    carol = t.TernClient(options("carol"), Printer())
+    threading.Event().wait(TIMEOUT * 2)
+    del carol
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "carol-child":
+    carol_child()
+else:
+    asyncio.run(main())

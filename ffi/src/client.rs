@@ -11,11 +11,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tern_sdk::{
     Client, ClientConfig, ConnectOptions, Credentials, FileStore, MemoryStore, SearchOptions,
-    StateStore, Target, TransportMode, Trust,
+    SqliteStore, StateStore, Target, TransportMode, Trust,
 };
 
 use crate::error::invalid;
-use crate::events::{start_delivery, EventListener};
+use crate::events::{start_delivery, EventListener, Unconfirmed};
 use crate::runtime::{on_runtime, runtime};
 use crate::types::*;
 use crate::FfiError;
@@ -25,6 +25,9 @@ use crate::FfiError;
 pub struct TernClient {
     client: Client,
     listener_failures: Arc<AtomicU64>,
+    /// Confirm mode `Listener`: what the listener has had, not confirmed yet.
+    unconfirmed: Option<Unconfirmed>,
+    name: String,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, FfiError> {
@@ -54,10 +57,20 @@ impl TernClient {
         if options.username.is_empty() {
             return Err(invalid("username is empty"));
         }
-        let store: Box<dyn StateStore> = match &options.state_path {
-            Some(p) => Box::new(FileStore::new(p)),
-            None => Box::new(MemoryStore::default()),
+        let confirm = options.confirm.unwrap_or(FfiConfirmMode::Listener);
+        let store: Box<dyn StateStore> = match (&options.state_path, options.sqlite_state) {
+            (Some(p), true) => {
+                Box::new(SqliteStore::open(p).map_err(|e| invalid(format!("state file {p}: {e}")))?)
+            }
+            (Some(p), false) => Box::new(FileStore::new(p)),
+            (None, true) => return Err(invalid("sqlite_state needs a state_path")),
+            (None, false) => Box::new(MemoryStore::default()),
         };
+        if confirm == FfiConfirmMode::Store && !options.sqlite_state {
+            return Err(invalid(
+                "confirm mode Store needs sqlite_state (a store that keeps messages)",
+            ));
+        }
         let credentials = Credentials {
             username: options.username.clone(),
             password: options.password.clone(),
@@ -71,6 +84,7 @@ impl TernClient {
             .map(TransportMode::from)
             .unwrap_or(TransportMode::Auto);
         config.receive = options.receive;
+        config.confirm = confirm.into();
         let (client, events) = {
             let _rt = runtime().enter();
             Client::start(config)
@@ -80,13 +94,19 @@ impl TernClient {
             n => n as usize,
         };
         let name = format!("{}/{}", options.username, options.device);
-        let listener_failures =
-            start_delivery(events, listener, queue, name).map_err(|e| FfiError::Internal {
-                detail: format!("cannot start the event thread: {e}"),
+        let confirmer = (confirm == FfiConfirmMode::Listener).then(|| client.clone());
+        let confirms = confirmer.is_some();
+        let delivery =
+            start_delivery(events, listener, queue, name.clone(), confirmer).map_err(|e| {
+                FfiError::Internal {
+                    detail: format!("cannot start the event thread: {e}"),
+                }
             })?;
         Ok(Arc::new(TernClient {
             client,
-            listener_failures,
+            listener_failures: delivery.failures,
+            unconfirmed: confirms.then_some(delivery.unconfirmed),
+            name,
         }))
     }
 
@@ -101,6 +121,14 @@ impl TernClient {
     /// How many `on_event` calls threw or panicked so far (each was caught; delivery went on).
     pub fn listener_failures(&self) -> u64 {
         self.listener_failures.load(Ordering::Relaxed)
+    }
+
+    /// With confirm mode `App`: the app has processed every message of `conversation` up
+    /// to `seq` (cumulative). Returns once the cursors this allows are saved; a message
+    /// confirmed is not delivered again after a crash. A no-op in the other modes.
+    pub async fn confirm(&self, conversation: String, seq: u64) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.confirm(&conversation, seq).await?) }).await
     }
 
     /// Queues a message and returns its client_msg_id at once. The SDK sends it (again
@@ -370,11 +398,18 @@ impl TernClient {
         on_runtime(async move { Ok(client.accept_friend_request(&user).await?) }).await
     }
 
-    /// Acks what was received, saves the state, closes the connection; a `Closed` event
-    /// is the last one. Unacknowledged sends stay in the state file for the next start.
+    /// Confirms what the listener has had (mode `Listener`), acks it, saves the state and
+    /// closes the connection; a `Closed` event is the last one. Unacknowledged sends stay
+    /// in the state file for the next start; events the listener has not had yet come
+    /// again then.
     pub async fn close(&self) {
         let client = self.client.clone();
+        let unconfirmed = self.unconfirmed.clone();
+        let name = self.name.clone();
         let _ = on_runtime(async move {
+            if let Some(unconfirmed) = unconfirmed {
+                crate::events::confirm(&client, &unconfirmed, &name).await;
+            }
             client.close().await;
             Ok(())
         })

@@ -64,3 +64,34 @@ pub(crate) fn invalid(detail: impl std::fmt::Display) -> FfiError {
         detail: detail.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_proto::pb::ErrorCode;
+
+    #[test]
+    fn a_server_refusal_keeps_the_protocols_code_name_number_and_message() {
+        let e = FfiError::from(ClientError::Server {
+            code: ErrorCode::Forbidden,
+            message: "not a member of g:1".into(),
+        });
+        assert_eq!(
+            e,
+            FfiError::Server {
+                code: "FORBIDDEN".into(),
+                code_number: ErrorCode::Forbidden as i32,
+                reason: "not a member of g:1".into(),
+            }
+        );
+        assert_eq!(e.to_string(), "not a member of g:1 (FORBIDDEN)");
+        assert_eq!(
+            FfiError::from(ClientError::Expired {
+                client_msg_id: "ab".into()
+            }),
+            FfiError::Expired {
+                client_msg_id: "ab".into()
+            }
+        );
+    }
+}

@@ -12,18 +12,22 @@
 //!   not pass through the listener thread); once the queue is full the forwarder waits,
 //!   and the SDK keeps the following events in its own unbounded queue: nothing is
 //!   dropped or reordered, memory grows until the listener returns;
-//! - what "delivered" means for the server: the SDK acks (moves the server's cursor for
-//!   this device) once it has put a message in its own queue, before the listener has
-//!   seen it. An app killed with events still queued does not get them again on this
-//!   device (they stay in the conversation's history). The SDK's confirm step, when it
-//!   exists, is what closes that window.
+//! - what "delivered" means for the server ([`FfiConfirmMode`](crate::FfiConfirmMode)):
+//!   by default (`Listener`) the binding confirms a message to the SDK only after
+//!   `on_event` has returned (or thrown) for it, so the SDK acks it to the server and
+//!   saves cursors past it only then: an app killed while messages wait in the queue or
+//!   inside `on_event` gets them again, once, after its restart. Confirms are batched
+//!   (when the queue runs empty, or every [`CONFIRM_EVERY`] messages). With `Delivered`
+//!   the SDK acks as soon as it has a message, before the listener.
 
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tern_sdk::{Event, Events};
+use tern_sdk::{Client, Event, Events};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::runtime::runtime;
 use crate::types::{FfiMessage, FfiProfile, FfiSendAck, FfiTarget};
@@ -277,27 +281,75 @@ impl From<Event> for FfiEvent {
     }
 }
 
-/// Starts the forwarding task and the listener thread of one client. Returns the counter
-/// of listener calls that failed (threw or panicked).
+/// With `FfiConfirmMode::Listener`, confirm at the latest after this many messages.
+pub const CONFIRM_EVERY: usize = 64;
+
+/// conversation -> the highest seq the listener has had there and that is not confirmed yet.
+pub(crate) type Unconfirmed = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// What the client keeps of its delivery thread.
+pub(crate) struct Delivery {
+    /// Listener calls that threw or panicked.
+    pub(crate) failures: Arc<AtomicU64>,
+    /// Shared so that `close()` confirms what the listener has had before it stops.
+    pub(crate) unconfirmed: Unconfirmed,
+}
+
+/// Starts the forwarding task and the listener thread of one client. With `confirmer`,
+/// messages are confirmed to it once the listener has had them.
 pub(crate) fn start_delivery(
     mut events: Events,
     listener: Arc<dyn EventListener>,
     queue: usize,
     name: String,
-) -> std::io::Result<Arc<AtomicU64>> {
+    confirmer: Option<Client>,
+) -> std::io::Result<Delivery> {
     let failures = Arc::new(AtomicU64::new(0));
+    let unconfirmed = Unconfirmed::default();
     let (tx, mut rx) = mpsc::channel::<FfiEvent>(queue.max(1));
     let counted = failures.clone();
+    let pending = unconfirmed.clone();
     std::thread::Builder::new()
         .name("tern-ffi-events".into())
         .spawn(move || {
-            while let Some(event) = rx.blocking_recv() {
+            let mut since_confirm = 0;
+            loop {
+                let event = match rx.try_recv() {
+                    Ok(e) => e,
+                    Err(TryRecvError::Empty) => {
+                        confirm_blocking(&confirmer, &pending, &name);
+                        since_confirm = 0;
+                        match rx.blocking_recv() {
+                            Some(e) => e,
+                            None => break,
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                };
+                let position = match &event {
+                    FfiEvent::Message { message, .. } => {
+                        Some((message.conversation.clone(), message.seq))
+                    }
+                    _ => None,
+                };
                 let result = catch_unwind(AssertUnwindSafe(|| listener.on_event(event)));
                 if result.is_err() {
                     counted.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(client = %name, "event listener failed; delivery goes on");
                 }
+                if let (Some((conversation, seq)), Some(_)) = (position, &confirmer) {
+                    let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    let top = map.entry(conversation).or_default();
+                    *top = (*top).max(seq);
+                    drop(map);
+                    since_confirm += 1;
+                    if since_confirm >= CONFIRM_EVERY {
+                        confirm_blocking(&confirmer, &pending, &name);
+                        since_confirm = 0;
+                    }
+                }
             }
+            confirm_blocking(&confirmer, &pending, &name);
         })?;
     runtime().spawn(async move {
         while let Some(event) = events.next().await {
@@ -307,5 +359,92 @@ pub(crate) fn start_delivery(
             }
         }
     });
-    Ok(failures)
+    Ok(Delivery {
+        failures,
+        unconfirmed,
+    })
+}
+
+fn confirm_blocking(client: &Option<Client>, unconfirmed: &Unconfirmed, name: &str) {
+    if let Some(client) = client {
+        runtime().block_on(confirm(client, unconfirmed, name));
+    }
+}
+
+/// Confirms what the listener has had; returns once the SDK has saved the cursors.
+pub(crate) async fn confirm(client: &Client, unconfirmed: &Unconfirmed, name: &str) {
+    let positions = std::mem::take(&mut *unconfirmed.lock().unwrap_or_else(|p| p.into_inner()));
+    for (conversation, seq) in positions {
+        if let Err(e) = client.confirm(&conversation, seq).await {
+            // Stopped: nothing more will be acked; what was not is delivered again later.
+            tracing::debug!(client = %name, error = %e, "confirm failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_proto::pb;
+
+    #[test]
+    fn a_message_event_carries_its_text_and_position() {
+        let event = FfiEvent::from(Event::Message {
+            message: pb::Message {
+                conversation: "d:alice:bob".into(),
+                seq: 7,
+                sender: "alice".into(),
+                body: "héllo".as_bytes().to_vec().into(),
+                kind: pb::MessageKind::Edit as i32,
+                ..Default::default()
+            },
+            own: false,
+        });
+        let FfiEvent::Message { message, own } = event else {
+            panic!("not a message: {event:?}");
+        };
+        assert!(!own);
+        assert_eq!(
+            (message.conversation.as_str(), message.seq),
+            ("d:alice:bob", 7)
+        );
+        assert_eq!(message.text, "héllo");
+        assert_eq!(message.kind, "EDIT");
+        let binary = FfiMessage::from(pb::Message {
+            body: vec![0xff, 0].into(),
+            content_type: "image/png".into(),
+            ..Default::default()
+        });
+        assert_eq!((binary.text.as_str(), binary.body.len()), ("", 2));
+    }
+
+    #[test]
+    fn reconnecting_and_send_failed_cross_as_plain_values() {
+        let e = FfiEvent::from(Event::Reconnecting {
+            reason: "server closed".into(),
+            attempt: 2,
+            retry_in: std::time::Duration::from_millis(250),
+        });
+        assert_eq!(
+            e,
+            FfiEvent::Reconnecting {
+                reason: "server closed".into(),
+                attempt: 2,
+                retry_in_ms: 250
+            }
+        );
+        let e = FfiEvent::from(Event::SendFailed {
+            client_msg_id: "x".into(),
+            code: pb::ErrorCode::NotFound,
+            message: "no user zed".into(),
+        });
+        assert_eq!(
+            e,
+            FfiEvent::SendFailed {
+                client_msg_id: "x".into(),
+                code: "NOT_FOUND".into(),
+                reason: "no user zed".into()
+            }
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! instead of failing to decode.
 
 use tern_proto::pb;
-use tern_sdk::{SendOptions, Target, TransportMode};
+use tern_sdk::{ConfirmMode, SendOptions, Target, TransportMode};
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -52,6 +52,38 @@ impl From<FfiTransport> for TransportMode {
     }
 }
 
+/// When a received message counts as processed: the SDK acks it to the server and saves
+/// its cursors past it only then. Not processed = delivered again (once) after the app
+/// restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiConfirmMode {
+    /// When the listener's `on_event` has returned for it (or thrown: the app had it). The
+    /// binding confirms in batches: when the event queue runs empty, or every 64 messages.
+    /// An app killed while a message waits in the queue or is inside `on_event` gets it
+    /// again after the restart. The default.
+    Listener,
+    /// When the app calls `TernClient::confirm(conversation, seq)` (cumulative per
+    /// conversation), e.g. after writing the message to its own database.
+    App,
+    /// When the state store has kept it, before the listener sees it (needs
+    /// `sqlite_state`: the SQLite store keeps the messages).
+    Store,
+    /// As soon as the SDK has it, before the listener (the SDK's own default; an app
+    /// killed with events still queued does not get them again on this device).
+    Delivered,
+}
+
+impl From<FfiConfirmMode> for ConfirmMode {
+    fn from(m: FfiConfirmMode) -> Self {
+        match m {
+            // The binding calls `Client::confirm` itself after the listener.
+            FfiConfirmMode::Listener | FfiConfirmMode::App => ConfirmMode::App,
+            FfiConfirmMode::Store => ConfirmMode::Store,
+            FfiConfirmMode::Delivered => ConfirmMode::Delivered,
+        }
+    }
+}
+
 /// A role given to members added to a group (owners are made by a transfer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum FfiRole {
@@ -88,6 +120,13 @@ pub struct ClientOptions {
     /// resumes where it stopped and resends what was not acked. `None` = memory only.
     #[uniffi(default = None)]
     pub state_path: Option<String>,
+    /// `state_path` is an SQLite database (the SDK's `SqliteStore`: state and received
+    /// messages in one file, each delivery one transaction) instead of a JSON file.
+    #[uniffi(default = false)]
+    pub sqlite_state: bool,
+    /// `None` = `Listener` (see [`FfiConfirmMode`]).
+    #[uniffi(default = None)]
+    pub confirm: Option<FfiConfirmMode>,
     /// `None` = `Auto`.
     #[uniffi(default = None)]
     pub transport: Option<FfiTransport>,
