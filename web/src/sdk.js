@@ -671,7 +671,7 @@ function newClientMsgId() {
 /**
  * @typedef {{kind: 'send', id: string} | {kind: 'sync'} | {kind: 'pull', conv: string} | {kind: 'app'}
  *   | {kind: 'recovery-list'} | {kind: 'recovery-pull', conv: string}} InFlight
- * @typedef {{msg: Outgoing, reqId: number|null, retryAt: number|null}} Pending
+ * @typedef {{msg: Outgoing, reqId: number|null}} Pending
  * @typedef {{cursor: number, buffered: Map<number, any>, pulling: boolean}} ConvFollow
  * @typedef {{type: 'message', message: any, own: boolean}
  *   | {type: 'acked', ack: any}
@@ -715,7 +715,13 @@ export class Engine {
     this.nextReq = 1;
     this.connected = false;
     /** @type {Pending[]} */
-    this.outbox = outbox.map((msg) => ({ msg, reqId: null, retryAt: null }));
+    this.outbox = outbox.map((msg) => ({ msg, reqId: null }));
+    /**
+     * After a retryable send refusal: no Send goes out before this time (ms), then the
+     * outbox goes again from its oldest entry, in order (docs/PROTOCOL.md 8.2).
+     * @type {number|null}
+     */
+    this.sendPausedUntil = null;
     /** @type {Map<number, InFlight>} */
     this.inFlight = new Map();
     /** @type {object[]} frames (plain objects for proto.Frame.encode) */
@@ -768,17 +774,27 @@ export class Engine {
 
   /** Queues a message; sent now if connected (and the window allows), else on the next connection. @param {Outgoing} msg */
   send(msg) {
-    this.outbox.push({ msg, reqId: null, retryAt: null });
+    this.outbox.push({ msg, reqId: null });
     this.outboxDirty = true;
     this.fillWindow();
   }
 
+  /**
+   * Transmits unsent outbox entries in order while the window has room; nothing while
+   * paused after a refusal, and nothing past an entry still in flight behind one it sends
+   * again (its answer may be a refusal too, and then it must go first).
+   */
   fillWindow() {
-    if (!this.connected) return;
+    if (!this.connected || this.sendPausedUntil !== null) return;
     let inFlight = this.outbox.filter((p) => p.reqId !== null).length;
+    let sent = false;
     for (const p of this.outbox) {
       if (inFlight >= this.window) break;
-      if (p.reqId !== null || p.retryAt !== null) continue;
+      if (p.reqId !== null) {
+        if (sent) break;
+        continue;
+      }
+      sent = true;
       const id = this.reqId();
       p.reqId = id;
       this.transmit.push(sendFrame(id, p.msg));
@@ -822,10 +838,9 @@ export class Engine {
     this.recovery = null; // its requests are gone: the Sync below finds the trim again
     for (const f of this.follows.values()) f.pulling = false;
     this.startSync();
-    for (const p of this.outbox) {
-      p.reqId = null;
-      p.retryAt = null;
-    }
+    for (const p of this.outbox) p.reqId = null;
+    // A new connection has no send fence: the outbox goes again at once, in order.
+    this.sendPausedUntil = null;
     this.fillWindow();
   }
 
@@ -1070,9 +1085,13 @@ export class Engine {
           if (i >= 0) {
             if (TRANSIENT.has(code)) {
               // The server's wait (RATE_LIMITED carries it; 0 = none), at least our own.
+              // Nothing more goes out until then; then the outbox goes again from its
+              // oldest entry, so this one stays ahead of every later one (the server
+              // refuses those pipelined behind it: its send fence, PROTOCOL.md 8.2).
               const after = kind === 'error' ? Number(frame.error.retryAfterMs || 0) : 0;
               this.outbox[i].reqId = null;
-              this.outbox[i].retryAt = now + Math.max(RETRY_DELAY_MS, after);
+              const until = now + Math.max(RETRY_DELAY_MS, after);
+              if (this.sendPausedUntil === null || this.sendPausedUntil < until) this.sendPausedUntil = until;
             } else {
               this.outbox.splice(i, 1);
               this.outboxDirty = true;
@@ -1251,18 +1270,17 @@ export class Engine {
 
   /** The next time handleTimeout wants to run, or null. */
   pollTimeout() {
-    let t = this.ackDue;
-    for (const p of this.outbox) {
-      if (p.retryAt !== null && (t === null || p.retryAt < t)) t = p.retryAt;
-    }
-    return t;
+    const t = this.ackDue;
+    const p = this.sendPausedUntil;
+    if (t === null) return p;
+    return p === null || t < p ? t : p;
   }
 
   /** @param {number} now */
   handleTimeout(now) {
     if (this.ackDue !== null && this.ackDue <= now) this.sendAck();
     if (!this.connected) return;
-    for (const p of this.outbox) if (p.retryAt !== null && p.retryAt <= now) p.retryAt = null;
+    if (this.sendPausedUntil !== null && this.sendPausedUntil <= now) this.sendPausedUntil = null;
     this.fillWindow();
   }
 }

@@ -1467,3 +1467,35 @@ test('CURSOR_TRIMMED: a rebuild cut by a reconnect starts again; a message witho
   assert.equal(client.cursors.inbox, 5);
   client.close();
 });
+
+test('send order: after a retryable refusal nothing overtakes the refused send (docs/PROTOCOL.md 8.2)', async () => {
+  const { Engine, RETRY_DELAY_MS } = await import('../src/sdk.js');
+  const e = new Engine('alice');
+  e.onConnected('ep');
+  const out = (id) => ({ clientMsgId: id, target: { user: 'bob' }, body: new Uint8Array([1]), contentType: '' });
+  const sent = () => {
+    const s = e.transmit.filter((f) => f.send).map((f) => [f.reqId, f.send.clientMsgId]);
+    e.transmit = [];
+    return s;
+  };
+  const refuse = (reqId, code, now) =>
+    e.handleFrame({ reqId, body: 'error', error: { code, message: 'no', retryAfterMs: 0 } }, now);
+  const now = 1_000_000;
+  for (const id of ['m1', 'm2', 'm3']) e.send(out(id));
+  const first = sent();
+  assert.deepEqual(first.map(([, id]) => id), ['m1', 'm2', 'm3']);
+  refuse(first[0][0], ErrorCode.RATE_LIMITED, now);
+  e.send(out('m4'));
+  assert.deepEqual(sent(), [], 'paused: m4 waits behind m1');
+  // The server's fence refused m2; m3's answer is late.
+  refuse(first[1][0], ErrorCode.RATE_LIMITED, now);
+  assert.equal(e.pollTimeout(), now + RETRY_DELAY_MS);
+  e.handleTimeout(now + RETRY_DELAY_MS - 1);
+  assert.deepEqual(sent(), [], 'not before the pause ends');
+  e.handleTimeout(now + RETRY_DELAY_MS);
+  assert.deepEqual(sent().map(([, id]) => id), ['m1', 'm2'], 'from the oldest, stopping at m3 still in flight');
+  const later = now + RETRY_DELAY_MS;
+  refuse(first[2][0], ErrorCode.RATE_LIMITED, later);
+  e.handleTimeout(later + RETRY_DELAY_MS);
+  assert.deepEqual(sent().map(([, id]) => id), ['m3', 'm4']);
+});
