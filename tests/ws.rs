@@ -222,34 +222,50 @@ async fn oversized_and_garbage_messages_get_errors_and_the_server_keeps_serving(
 }
 
 #[tokio::test]
-async fn the_page_is_served_or_says_how_to_build_it() {
-    let server =
-        TestServer::start_with(|c| c.network.web_root = "/nonexistent-web-root".into()).await;
-    let mut s = tokio::net::TcpStream::connect(server.ws).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+async fn the_page_is_built_in_or_served_from_web_root() {
+    let get = |addr, path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("npm run build"), "tells how to build the page");
-
-    // A page built after the server started is served at once, and never cached stale.
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let server2 = TestServer::start_with(move |c| c.network.web_root = root).await;
-    let get = |addr| async move {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
     };
-    assert!(get(server2.ws).await.contains("npm run build"));
+    // By default the page built into the binary, whatever the working directory holds.
+    let server = TestServer::start().await;
+    let out = get(server.ws, "/").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains(r#"<script type="module" src="app.js">"#),
+        "{out}"
+    );
+    let head = out.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/html"), "{out}");
+    assert!(head.contains("cache-control: no-cache"), "{out}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{out}");
+    let out = get(server.ws, "/wire.js").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
+        "{out}"
+    );
+    assert!(get(server.ws, "/missing.js")
+        .await
+        .starts_with("HTTP/1.1 404"));
+
+    // With a web root, its files instead, read per request (a page edited after the
+    // server started is served at once, and never cached stale).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let server2 = TestServer::start_with(move |c| c.network.web_root = Some(root)).await;
+    assert!(get(server2.ws, "/").await.starts_with("HTTP/1.1 404"));
     std::fs::write(dir.path().join("index.html"), "<title>tern web</title>").unwrap();
-    let out = get(server2.ws).await;
+    let out = get(server2.ws, "/").await;
     assert!(out.contains("<title>tern web</title>"), "{out}");
     assert!(
         out.to_ascii_lowercase().contains("cache-control: no-cache"),

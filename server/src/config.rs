@@ -128,8 +128,9 @@ settings! {
         ws_tls: bool = false, "TERN_WS_TLS";
         /// Origins allowed besides same-origin and localhost, e.g. https://chat.example.com
         ws_allowed_origins: Vec<String> = Vec::new(), "TERN_WS_ALLOWED_ORIGINS", @arg(value_delimiter = ',');
-        /// Prebuilt web assets served at /
-        web_root: PathBuf = PathBuf::from("web/dist"), "TERN_WEB_ROOT";
+        /// Serve the web page at / from this directory (e.g. web/src, to work on the page
+        /// without rebuilding the server); unset: the page built into the binary
+        web_root: PathBuf = None, "TERN_WEB_ROOT", optional;
         /// Serve Prometheus/OpenMetrics text at http://ADDR/metrics; unset: off
         metrics_listen: SocketAddr = None, "TERN_METRICS_LISTEN", optional;
         /// Serve the admin HTTP API (docs/ADMIN_API.md) at http://ADDR/admin/v1/; unset: off

@@ -1,11 +1,12 @@
 //! Every HTTP listener: one axum `Router` each, served by one hyper setup.
 //!
-//! - [`web`]: the web chat page and the WebSocket upgrade at `/ws`; [`blob`]: blobs by
-//!   signed URL at `/blob/<id>` on the same listener.
+//! - [`web`]: the web chat page (built in: [`assets`]) and the WebSocket upgrade at `/ws`;
+//!   [`blob`]: blobs by signed URL at `/blob/<id>` on the same listener.
 //! - [`metrics`]: Prometheus/OpenMetrics text at `/metrics`.
 //! - [`admin`]: the admin API at `/admin/v1/` (its own listener, bearer token).
 
 pub(crate) mod admin;
+pub(crate) mod assets;
 pub(crate) mod blob;
 pub(crate) mod metrics;
 pub(crate) mod web;

@@ -1,5 +1,6 @@
 //! The web listener: `GET /ws` upgrades to the WebSocket transport (see
-//! `transport::ws`), and `/` serves the web chat page (prebuilt assets from `web/dist`).
+//! `transport::ws`), and `/` serves the web chat page (built into the binary, see
+//! [`super::assets`]; or the files of `--web-root`).
 //!
 //! A browser user and a CLI user are the same to the chat logic: the upgraded socket runs
 //! the same session as QUIC and TCP. The Origin header is checked against an allow-list
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
@@ -30,8 +31,8 @@ pub(crate) struct WsSettings {
     /// Extra allowed origins (e.g. `https://chat.example.com`); same-origin and
     /// localhost are always allowed.
     pub allowed_origins: Vec<String>,
-    /// Prebuilt web assets (`web/dist`).
-    pub web_root: PathBuf,
+    /// Serve the page from this directory instead of the built-in copy (developing web/).
+    pub web_root: Option<PathBuf>,
     /// TLS for `wss://` (the server's certificate); None for plain `ws://`.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -42,17 +43,8 @@ struct AppState {
     settings: Arc<WsSettings>,
 }
 
-/// The page shown when the web assets were not built.
-const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>tern</title>\
-<h1>tern</h1><p>The WebSocket bridge is running at <code>/ws</code>, but the web chat page \
-has not been built. Build it once with:</p><pre>cd web &amp;&amp; npm ci &amp;&amp; npm run build</pre>\
-<p>then reload this page (the server serves <code>web/dist</code>; see <code>--web-root</code>).</p>";
-
 fn router(state: AppState) -> Router {
-    let root = state.settings.web_root.clone();
-    // Looked up per request, so a page built after the server started is served.
-    let not_built = axum::routing::any(|| async { (StatusCode::OK, Html(NOT_BUILT)) });
-    let files = tower_http::services::ServeDir::new(root).fallback(not_built);
+    let files = super::assets::router(state.settings.web_root.clone());
     Router::new()
         .route("/ws", get(ws_handler))
         .route(
@@ -64,12 +56,17 @@ fn router(state: AppState) -> Router {
             ),
         )
         .fallback_service(files)
-        // Rebuilt assets must not be served from a stale browser cache.
+        // A new server's (or web root's) page must not be served from a stale browser
+        // cache; and a file is only what its Content-Type says.
         .layer(axum::middleware::map_response(
             |mut r: Response| async move {
                 r.headers_mut().insert(
                     header::CACHE_CONTROL,
                     header::HeaderValue::from_static("no-cache"),
+                );
+                r.headers_mut().insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    header::HeaderValue::from_static("nosniff"),
                 );
                 r
             },
