@@ -5,32 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tern_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("metrics answer in time")
-        .unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("application/openmetrics-text"), "{out}");
-    out
-}
 
 /// The metrics are process-wide: one test at a time, so no test sees another's counts.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The value of one sample line `name{labels} value` (or `name value`).
-fn value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// This test's turn (held until it ends), a server with the metrics endpoint on, the
 /// endpoint's address and a first scrape.
@@ -45,7 +22,7 @@ async fn metrics_server() -> (
         TestServer::start_with(|c| c.network.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
             .await;
     let addr = server.metrics.expect("metrics endpoint bound");
-    let before = scrape(addr).await;
+    let before = scrape_metrics(addr).await;
     (turn, server, addr, before)
 }
 
@@ -55,14 +32,14 @@ async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
 
     let mut alice = server.user(Transport::Tcp, "alice", "phone").await;
     let mut bob = server.user(Transport::Quic, "bob", "laptop").await;
-    let mid = scrape(addr).await;
+    let mid = scrape_metrics(addr).await;
     assert_eq!(
-        value(&mid, "tern_connections{transport=\"tcp\"}"),
+        metric_value(&mid, "tern_connections{transport=\"tcp\"}"),
         1.0,
         "{mid}"
     );
     assert_eq!(
-        value(&mid, "tern_connections{transport=\"quic\"}"),
+        metric_value(&mid, "tern_connections{transport=\"quic\"}"),
         1.0,
         "{mid}"
     );
@@ -75,8 +52,8 @@ async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
     assert!(again.duplicate);
     bob.ack(5).await;
 
-    let after = scrape(addr).await;
-    let delta = |s: &str| value(&after, s) - value(&before, s);
+    let after = scrape_metrics(addr).await;
+    let delta = |s: &str| metric_value(&after, s) - metric_value(&before, s);
     assert_eq!(delta("tern_sends_total"), 5.0, "{after}");
     assert_eq!(delta("tern_dedup_hits_total"), 1.0, "{after}");
     // Each message is pushed to bob and to alice's sending device (its inbox copy).
@@ -98,21 +75,21 @@ async fn metrics_count_connections_sends_dedup_pushes_and_flushes() {
     // The gauges come back down when the connections end.
     let mut closed = String::new();
     for _ in 0..50 {
-        closed = scrape(addr).await;
-        if value(&closed, "tern_connections{transport=\"tcp\"}") == 0.0
-            && value(&closed, "tern_connections{transport=\"quic\"}") == 0.0
+        closed = scrape_metrics(addr).await;
+        if metric_value(&closed, "tern_connections{transport=\"tcp\"}") == 0.0
+            && metric_value(&closed, "tern_connections{transport=\"quic\"}") == 0.0
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        value(&closed, "tern_connections{transport=\"tcp\"}"),
+        metric_value(&closed, "tern_connections{transport=\"tcp\"}"),
         0.0,
         "{closed}"
     );
     assert_eq!(
-        value(&closed, "tern_connections{transport=\"quic\"}"),
+        metric_value(&closed, "tern_connections{transport=\"quic\"}"),
         0.0,
         "{closed}"
     );
@@ -146,8 +123,8 @@ async fn a_reconnect_with_the_same_trust_resumes_the_tls_session() {
         assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
         conn.close().await;
     }
-    let after = scrape(addr).await;
-    let delta = |s: &str| value(&after, s) - value(&before, s);
+    let after = scrape_metrics(addr).await;
+    let delta = |s: &str| metric_value(&after, s) - metric_value(&before, s);
     assert_eq!(
         delta("tern_tls_handshakes_total{kind=\"full\"}"),
         1.0,

@@ -125,43 +125,20 @@ async fn the_inbox_is_trimmed_by_count_and_older_cursors_get_cursor_trimmed() {
         ),
         (1, 11, "t11")
     );
-    let m = scrape(server.metrics.expect("metrics on")).await;
+    let m = scrape_metrics(server.metrics.expect("metrics on")).await;
     assert!(
-        value(&m, "tern_retention_trimmed_total{kind=\"inbox\"}") >= 7.0 + 7.0,
+        metric_value(&m, "tern_retention_trimmed_total{kind=\"inbox\"}") >= 7.0 + 7.0,
         "Bob's 7 and Ann's 7 trimmed entries are counted: {m}"
     );
     assert!(
-        value(&m, "tern_retention_cursor_trimmed_total") >= 2.0,
+        metric_value(&m, "tern_retention_cursor_trimmed_total") >= 2.0,
         "{m}"
     );
     assert!(
-        value(&m, "tern_retention_last_sweep_timestamp_seconds") > 0.0,
+        metric_value(&m, "tern_retention_last_sweep_timestamp_seconds") > 0.0,
         "{m}"
     );
     server.stop().await;
-}
-
-/// The server's metrics text (process-wide counters: other tests of this file add to
-/// them, so only lower bounds are checked).
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("metrics answer in time")
-        .unwrap();
-    out
-}
-
-/// The value of one sample line `name{labels} value`.
-fn value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -411,28 +411,14 @@ async fn the_metrics_show_what_was_indexed_and_the_lag() {
     let mut b = server.user(Tcp, "mb", "d").await;
     ack_of(&a.send_text("mb", "m1", "metrics please").await);
     found(&mut b, query("metrics")).await;
-    let text = metrics_text(server.metrics.expect("metrics endpoint")).await;
+    let text = scrape_metrics(server.metrics.expect("metrics endpoint")).await;
     let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+        let present = text.lines().any(|l| l.starts_with(&format!("{name} ")));
+        assert!(present, "{name} missing from\n{text}");
+        metric_value(&text, name)
     };
-    assert!(value("tern_search_indexed_total ") >= 1.0);
-    assert!(value("tern_search_index_lag ") >= 0.0);
+    assert!(value("tern_search_indexed_total") >= 1.0);
+    assert!(value("tern_search_index_lag") >= 0.0);
     assert!(text.contains("tern_search_seconds_count"));
     server.stop().await;
-}
-
-async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("metrics answer in time")
-        .unwrap();
-    out
 }

@@ -20,6 +20,7 @@ pub mod chat_load;
 pub mod client;
 pub mod expect;
 pub mod fault;
+pub mod metrics;
 pub mod powerfs;
 pub mod rng;
 pub mod sdk;
@@ -28,6 +29,7 @@ pub mod tls;
 
 pub use client::{login_body, register_body, send_body, Client};
 pub use expect::{ack_of, expect_error, expect_ok, expect_pull, text};
+pub use metrics::{metric_value, scrape_metrics};
 pub use sdk::{register_all, sdk_config};
 pub use server::{memory_kib, test_config, ProcessServer, TestServer};
 pub use tern_proto;
