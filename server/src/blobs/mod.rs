@@ -526,8 +526,7 @@ impl Blobs {
     }
 
     fn has_grant(&self, user: &str, id: &str) -> ServiceResult<bool> {
-        // A user holds few grants; a point read would need its own Store call.
-        Ok(self.store.blob_grants(user)?.iter().any(|(b, _)| b == id))
+        Ok(self.store.blob_grant(user, id)?.is_some())
     }
 
     fn may_read_holder(&self, user: &str, holder: &str, seq: u64) -> ServiceResult<bool> {

@@ -895,6 +895,9 @@ fn blobs_refs_grants_and_uploads(store: &dyn Store) {
     assert_eq!(grants.len(), 1);
     assert_eq!((grants[0].0.as_str(), grants[0].1.size), (a, 10));
     assert!(store.blob_grants("bl-bob").unwrap().is_empty());
+    assert_eq!(store.blob_grant("bl-ann", a).unwrap().unwrap().size, 10);
+    assert!(store.blob_grant("bl-ann", b).unwrap().is_none());
+    assert!(store.blob_grant("bl-bob", a).unwrap().is_none());
     assert_eq!(store.upload("bl-ann", b).unwrap().unwrap().size, 20);
     assert!(store.upload("bl-ann", a).unwrap().is_none());
     assert!(store
@@ -932,5 +935,6 @@ fn blobs_refs_grants_and_uploads(store: &dyn Store) {
     );
     assert_eq!(store.blob(b).unwrap(), None);
     assert!(store.blob_grants("bl-ann").unwrap().is_empty());
+    assert!(store.blob_grant("bl-ann", a).unwrap().is_none());
     assert!(store.upload("bl-ann", b).unwrap().is_none());
 }

@@ -329,6 +329,8 @@ pub trait Store: Send + Sync + 'static {
     fn blob_refs(&self, id: &str, limit: usize) -> StoreResult<Vec<(String, u64)>>;
     /// Every blob `user` uploaded, in id order.
     fn blob_grants(&self, user: &str) -> StoreResult<Vec<(String, BlobGrantRecord)>>;
+    /// `user`'s grant on blob `id` (a point read: who may read it, on every download).
+    fn blob_grant(&self, user: &str, id: &str) -> StoreResult<Option<BlobGrantRecord>>;
     /// `user`'s upload in progress of blob `id`.
     fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>>;
     /// Every upload in progress: (user, blob id, record), in (user, id) order.

@@ -494,6 +494,10 @@ impl Store for SledStore {
         self.scan_records(BLOB_GRANTS, user)
     }
 
+    fn blob_grant(&self, user: &str, id: &str) -> StoreResult<Option<BlobGrantRecord>> {
+        self.get_in(BLOB_GRANTS, &key2(user, id.as_bytes()))
+    }
+
     fn upload(&self, user: &str, id: &str) -> StoreResult<Option<UploadRecord>> {
         self.get_in(UPLOADS, &key2(user, id.as_bytes()))
     }
