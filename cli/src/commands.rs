@@ -455,9 +455,19 @@ async fn sync_loop(sess: &mut Session, follow: bool, idle: Option<Duration>) -> 
     }
 }
 
-/// `tern history`: one page of a conversation, ascending.
-pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> Result<()> {
+/// `tern history`: one page of a conversation, ascending: from the local copy `tern sync`
+/// keeps (no server needed), or with `remote` from the server.
+pub async fn history(
+    ctx: &Ctx,
+    dest: Dest,
+    limit: u32,
+    before: Option<u64>,
+    remote: bool,
+) -> Result<()> {
     dest.check()?;
+    if !remote {
+        return local_history(ctx, &dest, limit, before);
+    }
     let (client, mut sess) = Session::start(ctx, Cursors::Keep, false).await?;
     let conv = dest.conversation(client.username());
     let what = format!("cannot read the history of {conv}");
@@ -468,9 +478,39 @@ pub async fn history(ctx: &Ctx, dest: Dest, limit: u32, before: Option<u64>) -> 
         .await;
     sess.close(&HashSet::new()).await;
     let page = no_conversation(result, &dest)?;
+    print_history(ctx, &page.messages)
+}
+
+/// `tern history` without `--remote`: the page from the local copy of the messages
+/// (`profile::local_copy_path`), which `tern sync` and `tern chat` keep.
+fn local_history(ctx: &Ctx, dest: &Dest, limit: u32, before: Option<u64>) -> Result<()> {
+    let (path, profile) = session::read_profile(ctx)?;
+    let profile = profile
+        .filter(|p| !p.username.is_empty())
+        .ok_or_else(Failure::not_logged_in)?;
+    let conv = dest.conversation(&profile.username);
+    let db = crate::profile::local_copy_path(&path);
+    let page = if db.exists() {
+        let store = tern_sdk::SqliteStore::open(&db)
+            .with_context(|| "cannot read the local copy of the messages".to_string())?;
+        store
+            .history(&conv, before.unwrap_or(0), limit as usize)
+            .with_context(|| format!("cannot read the local history of {conv}"))?
+    } else {
+        Vec::new()
+    };
+    if page.is_empty() && before.is_none() {
+        output::status(&format!(
+            "nothing of {conv} in the local copy: `tern sync` keeps what it receives; \
+             `tern history --remote` asks the server"
+        ));
+    }
+    print_history(ctx, &page)
+}
+
+fn print_history(ctx: &Ctx, messages: &[pb::Message]) -> Result<()> {
     // Edit and recall entries show in the message they change; deleted ones not at all.
-    for m in page
-        .messages
+    for m in messages
         .iter()
         .filter(|m| !output::is_change(m) && !m.deleted)
     {

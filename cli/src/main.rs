@@ -177,6 +177,10 @@ enum Command {
     /// "recalled":true / "expired":true; messages you deleted are left out, and so are the
     /// edit and recall entries themselves (the message they change shows the result), so
     /// a page may have fewer lines than --limit.
+    ///
+    /// Read from the local copy that `tern sync` and `tern chat` keep (SQLite, beside the
+    /// profile: profile.json -> profile.db), so it works offline and shows what this
+    /// device has received; --remote asks the server for the conversation as it is there.
     History {
         #[command(flatten)]
         dest: ConvDest,
@@ -186,6 +190,9 @@ enum Command {
         /// Only messages before this seq [default: the newest].
         #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
         before: Option<u64>,
+        /// Ask the server instead of reading the local copy.
+        #[arg(long)]
+        remote: bool,
     },
     /// Groups: create, add, remove, leave, members.
     #[command(subcommand)]
@@ -627,7 +634,8 @@ async fn run(cli: Cli) -> Result<()> {
             dest: d,
             limit,
             before,
-        } => commands::history(&ctx, dest(d.with, d.group), limit, before).await,
+            remote,
+        } => commands::history(&ctx, dest(d.with, d.group), limit, before, remote).await,
         Command::Group(g) => {
             let op = match g {
                 GroupCommand::Create { name, members } => GroupOp::Create { name, members },

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tern_sdk::{Cursors, Outgoing, SavedState, StateStore, Target};
+use tern_sdk::proto::pb;
+use tern_sdk::{Cursors, Outgoing, SavedState, SqliteStore, StateStore, Target};
 
 /// The profile as it is on disk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -307,6 +308,16 @@ struct Inner {
     cursors: bool,
     /// client_msg_ids never to be written to the outbox again.
     forgotten: HashSet<String>,
+    /// The local copy of the messages ([`local_copy_path`]), for the commands that
+    /// receive.
+    local: Option<SqliteStore>,
+}
+
+/// The local copy of the messages beside the profile: `profile.json` -> `profile.db`
+/// (SQLite, the SDK's [`SqliteStore`]). `tern sync` and `tern chat` keep every message
+/// they receive there; `tern history` reads it, also with the server down.
+pub fn local_copy_path(profile: &Path) -> PathBuf {
+    profile.with_extension("db")
 }
 
 impl ProfileStore {
@@ -317,8 +328,14 @@ impl ProfileStore {
                 profile,
                 cursors,
                 forgotten: HashSet::new(),
+                local: None,
             })),
         }
+    }
+
+    /// Keeps the messages received in `local` from now on.
+    pub fn attach_local(&self, local: SqliteStore) {
+        self.lock().local = Some(local);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -374,6 +391,27 @@ impl StateStore for ProfileStore {
         }
         let new_token = next.token != inner.profile.token;
         inner.write(next, new_token)
+    }
+
+    fn keeps_messages(&self) -> bool {
+        self.lock().local.is_some()
+    }
+
+    /// The messages go to the local copy first, then the cursors to the profile: a crash
+    /// between the two gets them again (kept once: the copy is keyed by conversation and
+    /// seq), never cursors past messages not kept.
+    fn commit(&mut self, state: &SavedState, messages: &[pb::Message]) -> std::io::Result<()> {
+        if let Some(local) = &mut self.lock().local {
+            local.keep_messages(messages)?;
+        }
+        self.save(state)
+    }
+
+    fn record_read(&mut self, conversation: &str, read_seq: u64) -> std::io::Result<()> {
+        match &mut self.lock().local {
+            Some(local) => local.record_read(conversation, read_seq),
+            None => Ok(()),
+        }
     }
 }
 

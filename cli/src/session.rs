@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tern_proto::names;
 use tern_sdk::{
-    Client, ClientConfig, ClientError, ConnectOptions, Credentials, Event, Events, TransportMode,
-    Trust,
+    Client, ClientConfig, ClientError, ConnectOptions, Credentials, Event, Events, SqliteStore,
+    TransportMode, Trust,
 };
 use tokio::time::Instant;
 
@@ -176,6 +176,16 @@ impl Session {
             device: profile.device.clone(),
         };
         let store = ProfileStore::new(profile_path.clone(), profile, cursors == Cursors::Save);
+        if cursors == Cursors::Save {
+            // The local copy `tern history` reads; without it (a damaged or newer file)
+            // the command still works, it only keeps nothing.
+            match SqliteStore::open(profile::local_copy_path(&profile_path)) {
+                Ok(local) => store.attach_local(local),
+                Err(e) => crate::output::status(&format!(
+                    "warning: messages are not kept for `tern history`: {e}"
+                )),
+            }
+        }
         let mut config = ClientConfig::new(
             endpoint.addr,
             ctx.trust()?,

@@ -387,7 +387,7 @@ async fn errors_have_exit_codes_and_one_line_messages() {
     let out = t.run("x", &["sync"]).failed(3);
     assert!(out.stderr.contains("tern login"), "{out:?}");
     let out = t
-        .run("x", &["--json", "history", "--with", "bob"])
+        .run("x", &["--json", "history", "--remote", "--with", "bob"])
         .failed(3);
     assert_eq!(out.error_code(), "NOT_LOGGED_IN");
 
@@ -481,9 +481,9 @@ async fn errors_have_exit_codes_and_one_line_messages() {
         .run("bob", &["--json", "send", "--group", &gid, "let me in"])
         .failed(5);
     assert_eq!(out.error_code(), "FORBIDDEN");
-    t.run("bob", &["history", "--group", &gid]).failed(5);
+    t.run("bob", &["history", "--remote", "--group", &gid]).failed(5);
     let out = t
-        .run("bob", &["--json", "history", "--with", "carol"])
+        .run("bob", &["--json", "history", "--remote", "--with", "carol"])
         .failed(5);
     assert_eq!(out.error_code(), "NOT_FOUND");
     assert!(out.stderr.contains("no conversation with carol"), "{out:?}");
@@ -592,7 +592,7 @@ async fn groups_history_and_presence() {
 
     // History, ascending, as JSON lines and for people.
     let h = t
-        .run("carol", &["--json", "history", "--group", &gid])
+        .run("carol", &["--json", "history", "--remote", "--group", &gid])
         .ok()
         .json();
     assert_eq!(seqs(&h), vec![1, 2, 3, 4]);
@@ -606,7 +606,7 @@ async fn groups_history_and_presence() {
     let newest = t
         .run(
             "carol",
-            &["--json", "history", "--group", &gid, "--limit", "2"],
+            &["--json", "history", "--remote", "--group", &gid, "--limit", "2"],
         )
         .ok()
         .json();
@@ -614,12 +614,12 @@ async fn groups_history_and_presence() {
     let older = t
         .run(
             "carol",
-            &["--json", "history", "--group", &gid, "--before", "3"],
+            &["--json", "history", "--remote", "--group", &gid, "--before", "3"],
         )
         .ok()
         .json();
     assert_eq!(seqs(&older), vec![1, 2]);
-    let human = t.run("carol", &["history", "--group", &gid]).ok();
+    let human = t.run("carol", &["history", "--remote", "--group", &gid]).ok();
     let lines: Vec<&str> = human.stdout.lines().collect();
     assert_eq!(lines.len(), 4);
     assert!(
@@ -644,7 +644,7 @@ async fn groups_history_and_presence() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["user"], "alice");
     let h = t
-        .run("alice", &["--json", "history", "--group", &gid])
+        .run("alice", &["--json", "history", "--remote", "--group", &gid])
         .ok()
         .json();
     let kinds: Vec<&str> = h[4..]
@@ -656,7 +656,7 @@ async fn groups_history_and_presence() {
     // A direct history uses the d:<a>:<b> id from either side.
     t.run("bob", &["send", "--to", "alice", "hi alice"]).ok();
     let d = t
-        .run("alice", &["--json", "history", "--with", "bob"])
+        .run("alice", &["--json", "history", "--remote", "--with", "bob"])
         .ok()
         .json();
     assert_eq!(d.len(), 1);
@@ -687,7 +687,7 @@ async fn chat_shows_the_conversation_and_sends_lines() {
     // Once bob's line is stored, alice answers; her message arrives live in bob's chat.
     let stored = (0..100).any(|_| {
         let n = t
-            .run("alice", &["--json", "history", "--with", "bob"])
+            .run("alice", &["--json", "history", "--remote", "--with", "bob"])
             .ok()
             .json()
             .len();
@@ -706,7 +706,7 @@ async fn chat_shows_the_conversation_and_sends_lines() {
     chat.input("see you\n");
     let stored = (0..100).any(|_| {
         let n = t
-            .run("alice", &["--json", "history", "--with", "bob"])
+            .run("alice", &["--json", "history", "--remote", "--with", "bob"])
             .ok()
             .json()
             .len();
@@ -728,7 +728,7 @@ async fn chat_shows_the_conversation_and_sends_lines() {
     assert!(stderr.contains("✓ seq 2"), "{stderr}");
     assert!(stderr.contains("-- alice read up to seq 4 --"), "{stderr}");
     let h = t
-        .run("alice", &["--json", "history", "--with", "bob"])
+        .run("alice", &["--json", "history", "--remote", "--with", "bob"])
         .ok()
         .json();
     assert_eq!(
@@ -1303,7 +1303,7 @@ async fn replies_mentions_receipts_and_typing() {
     assert_eq!(seqs(&all), vec![4]);
 
     let history = t
-        .run("carol", &["--json", "history", "--group", &gid])
+        .run("carol", &["--json", "history", "--remote", "--group", &gid])
         .ok()
         .json();
     let got: Vec<Value> = history.iter().skip(1).map(reply_fields).collect();
@@ -1317,7 +1317,7 @@ async fn replies_mentions_receipts_and_typing() {
                 "mention_all": true}),
         ]
     );
-    let human = t.run("carol", &["history", "--group", &gid]).ok();
+    let human = t.run("carol", &["history", "--remote", "--group", &gid]).ok();
     let lines: Vec<&str> = human.stdout.lines().collect();
     assert!(
         lines[2].ends_with("bob: carol, can you? (reply to #2) (mentions carol)"),
@@ -1504,7 +1504,7 @@ async fn edit_recall_and_delete_for_me() {
     assert_eq!(out.error_code(), "INVALID_ARGUMENT");
 
     let bob = t
-        .run("bob", &["--json", "history", "--with", "alice"])
+        .run("bob", &["--json", "history", "--remote", "--with", "alice"])
         .ok()
         .json();
     assert_eq!(
@@ -1519,12 +1519,12 @@ async fn edit_recall_and_delete_for_me() {
     assert_eq!(bob[1]["recalled"], true);
     assert!(bob[1].get("text").is_none(), "{bob:?}");
     let alice = t
-        .run("alice", &["--json", "history", "--with", "bob"])
+        .run("alice", &["--json", "history", "--remote", "--with", "bob"])
         .ok()
         .json();
     assert_eq!(seqs(&alice), vec![1, 2, 3], "alice still has 3");
     assert_eq!(alice[2]["text"], "third");
-    let human = t.run("bob", &["history", "--with", "alice"]).ok().stdout;
+    let human = t.run("bob", &["history", "--remote", "--with", "alice"]).ok().stdout;
     assert!(human.contains("alice: hello bob (edited)"), "{human}");
     assert!(human.contains("alice: (recalled)"), "{human}");
     assert!(
@@ -1579,7 +1579,7 @@ async fn recall_after_the_window_is_refused() {
         .failed(5);
     assert_eq!(out.error_code(), "WINDOW_EXPIRED");
     let h = t
-        .run("bob", &["--json", "history", "--with", "alice"])
+        .run("bob", &["--json", "history", "--remote", "--with", "alice"])
         .ok()
         .json();
     assert_eq!(texts(&h), vec!["too late"]);
@@ -1624,7 +1624,7 @@ async fn send_with_a_ttl() {
     );
     assert_eq!(lines[1]["text"], "within the hour");
     let h = t
-        .run("bob", &["--json", "history", "--with", "alice"])
+        .run("bob", &["--json", "history", "--remote", "--with", "alice"])
         .ok()
         .json();
     assert_eq!(seqs(&h), vec![1, 2], "the seq stays, as a tombstone");
@@ -1671,7 +1671,7 @@ async fn send_with_a_ttl() {
     let who = t.run("alice", &["--json", "whoami"]).ok().json();
     assert_eq!(who[0]["queued"], 0, "not sent later either");
     let h = t
-        .run("bob", &["--json", "history", "--with", "alice"])
+        .run("bob", &["--json", "history", "--remote", "--with", "alice"])
         .ok()
         .json();
     assert_eq!(h.len(), 2);
@@ -1921,7 +1921,7 @@ async fn group_roles_profile_mute_all_and_dissolve() {
     t.run("grb", &["send", "--group", &gid, "admins may"]).ok();
     let list = t.run("gra", &["--json", "conversations"]).ok().json();
     assert_eq!(list[0]["title"], "crew");
-    let h = t.run("gra", &["history", "--group", &gid]).ok().stdout;
+    let h = t.run("gra", &["history", "--remote", "--group", &gid]).ok().stdout;
     assert!(h.contains("* made grb admin"), "{h}");
     assert!(h.contains("* handed the group to grc"), "{h}");
     assert!(
@@ -1930,7 +1930,7 @@ async fn group_roles_profile_mute_all_and_dissolve() {
     );
     t.run("grb", &["group", "set", &gid, "--visibility", "shared"])
         .ok();
-    let h = t.run("gra", &["history", "--group", &gid]).ok().stdout;
+    let h = t.run("gra", &["history", "--remote", "--group", &gid]).ok().stdout;
     assert!(h.contains("history shared with members"), "{h}");
     // Only the owner dissolves; afterwards nobody is a member.
     t.run("grb", &["group", "dissolve", &gid]).failed(5);
@@ -1991,7 +1991,7 @@ async fn channels_create_list_join_and_leave() {
         .is_empty());
     // Anyone reads a public channel's history; joining puts it in the list.
     let h = t
-        .run("chb", &["--json", "history", "--group", &gid])
+        .run("chb", &["--json", "history", "--remote", "--group", &gid])
         .ok()
         .json();
     assert_eq!(seqs(&h), [1, 2], "the CREATED event and the post");
@@ -2036,7 +2036,7 @@ async fn the_profile_token_rotates_with_every_command() {
         &["presence", "bob"],
         &["conversations"],
         &["send", "--to", "bob", "two"],
-        &["history", "--with", "bob"],
+        &["history", "--remote", "--with", "bob"],
         &["sync"],
     ];
     for args in commands {

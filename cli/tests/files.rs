@@ -93,7 +93,7 @@ async fn a_photo_and_a_pdf_are_sent_listed_and_downloaded() {
         )
     );
     let history = t
-        .run("fa", &["--json", "history", "--with", "fb"])
+        .run("fa", &["--json", "history", "--remote", "--with", "fb"])
         .ok()
         .json();
     assert_eq!(history[1]["blob"], json!(pdf_id));

@@ -63,7 +63,7 @@ async fn hits_are_history_lines_newest_first_and_scoped() {
     );
     // The same line `tern history` prints for that message.
     let history = t
-        .run("sea", &["--json", "history", "--with", "seb"])
+        .run("sea", &["--json", "history", "--remote", "--with", "seb"])
         .ok()
         .json();
     assert!(

@@ -14,7 +14,8 @@
 //!   methods include history ([`Client::history`]) and full-text history search
 //!   ([`Client::search`] with [`SearchOptions`]).
 //! - [`state`]: where token, cursors and outbox are kept across restarts
-//!   ([`MemoryStore`], [`FileStore`], or your own [`StateStore`]).
+//!   ([`MemoryStore`], [`FileStore`], or your own [`StateStore`]), and the device's local
+//!   copy of its conversations and history ([`SqliteStore`], SQLite with migrations).
 //! - [`engine`]: every protocol decision, as a sans-IO state machine driven with an
 //!   explicit `now` (`handle_*` in, `poll_*` out, as in quinn-proto): authentication
 //!   (Resume, else Login, and what each error means), keep-alive and the dead-server
@@ -120,6 +121,56 @@
 //!     }
 //! }
 //! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # A local store, and exactly once to the app
+//!
+//! [`SqliteStore`] keeps the conversations, messages, cursors, outbox and read state on
+//! the device, so an app that starts offline shows its list and history at once. With
+//! [`ConfirmMode::Store`] each batch of messages is committed with the cursors that cover
+//! it in one transaction before the app sees it; with [`ConfirmMode::App`] the app says
+//! when it is done with a message ([`Client::confirm`]). Either way the SDK acks the
+//! server and moves its saved cursors only past confirmed messages: if the app dies
+//! between receiving and confirming, the message comes again after the restart, once.
+//!
+//! ```no_run
+//! use tern_sdk::{Client, ClientConfig, ConfirmMode, Credentials, Event, SqliteStore, Trust};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // A corrupt file, or one a newer SDK wrote, is an error here (and left untouched).
+//! let store = SqliteStore::open("alice/tern.db")?;
+//! // The app's own view opens the same file a second time (WAL: it reads while the
+//! // client writes): the conversation list and history, even with no network.
+//! let local = SqliteStore::open("alice/tern.db")?;
+//! for c in local.conversations()? {
+//!     let unread = c.last_seq.saturating_sub(c.read_seq);
+//!     println!("{}: up to #{} ({unread} after the read position)", c.conversation, c.last_seq);
+//! }
+//! for m in local.history("d:alice:bob", 0, 50)? {
+//!     println!("#{} {}: {}", m.seq, m.sender, String::from_utf8_lossy(&m.body));
+//! }
+//!
+//! let creds = Credentials {
+//!     username: "alice".into(),
+//!     password: Some("correct horse battery".into()),
+//!     device: "phone".into(),
+//! };
+//! let trust = Trust::from_pem_file("tern-data/certs/ca.pem".as_ref())?;
+//! let mut config = ClientConfig::new("127.0.0.1:7443".parse()?, trust, creds, Box::new(store));
+//! // The app confirms each message once it has handled it (shown it, written it to its
+//! // own database...). `ConfirmMode::Store` would make the store's commit the
+//! // confirmation instead, and `confirm` unnecessary.
+//! config.confirm = ConfirmMode::App;
+//! let (client, mut events) = Client::start(config);
+//! while let Some(event) = events.next().await {
+//!     if let Event::Message { message, .. } = event {
+//!         println!("{}: {}", message.sender, String::from_utf8_lossy(&message.body));
+//!         // Cumulative per conversation, like an ack; resolves once it is durable.
+//!         client.confirm(&message.conversation, message.seq).await?;
+//!     }
+//! }
 //! # Ok(())
 //! # }
 //! ```

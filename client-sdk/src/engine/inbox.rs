@@ -373,3 +373,120 @@ pub(super) fn change_of(m: &pb::Message) -> Option<Event> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod confirm_tests {
+    //! Exactly once to the app: cursors to save and acks stop before the first message
+    //! the app has not confirmed; a restart from them delivers it again, once.
+
+    use super::*;
+
+    fn push(inbox_seq: u64, conv: &str, seq: u64) -> Frame {
+        Frame {
+            req_id: 0,
+            body: Some(Body::Push(pb::MessagePush {
+                message: Some(pb::Message {
+                    conversation: conv.into(),
+                    seq,
+                    sender: "bob".into(),
+                    ..Default::default()
+                }),
+                inbox_seq,
+            })),
+        }
+    }
+
+    fn connected(cursors: Cursors) -> Engine {
+        let mut e = Engine::new("alice", cursors, vec![]);
+        e.require_confirm();
+        e.on_connected("ep");
+        while e.poll_transmit().is_some() {}
+        e
+    }
+
+    fn delivered(e: &mut Engine) -> Vec<(String, u64)> {
+        std::iter::from_fn(|| e.poll_event())
+            .filter_map(|ev| match ev {
+                Event::Message { message, .. } => Some((message.conversation, message.seq)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn acks(e: &mut Engine) -> Vec<u64> {
+        std::iter::from_fn(|| e.poll_transmit())
+            .filter_map(|f| match f.body {
+                Some(Body::Ack(a)) => Some(a.inbox_seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cursors_and_acks_wait_for_the_app_and_a_restart_redelivers_once() {
+        let now = Instant::now();
+        let later = now + crate::engine::ACK_DELAY * 2;
+        let mut e = connected(Cursors {
+            store_epoch: "ep".into(),
+            ..Default::default()
+        });
+        // Inbox 1..=3: a:1, b:1, a:2.
+        e.handle_frame(push(1, "a", 1), now);
+        e.handle_frame(push(2, "b", 1), now);
+        e.handle_frame(push(3, "a", 2), now);
+        assert_eq!(delivered(&mut e).len(), 3, "delivered at once, as always");
+        assert_eq!(
+            e.cursors().inbox,
+            3,
+            "the live cursor moves (no doubles in a run)"
+        );
+        let d = e.durable_cursors();
+        assert_eq!(
+            (d.inbox, d.delivered.get("a"), d.delivered.get("b")),
+            (0, Some(&0), Some(&0))
+        );
+        e.handle_timeout(later);
+        assert!(acks(&mut e).is_empty(), "nothing acked before a confirm");
+
+        // b:1 confirmed: inbox 1 (a:1) still holds the inbox cursor back.
+        e.confirm("b", 1, later);
+        let d = e.durable_cursors();
+        assert_eq!((d.inbox, d.delivered["a"], d.delivered["b"]), (0, 0, 1));
+        // a up to 1: inbox 1 and 2 are done, 3 (a:2) is not.
+        e.confirm("a", 1, later);
+        let d = e.durable_cursors();
+        assert_eq!((d.inbox, d.delivered["a"]), (2, 1));
+        e.handle_timeout(later + crate::engine::ACK_DELAY * 2);
+        assert_eq!(acks(&mut e), [2]);
+        // A confirm past what was delivered is clamped.
+        e.confirm("a", 99, later);
+        assert_eq!(e.durable_cursors().delivered["a"], 2);
+        assert_eq!(e.durable_cursors().inbox, 3);
+
+        // Restart from a state saved before the last confirm: a:2 comes again, once;
+        // a:1 and b:1 do not.
+        let saved = Cursors {
+            store_epoch: "ep".into(),
+            inbox: 2,
+            conversations: Default::default(),
+            delivered: [("a".to_string(), 1), ("b".to_string(), 1)].into(),
+        };
+        let mut e = connected(saved);
+        e.handle_frame(push(3, "a", 2), now);
+        e.handle_frame(push(3, "a", 2), now);
+        assert_eq!(delivered(&mut e), [("a".to_string(), 2)]);
+    }
+
+    #[test]
+    fn without_confirm_required_nothing_changes() {
+        let now = Instant::now();
+        let mut e = Engine::new("alice", Cursors::default(), vec![]);
+        e.on_connected("ep");
+        while e.poll_transmit().is_some() {}
+        e.handle_frame(push(1, "a", 1), now);
+        assert_eq!(e.durable_cursors(), *e.cursors());
+        assert_eq!(e.durable_cursors().inbox, 1);
+        e.confirm("a", 1, now); // a no-op
+        assert!(!e.confirm_required());
+    }
+}

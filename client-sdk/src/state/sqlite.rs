@@ -149,6 +149,17 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir)?;
             }
         }
+        // It may hold a login token: readable by its owner only (an empty file is an
+        // empty database).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+        }
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -233,6 +244,19 @@ impl SqliteStore {
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             .map_err(|x| err(&self.path, x))
+    }
+
+    /// Keeps `messages` (in order; EDIT and RECALL entries update what they change) in one
+    /// transaction, without touching the saved state: for an app or tool that keeps its
+    /// token and cursors elsewhere and only wants the local copy.
+    pub fn keep_messages(&mut self, messages: &[pb::Message]) -> io::Result<()> {
+        let path = self.path.clone();
+        let e = |x| err(&path, x);
+        let tx = self.conn.transaction().map_err(e)?;
+        for m in messages {
+            Self::write_message(&tx, m).map_err(e)?;
+        }
+        tx.commit().map_err(e)
     }
 
     /// The conversations of the local copy, most recent first.

@@ -1,0 +1,103 @@
+//! `tern history` reads the local copy that `tern sync` keeps (SQLite beside the profile),
+//! so it works with the server down; `--remote` asks the server. Edits and recalls that
+//! `tern sync` received show in the local copy as they do on the server.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use tern_tests::TestServer;
+
+fn texts(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or("<none>").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_reads_the_local_copy_offline_and_remote_asks_the_server() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("la");
+    t.account("lb");
+    for text in ["one", "two", "three", "four"] {
+        t.run("lb", &["send", "--to", "la", text]).ok();
+    }
+    t.run("lb", &["edit", "--with", "la", "--seq", "2", "two, edited"])
+        .ok();
+    t.run("lb", &["recall", "--with", "la", "--seq", "3"]).ok();
+
+    // Nothing received yet: the local copy is empty, and says how to fill it.
+    let out = t.run("la", &["--json", "history", "--with", "lb"]).ok();
+    assert!(out.stdout.is_empty(), "{:?}", out.stderr);
+    assert!(out.stderr.contains("tern sync"), "{:?}", out.stderr);
+    assert!(!t.dir().join("la.db").exists() || out.stdout.is_empty());
+
+    t.run("la", &["sync"]).ok();
+    assert!(
+        t.dir().join("la.db").exists(),
+        "the local copy beside la.json"
+    );
+    let remote = t
+        .run("la", &["--json", "history", "--remote", "--with", "lb"])
+        .ok()
+        .json();
+    let local = t
+        .run("la", &["--json", "history", "--with", "lb"])
+        .ok()
+        .json();
+    assert_eq!(texts(&local), texts(&remote));
+    assert_eq!(local, remote, "the same lines, from the local copy");
+    assert_eq!(local.len(), 4);
+    assert_eq!(local[1]["text"], "two, edited");
+    assert_eq!(local[1]["edited"], true);
+    assert_eq!(local[2]["recalled"], true);
+
+    // With the server gone, the local copy still answers, paged like the server.
+    server.stop().await;
+    let local = t
+        .run("la", &["--json", "history", "--with", "lb"])
+        .ok()
+        .json();
+    assert_eq!(local.len(), 4);
+    let page = t
+        .run("la", &["--json", "history", "--with", "lb", "--limit", "3"])
+        .ok()
+        .json();
+    // The newest 3 entries are "four" and the EDIT and RECALL entries (shown in the
+    // messages they change), as a page from the server would be.
+    assert_eq!(texts(&page), ["four"]);
+    let page = t
+        .run(
+            "la",
+            &["--json", "history", "--with", "lb", "--before", "3"],
+        )
+        .ok()
+        .json();
+    assert_eq!(texts(&page), ["one", "two, edited"]);
+    let human = t.run("la", &["history", "--with", "lb"]).ok().stdout;
+    assert!(human.contains("four"), "{human}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_local_copy_is_reported_and_sync_still_works() {
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("da");
+    t.account("db");
+    t.run("db", &["send", "--to", "da", "hello"]).ok();
+    let junk = b"not a database".repeat(200);
+    std::fs::write(t.dir().join("da.db"), &junk).unwrap();
+    let out = t.run("da", &["--json", "sync"]).ok();
+    assert_eq!(out.json().len(), 1, "{:?}", out.stderr);
+    assert!(out.stderr.contains("not kept"), "{:?}", out.stderr);
+    let out = t.run("da", &["history", "--with", "db"]);
+    assert_ne!(out.code, 0, "{:?}", out.stderr);
+    assert!(out.stderr.contains("local copy"), "{:?}", out.stderr);
+    assert_eq!(
+        std::fs::read(t.dir().join("da.db")).unwrap(),
+        junk,
+        "left as it was"
+    );
+}
