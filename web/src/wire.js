@@ -154,9 +154,9 @@ function toBytes(v) {
 }
 
 /** An enum value's number (a name is looked up). */
-function enumNumber(field, v) {
+function enumNumber(ctx, field, v) {
   if (typeof v === 'string') {
-    const n = ENUMS[field.of]?.[v];
+    const n = ctx.enums[field.of]?.[v];
     if (typeof n !== 'number') throw new TypeError(`${field.of} has no value ${v}`);
     return n;
   }
@@ -164,20 +164,20 @@ function enumNumber(field, v) {
 }
 
 /** Writes one non-packed value of `field` (without its tag). */
-function writeValue(w, field, v, depth) {
+function writeValue(ctx, w, field, v, depth) {
   switch (field.type) {
     case 'string': return w.bytes(utf8e.encode(String(v)));
     case 'bytes': return w.bytes(toBytes(v));
     case 'message': {
       const inner = new Writer();
-      writeMessage(inner, field.of, v, depth + 1);
+      writeMessage(ctx, inner, field.of, v, depth + 1);
       return w.bytes(inner.buf.subarray(0, inner.len));
     }
     case 'bool': return w.varint32(v ? 1 : 0);
     case 'uint32': return w.varint32(Number(v) >>> 0);
     case 'int32':
     case 'enum': {
-      const n = field.type === 'enum' ? enumNumber(field, v) : Number(v) | 0;
+      const n = field.type === 'enum' ? enumNumber(ctx, field, v) : Number(v) | 0;
       return n < 0 ? w.varint64(n >>> 0, 0xffffffff) : w.varint32(n);
     }
     case 'sint32': {
@@ -211,20 +211,20 @@ function writeValue(w, field, v, depth) {
 }
 
 /** Is `v` the proto3 default of a scalar field (left off the wire)? */
-function isDefault(field, v) {
+function isDefault(ctx, field, v) {
   switch (field.type) {
     case 'string': return v === '';
     case 'bytes': return v.length === 0;
     case 'bool': return !v;
     case 'message': return false;
-    case 'enum': return v === 0 || (typeof v === 'string' && enumNumber(field, v) === 0);
+    case 'enum': return v === 0 || (typeof v === 'string' && enumNumber(ctx, field, v) === 0);
     default: return v === 0 || v === 0n || v === '0';
   }
 }
 
-function writeMessage(w, type, obj, depth) {
+function writeMessage(ctx, w, type, obj, depth) {
   if (depth > MAX_DEPTH) throw new RangeError('max depth exceeded');
-  const t = TYPES[type];
+  const t = ctx.types[type];
   if (!t) throw new TypeError(`unknown message type ${type}`);
   for (const f of t.fields) {
     const v = obj[f.name];
@@ -234,20 +234,20 @@ function writeMessage(w, type, obj, depth) {
       if (list.length === 0) continue;
       if (f.packed !== false && WIRE[f.type] !== 2) {
         const inner = new Writer();
-        for (const x of list) writeValue(inner, f, x, depth);
+        for (const x of list) writeValue(ctx, inner, f, x, depth);
         w.tag(f.number, 2);
         w.bytes(inner.buf.subarray(0, inner.len));
       } else {
         for (const x of list) {
           w.tag(f.number, WIRE[f.type]);
-          writeValue(w, f, x, depth);
+          writeValue(ctx, w, f, x, depth);
         }
       }
       continue;
     }
-    if (!f.optional && !f.oneof && isDefault(f, v)) continue;
+    if (!f.optional && !f.oneof && isDefault(ctx, f, v)) continue;
     w.tag(f.number, WIRE[f.type]);
-    writeValue(w, f, v, depth);
+    writeValue(ctx, w, f, v, depth);
   }
 }
 
@@ -316,7 +316,7 @@ class Reader {
 }
 
 /** Reads one value of `field` with its own (non-packed) wire type. */
-function readValue(r, field, end, depth) {
+function readValue(ctx, r, field, end, depth) {
   switch (field.type) {
     case 'string': {
       const e = r.delimited(end);
@@ -332,7 +332,7 @@ function readValue(r, field, end, depth) {
     }
     case 'message': {
       const e = r.delimited(end);
-      const m = readMessage(r, field.of, e, depth + 1);
+      const m = readMessage(ctx, r, field.of, e, depth + 1);
       r.pos = e;
       return m;
     }
@@ -370,9 +370,9 @@ function readValue(r, field, end, depth) {
   }
 }
 
-function readMessage(r, type, end, depth) {
+function readMessage(ctx, r, type, end, depth) {
   if (depth > MAX_DEPTH) throw new RangeError('max depth exceeded');
-  const t = TYPES[type];
+  const t = ctx.types[type];
   const m = Object.create(t.prototype);
   while (r.pos < end) {
     const [tag] = r.varint(end);
@@ -387,17 +387,17 @@ function readMessage(r, type, end, depth) {
       const list = Object.hasOwn(m, f.name) ? m[f.name] : (m[f.name] = []);
       if (wire === 2 && WIRE[f.type] !== 2) {
         const e = r.delimited(end);
-        while (r.pos < e) list.push(readValue(r, f, e, depth));
+        while (r.pos < e) list.push(readValue(ctx, r, f, e, depth));
         continue;
       }
       if (wire === WIRE[f.type]) {
-        list.push(readValue(r, f, end, depth));
+        list.push(readValue(ctx, r, f, end, depth));
         continue;
       }
     } else if (wire === WIRE[f.type]) {
-      const v = readValue(r, f, end, depth);
+      const v = readValue(ctx, r, f, end, depth);
       if (f.oneof) for (const other of t.oneofs[f.oneof]) delete m[other];
-      if (f.optional || f.oneof || f.type === 'message' || !isDefault(f, v)) m[f.name] = v;
+      if (f.optional || f.oneof || f.type === 'message' || !isDefault(ctx, f, v)) m[f.name] = v;
       else delete m[f.name];
       continue;
     }
@@ -408,17 +408,7 @@ function readMessage(r, type, end, depth) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The types of the schema.
-
-/** Enums by name: name -> number, and number -> name through the prototype. */
-const ENUMS = {};
-for (const [name, values] of Object.entries(schema.enums)) {
-  const byId = {};
-  for (const [k, v] of Object.entries(values)) if (!(v in byId)) byId[v] = k;
-  const e = Object.create(Object.freeze(byId));
-  Object.assign(e, values);
-  ENUMS[name] = Object.freeze(e);
-}
+// The types of a schema.
 
 /** Default value of a singular scalar field. */
 function scalarDefault(f) {
@@ -433,74 +423,105 @@ function scalarDefault(f) {
  *   packed?: boolean, optional?: boolean, oneof?: string}} Field
  * @typedef {{name: string, fields: Field[], byNumber: Map<number, Field>,
  *   oneofs: Record<string, string[]>, prototype: object}} MessageType
+ * @typedef {{package: string, messages: Record<string, Field[]>,
+ *   enums: Record<string, Record<string, number>>}} Schema
  */
 
-/** @type {Record<string, MessageType>} */
-const TYPES = {};
-for (const [name, fields] of Object.entries(schema.messages)) {
-  /** @type {Record<string, string[]>} */
-  const oneofs = {};
-  const prototype = {};
-  for (const f of fields) {
-    if (f.repeated) prototype[f.name] = EMPTY_LIST;
-    else if (f.optional || f.type === 'message' || f.oneof) prototype[f.name] = null;
-    else prototype[f.name] = scalarDefault(f);
-    if (f.oneof) (oneofs[f.oneof] ??= []).push(f.name);
+/**
+ * The codec of a schema (the shape of ./schema.js): `encode(type, obj)`,
+ * `decode(type, bytes)` and `proto` (messages and enums by name). The module's own
+ * exports are those of tern.proto's schema; tests compile others.
+ * @param {Schema} schema
+ */
+export function compile(schema) {
+  /** Enums by name: name -> number, and number -> name through the prototype. */
+  const enums = {};
+  for (const [name, values] of Object.entries(schema.enums)) {
+    const byId = {};
+    for (const [k, v] of Object.entries(values)) if (!(v in byId)) byId[v] = k;
+    const e = Object.create(Object.freeze(byId));
+    Object.assign(e, values);
+    enums[name] = Object.freeze(e);
   }
-  for (const [oneof, members] of Object.entries(oneofs)) {
-    Object.defineProperty(prototype, oneof, {
-      /** The member that is set, or undefined. */
-      get() {
-        for (const k of members) if (Object.hasOwn(this, k) && this[k] != null) return k;
-        return undefined;
+
+  /** @type {Record<string, MessageType>} */
+  const types = {};
+  for (const [name, fields] of Object.entries(schema.messages)) {
+    /** @type {Record<string, string[]>} */
+    const oneofs = {};
+    const prototype = {};
+    for (const f of fields) {
+      if (!(f.type in WIRE) || ((f.type === 'message' || f.type === 'enum') && !(f.of in (f.type === 'message' ? schema.messages : schema.enums)))) {
+        throw new TypeError(`${name}.${f.name}: unknown type ${f.of ?? f.type}`);
+      }
+      if (f.repeated) prototype[f.name] = EMPTY_LIST;
+      else if (f.optional || f.type === 'message' || f.oneof) prototype[f.name] = null;
+      else prototype[f.name] = scalarDefault(f);
+      if (f.oneof) (oneofs[f.oneof] ??= []).push(f.name);
+    }
+    for (const [oneof, members] of Object.entries(oneofs)) {
+      Object.defineProperty(prototype, oneof, {
+        /** The member that is set, or undefined. */
+        get() {
+          for (const k of members) if (Object.hasOwn(this, k) && this[k] != null) return k;
+          return undefined;
+        },
+        /** Keeps only the member named (protobufjs' oneof setter). */
+        set(keep) {
+          for (const k of members) if (k !== keep) delete this[k];
+        },
+      });
+    }
+    Object.defineProperty(prototype, '$type', { value: name });
+    types[name] = { name, fields, byNumber: new Map(fields.map((f) => [f.number, f])), oneofs, prototype };
+  }
+  const ctx = { types, enums };
+
+  /** Encodes a message of type `type` (its name in the proto). @returns {Uint8Array} */
+  function encode(type, obj) {
+    const w = new Writer();
+    writeMessage(ctx, w, type, obj ?? {}, 0);
+    return w.finish();
+  }
+
+  /**
+   * Decodes a message of type `type`.
+   * @param {string} type
+   * @param {Uint8Array|ArrayBuffer} bytes
+   */
+  function decode(type, bytes) {
+    if (!types[type]) throw new TypeError(`unknown message type ${type}`);
+    const buf = bytes instanceof ArrayBuffer
+      ? new Uint8Array(bytes)
+      : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a Buffer too
+    return readMessage(ctx, new Reader(buf), type, buf.length, 0);
+  }
+
+  /** @type {Record<string, any>} */
+  const proto = { ...enums };
+  for (const name of Object.keys(types)) {
+    proto[name] = Object.freeze({
+      name,
+      fields: types[name].fields,
+      encode: (obj) => {
+        const bytes = encode(name, obj);
+        return { finish: () => bytes };
       },
-      /** Keeps only the member named (protobufjs' oneof setter). */
-      set(keep) {
-        for (const k of members) if (k !== keep) delete this[k];
-      },
+      decode: (bytes) => decode(name, bytes),
     });
   }
-  Object.defineProperty(prototype, '$type', { value: name });
-  TYPES[name] = { name, fields, byNumber: new Map(fields.map((f) => [f.number, f])), oneofs, prototype };
+  return { encode, decode, proto: Object.freeze(proto), package: schema.package };
 }
 
-/** Encodes a message of type `type` (its name in tern.proto). @returns {Uint8Array} */
-export function encode(type, obj) {
-  const w = new Writer();
-  writeMessage(w, type, obj ?? {}, 0);
-  return w.finish();
-}
+const tern = compile(schema);
 
+/** Encodes a message of tern.proto: `encode('Frame', obj)` -> Uint8Array. */
+export const encode = tern.encode;
+/** Decodes a message of tern.proto: `decode('Frame', bytes)`. */
+export const decode = tern.decode;
 /**
- * Decodes a message of type `type`.
- * @param {string} type
- * @param {Uint8Array|ArrayBuffer} bytes
- */
-export function decode(type, bytes) {
-  if (!TYPES[type]) throw new TypeError(`unknown message type ${type}`);
-  const buf = bytes instanceof ArrayBuffer
-    ? new Uint8Array(bytes)
-    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a Buffer too
-  return readMessage(new Reader(buf), type, buf.length, 0);
-}
-
-/**
- * The package's messages (`proto.Frame.encode(obj).finish()`, `proto.Frame.decode(bytes)`)
+ * tern.proto's messages (`proto.Frame.encode(obj).finish()`, `proto.Frame.decode(bytes)`)
  * and enums (`proto.ErrorCode.FORBIDDEN`, `proto.ErrorCode[14]`).
- * @type {Record<string, any>}
  */
-export const proto = { ...ENUMS };
-for (const name of Object.keys(TYPES)) {
-  proto[name] = Object.freeze({
-    name,
-    fields: TYPES[name].fields,
-    encode: (obj) => {
-      const bytes = encode(name, obj);
-      return { finish: () => bytes };
-    },
-    decode: (bytes) => decode(name, bytes),
-  });
-}
-Object.freeze(proto);
-
-export const packageName = schema.package;
+export const proto = tern.proto;
+export const packageName = tern.package;
