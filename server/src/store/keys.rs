@@ -233,6 +233,24 @@ pub(crate) fn parse_key2(k: &[u8]) -> Option<(String, String)> {
     Some((a, b))
 }
 
+/// The name after the last 0x00 of an index key `.. ++ 0x00 ++ name` of `space` (channel
+/// names and display names index their conversation or user this way; none of those hold
+/// a 0x00).
+pub(crate) fn name_after_last_separator(
+    space: Space,
+    key: &[u8],
+) -> Result<String, super::StoreError> {
+    let corrupt = |detail: &str| super::StoreError::Corrupt {
+        tree: space.name,
+        detail: detail.into(),
+    };
+    let at = key
+        .iter()
+        .rposition(|b| *b == 0)
+        .ok_or_else(|| corrupt("key without a separator"))?;
+    String::from_utf8(key[at + 1..].to_vec()).map_err(|_| corrupt("key is not UTF-8"))
+}
+
 /// The key a `Dedup` mutation claims: a commit that finds it taken writes nothing.
 pub(crate) fn dedup_key(m: &Mutation) -> Option<Vec<u8>> {
     match m {

@@ -322,10 +322,7 @@ impl Store for MemoryStore {
             .range(p.clone()..)
             .take_while(|(k, _)| k.starts_with(&p))
             .take(limit)
-            .map(|(k, _)| {
-                let at = k.iter().position(|b| *b == 0).unwrap_or(k.len() - 1);
-                utf8(CHANNELS.name, k[at + 1..].to_vec())
-            })
+            .map(|(k, _)| name_after_last_separator(CHANNELS, k))
             .collect()
     }
 
@@ -340,11 +337,7 @@ impl Store for MemoryStore {
             .range(p.clone()..)
             .take_while(|(k, _)| k.starts_with(&p))
             .take(limit)
-            .map(|(k, _)| {
-                // The user is after the last separator (display names hold no 0x00).
-                let at = k.iter().rposition(|b| *b == 0).unwrap_or(k.len() - 1);
-                utf8(DISPLAY_NAMES.name, k[at + 1..].to_vec())
-            })
+            .map(|(k, _)| name_after_last_separator(DISPLAY_NAMES, k))
             .collect()
     }
 

@@ -430,25 +430,11 @@ impl Store for SledStore {
     }
 
     fn channels(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
-        let mut out = Vec::new();
-        for kv in self
-            .data
+        self.data
             .scan_prefix(CHANNELS.key(prefix.as_bytes()))
             .take(limit)
-        {
-            let (k, _) = kv.map_err(engine)?;
-            let at = k.iter().position(|b| *b == 0).ok_or(StoreError::Corrupt {
-                tree: CHANNELS.name,
-                detail: "key without a separator".into(),
-            })?;
-            out.push(
-                String::from_utf8(k[at + 1..].to_vec()).map_err(|e| StoreError::Corrupt {
-                    tree: CHANNELS.name,
-                    detail: e.to_string(),
-                })?,
-            );
-        }
-        Ok(out)
+            .map(|kv| name_after_last_separator(CHANNELS, &kv.map_err(engine)?.0))
+            .collect()
     }
 
     fn profile(&self, user: &str) -> StoreResult<Option<ProfileRecord>> {
@@ -517,26 +503,11 @@ impl Store for SledStore {
     }
 
     fn display_name_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
-        let mut out = Vec::new();
-        for kv in self
-            .data
+        self.data
             .scan_prefix(DISPLAY_NAMES.key(prefix.as_bytes()))
             .take(limit)
-        {
-            let (k, _) = kv.map_err(engine)?;
-            // The user is after the last separator (display names hold no 0x00).
-            let at = k.iter().rposition(|b| *b == 0).ok_or(StoreError::Corrupt {
-                tree: DISPLAY_NAMES.name,
-                detail: "key without a separator".into(),
-            })?;
-            out.push(
-                String::from_utf8(k[at + 1..].to_vec()).map_err(|e| StoreError::Corrupt {
-                    tree: DISPLAY_NAMES.name,
-                    detail: e.to_string(),
-                })?,
-            );
-        }
-        Ok(out)
+            .map(|kv| name_after_last_separator(DISPLAY_NAMES, &kv.map_err(engine)?.0))
+            .collect()
     }
 
     fn users_page(
