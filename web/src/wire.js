@@ -23,7 +23,8 @@
 // API: `proto.Frame.encode(obj).finish()` -> Uint8Array and `proto.Frame.decode(bytes)`
 // (the protobufjs calls the SDK used), also `encode('Frame', obj)` and
 // `decode('Frame', bytes)`; enums as `proto.ErrorCode.FORBIDDEN === 14` and
-// `proto.ErrorCode[14] === 'FORBIDDEN'`.
+// `proto.ErrorCode[14] === 'FORBIDDEN'`. `compile(schema)` makes the same for another
+// schema of that shape (the tests use it for the scalar types tern.proto lacks).
 
 import schema from './schema.js';
 
@@ -451,7 +452,8 @@ export function compile(schema) {
     const oneofs = {};
     const prototype = {};
     for (const f of fields) {
-      if (!(f.type in WIRE) || ((f.type === 'message' || f.type === 'enum') && !(f.of in (f.type === 'message' ? schema.messages : schema.enums)))) {
+      const named = f.type === 'message' ? schema.messages : f.type === 'enum' ? schema.enums : null;
+      if (!(f.type in WIRE) || (named && !Object.hasOwn(named, f.of))) {
         throw new TypeError(`${name}.${f.name}: unknown type ${f.of ?? f.type}`);
       }
       if (f.repeated) prototype[f.name] = EMPTY_LIST;
