@@ -21,28 +21,14 @@ use std::time::{Duration, Instant};
 use tern_proto::pb::ErrorCode;
 use tern_tests::chat_load::{ChatLoad, Verdict};
 use tern_tests::powerfs::{Cut, Fault, PowerFs};
-use tern_tests::rng::XorShift;
+use tern_tests::rng::{env_or, seed_from_env, XorShift};
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
 const SKIP_FSYNC: (&str, &str) = ("TERN_UNSAFE_SKIP_FSYNC", "1");
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn seed() -> u64 {
-    env_or(
-        "TERN_POWERCUT_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1,
-    )
+    seed_from_env("TERN_POWERCUT_SEED")
 }
 
 /// A mounted PowerFs and the data dir on it.

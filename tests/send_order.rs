@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tern_sdk::{Client, Target, TransportMode};
 use tern_tests::fault::TcpFaultProxy;
-use tern_tests::rng::XorShift;
+use tern_tests::rng::{env_or, seed_from_env, XorShift};
 use tern_tests::sdk::{register_all, sdk_config};
 use tern_tests::*;
 
@@ -26,20 +26,8 @@ const MESSAGES: usize = 240;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_run_is_stored_in_send_order_through_refusals_cuts_and_restarts() {
-    let cases: u64 = std::env::var("TERN_ORDER_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let first: u64 = std::env::var("TERN_ORDER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let cases: u64 = env_or("TERN_ORDER_CASES", 3);
+    let first = seed_from_env("TERN_ORDER_SEED");
     for case in 0..cases {
         run_case(first.wrapping_add(case * 7919)).await;
     }

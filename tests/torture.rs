@@ -16,27 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tern_tests::chat_load::ChatLoad;
-use tern_tests::rng::XorShift;
+use tern_tests::rng::{env_or, seed_from_env, XorShift};
 use tern_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tern-test-server");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_pause_and_restart_keep_every_promise() {
-    let cycles: usize = std::env::var("TERN_TORTURE_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let seed: u64 = std::env::var("TERN_TORTURE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let cycles: usize = env_or("TERN_TORTURE_CYCLES", 4);
+    let seed = seed_from_env("TERN_TORTURE_SEED");
     eprintln!("torture: {cycles} cycles, seed {seed}");
     let mut rng = XorShift::new(seed);
 

@@ -1,6 +1,28 @@
 //! The tests' random generator (fault proxies, crash loops, PowerFs's torn cuts): small,
 //! fast and reproducible from a seed.
 
+/// `name` from the environment parsed as a `T`, else `default` (test knobs such as
+/// `TERN_TORTURE_CYCLES`).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The seed a randomized test replays from `name` in the environment, else a fresh one
+/// from the clock (the test prints it, so a failure can be replayed).
+pub fn seed_from_env(name: &str) -> u64 {
+    env_or(
+        name,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1,
+    )
+}
+
 /// Seed used until `set_seed` is called.
 pub const DEFAULT_SEED: u64 = 0x7e57_fa17_5eed_0001;
 
