@@ -74,6 +74,32 @@ impl Engine {
     /// Emits `message` unless this device delivered its (conversation, seq) already
     /// (see [`super::Cursors::delivered`]).
     pub(super) fn deliver(&mut self, message: pb::Message) {
+        // Not from an inbox item (a recovery pull after CURSOR_TRIMMED, or an inbox item
+        // the recovery delivers from its buffer): with confirmation on, it holds the
+        // durable inbox cursor where it is now, so after a crash the same recovery runs
+        // again from the confirmed seq. (Read-diffusion conversations have their own
+        // cursor, held back in `durable_cursors`.)
+        if !self.read_diffusion.contains(&message.conversation) {
+            let next = self.cursors.inbox + 1;
+            self.hold_inbox_for(next, &message);
+        }
+        self.emit_once(message);
+    }
+
+    /// With confirmation on: `message` keeps the durable inbox cursor below `inbox_seq`
+    /// until it is confirmed.
+    fn hold_inbox_for(&mut self, inbox_seq: u64, message: &pb::Message) {
+        if let Some(c) = &mut self.confirm {
+            let done = c.confirmed.get(&message.conversation).copied().unwrap_or(0);
+            if message.seq > done {
+                c.waiting
+                    .push_back((inbox_seq, message.conversation.clone(), message.seq));
+            }
+        }
+    }
+
+    /// Emits `message` unless its (conversation, seq) was delivered already.
+    fn emit_once(&mut self, message: pb::Message) {
         if message.seq > 0 {
             let have = self
                 .cursors
@@ -97,14 +123,8 @@ impl Engine {
     /// [`Engine::deliver`] for inbox item `inbox_seq`; with confirmation on, the item
     /// holds the durable inbox cursor back until its message is confirmed.
     fn deliver_inbox(&mut self, inbox_seq: u64, message: pb::Message) {
-        if let Some(c) = &mut self.confirm {
-            let done = c.confirmed.get(&message.conversation).copied().unwrap_or(0);
-            if message.seq > done {
-                c.waiting
-                    .push_back((inbox_seq, message.conversation.clone(), message.seq));
-            }
-        }
-        self.deliver(message);
+        self.hold_inbox_for(inbox_seq, &message);
+        self.emit_once(message);
     }
 
     /// Exactly once to the app: from now on the cursors to save
@@ -475,6 +495,91 @@ mod confirm_tests {
         e.handle_frame(push(3, "a", 2), now);
         e.handle_frame(push(3, "a", 2), now);
         assert_eq!(delivered(&mut e), [("a".to_string(), 2)]);
+    }
+
+    fn answer(e: &mut Engine, req_id: u64, body: Body, now: Instant) -> Vec<Frame> {
+        e.handle_frame(
+            Frame {
+                req_id,
+                body: Some(body),
+            },
+            now,
+        );
+        std::iter::from_fn(|| e.poll_transmit()).collect()
+    }
+
+    /// Messages a CURSOR_TRIMMED recovery pulls hold the saved inbox cursor where it was
+    /// until confirmed: after a crash the recovery runs again and delivers them again.
+    #[test]
+    fn recovered_messages_hold_the_inbox_cursor_until_confirmed() {
+        let now = Instant::now();
+        let mut e = Engine::new(
+            "alice",
+            Cursors {
+                store_epoch: "ep".into(),
+                inbox: 3,
+                delivered: [("a".to_string(), 2)].into(),
+                ..Default::default()
+            },
+            vec![],
+        );
+        e.require_confirm();
+        e.on_connected("ep");
+        let sync = e.poll_transmit().unwrap();
+        let trimmed = pb::Error {
+            code: pb::ErrorCode::CursorTrimmed as i32,
+            message: "below the first retained inbox seq 10 (inbox head 12); rebuild".into(),
+            ..Default::default()
+        };
+        let list = answer(&mut e, sync.req_id, Body::Error(trimmed), now);
+        let pulls = answer(
+            &mut e,
+            list[0].req_id,
+            Body::ConversationList(pb::ConversationList {
+                conversations: vec![pb::ConversationInfo {
+                    conversation: "a".into(),
+                    last_seq: 5,
+                    ..Default::default()
+                }],
+                total: 1,
+                ..Default::default()
+            }),
+            now,
+        );
+        let messages = (3..=5)
+            .map(|seq| pb::Message {
+                conversation: "a".into(),
+                seq,
+                sender: "bob".into(),
+                ..Default::default()
+            })
+            .collect();
+        answer(
+            &mut e,
+            pulls[0].req_id,
+            Body::PullResult(pb::PullResult {
+                conversation: "a".into(),
+                messages,
+                from_seq: 3,
+                to_seq: 5,
+                last_seq: 5,
+                complete: true,
+                first_seq: 1,
+            }),
+            now,
+        );
+        assert_eq!(delivered(&mut e).len(), 3);
+        assert!(
+            e.cursors().inbox >= 9,
+            "the live cursor jumped past the trim"
+        );
+        let d = e.durable_cursors();
+        assert_eq!((d.inbox, d.delivered["a"]), (3, 2), "held until confirmed");
+        e.confirm("a", 4, now);
+        assert_eq!(e.durable_cursors().inbox, 3, "a:5 still unconfirmed");
+        e.confirm("a", 5, now);
+        assert_eq!(e.durable_cursors().inbox, e.cursors().inbox);
+        assert_eq!(e.durable_cursors().delivered["a"], 5);
     }
 
     #[test]
