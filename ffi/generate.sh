@@ -4,7 +4,8 @@
 # Builds the library (cargo build -p tern-ffi; PROFILE=release for a release build),
 # then runs uniffi's generator (this crate's `uniffi-bindgen` binary, the same uniffi
 # version as the library) on it in library mode. Writes into OUTDIR:
-#   python: tern_ffi.py, plus libtern_ffi.so copied beside it (import tern_ffi from OUTDIR)
+#   python: tern_ffi.py (with ffi/python/atexit_hook.py appended), plus libtern_ffi.so
+#           copied beside it (import tern_ffi from OUTDIR)
 #   kotlin: uniffi/tern_ffi/tern_ffi.kt (package uniffi.tern_ffi; needs JNA at run time)
 #   swift:  tern_ffi.swift, tern_ffiFFI.h (the C header), tern_ffiFFI.modulemap
 # No formatter is run (ktlint / swift-format are not needed).
@@ -17,7 +18,8 @@ case "$1" in
   all) langs=(python kotlin swift) ;;
   *) usage ;;
 esac
-out=$2
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 profile=${PROFILE:-debug}
 flags=()
@@ -32,11 +34,13 @@ case "$(uname -s)" in
 esac
 [ -f "$lib" ] || { echo "$lib not built" >&2; exit 1; }
 
-mkdir -p "$out"
 args=()
 for l in "${langs[@]}"; do args+=(--language "$l"); done
 "$target/$profile/uniffi-bindgen" generate --library "$lib" "${args[@]}" --no-format --out-dir "$out"
 for l in "${langs[@]}"; do
-  if [ "$l" = python ]; then cp "$lib" "$out/"; fi
+  if [ "$l" = python ]; then
+    cat ffi/python/atexit_hook.py >> "$out/tern_ffi.py"
+    cp "$lib" "$out/"
+  fi
 done
 echo "generated ${langs[*]} bindings in $out"

@@ -22,7 +22,10 @@ What it checks, as a user would notice it:
 7. carol's app (a child process) is killed with SIGKILL while her listener is stuck in a
    message: after her restart that message and the ones queued behind it come again,
    once each and in order (the binding confirms a message only after its listener
-   returned), and nothing she had confirmed comes again.
+   returned), and nothing she had confirmed comes again;
+8. apps that exit while their client's event thread is calling in (an auth failure
+   reported as the interpreter shuts down) exit cleanly: the module's atexit hook stops
+   the callbacks first (without it, about half of such exits aborted).
 """
 
 import asyncio
@@ -313,6 +316,15 @@ async def main():
     await timed(carol.close())
     await timed(alice.close())
     log(f"app killed inside its listener: before {lines[1:]}, after the restart {again}")
+
+    # 8. Exiting while the event thread calls in.
+    codes = []
+    for _ in range(10):
+        child = await asyncio.to_thread(
+            subprocess.run, [sys.executable, __file__, "exit-child"], timeout=TIMEOUT)
+        codes.append(child.returncode)
+    assert codes == [0] * 10, f"exit codes {codes}"
+    log("10 apps exiting during a callback: all exited with 0")
     log("PASS")
 
 
@@ -334,7 +346,20 @@ def carol_child():
     del carol
 
 
+def exit_child():
+    """An app that exits at once while its client reports a failed login."""
+
+    class Slow(t.EventListener):
+        def on_event(self, event):
+            sum(range(10000))
+
+    t.TernClient(options("carol", password="wrong", state_path=None), Slow())
+    threading.Event().wait(0.05)
+
+
 if len(sys.argv) > 1 and sys.argv[1] == "carol-child":
     carol_child()
+elif len(sys.argv) > 1 and sys.argv[1] == "exit-child":
+    exit_child()
 else:
     asyncio.run(main())

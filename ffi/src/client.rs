@@ -7,12 +7,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tern_sdk::{
     Client, ClientConfig, ConnectOptions, Credentials, FileStore, MemoryStore, SearchOptions,
     SqliteStore, StateStore, Target, TransportMode, Trust,
 };
+use tokio::sync::watch;
 
 use crate::error::invalid;
 use crate::events::{start_delivery, EventListener, Unconfirmed};
@@ -28,7 +30,13 @@ pub struct TernClient {
     /// Confirm mode `Listener`: what the listener has had, not confirmed yet.
     unconfirmed: Option<Unconfirmed>,
     name: String,
+    /// True once the listener thread has ended (see `close`).
+    delivery_finished: watch::Receiver<bool>,
+    delivery_thread: std::thread::ThreadId,
 }
+
+/// How long `close()` waits for the listener to take the last events.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 fn resolve(addr: &str) -> Result<SocketAddr, FfiError> {
     addr.to_socket_addrs()
@@ -107,6 +115,8 @@ impl TernClient {
             listener_failures: delivery.failures,
             unconfirmed: confirms.then_some(delivery.unconfirmed),
             name,
+            delivery_finished: delivery.finished,
+            delivery_thread: delivery.thread,
         }))
     }
 
@@ -401,16 +411,27 @@ impl TernClient {
     /// Confirms what the listener has had (mode `Listener`), acks it, saves the state and
     /// closes the connection; a `Closed` event is the last one. Unacknowledged sends stay
     /// in the state file for the next start; events the listener has not had yet come
-    /// again then.
+    /// again then. Returns once the listener has taken the last event (`Closed`) and will
+    /// not be called again (waiting at most 5 s for a stuck listener; not at all when
+    /// called from inside `on_event`), so an app may exit right after: a callback into an
+    /// interpreter that is shutting down can abort the process.
     pub async fn close(&self) {
         let client = self.client.clone();
         let unconfirmed = self.unconfirmed.clone();
         let name = self.name.clone();
+        let wait = (std::thread::current().id() != self.delivery_thread)
+            .then(|| self.delivery_finished.clone());
         let _ = on_runtime(async move {
             if let Some(unconfirmed) = unconfirmed {
                 crate::events::confirm(&client, &unconfirmed, &name).await;
             }
             client.close().await;
+            if let Some(mut finished) = wait {
+                let ended = tokio::time::timeout(CLOSE_WAIT, finished.wait_for(|f| *f)).await;
+                if ended.is_err() {
+                    tracing::warn!(client = %name, "the event listener is still busy after close");
+                }
+            }
             Ok(())
         })
         .await;

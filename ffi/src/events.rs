@@ -22,12 +22,13 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tern_sdk::{Client, Event, Events};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, watch};
 
 use crate::runtime::runtime;
 use crate::types::{FfiMessage, FfiProfile, FfiSendAck, FfiTarget};
@@ -281,6 +282,48 @@ impl From<Event> for FfiEvent {
     }
 }
 
+/// Set by [`shutdown`]: no listener is called any more, in the whole process.
+static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
+/// Listener calls in progress, in the whole process.
+static IN_CALL: AtomicUsize = AtomicUsize::new(0);
+/// How long [`shutdown`] waits for listener calls in progress.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+enum Call {
+    Returned,
+    Failed,
+    ShutDown,
+}
+
+fn call_listener(listener: &dyn EventListener, event: FfiEvent) -> Call {
+    // Counted before the flag is read, so `shutdown` sees every call that may still start.
+    IN_CALL.fetch_add(1, Ordering::SeqCst);
+    let call = if SHUT_DOWN.load(Ordering::SeqCst) {
+        Call::ShutDown
+    } else if catch_unwind(AssertUnwindSafe(|| listener.on_event(event))).is_ok() {
+        Call::Returned
+    } else {
+        Call::Failed
+    };
+    IN_CALL.fetch_sub(1, Ordering::SeqCst);
+    call
+}
+
+/// Stops every client's calls to its listener, for good (for the process's exit), and
+/// waits (at most 2 s) for the calls in progress to return. Call it before the host
+/// language's runtime shuts down, e.g. Python `atexit.register(tern_ffi.shutdown)`: a
+/// call from a Rust thread into an interpreter that is finalizing can abort the process.
+/// Events not handed to a listener are not confirmed: they come again after a restart.
+/// Do not call it from inside `on_event` (it would wait for itself).
+#[uniffi::export]
+pub fn shutdown() {
+    SHUT_DOWN.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + SHUTDOWN_WAIT;
+    while IN_CALL.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// With `FfiConfirmMode::Listener`, confirm at the latest after this many messages.
 pub const CONFIRM_EVERY: usize = 64;
 
@@ -293,6 +336,10 @@ pub(crate) struct Delivery {
     pub(crate) failures: Arc<AtomicU64>,
     /// Shared so that `close()` confirms what the listener has had before it stops.
     pub(crate) unconfirmed: Unconfirmed,
+    /// Becomes true when the listener thread has delivered the last event and ended.
+    pub(crate) finished: watch::Receiver<bool>,
+    /// The listener thread (a `close()` called from inside `on_event` must not wait for it).
+    pub(crate) thread: std::thread::ThreadId,
 }
 
 /// Starts the forwarding task and the listener thread of one client. With `confirmer`,
@@ -309,7 +356,8 @@ pub(crate) fn start_delivery(
     let (tx, mut rx) = mpsc::channel::<FfiEvent>(queue.max(1));
     let counted = failures.clone();
     let pending = unconfirmed.clone();
-    std::thread::Builder::new()
+    let (finished_tx, finished) = watch::channel(false);
+    let thread = std::thread::Builder::new()
         .name("tern-ffi-events".into())
         .spawn(move || {
             let mut since_confirm = 0;
@@ -332,10 +380,14 @@ pub(crate) fn start_delivery(
                     }
                     _ => None,
                 };
-                let result = catch_unwind(AssertUnwindSafe(|| listener.on_event(event)));
-                if result.is_err() {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(client = %name, "event listener failed; delivery goes on");
+                match call_listener(&*listener, event) {
+                    Call::Returned => {}
+                    Call::Failed => {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(client = %name, "event listener failed; delivery goes on");
+                    }
+                    // Not handed to the app: not confirmed, so delivered again after a restart.
+                    Call::ShutDown => continue,
                 }
                 if let (Some((conversation, seq)), Some(_)) = (position, &confirmer) {
                     let mut map = pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,6 +402,15 @@ pub(crate) fn start_delivery(
                 }
             }
             confirm_blocking(&confirmer, &pending, &name);
+            if SHUT_DOWN.load(Ordering::SeqCst) {
+                // Dropping a foreign listener calls into the foreign runtime (to release
+                // its object), which may be finalizing now: the process is exiting, leak it.
+                std::mem::forget(listener);
+            } else {
+                drop(listener);
+            }
+            // The listener is never called again (`close()` waits for this).
+            let _ = finished_tx.send(true);
         })?;
     runtime().spawn(async move {
         while let Some(event) = events.next().await {
@@ -362,6 +423,8 @@ pub(crate) fn start_delivery(
     Ok(Delivery {
         failures,
         unconfirmed,
+        finished,
+        thread: thread.thread().id(),
     })
 }
 

@@ -21,5 +21,5 @@ pub mod types;
 
 pub use client::{login, register, FfiLoginOk, TernClient};
 pub use error::FfiError;
-pub use events::{EventListener, FfiEvent};
+pub use events::{shutdown, EventListener, FfiEvent};
 pub use types::*;

@@ -80,6 +80,14 @@ fn start_server(data: &Path, listen: &str) -> ProcessServer {
 fn python_chat_survives_kill_9() {
     let module = tempfile::tempdir().unwrap();
     generate(vec![TargetLanguage::Python], module.path());
+    // As ffi/generate.sh does: shut the listeners down before the interpreter finalizes.
+    let hook = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("python/atexit_hook.py"),
+    )
+    .unwrap();
+    let generated = module.path().join("tern_ffi.py");
+    let source = std::fs::read_to_string(&generated).expect("the generated module");
+    std::fs::write(&generated, source + &hook).unwrap();
     let lib = cdylib();
     std::os::unix::fs::symlink(&lib, module.path().join(lib.file_name().unwrap()))
         .expect("link the library beside the module");
