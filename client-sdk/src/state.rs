@@ -57,6 +57,14 @@ pub trait StateStore: Send + 'static {
         let _ = (conversation, read_seq);
         Ok(())
     }
+
+    /// This user deleted message `seq` of `conversation` for themselves (on any of their
+    /// devices; [`Event::Hidden`](crate::Event::Hidden)): a store that keeps messages drops
+    /// its content. The default keeps nothing.
+    fn record_hidden(&mut self, conversation: &str, seq: u64) -> std::io::Result<()> {
+        let _ = (conversation, seq);
+        Ok(())
+    }
 }
 
 /// Keeps state for the life of the process only.

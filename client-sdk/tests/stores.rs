@@ -168,6 +168,9 @@ fn sqlite_keeps_history_edits_recalls_and_read_state() {
     .unwrap();
     s.commit(&state, &[edit, recall]).unwrap();
     s.record_read("d:alice:bob", 2).unwrap();
+    s.commit(&state, &[message("g:1", 2, "secret")]).unwrap();
+    s.record_hidden("g:1", 2).unwrap(); // deleted for this user on some device
+    s.record_hidden("g:1", 99).unwrap(); // not kept: nothing to do
     drop(s);
 
     let s = SqliteStore::open(&p).unwrap();
@@ -189,6 +192,8 @@ fn sqlite_keeps_history_edits_recalls_and_read_state() {
     assert_eq!(dm.last.as_ref().unwrap().seq, 4);
     assert_eq!(list[0].conversation, "d:alice:bob", "most recent first");
     assert_eq!(s.read_seq("g:1").unwrap(), 0);
+    let hidden = s.message("g:1", 2).unwrap().unwrap();
+    assert!(hidden.deleted && hidden.body.is_empty());
 }
 
 /// Version 1 of the schema, as an older SDK wrote it (no conversation list).

@@ -446,9 +446,22 @@ impl EventLoop {
                 _ => None,
             })
             .collect();
-        if messages.is_empty() {
-            return;
+        if !messages.is_empty() {
+            self.commit_batch(messages, store_mode);
         }
+        if keeps {
+            for ev in events {
+                if let Event::Hidden { conversation, seq } = ev {
+                    if let Err(e) = self.config.store.record_hidden(conversation, *seq) {
+                        tracing::warn!(error = %e, "could not hide a kept message");
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`EventLoop::commit_messages`] for the messages of one batch of events.
+    fn commit_batch(&mut self, messages: Vec<pb::Message>, store_mode: bool) {
         let confirms: Vec<(String, u64)> = if store_mode {
             messages
                 .iter()

@@ -623,6 +623,27 @@ impl StateStore for SqliteStore {
         true
     }
 
+    fn record_hidden(&mut self, conversation: &str, seq: u64) -> io::Result<()> {
+        let Some(mut m) = self.message(conversation, seq)? else {
+            return Ok(());
+        };
+        if m.deleted {
+            return Ok(());
+        }
+        m.deleted = true;
+        m.body = Default::default();
+        m.mentions.clear();
+        m.mention_all = false;
+        m.attachment = None;
+        self.conn
+            .execute(
+                "UPDATE messages SET message = ?3 WHERE conversation = ?1 AND seq = ?2",
+                params![conversation, i(seq), m.encode_to_vec()],
+            )
+            .map(|_| ())
+            .map_err(|x| err(&self.path, x))
+    }
+
     fn record_read(&mut self, conversation: &str, read_seq: u64) -> io::Result<()> {
         self.conn
             .execute(
