@@ -22,7 +22,8 @@ What it checks, as a user would notice it:
 7. carol's app (a child process) is killed with SIGKILL while her listener is stuck in a
    message: after her restart that message and the ones queued behind it come again,
    once each and in order (the binding confirms a message only after its listener
-   returned), and nothing she had confirmed comes again;
+   returned), nothing she had confirmed comes again, and her SQLite copy (read offline
+   with local_history) holds each message once;
 8. apps that exit while their client's event thread is calling in (an auth failure
    reported as the interpreter shuts down) exit cleanly: the module's atexit hook stops
    the callbacks first (without it, about half of such exits aborted).
@@ -112,6 +113,11 @@ def options(user, **kw):
     )
     args.update(kw)
     return t.ClientOptions(**args)
+
+
+def carol_options():
+    """Carol keeps her state and messages in SQLite."""
+    return options("carol", state_path=os.path.join(STATE, "carol.db"), sqlite_state=True)
 
 
 def user(name):
@@ -304,7 +310,7 @@ async def main():
     os.kill(child.pid, signal.SIGKILL)
     child.wait(TIMEOUT)
     rc = Recorder("carol")
-    carol = t.TernClient(options("carol"), rc)
+    carol = t.TernClient(carol_options(), rc)
     await timed(alice.send_text(user("carol"), "end5"))
     await rc.wait("end5", lambda evs: any(
         e.is_MESSAGE() and e.message.text == "end5" for e in evs))
@@ -315,7 +321,18 @@ async def main():
     assert again == tail, f"after the kill carol got {again}; before it: {lines}"
     await timed(carol.close())
     await timed(alice.close())
-    log(f"app killed inside its listener: before {lines[1:]}, after the restart {again}")
+    # Her SQLite copy holds each message once, readable offline.
+    conv_c = next(e.message.conversation for e in rc.events if e.is_MESSAGE())
+    local = [m.text for m in carol.local_history(conv_c, 0, 100)]
+    assert local == ["c1", "c2"] + tail, local
+    assert [c.conversation for c in carol.local_conversations()] == [conv_c]
+    try:
+        alice.local_history(conv_c, 0, 10)
+        raise AssertionError("a client without sqlite_state read a local copy")
+    except t.FfiError.InvalidArgument:
+        pass
+    log(f"app killed inside its listener: before {lines[1:]}, after the restart {again}; "
+        f"local SQLite copy {local}")
 
     # 8. Exiting while the event thread calls in.
     codes = []
@@ -341,7 +358,7 @@ def carol_child():
                     print("HOLDING", flush=True)
                     threading.Event().wait()
 
-    carol = t.TernClient(options("carol"), Printer())
+    carol = t.TernClient(carol_options(), Printer())
     threading.Event().wait(TIMEOUT * 2)
     del carol
 

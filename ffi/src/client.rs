@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +33,8 @@ pub struct TernClient {
     /// True once the listener thread has ended (see `close`).
     delivery_finished: watch::Receiver<bool>,
     delivery_thread: std::thread::ThreadId,
+    /// `sqlite_state`: the database, and a second connection to read it (opened lazily).
+    local: Option<(String, Mutex<Option<SqliteStore>>)>,
 }
 
 /// How long `close()` waits for the listener to take the last events.
@@ -117,6 +119,10 @@ impl TernClient {
             name,
             delivery_finished: delivery.finished,
             delivery_thread: delivery.thread,
+            local: match (options.sqlite_state, options.state_path) {
+                (true, Some(path)) => Some((path, Mutex::new(None))),
+                _ => None,
+            },
         }))
     }
 
@@ -139,6 +145,25 @@ impl TernClient {
     pub async fn confirm(&self, conversation: String, seq: u64) -> Result<(), FfiError> {
         let client = self.client.clone();
         on_runtime(async move { Ok(client.confirm(&conversation, seq).await?) }).await
+    }
+
+    /// Up to `limit` messages of `conversation` below seq `before` (0 = the newest),
+    /// oldest first, from the device's local copy (`sqlite_state`): works offline, shows
+    /// what this device has received and confirmed. A quick local read (no network).
+    pub fn local_history(
+        &self,
+        conversation: String,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<FfiMessage>, FfiError> {
+        self.with_local(|store| store.history(&conversation, before, limit as usize))
+            .map(|messages| messages.into_iter().map(Into::into).collect())
+    }
+
+    /// The conversations of the device's local copy (`sqlite_state`), most recent first.
+    pub fn local_conversations(&self) -> Result<Vec<FfiStoredConversation>, FfiError> {
+        self.with_local(|store| store.conversations())
+            .map(|list| list.into_iter().map(Into::into).collect())
     }
 
     /// Queues a message and returns its client_msg_id at once. The SDK sends it (again
@@ -435,6 +460,28 @@ impl TernClient {
             Ok(())
         })
         .await;
+    }
+}
+
+impl TernClient {
+    fn with_local<T>(
+        &self,
+        read: impl FnOnce(&SqliteStore) -> std::io::Result<T>,
+    ) -> Result<T, FfiError> {
+        let Some((path, reader)) = &self.local else {
+            return Err(invalid(
+                "no local copy: the client was started without sqlite_state",
+            ));
+        };
+        let storage = |e: std::io::Error| FfiError::Storage {
+            detail: e.to_string(),
+        };
+        let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            // A second connection: WAL lets it read while the client writes.
+            *reader = Some(SqliteStore::open(path).map_err(storage)?);
+        }
+        read(reader.as_ref().expect("opened above")).map_err(storage)
     }
 }
 

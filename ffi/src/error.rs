@@ -37,6 +37,9 @@ pub enum FfiError {
     /// a CA file that cannot be read...): nothing was sent.
     #[error("invalid argument: {detail}")]
     InvalidArgument { detail: String },
+    /// The local store (the state file) could not be read.
+    #[error("local store: {detail}")]
+    Storage { detail: String },
     /// A bug in the binding (a task panicked); the client may still work.
     #[error("internal error: {detail}")]
     Internal { detail: String },

@@ -496,3 +496,28 @@ pub(crate) fn member(m: pb::Member) -> FfiMember {
         username: m.username,
     }
 }
+
+/// A conversation of the device's local copy (`sqlite_state`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiStoredConversation {
+    pub conversation: String,
+    /// The highest seq kept.
+    pub last_seq: u64,
+    pub last_time_ms: u64,
+    /// This user's read position as last heard of; 0 = none known.
+    pub read_seq: u64,
+    /// The newest message kept.
+    pub last: Option<FfiMessage>,
+}
+
+impl From<tern_sdk::StoredConversation> for FfiStoredConversation {
+    fn from(c: tern_sdk::StoredConversation) -> Self {
+        FfiStoredConversation {
+            conversation: c.conversation,
+            last_seq: c.last_seq,
+            last_time_ms: c.last_time_ms,
+            read_seq: c.read_seq,
+            last: c.last.map(Into::into),
+        }
+    }
+}
