@@ -22,24 +22,33 @@ fn main() {
     if std::env::var_os(SERVER_MODE).is_some() {
         std::process::exit(tern_server::cli::main());
     }
-    // `cargo test -- --list` and filters: the two checks below are all there is.
-    if std::env::args().any(|a| a == "--list") {
-        println!("python_chat_survives_kill_9: test\nkotlin_and_swift_are_generated: test");
+    // What libtest would do with `--list` and name filters (other flags are ignored).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let tests: [(&str, fn()); 2] = [
+        ("python_chat_survives_kill_9", python_chat_survives_kill_9),
+        (
+            "kotlin_and_swift_are_generated",
+            kotlin_and_swift_are_generated,
+        ),
+    ];
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &tests {
+            println!("{name}: test");
+        }
         return;
     }
-    let started = Instant::now();
-    python_chat_survives_kill_9();
-    println!(
-        "test python_chat_survives_kill_9 ... ok ({:.1?})",
-        started.elapsed()
-    );
-    let started = Instant::now();
-    kotlin_and_swift_are_generated();
-    println!(
-        "test kotlin_and_swift_are_generated ... ok ({:.1?})",
-        started.elapsed()
-    );
-    println!("\ntest result: ok. 2 passed; 0 failed");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let mut passed = 0;
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        test();
+        println!("test {name} ... ok ({:.1?})", started.elapsed());
+        passed += 1;
+    }
+    println!("\ntest result: ok. {passed} passed; 0 failed");
 }
 
 /// `libtern_ffi.so` as cargo built it for this test (beside the test executable).
