@@ -4,8 +4,9 @@
 # Builds the library (cargo build -p tern-ffi; PROFILE=release for a release build),
 # then runs uniffi's generator (this crate's `uniffi-bindgen` binary, the same uniffi
 # version as the library) on it in library mode. Writes into OUTDIR:
-#   python: tern_ffi.py (with ffi/python/atexit_hook.py appended), plus libtern_ffi.so
-#           copied beside it (import tern_ffi from OUTDIR)
+#   python: the package tern_ffi/ (__init__.py = the generated module with
+#           ffi/python/atexit_hook.py appended, and libtern_ffi.so) and pyproject.toml:
+#           import tern_ffi with OUTDIR on sys.path, or pip install OUTDIR
 #   kotlin: uniffi/tern_ffi/tern_ffi.kt (package uniffi.tern_ffi; needs JNA at run time)
 #   swift:  tern_ffi.swift, tern_ffiFFI.h (the C header), tern_ffiFFI.modulemap
 # No formatter is run (ktlint / swift-format are not needed).
@@ -39,8 +40,12 @@ for l in "${langs[@]}"; do args+=(--language "$l"); done
 "$target/$profile/uniffi-bindgen" generate --library "$lib" "${args[@]}" --no-format --out-dir "$out"
 for l in "${langs[@]}"; do
   if [ "$l" = python ]; then
-    cat ffi/python/atexit_hook.py >> "$out/tern_ffi.py"
-    cp "$lib" "$out/"
+    # A package: OUTDIR/tern_ffi/__init__.py + the library, and OUTDIR/pyproject.toml.
+    mkdir -p "$out/tern_ffi"
+    cat "$out/tern_ffi.py" ffi/python/atexit_hook.py > "$out/tern_ffi/__init__.py"
+    rm "$out/tern_ffi.py"
+    cp "$lib" "$out/tern_ffi/"
+    cp ffi/python/pyproject.toml "$out/"
   fi
 done
 echo "generated ${langs[*]} bindings in $out"

@@ -89,17 +89,21 @@ fn start_server(data: &Path, listen: &str) -> ProcessServer {
 fn python_chat_survives_kill_9() {
     let module = tempfile::tempdir().unwrap();
     generate(vec![TargetLanguage::Python], module.path());
-    // As ffi/generate.sh does: shut the listeners down before the interpreter finalizes.
+    // The package ffi/generate.sh makes: tern_ffi/__init__.py (the module with the
+    // atexit hook appended) and the library beside it.
+    let package = module.path().join("tern_ffi");
+    std::fs::create_dir(&package).unwrap();
+    let generated = module.path().join("tern_ffi.py");
+    let source = std::fs::read_to_string(&generated).expect("the generated module");
     let hook = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("python/atexit_hook.py"),
     )
     .unwrap();
-    let generated = module.path().join("tern_ffi.py");
-    let source = std::fs::read_to_string(&generated).expect("the generated module");
-    std::fs::write(&generated, source + &hook).unwrap();
+    std::fs::write(package.join("__init__.py"), source + &hook).unwrap();
+    std::fs::remove_file(&generated).unwrap();
     let lib = cdylib();
-    std::os::unix::fs::symlink(&lib, module.path().join(lib.file_name().unwrap()))
-        .expect("link the library beside the module");
+    std::os::unix::fs::symlink(&lib, package.join(lib.file_name().unwrap()))
+        .expect("link the library into the package");
 
     let data = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
