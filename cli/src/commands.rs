@@ -750,8 +750,21 @@ pub async fn change(ctx: &Ctx, dest: Dest, seq: u64, change: Change) -> Result<(
             .await
             .map(|_| "deleted for you"),
     };
+    let profile_path = sess.profile_path.clone();
     sess.close(&HashSet::new()).await;
     let done = result?;
+    if matches!(change, Change::Delete) {
+        // The local copy forgets it too (`tern sync` does not hear of it again: the
+        // message was delivered already).
+        let db = crate::profile::local_copy_path(&profile_path);
+        if db.exists() {
+            if let Err(e) = tern_sdk::SqliteStore::open(&db)
+                .and_then(|mut local| tern_sdk::StateStore::record_hidden(&mut local, &conv, seq))
+            {
+                output::status(&format!("warning: the local copy still shows it: {e}"));
+            }
+        }
+    }
     if ctx.json {
         output::json_line(&serde_json::json!({ "conv": conv, "seq": seq, "ok": true }))
     } else {

@@ -413,6 +413,13 @@ impl StateStore for ProfileStore {
             None => Ok(()),
         }
     }
+
+    fn record_hidden(&mut self, conversation: &str, seq: u64) -> std::io::Result<()> {
+        match &mut self.lock().local {
+            Some(local) => local.record_hidden(conversation, seq),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,13 +54,26 @@ async fn history_reads_the_local_copy_offline_and_remote_asks_the_server() {
     assert_eq!(local[1]["edited"], true);
     assert_eq!(local[2]["recalled"], true);
 
+    // Deleted for herself: gone from both.
+    t.run("la", &["delete", "--with", "lb", "--seq", "1"]).ok();
+    let remote = t
+        .run("la", &["--json", "history", "--remote", "--with", "lb"])
+        .ok()
+        .json();
+    let local = t
+        .run("la", &["--json", "history", "--with", "lb"])
+        .ok()
+        .json();
+    assert_eq!(local, remote);
+    assert_eq!(texts(&local), ["two, edited", "<none>", "four"]);
+
     // With the server gone, the local copy still answers, paged like the server.
     server.stop().await;
     let local = t
         .run("la", &["--json", "history", "--with", "lb"])
         .ok()
         .json();
-    assert_eq!(local.len(), 4);
+    assert_eq!(local.len(), 3);
     let page = t
         .run("la", &["--json", "history", "--with", "lb", "--limit", "3"])
         .ok()
@@ -75,7 +88,7 @@ async fn history_reads_the_local_copy_offline_and_remote_asks_the_server() {
         )
         .ok()
         .json();
-    assert_eq!(texts(&page), ["one", "two, edited"]);
+    assert_eq!(texts(&page), ["two, edited"]);
     let human = t.run("la", &["history", "--with", "lb"]).ok().stdout;
     assert!(human.contains("four"), "{human}");
 }
