@@ -16,7 +16,8 @@ What it checks, as a user would notice it:
    blocks stalls only its own events: requests and sends of that client go on, and the
    held-back events arrive in order when it returns;
 4. errors carry the protocol's code; bad options are refused at construction;
-5. groups, members, presence, conversation list;
+5. groups, members, presence, conversation list; a client object the app drops closes
+   (its device goes offline);
 6. bob closes, alice sends, bob restarts from his state file without a password
    (resume): he gets only what he missed;
 7. carol's app (a child process) is killed with SIGKILL while her listener is stuck in a
@@ -30,6 +31,7 @@ What it checks, as a user would notice it:
 """
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -270,6 +272,21 @@ async def main():
     assert {c.conversation for c in listed.conversations} >= {conv, group.conversation}
     read = await timed(bob.mark_read(conv, 0))
     assert read.unread == 0, read
+
+    # A client object the app lets go of closes: its device goes offline.
+    rt = Recorder("bob-tablet")
+    tablet = t.TernClient(options("bob", device="tablet", state_path=None), rt)
+    await rt.wait("connected", lambda evs: any(e.is_CONNECTED() for e in evs))
+    assert "tablet" in (await timed(alice.presence(["bob"])))[0].online_devices
+    del tablet
+    gc.collect()
+    for _ in range(int(TIMEOUT * 10)):
+        if "tablet" not in (await timed(alice.presence(["bob"])))[0].online_devices:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("bob's tablet stayed online after its client was dropped")
+    await rt.wait("closed", lambda evs: any(e.is_CLOSED() for e in evs))
 
     # 6. Close, miss a message, resume from the state file without a password.
     await timed(bob.close())

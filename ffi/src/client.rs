@@ -463,6 +463,23 @@ impl TernClient {
     }
 }
 
+/// Dropping the object (the foreign side released it) closes the client as `close()`
+/// does, without waiting: the event thread keeps a handle of its own (to confirm), so
+/// the client would otherwise stay connected with nobody to use it.
+impl Drop for TernClient {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let unconfirmed = self.unconfirmed.clone();
+        let name = self.name.clone();
+        runtime().spawn(async move {
+            if let Some(unconfirmed) = unconfirmed {
+                crate::events::confirm(&client, &unconfirmed, &name).await;
+            }
+            client.close().await;
+        });
+    }
+}
+
 impl TernClient {
     fn with_local<T>(
         &self,
