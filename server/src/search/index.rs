@@ -147,15 +147,20 @@ pub(crate) struct Engine {
 impl Engine {
     /// Opens the index in `dir` made for `store_epoch`, or, when it is missing, unreadable,
     /// of another version or for another store, empties `dir` and makes a new one. Returns
-    /// the engine and the marks (conversation -> seq applied); empty for a new index.
+    /// the engine, the marks (conversation -> seq applied; empty for a new index) and the
+    /// index's one writer (taken once: a second writer of the same directory, even after
+    /// the first was dropped, can find tantivy's lock still held).
     pub(crate) fn open_dir(
         dir: &Path,
         store_epoch: &str,
-    ) -> tantivy::Result<(Engine, HashMap<String, u64>)> {
+    ) -> tantivy::Result<(Engine, HashMap<String, u64>, IndexWriter)> {
         let payload = format!("{SCHEMA_VERSION} {store_epoch}");
         if dir.join("meta.json").exists() {
             match Self::open_existing(dir, &payload) {
-                Ok(found) => return Ok(found),
+                Ok((engine, marks)) => {
+                    let writer = engine.writer()?;
+                    return Ok((engine, marks, writer));
+                }
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), "search index unusable ({e}); rebuilding it from the timelines");
                 }
@@ -166,20 +171,22 @@ impl Engine {
         let (schema, _) = schema();
         let index = Index::create_in_dir(dir, schema)?;
         let engine = Self::with_index(index, payload)?;
-        engine.initial_commit()?;
-        Ok((engine, HashMap::new()))
+        let mut writer = engine.writer()?;
+        engine.initial_commit(&mut writer)?;
+        Ok((engine, HashMap::new(), writer))
     }
 
     /// An index in memory (tests).
     #[cfg(test)]
-    pub(crate) fn in_ram(store_epoch: &str) -> tantivy::Result<Engine> {
+    pub(crate) fn in_ram(store_epoch: &str) -> tantivy::Result<(Engine, IndexWriter)> {
         let (schema, _) = schema();
         let engine = Self::with_index(
             Index::create_in_ram(schema),
             format!("{SCHEMA_VERSION} {store_epoch}"),
         )?;
-        engine.initial_commit()?;
-        Ok(engine)
+        let mut writer = engine.writer()?;
+        engine.initial_commit(&mut writer)?;
+        Ok((engine, writer))
     }
 
     fn open_existing(dir: &Path, payload: &str) -> tantivy::Result<(Engine, HashMap<String, u64>)> {
@@ -217,16 +224,15 @@ impl Engine {
         })
     }
 
-    fn initial_commit(&self) -> tantivy::Result<()> {
-        let mut w = self.writer()?;
+    fn initial_commit(&self, w: &mut IndexWriter) -> tantivy::Result<()> {
         let mut c = w.prepare_commit()?;
         c.set_payload(&self.payload);
         c.commit()?;
         self.reader.reload()
     }
 
-    /// The index's one writer (the indexer holds it).
-    pub(crate) fn writer(&self) -> tantivy::Result<IndexWriter> {
+    /// The index's one writer (the indexer holds it); made once, when the index is opened.
+    fn writer(&self) -> tantivy::Result<IndexWriter> {
         self.index.writer_with_num_threads(1, WRITER_HEAP)
     }
 

@@ -124,22 +124,22 @@ impl Search {
         if !self.settings.search_enabled {
             return Ok(());
         }
-        let (engine, marks) = Engine::open_dir(dir, &self.store.store_epoch())?;
-        self.install(engine, marks)
+        let (engine, marks, writer) = Engine::open_dir(dir, &self.store.store_epoch())?;
+        self.install(engine, marks, writer);
+        Ok(())
     }
 
     /// An index in memory (tests).
     #[cfg(test)]
     pub(crate) fn open_in_ram(&self) -> anyhow::Result<()> {
-        let engine = Engine::in_ram(&self.store.store_epoch())?;
-        self.install(engine, HashMap::new())
+        let (engine, writer) = Engine::in_ram(&self.store.store_epoch())?;
+        self.install(engine, HashMap::new(), writer);
+        Ok(())
     }
 
-    fn install(&self, engine: Engine, marks: HashMap<String, u64>) -> anyhow::Result<()> {
-        let writer = engine.writer()?;
+    fn install(&self, engine: Engine, marks: HashMap<String, u64>, writer: IndexWriter) {
         *self.start.lock().unwrap() = Some((writer, marks));
         let _ = self.engine.set(Arc::new(engine));
-        Ok(())
     }
 
     /// Starts the indexer thread (after [`Search::open_dir`]; `None` when there is no
