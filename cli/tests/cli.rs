@@ -481,7 +481,8 @@ async fn errors_have_exit_codes_and_one_line_messages() {
         .run("bob", &["--json", "send", "--group", &gid, "let me in"])
         .failed(5);
     assert_eq!(out.error_code(), "FORBIDDEN");
-    t.run("bob", &["history", "--remote", "--group", &gid]).failed(5);
+    t.run("bob", &["history", "--remote", "--group", &gid])
+        .failed(5);
     let out = t
         .run("bob", &["--json", "history", "--remote", "--with", "carol"])
         .failed(5);
@@ -606,7 +607,9 @@ async fn groups_history_and_presence() {
     let newest = t
         .run(
             "carol",
-            &["--json", "history", "--remote", "--group", &gid, "--limit", "2"],
+            &[
+                "--json", "history", "--remote", "--group", &gid, "--limit", "2",
+            ],
         )
         .ok()
         .json();
@@ -614,12 +617,16 @@ async fn groups_history_and_presence() {
     let older = t
         .run(
             "carol",
-            &["--json", "history", "--remote", "--group", &gid, "--before", "3"],
+            &[
+                "--json", "history", "--remote", "--group", &gid, "--before", "3",
+            ],
         )
         .ok()
         .json();
     assert_eq!(seqs(&older), vec![1, 2]);
-    let human = t.run("carol", &["history", "--remote", "--group", &gid]).ok();
+    let human = t
+        .run("carol", &["history", "--remote", "--group", &gid])
+        .ok();
     let lines: Vec<&str> = human.stdout.lines().collect();
     assert_eq!(lines.len(), 4);
     assert!(
@@ -1317,7 +1324,9 @@ async fn replies_mentions_receipts_and_typing() {
                 "mention_all": true}),
         ]
     );
-    let human = t.run("carol", &["history", "--remote", "--group", &gid]).ok();
+    let human = t
+        .run("carol", &["history", "--remote", "--group", &gid])
+        .ok();
     let lines: Vec<&str> = human.stdout.lines().collect();
     assert!(
         lines[2].ends_with("bob: carol, can you? (reply to #2) (mentions carol)"),
@@ -1524,7 +1533,10 @@ async fn edit_recall_and_delete_for_me() {
         .json();
     assert_eq!(seqs(&alice), vec![1, 2, 3], "alice still has 3");
     assert_eq!(alice[2]["text"], "third");
-    let human = t.run("bob", &["history", "--remote", "--with", "alice"]).ok().stdout;
+    let human = t
+        .run("bob", &["history", "--remote", "--with", "alice"])
+        .ok()
+        .stdout;
     assert!(human.contains("alice: hello bob (edited)"), "{human}");
     assert!(human.contains("alice: (recalled)"), "{human}");
     assert!(
@@ -1921,7 +1933,10 @@ async fn group_roles_profile_mute_all_and_dissolve() {
     t.run("grb", &["send", "--group", &gid, "admins may"]).ok();
     let list = t.run("gra", &["--json", "conversations"]).ok().json();
     assert_eq!(list[0]["title"], "crew");
-    let h = t.run("gra", &["history", "--remote", "--group", &gid]).ok().stdout;
+    let h = t
+        .run("gra", &["history", "--remote", "--group", &gid])
+        .ok()
+        .stdout;
     assert!(h.contains("* made grb admin"), "{h}");
     assert!(h.contains("* handed the group to grc"), "{h}");
     assert!(
@@ -1930,7 +1945,10 @@ async fn group_roles_profile_mute_all_and_dissolve() {
     );
     t.run("grb", &["group", "set", &gid, "--visibility", "shared"])
         .ok();
-    let h = t.run("gra", &["history", "--remote", "--group", &gid]).ok().stdout;
+    let h = t
+        .run("gra", &["history", "--remote", "--group", &gid])
+        .ok()
+        .stdout;
     assert!(h.contains("history shared with members"), "{h}");
     // Only the owner dissolves; afterwards nobody is a member.
     t.run("grb", &["group", "dissolve", &gid]).failed(5);
