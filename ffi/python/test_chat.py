@@ -17,7 +17,11 @@ What it checks, as a user would notice it:
    held-back events arrive in order when it returns;
 4. errors carry the protocol's code; bad options are refused at construction;
 5. groups, members, presence, conversation list; a client object the app drops closes
-   (its device goes offline);
+   (its device goes offline); attachments: alice uploads a PNG made here (progress
+   reported chunk by chunk; the same file again is not sent twice) and sends it, bob
+   gets the message with its attachment and a JPEG thumbnail, downloads it (same
+   sha256) and gets its URL; the avatar; read receipts; role change and ownership
+   transfer; a channel found, joined and left; watching a group's presence;
 6. bob closes, alice sends, bob restarts from his state file without a password
    (resume): he gets only what he missed;
 7. carol's app (a child process) is killed with SIGKILL while her listener is stuck in a
@@ -32,11 +36,14 @@ What it checks, as a user would notice it:
 
 import asyncio
 import gc
+import hashlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 
 sys.path.insert(0, os.environ["TERN_FFI_MODULE_DIR"])
 import tern_ffi as t  # noqa: E402
@@ -273,6 +280,9 @@ async def main():
     read = await timed(bob.mark_read(conv, 0))
     assert read.unread == 0, read
 
+    await attachments(alice, bob, rb)
+    await groups_and_channels(alice, bob, ra, group.conversation)
+
     # A client object the app lets go of closes: its device goes offline.
     rt = Recorder("bob-tablet")
     tablet = t.TernClient(options("bob", device="tablet", state_path=None), rt)
@@ -360,6 +370,161 @@ async def main():
     assert codes == [0] * 10, f"exit codes {codes}"
     log("10 apps exiting during a callback: all exited with 0")
     log("PASS")
+
+
+def png(width, height):
+    """A valid RGB PNG of random pixels (incompressible: an upload of several chunks)."""
+    raw = b"".join(b"\x00" + os.urandom(width * 3) for _ in range(height))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
+
+
+class Progress(t.TransferProgress):
+    def __init__(self):
+        self.calls = []
+
+    def on_progress(self, done, total):
+        self.calls.append((done, total))
+
+    def check(self, size):
+        assert self.calls and self.calls[-1] == (size, size), self.calls
+        done = [d for d, _ in self.calls]
+        assert done == sorted(done) and all(total == size for _, total in self.calls), self.calls
+
+
+def is_image_message(digest):
+    return lambda e: (e.is_MESSAGE() and e.message.attachment is not None
+                      and e.message.attachment.blob_id == digest)
+
+
+async def attachments(alice, bob, rb):
+    """An image message from upload to download, the URL and the avatar."""
+    image = png(1000, 800)
+    digest = hashlib.sha256(image).hexdigest()
+    up = Progress()
+    blob = await timed(alice.upload_bytes(image, "image/png", up))
+    assert blob.blob_id == digest, (blob.blob_id, digest)
+    assert (blob.size, blob.mime, blob.width, blob.height) == (
+        len(image), "image/png", 1000, 800), blob
+    assert blob.thumbnail[:2] == b"\xff\xd8", "the thumbnail is not a JPEG"
+    assert (blob.thumbnail_width, blob.thumbnail_height) == (320, 256), blob
+    up.check(len(image))
+    assert len(up.calls) >= 5, f"{len(image)} bytes in {len(up.calls)} progress calls"
+    # The same content from a file: the server has it, nothing is sent again.
+    path = os.path.join(STATE, "picture.png")
+    with open(path, "wb") as f:
+        f.write(image)
+    again_progress = Progress()
+    again = await timed(alice.upload_file(path, "image/png", again_progress))
+    assert again.blob_id == digest and again_progress.calls == [(len(image), len(image))], (
+        again_progress.calls)
+
+    attach = t.FfiAttachmentRef(blob_id=digest, name="picture.png")
+    ack = await timed(alice.send_and_wait(
+        user("bob"), b"a caption", t.FfiSendOptions(attachment=attach)))
+    await rb.wait("the image message", lambda evs: any(is_image_message(digest)(e) for e in evs))
+    message = next(e.message for e in rb.events if is_image_message(digest)(e))
+    assert message.seq == ack.seq and message.text == "a caption", message
+    a = message.attachment
+    assert (a.name, a.size, a.mime, a.width, a.height) == (
+        "picture.png", len(image), "image/png", 1000, 800), a
+    assert a.thumbnail == blob.thumbnail and (a.thumbnail_width, a.thumbnail_height) == (
+        320, 256), "the received thumbnail differs from the uploaded one"
+    page = await timed(bob.history(message.conversation, 0, 1))
+    assert page.messages[-1].attachment == a, "history lost the attachment"
+
+    down = Progress()
+    target = os.path.join(STATE, "bob-picture.png")
+    got = await timed(bob.download(digest, target, down))
+    assert (got.size, got.mime) == (len(image), "image/png"), got
+    with open(target, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest, "bob's copy differs"
+    down.check(len(image))
+    assert await timed(bob.download_bytes(digest, None)) == image
+    url = await timed(bob.blob_url(digest))
+    assert url.path.startswith(f"/blob/{digest}?") and url.expires_ms > ack.server_time_ms, url
+
+    # A file bob may not read: alice's upload that she never sent.
+    secret = await timed(alice.upload_bytes(b"alice only " + os.urandom(16), "text/plain", None))
+    try:
+        await timed(bob.download(secret.blob_id, os.path.join(STATE, "secret"), None))
+        raise AssertionError("bob downloaded a blob nobody sent him")
+    except t.FfiError.Server as e:
+        assert e.code == "NOT_FOUND", e
+    assert not os.path.exists(os.path.join(STATE, "secret")), "a refused download left a file"
+
+    profile = await timed(alice.set_avatar(digest))
+    assert profile.avatar == digest, profile
+    assert [p.avatar for p in await timed(bob.get_profiles(["alice"]))] == [digest]
+    try:
+        await timed(alice.set_avatar(secret.blob_id))
+        raise AssertionError("a text file became an avatar")
+    except t.FfiError.Server as e:
+        assert e.code == "INVALID_ARGUMENT", e
+
+    # Read receipts of the image: bob has read it.
+    await timed(bob.mark_read(message.conversation, message.seq))
+    receipts = await timed(alice.receipts(message.conversation, message.seq))
+    assert (receipts.read_by, receipts.read_count, receipts.members) == (["bob"], 1, 1), receipts
+    log(f"attachment: {len(image)}-byte PNG uploaded in {len(up.calls)} progress steps, "
+        f"again from a file without sending, received with a "
+        f"{len(a.thumbnail)}-byte {a.thumbnail_width}x{a.thumbnail_height} thumbnail, "
+        f"downloaded in {len(down.calls)} steps with the same sha256; avatar set; "
+        f"receipts {receipts.read_by}")
+
+
+async def groups_and_channels(alice, bob, ra, group):
+    """Roles and ownership, a channel found, joined and left, a group's presence watched."""
+
+    async def roles():
+        return {m.username: m.role for m in await timed(bob.members(group))}
+
+    await timed(alice.set_member_role(group, "bob", t.FfiRole.ADMIN))
+    assert await roles() == {"alice": "OWNER", "bob": "ADMIN"}
+    await timed(alice.transfer_ownership(group, "bob"))
+    assert await roles() == {"alice": "ADMIN", "bob": "OWNER"}
+    try:
+        await timed(alice.set_member_role(group, "bob", t.FfiRole.MEMBER))
+        raise AssertionError("an admin demoted the owner")
+    except t.FfiError.Server as e:
+        assert e.code == "FORBIDDEN", e
+
+    channel = (await timed(alice.create_channel("Py channel", False))).conversation
+    listed = await timed(bob.list_channels("py ch", 10))
+    assert [(c.conversation, c.joined, c.member_count) for c in listed] == [
+        (channel, False, 1)], listed
+    await timed(bob.join_channel(channel))
+    assert [c.joined for c in await timed(bob.list_channels("py ch", 10))] == [True]
+    await timed(bob.leave_group(channel))
+    assert [c.joined for c in await timed(bob.list_channels("py ch", 10))] == [False]
+
+    # dave shares no 1:1 with alice: she hears of him only through her watch of a group
+    # he is in, set before he ever comes online (a change is announced once settled).
+    await timed(t.register(SERVER, CA, "dave", PASSWORD))
+    watched = (await timed(alice.create_group("watched", ["dave"]))).conversation
+    online = await timed(alice.watch_group(watched))
+    assert (online.members, online.online_members) == (2, 1), online
+    rd = Recorder("dave")
+    dave = t.TernClient(options("dave", state_path=None), rd)
+
+    def dave_is(state):
+        return lambda evs: any(
+            e.is_PRESENCE() and e.user == "dave" and e.online == state for e in evs)
+
+    await ra.wait("dave online (the watch)", dave_is(True))
+    assert (await timed(alice.group_online(watched))).online_members == 2
+    await timed(dave.close())
+    await ra.wait("dave offline (the watch)", dave_is(False))
+    online = await timed(alice.unwatch_group(watched))
+    assert (online.members, online.online_members) == (2, 1), online
+    log("roles: bob made admin, then owner; channel listed, joined, left; "
+        "watching a group: dave coming online and going offline came as Presence events")
 
 
 def carol_child():

@@ -25,7 +25,7 @@ use crate::FfiError;
 /// One user on one device, connected (and reconnecting) in the background.
 #[derive(uniffi::Object)]
 pub struct TernClient {
-    client: Client,
+    pub(crate) client: Client,
     listener_failures: Arc<AtomicU64>,
     /// Confirm mode `Listener`: what the listener has had, not confirmed yet.
     unconfirmed: Option<Unconfirmed>,
@@ -362,6 +362,109 @@ impl TernClient {
                 .collect())
         })
         .await
+    }
+
+    /// The owner makes member `user` a `Member` or an `Admin`.
+    pub async fn set_member_role(
+        &self,
+        conversation: String,
+        user: String,
+        role: FfiRole,
+    ) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .set_member_role(&conversation, &user, role.into())
+                .await?)
+        })
+        .await
+    }
+
+    /// The owner hands the group to member `user` and becomes an admin.
+    pub async fn transfer_ownership(
+        &self,
+        conversation: String,
+        user: String,
+    ) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.transfer_ownership(&conversation, &user).await?) }).await
+    }
+
+    /// The owner dissolves the group: nobody is a member afterwards.
+    pub async fn dissolve_group(&self, conversation: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.dissolve_group(&conversation).await?) }).await
+    }
+
+    /// Creates a public channel (listed in the directory, joined by users themselves) with
+    /// this user as owner; `broadcast_only`: only the owner and admins post.
+    pub async fn create_channel(
+        &self,
+        name: String,
+        broadcast_only: bool,
+    ) -> Result<FfiGroupCreated, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            let g = client.create_channel(&name, broadcast_only).await?;
+            Ok(FfiGroupCreated {
+                conversation: g.conversation,
+                seq: g.seq,
+            })
+        })
+        .await
+    }
+
+    /// Joins a public channel (leave it with `leave_group`).
+    pub async fn join_channel(&self, conversation: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.join_channel(&conversation).await?) }).await
+    }
+
+    /// The channel directory (the search): channels whose name starts with `prefix`
+    /// (case-insensitive; "" = all), at most `limit` (0 = 50, at most 100).
+    pub async fn list_channels(
+        &self,
+        prefix: String,
+        limit: u32,
+    ) -> Result<Vec<FfiChannel>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .list_channels(&prefix, limit)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+        .await
+    }
+
+    /// Who of the other members has read message `seq` of `conversation` (names in small
+    /// groups and 1:1s, counts always).
+    pub async fn receipts(&self, conversation: String, seq: u64) -> Result<FfiReceipts, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.receipts(&conversation, seq).await?.into()) }).await
+    }
+
+    /// How many of the group's members are online now.
+    pub async fn group_online(&self, conversation: String) -> Result<FfiGroupOnline, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.group_online(&conversation).await?.into()) }).await
+    }
+
+    /// [`TernClient::group_online`], and for the next 10 minutes a `Presence` event
+    /// whenever a member of the group comes online or goes offline (call again to keep
+    /// watching while the group's screen is open; at most 64 groups at once:
+    /// `RESOURCE_EXHAUSTED`).
+    pub async fn watch_group(&self, conversation: String) -> Result<FfiGroupOnline, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.watch_group(&conversation).await?.into()) }).await
+    }
+
+    /// Stops a [`TernClient::watch_group`].
+    pub async fn unwatch_group(&self, conversation: String) -> Result<FfiGroupOnline, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.unwatch_group(&conversation).await?.into()) }).await
     }
 
     /// Who of `users` is online now, and on which devices.

@@ -284,6 +284,11 @@ impl From<Event> for FfiEvent {
 
 /// Set by [`shutdown`]: no listener is called any more, in the whole process.
 static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// [`shutdown`] was called: no foreign callback (listener, transfer progress) may run.
+pub(crate) fn shut_down() -> bool {
+    SHUT_DOWN.load(Ordering::SeqCst)
+}
 /// Listener calls in progress, in the whole process.
 static IN_CALL: AtomicUsize = AtomicUsize::new(0);
 /// How long [`shutdown`] waits for listener calls in progress.

@@ -2,6 +2,9 @@
 //!
 //! - [`client`]: [`TernClient`] (connect, send, history, conversations, groups, presence,
 //!   profiles, contacts, close) and the one-off [`register`] / [`login`];
+//! - [`blobs`]: attachments (upload, download, URL, avatar) and the [`TransferProgress`]
+//!   the app may implement; read receipts, roles, channels and group presence are
+//!   [`TernClient`] methods too;
 //! - [`events`]: [`FfiEvent`] and the [`EventListener`] the app implements, and how events
 //!   reach it (a thread per client, a bounded queue, failures caught);
 //! - [`types`]: the records and enums that cross the boundary;
@@ -13,12 +16,14 @@
 
 uniffi::setup_scaffolding!();
 
+pub mod blobs;
 pub mod client;
 pub mod error;
 pub mod events;
 mod runtime;
 pub mod types;
 
+pub use blobs::TransferProgress;
 pub use client::{login, register, FfiLoginOk, TernClient};
 pub use error::FfiError;
 pub use events::{shutdown, EventListener, FfiEvent};

@@ -5,7 +5,7 @@
 //! instead of failing to decode.
 
 use tern_proto::pb;
-use tern_sdk::{ConfirmMode, SendOptions, Target, TransportMode};
+use tern_sdk::{AttachmentRef, ConfirmMode, SendOptions, Target, TransportMode};
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -164,6 +164,20 @@ pub struct FfiSendOptions {
     /// Seconds to live from now; 0 = forever.
     #[uniffi(default = 0)]
     pub ttl_secs: u32,
+    /// An image or file message: a blob uploaded with `upload_file` / `upload_bytes` and
+    /// the file name to show; `body` is then an optional caption.
+    #[uniffi(default = None)]
+    pub attachment: Option<FfiAttachmentRef>,
+}
+
+/// What a message names of its attachment; the server fills in size, type, dimensions
+/// and thumbnail (the receiver's [`FfiAttachment`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct FfiAttachmentRef {
+    /// The id `upload_file` / `upload_bytes` returned (the content's sha256, hex).
+    pub blob_id: String,
+    /// The file name to show: at most 255 bytes, no `/` or control characters.
+    pub name: String,
 }
 
 impl From<FfiSendOptions> for SendOptions {
@@ -174,7 +188,10 @@ impl From<FfiSendOptions> for SendOptions {
             mentions: o.mentions,
             mention_all: o.mention_all,
             ttl_secs: o.ttl_secs,
-            attachment: None,
+            attachment: o.attachment.map(|a| AttachmentRef {
+                blob_id: a.blob_id,
+                name: a.name,
+            }),
         }
     }
 }
@@ -202,14 +219,172 @@ impl From<pb::SendAck> for FfiSendAck {
     }
 }
 
+/// The image or file a received message carries (download it with `download`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct FfiAttachment {
+    /// The content's sha256 (hex).
     pub blob_id: String,
+    /// The file name the sender gave.
     pub name: String,
+    /// Bytes.
     pub size: u64,
     pub mime: String,
+    /// Images only: pixels (0 for other files).
     pub width: u32,
     pub height: u32,
+    /// Images only: a JPEG the server made, longest side at most 320 (empty otherwise).
+    pub thumbnail: Vec<u8>,
+    pub thumbnail_width: u32,
+    pub thumbnail_height: u32,
+}
+
+impl From<pb::Attachment> for FfiAttachment {
+    fn from(a: pb::Attachment) -> Self {
+        FfiAttachment {
+            blob_id: a.blob_id,
+            name: a.name,
+            size: a.size,
+            mime: a.mime,
+            width: a.width,
+            height: a.height,
+            thumbnail: a.thumbnail.to_vec(),
+            thumbnail_width: a.thumbnail_width,
+            thumbnail_height: a.thumbnail_height,
+        }
+    }
+}
+
+/// A blob the server stored (`upload_file` / `upload_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiBlobInfo {
+    /// The id to attach or to set as avatar: the content's sha256 (hex).
+    pub blob_id: String,
+    pub size: u64,
+    pub mime: String,
+    /// Images only: pixels (0 for other files).
+    pub width: u32,
+    pub height: u32,
+    /// Images only: the server-made JPEG thumbnail (empty otherwise).
+    pub thumbnail: Vec<u8>,
+    pub thumbnail_width: u32,
+    pub thumbnail_height: u32,
+}
+
+impl From<pb::BlobInfo> for FfiBlobInfo {
+    fn from(b: pb::BlobInfo) -> Self {
+        FfiBlobInfo {
+            blob_id: b.blob_id,
+            size: b.size,
+            mime: b.mime,
+            width: b.width,
+            height: b.height,
+            thumbnail: b.thumbnail.to_vec(),
+            thumbnail_width: b.thumbnail_width,
+            thumbnail_height: b.thumbnail_height,
+        }
+    }
+}
+
+/// A blob written to a file by `download`.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiDownloaded {
+    pub size: u64,
+    pub mime: String,
+}
+
+/// A short-lived URL of a blob for a plain HTTP GET on the server's web listener.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiBlobUrl {
+    /// Path and query (`/blob/<id>?…`), relative to `http(s)://HOST:WEBPORT`.
+    pub path: String,
+    /// Server time (Unix ms) after which the URL is refused.
+    pub expires_ms: u64,
+}
+
+impl From<pb::BlobUrl> for FfiBlobUrl {
+    fn from(u: pb::BlobUrl) -> Self {
+        FfiBlobUrl {
+            path: u.path,
+            expires_ms: u.expires_ms,
+        }
+    }
+}
+
+/// Who has read one message (`receipts`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiReceipts {
+    pub conversation: String,
+    pub seq: u64,
+    /// Sorted; empty in read-diffusion (large) groups, which give the counts only.
+    pub read_by: Vec<String>,
+    /// How many members other than the message's sender have read it.
+    pub read_count: u32,
+    /// Members other than the sender.
+    pub members: u32,
+}
+
+impl From<pb::ReceiptsResult> for FfiReceipts {
+    fn from(r: pb::ReceiptsResult) -> Self {
+        FfiReceipts {
+            conversation: r.conversation,
+            seq: r.seq,
+            read_by: r.read_by,
+            read_count: r.read_count,
+            members: r.members,
+        }
+    }
+}
+
+/// A public channel of the directory (`list_channels`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiChannel {
+    /// `g:<id>`: send to it, leave it with `leave_group`.
+    pub conversation: String,
+    pub name: String,
+    pub topic: String,
+    pub member_count: u32,
+    /// Only the owner and admins post.
+    pub broadcast_only: bool,
+    /// Who reads the history: `JOINED`, `SHARED` or `PUBLIC` (the protocol's
+    /// `HistoryVisibility` names).
+    pub visibility: String,
+    /// The caller is a member.
+    pub joined: bool,
+}
+
+impl From<pb::ChannelInfo> for FfiChannel {
+    fn from(c: pb::ChannelInfo) -> Self {
+        FfiChannel {
+            visibility: pb::HistoryVisibility::try_from(c.visibility)
+                .map(|v| v.as_str_name().to_string())
+                .unwrap_or_else(|_| format!("UNKNOWN_{}", c.visibility)),
+            conversation: c.conversation,
+            name: c.name,
+            topic: c.topic,
+            member_count: c.member_count,
+            broadcast_only: c.broadcast_only,
+            joined: c.joined,
+        }
+    }
+}
+
+/// How many of a group's members are online (`group_online`, `watch_group`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiGroupOnline {
+    pub conversation: String,
+    pub members: u32,
+    /// Members with at least one online device.
+    pub online_members: u32,
+}
+
+impl From<pb::GroupOnlineResult> for FfiGroupOnline {
+    fn from(r: pb::GroupOnlineResult) -> Self {
+        FfiGroupOnline {
+            conversation: r.conversation,
+            members: r.members,
+            online_members: r.online_members,
+        }
+    }
 }
 
 /// One timeline entry of a conversation.
@@ -282,14 +457,7 @@ impl From<pb::Message> for FfiMessage {
             recalled: m.recalled,
             expired: m.expired,
             deleted: m.deleted,
-            attachment: m.attachment.map(|a| FfiAttachment {
-                blob_id: a.blob_id,
-                name: a.name,
-                size: a.size,
-                mime: a.mime,
-                width: a.width,
-                height: a.height,
-            }),
+            attachment: m.attachment.map(Into::into),
         }
     }
 }

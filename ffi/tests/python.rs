@@ -192,6 +192,10 @@ fn kotlin_and_swift_are_generated() {
         ("Swift", &swift, "class TernClient"),
         ("Swift", &swift, "protocol EventListener"),
         ("Swift", &swift, "func sendText("),
+        ("Kotlin", &kotlin, "suspend fun `uploadFile`"),
+        ("Kotlin", &kotlin, "interface TransferProgress"),
+        ("Swift", &swift, "func uploadFile("),
+        ("Swift", &swift, "protocol TransferProgress"),
         (
             "C header",
             &header,
