@@ -689,3 +689,73 @@ impl From<tern_sdk::StoredConversation> for FfiStoredConversation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attachment_crosses_with_its_thumbnail_and_goes_out_by_reference() {
+        let m = FfiMessage::from(pb::Message {
+            content_type: "text/plain".into(),
+            body: b"a caption".to_vec().into(),
+            attachment: Some(pb::Attachment {
+                blob_id: "ab".into(),
+                name: "p.png".into(),
+                size: 10,
+                mime: "image/png".into(),
+                width: 640,
+                height: 480,
+                thumbnail: vec![0xff, 0xd8].into(),
+                thumbnail_width: 320,
+                thumbnail_height: 240,
+            }),
+            ..Default::default()
+        });
+        let a = m.attachment.expect("the attachment");
+        assert_eq!(m.text, "a caption");
+        assert_eq!(
+            (
+                a.thumbnail.as_slice(),
+                a.thumbnail_width,
+                a.thumbnail_height
+            ),
+            (&[0xff, 0xd8][..], 320, 240)
+        );
+        let options = SendOptions::from(FfiSendOptions {
+            attachment: Some(FfiAttachmentRef {
+                blob_id: "ab".into(),
+                name: "p.png".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            options.attachment,
+            Some(AttachmentRef {
+                blob_id: "ab".into(),
+                name: "p.png".into()
+            })
+        );
+        assert_eq!(
+            SendOptions::from(FfiSendOptions::default()).attachment,
+            None
+        );
+    }
+
+    #[test]
+    fn a_channel_names_its_history_visibility() {
+        let c = FfiChannel::from(pb::ChannelInfo {
+            conversation: "g:1".into(),
+            visibility: pb::HistoryVisibility::Public as i32,
+            joined: true,
+            ..Default::default()
+        });
+        assert_eq!((c.visibility.as_str(), c.joined), ("PUBLIC", true));
+        assert!(FfiChannel::from(pb::ChannelInfo {
+            visibility: 99,
+            ..Default::default()
+        })
+        .visibility
+        .starts_with("UNKNOWN_"));
+    }
+}
