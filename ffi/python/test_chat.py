@@ -21,7 +21,8 @@ What it checks, as a user would notice it:
    reported chunk by chunk; the same file again is not sent twice) and sends it, bob
    gets the message with its attachment and a JPEG thumbnail, downloads it (same
    sha256) and gets its URL; the avatar; read receipts; role change and ownership
-   transfer; a channel found, joined and left; watching a group's presence;
+   transfer; the group's topic; a user search; a channel found, joined and left;
+   watching a group's presence;
 6. bob closes, alice sends, bob restarts from his state file without a password
    (resume): he gets only what he missed;
 7. carol's app (a child process) is killed with SIGKILL while her listener is stuck in a
@@ -495,6 +496,11 @@ async def groups_and_channels(alice, bob, ra, group):
     except t.FfiError.Server as e:
         assert e.code == "FORBIDDEN", e
 
+    await timed(alice.update_group(group, t.FfiGroupUpdate(
+        topic="py topic", visibility=t.FfiHistoryVisibility.SHARED)))
+    listed = (await timed(bob.conversations(50, 0))).conversations
+    assert [c.topic for c in listed if c.conversation == group] == ["py topic"], listed
+
     channel = (await timed(alice.create_channel("Py channel", False))).conversation
     listed = await timed(bob.list_channels("py ch", 10))
     assert [(c.conversation, c.joined, c.member_count) for c in listed] == [
@@ -507,6 +513,7 @@ async def groups_and_channels(alice, bob, ra, group):
     # dave shares no 1:1 with alice: she hears of him only through her watch of a group
     # he is in, set before he ever comes online (a change is announced once settled).
     await timed(t.register(SERVER, CA, "dave", PASSWORD))
+    assert [u.user for u in await timed(alice.search_users("dav", 10))] == ["dave"]
     watched = (await timed(alice.create_group("watched", ["dave"]))).conversation
     online = await timed(alice.watch_group(watched))
     assert (online.members, online.online_members) == (2, 1), online

@@ -390,6 +390,18 @@ impl TernClient {
         on_runtime(async move { Ok(client.transfer_ownership(&conversation, &user).await?) }).await
     }
 
+    /// The owner or an admin changes the group's name, topic, mute-all, member cap or
+    /// history visibility (`None` fields keep their value).
+    pub async fn update_group(
+        &self,
+        conversation: String,
+        update: FfiGroupUpdate,
+    ) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.update_group(update.into_pb(conversation)).await?) })
+            .await
+    }
+
     /// The owner dissolves the group: nobody is a member afterwards.
     pub async fn dissolve_group(&self, conversation: String) -> Result<(), FfiError> {
         let client = self.client.clone();
@@ -509,6 +521,29 @@ impl TernClient {
                 .set_profile(display_name.as_deref(), status.as_deref())
                 .await?
                 .into())
+        })
+        .await
+    }
+
+    /// Users whose name or display name starts with `prefix` (at least 2 characters,
+    /// case-insensitive), at most `limit` (0 = 20, at most 50); `RATE_LIMITED` when
+    /// searching too fast.
+    pub async fn search_users(
+        &self,
+        prefix: String,
+        limit: u32,
+    ) -> Result<Vec<FfiUserMatch>, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .search_users(&prefix, limit)
+                .await?
+                .into_iter()
+                .map(|u| FfiUserMatch {
+                    user: u.user,
+                    display_name: u.display_name,
+                })
+                .collect())
         })
         .await
     }

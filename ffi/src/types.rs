@@ -100,6 +100,66 @@ impl From<FfiRole> for pb::Role {
     }
 }
 
+/// Who of a group's members reads its history (`FfiGroupUpdate::visibility`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiHistoryVisibility {
+    /// A member reads from the message at which they were (last) added.
+    Joined,
+    /// Members read the whole history.
+    Shared,
+}
+
+impl From<FfiHistoryVisibility> for pb::HistoryVisibility {
+    fn from(v: FfiHistoryVisibility) -> Self {
+        match v {
+            FfiHistoryVisibility::Joined => pb::HistoryVisibility::Joined,
+            FfiHistoryVisibility::Shared => pb::HistoryVisibility::Shared,
+        }
+    }
+}
+
+/// A change of a group's profile by its owner or an admin (`update_group`); `None`
+/// fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct FfiGroupUpdate {
+    /// 1-128 bytes.
+    #[uniffi(default = None)]
+    pub name: Option<String>,
+    /// At most 1024 bytes; "" clears it.
+    #[uniffi(default = None)]
+    pub topic: Option<String>,
+    /// While set, only the owner and admins may send.
+    #[uniffi(default = None)]
+    pub mute_all: Option<bool>,
+    /// 0 = the server's cap; at least the current member count.
+    #[uniffi(default = None)]
+    pub max_members: Option<u32>,
+    #[uniffi(default = None)]
+    pub visibility: Option<FfiHistoryVisibility>,
+}
+
+impl FfiGroupUpdate {
+    pub(crate) fn into_pb(self, conversation: String) -> pb::UpdateGroup {
+        pb::UpdateGroup {
+            conversation,
+            name: self.name,
+            topic: self.topic,
+            mute_all: self.mute_all,
+            max_members: self.max_members,
+            visibility: self
+                .visibility
+                .map(|v| pb::HistoryVisibility::from(v) as i32),
+        }
+    }
+}
+
+/// A user found by `search_users`.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FfiUserMatch {
+    pub user: String,
+    pub display_name: String,
+}
+
 /// How to reach the server and who to be. `TernClient::new` takes it.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct ClientOptions {
