@@ -1,10 +1,10 @@
 //! tern-ffi: tern-sdk for Kotlin, Swift and Python, through uniffi (proc-macro style).
 //!
-//! - [`client`]: [`TernClient`] (connect, send, history, conversations, groups, presence,
-//!   profiles, contacts, close) and the one-off [`register`] / [`login`];
-//! - [`blobs`]: attachments (upload, download, URL, avatar) and the [`TransferProgress`]
-//!   the app may implement; read receipts, roles, channels and group presence are
-//!   [`TernClient`] methods too;
+//! - [`client`]: [`TernClient`] (connect, send, history, conversations, read receipts,
+//!   groups with roles and ownership, channels, presence and group watches, profiles,
+//!   contacts, close) and the one-off [`register`] / [`login`];
+//! - [`blobs`]: the [`TernClient`] methods for attachments (upload, download, URL,
+//!   avatar) and the [`TransferProgress`] the app may implement;
 //! - [`events`]: [`FfiEvent`] and the [`EventListener`] the app implements, and how events
 //!   reach it (a thread per client, a bounded queue, failures caught);
 //! - [`types`]: the records and enums that cross the boundary;
