@@ -1,7 +1,7 @@
 //! [`TernClient`]: the SDK's [`Client`] behind a uniffi object, plus the one-off
 //! [`register`] and [`login`]. Every method takes `&self` (the object is shared as an
 //! `Arc` by the foreign side), so any number of threads may call it at once; each call
-//! runs on the binding's runtime ([`crate::runtime`]).
+//! runs on the binding's runtime (`runtime.rs`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
