@@ -100,10 +100,7 @@ pub async fn login(ctx: &Ctx, user: &str, password: &str, device: Option<String>
         .await
         .map_err(|e| one_shot_error(e, &endpoint.given))
         .with_context(|| format!("cannot log in as {user}"))?;
-    let profile = Profile::after_login(old, &ok.username, &ok.device, &server, &ok.token);
-    profile
-        .save(&path)
-        .with_context(|| format!("cannot write profile {}", path.display()))?;
+    crate::profile::save_login(&path, old, &ok.username, &ok.device, &server, &ok.token)?;
     if ctx.json {
         output::json_line(&serde_json::json!({
             "user": ok.username,
@@ -124,9 +121,13 @@ pub async fn login(ctx: &Ctx, user: &str, password: &str, device: Option<String>
 /// Shows who the profile is logged in as (no network).
 pub async fn whoami(ctx: &Ctx) -> Result<()> {
     let (path, profile) = session::read_profile(ctx)?;
-    let p = profile
-        .filter(|p| p.token.is_some())
+    let mut p = profile
+        .filter(|p| !p.username.is_empty())
         .ok_or_else(Failure::not_logged_in)?;
+    let state = crate::profile::load_state(&path, &mut p)?;
+    if state.token.is_none() {
+        return Err(Failure::not_logged_in());
+    }
     let server = ctx.server_for(Some(&p));
     if ctx.json {
         output::json_line(&serde_json::json!({
@@ -134,7 +135,7 @@ pub async fn whoami(ctx: &Ctx) -> Result<()> {
             "device": p.device,
             "server": server,
             "profile": path.display().to_string(),
-            "queued": p.outbox.len(),
+            "queued": state.outbox.len(),
         }))
     } else {
         output::line(&format!(

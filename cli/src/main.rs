@@ -15,8 +15,8 @@
 //!   and the watching of its events (first connection, reconnects, lost authentication).
 //! - [`people`]: `tern profile set|get` (display name, status) and `tern users search`.
 //! - [`search`]: `tern search` (full-text history search).
-//! - [`profile`]: the profile file (user, device, token, cursors, outbox) and the SDK
-//!   `StateStore` over it.
+//! - [`profile`]: the profile file (user, device, server) and `profile.db` beside it (the
+//!   SDK's SQLite store: token, cursors, outbox, local copy), with the `StateStore` over it.
 //! - [`output`]: JSON lines and human formatting.
 //! - [`error`]: failures and the one mapping from an error to an exit code and message.
 //!
@@ -66,6 +66,9 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = TransportArg::Auto)]
     transport: TransportArg,
     /// Profile file [default: $XDG_CONFIG_HOME/tern/profile.json or ~/.config/tern/profile.json].
+    /// It names the account (user, device, server); the login token, cursors, unsent
+    /// messages and the local copy of received ones are in the SQLite file beside it
+    /// (profile.json -> profile.db).
     #[arg(long, global = true, env = "TERN_PROFILE", value_name = "FILE")]
     profile: Option<PathBuf>,
     /// Machine output: one JSON object per line (errors too, on stdout).
@@ -109,7 +112,7 @@ enum Command {
         #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
         password: String,
     },
-    /// Log in and save the token in the profile.
+    /// Log in: the account goes in the profile, the token in profile.db beside it.
     Login {
         user: String,
         #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]

@@ -1,15 +1,26 @@
-//! The profile file: who this CLI is logged in as (user, device, server) and the SDK state
-//! that must survive between runs (token, store epoch, inbox cursor, per-conversation
-//! cursors, outbox), in one JSON file that is always replaced atomically (temp file +
-//! rename), so a crash leaves the old or the new version, never half of one.
+//! The profile, in two files side by side:
+//! - `profile.json`: who this CLI is logged in as and where (user, device, server, and
+//!   the fields of a newer tern, kept as they are). Only `tern login` writes it (and, once,
+//!   the migration of an older file, [`open_state`]); it is replaced atomically (temp file
+//!   + rename), so a crash leaves the old or the new version, never half of one.
+//! - `profile.db` ([`local_copy_path`]): the SDK's [`SqliteStore`], the device's state:
+//!   token, store epoch, inbox and conversation cursors, outbox, and the local copy of the
+//!   messages `tern sync` and `tern chat` received (what `tern history` reads). The cursors
+//!   are committed in the same transaction as the messages they cover: after a crash both
+//!   are there or neither, so each message is printed once.
 //!
 //! [`ProfileStore`] is the [`StateStore`] the SDK is given. Only `tern sync` (and `tern
 //! chat`, which shows messages to a person) let it move the cursors: the other commands
-//! save the token and the outbox but keep the cursors they started with, so a message that
-//! reached the client while it was busy sending or querying is still printed by the next
-//! `tern sync`.
+//! save the token and the outbox but leave the cursors as they are in `profile.db`, so a
+//! message that reached the client while it was busy sending or querying is still printed
+//! by the next `tern sync`.
+//!
+//! Several `tern` processes may use one profile at once (`tern chat` in one terminal,
+//! `tern send` in another). Each write reads what `profile.db` holds and writes the next
+//! state while holding the profile's lock file (`profile.lock`, an advisory `flock`), so
+//! no process writes back a token another one has replaced meanwhile ([`ProfileStore`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tern_sdk::proto::pb;
 use tern_sdk::{Cursors, Outgoing, SavedState, SqliteStore, StateStore, Target};
 
-/// The profile as it is on disk.
+/// `profile.json` as it is on disk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     #[serde(default)]
@@ -30,96 +41,86 @@ pub struct Profile {
     /// `HOST:PORT` given at login; used when `--server` is not.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server: String,
-    #[serde(default)]
-    pub token: Option<String>,
-    #[serde(default)]
-    pub store_epoch: String,
-    /// Highest contiguous inbox seq printed by `tern sync`.
-    #[serde(default)]
-    pub inbox: u64,
-    /// Read-diffusion conversations: highest contiguous seq printed.
-    #[serde(default)]
-    pub conversations: BTreeMap<String, u64>,
-    /// Per conversation, the highest seq printed (the SDK's dedup and its recovery from a
-    /// trimmed cursor start there).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub delivered: BTreeMap<String, u64>,
-    /// Sends not yet acknowledged by the server, oldest first.
-    #[serde(default)]
-    pub outbox: Vec<SavedOutgoing>,
+    /// What a tern before `profile.db` held the state kept in `profile.json`: read from
+    /// such a file, moved into `profile.db` by [`open_state`], never written.
+    #[serde(flatten)]
+    legacy: Legacy,
     /// Fields written by a newer tern, kept as they are.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// One outbox entry. The body is kept as text when it is UTF-8 (readable), else as bytes.
+/// The SDK state an older `profile.json` held (field names as it wrote them). Read only:
+/// every field is skipped when the profile is written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Legacy {
+    #[serde(default, skip_serializing)]
+    token: Option<String>,
+    #[serde(default, skip_serializing)]
+    store_epoch: String,
+    #[serde(default, skip_serializing)]
+    inbox: u64,
+    #[serde(default, skip_serializing)]
+    conversations: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing)]
+    delivered: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing)]
+    outbox: Vec<SavedOutgoing>,
+}
+
+impl Legacy {
+    /// The state it holds; `None` when it holds none (a current file).
+    fn state(&self) -> Option<SavedState> {
+        if *self == Legacy::default() {
+            return None;
+        }
+        Some(SavedState {
+            token: self.token.clone(),
+            cursors: Cursors {
+                store_epoch: self.store_epoch.clone(),
+                inbox: self.inbox,
+                conversations: self.conversations.clone(),
+                delivered: self.delivered.clone(),
+            },
+            outbox: self
+                .outbox
+                .iter()
+                .filter_map(SavedOutgoing::to_outgoing)
+                .collect(),
+        })
+    }
+}
+
+/// One outbox entry of an older `profile.json`: the body as text when it was UTF-8, else
+/// as bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedOutgoing {
-    pub client_msg_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to_user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conversation: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<Vec<u8>>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub content_type: String,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub reply_to: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mentions: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub mention_all: bool,
-    /// Time to live (s) from `created_ms` (`tern send --ttl`); absent = never dropped.
-    #[serde(default, skip_serializing_if = "is_zero_u32")]
-    pub ttl_secs: u32,
-    /// When it was queued (Unix ms): a TTL keeps counting across runs.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub created_ms: u64,
-    /// An image or file message (`tern send --file`): the blob id and the file name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attachment: Option<(String, String)>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_u32(n: &u32) -> bool {
-    *n == 0
+struct SavedOutgoing {
+    client_msg_id: String,
+    #[serde(default)]
+    to_user: Option<String>,
+    #[serde(default)]
+    conversation: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    body: Option<Vec<u8>>,
+    #[serde(default)]
+    content_type: String,
+    #[serde(default)]
+    reply_to: u64,
+    #[serde(default)]
+    mentions: Vec<String>,
+    #[serde(default)]
+    mention_all: bool,
+    #[serde(default)]
+    ttl_secs: u32,
+    #[serde(default)]
+    created_ms: u64,
+    #[serde(default)]
+    attachment: Option<(String, String)>,
 }
 
 impl SavedOutgoing {
-    fn from_outgoing(o: &Outgoing) -> Self {
-        let (to_user, conversation) = match &o.target {
-            Target::User(u) => (Some(u.clone()), None),
-            Target::Conversation(c) => (None, Some(c.clone())),
-        };
-        let (text, body) = match std::str::from_utf8(&o.body) {
-            Ok(t) => (Some(t.to_string()), None),
-            Err(_) => (None, Some(o.body.to_vec())),
-        };
-        Self {
-            client_msg_id: o.client_msg_id.clone(),
-            to_user,
-            conversation,
-            text,
-            body,
-            content_type: o.content_type.clone(),
-            reply_to: o.reply_to,
-            mentions: o.mentions.clone(),
-            mention_all: o.mention_all,
-            ttl_secs: o.ttl_secs,
-            created_ms: o.created_ms,
-            attachment: o
-                .attachment
-                .as_ref()
-                .map(|a| (a.blob_id.clone(), a.name.clone())),
-        }
-    }
-
     /// None for an entry that names no single target (hand-edited file): it is dropped.
     fn to_outgoing(&self) -> Option<Outgoing> {
         let target = match (&self.to_user, &self.conversation) {
@@ -169,78 +170,16 @@ impl Profile {
         Ok(Some(p))
     }
 
-    /// Writes the profile atomically, readable by its owner only.
+    /// Writes the profile atomically, readable by its owner only (never the state of an
+    /// older file: that is in `profile.db`).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         text.push(b'\n');
         write_atomic(path, &text)
     }
 
-    /// The profile after a successful login as `username`/`device`: the token is
-    /// replaced; cursors and outbox are kept only if they belong to the same user and
-    /// device (another account's cursors would skip messages, its outbox would send
-    /// them as the wrong user).
-    pub fn after_login(
-        old: Option<Profile>,
-        username: &str,
-        device: &str,
-        server: &str,
-        token: &str,
-    ) -> Profile {
-        let mut p = match old {
-            Some(p) if p.username == username && p.device == device => p,
-            Some(p) => Profile {
-                extra: p.extra,
-                ..Profile::default()
-            },
-            None => Profile::default(),
-        };
-        p.username = username.to_string();
-        p.device = device.to_string();
-        p.server = server.to_string();
-        p.token = Some(token.to_string());
-        p
-    }
-
-    /// What the SDK starts from.
-    pub fn saved_state(&self) -> SavedState {
-        SavedState {
-            token: self.token.clone(),
-            cursors: Cursors {
-                store_epoch: self.store_epoch.clone(),
-                inbox: self.inbox,
-                conversations: self.conversations.clone(),
-                delivered: self.delivered.clone(),
-            },
-            outbox: self
-                .outbox
-                .iter()
-                .filter_map(SavedOutgoing::to_outgoing)
-                .collect(),
-        }
-    }
-
-    /// Takes in what the SDK wants saved; the cursors only when `cursors` is true.
-    pub fn apply(&mut self, state: &SavedState, cursors: bool) {
-        self.token = state.token.clone();
-        self.outbox = state
-            .outbox
-            .iter()
-            .map(SavedOutgoing::from_outgoing)
-            .collect();
-        if cursors {
-            self.store_epoch = state.cursors.store_epoch.clone();
-            self.inbox = state.cursors.inbox;
-            self.conversations = state.cursors.conversations.clone();
-            self.delivered = state.cursors.delivered.clone();
-        }
-    }
-
-    /// Drops outbox entries by client_msg_id; how many were dropped.
-    pub fn forget_outgoing(&mut self, ids: &HashSet<String>) -> usize {
-        let before = self.outbox.len();
-        self.outbox.retain(|o| !ids.contains(&o.client_msg_id));
-        before - self.outbox.len()
+    fn same_device(&self, username: &str, device: &str) -> bool {
+        self.username == username && self.device == device
     }
 }
 
@@ -257,6 +196,137 @@ pub fn default_path() -> Option<PathBuf> {
             .join("tern")
             .join("profile.json")
     })
+}
+
+/// The profile's state beside it: `profile.json` -> `profile.db` (SQLite, the SDK's
+/// [`SqliteStore`]): token, cursors, outbox and the local copy of the messages `tern
+/// sync` and `tern chat` receive, which `tern history` reads, also with the server down.
+pub fn local_copy_path(profile: &Path) -> PathBuf {
+    profile.with_extension("db")
+}
+
+/// The lock file every write of the profile's state holds: `profile.json` ->
+/// `profile.lock`. Not `profile.db` itself: closing a second descriptor of an SQLite
+/// file drops the POSIX locks SQLite holds on it.
+fn lock_path(profile: &Path) -> PathBuf {
+    profile.with_extension("lock")
+}
+
+/// An exclusive advisory lock on the profile (see the [module docs](self)), released
+/// when dropped (or when the process dies). Never taken twice by one thread: a second
+/// `flock` on another descriptor of the same file would wait for the first forever.
+struct ProfileLock {
+    _file: std::fs::File,
+}
+
+impl ProfileLock {
+    fn take(profile: &Path) -> std::io::Result<Self> {
+        let path = lock_path(profile);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            loop {
+                // SAFETY: flock(2) on a descriptor `file` owns and keeps open.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot lock {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// Opens the profile's state (`profile.db`), first moving into it what a `profile.json`
+/// of an older tern holds (token, cursors, outbox), then writing `profile.json` again
+/// without it. Once: when `profile.db` already holds a state (a crash came between the
+/// two writes, or another tern migrated meanwhile) that one is kept, being the newer.
+pub fn open_state(path: &Path, profile: &mut Profile) -> Result<SqliteStore> {
+    let db_path = local_copy_path(path);
+    let cannot = || format!("cannot open the profile's state {}", db_path.display());
+    let _lock = ProfileLock::take(path).with_context(cannot)?;
+    // A file this tern cannot read is left as it is (it may be a newer tern's): the user
+    // decides whether to move it aside and log in again.
+    let mut db = SqliteStore::open(&db_path).with_context(|| {
+        format!(
+            "{} (it holds the login and the local copy; move it aside and run `tern login` \
+             to start afresh)",
+            cannot()
+        )
+    })?;
+    if let Some(old) = profile.legacy.state() {
+        if db.load().with_context(cannot)? == SavedState::default() {
+            db.save(&old).with_context(cannot)?;
+        }
+        profile.legacy = Legacy::default();
+        profile
+            .save(path)
+            .with_context(|| format!("cannot write profile {}", path.display()))?;
+    }
+    Ok(db)
+}
+
+/// What `profile.db` holds now (after [`open_state`]).
+pub fn load_state(path: &Path, profile: &mut Profile) -> Result<SavedState> {
+    let mut db = open_state(path, profile)?;
+    let _lock = ProfileLock::take(path)?;
+    db.load()
+        .with_context(|| format!("cannot read {}", db.path().display()))
+}
+
+/// Saves a successful login as `username`/`device` on `server`: the token is replaced;
+/// cursors and outbox are kept only if `old` is the same user and device (another
+/// account's cursors would skip messages, its outbox would send them as the wrong
+/// user). `profile.db` is written first, then `profile.json`. Returns the new profile.
+pub fn save_login(
+    path: &Path,
+    old: Option<Profile>,
+    username: &str,
+    device: &str,
+    server: &str,
+    token: &str,
+) -> Result<Profile> {
+    let mut old = old.unwrap_or_default();
+    let same = old.same_device(username, device);
+    let db_path = local_copy_path(path);
+    let cannot = || format!("cannot write the profile's state {}", db_path.display());
+    let mut db = open_state(path, &mut old)?;
+    let _lock = ProfileLock::take(path).with_context(cannot)?;
+    let mut state = if same {
+        db.load().with_context(cannot)?
+    } else {
+        SavedState::default()
+    };
+    state.token = Some(token.to_string());
+    db.save(&state).with_context(cannot)?;
+    let profile = Profile {
+        username: username.to_string(),
+        device: device.to_string(),
+        server: server.to_string(),
+        legacy: Legacy::default(),
+        extra: old.extra,
+    };
+    profile
+        .save(path)
+        .with_context(|| format!("cannot write profile {}", path.display()))?;
+    Ok(profile)
 }
 
 /// Writes `bytes` to a temp file beside `path` (unique to this process), flushes it to
@@ -278,7 +348,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            // It holds a login token.
+            // An older one held a login token; this one says which account is used.
             opts.mode(0o600);
         }
         let mut f = opts.open(&tmp)?;
@@ -293,132 +363,121 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// The SDK's [`StateStore`] over a profile file. Cheap to clone: the SDK gets one copy,
-/// the command keeps another to [`ProfileStore::forget`] sends it gives up on.
+/// The SDK's [`StateStore`] over `profile.db`. Cheap to clone: the SDK gets one copy, the
+/// command keeps another to [`ProfileStore::forget`] sends it gives up on.
 #[derive(Clone)]
 pub struct ProfileStore {
     inner: Arc<Mutex<Inner>>,
 }
 
 struct Inner {
+    /// `profile.json` (the lock file is named after it).
     path: PathBuf,
-    /// As last written.
-    profile: Profile,
-    /// Whether the SDK's cursor moves are saved (`tern sync`, `tern chat`).
+    db: SqliteStore,
+    /// Whether the SDK's cursor moves are saved, and the messages it delivers kept
+    /// (`tern sync`, `tern chat`).
     cursors: bool,
+    /// The state as the SDK last gave it (or loaded it).
+    sdk: SavedState,
     /// client_msg_ids never to be written to the outbox again.
-    forgotten: HashSet<String>,
-    /// The local copy of the messages ([`local_copy_path`]), for the commands that
-    /// receive.
-    local: Option<SqliteStore>,
-}
-
-/// The local copy of the messages beside the profile: `profile.json` -> `profile.db`
-/// (SQLite, the SDK's [`SqliteStore`]). `tern sync` and `tern chat` keep every message
-/// they receive there; `tern history` reads it, also with the server down.
-pub fn local_copy_path(profile: &Path) -> PathBuf {
-    profile.with_extension("db")
+    forgotten: std::collections::HashSet<String>,
 }
 
 impl ProfileStore {
-    pub fn new(path: PathBuf, profile: Profile, cursors: bool) -> Self {
+    /// The store over the profile at `path`, whose state `db` is ([`open_state`]).
+    pub fn new(path: PathBuf, db: SqliteStore, cursors: bool) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 path,
-                profile,
+                db,
                 cursors,
-                forgotten: HashSet::new(),
-                local: None,
+                sdk: SavedState::default(),
+                forgotten: Default::default(),
             })),
         }
     }
 
-    /// Keeps the messages received in `local` from now on.
-    pub fn attach_local(&self, local: SqliteStore) {
-        self.lock().local = Some(local);
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic mid-save leaves the last good profile in place; carry on from it.
+        // A panic mid-save leaves the last committed state in place; carry on from it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes these sends from the saved outbox, now and in every later save (so an SDK
     /// save racing with this cannot bring them back); how many were in it.
-    pub fn forget(&self, ids: &HashSet<String>) -> std::io::Result<usize> {
+    pub fn forget(&self, ids: &std::collections::HashSet<String>) -> std::io::Result<usize> {
         let mut inner = self.lock();
         inner.forgotten.extend(ids.iter().cloned());
-        let mut next = inner.profile.clone();
-        let n = next.forget_outgoing(ids);
+        let n = inner
+            .sdk
+            .outbox
+            .iter()
+            .filter(|o| ids.contains(&o.client_msg_id))
+            .count();
         if n > 0 {
-            inner.write(next, false)?;
+            let state = inner.sdk.clone();
+            inner.write(&state, &[])?;
         }
         Ok(n)
     }
 }
 
 impl Inner {
-    /// Writes `next`. Unless this process got a new token since it last wrote
-    /// (`new_token`), the token is the one in the file now: another `tern` on the same
-    /// profile may have resumed meanwhile, and writing back the token it replaced would
-    /// get the device revoked at its next use (docs/PROTOCOL.md 5.3).
-    fn write(&mut self, mut next: Profile, new_token: bool) -> std::io::Result<()> {
-        if !new_token {
-            if let Ok(Some(disk)) = Profile::load(&self.path) {
-                if disk.username == next.username && disk.device == next.device {
-                    next.token = disk.token;
-                }
-            }
+    /// Commits `state` (and `messages`) to `profile.db`, holding the profile's lock from
+    /// reading what is there to the commit. Unless the SDK got a new token since it last
+    /// saved, the token is the one in `profile.db` now: another `tern` on the same profile
+    /// may have resumed meanwhile, and writing back the token it replaced would get the
+    /// device revoked at its next use (docs/PROTOCOL.md 5.3). The cursors are this
+    /// process's only if it shows messages; the outbox is this process's, without what it
+    /// gave up on.
+    fn write(&mut self, state: &SavedState, messages: &[pb::Message]) -> std::io::Result<()> {
+        let _lock = ProfileLock::take(&self.path)?;
+        let disk = self.db.load()?;
+        let mut next = state.clone();
+        if next.token == self.sdk.token {
+            next.token = disk.token.clone();
         }
-        next.save(&self.path)?;
-        self.profile = next;
+        if !self.cursors {
+            next.cursors = disk.cursors.clone();
+        }
+        next.outbox
+            .retain(|o| !self.forgotten.contains(&o.client_msg_id));
+        if next != disk || !messages.is_empty() {
+            self.db.commit(&next, messages)?;
+        }
+        self.sdk = state.clone();
         Ok(())
     }
 }
 
 impl StateStore for ProfileStore {
     fn load(&mut self) -> std::io::Result<SavedState> {
-        Ok(self.lock().profile.saved_state())
+        let mut inner = self.lock();
+        let _lock = ProfileLock::take(&inner.path)?;
+        let state = inner.db.load()?;
+        inner.sdk = state.clone();
+        Ok(state)
     }
 
     fn save(&mut self, state: &SavedState) -> std::io::Result<()> {
-        let mut inner = self.lock();
-        let mut next = inner.profile.clone();
-        next.apply(state, inner.cursors);
-        next.forget_outgoing(&inner.forgotten);
-        if next == inner.profile {
-            return Ok(());
-        }
-        let new_token = next.token != inner.profile.token;
-        inner.write(next, new_token)
+        self.lock().write(state, &[])
     }
 
     fn keeps_messages(&self) -> bool {
-        self.lock().local.is_some()
+        self.lock().cursors
     }
 
-    /// The messages go to the local copy first, then the cursors to the profile: a crash
-    /// between the two gets them again (kept once: the copy is keyed by conversation and
-    /// seq), never cursors past messages not kept.
+    /// The messages and the cursors that cover them in one SQLite transaction: after a
+    /// crash both are there or neither.
     fn commit(&mut self, state: &SavedState, messages: &[pb::Message]) -> std::io::Result<()> {
-        if let Some(local) = &mut self.lock().local {
-            local.keep_messages(messages)?;
-        }
-        self.save(state)
+        self.lock().write(state, messages)
     }
 
     fn record_read(&mut self, conversation: &str, read_seq: u64) -> std::io::Result<()> {
-        match &mut self.lock().local {
-            Some(local) => local.record_read(conversation, read_seq),
-            None => Ok(()),
-        }
+        self.lock().db.record_read(conversation, read_seq)
     }
 
     fn record_hidden(&mut self, conversation: &str, seq: u64) -> std::io::Result<()> {
-        match &mut self.lock().local {
-            Some(local) => local.record_hidden(conversation, seq),
-            None => Ok(()),
-        }
+        self.lock().db.record_hidden(conversation, seq)
     }
 }
 
@@ -465,52 +524,96 @@ mod tests {
         }
     }
 
-    fn logged_in() -> Profile {
-        Profile::after_login(None, "alice", "laptop", "127.0.0.1:7443", "tok1")
+    /// A profile logged in as alice/laptop with token `tok1`, and its store.
+    fn logged_in(path: &Path, cursors: bool) -> ProfileStore {
+        save_login(path, None, "alice", "laptop", "127.0.0.1:7443", "tok1").unwrap();
+        store(path, cursors)
+    }
+
+    fn store(path: &Path, cursors: bool) -> ProfileStore {
+        let mut p = Profile::load(path).unwrap().unwrap();
+        let mut s = ProfileStore::new(
+            path.to_path_buf(),
+            open_state(path, &mut p).unwrap(),
+            cursors,
+        );
+        s.load().unwrap();
+        s
+    }
+
+    fn on_disk(path: &Path) -> SavedState {
+        SqliteStore::open(local_copy_path(path))
+            .unwrap()
+            .load()
+            .unwrap()
+    }
+
+    fn msg(conv: &str, seq: u64) -> pb::Message {
+        pb::Message {
+            conversation: conv.into(),
+            seq,
+            server_time_ms: 1_000 + seq,
+            body: format!("m{seq}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn store_round_trips_through_the_file() {
+    fn the_state_is_in_the_db_and_the_json_names_the_account() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/profile.json");
-        let mut store = ProfileStore::new(path.clone(), logged_in(), true);
+        let mut store = logged_in(&path, true);
         store.save(&state()).unwrap();
+        assert_eq!(on_disk(&path), state());
 
-        let on_disk = Profile::load(&path).unwrap().unwrap();
-        assert_eq!(on_disk.username, "alice");
-        assert_eq!(on_disk.device, "laptop");
-        assert_eq!(on_disk.server, "127.0.0.1:7443");
-        assert_eq!(on_disk.outbox[0].text.as_deref(), Some("hi bob"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(
-            on_disk.outbox[1].body.as_deref(),
-            Some(&[0xff, 0x00, 0x41][..])
+            json,
+            serde_json::json!({ "username": "alice", "device": "laptop", "server": "127.0.0.1:7443" })
         );
-        // A TTL keeps its start across runs.
-        assert_eq!(
-            (on_disk.outbox[1].ttl_secs, on_disk.outbox[1].created_ms),
-            (30, 1_700_000_000_000)
-        );
-        let mut again = ProfileStore::new(path.clone(), on_disk, true);
-        assert_eq!(again.load().unwrap(), state());
-        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(leftovers, vec![std::ffi::OsString::from("profile.json")]);
+        // A new store over the same files starts where this one stopped.
+        assert_eq!(self::store(&path, true).load().unwrap(), state());
+    }
+
+    #[test]
+    fn messages_and_cursors_are_committed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        let mut store = logged_in(&path, true);
+        let conv = "d:alice:bob";
+        store
+            .commit(&state(), &[msg(conv, 1), msg(conv, 2)])
+            .unwrap();
+        let db = SqliteStore::open(local_copy_path(&path)).unwrap();
+        assert_eq!(db.history(conv, 0, 10).unwrap().len(), 2);
+        assert_eq!(on_disk(&path).cursors.inbox, 7);
+        assert!(store.keeps_messages());
+        assert!(!self::store(&path, false).keeps_messages());
     }
 
     #[test]
     fn commands_that_do_not_print_messages_keep_the_cursors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
-        let mut start = logged_in();
-        start.inbox = 2;
-        start.store_epoch = "ep".into();
-        let mut store = ProfileStore::new(path.clone(), start, false);
-        store.save(&state()).unwrap();
-        let p = Profile::load(&path).unwrap().unwrap();
-        assert_eq!(p.inbox, 2, "cursor not moved");
-        assert!(p.conversations.is_empty());
+        let mut sync = logged_in(&path, true);
+        let mut start = state();
+        start.cursors.inbox = 2;
+        start.token = Some("tok1".into());
+        sync.save(&start).unwrap();
+        let mut send = store(&path, false);
+        // sync moves on meanwhile.
+        sync.save(&SavedState {
+            cursors: Cursors {
+                inbox: 5,
+                ..start.cursors.clone()
+            },
+            ..start.clone()
+        })
+        .unwrap();
+        send.save(&state()).unwrap();
+        let p = on_disk(&path);
+        assert_eq!(p.cursors.inbox, 5, "cursor not moved back, nor on");
         assert_eq!(p.token.as_deref(), Some("tok2"), "fresh token kept");
         assert_eq!(p.outbox.len(), 2, "outbox kept");
     }
@@ -519,62 +622,126 @@ mod tests {
     fn a_token_another_tern_saved_meanwhile_is_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
-        let mut start = logged_in();
-        start.token = Some("t1".into());
-        start.save(&path).unwrap();
-        // `tern chat` and `tern send` on one profile: chat started with t1.
-        let mut chat = ProfileStore::new(path.clone(), start.clone(), true);
-        let mut send = ProfileStore::new(path.clone(), start, false);
         let with_token = |t: &str| SavedState {
             token: Some(t.into()),
             ..state()
         };
+        logged_in(&path, true).save(&with_token("t1")).unwrap();
+        // `tern chat` and `tern send` on one profile: chat started with t1.
+        let mut chat = store(&path, true);
+        let mut send = store(&path, false);
         // send resumes with t1 and saves t2.
         send.save(&with_token("t2")).unwrap();
         // chat saves its cursors with the token it still has (t1): t2 stays.
-        chat.save(&with_token("t1")).unwrap();
-        let p = Profile::load(&path).unwrap().unwrap();
+        chat.save(&SavedState {
+            cursors: Cursors {
+                inbox: 9,
+                ..state().cursors
+            },
+            ..with_token("t1")
+        })
+        .unwrap();
+        let p = on_disk(&path);
         assert_eq!(p.token.as_deref(), Some("t2"));
-        assert_eq!(p.inbox, 7, "chat's cursors are saved");
+        assert_eq!(p.cursors.inbox, 9, "chat's cursors are saved");
         // A token this process got is written (also a dropped one).
         chat.save(&with_token("t3")).unwrap();
-        assert_eq!(
-            Profile::load(&path).unwrap().unwrap().token.as_deref(),
-            Some("t3")
-        );
+        assert_eq!(on_disk(&path).token.as_deref(), Some("t3"));
         chat.save(&SavedState {
             token: None,
             ..state()
         })
         .unwrap();
-        assert_eq!(Profile::load(&path).unwrap().unwrap().token, None);
+        assert_eq!(on_disk(&path).token, None);
         // Forgetting a send does not bring an old token back either.
-        send.forget(&["m1".to_string()].into()).unwrap();
-        assert_eq!(Profile::load(&path).unwrap().unwrap().token, None);
+        assert_eq!(send.forget(&["m1".to_string()].into()).unwrap(), 1);
+        assert_eq!(on_disk(&path).token, None);
     }
 
     #[test]
     fn login_as_someone_else_resets_cursors_and_outbox() {
-        let mut p = logged_in();
-        p.apply(&state(), true);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        logged_in(&path, true).save(&state()).unwrap();
+        let mut p = Profile::load(&path).unwrap().unwrap();
         p.extra.insert("future".into(), serde_json::json!(1));
+        p.save(&path).unwrap();
 
-        let same = Profile::after_login(Some(p.clone()), "alice", "laptop", "h:1", "new");
-        assert_eq!((same.inbox, same.outbox.len()), (7, 2));
-        assert_eq!(same.token.as_deref(), Some("new"));
+        let old = Profile::load(&path).unwrap();
+        let same = save_login(&path, old, "alice", "laptop", "h:1", "new").unwrap();
         assert_eq!(same.server, "h:1");
+        let s = on_disk(&path);
+        assert_eq!((s.cursors.inbox, s.outbox.len()), (7, 2));
+        assert_eq!(s.token.as_deref(), Some("new"));
 
         for (user, device) in [("bob", "laptop"), ("alice", "phone")] {
-            let other = Profile::after_login(Some(p.clone()), user, device, "h:1", "new");
-            assert_eq!(other.inbox, 0);
-            assert!(other.conversations.is_empty() && other.outbox.is_empty());
-            assert_eq!(other.store_epoch, "");
+            let back = Profile::load(&path).unwrap();
+            save_login(&path, back, "alice", "laptop", "h:1", "a").unwrap();
+            store(&path, true).save(&state()).unwrap();
+            let old = Profile::load(&path).unwrap();
+            let other = save_login(&path, old, user, device, "h:1", "new").unwrap();
+            let s = on_disk(&path);
+            assert_eq!(s.cursors, Cursors::default());
+            assert!(s.outbox.is_empty());
+            assert_eq!(s.token.as_deref(), Some("new"));
             assert_eq!(
                 (other.username.as_str(), other.device.as_str()),
                 (user, device)
             );
             assert_eq!(other.extra.get("future"), Some(&serde_json::json!(1)));
+            assert_eq!(Profile::load(&path).unwrap().unwrap(), other);
         }
+    }
+
+    /// A profile.json of a tern before profile.db held the state: it moves into the db
+    /// on first use, and the file is written again without it.
+    #[test]
+    fn an_older_profile_moves_its_state_into_the_db_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        let old = serde_json::json!({
+            "username": "alice",
+            "device": "laptop",
+            "server": "127.0.0.1:7443",
+            "token": "tok2",
+            "store_epoch": "ep",
+            "inbox": 7,
+            "conversations": { "g:00000000000000aa": 3 },
+            "outbox": [
+                { "client_msg_id": "m1", "to_user": "bob", "text": "hi bob" },
+                { "client_msg_id": "m2", "conversation": "g:1", "body": [255, 0, 65],
+                  "ttl_secs": 30, "created_ms": 1_700_000_000_000u64 }
+            ],
+            "future": 1
+        });
+        std::fs::write(&path, old.to_string()).unwrap();
+        // A tern before this one kept messages (only) in profile.db already.
+        SqliteStore::open(local_copy_path(&path))
+            .unwrap()
+            .keep_messages(&[msg("d:alice:bob", 1)])
+            .unwrap();
+
+        let mut p = Profile::load(&path).unwrap().unwrap();
+        assert_eq!(load_state(&path, &mut p).unwrap(), state());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "username": "alice", "device": "laptop",
+                                "server": "127.0.0.1:7443", "future": 1 })
+        );
+        assert_eq!(on_disk(&path), state());
+        let db = SqliteStore::open(local_copy_path(&path)).unwrap();
+        assert_eq!(db.history("d:alice:bob", 0, 10).unwrap().len(), 1);
+
+        // A crash between the two writes left the old file: the db's (newer) state wins.
+        let mut newer = state();
+        newer.token = Some("tok3".into());
+        store(&path, true).save(&newer).unwrap();
+        std::fs::write(&path, old.to_string()).unwrap();
+        let mut p = Profile::load(&path).unwrap().unwrap();
+        assert_eq!(load_state(&path, &mut p).unwrap(), newer);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("tok2"));
     }
 
     #[test]
@@ -588,39 +755,32 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_outgoing_messages() {
-        let mut p = logged_in();
-        p.apply(&state(), false);
-        let n = p.forget_outgoing(&["m2".to_string(), "zz".to_string()].into());
-        assert_eq!(n, 1);
-        assert_eq!(p.outbox[0].client_msg_id, "m1");
-    }
-
-    #[test]
     fn forgotten_sends_stay_out_of_later_saves() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
-        let mut store = ProfileStore::new(path.clone(), logged_in(), false);
+        let mut store = logged_in(&path, false);
         store.save(&state()).unwrap();
         let handle = store.clone();
         assert_eq!(handle.forget(&["m1".to_string()].into()).unwrap(), 1);
-        let ids = |p: &Profile| -> Vec<String> {
-            p.outbox.iter().map(|o| o.client_msg_id.clone()).collect()
+        let ids = |s: SavedState| -> Vec<String> {
+            s.outbox.iter().map(|o| o.client_msg_id.clone()).collect()
         };
-        assert_eq!(ids(&Profile::load(&path).unwrap().unwrap()), vec!["m2"]);
+        assert_eq!(ids(on_disk(&path)), vec!["m2"]);
         // The SDK saves its (older) outbox again: m1 does not come back.
         store.save(&state()).unwrap();
-        assert_eq!(ids(&Profile::load(&path).unwrap().unwrap()), vec!["m2"]);
+        assert_eq!(ids(on_disk(&path)), vec!["m2"]);
     }
 
     #[cfg(unix)]
     #[test]
-    fn the_file_is_private() {
+    fn the_files_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
-        logged_in().save(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        logged_in(&path, true);
+        for f in [path.clone(), local_copy_path(&path), lock_path(&path)] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+        }
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tern_proto::names;
 use tern_sdk::{
-    Client, ClientConfig, ClientError, ConnectOptions, Credentials, Event, Events, SqliteStore,
-    TransportMode, Trust,
+    Client, ClientConfig, ClientError, ConfirmMode, ConnectOptions, Credentials, Event, Events,
+    StateStore, TransportMode, Trust,
 };
 use tokio::time::Instant;
 
@@ -162,30 +162,20 @@ impl Session {
         let password = std::env::var("TERN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
-        let profile = Profile::load(&profile_path)?
-            .filter(|p| {
-                !p.username.is_empty()
-                    && !p.device.is_empty()
-                    && (p.token.is_some() || password.is_some())
-            })
+        let mut profile = Profile::load(&profile_path)?
+            .filter(|p| !p.username.is_empty() && !p.device.is_empty())
             .ok_or_else(Failure::not_logged_in)?;
+        let state = profile::open_state(&profile_path, &mut profile)?;
+        let store = ProfileStore::new(profile_path.clone(), state, cursors == Cursors::Save);
+        if store.clone().load()?.token.is_none() && password.is_none() {
+            return Err(Failure::not_logged_in());
+        }
         let endpoint = resolve(&ctx.server_for(Some(&profile))).await?;
         let credentials = Credentials {
             username: profile.username.clone(),
             password,
             device: profile.device.clone(),
         };
-        let store = ProfileStore::new(profile_path.clone(), profile, cursors == Cursors::Save);
-        if cursors == Cursors::Save {
-            // The local copy `tern history` reads; without it (a damaged or newer file)
-            // the command still works, it only keeps nothing.
-            match SqliteStore::open(profile::local_copy_path(&profile_path)) {
-                Ok(local) => store.attach_local(local),
-                Err(e) => crate::output::status(&format!(
-                    "warning: messages are not kept for `tern history`: {e}"
-                )),
-            }
-        }
         let mut config = ClientConfig::new(
             endpoint.addr,
             ctx.trust()?,
@@ -197,6 +187,12 @@ impl Session {
         // Only the commands that show messages (sync, chat) receive; the others neither
         // download the backlog nor move the cursors.
         config.receive = cursors == Cursors::Save;
+        // What they receive is kept in profile.db with the cursors that cover it, in one
+        // transaction, before it is printed: after a crash either both are there (it is
+        // not printed again; `tern history` shows it) or neither (it comes again).
+        if cursors == Cursors::Save {
+            config.confirm = ConfirmMode::Store;
+        }
         let (client, events) = Client::start(config);
         let session = Session {
             events,

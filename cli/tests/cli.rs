@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tern_sdk::{SavedState, SqliteStore, StateStore};
 use tern_tests::TestServer;
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
@@ -76,6 +77,21 @@ impl Tern {
 
     fn profile(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.json"))
+    }
+
+    /// The state (token, cursors, outbox) of a profile: in `NAME.db` beside `NAME.json`.
+    fn state(&self, name: &str) -> SavedState {
+        SqliteStore::open(self.dir.path().join(format!("{name}.db")))
+            .unwrap()
+            .load()
+            .unwrap()
+    }
+
+    fn set_state(&self, name: &str, state: &SavedState) {
+        SqliteStore::open(self.dir.path().join(format!("{name}.db")))
+            .unwrap()
+            .save(state)
+            .unwrap()
     }
 
     /// `tern --server S --ca CA --profile P ARGS`, with no TERN_* from the environment.
@@ -348,10 +364,12 @@ async fn offline_receiver_gets_200_piped_messages_in_order_exactly_once() {
     assert_eq!(again.stdout, "", "already synced");
     let profile: Value =
         serde_json::from_str(&std::fs::read_to_string(t.profile("bob")).unwrap()).unwrap();
-    assert_eq!(profile["inbox"], 200);
     assert_eq!(profile["username"], "bob");
     assert_eq!(profile["device"], "bob-dev");
-    assert!(profile["token"].as_str().is_some());
+    assert_eq!(profile.get("token"), None, "the state is in bob.db");
+    let state = t.state("bob");
+    assert_eq!(state.cursors.inbox, 200);
+    assert!(state.token.is_some());
 
     // Without --idle-exit, sync stops as soon as it is caught up.
     t.run("alice", &["send", "--to", "bob", "one", "more"]).ok();
@@ -428,28 +446,27 @@ async fn errors_have_exit_codes_and_one_line_messages() {
         out.stderr.contains("cannot reach server at 127.0.0.1:1"),
         "{out:?}"
     );
-    let profile: Value =
-        serde_json::from_str(&std::fs::read_to_string(t.profile("alice")).unwrap()).unwrap();
     assert_eq!(
-        profile["outbox"],
-        serde_json::json!([]),
+        t.state("alice").outbox,
+        Vec::new(),
         "nothing left to send later"
     );
 
     // A token the server no longer takes: 3 without a password, a fresh login with one.
-    let path = t.profile("bob");
-    let mut profile: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    profile["token"] = "not-a-token".into();
-    std::fs::write(&path, profile.to_string()).unwrap();
+    let mut state = t.state("bob");
+    state.token = Some("not-a-token".into());
+    t.set_state("bob", &state);
     let out = t.run("bob", &["--json", "presence", "alice"]).failed(3);
     assert_eq!(out.error_code(), "INVALID_TOKEN");
     t.run("bob", &["presence", "alice"]).failed(3);
     let mut cmd = t.cmd("bob", &["presence", "alice"]);
     cmd.env("TERN_PASSWORD", PASSWORD);
     run(cmd, None).ok();
-    let profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_ne!(profile["token"], "not-a-token", "the new token is saved");
+    assert_ne!(
+        t.state("bob").token.as_deref(),
+        Some("not-a-token"),
+        "the new token is saved"
+    );
     t.run("bob", &["presence", "alice"]).ok();
 
     // Invalid input: 2.
@@ -2042,13 +2059,10 @@ async fn the_profile_token_rotates_with_every_command() {
     let t = Tern::new(&server);
     t.account("alice");
     t.account("bob");
-    let token = |name: &str| -> String {
-        let p: Value =
-            serde_json::from_str(&std::fs::read_to_string(t.profile(name)).unwrap()).unwrap();
-        p["token"].as_str().expect("a token").to_string()
-    };
+    let token = |name: &str| -> String { t.state(name).token.expect("a token") };
     let mut seen = vec![token("alice")];
     std::fs::copy(t.profile("alice"), t.profile("alice-old")).unwrap();
+    t.set_state("alice-old", &t.state("alice"));
     let commands: [&[&str]; 6] = [
         &["send", "--to", "bob", "one"],
         &["presence", "bob"],

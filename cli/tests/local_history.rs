@@ -93,8 +93,10 @@ async fn history_reads_the_local_copy_offline_and_remote_asks_the_server() {
     assert!(human.contains("four"), "{human}");
 }
 
+/// profile.db holds the login too: a damaged one stops the commands that need it, with a
+/// message that names it and says what to do, and is left as it is.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_damaged_local_copy_is_reported_and_sync_still_works() {
+async fn a_damaged_profile_db_is_reported_and_left_alone() {
     let server = TestServer::start().await;
     let t = Tern::new(&server);
     t.account("da");
@@ -102,9 +104,10 @@ async fn a_damaged_local_copy_is_reported_and_sync_still_works() {
     t.run("db", &["send", "--to", "da", "hello"]).ok();
     let junk = b"not a database".repeat(200);
     std::fs::write(t.dir().join("da.db"), &junk).unwrap();
-    let out = t.run("da", &["--json", "sync"]).ok();
-    assert_eq!(out.json().len(), 1, "{:?}", out.stderr);
-    assert!(out.stderr.contains("not kept"), "{:?}", out.stderr);
+    let out = t.run("da", &["--json", "sync"]);
+    assert_eq!(out.code, 1, "{:?}", out.stderr);
+    assert!(out.stdout.contains("da.db"), "{:?}", out.stdout);
+    assert!(out.stdout.contains("tern login"), "{:?}", out.stdout);
     let out = t.run("da", &["history", "--with", "db"]);
     assert_ne!(out.code, 0, "{:?}", out.stderr);
     assert!(out.stderr.contains("local copy"), "{:?}", out.stderr);
@@ -113,4 +116,46 @@ async fn a_damaged_local_copy_is_reported_and_sync_still_works() {
         junk,
         "left as it was"
     );
+    // Moved aside, a new login starts afresh and gets the message.
+    std::fs::rename(t.dir().join("da.db"), t.dir().join("da.db.bad")).unwrap();
+    t.run("da", &["login", "da", "--password", PASSWORD]).ok();
+    let out = t.run("da", &["--json", "sync"]).ok();
+    assert_eq!(texts(&out.json()), ["hello"]);
+}
+
+/// A profile.json of a tern before profile.db held the state (token, cursors, outbox):
+/// the first command moves it into profile.db and writes profile.json again without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_profile_json_moves_its_state_into_profile_db() {
+    use tern_sdk::{SqliteStore, StateStore};
+    let server = TestServer::start().await;
+    let t = Tern::new(&server);
+    t.account("ma");
+    t.account("mb");
+    t.run("mb", &["send", "--to", "ma", "one"]).ok();
+    t.run("ma", &["sync"]).ok();
+    t.run("mb", &["send", "--to", "ma", "two"]).ok();
+    // Make ma's profile as an older tern kept it: the state in the JSON, none in the db.
+    let (json, db) = (t.dir().join("ma.json"), t.dir().join("ma.db"));
+    let state = SqliteStore::open(&db).unwrap().load().unwrap();
+    let mut old: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    old["token"] = state.token.clone().unwrap().into();
+    old["store_epoch"] = state.cursors.store_epoch.clone().into();
+    old["inbox"] = state.cursors.inbox.into();
+    old["conversations"] = serde_json::json!({});
+    old["outbox"] = serde_json::json!([]);
+    std::fs::write(&json, old.to_string()).unwrap();
+    std::fs::remove_file(&db).unwrap();
+
+    // Only what came after the old cursor, with the old token.
+    let out = t.run("ma", &["--json", "sync"]).ok();
+    assert_eq!(texts(&out.json()), ["two"]);
+    let now: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["token", "store_epoch", "inbox", "conversations", "outbox"] {
+        assert_eq!(now.get(key), None, "{key} left profile.json: {now}");
+    }
+    let moved = SqliteStore::open(&db).unwrap().load().unwrap();
+    assert!(moved.cursors.inbox > state.cursors.inbox);
+    assert_ne!(moved.token, None);
+    t.run("ma", &["whoami"]).ok();
 }
