@@ -7,6 +7,18 @@
 use tern_proto::pb;
 use tern_sdk::{AttachmentRef, ConfirmMode, SendOptions, Target, TransportMode};
 
+/// A protocol enum value as its upper-case name (`"FORBIDDEN"`, `"ADMIN"`...), or
+/// `UNKNOWN_<n>` for a value newer than this build: apps compare strings, so a new value
+/// never breaks them.
+macro_rules! enum_name {
+    ($enum:ty, $value:expr) => {{
+        let v: i32 = $value;
+        <$enum>::try_from(v)
+            .map(|e| e.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("UNKNOWN_{v}"))
+    }};
+}
+
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum FfiTarget {
@@ -415,9 +427,7 @@ pub struct FfiChannel {
 impl From<pb::ChannelInfo> for FfiChannel {
     fn from(c: pb::ChannelInfo) -> Self {
         FfiChannel {
-            visibility: pb::HistoryVisibility::try_from(c.visibility)
-                .map(|v| v.as_str_name().to_string())
-                .unwrap_or_else(|_| format!("UNKNOWN_{}", c.visibility)),
+            visibility: enum_name!(pb::HistoryVisibility, c.visibility),
             conversation: c.conversation,
             name: c.name,
             topic: c.topic,
@@ -479,15 +489,11 @@ pub struct FfiMessage {
 }
 
 fn kind_name(k: i32) -> String {
-    pb::MessageKind::try_from(k)
-        .map(|k| k.as_str_name().to_string())
-        .unwrap_or_else(|_| format!("UNKNOWN_{k}"))
+    enum_name!(pb::MessageKind, k)
 }
 
 fn role_name(r: i32) -> String {
-    pb::Role::try_from(r)
-        .map(|r| r.as_str_name().to_string())
-        .unwrap_or_else(|_| format!("UNKNOWN_{r}"))
+    enum_name!(pb::Role, r)
 }
 
 impl From<pb::Message> for FfiMessage {
@@ -577,9 +583,7 @@ pub struct FfiConversation {
 impl From<pb::ConversationInfo> for FfiConversation {
     fn from(c: pb::ConversationInfo) -> Self {
         FfiConversation {
-            kind: pb::ConversationKind::try_from(c.kind)
-                .map(|k| k.as_str_name().to_string())
-                .unwrap_or_else(|_| format!("UNKNOWN_{}", c.kind)),
+            kind: enum_name!(pb::ConversationKind, c.kind),
             role: role_name(c.role),
             conversation: c.conversation,
             name: c.name,
@@ -708,9 +712,7 @@ pub struct FfiContact {
 impl From<pb::Contact> for FfiContact {
     fn from(c: pb::Contact) -> Self {
         FfiContact {
-            state: pb::ContactState::try_from(c.state)
-                .map(|s| s.as_str_name().to_string())
-                .unwrap_or_else(|_| format!("UNKNOWN_{}", c.state)),
+            state: enum_name!(pb::ContactState, c.state),
             user: c.user,
             message: c.message,
             since_ms: c.since_ms,
