@@ -533,6 +533,33 @@ async def groups_and_channels(alice, bob, ra, group):
     log("roles: bob made admin, then owner; channel listed, joined, left; "
         "watching a group: dave coming online and going offline came as Presence events")
 
+    # Contacts beyond request/accept, account settings and the push target (docs/PUSH.md).
+    await timed(alice.send_friend_request("dave", "hi dave"))
+    assert [(c.user, c.state) for c in await timed(alice.contacts())] == [("dave", "OUTGOING")]
+    await timed(alice.cancel_friend_request("dave"))
+    assert await timed(alice.contacts()) == []
+    await timed(alice.block_user("dave"))
+    assert [(c.user, c.state) for c in await timed(alice.contacts())] == [("dave", "BLOCKED_USER")]
+    try:
+        await timed(alice.send_text(t.FfiTarget.USER(username="dave"), "blocked?"))
+        raise AssertionError("a message to a blocked user was stored")
+    except t.FfiError.Server as e:
+        assert e.code == "BLOCKED", e
+    await timed(alice.unblock_user("dave"))
+    await timed(alice.send_text(t.FfiTarget.USER(username="dave"), "unblocked"))
+    assert await timed(alice.set_send_receipts(False)) is False
+    assert await timed(alice.set_send_receipts(None)) is False
+    assert await timed(alice.set_send_receipts(True)) is True
+    await timed(alice.register_push_target("webhook", "https://push.example/alice", False))
+    try:
+        await timed(alice.register_push_target("webhook", "", False))
+        raise AssertionError("an empty push token was accepted")
+    except t.FfiError.Server as e:
+        assert e.code == "INVALID_ARGUMENT", e
+    await timed(alice.unregister_push_target())
+    log("contacts: request cancelled, block refuses with BLOCKED, unblock lets through; "
+        "receipts setting toggled; push target registered, a bad one refused, removed")
+
 
 def carol_child():
     """Carol's app: says what it gets on stdout; holds forever inside "hold"."""

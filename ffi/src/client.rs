@@ -571,6 +571,67 @@ impl TernClient {
         on_runtime(async move { Ok(client.accept_friend_request(&user).await?) }).await
     }
 
+    pub async fn decline_friend_request(&self, user: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.decline_friend_request(&user).await?) }).await
+    }
+
+    /// Withdraws this user's own request to `user`.
+    pub async fn cancel_friend_request(&self, user: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.cancel_friend_request(&user).await?) }).await
+    }
+
+    pub async fn remove_friend(&self, user: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.remove_friend(&user).await?) }).await
+    }
+
+    /// `user`'s direct messages to this user (and this user's to them) are refused with
+    /// `BLOCKED`, and `user` sees this user offline.
+    pub async fn block_user(&self, user: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.block_user(&user).await?) }).await
+    }
+
+    pub async fn unblock_user(&self, user: String) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.unblock_user(&user).await?) }).await
+    }
+
+    /// Turns this user's read receipts on or off (`None` keeps the setting); returns
+    /// whether they are sent now.
+    pub async fn set_send_receipts(&self, send_receipts: Option<bool>) -> Result<bool, FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.set_user_settings(send_receipts).await?.send_receipts) })
+            .await
+    }
+
+    /// Wakes this device through the operator's push gateway while it has no live
+    /// connection (docs/PUSH.md): `platform` is `apns`, `fcm`, `webpush` or `webhook`,
+    /// `token` the platform's device token or endpoint URL; `include_preview` puts the
+    /// message text into notifications. Kept by the server until
+    /// `unregister_push_target`, logout or revoke.
+    pub async fn register_push_target(
+        &self,
+        platform: String,
+        token: String,
+        include_preview: bool,
+    ) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            Ok(client
+                .register_push_target(&platform, &token, include_preview)
+                .await?)
+        })
+        .await
+    }
+
+    pub async fn unregister_push_target(&self) -> Result<(), FfiError> {
+        let client = self.client.clone();
+        on_runtime(async move { Ok(client.unregister_push_target().await?) }).await
+    }
+
     /// Confirms what the listener has had (mode `Listener`), acks it, saves the state and
     /// closes the connection; a `Closed` event is the last one. Unacknowledged sends stay
     /// in the state file for the next start; events the listener has not had yet come
