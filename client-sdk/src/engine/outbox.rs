@@ -215,11 +215,7 @@ impl Engine {
                         // every later one (those in flight come back refused too).
                         let wait = RETRY_DELAY.max(Duration::from_millis(e.retry_after_ms));
                         self.outbox[i].req_id = None;
-                        let until = now + wait;
-                        self.send_paused_until = Some(match self.send_paused_until {
-                            Some(t) if t > until => t,
-                            _ => until,
-                        });
+                        self.send_paused_until = self.send_paused_until.max(Some(now + wait));
                     } else {
                         self.outbox.remove(i);
                         self.events.push_back(Event::SendFailed {

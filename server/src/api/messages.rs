@@ -44,7 +44,7 @@ pub(crate) fn send(
         drop(permit);
     });
     if let Err(e) = svc.messages.send(&a.user, &a.device, s, done) {
-        reply.handle.send_fence.refused(&cmid, &e);
+        fence.refused(&cmid, &e);
         reply.err(e);
     }
 }
