@@ -3,19 +3,52 @@
 # generator (tern-bench), on this machine, in one run; prints one table with tern's
 # ratio to each peer.
 #
-#   bench/compare.sh              default run (about 10 minutes on a 2-core box)
-#   QUICK=1 bench/compare.sh      smoke run (about 2-3 minutes)
+#   bench/compare.sh              default run (about 20 minutes on a 2-core box)
+#   QUICK=1 bench/compare.sh      smoke run (about 5 minutes)
+#   bench/compare.sh --help       this text
 #
-# Environment: PEERS="mosquitto nats ejabberd" (subset), SCENARIOS="one-to-one fanout
-# idle storm" (subset), OUT=dir for the raw reports (default target/compare/<time>),
-# NO_BUILD=1 to use the release binaries as they are, NO_PIN=1 to not pin CPUs.
+# Scenarios (SCENARIOS, in this order; every system runs the ones it supports):
+#   one-to-one           P sender/receiver pairs at a modest fixed rate (open loop): the
+#                        latency rows (p50/p99/max from each message's intended send time
+#                        to the recipient having it) and server CPU at that rate
+#   one-to-one-overload  the same at a rate far above what any system sustains here: the
+#                        achieved rate is the system's 1:1 capacity (msg/s)
+#   fanout               one group of M online members, 1 sender at a modest rate: latency
+#                        until the last member has each message
+#   fanout-overload      the same far above capacity: deliveries/s the system sustains
+#   idle                 ramp to N connected, subscribed (tern: logged-in) idle connections
+#                        and hold: server RSS per connection (the key figure), connection
+#                        setup rate, idle CPU
+#   storm                N devices offline while M messages arrive for each, then all
+#                        come back at once: time until every device has all it missed
+#
+# Environment:
+#   QUICK=1       smaller, shorter runs (smoke test)
+#   PEERS="..."   subset of: mosquitto mosquitto-tls nats nats-tls ejabberd relay
+#   SCENARIOS=".." subset of the scenarios above
+#   OUT=dir       where the raw reports, log and table go (default target/compare/<time>)
+#   NO_BUILD=1    use the release binaries as they are
+#   NO_PIN=1      do not pin CPUs
+#   MQTT_PORT, NATS_PORT, NATS_HTTP_PORT, XMPP_PORT, RELAY_PORT  the peers' ports
 #
 # Peers (installed from Debian packages if missing), each started on 127.0.0.1 with a
 # config from bench/peers/ and a fresh temp data dir for every scenario:
-#   mosquitto    MQTT 3.1.1, QoS 1, persistent sessions (clean_session=false)
-#                -> one-to-one, fanout, idle, storm
-#   nats-server  JetStream, file storage, durable pull consumers -> one-to-one, fanout
-#   ejabberd     XMPP, stream management, offline storage -> one-to-one, idle, storm
+#   mosquitto      MQTT 3.1.1, QoS 1, persistent sessions (clean_session=false)
+#                  -> one-to-one, fanout, idle, storm
+#   mosquitto-tls  the same over TLS 1.3 (listener certfile/keyfile, tls_version
+#                  tlsv1.3) -> one-to-one, fanout, idle
+#   nats           nats-server, JetStream, file storage, durable pull consumers
+#                  -> one-to-one, fanout; idle = a core NATS connection with one
+#                  subscription to its own subject (no JetStream consumer)
+#   nats-tls       the same over TLS 1.3 (tls {} block; the client upgrades after INFO)
+#   ejabberd       XMPP, stream management, offline storage -> one-to-one, idle, storm
+#                  (plain TCP: no TLS row)
+#   relay          "bare TLS relay (ceiling)": `tern-bench relay`, a TLS 1.3 relay in
+#                  bench/src/relay.rs that hands each frame to the recipient's
+#                  connection and acks; no store, no fsync, no sessions. The physical
+#                  ceiling of this box for TLS messaging -> one-to-one, fanout, idle
+# TLS peers get a CA and server certificate made at run time into their temp dir
+# (`tern-bench make-certs DIR`); every TLS client is rustls, TLS 1.3 only, ring, as tern.
 #
 # Durability each system was given (what an ack means):
 #   tern         the SendAck leaves only after the message's group commit has been
@@ -26,23 +59,37 @@
 #                database to disk on autosave (autosave_interval 1800 s) and at shutdown.
 #                No per-message fsync setting exists.
 #   nats         PubAck = in the stream's block file in the OS page cache; the file store
-#                fsyncs on an internal interval. nats-server 2.9.10 rejects sync_interval
-#                (added in 2.10, where "always" would fsync every write), so no
-#                per-message fsync row.
+#                fsyncs on an internal interval. This is the strongest durability one
+#                nats-server 2.9 offers: its jetstream block rejects sync_interval and
+#                sync ('unknown field': the option, with "always" = fsync every write,
+#                is 2.10+), the 2.9 stream config has no sync option (storage: file is
+#                the durable choice; replicas > 1 needs a cluster, and on one box would
+#                still be page cache only). An strace of a 2.9.10 JetStream run shows no
+#                fsync per publish (see the report of the fair-rows work in docs).
 #   ejabberd     <a/> = the server has handled the stanza (routed it, or stored it
 #                offline); offline messages go to a mnesia disc_only_copies table (a dets
 #                file written through the page cache), not fsync'd per message.
+#   relay        nothing is stored: an ack means the frame was handed to the recipients'
+#                connections (offline recipients lose it).
 # tern therefore gets the strongest durability in every row.
 #
 # CPU: the server under test (tern or peer) is pinned to CPU 0, the generator to CPU 1.
 # tern's password hash cost is lowered for these runs (argon2id 1 MiB, 1 pass): the peers
 # run without password hashing (MQTT and NATS anonymous, ejabberd plain passwords).
 set -euo pipefail
+case "${1:-}" in
+  -h | --help)
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  "") ;;
+  *) echo "usage: bench/compare.sh [--help] (settings go in environment variables)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 QUICK=${QUICK:-0}
-PEERS=${PEERS:-"mosquitto nats ejabberd"}
+PEERS=${PEERS:-"mosquitto mosquitto-tls nats nats-tls ejabberd relay"}
 # "overload" runs offer far more than any of the systems sustains on this box: the
 # achieved rate is its capacity (the latency rows come from the modest-rate runs).
 SCENARIOS=${SCENARIOS:-"one-to-one one-to-one-overload fanout fanout-overload idle storm"}
@@ -54,6 +101,7 @@ MQTT_PORT=${MQTT_PORT:-18831}
 NATS_PORT=${NATS_PORT:-14223}
 NATS_HTTP_PORT=${NATS_HTTP_PORT:-18223}
 XMPP_PORT=${XMPP_PORT:-15223}
+RELAY_PORT=${RELAY_PORT:-16223}
 
 if [ "$QUICK" = 1 ]; then
   PAIRS=4 RATE=1000 DURATION=5
@@ -94,9 +142,12 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 
 # --- peers: install ---------------------------------------------------------------
+# A peer "X-tls" is peer X over TLS; the relay is built with tern-bench.
 declare -A PKG=([mosquitto]=mosquitto [nats]=nats-server [ejabberd]=ejabberd)
+BASES=$(for p in $PEERS; do echo "${p%-tls}"; done | awk '!seen[$0]++')
 missing=()
-for p in $PEERS; do
+for p in $BASES; do
+  [ "$p" = relay ] && continue
   dpkg -s "${PKG[$p]}" >/dev/null 2>&1 || missing+=("${PKG[$p]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -105,7 +156,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >>"$LOG" 2>&1
 fi
 declare -A VERSION
-for p in $PEERS; do
+for p in $BASES; do
+  [ "$p" = relay ] && continue
   VERSION[$p]=$(dpkg-query -W -f='${Version}' "${PKG[$p]}")
 done
 
@@ -148,28 +200,56 @@ fill() { # template out
   sed -e "s#@DATA@#$PEER_DIR#g" -e "s#@PORT@#$PORT#g" -e "s#@HTTP_PORT@#$NATS_HTTP_PORT#g" "$1" >"$2"
 }
 
-start_mosquitto() {
+make_certs() { # CA, server certificate and key into $PEER_DIR
+  "$BENCH" make-certs "$PEER_DIR" >>"$LOG" 2>&1
+}
+
+start_mosquitto() { # tls (0/1)
   PORT=$MQTT_PORT
   port_free "$PORT" || { say "port $PORT is busy"; return 1; }
   PEER_DIR=$(mktemp -d /tmp/tern-compare-mosquitto.XXXXXX)
   fill bench/peers/mosquitto.conf "$PEER_DIR/mosquitto.conf"
+  if [ "$1" = 1 ]; then
+    make_certs
+    # Listener options go after their listener line.
+    printf 'cafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.3\n' \
+      "$PEER_DIR/ca.pem" "$PEER_DIR/server.pem" "$PEER_DIR/server.key" >"$PEER_DIR/tls.conf"
+    sed -i "/^listener /r $PEER_DIR/tls.conf" "$PEER_DIR/mosquitto.conf"
+  fi
   chown -R mosquitto: "$PEER_DIR" 2>/dev/null || true
   "${PIN[@]}" mosquitto -c "$PEER_DIR/mosquitto.conf" >>"$LOG" 2>&1 &
   PEER_PID=$!
   wait_port "$PORT" 10
 }
 
-start_nats() {
+start_nats() { # tls (0/1)
   PORT=$NATS_PORT
   port_free "$PORT" || { say "port $PORT is busy"; return 1; }
   PEER_DIR=$(mktemp -d /tmp/tern-compare-nats.XXXXXX)
   fill bench/peers/nats.conf "$PEER_DIR/nats.conf"
+  if [ "$1" = 1 ]; then
+    make_certs
+    # timeout: the handshake deadline (default 0.5 s; the idle ramp queues handshakes).
+    printf 'tls {\n  cert_file: "%s"\n  key_file: "%s"\n  timeout: 5\n}\n' \
+      "$PEER_DIR/server.pem" "$PEER_DIR/server.key" >>"$PEER_DIR/nats.conf"
+  fi
   "${PIN[@]}" nats-server -c "$PEER_DIR/nats.conf" >"$PEER_DIR/nats.log" 2>&1 &
   PEER_PID=$!
   wait_port "$PORT" 10
 }
 
-start_ejabberd() {
+start_relay() { # (always TLS)
+  PORT=$RELAY_PORT
+  port_free "$PORT" || { say "port $PORT is busy"; return 1; }
+  PEER_DIR=$(mktemp -d /tmp/tern-compare-relay.XXXXXX)
+  make_certs
+  "${PIN[@]}" "$BENCH" relay --listen "127.0.0.1:$PORT" --cert "$PEER_DIR/server.pem" \
+    --key "$PEER_DIR/server.key" >>"$LOG" 2>&1 &
+  PEER_PID=$!
+  wait_port "$PORT" 10
+}
+
+start_ejabberd() { # (no TLS row)
   PORT=$XMPP_PORT
   port_free "$PORT" || { say "port $PORT is busy"; return 1; }
   PEER_DIR=$(mktemp -d /tmp/tern-compare-ejabberd.XXXXXX)
@@ -208,8 +288,12 @@ start_ejabberd() {
 applies() { # peer scenario
   case "$1:$2" in
     mosquitto:*) return 0 ;;
-    nats:one-to-one* | nats:fanout*) return 0 ;;
+    mosquitto-tls:storm) return 1 ;;
+    mosquitto-tls:*) return 0 ;;
+    nats:one-to-one* | nats:fanout* | nats:idle) return 0 ;;
+    nats-tls:one-to-one* | nats-tls:fanout* | nats-tls:idle) return 0 ;;
     ejabberd:one-to-one* | ejabberd:idle | ejabberd:storm) return 0 ;;
+    relay:one-to-one* | relay:fanout* | relay:idle) return 0 ;;
   esac
   return 1
 }
@@ -255,14 +339,19 @@ for s in $SCENARIOS; do
   fi
   for p in $PEERS; do
     applies "$p" "$s" || continue
-    label="$p ${VERSION[$p]}"
-    if ! "start_$p"; then
+    base=${p%-tls}
+    tls=0 ca=()
+    label="$base ${VERSION[$base]:-}"
+    if [ "$p" != "$base" ]; then tls=1 label="$label (TLS)"; fi
+    if [ "$base" = relay ]; then tls=1 label="bare TLS relay (ceiling)"; fi
+    if ! "start_$base" "$tls"; then
       say "$label: could not start"
       FAILED+=("$label $s (start)")
       stop_peer
       continue
     fi
-    bench "$label" --peer "$p" --peer-addr "127.0.0.1:$PORT" --server-pid "$PEER_PID" "${args[@]}" || true
+    if [ "$tls" = 1 ]; then ca=(--peer-ca "$PEER_DIR/ca.pem"); fi
+    bench "$label" --peer "$base" --peer-addr "127.0.0.1:$PORT" --server-pid "$PEER_PID" "${ca[@]}" "${args[@]}" || true
     stop_peer
   done
 done
@@ -282,7 +371,9 @@ done
   echo "  mosquitto ${VERSION[mosquitto]:-(not run)}: PUBACK from memory, DB saved on autosave (1800 s) and shutdown;"
   echo "  nats-server ${VERSION[nats]:-(not run)}: PubAck from the file store via the page cache, fsync on an internal interval (no sync_interval option in 2.9);"
   echo "  ejabberd ${VERSION[ejabberd]:-(not run)}: <a/> after the stanza is handled; offline messages in mnesia disc_only_copies (dets via the page cache, no fsync per message)."
-  echo "transport: tern TLS over TCP; peers plain TCP on loopback (no TLS cost for them). CPUs: server 0, generator 1."
+  echo "  bare TLS relay (ceiling): nothing stored, an ack = handed to the recipients' connections (tern-bench relay)."
+  echo "transport: tern TLS 1.3 over TCP; peers plain TCP on loopback, '(TLS)' rows TLS 1.3 (rustls/ring clients, as tern's);"
+  echo "  nats idle: a core NATS connection with one subscription (no JetStream consumer). CPUs: server 0, generator 1."
   echo "load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the box shows here)"
   echo
   "$BENCH" compare-table "$REPORTS"

@@ -10,13 +10,15 @@
 //! Layout: [`scenarios`] (one-to-one, fanout, idle, storm, durability, conversations), each written
 //! once against [`systems::Adapter`], which [`systems::tern`] and the peers users would
 //! pick instead implement ([`systems::mqtt`]: mosquitto, [`systems::nats`]: NATS
-//! JetStream, [`systems::xmpp`]: ejabberd, for `bench/compare.sh`); [`engine`] (the
+//! JetStream, [`systems::xmpp`]: ejabberd, [`systems::relay`]: the bare TLS relay of
+//! [`relay`], for `bench/compare.sh`); [`engine`] (the
 //! clock, the open-loop schedule, the pacer and trackers); [`probe`] (the server's CPU
 //! and memory from `/proc`, starting and stopping a tern server); [`report`] (percentiles,
 //! tables, JSON, and [`report::compare`]'s table of tern/peer ratios).
 
 mod engine;
 mod probe;
+mod relay;
 mod report;
 mod scenarios;
 mod systems;
@@ -134,9 +136,13 @@ pub struct Global {
     /// starts it with a config from bench/peers/); give its pid with --server-pid
     #[arg(long, global = true, value_enum, requires = "peer_addr")]
     peer: Option<systems::PeerKind>,
-    /// Address of the peer (MQTT, NATS or XMPP client port)
+    /// Address of the peer (MQTT, NATS or XMPP client port, or the relay's)
     #[arg(long, global = true)]
     peer_addr: Option<SocketAddr>,
+    /// Connect to the peer over TLS 1.3, trusting this CA certificate (PEM): mosquitto
+    /// and NATS with a TLS listener, and the relay (TLS only)
+    #[arg(long, global = true)]
+    peer_ca: Option<PathBuf>,
     /// Name of the system under test in reports (default: tern, or the peer's kind)
     #[arg(long, global = true)]
     system: Option<String>,
@@ -292,6 +298,22 @@ pub enum Cmd {
         #[arg(long)]
         retention_off: bool,
     },
+    /// Serve as the bare TLS relay (the ceiling row of bench/compare.sh): frames from
+    /// one connection to the ones registered under the name they carry, an ack to the
+    /// sender; no store, no fsync
+    Relay {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Certificate chain (PEM), e.g. server.pem from make-certs
+        #[arg(long)]
+        cert: PathBuf,
+        /// Private key (PEM), e.g. server.key from make-certs
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Write a CA (ca.pem) and a server certificate and key for localhost, 127.0.0.1
+    /// and ::1 (server.pem, server.key) into DIR, for the TLS peers and the relay
+    MakeCerts { dir: PathBuf },
     /// The same 1:1 load with group commit on, then with --group-commit false
     Durability {
         #[arg(long, default_value_t = 10)]
@@ -448,7 +470,7 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             anyhow::ensure!((1..=4096).contains(mib), "--mib must be 1..=4096");
             anyhow::ensure!((1..=100).contains(rounds), "--rounds must be 1..=100");
         }
-        Cmd::CompareTable { .. } => {}
+        Cmd::CompareTable { .. } | Cmd::Relay { .. } | Cmd::MakeCerts { .. } => {}
     }
     Ok(())
 }
@@ -473,8 +495,11 @@ fn compare_table(files: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Cmd::CompareTable { files } = &cli.cmd {
-        return compare_table(files);
+    match &cli.cmd {
+        Cmd::CompareTable { files } => return compare_table(files),
+        Cmd::Relay { listen, cert, key } => return relay::serve(*listen, cert, key).await,
+        Cmd::MakeCerts { dir } => return systems::tls::make_certs(dir),
+        _ => {}
     }
     scenarios::run(&scenarios::Ctx::new(cli.g), cli.cmd).await
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::engine::run::{Stats, StepOutcome, Tracker};
 use crate::report::Report;
-use crate::systems::{mqtt, nats, tern, xmpp, Adapter, Peer, PeerKind};
+use crate::systems::{mqtt, nats, relay, tern, tls, xmpp, Adapter, Peer, PeerKind};
 use crate::{Cmd, Global, Reconnect};
 
 /// What every scenario shares.
@@ -221,6 +221,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         concurrency: g.login_concurrency,
         keep_alive: Duration::from_secs(g.heartbeat_secs.unwrap_or(30).into()),
         stats: ctx.stats.clone(),
+        tls: g.peer_ca.as_deref().map(tls::client_config).transpose()?,
     };
     match kind {
         PeerKind::Mosquitto => with(ctx, mqtt::Mqtt { peer }, cmd).await,
@@ -228,7 +229,11 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             let stream = format!("B{:08X}", rand::random::<u32>());
             with(ctx, nats::Nats { peer, stream }, cmd).await
         }
-        PeerKind::Ejabberd => with(ctx, xmpp::Xmpp { peer }, cmd).await,
+        PeerKind::Ejabberd => {
+            anyhow::ensure!(peer.tls.is_none(), "ejabberd runs without TLS here");
+            with(ctx, xmpp::Xmpp { peer }, cmd).await
+        }
+        PeerKind::Relay => with(ctx, relay::Relay { peer }, cmd).await,
     }
 }
 
@@ -244,6 +249,8 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Search { .. } => "search",
         Cmd::Blobs { .. } => "blobs",
         Cmd::CompareTable { .. } => "compare-table",
+        Cmd::Relay { .. } => "relay",
+        Cmd::MakeCerts { .. } => "make-certs",
     };
     if !a.supports(name) {
         let mut r = Report::default();
@@ -298,7 +305,9 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
         | Cmd::Soak { .. }
         | Cmd::Search { .. }
         | Cmd::Blobs { .. }
-        | Cmd::CompareTable { .. } => {
+        | Cmd::CompareTable { .. }
+        | Cmd::Relay { .. }
+        | Cmd::MakeCerts { .. } => {
             unreachable!("handled by run and main")
         }
     }

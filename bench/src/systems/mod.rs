@@ -1,7 +1,9 @@
 //! The systems under test, one [`Adapter`] each, so that every scenario is written once:
 //! [`tern`] (a server started here, or an external one), and the systems users would
 //! pick instead, for `bench/compare.sh`: [`mqtt`] (mosquitto), [`nats`] (NATS
-//! JetStream) and [`xmpp`] (ejabberd).
+//! JetStream) and [`xmpp`] (ejabberd), and [`relay`], the client of the bare TLS relay
+//! (the ceiling). mosquitto and NATS run over plain TCP, or over TLS when the peer was
+//! given a CA (`--peer-ca`, [`tls`]): one adapter each, with a TLS option.
 //!
 //! An adapter gives the scenarios a durable session per user that receives what is
 //! addressed to the user (and to its groups), and an [`Outbox`](crate::engine::run::Outbox)
@@ -21,7 +23,9 @@
 
 pub mod mqtt;
 pub mod nats;
+pub mod relay;
 pub mod tern;
+pub mod tls;
 pub mod xmpp;
 
 use std::future::Future;
@@ -49,6 +53,8 @@ pub enum PeerKind {
     Nats,
     /// XMPP with stream management and offline storage (ejabberd)
     Ejabberd,
+    /// The bare TLS relay of `tern-bench relay` (no store: the ceiling)
+    Relay,
 }
 
 /// Called with each received message id (or payload that starts with one) and the time
@@ -107,6 +113,8 @@ pub struct Peer {
     pub concurrency: usize,
     pub keep_alive: Duration,
     pub stats: Arc<Stats>,
+    /// TLS to the peer (`--peer-ca`), else plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The [`Adapter`] methods every peer answers the same way from its `peer: Peer` field;
@@ -115,7 +123,15 @@ macro_rules! peer_basics {
     ($ack:literal) => {
         fn params(&self, r: &mut crate::report::Report) {
             r.param("system", &self.peer.system)
-                .param("peer_addr", self.peer.addr);
+                .param("peer_addr", self.peer.addr)
+                .param(
+                    "transport",
+                    if self.peer.tls.is_some() {
+                        "TLS 1.3 over TCP"
+                    } else {
+                        "plain TCP"
+                    },
+                );
         }
 
         fn pid(&self) -> Option<u32> {

@@ -1,7 +1,9 @@
 //! MQTT 3.1.1 (mosquitto) through rumqttc: one client per user, clean_session = false
 //! (a persistent session that queues QoS 1 messages while the client is away), QoS 1
 //! publishes and subscriptions. A user's inbox is the topic `u/<user>`, a group's is
-//! `g/<group>`. The ack of a send is the broker's PUBACK.
+//! `g/<group>`. The ack of a send is the broker's PUBACK. With a CA (`--peer-ca`) the
+//! connection is MQTT over TLS 1.3 (rumqttc's rustls transport with the bench's
+//! [`tls::client_config`]).
 //!
 //! rumqttc assigns packet ids inside its event loop; it reports each outgoing publish
 //! (`Outgoing::Publish(pkid)`) in the order the client queued them, so a FIFO of intended
@@ -16,9 +18,11 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter,
+    SubscribeFilter, TlsConfiguration, Transport,
 };
 
+#[allow(unused_imports)] // the doc link
+use super::tls;
 use super::{payload, Adapter, Dest, Group, Hooks, Peer};
 use crate::engine::clock;
 use crate::engine::run::{Outbox, SenderRef};
@@ -118,6 +122,11 @@ impl Adapter for Mqtt {
             .set_keep_alive(self.peer.keep_alive)
             .set_inflight(1000)
             .set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(tls) = &self.peer.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         let (client, mut el) = AsyncClient::new(o, 100_000);
         el.network_options.set_connection_timeout(10);
         let pending = Arc::new(Mutex::new(Pending::default()));

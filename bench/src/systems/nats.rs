@@ -2,7 +2,10 @@
 //! subjects `<stream>.>`; a user's inbox is `<stream>.u.<user>`, a group's
 //! `<stream>.g.<group>`. Receiving = a durable pull consumer per (user, subject) with
 //! explicit acks, read through its message stream; a send is a JetStream publish whose
-//! ack is the server's PubAck (the message is in the stream).
+//! ack is the server's PubAck (the message is in the stream). An idle connection (one
+//! with no hooks) holds a core NATS subscription to the user's subject, no consumer.
+//! With a CA (`--peer-ca`) the connection is upgraded to TLS 1.3 after the server's
+//! INFO (`tls_required`, as nats-server 2.9 does it) with the bench's rustls config.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,10 +53,13 @@ impl Nats {
     }
 
     async fn client(&self, name: &str) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
+        let mut o = async_nats::ConnectOptions::new()
             .name(name)
-            .connection_timeout(Duration::from_secs(10))
-            .connect(format!("nats://{}", self.peer.addr))
+            .connection_timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.peer.tls {
+            o = o.require_tls(true).tls_client_config((**tls).clone());
+        }
+        o.connect(format!("nats://{}", self.peer.addr))
             .await
             .with_context(|| format!("NATS connect {}", self.peer.addr))
     }
@@ -65,7 +71,14 @@ impl Adapter for Nats {
     super::peer_basics!("ack (intended send -> JetStream PubAck)");
 
     fn supports(&self, scenario: &str) -> bool {
-        matches!(scenario, "one-to-one" | "fanout")
+        matches!(scenario, "one-to-one" | "fanout" | "idle")
+    }
+
+    fn idle_params(&self, r: &mut crate::report::Report, _dpu: usize, _users: usize) {
+        r.param(
+            "idle_session",
+            "core NATS connection with one subscription to the user's subject (no JetStream consumer)",
+        );
     }
 
     async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
@@ -101,6 +114,19 @@ impl Adapter for Nats {
         let js = jetstream::new(client.clone());
         let alive = Arc::new(AtomicBool::new(true));
         let mut tasks = Vec::new();
+        if hooks.on_msg.is_none() && hooks.acks.is_none() {
+            // Idle: a core subscription to the user's own subject, held.
+            let mut sub = client
+                .subscribe(self.subject(&Dest::User(user.into())))
+                .await
+                .context("NATS subscribe")?;
+            client.flush().await.context("NATS flush")?;
+            let alive = alive.clone();
+            tasks.push(tokio::spawn(async move {
+                while sub.next().await.is_some() {}
+                alive.store(false, Ordering::Relaxed);
+            }));
+        }
         if let Some(on_msg) = &hooks.on_msg {
             let subjects = std::iter::once(Dest::User(user.into()))
                 .chain(groups.iter().map(|g| Dest::Group(g.clone())));
