@@ -64,8 +64,9 @@
 #                sync ('unknown field': the option, with "always" = fsync every write,
 #                is 2.10+), the 2.9 stream config has no sync option (storage: file is
 #                the durable choice; replicas > 1 needs a cluster, and on one box would
-#                still be page cache only). An strace of a 2.9.10 JetStream run shows no
-#                fsync per publish (see the report of the fair-rows work in docs).
+#                still be page cache only). Checked on 2.9.10 with this config: a 5 s,
+#                5,000-message one-to-one run under `strace -f` made 5,000 pwrite64
+#                calls on the stream's block file and 0 fsync/fdatasync.
 #   ejabberd     <a/> = the server has handled the stanza (routed it, or stored it
 #                offline); offline messages go to a mnesia disc_only_copies table (a dets
 #                file written through the page cache), not fsync'd per message.
