@@ -511,6 +511,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     raise_nofile();
+    if let Some(ca) = &cli.g.peer_ca {
+        // async-nats loads the platform's root certificates on every TLS connect even
+        // when given a client config (which it then uses instead); pointing
+        // rustls-native-certs at the one CA keeps that wasted work off the generator.
+        // Set before the runtime starts any thread.
+        std::env::set_var("SSL_CERT_FILE", ca);
+    }
     if let Some(cpu) = cli.g.pin_cpu {
         // Before the runtime exists, so every thread it makes inherits the mask.
         if let Err(e) = probe::server::pin_to_cpu(0, cpu) {
