@@ -101,6 +101,13 @@ pub async fn serve(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::Resul
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(cert, key)?);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("tern-bench relay: listening on {}", listener.local_addr()?);
+    serve_on(listener, acceptor).await
+}
+
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> anyhow::Result<()> {
     let routes: Arc<Routes> = Arc::default();
     let mut next = 0u64;
     loop {
@@ -182,4 +189,71 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Client = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    async fn client(addr: SocketAddr, ca: &Path, hello: &[u8]) -> Client {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(tls::client_config(ca).unwrap())
+            .connect(tls::server_name(addr), tcp)
+            .await
+            .unwrap();
+        s.write_all(&frame(HELLO, &[hello])).await.unwrap();
+        s.flush().await.unwrap();
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut s, &mut buf).await.unwrap());
+        assert_eq!(buf, [ACK]);
+        s
+    }
+
+    #[tokio::test]
+    async fn relays_to_users_and_groups_and_acks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::make_certs(dir.path()).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            tls::server_config(
+                &dir.path().join("server.pem"),
+                &dir.path().join("server.key"),
+            )
+            .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_on(listener, acceptor));
+        let ca = dir.path().join("ca.pem");
+        let mut a = client(addr, &ca, b"u/a\ng/team").await;
+        let mut b = client(addr, &ca, b"u/b\ng/team").await;
+        let mut buf = Vec::new();
+        // To a user: the recipient gets the payload, the sender the ack.
+        a.write_all(&frame(SEND, &[&[3], b"u/b", b"hello"]))
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        assert!(read_frame(&mut b, &mut buf).await.unwrap());
+        assert_eq!(buf, b"Mhello");
+        assert!(read_frame(&mut a, &mut buf).await.unwrap());
+        assert_eq!(buf, [ACK]);
+        // To a group: every member, the sender too; to nobody: only the ack.
+        b.write_all(&frame(SEND, &[&[6], b"g/team", b"all"]))
+            .await
+            .unwrap();
+        b.write_all(&frame(SEND, &[&[5], b"u/zed", b"lost"]))
+            .await
+            .unwrap();
+        b.flush().await.unwrap();
+        assert!(read_frame(&mut a, &mut buf).await.unwrap());
+        assert_eq!(buf, b"Mall");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            assert!(read_frame(&mut b, &mut buf).await.unwrap());
+            got.push(buf.clone());
+        }
+        assert_eq!(got, [b"Mall".to_vec(), vec![ACK], vec![ACK]]);
+        server.abort();
+    }
 }
