@@ -514,9 +514,10 @@ fn main() -> ExitCode {
     if let Some(ca) = &cli.g.peer_ca {
         // async-nats loads the platform's root certificates on every TLS connect even
         // when given a client config (which it then uses instead); pointing
-        // rustls-native-certs at the one CA keeps that wasted work off the generator.
-        // Set before the runtime starts any thread.
+        // rustls-native-certs at the one CA (and at no directory) keeps that wasted work
+        // off the generator. Set before the runtime starts any thread.
         std::env::set_var("SSL_CERT_FILE", ca);
+        std::env::remove_var("SSL_CERT_DIR");
     }
     if let Some(cpu) = cli.g.pin_cpu {
         // Before the runtime exists, so every thread it makes inherits the mask.
