@@ -38,6 +38,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         tern-bench --pin-cpu 1 --server-cpu 0 one-to-one --pairs 10 --sweep 1000,2000,4000 --duration 10\n  \
         tern-bench fanout --members 500 --senders 1 --rate 20 --duration 10\n  \
         tern-bench idle --connections 2000 --transport quic --heartbeat-secs 30\n  \
+        tern-bench idle --connections 5000 --reconnect resume\n  \
         tern-bench storm --devices 200 --missed 50\n  \
         tern-bench durability --rate 2000 --duration 10\n  \
         tern-bench conversations --conversations 10000 --direct 1000 --calls 100\n  \
@@ -196,6 +197,11 @@ pub enum Cmd {
         /// fewer users means fewer argon2id registrations during setup
         #[arg(long, default_value_t = 10)]
         devices_per_user: usize,
+        /// How the timed connections authenticate: login (the password each time), or
+        /// resume (tern: all N log in untimed and are dropped, then all reconnect with
+        /// their TLS session ticket and a Resume with their token; that ramp is timed)
+        #[arg(long, value_enum, default_value = "login")]
+        reconnect: Reconnect,
     },
     /// N devices offline while M messages arrive for each, then all reconnect at once and
     /// sync
@@ -381,6 +387,7 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             connections,
             hold_secs,
             devices_per_user,
+            ..
         } => {
             anyhow::ensure!(*connections >= 2, "--connections must be >= 2");
             anyhow::ensure!(*devices_per_user >= 1, "--devices-per-user must be >= 1");

@@ -205,6 +205,18 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             };
             return search::run(ctx, args).await;
         }
+        if let Cmd::Idle {
+            connections,
+            hold_secs,
+            devices_per_user,
+            reconnect: Reconnect::Resume,
+        } = cmd
+        {
+            let sources = Some(connections.div_ceil(20_000).max(1));
+            let a = tern::Tern::start(ctx, &[], sources)?;
+            let setup = idle::ByResume::default();
+            return idle::run(ctx, &a, connections, hold_secs, devices_per_user, setup).await;
+        }
         let sources = match &cmd {
             Cmd::Idle { connections, .. } => Some(connections.div_ceil(20_000).max(1)),
             _ => None,
@@ -279,7 +291,23 @@ async fn with<A: Adapter>(ctx: &Ctx, a: A, cmd: Cmd) -> anyhow::Result<()> {
             connections,
             hold_secs,
             devices_per_user,
-        } => idle::run(ctx, &a, connections, hold_secs, devices_per_user).await,
+            reconnect,
+        } => {
+            // tern's resume runs from `run`; the peers have no token resume here.
+            anyhow::ensure!(
+                reconnect == Reconnect::Login,
+                "idle --reconnect resume is tern only"
+            );
+            idle::run(
+                ctx,
+                &a,
+                connections,
+                hold_secs,
+                devices_per_user,
+                idle::ByLogin,
+            )
+            .await
+        }
         Cmd::Storm {
             devices,
             missed,

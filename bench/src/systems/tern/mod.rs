@@ -566,3 +566,49 @@ impl Adapter for Tern {
         .await
     }
 }
+
+/// The idle scenario's `--reconnect resume`: a device's first login (held, its token
+/// kept), then its reconnect as the SDK makes it after a network change: connection `i`
+/// again (its own TLS config, so the session ticket of the first connection is offered)
+/// and a `Resume` with the token.
+impl crate::scenarios::idle::Resumable for Tern {
+    async fn login_for_token(
+        &self,
+        i: usize,
+        user: &str,
+        device: &str,
+    ) -> anyhow::Result<(Live, String)> {
+        let (raw, ok) = self
+            .login(i, user, device)
+            .await
+            .map_err(|e| anyhow::anyhow!("{user}/{device}: {e}"))?;
+        let token = ok.token.clone();
+        let live = Live::start(
+            raw,
+            ok.username.clone(),
+            self.live_opts(&ok),
+            Arc::new(HookHandler(Hooks::default())),
+            self.stats.clone(),
+        );
+        Ok((live, token))
+    }
+
+    async fn resume(&self, i: usize, token: &str) -> anyhow::Result<Live> {
+        // Retried (RATE_LIMITED, connect failures) with the same token: it rotates only
+        // when a Resume succeeds, and then there is no retry.
+        let (raw, ok) = net::with_retries(20, &self.stats, || async {
+            let mut raw = self.connector.connect(i).await?;
+            let ok = net::resume(&mut raw, token).await?;
+            Ok((raw, ok))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("resume of connection {i}: {e}"))?;
+        Ok(Live::start(
+            raw,
+            ok.username.clone(),
+            self.live_opts(&ok),
+            Arc::new(HookHandler(Hooks::default())),
+            self.stats.clone(),
+        ))
+    }
+}
