@@ -342,6 +342,11 @@ for s in $SCENARIOS; do
     # copy per member.
     bench "tern (read diffusion)" "${TERN_ARGS[@]}" --server-arg=--group-fanout-threshold=100 "${args[@]}" || true
   fi
+  if [[ $s == idle ]]; then
+    # Connection setup the way the SDK reconnects: TLS session ticket + token Resume
+    # (every connection logs in untimed first, drops, and the reconnect ramp is timed).
+    bench "tern (reconnect by resume)" "${TERN_ARGS[@]}" "${args[@]}" --reconnect resume || true
+  fi
   for p in $PEERS; do
     applies "$p" "$s" || continue
     base=${p%-tls}

@@ -39,12 +39,17 @@ pub(crate) struct TlsTcp {
 
 impl Handler for TlsTcp {
     type Conn = TcpStream;
-    type Ready = TlsStream<TcpStream>;
+    /// Boxed: a TLS stream is a few KiB inline (rustls's connection state), and every
+    /// future that takes it by value (this `serve`, the connection's task around it) would
+    /// be sized for it for the connection's whole life, although `serve` moves it into
+    /// the heap-allocated split halves at once (docs/BENCHMARKS.md, idle memory).
+    type Ready = Box<TlsStream<TcpStream>>;
     const NAME: &'static str = "TCP";
 
     async fn handshake(&self, conn: TcpStream) -> Result<Self::Ready, String> {
         super::tls::accept(&self.tls, conn)
             .await
+            .map(Box::new)
             .map_err(|e| e.to_string())
     }
 
@@ -53,7 +58,7 @@ impl Handler for TlsTcp {
             refuse_without_alpn(stream).await;
             return;
         }
-        let (r, w) = tokio::io::split(stream);
+        let (r, w) = tokio::io::split(*stream);
         let frames = FramedRead::with_capacity(
             r,
             FrameCodec::new(self.services.limits.max_frame_bytes as usize),
@@ -73,7 +78,7 @@ impl Handler for TlsTcp {
 /// A TLS client that did not offer ALPN `tern/1` (one that offers only other protocols
 /// is refused by rustls during the handshake with the `no_application_protocol` alert):
 /// it gets `Closing{PROTOCOL_ERROR}` saying why, and the connection ends.
-async fn refuse_without_alpn(mut stream: TlsStream<TcpStream>) {
+async fn refuse_without_alpn(mut stream: Box<TlsStream<TcpStream>>) {
     use tokio::io::AsyncWriteExt;
     let frame = tern_proto::encode_frame(&tern_proto::closing_frame(
         tern_proto::pb::CloseReason::ProtocolError,
