@@ -10,7 +10,8 @@
 # so startup, logins, heartbeats and timers (the same in both runs) cancel out and what is
 # left is the marginal cost of one message: receive, store, group commit, ack, push, the
 # receiver's acks, and the search index following the timeline. Under valgrind the server
-# runs ~50x slower, hence the low rates. Counting starts once the server listens
+# runs ~50x slower, hence the low rates; --fair-sched=yes keeps sled's spinning threads
+# from starving the others (without it the server sometimes took minutes to start). Counting starts once the server listens
 # (its startup is left out). Environment: LOW (default 20), HIGH (100),
 # DURATION (20), PORT (7651), SERVER_ARGS (more server flags, e.g. --search-enabled=false), KEEP=1 keeps the callgrind files (callgrind_annotate them).
 # Each run's raw line goes to stderr; the last stdout line is the figure.
@@ -25,7 +26,7 @@ SERVER=""
 
 run() { # rate -> prints "Ir messages"
   local rate=$1 dir=$WORK/data-$1 out=$WORK/cg-$1.out
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --data-dir "$dir" \
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out" "$BIN" --data-dir "$dir" \
     --listen 127.0.0.1:$PORT --ws-listen off \
     --logins-per-address 1000000000 --conn-rate-limit 1000000000 --conn-rate-burst 1000000000 \
     --user-rate-limit 1000000000 --user-rate-burst 1000000000 \
@@ -36,10 +37,11 @@ run() { # rate -> prints "Ir messages"
     sleep 0.1
   done
   # Count from here: the server's startup (store, index, certificates) is left out.
+  [ -f "$dir/certs/ca.pem" ] || { echo "the server did not start: $WORK/server-$rate.log" >&2; kill -9 $SERVER; exit 1; }
   callgrind_control -z $SERVER >/dev/null
   local report
   report=$("$BENCH" --json --server 127.0.0.1:$PORT --ca "$dir/certs/ca.pem" --drain-secs 30 \
-    one-to-one --pairs 10 --rate "$rate" --duration "$DURATION")
+    one-to-one --pairs 10 --rate "$rate" --duration "$DURATION") || { kill -9 $SERVER; exit 1; }
   kill -INT $SERVER
   wait $SERVER || true
   SERVER=""

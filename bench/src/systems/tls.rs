@@ -10,49 +10,10 @@ use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Writes `ca.pem` and a `server.pem`/`server.key` for localhost, 127.0.0.1 and ::1
-/// signed by it (ECDSA P-256) into `dir`. The CA's key is not kept.
+/// Writes `ca.pem`/`ca.key` and a `server.pem`/`server.key` for localhost, 127.0.0.1
+/// and ::1 signed by it into `dir`: the server's own development-certificate maker.
 pub fn make_certs(dir: &Path) -> anyhow::Result<()> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "tern-bench peer CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    let write = |name: &str, text: String, mode: u32| {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let p = dir.join(name);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&p)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .with_context(|| format!("writing {}", p.display()))
-    };
-    write("server.key", key.serialize_pem(), 0o600)?;
-    write("server.pem", cert.pem(), 0o644)?;
-    write("ca.pem", ca_cert.pem(), 0o644)?;
-    Ok(())
+    tern_server::certs::make_dev_certs(dir)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
