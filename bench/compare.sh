@@ -30,9 +30,10 @@
 #   NO_BUILD=1    use the release binaries as they are
 #   NO_PIN=1      do not pin CPUs
 #   OVER_RATE=n   msg/s offered in one-to-one-overload (default 30000, QUICK 20000).
-#                 mosquitto, NATS and the relay reach the default here (the relay did
-#                 100,000 msg/s at 42% of its core in a 5 s probe): their overload rows
-#                 then show the offered rate, a lower bound of their capacity
+#                 mosquitto, NATS and the relay reach the default here (the relay
+#                 did 99,993 msg/s of 100,000 offered at 83.5% of its core, see
+#                 docs/BENCHMARKS.md): their overload rows then show the offered
+#                 rate, a lower bound of their capacity
 #   MQTT_PORT, NATS_PORT, NATS_HTTP_PORT, XMPP_PORT, RELAY_PORT  the peers' ports
 #
 # Peers (installed from Debian packages if missing), each started on 127.0.0.1 with a
