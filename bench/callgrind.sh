@@ -21,8 +21,7 @@ BIN=${1:-target/release/tern-server}
 BENCH=${BENCH:-target/release/tern-bench}
 LOW=${LOW:-20} HIGH=${HIGH:-100} DURATION=${DURATION:-20} PORT=${PORT:-7651}
 WORK=$(mktemp -d /tmp/tern-callgrind.XXXXXX)
-trap 'kill -INT $SERVER 2>/dev/null || true; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
-SERVER=""
+trap '[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
 
 run() { # rate -> prints "Ir messages"
   local rate=$1 dir=$WORK/data-$1 out=$WORK/cg-$1.out
@@ -31,7 +30,7 @@ run() { # rate -> prints "Ir messages"
     --logins-per-address 1000000000 --conn-rate-limit 1000000000 --conn-rate-burst 1000000000 \
     --user-rate-limit 1000000000 --user-rate-burst 1000000000 \
     --password-hash-memory-kib 64 --password-hash-iterations 1 ${SERVER_ARGS:-} >"$WORK/server-$rate.log" 2>&1 &
-  SERVER=$!
+  local SERVER=$!
   for _ in $(seq 600); do
     [ -f "$dir/certs/ca.pem" ] && (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
     sleep 0.1
@@ -44,7 +43,6 @@ run() { # rate -> prints "Ir messages"
     one-to-one --pairs 10 --rate "$rate" --duration "$DURATION") || { kill -9 $SERVER; exit 1; }
   kill -INT $SERVER
   wait $SERVER || true
-  SERVER=""
   local ir msgs
   ir=$(sed -n 's/^summary: *//p' "$out")
   msgs=$(python3 -c 'import json,sys; r=json.loads(sys.stdin.readline()); print(r["counts"]["acked"])' <<<"$report")

@@ -505,7 +505,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::CompareTable { files } => return compare_table(files),
         Cmd::Relay { listen, cert, key } => return relay::serve(*listen, cert, key).await,
-        Cmd::MakeCerts { dir } => return systems::tls::make_certs(dir),
+        Cmd::MakeCerts { dir } => return tern_server::certs::make_dev_certs(dir),
         _ => {}
     }
     scenarios::run(&scenarios::Ctx::new(cli.g), cli.cmd).await

@@ -214,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn relays_to_users_and_groups_and_acks_the_sender() {
         let dir = tempfile::tempdir().unwrap();
-        tls::make_certs(dir.path()).unwrap();
+        tern_server::certs::make_dev_certs(dir.path()).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(
             tls::server_config(
                 &dir.path().join("server.pem"),

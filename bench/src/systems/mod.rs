@@ -173,8 +173,10 @@ pub trait Adapter: Sized + Send + Sync + 'static {
     /// Scenarios this system supports.
     fn supports(&self, scenario: &str) -> bool;
 
-    /// Per-run setup: accounts, streams.
-    fn prepare(&self, users: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Per-run setup: accounts, streams (none by default).
+    fn prepare(&self, _users: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Makes group `name` with `members` (all prepared) in it.
     fn group(
         &self,

@@ -96,10 +96,6 @@ impl Adapter for Mqtt {
         matches!(scenario, "one-to-one" | "fanout" | "idle" | "storm")
     }
 
-    async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
-        Ok(())
-    }
-
     async fn group(&self, name: &str, _members: &[String]) -> anyhow::Result<Group> {
         Ok(Group {
             name: name.into(),

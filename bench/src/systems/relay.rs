@@ -59,10 +59,6 @@ impl Adapter for Relay {
         matches!(scenario, "one-to-one" | "fanout" | "idle")
     }
 
-    async fn prepare(&self, _users: &[String]) -> anyhow::Result<()> {
-        Ok(())
-    }
-
     async fn group(&self, name: &str, _members: &[String]) -> anyhow::Result<Group> {
         Ok(Group {
             name: name.into(),

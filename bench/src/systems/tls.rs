@@ -10,12 +10,6 @@ use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Writes `ca.pem`/`ca.key` and a `server.pem`/`server.key` for localhost, 127.0.0.1
-/// and ::1 signed by it into `dir`: the server's own development-certificate maker.
-pub fn make_certs(dir: &Path) -> anyhow::Result<()> {
-    tern_server::certs::make_dev_certs(dir)
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -67,7 +61,7 @@ mod tests {
     #[test]
     fn made_certificates_load_on_both_sides() {
         let dir = tempfile::tempdir().unwrap();
-        make_certs(dir.path()).unwrap();
+        tern_server::certs::make_dev_certs(dir.path()).unwrap();
         client_config(&dir.path().join("ca.pem")).unwrap();
         server_config(
             &dir.path().join("server.pem"),
